@@ -28,4 +28,4 @@ const stream = run({ files, concurrency: suite === 'unit' ? 2 : 1, timeout: 240_
 stream.on('test:fail', () => {
   process.exitCode = 1
 })
-stream.compose(spec).pipe(process.stdout)
+stream.compose(new spec()).pipe(process.stdout)

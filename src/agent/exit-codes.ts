@@ -1,0 +1,14 @@
+// Documented exit codes (README "Exit codes"); sysexits.h where one fits.
+export const ExitCode = {
+  /** Success; for `run`, a clean stop. */
+  OK: 0,
+  /** Runtime failure (systemd restarts the service); for `status`, the agent reports a problem. */
+  FAILURE: 1,
+  /** Bad command line (EX_USAGE). */
+  USAGE: 64,
+  /** The agent could not be reached, e.g. `status` with no agent running (EX_UNAVAILABLE). */
+  UNAVAILABLE: 69,
+  /** Invalid config: fix the file; systemd does not restart (EX_CONFIG, RestartPreventExitStatus=78). */
+  CONFIG: 78,
+} as const
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]

@@ -1,0 +1,59 @@
+// Renders /status for people: a few aligned lines a technician on an SSH
+// session can read at a glance. Scripts use --json instead.
+import type { AgentStatus } from './app.js'
+
+export function renderStatus(s: AgentStatus): string {
+  const a = s.agent
+  const lines: string[] = []
+  lines.push(`edge-agent ${a.version}  site ${a.site.name} (Purdue level ${a.site.level})  ${a.state}${a.startedAt ? `, up ${duration(a.uptimeSec)}` : ''}`)
+  lines.push(`process    pid ${s.process.pid}  rss ${mb(s.process.rssBytes)}  heap ${mb(s.process.heapUsedBytes)}  node ${s.process.node}`)
+  lines.push(`data dir   ${a.dataDir}`)
+  lines.push('')
+  lines.push(table(['COMPONENT', 'STATE'], s.components.map((c) => [c.name, c.state])))
+  lines.push('')
+  const b = s.broker
+  lines.push(table(['LISTENER', 'ADDRESS'], b.listeners.map((l) => [l.protocol, `${l.host}:${l.port}`])))
+  lines.push('')
+  const refused = Object.entries(b.refused)
+  lines.push(
+    table(
+      ['BROKER', ''],
+      [
+        ['clients connected', num(b.clients)],
+        ['connections since start', num(b.connectionsTotal)],
+        ['messages received', `${num(b.messagesReceived)}  (${b.receivedPerSec}/s)`],
+        ['messages delivered', `${num(b.messagesDelivered)}  (${b.deliveredPerSec}/s)`],
+        ['refused or closed', refused.length === 0 ? 'none' : refused.map(([k, v]) => `${k} ${num(v)}`).join(', ')],
+      ],
+    ),
+  )
+  return lines.join('\n') + '\n'
+}
+
+export function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (r: readonly string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd()
+  return [line(head), ...rows.map(line)].join('\n')
+}
+
+function num(n: number): string {
+  return n.toLocaleString('en-US')
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MB`
+}
+
+function duration(sec: number): string {
+  const d = Math.floor(sec / 86400)
+  const h = Math.floor((sec % 86400) / 3600)
+  const m = Math.floor((sec % 3600) / 60)
+  if (d > 0) return `${d}d ${h}h`
+  if (h > 0) return `${h}h ${m}m`
+  if (m > 0) return `${m}m ${sec % 60}s`
+  return `${sec}s`
+}

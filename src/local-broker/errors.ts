@@ -1,0 +1,16 @@
+// Typed errors of the local broker. Callers branch on `code`, never on text.
+export type LocalBrokerErrorCode =
+  | 'EDGE_ERR_BROKER_LISTEN_FAILED'
+  | 'EDGE_ERR_BROKER_STOPPED'
+  | 'EDGE_ERR_BROKER_TLS'
+
+export class LocalBrokerError extends Error {
+  override readonly name = 'LocalBrokerError'
+  constructor(
+    readonly code: LocalBrokerErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options)
+  }
+}
