@@ -132,8 +132,9 @@ export async function parseCli(argv: readonly string[], version: string, write: 
     await program.parseAsync([...argv])
   } catch (err) {
     if (err instanceof CommanderError) {
-      const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help'
-      throw new CliExit(ok ? 0 : 64, err.message)
+      // Help asked for, or --version: 0. Help shown because a command was
+      // missing, or any parse error: a usage error.
+      throw new CliExit(err.exitCode === 0 ? 0 : 64, err.message)
     }
     throw err
   }
