@@ -12,3 +12,11 @@ export const ExitCode = {
   CONFIG: 78,
 } as const
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
+
+export const EXIT_CODES_HELP = `
+Exit codes:
+  0   success (for run: stopped cleanly)
+  1   runtime failure; for status: the agent reports a problem
+  64  bad command line
+  69  agent not reachable (status)
+  78  invalid config (systemd does not restart on this code)`
