@@ -1,9 +1,15 @@
 // Composition root: turns a validated config into components, wires the
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
+import { randomUUID } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
+import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { LocalBroker } from '../local-broker/index.js'
+import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
+import { CertsService, type CertsStats } from '../certs/index.js'
+import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
+import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
+import { BrokerState } from './broker-state.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
@@ -16,6 +22,12 @@ export interface AgentDeps {
   /** Per-component stop deadline; the sum stays below systemd's TimeoutStopSec. */
   readonly stopTimeoutMs?: number
   readonly now?: () => number
+  /**
+   * The durable message store the bridges drain (tests may pass a MemoryStore).
+   * TODO(buffer wiring): the buffer owner wires the agent's own store here;
+   * until then the agent opens a SqliteStore in dataDir itself.
+   */
+  readonly store?: MessageStore & Component
 }
 
 export type AgentState = 'built' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
@@ -32,10 +44,30 @@ export interface AgentStatus {
   readonly process: { readonly pid: number; readonly node: string; readonly rssBytes: number; readonly heapUsedBytes: number }
   readonly components: readonly { readonly name: string; readonly state: string }[]
   readonly broker: ReturnType<LocalBroker['stats']> & { readonly receivedPerSec: number; readonly deliveredPerSec: number }
+  /** The store-and-forward buffer, and the broker state kept in the same file. */
+  readonly buffer: BufferStats & { readonly brokerState: SqlitePersistenceStats | null }
+  /** One entry per configured upstream (bridge). */
+  readonly upstreams: readonly BridgeStatus[]
+  /** Local CA, device certificates and clock; null without an mqtts listener. */
+  readonly certs: CertsStatus | null
+}
+
+export interface CertsStatus extends CertsStats {
+  /** Certificate-identified sessions connected now. */
+  readonly devicesConnected: number
+  /** TLS handshakes and connections refused before MQTT, by reason. */
+  readonly refusedHandshakes: Readonly<Record<string, number>>
+  /** Device ACL denials and sessions closed by credential, by reason. */
+  readonly denied: Readonly<Record<string, number>>
 }
 
 export class Agent {
   readonly broker: LocalBroker
+  /** The local CA and its services; built when a listener speaks mqtts. */
+  readonly certs: CertsService | undefined
+  readonly store: MessageStore & Component
+  readonly brokerState: BrokerState | undefined
+  readonly bridges: BridgeGroup
   readonly admin: AdminServer | undefined
   readonly #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
@@ -52,11 +84,37 @@ export class Agent {
     this.#deps = deps
     this.#log = deps.logger
     this.#now = deps.now ?? Date.now
+    const sqlite = deps.store === undefined ? newSqliteStore(config, deps.logger) : undefined
+    this.store = deps.store ?? (sqlite as SqliteStore)
+    // Retained messages and persistent sessions share the store's file; with
+    // an injected (memory) store, the broker keeps them in memory.
+    this.brokerState = sqlite === undefined ? undefined : new BrokerState(sqlite, deps.logger)
+    const certs = config.broker.listeners.some((l) => l.protocol === 'mqtts') ? buildCerts(config, deps.logger) : undefined
+    this.certs = certs
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
       logger: deps.logger,
+      persistence: () => this.brokerState?.persistence,
+      ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),
+      // Every device PUBLISH passes the bridges' capture: its PUBACK waits
+      // until each matching `out` rule's copy is committed to the store.
+      onPublish: (packet) => this.bridges.capture(packet),
     })
+    // One bridge per upstream; inbound messages enter the local broker as the
+    // agent's own publishes, which never pass onPublish (no re-capture, no loop).
+    const agentInfo = { id: randomUUID(), site: config.site.name, level: config.site.level, version: deps.version }
+    const publishLocal = (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> =>
+      this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
+    this.bridges = new BridgeGroup({
+      bridges: config.upstreams.map(
+        (upstream) => new Bridge({ upstream, agent: agentInfo, store: this.store, publishLocal, logger: deps.logger }),
+      ),
+      agent: agentInfo,
+      publishLocal,
+      logger: deps.logger,
+    })
+    if (certs !== undefined) this.#wireCerts(certs)
     this.#rates = new RateMeter(() => {
       const s = this.broker.stats()
       return { received: s.messagesReceived, delivered: s.messagesDelivered }
@@ -75,11 +133,56 @@ export class Agent {
       : undefined
     // Start order is dependency order; the admin endpoint comes first so that
     // /healthz can say "starting" during a slow start.
-    this.#components = [...(this.admin ? [this.admin] : []), this.broker]
+    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, this.bridges]
   }
 
   get state(): AgentState {
     return this.#state
+  }
+
+  /** Device identity and isolation for the broker, backed by the local CA. */
+  #deviceOptions(certs: CertsService): DeviceOptions {
+    const c = this.#config
+    const prefix = c.certs.renewal.topicPrefix
+    return {
+      acl: Acl.compile({
+        publish: c.devices.publish,
+        subscribe: c.devices.subscribe,
+        groups: c.devices.groups,
+        requests: [`${prefix}/csr`],
+        replies: [`${prefix}/cert`],
+        broadcast: [c.certs.crl.topic],
+      }),
+      identity: c.devices.identity,
+      maxIdBytes: c.devices.maxIdBytes,
+      onDeniedPublish: c.devices.onDeniedPublish,
+      isRevoked: (serial) => certs.ca.isRevoked(serial),
+      reservedClientId: (id) => certs.isKnownDevice(id),
+      now: () => certs.guard.trustedNow(),
+      onRequest: (req) => {
+        // Renewal over MQTT: the broker bound req.id to the session's certificate.
+        certs
+          .handleRenewal({ id: req.id, clientId: req.clientId, payload: req.payload, credential: req.credential })
+          .then(async (out) => {
+            if (out.issued !== undefined) this.broker.refreshCredential(req.clientId, { serial: out.issued.serial, notAfter: out.issued.notAfter })
+            await this.broker.publish(out.topic, out.payload, { qos: 1 })
+          })
+          .catch((err: unknown) => this.#log.error({ err, deviceId: req.id }, 'renewal reply failed'))
+      },
+    }
+  }
+
+  /** certs → broker: rotated server certificate, revocations, CRL. */
+  #wireCerts(certs: CertsService): void {
+    certs.on('rotated', (material) => this.broker.updateTls(material))
+    certs.on('revoked', (e) => {
+      this.broker.setRevokedSerials(e.serials)
+      for (const r of e.revoked) this.broker.disconnectClient(r.id, 'revoked')
+    })
+    certs.on('crl', (e) => {
+      if (this.#state !== 'running') return // published once started
+      this.broker.publish(e.topic, e.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
+    })
   }
 
   async start(signal: AbortSignal): Promise<void> {
@@ -95,6 +198,11 @@ export class Agent {
     this.#startedAt = this.#now()
     this.#rates.start()
     this.#state = 'running'
+    if (this.certs !== undefined) {
+      // The CRL, retained, for devices and anything downstream (research note D6).
+      const crl = await this.certs.currentCrl()
+      if (crl.pem !== '') await this.broker.publish(crl.topic, crl.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
+    }
     this.#log.info(
       { site: this.#config.site, listeners: this.broker.listeners(), admin: this.admin?.port, version: this.#deps.version },
       'agent started',
@@ -137,13 +245,22 @@ export class Agent {
         receivedPerSec: round(rates['received'] ?? 0),
         deliveredPerSec: round(rates['delivered'] ?? 0),
       },
+      buffer: { ...this.store.stats(), brokerState: this.brokerState?.stats() ?? null },
+      upstreams: this.bridges.statuses(),
+      certs: this.#certsStatus(),
     }
+  }
+
+  #certsStatus(): CertsStatus | null {
+    if (this.certs === undefined) return null
+    const b = this.broker.stats()
+    return { ...this.certs.stats(), devicesConnected: b.devices, refusedHandshakes: b.tlsRefused, denied: b.denied }
   }
 
   metrics(): string {
     const s = this.status()
     const b = s.broker
-    return new MetricsText()
+    const m = new MetricsText()
       .gauge('edge_agent_info', 'Agent build and site; value is always 1', [
         { labels: { version: s.agent.version, site: s.agent.site.name, level: s.agent.site.level }, value: 1 },
       ])
@@ -156,7 +273,10 @@ export class Agent {
       .counter('edge_agent_broker_messages_received_total', 'PUBLISH packets received from devices', b.messagesReceived)
       .counter('edge_agent_broker_messages_delivered_total', 'Messages delivered to local subscribers', b.messagesDelivered)
       .counter('edge_agent_broker_refused_total', 'Connections refused or closed, by limit or protocol rule', byLabel('reason', b.refused))
-      .toString()
+    bufferMetrics(m, s.buffer)
+    upstreamMetrics(m, s.upstreams, this.#now())
+    if (s.certs !== null) certsMetrics(m, s.certs)
+    return m.toString()
   }
 
   #stopTimeoutMs(): number {
@@ -164,8 +284,114 @@ export class Agent {
   }
 }
 
+function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteStore {
+  const b = config.buffer
+  return new SqliteStore({
+    dataDir: config.dataDir,
+    logger,
+    durability: b.durability,
+    maxBatch: b.maxBatch,
+    batchWindowMs: b.batchWindowMs,
+    // 0 in the config means "size it from the disk", which the store does when unset.
+    ...(b.maxBytes > 0 ? { maxBytes: b.maxBytes } : {}),
+    ...(b.minFreeBytes > 0 ? { minFreeBytes: b.minFreeBytes } : {}),
+    migrations: AEDES_PERSISTENCE_MIGRATIONS,
+  })
+}
+
 export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {
   return new Agent(config, deps)
+}
+
+function buildCerts(config: Readonly<AgentConfig>, logger: Logger): CertsService {
+  const c = config.certs
+  const names = [...new Set([hostname(), 'localhost', '127.0.0.1', '::1', ...c.server.hostnames])]
+  return new CertsService({
+    dataDir: config.dataDir,
+    logger,
+    autoInit: c.autoInit,
+    caName: c.caName !== '' ? c.caName : `edge-agent local CA (${config.site.name})`,
+    caLifetimeMs: c.caLifetimeSec * 1000,
+    backdateMs: c.backdateSec * 1000,
+    maxIdBytes: config.devices.maxIdBytes,
+    device: { lifetimeMs: c.device.lifetimeSec * 1000, renewAfter: c.device.renewAfter },
+    server: { lifetimeMs: c.server.lifetimeSec * 1000, renewAfter: c.server.renewAfter, names },
+    renewal: { enabled: c.renewal.enabled, topicPrefix: c.renewal.topicPrefix, minRequestIntervalMs: c.renewal.minRequestIntervalSec * 1000 },
+    crl: { topic: c.crl.topic, validityMs: c.crl.validitySec * 1000 },
+    clockGuard: { toleranceMs: c.clock.toleranceSec * 1000, maxForwardJumpMs: c.clock.maxForwardJumpSec * 1000 },
+  })
+}
+
+function certsMetrics(m: MetricsText, c: CertsStatus): void {
+  m.counter('edge_agent_certs_renewed_total', 'Device certificates renewed over MQTT', c.renewal.renewed)
+    .counter('edge_agent_certs_renewal_refused_total', 'Renewal requests refused, by protocol error code', byLabel('reason', c.renewal.refused))
+    .counter('edge_agent_certs_server_rotations_total', "Rotations of the broker's server certificate", c.server.rotations)
+    .counter('edge_agent_certs_server_rotations_postponed_total', 'Server certificate rotations postponed (clock suspicious, issuance failed)', c.server.postponed)
+    .gauge('edge_agent_certs_revoked', 'Revoked certificates not yet expired', c.revoked)
+    .gauge('edge_agent_certs_ca_expiry_days', 'Days until the local CA expires', c.ca.expiresInDays)
+    .gauge('edge_agent_certs_server_expiry_seconds', "Seconds until the broker's server certificate expires", c.server.expiresInSec ?? 0)
+    .gauge('edge_agent_certs_clock_suspicious', '1 while the clock is not trusted and issuance is paused', c.clock.state === 'ok' ? 0 : 1)
+    .gauge('edge_agent_broker_devices', 'Certificate-identified device sessions connected now', c.devicesConnected)
+    .counter('edge_agent_broker_tls_refused_total', 'TLS connections refused before MQTT, by reason', byLabel('reason', c.refusedHandshakes))
+    .counter('edge_agent_broker_device_denied_total', 'Device ACL denials and sessions closed by credential, by reason', byLabel('reason', c.denied))
+}
+
+/** The buffer's families: depth, bytes and oldest age per queue; rates; drops by reason and rule. */
+function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
+  const perQueue = (f: (q: BufferStats['queues'][number]) => number) => b.queues.map((q) => ({ labels: { queue: q.queue }, value: f(q) }))
+  m.gauge('edge_agent_buffer_messages', 'Messages in the buffer, per queue (upstream), in flight included', perQueue((q) => q.depth))
+    .gauge('edge_agent_buffer_bytes', 'Bytes of messages in the buffer, per queue', perQueue((q) => q.bytes))
+    .gauge('edge_agent_buffer_inflight', 'Buffered messages sent upstream and not yet acknowledged, per queue', perQueue((q) => q.inFlight))
+    .gauge('edge_agent_buffer_oldest_age_seconds', 'Age of the oldest buffered message, per queue', perQueue((q) => (q.oldestAgeMs ?? 0) / 1000))
+    .gauge('edge_agent_buffer_capacity_bytes', 'Bytes the buffer may hold now (maxBytes, lowered near the free-space floor)', b.limits.effectiveMaxBytes)
+    .gauge('edge_agent_buffer_disk_free_bytes', 'Free bytes on the file system of the buffer', b.limits.freeBytes ?? 0)
+    .gauge('edge_agent_buffer_healthy', '1 when the buffer accepts writes normally, 0 when degraded (disk full or low, I/O error)', b.health.state === 'ok' ? 1 : 0)
+    .counter('edge_agent_buffer_appended_total', 'Messages committed to the buffer', b.totals.appended)
+    .counter('edge_agent_buffer_acked_total', 'Messages removed after the upstream acknowledged them', b.totals.acked)
+    .counter('edge_agent_buffer_commits_total', 'Group commits', b.totals.commits)
+    .counter('edge_agent_buffer_failed_commits_total', 'Group commits that failed (their messages were not acknowledged)', b.totals.failedCommits)
+    .gauge('edge_agent_buffer_append_rate', 'Messages appended per second, recent', b.rates.appendPerSec)
+    .gauge('edge_agent_buffer_drain_rate', 'Messages acknowledged upstream per second, recent', b.rates.ackPerSec)
+    .counter('edge_agent_buffer_dropped_total', 'Messages the buffer dropped, by reason', byLabel('reason', b.drops.byReason))
+    .counter(
+      'edge_agent_buffer_dropped_by_rule_total',
+      'Messages the buffer dropped, by bridge rule and reason',
+      Object.entries(b.drops.byRule).flatMap(([rule, byReason]) =>
+        Object.entries(byReason).map(([reason, value]) => ({ labels: { rule, reason }, value: value ?? 0 })),
+      ),
+    )
+    .counter('edge_agent_buffer_quarantined_total', 'Corrupt database files moved aside at start', b.quarantine.count)
+  if (b.brokerState) {
+    m.gauge('edge_agent_broker_retained_messages', 'Retained messages kept by the local broker', b.brokerState.retainedMessages)
+      .gauge('edge_agent_broker_persistent_sessions', 'Persistent sessions kept by the local broker', b.brokerState.persistentSessions)
+      .gauge('edge_agent_broker_offline_queued_messages', 'QoS 1/2 messages queued for offline persistent sessions', b.brokerState.queuedMessages)
+      .counter('edge_agent_broker_offline_dropped_total', 'Offline-queue messages dropped past the per-client bounds', b.brokerState.droppedMessages)
+  }
+}
+
+/** Per-upstream families, one sample per upstream (label `upstream`). */
+function upstreamMetrics(m: MetricsText, ups: readonly BridgeStatus[], now: number): void {
+  const per = (f: (u: BridgeStatus) => number) => ups.map((u) => ({ labels: { upstream: u.name }, value: f(u) }))
+  m.gauge('edge_agent_upstream_connected', '1 while the upstream connection is up', per((u) => (u.connected ? 1 : 0)))
+    .gauge('edge_agent_upstream_state_seconds', 'Seconds since the upstream connection last changed state', per((u) => Math.max(0, Math.round((now - Date.parse(u.since)) / 1000))))
+    .gauge('edge_agent_upstream_inflight', 'Messages sent upstream and not yet acknowledged', per((u) => u.inflight))
+    .gauge('edge_agent_upstream_window', "In-flight window (config inflight, lowered by the upstream's Receive Maximum)", per((u) => u.window))
+    .gauge('edge_agent_upstream_backlog_messages', 'Messages in the buffer for this upstream, in flight included', per((u) => u.backlog.depth))
+    .gauge('edge_agent_upstream_backlog_bytes', 'Bytes in the buffer for this upstream', per((u) => u.backlog.bytes))
+    .gauge('edge_agent_upstream_backlog_oldest_age_seconds', 'Age of the oldest buffered message for this upstream', per((u) => (u.backlog.oldestAgeMs ?? 0) / 1000))
+    .counter('edge_agent_upstream_messages_sent_total', 'PUBLISH packets sent upstream (first sends)', per((u) => u.totals.sent))
+    .counter('edge_agent_upstream_messages_acked_total', 'Messages acknowledged by the upstream and removed from the buffer', per((u) => u.totals.acked))
+    .counter('edge_agent_upstream_messages_resent_total', 'In-flight messages sent again after a reconnect', per((u) => u.totals.resent))
+    .counter('edge_agent_upstream_messages_received_total', 'Messages from the upstream delivered to the local broker (in rules)', per((u) => u.totals.received))
+    .counter('edge_agent_upstream_connect_attempts_total', 'Connection attempts to the upstream', per((u) => u.totals.attempts))
+    .counter('edge_agent_upstream_connects_total', 'Connections established to the upstream', per((u) => u.totals.connects))
+    .counter('edge_agent_upstream_disconnects_total', 'Established connections that ended', per((u) => u.totals.disconnects))
+    .counter(
+      'edge_agent_upstream_dropped_total',
+      'Messages not forwarded, by reason (bridge and buffer drops of this upstream)',
+      ups.flatMap((u) => Object.entries(u.drops).map(([reason, value]) => ({ labels: { upstream: u.name, reason }, value }))),
+    )
+    .gauge('edge_agent_upstream_loop', '1 while forwarding is paused because it would loop back to this agent', per((u) => (u.loop === null ? 0 : 1)))
 }
 
 function round(n: number): number {

@@ -14,6 +14,7 @@ const ctx: CommandContext = {
   env: process.env,
   cwd: process.cwd(),
   stdoutIsTty: process.stdout.isTTY,
+  stderrIsTty: process.stderr.isTTY,
   out: (s) => void process.stdout.write(s),
   err: (s) => void process.stderr.write(s),
   onSignal: (signal, handler) => void process.on(signal, handler),

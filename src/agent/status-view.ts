@@ -27,6 +27,24 @@ export function renderStatus(s: AgentStatus): string {
       ],
     ),
   )
+  for (const u of s.upstreams ?? []) {
+    lines.push('')
+    const since = Math.max(0, Math.round((Date.now() - Date.parse(u.since)) / 1000))
+    const state = u.loop !== null ? `LOOP with ${u.loop.peerSite || 'an agent above'}: forwarding paused` : u.connected ? `connected for ${duration(since)}` : `${u.state} for ${duration(since)}`
+    const drops = Object.entries(u.drops).filter(([, n]) => n > 0)
+    const rows: string[][] = [
+      ['state', state],
+      ['url', `${u.url}  (MQTT ${u.protocolVersion === 5 ? '5' : '3.1.1'}, client id ${u.clientId})`],
+      ['in flight', `${num(u.inflight)} of ${num(u.window)}`],
+      ['backlog', `${num(u.backlog.depth)} messages, ${mb(u.backlog.bytes)}${u.backlog.oldestAgeMs === null ? '' : `, oldest ${duration(Math.round(u.backlog.oldestAgeMs / 1000))}`}`],
+      ['sent / acked', `${num(u.totals.sent)} / ${num(u.totals.acked)}  (${u.rates.sentPerSec}/s / ${u.rates.ackedPerSec}/s)`],
+      ['from upstream', `${num(u.totals.received)}  (${u.rates.receivedPerSec}/s)`],
+      ['connects', `${num(u.totals.connects)} of ${num(u.totals.attempts)} attempts, ${num(u.totals.resent)} resent`],
+      ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v)}`).join(', ')],
+    ]
+    if (u.lastError !== null && !u.connected) rows.push(['last error', `${u.lastError.message} (${u.lastError.code})`])
+    lines.push(table([`UPSTREAM ${u.name}`, ''], rows))
+  }
   return lines.join('\n') + '\n'
 }
 

@@ -8,22 +8,51 @@
 // - Limits answer with the CONNACK code MQTT 3.1.1 has for them, or a
 //   disconnect where it has none, and each refusal is logged naming the limit.
 // - stop() stops accepting first, then closes clients, then the broker.
+// - On `mqtts` listeners a device's certificate is checked after the handshake
+//   and before any MQTT byte (tls.ts); its identity is the client id, bound
+//   to the certificate, and its topic space is enforced on publish, subscribe,
+//   Will and delivery (acl.ts). A session ends when its credential expires or
+//   is revoked: Node never re-checks a certificate after the handshake.
 import { createServer as createTcpServer, type Server as TcpServer, type Socket, type AddressInfo } from 'node:net'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
+import type { X509Certificate } from 'node:crypto'
 import { Aedes, type AedesOptions, type AuthenticateError, type Client, type PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { LocalBrokerError } from './errors.js'
 import { PacketGuard, guardConnection, connectionGuard, type GuardViolation } from './packet-guard.js'
 import { LogLimiter } from './log-limiter.js'
+import type { Acl, DeviceAcl } from './acl.js'
+import {
+  checkPeer,
+  classifyTlsError,
+  identityFor,
+  mergeMaterial,
+  normalizeSerial,
+  parseAnchors,
+  readListenerFiles,
+  secureContextOptions,
+  type DeviceCredential,
+  type IdentityMode,
+  type TlsMaterial,
+  type TlsRefusal,
+} from './tls.js'
 
 export interface ListenerOptions {
-  readonly protocol: 'mqtt' | 'ws'
+  readonly protocol: 'mqtt' | 'ws' | 'mqtts'
   readonly host: string
   /** 0 picks a free port. */
   readonly port: number
   /** WebSocket HTTP path, default '/mqtt'. */
   readonly path?: string
+  /** mqtts: refuse clients without a certificate from the local CA. Default true. */
+  readonly requireClientCert?: boolean
+  /** mqtts: server certificate (PEM, with its chain) and key; default: issued by the local CA and rotated. */
+  readonly certFile?: string
+  readonly keyFile?: string
+  /** mqtts: trust anchors for client certificates; default: the local CA. */
+  readonly caFile?: string
 }
 
 export interface BrokerLimitOptions {
@@ -52,13 +81,49 @@ export interface LocalBrokerOptions {
   readonly listeners: readonly ListenerOptions[]
   readonly limits: BrokerLimitOptions
   readonly logger: Logger
-  /** aedes persistence; default aedes' in-memory one. */
+  /**
+   * aedes persistence, or a function returning it at start (when it needs a
+   * database that is opened by an earlier component); default in memory.
+   */
   readonly persistence?: unknown
   readonly onPublish?: PublishInterceptor
+  /** The local CA's TLS material for mqtts listeners without files of their own. */
+  readonly tls?: () => TlsMaterial
+  /** Certificate-identified devices: identity binding and topic isolation. */
+  readonly devices?: DeviceOptions
+}
+
+/** Certificate-identified devices on mqtts listeners. */
+export interface DeviceOptions {
+  readonly acl: Acl
+  /** Which certificate names the client id may match. */
+  readonly identity: IdentityMode
+  readonly maxIdBytes: number
+  /** A PUBLISH outside the device's space: close the connection, or acknowledge and drop it. */
+  readonly onDeniedPublish: 'disconnect' | 'drop'
+  /** A device published on one of its request topics (e.g. a CSR); the message goes nowhere else. */
+  readonly onRequest?: (req: DeviceRequest) => void
+  /** Is this certificate serial revoked? Consulted at every handshake (with setRevokedSerials'). */
+  readonly isRevoked?: (serial: string) => boolean
+  /** Client ids that only a certificate-identified session may use (devices the CA knows). */
+  readonly reservedClientId?: (clientId: string) => boolean
+  /** Wall clock for credential expiry (the certs clock guard's trusted time). Default Date.now. */
+  readonly now?: () => number
+  /** How often sessions are checked for an expired credential, ms. Default 1000. */
+  readonly sweepIntervalMs?: number
+}
+
+export interface DeviceRequest {
+  readonly id: string
+  readonly clientId: string
+  readonly topic: string
+  readonly payload: Buffer
+  /** The session's current credential. */
+  readonly credential: DeviceCredential
 }
 
 export interface BoundListener {
-  readonly protocol: 'mqtt' | 'ws'
+  readonly protocol: 'mqtt' | 'ws' | 'mqtts'
   readonly host: string
   readonly port: number
 }
@@ -71,9 +136,18 @@ export interface LocalBrokerStats {
   /** Refused or closed connections by reason (limit name or protocol rule). */
   readonly refused: Readonly<Record<string, number>>
   readonly listeners: readonly BoundListener[]
+  /** TLS connections refused before MQTT, by reason (tls.ts TlsRefusal). */
+  readonly tlsRefused: Readonly<Record<string, number>>
+  /** Certificate-identified sessions connected now. */
+  readonly devices: number
+  /** Publishes and subscriptions refused by the device ACL, and sessions closed by credential. */
+  readonly denied: Readonly<Record<string, number>>
 }
 
-type RefusalReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
+type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
+/** Identity refusals: no certificate, client id not the certificate's, a device's id taken by another, Will outside the space. */
+type IdentityReason = 'certificateRequired' | 'identityMismatch' | 'identityInvalid' | 'clientIdReserved' | 'willDenied'
+type RefusalReason = LimitReason | IdentityReason
 
 const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode']> = {
   maxConnections: 3, // server unavailable
@@ -82,10 +156,42 @@ const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode']> = {
   keepaliveMinSec: 2,
   keepaliveMaxSec: 2,
   maxClientIdBytes: 2,
+  certificateRequired: 5, // not authorized
+  identityMismatch: 2, // identifier rejected: the client id is not the certificate's
+  identityInvalid: 2,
+  clientIdReserved: 5,
+  willDenied: 5,
 }
 
+/** An identified session: who it is, what it may do, until when. */
+interface DeviceSession {
+  readonly id: string
+  readonly acl: DeviceAcl
+  /** Serials of the certificates that authenticated this session (handshake, then renewals over it). */
+  readonly serials: Set<string>
+  notAfter: number
+}
+
+/** Where dropped and consumed publishes go: nobody can receive it (authorizeForward). */
+const SINK_TOPIC = '$edge/dropped'
+
 const kRefusal = Symbol('edge-agent.refusal')
-type AnnotatedClient = Client & { [kRefusal]?: RefusalReason }
+const kSession = Symbol('edge-agent.deviceSession')
+const kPeer = Symbol('edge-agent.peerCertificate')
+type AnnotatedClient = Client & { [kRefusal]?: RefusalReason; [kSession]?: DeviceSession }
+/** On a TLS connection: the checked client certificate, or null if none was presented (allowed). */
+type PeerConn = Duplex & { [kPeer]?: X509Certificate | null }
+
+interface TlsListener {
+  readonly server: TlsServer
+  readonly listener: ListenerOptions
+  readonly requireClientCert: boolean
+  /** Follows the local CA's material for what its own files do not give. */
+  readonly followsLocalCa: boolean
+  /** What the listener's own files gave. */
+  readonly own: Partial<TlsMaterial>
+  anchors: X509Certificate[]
+}
 
 export class LocalBroker {
   readonly name = 'local-broker'
@@ -100,6 +206,13 @@ export class LocalBroker {
   #received = 0
   #delivered = 0
   readonly #refused = new Map<string, number>()
+  readonly #tlsRefused = new Map<string, number>()
+  readonly #denied = new Map<string, number>()
+  readonly #tlsListeners: TlsListener[] = []
+  /** Identified sessions by client id. */
+  readonly #sessions = new Map<string, AnnotatedClient>()
+  #revoked: ReadonlySet<string> = new Set()
+  #sweep: NodeJS.Timeout | undefined
 
   constructor(opts: LocalBrokerOptions) {
     this.#opts = opts
@@ -118,7 +231,7 @@ export class LocalBroker {
       maxClientsIdLength: 23,
       maxTopicLevels: limits.maxTopicLevels,
       preConnect: (client, packet, done) => {
-        const reason = this.#refusalFor(packet.keepalive ?? 0, packet.clientId)
+        const reason = this.#identify(client as AnnotatedClient, packet) ?? this.#refusalFor(packet.keepalive ?? 0, packet.clientId)
         if (reason) (client as AnnotatedClient)[kRefusal] = reason
         done(null, true)
       },
@@ -126,12 +239,29 @@ export class LocalBroker {
         const reason = (client as AnnotatedClient)[kRefusal] ?? (this.#aedes !== undefined && this.#aedes.connectedClients >= limits.maxConnections ? 'maxConnections' : undefined)
         if (reason === undefined) return done(null, true)
         this.#count(reason)
-        const err = Object.assign(new Error(`limit ${reason}`), { returnCode: REFUSAL_CODES[reason] }) as AuthenticateError
-        this.#limiter.warn(reason, { clientId: client.id, limit: reason, value: this.#limitValue(reason), returnCode: err.returnCode }, 'connection refused by limit')
+        const err = Object.assign(new Error(`refused ${reason}`), { returnCode: REFUSAL_CODES[reason] }) as AuthenticateError
+        if (isLimit(reason)) {
+          this.#limiter.warn(reason, { clientId: client.id, limit: reason, value: this.#limitValue(reason), returnCode: err.returnCode }, 'connection refused by limit')
+        } else {
+          const peer = (client.conn as PeerConn)[kPeer]
+          this.#limiter.warn(
+            reason,
+            { clientId: client.id.slice(0, 200), reason, certificateCn: peer ? cnOf(peer) : undefined, returnCode: err.returnCode },
+            'device connection refused',
+          )
+        }
         done(err, false)
       },
       authorizePublish: (client, packet, done) => {
         if (client === null) return done(null)
+        const session = (client as AnnotatedClient)[kSession]
+        if (session !== undefined) {
+          const decision = session.acl.publish(packet.topic)
+          if (decision === 'request') return this.#request(client, session, packet, done)
+          if (decision === 'deny') return this.#denyPublish(client, session.id, packet, done)
+        } else if (this.#opts.devices?.acl.reservedForAgent(packet.topic) === true) {
+          return this.#denyPublish(client, undefined, packet, done)
+        }
         // Devices may not publish into the broker's own namespace (aedes#597).
         if (packet.topic.startsWith('$')) {
           this.#count('reservedTopic')
@@ -146,15 +276,31 @@ export class LocalBroker {
           (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
         )
       },
-      authorizeForward: (_client, packet) => {
+      authorizeSubscribe: (client, sub, done) => {
+        const session = client === null ? undefined : (client as AnnotatedClient)[kSession]
+        if (session === undefined || session.acl.subscribe(sub.topic)) return done(null, sub)
+        this.#deny('aclSubscribe')
+        this.#limiter.warn('aclSubscribe', { deviceId: session.id, filter: sub.topic.slice(0, 200) }, 'subscription outside the device topic space refused')
+        done(null, null) // SUBACK 0x80 for this filter [MQTT-3.9.3]
+      },
+      authorizeForward: (client, packet) => {
+        if (packet.topic === SINK_TOPIC) return undefined
+        const session = (client as AnnotatedClient | null)?.[kSession]
+        // Re-checked on delivery: retained messages and restored sessions too.
+        if (session !== undefined && !session.acl.receive(packet.topic)) return undefined
         this.#delivered++
         return packet
       },
     }
-    if (this.#opts.persistence !== undefined) options.persistence = this.#opts.persistence
+    const persistence: unknown = typeof this.#opts.persistence === 'function' ? (this.#opts.persistence as () => unknown)() : this.#opts.persistence
+    if (persistence !== undefined) options.persistence = persistence
     const aedes = await Aedes.createBroker(options)
     this.#aedes = aedes
     this.#watch(aedes)
+    if (this.#opts.devices !== undefined) {
+      this.#sweep = setInterval(() => this.#sweepSessions(), this.#opts.devices.sweepIntervalMs ?? 1000)
+      this.#sweep.unref()
+    }
     try {
       for (const l of this.#opts.listeners) {
         signal.throwIfAborted()
@@ -180,7 +326,69 @@ export class LocalBroker {
       messagesDelivered: this.#delivered,
       refused: Object.fromEntries(this.#refused),
       listeners: this.#bound,
+      tlsRefused: Object.fromEntries(this.#tlsRefused),
+      devices: this.#sessions.size,
+      denied: Object.fromEntries(this.#denied),
     }
+  }
+
+  /**
+   * Swaps the local CA's server certificate (and trust anchors) into every
+   * mqtts listener that follows it. New handshakes use it; connected devices
+   * keep their sessions.
+   */
+  updateTls(material: TlsMaterial): void {
+    for (const t of this.#tlsListeners) {
+      if (!t.followsLocalCa) continue
+      const merged: TlsMaterial = { key: t.own.key ?? material.key, cert: t.own.cert ?? material.cert, ca: t.own.ca ?? material.ca }
+      t.server.setSecureContext(secureContextOptions(merged, t.requireClientCert))
+      t.anchors = parseAnchors(merged.ca)
+    }
+    const swapped = this.#tlsListeners.filter((t) => t.followsLocalCa).length
+    if (swapped > 0) this.#log.info({ listeners: swapped }, 'tls material updated')
+  }
+
+  /**
+   * Replaces the revoked serials: new handshakes presenting one are refused,
+   * and sessions authenticated by one are closed now.
+   */
+  setRevokedSerials(serials: Iterable<string>): void {
+    this.#revoked = new Set([...serials].map(normalizeSerial))
+    for (const client of [...this.#sessions.values()]) {
+      const session = client[kSession]
+      if (session !== undefined && [...session.serials].some((s) => this.#revoked.has(s))) this.#closeSession(client, 'revoked')
+    }
+  }
+
+  /** Closes the session of `clientId`, if connected; resolves true if there was one. */
+  disconnectClient(clientId: string, reason = 'requested'): boolean {
+    const client = this.#sessions.get(clientId)
+    if (client === undefined) return false
+    this.#closeSession(client, reason)
+    return true
+  }
+
+  /**
+   * A device renewed its certificate over its session: the session now rests
+   * on the new credential and lives until that one expires.
+   */
+  refreshCredential(clientId: string, credential: DeviceCredential): void {
+    const session = this.#sessions.get(clientId)?.[kSession]
+    if (session === undefined) return
+    session.serials.add(normalizeSerial(credential.serial))
+    session.notAfter = Math.max(session.notAfter, credential.notAfter)
+  }
+
+  /** Publishes on behalf of the agent (bypasses the ACL); resolves once routed. */
+  publish(topic: string, payload: Buffer | string, opts: { qos?: 0 | 1 | 2; retain?: boolean } = {}): Promise<void> {
+    const aedes = this.#aedes
+    if (aedes === undefined || aedes.closed) return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
+    return new Promise<void>((resolve, reject) => {
+      aedes.publish(
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
+        (err?: Error) => (err ? reject(err) : resolve()),
+      )
+    })
   }
 
   stop(): Promise<void> {
@@ -189,6 +397,7 @@ export class LocalBroker {
   }
 
   async #stop(): Promise<void> {
+    if (this.#sweep !== undefined) clearInterval(this.#sweep)
     const aedes = this.#aedes
     // Stop accepting first, then close the clients with the broker; a closed
     // listener alone leaves aedes' clients up (moscajs/aedes#640).
@@ -207,7 +416,82 @@ export class LocalBroker {
     return undefined
   }
 
-  #limitValue(reason: RefusalReason): number {
+  /**
+   * Binds a connection's certificate to the MQTT session (preConnect). On a
+   * TLS connection with a certificate the client id must be the certificate's
+   * identity (an empty one takes the CN); without one, a client id that
+   * belongs to a device is refused, so nobody takes over a device's session.
+   */
+  #identify(client: AnnotatedClient, packet: { clientId: string; will?: { topic: string } | undefined }): RefusalReason | undefined {
+    const devices = this.#opts.devices
+    const peer = (client.conn as PeerConn)[kPeer]
+    if (peer === undefined || peer === null) {
+      if (devices === undefined) return undefined
+      const taken = this.#sessions.has(packet.clientId) || devices.reservedClientId?.(packet.clientId) === true
+      return taken ? 'clientIdReserved' : undefined
+    }
+    if (devices === undefined) return undefined
+    const result = identityFor(peer, packet.clientId, devices.identity, devices.maxIdBytes)
+    if (!result.ok) return result.reason === 'identity-mismatch' ? 'identityMismatch' : 'identityInvalid'
+    const acl = devices.acl.forDevice(result.id)
+    // A Will is a publish made later on the device's behalf: check it now [MQTT-3.1.2-8].
+    if (packet.will !== undefined && acl.publish(packet.will.topic) !== 'allow') return 'willDenied'
+    if (packet.clientId === '') packet.clientId = result.id // clientId := CN
+    client[kSession] = { id: result.id, acl, serials: new Set([result.credential.serial]), notAfter: result.credential.notAfter }
+    return undefined
+  }
+
+  #request(client: Client, session: DeviceSession, packet: PublishPacket, done: (err?: Error | null) => void): void {
+    const topic = packet.topic
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+    // Consumed here: acknowledged, neither delivered nor stored nor bridged.
+    packet.topic = SINK_TOPIC
+    packet.retain = false
+    done(null)
+    const credential = { serial: [...session.serials].at(-1) ?? '', notAfter: session.notAfter }
+    try {
+      this.#opts.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential })
+    } catch (err) {
+      this.#log.error({ err, deviceId: session.id, topic }, 'device request handler failed')
+    }
+  }
+
+  #denyPublish(client: Client, deviceId: string | undefined, packet: PublishPacket, done: (err?: Error | null) => void): void {
+    const mode = deviceId === undefined ? 'disconnect' : (this.#opts.devices?.onDeniedPublish ?? 'disconnect')
+    this.#deny('aclPublish')
+    this.#limiter.warn(
+      'aclPublish',
+      { deviceId, clientId: client.id.slice(0, 200), topic: packet.topic.slice(0, 200), action: mode },
+      'publish outside the device topic space refused',
+    )
+    if (mode === 'disconnect') return done(new Error('publish outside the device topic space'))
+    // MQTT 3.1.1 has no negative PUBACK: acknowledge and drop [MQTT-3.3.5-2].
+    packet.topic = SINK_TOPIC
+    packet.retain = false
+    done(null)
+  }
+
+  #sweepSessions(): void {
+    const now = this.#opts.devices?.now?.() ?? Date.now()
+    for (const client of [...this.#sessions.values()]) {
+      const session = client[kSession]
+      if (session !== undefined && session.notAfter <= now) this.#closeSession(client, 'credentialExpired')
+    }
+  }
+
+  #closeSession(client: AnnotatedClient, reason: string): void {
+    const session = client[kSession]
+    this.#sessions.delete(client.id)
+    this.#deny(reason)
+    this.#log.warn({ deviceId: session?.id, clientId: client.id, reason }, 'device session closed')
+    client.close()
+  }
+
+  #deny(reason: string): void {
+    this.#denied.set(reason, (this.#denied.get(reason) ?? 0) + 1)
+  }
+
+  #limitValue(reason: LimitReason): number {
     return this.#opts.limits[reason]
   }
 
@@ -228,8 +512,14 @@ export class LocalBroker {
     aedes.on('keepaliveTimeout', (client) => {
       this.#limiter.info('keepaliveTimeout', { clientId: client.id }, 'client keepalive timed out')
     })
-    aedes.on('client', (client) => this.#log.debug({ clientId: client.id }, 'client connected'))
-    aedes.on('clientDisconnect', (client) => this.#log.debug({ clientId: client.id }, 'client disconnected'))
+    aedes.on('client', (client) => {
+      if ((client as AnnotatedClient)[kSession] !== undefined) this.#sessions.set(client.id, client as AnnotatedClient)
+      this.#log.debug({ clientId: client.id }, 'client connected')
+    })
+    aedes.on('clientDisconnect', (client) => {
+      if (this.#sessions.get(client.id) === client) this.#sessions.delete(client.id)
+      this.#log.debug({ clientId: client.id }, 'client disconnected')
+    })
   }
 
   /** Puts the guard in front of aedes for one connection. */
@@ -256,10 +546,61 @@ export class LocalBroker {
     }
   }
 
+  /** An mqtts listener: checks the client certificate after the handshake, then hands the socket to the guard and aedes. */
+  async #tlsServer(aedes: Aedes, l: ListenerOptions): Promise<TlsServer> {
+    const requireClientCert = l.requireClientCert ?? true
+    let material: TlsMaterial
+    let own: Partial<TlsMaterial>
+    try {
+      own = await readListenerFiles(l)
+      material = mergeMaterial(own, l.certFile !== undefined && l.keyFile !== undefined && l.caFile !== undefined ? undefined : this.#opts.tls?.())
+    } catch (err) {
+      throw new LocalBrokerError('EDGE_ERR_BROKER_TLS', `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
+    const server = createTlsServer({ ...secureContextOptions(material, requireClientCert), handshakeTimeout: this.#opts.limits.connectTimeoutMs })
+    const entry: TlsListener = {
+      server,
+      listener: l,
+      requireClientCert,
+      followsLocalCa: l.certFile === undefined || l.keyFile === undefined || l.caFile === undefined,
+      own,
+      anchors: parseAnchors(material.ca),
+    }
+    this.#tlsListeners.push(entry)
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
+      const check = checkPeer(socket, {
+        requireClientCert,
+        anchors: entry.anchors,
+        isRevoked: (serial) => this.#revoked.has(serial) || this.#opts.devices?.isRevoked?.(serial) === true,
+        now: this.#opts.devices?.now?.() ?? Date.now(),
+      })
+      if (!check.ok) {
+        this.#tlsRefusal(check.reason, { remote, serial: check.serial, certificateCn: check.cn })
+        socket.destroy()
+        return
+      }
+      ;(socket as PeerConn)[kPeer] = check.cert ?? null
+      socket.setNoDelay(true)
+      this.#accept(aedes, socket, remote)
+    })
+    server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      this.#tlsRefusal(classifyTlsError(err), { remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, err: err.message })
+    })
+    return server
+  }
+
+  #tlsRefusal(reason: TlsRefusal, fields: Record<string, unknown>): void {
+    this.#tlsRefused.set(reason, (this.#tlsRefused.get(reason) ?? 0) + 1)
+    this.#limiter.warn(`tls:${reason}`, { ...fields, reason }, 'tls connection refused')
+  }
+
   async #listen(aedes: Aedes, l: ListenerOptions): Promise<void> {
     const maxSockets = this.#opts.limits.maxConnections + Math.max(64, Math.ceil(this.#opts.limits.maxConnections / 10))
     let server: TcpServer | HttpServer
-    if (l.protocol === 'mqtt') {
+    if (l.protocol === 'mqtts') {
+      server = await this.#tlsServer(aedes, l)
+    } else if (l.protocol === 'mqtt') {
       const tcp = createTcpServer((socket: Socket) => {
         socket.setNoDelay(true)
         this.#accept(aedes, socket, `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`)
@@ -286,7 +627,6 @@ export class LocalBroker {
       server = http
     }
     server.maxConnections = maxSockets
-    server.on('error', (err) => this.#log.error({ err, listener: l }, 'listener error'))
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => {
         reject(
@@ -301,6 +641,8 @@ export class LocalBroker {
         resolve()
       })
     })
+    // Errors after listening (EMFILE on accept…) are logged; a failed listen was thrown above.
+    server.on('error', (err) => this.#log.error({ err, listener: l }, 'listener error'))
     const address = server.address() as AddressInfo
     this.#bound.push({ protocol: l.protocol, host: l.host, port: address.port })
     this.#servers.push({
@@ -311,4 +653,13 @@ export class LocalBroker {
         }),
     })
   }
+}
+
+function isLimit(reason: RefusalReason): reason is LimitReason {
+  return reason === 'maxConnections' || reason === 'keepaliveMinSec' || reason === 'keepaliveMaxSec' || reason === 'maxClientIdBytes'
+}
+
+function cnOf(cert: X509Certificate): string {
+  const line = cert.subject.split('\n').find((l) => l.startsWith('CN='))
+  return line === undefined ? '' : line.slice(3, 203)
 }

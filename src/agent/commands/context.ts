@@ -6,6 +6,8 @@ export interface CommandContext {
   readonly env: Readonly<Record<string, string | undefined>>
   readonly cwd: string
   readonly stdoutIsTty: boolean
+  /** Progress bars go to stderr, only when it is a terminal. */
+  readonly stderrIsTty: boolean
   out(text: string): void
   err(text: string): void
   /** Subscribes to a process signal (SIGTERM, SIGINT). */

@@ -29,6 +29,14 @@ broker:
   listeners:              # where devices connect (MQTT 3.1 and 3.1.1)
     - { protocol: mqtt, host: 0.0.0.0, port: 1883 }
     # - { protocol: ws, host: 0.0.0.0, port: 8080, path: /mqtt }   # MQTT over WebSocket
+    # MQTT over TLS with device certificates from the local CA (see certs: and devices:):
+    # - protocol: mqtts
+    #   host: 0.0.0.0
+    #   port: 8883
+    #   requireClientCert: true   # refuse clients without a certificate from the local CA
+    #   certFile: /etc/edge-agent/server.crt   # optional: own server certificate + chain (PEM) ...
+    #   keyFile: /etc/edge-agent/server.key    # ... and key; default: issued by the local CA, rotated
+    #   caFile: /etc/edge-agent/devices-ca.pem # optional: CAs device certificates must chain to; default the local CA
   limits:
     maxConnections: 10000     # more get CONNACK 3 (server unavailable)
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection
@@ -41,11 +49,107 @@ broker:
     maxTopicLevels: 32        # deepest topic or filter
     drainTimeoutMs: 30000     # a subscriber that stops reading is dropped after this (0: never)
 
-# Upstream brokers (the next Purdue level up), with Mosquitto-style bridge rules.
+# Store-and-forward: every message an 'out' rule sends upward is committed to
+# SQLite (<dataDir>/edge-agent.db) before the device gets its PUBACK, and kept
+# until the upstream acknowledges it. Retained messages and persistent
+# sessions of the local broker live in the same file.
+buffer:
+  durability: full          # full: nothing acknowledged is lost on power failure (WAL + fsync per group commit)
+                            # normal: a power cut may lose the last commits (a crash loses nothing)
+                            # off: a power cut may lose the file (it is then moved aside and a fresh one made)
+  maxBytes: 0               # bytes of queued messages at most; 0 = 25 % of the disk, 64 MiB..1 GiB
+  minFreeBytes: 0           # free disk space never used; 0 = min(200 MiB, 5 % of the disk)
+  maxBatch: 256             # messages per group commit at most
+  batchWindowMs: 0          # extra wait to gather a commit; 0 = commit at the end of each event-loop turn
+
+# Device certificates: a local issuing CA in <dataDir>/certs that keeps every
+# device's certificate current, online or not (docs/certificates.md).
+# Create it with 'edge-agent certs init', or import an intermediate from the
+# site PKI with 'edge-agent certs init --csr' + 'edge-agent certs import-ca'.
+certs:
+  autoInit: false           # create a self-signed CA at first start if there is none
+  caName: ""                # CN of a CA made by autoInit / init; default "edge-agent local CA (<site.name>)"
+  caLifetimeSec: 157680000  # 5 years (CA made by autoInit / init)
+  backdateSec: 3600         # notBefore is set 1 h back, for devices whose clock lags
+  allowShortLifetimes: false  # lifetimes under 1 h only with this (tests, demos)
+  device:
+    lifetimeSec: 604800     # 7 days; renewal keeps devices current
+    renewAfter: 0.667       # a device may renew once 2/3 of its lifetime has passed
+    maxLifetimeSec: 31536000  # ceiling for 'certs issue --lifetime' (factory provisioning)
+  server:                   # the broker's own certificate on mqtts listeners, rotated in place
+    lifetimeSec: 604800
+    renewAfter: 0.667       # rotated at 2/3 of its lifetime (minus jitter up to 1/20)
+    hostnames: []           # extra DNS names / IPs; this host's name, localhost, 127.0.0.1, ::1 always
+  renewal:                  # renewal over MQTT (works with the upstream down)
+    enabled: true
+    topicPrefix: "devices/{id}/$certs"  # device publishes <prefix>/csr, gets <prefix>/cert
+    minRequestIntervalSec: 10           # per-device rate limit on requests
+  crl:
+    topic: "$edge/ca/crl"   # CRL (PEM), retained; any device may subscribe
+    validitySec: 86400      # nextUpdate; re-signed at half
+  clock:                    # gateways without an RTC boot with a wrong date
+    toleranceSec: 300       # steps this small are normal
+    maxForwardJumpSec: 604800  # a bigger forward step pauses issuance until the clock returns
+                               # or 'edge-agent certs trust-clock'
+
+# Device isolation on mqtts listeners: the client id must be the certificate's
+# identity, and a device publishes and subscribes only inside its own space.
+devices:
+  identity: cn-or-san       # client id = certificate CN (cn), or CN or a DNS/URI SAN (cn-or-san)
+  maxIdBytes: 128
+  publish: ["devices/{id}/#"]     # templates; {id} = the device id
+  subscribe: ["devices/{id}/#"]   # #, +/+/#, $SYS/#, other devices' spaces: SUBACK 0x80
+  onDeniedPublish: disconnect     # disconnect | drop (acknowledge and discard); logged with the device id
+  groups: []
+  #  - name: presses
+  #    members: ["press-*"]          # device ids; * matches any run of characters
+  #    publish: ["plant/presses/{id}/#"]
+  #    subscribe: ["plant/presses/cmd/#"]
+
+# Upstream brokers (the next Purdue level up), with Mosquitto-style bridge rules:
+# local topic = localPrefix + topic, remote topic = remotePrefix + topic.
+# The agent only ever connects out; commands come down the same connection.
 upstreams: []
 #  - name: site-broker
-#    url: mqtt://10.0.3.10:1883
+#    url: mqtt://10.0.3.10:1883     # mqtt | mqtts | ws | wss
+#    protocolVersion: 5             # 5 = MQTT 5; 4 = MQTT 3.1.1 (use 4 toward another edge-agent)
+#    clientId: ""                   # default edge-agent.<site.name>.<name>; keep it stable
+#    username: ""
+#    passwordFile: ""               # file holding the password, read at every connect
+#    caFile: ""                     # PEM CAs to trust (mqtts/wss); default system roots
+#    certFile: ""                   # client certificate for mutual TLS ...
+#    keyFile: ""                    # ... and its key
+#    tlsServerName: ""              # name expected in the server certificate; default the URL host
+#    keepaliveSec: 30               # a dead link is noticed after 1.5 x this
+#    cleanStart: false              # false: resume the session, downward subscriptions survive
+#    sessionExpirySec: 604800       # MQTT 5: the upstream keeps our session (and commands) this long
+#    connectTimeoutMs: 10000        # TCP + TLS + CONNACK
+#    reconnect:
+#      minMs: 1000                  # decorrelated jitter between minMs ...
+#      maxMs: 60000                 # ... and maxMs
+#      resetAfterMs: 30000          # a connection up this long resets the backoff
+#      probeIntervalMs: 500         # while unreachable, TCP-probe this often and reconnect at once (0: off)
+#    inflight: 100                  # unacknowledged QoS 1/2 messages at most (upstream Receive Maximum may lower it)
+#    maxRatePerSec: 0               # cap on messages/s sent upstream, backlog drain included (0: none)
+#    bridgeFlag: true               # MQTT 3.1.1: bridge bit in CONNECT (Mosquitto try_private, no echo)
+#    loopDetection: true            # read the upstream agent's identity; never forward in a loop
+#    status:
+#      enabled: true                # retained birth "online" on connect, last will "offline"
+#      topic: "edge-agent/{site}/status"
 #    rules:
-#      - { topic: "devices/+/telemetry", direction: out, qos: 1, localPrefix: "", remotePrefix: "plant-a/cell-2/" }
+#      - topic: "devices/+/telemetry"
+#        direction: out             # out (up) | in (down) | both
+#        qos: 1                     # forwarded with min(message QoS, this)
+#        localPrefix: ""            # empty or ending in '/'
+#        remotePrefix: "plant-a/cell-2/"
+#        name: telemetry            # optional id in logs and drop counters
+#        priority: 0                # higher leaves the buffer first; per-topic order is always kept
+#        whenFull: auto             # auto (refuse QoS 1/2, drop-oldest QoS 0) | refuse | drop-oldest | drop-lowest-priority
+#        conflate: none             # none | latest-only (keep only the newest unsent message per topic)
+#        ttlSec: 604800             # max age in the buffer, sent as MQTT 5 Message Expiry (0: forever)
+#        maxRatePerTopic: 0         # messages/s per topic forwarded at most, more dropped and counted (0: none)
+#        retainAsPublished: true    # keep the retain flag (false: clear it)
+#        retainHandling: 0          # MQTT 5, in/both rules: 0 send retained, 1 only when new, 2 never
+#        bufferQos0: false          # store QoS 0 while the upstream is down (default: drop, counted)
 #      - { topic: "devices/+/cmd", direction: in, qos: 1, localPrefix: "", remotePrefix: "plant-a/cell-2/" }
 `

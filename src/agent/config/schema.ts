@@ -14,8 +14,8 @@ const Port = (description: string, defaultPort?: number) =>
 
 export const ListenerSchema = Type.Object(
   {
-    protocol: Type.Enum(['mqtt', 'ws'], {
-      description: 'mqtt = MQTT over TCP; ws = MQTT over WebSocket',
+    protocol: Type.Enum(['mqtt', 'ws', 'mqtts'], {
+      description: 'mqtt = MQTT over TCP; ws = MQTT over WebSocket; mqtts = MQTT over TLS with device certificates',
     }),
     host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address to bind' }),
     port: Port('TCP port; 0 picks a free port (tests)'),
@@ -24,6 +24,18 @@ export const ListenerSchema = Type.Object(
       default: '/mqtt',
       description: 'HTTP path of the WebSocket endpoint (ws only)',
     }),
+    requireClientCert: Type.Optional(
+      Type.Boolean({
+        description: 'mqtts only: refuse clients without a certificate from the local CA (default true); without one a client has no device identity',
+      }),
+    ),
+    certFile: Type.Optional(
+      Type.String({ minLength: 1, description: 'mqtts only: server certificate (PEM, with chain); default issued by the local CA and rotated' }),
+    ),
+    keyFile: Type.Optional(Type.String({ minLength: 1, description: 'mqtts only: private key of certFile (PEM)' })),
+    caFile: Type.Optional(
+      Type.String({ minLength: 1, description: 'mqtts only: CAs that device certificates must chain to (PEM); default the local CA' }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -110,10 +122,68 @@ export const BridgeRuleSchema = Type.Object(
       description: 'out = local to upstream, in = upstream to local',
     }),
     qos: Type.Integer({ minimum: 0, maximum: 2, default: 1 }),
-    localPrefix: Type.String({ default: '', description: 'prefix on the local side' }),
-    remotePrefix: Type.String({ default: '', description: 'prefix on the upstream side' }),
+    localPrefix: Type.String({ default: '', description: "prefix on the local side; empty or ending in '/'" }),
+    remotePrefix: Type.String({ default: '', description: "prefix on the upstream side; empty or ending in '/'" }),
+    name: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 200, description: 'rule id in logs and drop counters; default <index>:<topic>' }),
+    ),
+    priority: Type.Integer({
+      minimum: -1000000,
+      maximum: 1000000,
+      default: 0,
+      description: 'drain priority of this rule; higher leaves the buffer first (per-topic order is kept)',
+    }),
+    whenFull: Type.Enum(['auto', 'refuse', 'drop-oldest', 'drop-lowest-priority'], {
+      default: 'auto',
+      description: 'buffer full: auto = refuse QoS 1/2 (the device keeps it), drop-oldest for QoS 0',
+    }),
+    conflate: Type.Enum(['none', 'latest-only'], {
+      default: 'none',
+      description: 'latest-only keeps only the newest unsent message per topic',
+    }),
+    ttlSec: Type.Integer({
+      minimum: 0,
+      maximum: 4294967295,
+      default: 604800,
+      description: 'seconds a message may wait in the buffer (MQTT 5: sent as Message Expiry); 0 = forever',
+    }),
+    maxRatePerTopic: Type.Number({
+      minimum: 0,
+      default: 0,
+      description: 'messages per second per topic forwarded at most; more are dropped (counted); 0 = no limit',
+    }),
+    retainAsPublished: Type.Boolean({ default: true, description: 'keep the retain flag when forwarding; false clears it' }),
+    retainHandling: Type.Integer({
+      minimum: 0,
+      maximum: 2,
+      default: 0,
+      description: 'MQTT 5 subscription option for in/both rules: 0 send retained, 1 only on a new subscription, 2 never',
+    }),
+    bufferQos0: Type.Boolean({ default: false, description: 'store QoS 0 messages while the upstream is down (default: drop, counted)' }),
   },
   { additionalProperties: false },
+)
+
+export const UpstreamReconnectSchema = Type.Object(
+  {
+    minMs: Type.Integer({ minimum: 1, default: 1000, description: 'smallest reconnect delay (decorrelated jitter)' }),
+    maxMs: Type.Integer({ minimum: 1, default: 60000, description: 'largest reconnect delay' }),
+    resetAfterMs: Type.Integer({ minimum: 0, default: 30000, description: 'a connection up this long resets the backoff' }),
+    probeIntervalMs: Type.Integer({
+      minimum: 0,
+      default: 500,
+      description: 'while unreachable, a TCP probe this often ends the wait as soon as the upstream listens again; 0 = off',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const UpstreamStatusSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true, description: 'retained birth message on connect, last will "offline"' }),
+    topic: Type.String({ minLength: 1, default: 'edge-agent/{site}/status', description: 'placeholders {site} and {upstream}' }),
+  },
+  { additionalProperties: false, default: {} },
 )
 
 export const UpstreamSchema = Type.Object(
@@ -123,9 +193,167 @@ export const UpstreamSchema = Type.Object(
       pattern: '^(mqtt|mqtts|ws|wss)://',
       description: 'upstream broker, e.g. mqtt://10.0.3.10:1883',
     }),
+    protocolVersion: Type.Integer({ minimum: 4, maximum: 5, default: 5, description: '5 = MQTT 5, 4 = MQTT 3.1.1 (e.g. toward another edge-agent)' }),
+    clientId: Type.String({ default: '', description: 'default edge-agent.<site.name>.<name>; must be stable for the session to resume' }),
+    username: Type.String({ default: '' }),
+    passwordFile: Type.String({ default: '', description: 'file holding the password (read at every connect)' }),
+    caFile: Type.String({ default: '', description: 'PEM CAs to trust (mqtts, wss); default the system roots' }),
+    certFile: Type.String({ default: '', description: 'client certificate (PEM) for mutual TLS' }),
+    keyFile: Type.String({ default: '', description: 'private key of certFile (PEM)' }),
+    tlsServerName: Type.String({ default: '', description: 'name checked in the server certificate; default the URL host' }),
+    keepaliveSec: Type.Integer({ minimum: 0, maximum: 65535, default: 30, description: 'dead link detected after 1.5 × this' }),
+    cleanStart: Type.Boolean({ default: false, description: 'false resumes the session: downward subscriptions survive reconnects' }),
+    sessionExpirySec: Type.Integer({
+      minimum: 0,
+      maximum: 4294967295,
+      default: 604800,
+      description: 'MQTT 5: how long the upstream keeps the session (and commands for us) while we are away',
+    }),
+    connectTimeoutMs: Type.Integer({ minimum: 100, default: 10000, description: 'TCP + TLS + CONNACK deadline' }),
+    reconnect: UpstreamReconnectSchema,
+    inflight: Type.Integer({
+      minimum: 1,
+      maximum: 65534,
+      default: 100,
+      description: "unacknowledged QoS 1/2 messages at most; the upstream's Receive Maximum may lower it",
+    }),
+    maxRatePerSec: Type.Number({ minimum: 0, default: 0, description: 'messages per second sent upstream at most (backlog drain too); 0 = no limit' }),
+    bridgeFlag: Type.Boolean({ default: true, description: "MQTT 3.1.1: mark the connection as a bridge (Mosquitto's try_private: no echo)" }),
+    loopDetection: Type.Boolean({
+      default: true,
+      description: 'read the upstream agent identity ($edge-agent/identity) and refuse to forward in a loop',
+    }),
+    status: UpstreamStatusSchema,
     rules: Type.Array(BridgeRuleSchema, { default: [] }),
   },
   { additionalProperties: false },
+)
+
+const Seconds = (minimum: number, def: number, description: string) => Type.Integer({ minimum, default: def, description })
+const Fraction = (def: number, description: string) => Type.Number({ minimum: 0.1, maximum: 0.95, default: def, description })
+
+export const CertsSchema = Type.Object(
+  {
+    autoInit: Type.Boolean({
+      default: false,
+      description: 'create a self-signed local CA at first start when none exists (else run `edge-agent certs init` or `certs import-ca`)',
+    }),
+    caName: Type.String({ default: '', description: 'CN of a CA made by autoInit / certs init; default "edge-agent local CA (<site.name>)"' }),
+    caLifetimeSec: Seconds(86400, 157680000, 'lifetime of a CA made by autoInit / certs init (default 5 years)'),
+    backdateSec: Seconds(0, 3600, 'notBefore of every certificate is set this far back, for devices whose clock lags'),
+    allowShortLifetimes: Type.Boolean({
+      default: false,
+      description: 'allow certificate lifetimes below 1 hour (tests and demos; never in production)',
+    }),
+    device: Type.Object(
+      {
+        lifetimeSec: Seconds(10, 604800, 'lifetime of device certificates issued by renewal and by default (7 days)'),
+        renewAfter: Fraction(0.667, 'fraction of its lifetime after which a device may renew (2/3)'),
+        maxLifetimeSec: Seconds(10, 31536000, 'longest lifetime `certs issue --lifetime` may give (factory provisioning)'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    server: Type.Object(
+      {
+        lifetimeSec: Seconds(10, 604800, "lifetime of the broker's own server certificate (7 days)"),
+        renewAfter: Fraction(0.667, 'fraction of its lifetime after which the server certificate is rotated'),
+        hostnames: Type.Array(Type.String({ minLength: 1 }), {
+          default: [],
+          description: "extra DNS names / IP addresses in the server certificate; this host's name, localhost, 127.0.0.1 and ::1 are always in",
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    renewal: Type.Object(
+      {
+        enabled: Type.Boolean({ default: true, description: 'devices may renew their certificate over MQTT' }),
+        topicPrefix: Type.String({
+          minLength: 1,
+          default: 'devices/{id}/$certs',
+          description: 'renewal topics: <prefix>/csr (device publishes) and <prefix>/cert (agent replies); {id} = device id',
+        }),
+        minRequestIntervalSec: Seconds(0, 10, 'a device may send at most one renewal request per this many seconds'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    crl: Type.Object(
+      {
+        topic: Type.String({ minLength: 1, default: '$edge/ca/crl', description: 'the CRL (PEM) is published retained here; every device may subscribe' }),
+        validitySec: Seconds(60, 86400, 'CRL nextUpdate = now + this; re-signed at half'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    clock: Type.Object(
+      {
+        toleranceSec: Seconds(1, 300, 'clock steps this small are normal; also the slack below the last known good time'),
+        maxForwardJumpSec: Seconds(60, 604800, 'a forward clock step larger than this makes the clock suspicious (issuance pauses)'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const DeviceGroupSchema = Type.Object(
+  {
+    name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
+    members: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'device ids, * matches any run of characters' }),
+    publish: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'extra publish filters; {id} = device id' }),
+    subscribe: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'extra subscribe filters; {id} = device id' }),
+  },
+  { additionalProperties: false },
+)
+
+export const DevicesSchema = Type.Object(
+  {
+    identity: Type.Enum(['cn', 'cn-or-san'], {
+      default: 'cn-or-san',
+      description: "the MQTT client id must equal the certificate's CN (cn) or its CN or a DNS/URI SAN (cn-or-san)",
+    }),
+    maxIdBytes: Type.Integer({ minimum: 1, maximum: 1024, default: 128, description: 'longest device id' }),
+    publish: Type.Array(Type.String({ minLength: 1 }), {
+      default: ['devices/{id}/#'],
+      description: 'topic filters a certificate-identified device may publish to; {id} = its id',
+    }),
+    subscribe: Type.Array(Type.String({ minLength: 1 }), {
+      default: ['devices/{id}/#'],
+      description: 'topic filters a device may subscribe within; {id} = its id',
+    }),
+    onDeniedPublish: Type.Enum(['disconnect', 'drop'], {
+      default: 'disconnect',
+      description: 'a publish outside the space: close the connection, or acknowledge and drop it',
+    }),
+    groups: Type.Array(DeviceGroupSchema, { default: [], description: 'extra grants for groups of devices' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const BufferSchema = Type.Object(
+  {
+    durability: Type.Enum(['full', 'normal', 'off'], {
+      default: 'full',
+      description:
+        'full = WAL + fsync per group commit: nothing acknowledged is lost on power failure; normal = may lose the last commits on power failure (not on a crash); off = may lose the file',
+    }),
+    maxBytes: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'bytes of queued messages at most; 0 = 25 % of the file system, between 64 MiB and 1 GiB',
+    }),
+    minFreeBytes: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'free disk space the buffer never eats into; 0 = the smaller of 200 MiB and 5 % of the file system',
+    }),
+    maxBatch: Type.Integer({ minimum: 1, maximum: 10000, default: 256, description: 'messages per group commit at most' }),
+    batchWindowMs: Type.Integer({
+      minimum: 0,
+      maximum: 1000,
+      default: 0,
+      description: 'extra time a commit waits to gather more messages; 0 = commit at the end of the current event-loop turn',
+    }),
+  },
+  { additionalProperties: false, default: {} },
 )
 
 export const AgentConfigSchema = Type.Object(
@@ -172,7 +400,10 @@ export const AgentConfigSchema = Type.Object(
       { additionalProperties: false, default: {} },
     ),
     broker: BrokerSchema,
+    buffer: BufferSchema,
     upstreams: Type.Array(UpstreamSchema, { default: [] }),
+    certs: CertsSchema,
+    devices: DevicesSchema,
   },
   { additionalProperties: false },
 )
@@ -181,5 +412,8 @@ export type AgentConfig = Static<typeof AgentConfigSchema>
 export type ListenerConfig = Static<typeof ListenerSchema>
 export type BrokerConfig = Static<typeof BrokerSchema>
 export type BrokerLimits = Static<typeof BrokerLimitsSchema>
+export type BufferConfig = Static<typeof BufferSchema>
 export type UpstreamConfig = Static<typeof UpstreamSchema>
+export type CertsConfig = Static<typeof CertsSchema>
+export type DevicesConfig = Static<typeof DevicesSchema>
 export type BridgeRuleConfig = Static<typeof BridgeRuleSchema>

@@ -1,6 +1,8 @@
 // Checks the JSON Schema cannot express: relations between keys, and values
 // whose validity depends on their meaning (loopback-only admin, MQTT filters).
 import { isIP } from 'node:net'
+import { parseRuleSet, topicFilterProblem } from '../../bridge/index.js'
+import { Acl, AclError } from '../../local-broker/index.js'
 import type { AgentConfig } from './schema.js'
 
 export interface SemanticIssue {
@@ -51,33 +53,81 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
     } catch {
       issues.push({ path: ['upstreams', i, 'url'], message: 'is not a valid URL' })
     }
-    u.rules.forEach((r, j) => {
-      const filterProblem = topicFilterProblem(r.topic)
-      if (filterProblem) issues.push({ path: ['upstreams', i, 'rules', j, 'topic'], message: filterProblem })
-      for (const key of ['localPrefix', 'remotePrefix'] as const) {
-        if (/[+#\u0000]/.test(r[key])) {
-          issues.push({ path: ['upstreams', i, 'rules', j, key], message: 'must not contain +, # or NUL' })
-        }
-      }
+    // The bridge's own parser decides what a valid rule set is (one source of truth).
+    for (const p of parseRuleSet(u.rules).problems) issues.push({ path: ['upstreams', i, 'rules', ...p.path], message: p.message })
+    if (u.reconnect.minMs > u.reconnect.maxMs) {
+      issues.push({ path: ['upstreams', i, 'reconnect', 'minMs'], message: `must not exceed reconnect.maxMs (${u.reconnect.maxMs})` })
+    }
+    if ((u.certFile === '') !== (u.keyFile === '')) {
+      issues.push({ path: ['upstreams', i, u.certFile === '' ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' })
+    }
+    const tlsKeys = (['caFile', 'certFile', 'keyFile', 'tlsServerName'] as const).filter((k) => u[k] !== '')
+    if (tlsKeys.length > 0 && /^(mqtt|ws):/.test(u.url)) {
+      issues.push({ path: ['upstreams', i, tlsKeys[0] as string], message: 'TLS settings need an mqtts:// or wss:// url' })
+    }
+  })
+  issues.push(...certsIssues(config))
+  return issues
+}
+
+/** certs:, devices: and the mqtts listener keys. */
+function certsIssues(config: AgentConfig): SemanticIssue[] {
+  const issues: SemanticIssue[] = []
+  const { certs, devices, broker } = config
+  const lifetimes = [
+    [['certs', 'device', 'lifetimeSec'], certs.device.lifetimeSec],
+    [['certs', 'server', 'lifetimeSec'], certs.server.lifetimeSec],
+  ] as const
+  for (const [path, sec] of lifetimes) {
+    if (sec < 3600 && !certs.allowShortLifetimes) {
+      issues.push({ path: [...path], message: `is below 1 hour (${sec} s); set certs.allowShortLifetimes: true for tests and demos only` })
+    }
+    if (certs.backdateSec * 2 >= sec) {
+      issues.push({ path: ['certs', 'backdateSec'], message: `must be less than half of ${path.join('.')} (${sec} s)` })
+    }
+  }
+  if (certs.device.lifetimeSec > certs.device.maxLifetimeSec) {
+    issues.push({ path: ['certs', 'device', 'lifetimeSec'], message: `must not exceed certs.device.maxLifetimeSec (${certs.device.maxLifetimeSec})` })
+  }
+  const prefix = certs.renewal.topicPrefix
+  if (!prefix.includes('{id}')) issues.push({ path: ['certs', 'renewal', 'topicPrefix'], message: 'must contain {id}: each device renews in its own space' })
+  if (/[+#\u0000]/.test(prefix) || prefix.endsWith('/')) {
+    issues.push({ path: ['certs', 'renewal', 'topicPrefix'], message: 'must be a topic name without +, #, NUL or a trailing /' })
+  }
+  if (/[+#\u0000]/.test(certs.crl.topic)) issues.push({ path: ['certs', 'crl', 'topic'], message: 'must be a topic name without +, # or NUL' })
+  try {
+    Acl.compile({
+      publish: devices.publish,
+      subscribe: devices.subscribe,
+      groups: devices.groups,
+      requests: [`${prefix}/csr`],
+      replies: [`${prefix}/cert`],
+      broadcast: [certs.crl.topic],
     })
+  } catch (err) {
+    if (!(err instanceof AclError)) throw err
+    issues.push({ path: ['devices'], message: err.message })
+  }
+  const groups = new Map<string, number>()
+  devices.groups.forEach((g, i) => {
+    const first = groups.get(g.name)
+    if (first !== undefined) issues.push({ path: ['devices', 'groups', i, 'name'], message: `duplicate of devices.groups[${first}].name` })
+    else groups.set(g.name, i)
+  })
+  broker.listeners.forEach((l, i) => {
+    const tlsKeys = (['requireClientCert', 'certFile', 'keyFile', 'caFile'] as const).filter((k) => l[k] !== undefined)
+    if (l.protocol !== 'mqtts' && tlsKeys.length > 0) {
+      issues.push({ path: ['broker', 'listeners', i, tlsKeys[0] as string], message: 'only for protocol mqtts' })
+    }
+    if ((l.certFile === undefined) !== (l.keyFile === undefined)) {
+      issues.push({ path: ['broker', 'listeners', i, l.certFile === undefined ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' })
+    }
   })
   return issues
 }
 
-/** Why a string is not a valid MQTT topic filter [MQTT-4.7.1-2], [MQTT-4.7.1-3], or undefined. */
-export function topicFilterProblem(filter: string): string | undefined {
-  if (filter.length === 0) return 'must not be empty [MQTT-4.7.3-1]'
-  if (filter.includes('\u0000')) return 'must not contain NUL [MQTT-4.7.3-2]'
-  const levels = filter.split('/')
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i] ?? ''
-    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) {
-      return "'#' must be a whole level and the last one [MQTT-4.7.1-2]"
-    }
-    if (level.includes('+') && level !== '+') return "'+' must be a whole level [MQTT-4.7.1-3]"
-  }
-  return undefined
-}
+/** Why a string is not a valid MQTT topic filter, or undefined (the bridge's check). */
+export { topicFilterProblem }
 
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true

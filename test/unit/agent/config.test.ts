@@ -104,9 +104,9 @@ test('reports every problem at once', (t) => {
 })
 
 test('an invalid protocol lists the allowed ones', () => {
-  const err = configError(() => loadConfig({ env: {}, sets: ['broker.listeners[0]={protocol: mqtts, port: 1}'], cwd: '/' }))
+  const err = configError(() => loadConfig({ env: {}, sets: ['broker.listeners[0]={protocol: quic, port: 1}'], cwd: '/' }))
   assert.equal(err.issues[0]?.path, 'broker.listeners[0].protocol')
-  assert.match(err.issues[0]?.message ?? '', /must be one of "mqtt", "ws"/)
+  assert.match(err.issues[0]?.message ?? '', /must be one of "mqtt", "ws", "mqtts"/)
 })
 
 test('YAML syntax errors name the file and line', (t) => {

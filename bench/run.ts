@@ -1,0 +1,120 @@
+// Benchmark entry point: `npm run bench [-- SCENARIO[,SCENARIO…]]` (npm builds dist/ first).
+//
+// With no argument it runs the default scenarios (memory, buffer-append) and prints one
+// Markdown table (or more) per scenario. A scenario argument picks by exact name, else by
+// substring; `all` runs every scenario. Every child process a scenario starts is killed
+// by PID when the harness exits, fails or is interrupted (bench/lib/proc.ts).
+// Exit code: 0 if every selected scenario succeeded, 1 otherwise, 2 for a bad argument.
+import { existsSync, readFileSync } from 'node:fs'
+import { cpus, release, totalmem } from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { memoryScenario, type Table } from './memory.js'
+import { memoryLeversScenario } from './lib/levers.js'
+import { memoryBreakdownScenario } from './lib/breakdown.js'
+import { installCleanupHooks, killAllStarted } from './lib/proc.js'
+import { MOSQUITTO_BIN } from './lib/mosquitto.js'
+import { printTable, type Row } from './lib/table.js'
+
+interface Scenario {
+  name: string
+  /** Part of a plain `npm run bench`. */
+  byDefault: boolean
+  describe: string
+  run(): Promise<Table[]>
+}
+
+const bufferBenchFile = new URL('./buffer-append.ts', import.meta.url)
+
+const scenarios: Scenario[] = [
+  {
+    name: 'memory',
+    byDefault: true,
+    describe: 'idle RSS and RSS per idle connection: edge-agent, bare aedes, mosquitto',
+    run: memoryScenario,
+  },
+  {
+    name: 'buffer-append',
+    byDefault: true,
+    describe: 'SQLite store-and-forward append throughput (bench/buffer-append.ts)',
+    async run() {
+      if (!existsSync(bufferBenchFile)) {
+        process.stderr.write('[bench] buffer-append: bench/buffer-append.ts not present, skipped\n')
+        return []
+      }
+      // A URL string, not a literal path: the file is optional and owned elsewhere.
+      const mod = (await import(bufferBenchFile.href)) as { runBufferBench?: () => Promise<Row[]> }
+      if (typeof mod.runBufferBench !== 'function') throw new Error('bench/buffer-append.ts does not export runBufferBench()')
+      return [{ title: 'buffer-append', rows: await mod.runBufferBench() }]
+    },
+  },
+  {
+    name: 'memory-levers',
+    byDefault: false,
+    describe: 'memory with node flag / env / aedes option variants, plus a throughput check',
+    run: memoryLeversScenario,
+  },
+  {
+    name: 'memory-breakdown',
+    byDefault: false,
+    describe: 'where the memory goes: heap spaces, modules, heap-snapshot diff, socket vs parser vs Client',
+    run: memoryBreakdownScenario,
+  },
+]
+
+function select(arg: string | undefined): Scenario[] {
+  if (arg === undefined || arg === '') return scenarios.filter((s) => s.byDefault)
+  if (arg === 'all') return scenarios
+  const picked: Scenario[] = []
+  for (const want of arg.split(',').map((w) => w.trim()).filter((w) => w !== '')) {
+    const exact = scenarios.filter((s) => s.name === want)
+    const found = exact.length > 0 ? exact : scenarios.filter((s) => s.name.includes(want))
+    if (found.length === 0) return []
+    for (const s of found) if (!picked.includes(s)) picked.push(s)
+  }
+  return picked
+}
+
+function environment(): string {
+  const cpu = cpus()
+  let mosquitto = 'not found'
+  try {
+    mosquitto = /mosquitto version (\S+)/.exec(execFileSync(MOSQUITTO_BIN, ['-h'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[1] ?? '?'
+  } catch (err) {
+    // `mosquitto -h` exits 3 after printing its usage
+    const out = (err as { stdout?: string }).stdout ?? ''
+    mosquitto = /mosquitto version (\S+)/.exec(out)?.[1] ?? 'not found'
+  }
+  const aedes = (JSON.parse(readFileSync(new URL('../node_modules/aedes/package.json', import.meta.url), 'utf8')) as { version: string }).version
+  return [
+    `node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Linux ${release()}`,
+    `aedes ${aedes}, mosquitto ${mosquitto}, ${new Date().toISOString()}`,
+  ].join('\n')
+}
+
+async function main(): Promise<number> {
+  installCleanupHooks()
+  const arg = process.argv[2]
+  const chosen = select(arg)
+  if (chosen.length === 0) {
+    process.stderr.write(`unknown scenario '${arg ?? ''}'. Scenarios:\n`)
+    for (const s of scenarios) process.stderr.write(`  ${s.name.padEnd(18)} ${s.byDefault ? '(default) ' : ''}${s.describe}\n`)
+    process.stderr.write('  all                every scenario\n')
+    return 2
+  }
+  process.stdout.write(`${environment()}\n`)
+  let failed = 0
+  for (const s of chosen) {
+    process.stderr.write(`[bench] scenario ${s.name}\n`)
+    try {
+      const tables = await s.run()
+      for (const t of tables) printTable(t.title, t.rows, t.note)
+    } catch (err) {
+      failed++
+      process.stderr.write(`[bench] scenario ${s.name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+      killAllStarted()
+    }
+  }
+  return failed === 0 ? 0 : 1
+}
+
+process.exitCode = await main()

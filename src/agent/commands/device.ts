@@ -1,0 +1,188 @@
+// `edge-agent device renew`: the reference client of the renewal protocol, so
+// that a device integrator can watch it work end to end (docs/certificates.md).
+// It runs on the device side: it needs the device's certificate, key and CA
+// bundle, and the gateway's mqtts URL; nothing of the gateway's config.
+//
+// One-shot (default): connect with the current certificate, renew, check the
+// new certificate, then install it in two phases (thin-edge): write *.new,
+// connect once with the new pair, and only then rename over the old files.
+// --watch: stay connected and renew again each time the window opens (with
+// jitter), as a device would; the gateway keeps the session on the new
+// credential, so the connection is never dropped.
+import { readFileSync, existsSync } from 'node:fs'
+import { rename } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { X509Certificate } from 'node:crypto'
+import { Command } from 'commander'
+import mqtt, { type MqttClient } from 'mqtt'
+import { CertsError, RenewalRefusedError, renewOverMqtt, writeAtomic, type RenewResult } from '../../certs/index.js'
+import { ExitCode } from '../exit-codes.js'
+import { parseDuration } from './certs.js'
+import type { CommandContext } from './context.js'
+
+interface RenewFlags {
+  cert: string
+  key: string
+  ca: string
+  url: string
+  id?: string
+  topicPrefix: string
+  keepKey: boolean
+  wait: boolean
+  watch: boolean
+  servername?: string
+  timeout: string
+}
+
+export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
+  const device = new Command('device').description('device-side tools (reference implementations of the gateway protocols)')
+  device
+    .command('renew')
+    .description("renew a device certificate over MQTT from the gateway's local CA (works with the upstream down)")
+    .requiredOption('--cert <file>', 'current device certificate (PEM); replaced on success')
+    .requiredOption('--key <file>', 'its private key (PEM); replaced on success unless --keep-key')
+    .requiredOption('--ca <file>', 'CA bundle to trust (PEM): verifies the gateway and the new certificate')
+    .requiredOption('--url <url>', 'the gateway, e.g. mqtts://gateway.local:8883')
+    .option('--id <device-id>', 'device id (default: the certificate CN)')
+    .option('--topic-prefix <template>', 'renewal topic prefix', 'devices/{id}/$certs')
+    .option('--keep-key', 'reuse the current key instead of making a new one', false)
+    .option('--wait', 'when told to retry later (too early, rate limited, clock), wait and retry', false)
+    .option('--watch', 'keep running: renew each time the renewal window opens, on one connection', false)
+    .option('--servername <name>', 'name expected in the gateway certificate (default: the URL host)')
+    .option('--timeout <duration>', 'how long to wait for each reply', '30s')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ edge-agent device renew --cert press-7.crt --key press-7.key --ca ca.crt --url mqtts://gw:8883\n' +
+        '  $ edge-agent device renew --cert d.crt --key d.key --ca ca.crt --url mqtts://gw:8883 --watch\n' +
+        'Output: one JSON line per renewal.',
+    )
+    .action((o: RenewFlags) => done(renew(ctx, o)))
+  return device
+}
+
+async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
+  const files = { cert: resolve(ctx.cwd, o.cert), key: resolve(ctx.cwd, o.key), ca: resolve(ctx.cwd, o.ca) }
+  for (const f of Object.values(files)) {
+    if (!existsSync(f)) {
+      ctx.err(`edge-agent: ${f} not found\n`)
+      return ExitCode.USAGE
+    }
+  }
+  const timeoutMs = parseDuration(o.timeout)
+  if (typeof timeoutMs === 'string') {
+    ctx.err(`edge-agent: ${timeoutMs}\n`)
+    return ExitCode.USAGE
+  }
+  const caPem = readFileSync(files.ca, 'utf8')
+  let certPem = readFileSync(files.cert, 'utf8')
+  let keyPem = readFileSync(files.key, 'utf8')
+  const cn = /(?:^|\n)CN=([^\n]*)/.exec(new X509Certificate(certPem).subject)?.[1] ?? ''
+  const id = o.id ?? cn
+  if (id === '') {
+    ctx.err('edge-agent: the certificate has no CN; give --id\n')
+    return ExitCode.USAGE
+  }
+
+  let stopping = false
+  let wake: (() => void) | undefined
+  const onSignal = (): void => {
+    stopping = true
+    wake?.()
+  }
+  ctx.onSignal('SIGINT', onSignal)
+  ctx.onSignal('SIGTERM', onSignal)
+  const sleep = (ms: number) =>
+    new Promise<void>((r) => {
+      const t = setTimeout(r, ms)
+      wake = () => {
+        clearTimeout(t)
+        r()
+      }
+    })
+
+  let client: MqttClient
+  try {
+    client = await connect(o, id, certPem, keyPem, caPem)
+  } catch (err) {
+    ctx.err(`edge-agent: cannot connect to ${o.url} as ${id}: ${err instanceof Error ? err.message : String(err)}\n`)
+    return ExitCode.UNAVAILABLE
+  }
+  try {
+    for (;;) {
+      let result: RenewResult
+      try {
+        result = await renewOverMqtt({ client, id, topicPrefix: o.topicPrefix, caPem, currentKeyPem: keyPem, rotateKey: !o.keepKey, timeoutMs })
+      } catch (err) {
+        if (err instanceof RenewalRefusedError && (o.wait || o.watch) && err.retryAfterSec !== undefined && ['too-early', 'rate-limited', 'clock-suspicious'].includes(err.error)) {
+          ctx.err(`${JSON.stringify({ id, status: 'waiting', error: err.error, retryAfterSec: err.retryAfterSec })}\n`)
+          await sleep(err.retryAfterSec * 1000 + Math.random() * 1000)
+          if (stopping) return ExitCode.OK
+          continue
+        }
+        if (err instanceof CertsError) {
+          const detail = err instanceof RenewalRefusedError ? `${err.error}: ${err.message}` : err.message
+          ctx.err(`edge-agent: renewal failed: ${detail}\n`)
+          return ExitCode.FAILURE
+        }
+        throw err
+      }
+      if (!o.watch) {
+        // Two-phase: the new pair must open a session before it replaces the old one.
+        await client.endAsync()
+        await install(files, result, o.keepKey, async () => {
+          const probe = await connect(o, id, result.certPem, result.keyPem, caPem)
+          await probe.endAsync()
+        })
+        ctx.out(`${JSON.stringify(summary(id, result))}\n`)
+        return ExitCode.OK
+      }
+      // --watch: the gateway moved this session onto the new credential.
+      await install(files, result, o.keepKey)
+      certPem = result.certPem
+      keyPem = result.keyPem
+      ctx.out(`${JSON.stringify(summary(id, result))}\n`)
+      const lifetime = Date.parse(result.notAfter) - Date.parse(result.notBefore)
+      const jitter = Math.random() * (lifetime / 20)
+      await sleep(Math.max(1000, Date.parse(result.renewAfter) - Date.now() + jitter))
+      if (stopping) return ExitCode.OK
+    }
+  } finally {
+    await client.endAsync(true).catch(() => undefined)
+  }
+}
+
+function summary(id: string, r: RenewResult): Record<string, unknown> {
+  return { id, status: 'renewed', serial: r.serial, notBefore: r.notBefore, notAfter: r.notAfter, renewAfter: r.renewAfter, keyRotated: r.keyRotated }
+}
+
+async function connect(o: RenewFlags, id: string, cert: string, key: string, ca: string): Promise<MqttClient> {
+  const client = await mqtt.connectAsync(o.url, {
+    clientId: id,
+    protocolVersion: 4,
+    clean: true,
+    reconnectPeriod: 0,
+    connectTimeout: 15_000,
+    cert,
+    key,
+    ca,
+    rejectUnauthorized: true,
+    ...(o.servername === undefined ? {} : { servername: o.servername }),
+  })
+  client.on('error', () => undefined)
+  return client
+}
+
+/** Writes *.new, runs `verify` (if any), then renames over the current files. */
+async function install(files: { cert: string; key: string }, r: RenewResult, keepKey: boolean, verify?: () => Promise<void>): Promise<void> {
+  await writeAtomic(`${files.cert}.new`, r.certPem, 0o644)
+  if (!keepKey) await writeAtomic(`${files.key}.new`, r.keyPem, 0o600)
+  if (verify !== undefined) {
+    try {
+      await verify()
+    } catch (err) {
+      throw new CertsError('EDGE_ERR_CERT_RENEWAL_FAILED', `the new certificate does not open a session (kept as ${files.cert}.new): ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+  if (!keepKey) await rename(`${files.key}.new`, files.key)
+  await rename(`${files.cert}.new`, files.cert)
+}

@@ -1,0 +1,83 @@
+// The bridges of one agent, seen together: the capture hook that fans a
+// device's PUBLISH out to every upstream's rules, and this agent's identity
+// message (identity.ts), republished on the local broker whenever what is
+// known about the agents above changes.
+import type { Logger } from 'pino'
+import type { AgentInfo, Bridge, BridgeStatus, CapturedPublish, LocalMessage } from './bridge.js'
+import { IDENTITY_TOPIC, composeIdentity, encodeIdentity, sameIdentity, type AgentIdentity } from './identity.js'
+
+export interface BridgeGroupOptions {
+  readonly bridges: readonly Bridge[]
+  readonly agent: AgentInfo
+  readonly publishLocal: (msg: LocalMessage) => Promise<void>
+  readonly logger: Logger
+}
+
+export class BridgeGroup {
+  readonly name = 'bridge-identity'
+  readonly bridges: readonly Bridge[]
+  readonly #o: BridgeGroupOptions
+  readonly #log: Logger
+  #published: AgentIdentity | undefined
+  #publishing: Promise<void> = Promise.resolve()
+  #started = false
+
+  constructor(options: BridgeGroupOptions) {
+    this.#o = options
+    this.bridges = options.bridges
+    this.#log = options.logger.child({ component: 'bridge' })
+  }
+
+  /**
+   * For LocalBroker's onPublish: undefined when no `out` rule matches (the
+   * device is acknowledged at once), else a promise the PUBACK waits for.
+   */
+  readonly capture = (packet: CapturedPublish): Promise<void> | undefined => {
+    const bridges = this.bridges
+    if (bridges.length === 1) return (bridges[0] as Bridge).capture(packet)
+    let pending: Promise<void>[] | undefined
+    for (const b of bridges) {
+      const p = b.capture(packet)
+      if (p !== undefined) (pending ??= []).push(p)
+    }
+    if (pending === undefined) return undefined
+    return pending.length === 1 ? pending[0] : Promise.all(pending).then(() => undefined)
+  }
+
+  /** Publishes this agent's identity (retained, local) and keeps it current. */
+  async start(signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted()
+    if (this.#started) return
+    this.#started = true
+    for (const b of this.bridges) b.on('peer', () => this.#republish())
+    this.#republish()
+    await this.#publishing
+  }
+
+  async stop(): Promise<void> {
+    this.#started = false
+    await this.#publishing
+  }
+
+  identity(): AgentIdentity {
+    const a = this.#o.agent
+    return composeIdentity({ id: a.id, site: a.site, level: a.level }, this.bridges.map((b) => b.upstreamIdentity))
+  }
+
+  statuses(): BridgeStatus[] {
+    return this.bridges.map((b) => b.status())
+  }
+
+  #republish(): void {
+    if (!this.#started) return
+    const identity = this.identity()
+    if (sameIdentity(identity, this.#published)) return
+    this.#published = identity
+    this.#publishing = this.#publishing
+      .then(() => this.#o.publishLocal({ topic: IDENTITY_TOPIC, payload: encodeIdentity(identity), qos: 1, retain: true }))
+      .then(
+        () => this.#log.debug({ above: identity.above.length }, 'agent identity published'),
+        (err: unknown) => this.#log.warn({ err }, 'publishing the agent identity failed'),
+      )
+  }
+}

@@ -1,0 +1,20 @@
+// Public surface of the bridge component.
+export { Bridge } from './bridge.js'
+export type {
+  AgentInfo,
+  BridgeDropReason,
+  BridgeEvents,
+  BridgeOptions,
+  BridgeStatus,
+  CapturedPublish,
+  LocalMessage,
+  UpstreamOptions,
+} from './bridge.js'
+export { BridgeGroup, type BridgeGroupOptions } from './bridge-group.js'
+export { BridgeRule, parseRuleSet, DEFAULT_TTL_SEC, type BridgeRuleInput, type Direction, type Qos, type WhenFull } from './rule.js'
+export { Backoff, jittered, type BackoffOptions } from './backoff.js'
+export { BridgeError, isBridgeError, type BridgeErrorCode } from './errors.js'
+export { IDENTITY_TOPIC, composeIdentity, decodeIdentity, encodeIdentity, formsLoop, type AgentIdentity } from './identity.js'
+export { topicFilterProblem, topicMatches, filtersOverlap } from './topic.js'
+export type { UpstreamState } from './upstream-connection.js'
+export type { TlsMaterial } from './transport.js'

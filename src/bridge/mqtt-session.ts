@@ -1,0 +1,642 @@
+// One MQTT client session toward an upstream, carried over successive
+// connections (MQTT 3.1.1 or 5), on mqtt-packet.
+//
+// Why not mqtt.js: its client replays its outgoing store one packet per
+// acknowledgement and emits 'connect' only after the whole replay is acked
+// (mqtt.js 5.16 client.js, startStreamProcess), so a reconnect over a
+// long-latency link stalls for window × RTT; it keeps an offline queue and an
+// outgoing store of its own beside ours; and it cannot set the MQTT 3.1.1
+// bridge bit. The buffer (SQLite) is the source of truth here, and this
+// session holds only the in-flight window.
+//
+// Invariants
+// 1. In flight: a QoS 1/2 message stays in `#inflight` from its PUBLISH until
+//    PUBACK / PUBCOMP (or an error reason code); its callback runs exactly
+//    once, then. Nothing else is ever buffered here: publish() requires an
+//    open connection and a free slot of the window.
+// 2. Order: messages are written in publish() order; after a reconnect the
+//    in-flight ones are resent first, in their original order, with their
+//    original packet ids and DUP set when the session was resumed
+//    [MQTT-4.4.0-1] (v5) / [MQTT-4.4.0-1] (3.1.1), as new publishes when it
+//    was not. So duplicates after a link reset are at most the window.
+// 3. Inbound: messages are handed to `onMessage` one at a time; PUBACK /
+//    PUBREC go out only after it resolved, in arrival order
+//    [MQTT-4.6.0-2]. A failed local delivery closes the connection, so the
+//    upstream redelivers. QoS 2 inbound is delivered once per packet id
+//    until PUBREL (method B of [MQTT-4.3.3]).
+// 4. Liveness: a PINGREQ goes out when nothing was heard for ¾ keepalive, and
+//    the connection is declared dead when nothing was heard for 1½ keepalive.
+import { EventEmitter } from 'node:events'
+import type { Duplex } from 'node:stream'
+import mqttPacket, {
+  type IConnackPacket,
+  type IConnectPacket,
+  type IPublishPacket,
+  type ISubscription,
+  type Packet,
+  type UserProperties,
+} from 'mqtt-packet'
+import type { Logger } from 'pino'
+import { BridgeError } from './errors.js'
+
+export type ProtocolVersion = 4 | 5
+
+export interface WillMessage {
+  readonly topic: string
+  readonly payload: Buffer
+  readonly qos: 0 | 1 | 2
+  readonly retain: boolean
+}
+
+export interface MqttSessionOptions {
+  readonly protocolVersion: ProtocolVersion
+  readonly clientId: string
+  readonly username?: string | undefined
+  readonly password?: Buffer | undefined
+  /** Seconds; 0 disables keepalive. */
+  readonly keepaliveSec: number
+  /** false resumes the upstream session (subscriptions, queued messages). */
+  readonly cleanStart: boolean
+  /** MQTT 5 Session Expiry Interval, seconds. */
+  readonly sessionExpirySec: number
+  readonly will?: WillMessage | undefined
+  /** MQTT 3.1.1 only: set bit 7 of the protocol level (Mosquitto bridges' try_private). */
+  readonly bridgeFlag: boolean
+  /** CONNECT → CONNACK deadline, ms. */
+  readonly connectTimeoutMs: number
+  /** Our own in-flight cap; the window is min(this, the upstream's Receive Maximum). */
+  readonly maxInflight: number
+  /** Local delivery of an inbound message; the ack waits for it. */
+  readonly onMessage: (msg: InboundMessage) => Promise<void>
+  readonly logger: Logger
+  readonly now?: () => number
+}
+
+export interface OutboundMessage {
+  readonly topic: string
+  readonly payload: Buffer
+  readonly qos: 0 | 1 | 2
+  readonly retain: boolean
+  readonly properties?: IPublishPacket['properties']
+}
+
+export interface InboundMessage {
+  readonly topic: string
+  readonly payload: Buffer
+  readonly qos: 0 | 1 | 2
+  readonly retain: boolean
+  readonly userProperties?: UserProperties | undefined
+}
+
+/** err is set when the upstream refused the message (reasonCode ≥ 0x80) or the session gave it up. */
+export type PublishCallback = (err: BridgeError | undefined, reasonCode: number) => void
+
+export interface ConnectInfo {
+  readonly sessionPresent: boolean
+  /** min(maxInflight, upstream Receive Maximum) */
+  readonly window: number
+  readonly receiveMaximum: number
+  readonly maximumQoS: 0 | 1 | 2
+  readonly retainAvailable: boolean
+  /** Largest packet the upstream accepts, bytes (MQTT 5); Infinity if not limited. */
+  readonly maximumPacketSize: number
+  readonly keepaliveSec: number
+  readonly assignedClientId: string | undefined
+  /** In-flight messages resent on this connection. */
+  readonly resent: number
+}
+
+interface InflightEntry {
+  readonly packet: IPublishPacket
+  state: 'publish' | 'pubrel'
+  readonly cb: PublishCallback
+}
+
+interface PendingSubscribe {
+  readonly resolve: (granted: number[]) => void
+  readonly reject: (err: Error) => void
+}
+
+export interface MqttSessionEvents {
+  /** The connection ended (err: why; undefined after our own disconnect()). */
+  close: [err: Error | undefined]
+  /** The transport's write buffer emptied (see `writable`). */
+  drain: []
+}
+
+/** MQTT 5 reason codes a PUBACK/PUBREC may carry that mean "try again later", not "never". */
+const TRANSIENT_REASONS = new Set([0x91 /* packet id in use */, 0x97 /* quota exceeded */])
+
+export function isTransientReason(code: number): boolean {
+  return TRANSIENT_REASONS.has(code)
+}
+
+export class MqttSession extends EventEmitter<MqttSessionEvents> {
+  readonly #o: MqttSessionOptions
+  readonly #log: Logger
+  readonly #now: () => number
+  readonly #inflight = new Map<number, InflightEntry>()
+  readonly #subscribes = new Map<number, PendingSubscribe>()
+  /** Inbound QoS 2 packet ids delivered locally, awaiting PUBREL (survive a resumed session). */
+  readonly #inboundQos2 = new Set<number>()
+  #nextId = 1
+  #stream: Duplex | null = null
+  #connected = false
+  #info: ConnectInfo | null = null
+  #keepaliveTimer: NodeJS.Timeout | undefined
+  #lastReceived = 0
+  #pingOutstanding = false
+  #inbound: Promise<void> = Promise.resolve()
+  /** Set by disconnect(): the close that follows is ours, not an error. */
+  #ending = false
+  #password: Buffer | undefined
+  #writeOpts: { protocolVersion: ProtocolVersion }
+  #writesPending = false
+
+  constructor(options: MqttSessionOptions) {
+    super()
+    this.#o = options
+    this.#log = options.logger
+    this.#now = options.now ?? Date.now
+    this.#writeOpts = { protocolVersion: options.protocolVersion }
+    this.#password = options.password
+  }
+
+  /** Password for the next CONNECT (read from a file by the caller at each attempt). */
+  setPassword(password: Buffer | undefined): void {
+    this.#password = password
+  }
+
+  get connected(): boolean {
+    return this.#connected
+  }
+
+  get info(): ConnectInfo | null {
+    return this.#info
+  }
+
+  /** QoS 1/2 messages awaiting their acknowledgement (across connections). */
+  get inflight(): number {
+    return this.#inflight.size
+  }
+
+  /** False while the transport holds more than 1 MiB unsent (QoS 0 has no window); wait for 'drain'. */
+  get writable(): boolean {
+    const s = this.#stream
+    return s !== null && this.#connected && s.writableLength < 1_048_576
+  }
+
+  /** Free slots of the window now (0 while disconnected). */
+  get quota(): number {
+    if (!this.#connected || this.#info === null) return 0
+    return Math.max(0, this.#info.window - this.#inflight.size)
+  }
+
+  /**
+   * Runs CONNECT / CONNACK over an open transport, then resends what was in
+   * flight. Rejects (and destroys the stream) on refusal, timeout or close.
+   */
+  connect(stream: Duplex): Promise<ConnectInfo> {
+    if (this.#stream !== null) throw new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', 'session already has a connection')
+    this.#stream = stream
+    this.#ending = false
+    const o = this.#o
+    const parser = mqttPacket.parser({ protocolVersion: o.protocolVersion })
+    return new Promise<ConnectInfo>((resolve, reject) => {
+      let settled = false
+      const fail = (err: Error): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        reject(err)
+        this.#teardown(stream, err)
+      }
+      const timer = setTimeout(
+        () => fail(new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', `no CONNACK within ${o.connectTimeoutMs} ms`)),
+        o.connectTimeoutMs,
+      )
+      parser.on('error', (err: Error) => {
+        const e = new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `malformed packet from upstream: ${err.message}`, { cause: err })
+        if (!settled) fail(e)
+        else this.#teardown(stream, e)
+      })
+      parser.on('packet', (packet: Packet) => {
+        if (this.#stream !== stream) return
+        this.#lastReceived = this.#now()
+        this.#pingOutstanding = false
+        if (!settled) {
+          if (packet.cmd !== 'connack') {
+            fail(new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `expected CONNACK, got ${packet.cmd.toUpperCase()} [MQTT-3.2.0-1]`))
+            return
+          }
+          const refusal = this.#connackRefusal(packet)
+          if (refusal !== undefined) {
+            fail(refusal)
+            return
+          }
+          settled = true
+          clearTimeout(timer)
+          resolve(this.#onConnack(stream, packet))
+          return
+        }
+        this.#handle(stream, packet)
+      })
+      stream.on('data', (chunk: Buffer) => {
+        parser.parse(chunk)
+      })
+      stream.on('error', (err: Error) => {
+        const e = err instanceof BridgeError ? err : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', err.message, { cause: err })
+        if (!settled) fail(e)
+        else this.#teardown(stream, e)
+      })
+      stream.on('close', () => {
+        const e = this.#ending ? undefined : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
+        if (!settled) fail(e ?? new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'disconnected before CONNACK'))
+        else this.#teardown(stream, e)
+      })
+      // A FIN from the upstream ends the session as a close would (a stream
+      // that allows half-open connections would otherwise linger).
+      stream.on('end', () => {
+        const e = this.#ending ? undefined : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
+        if (!settled) fail(e ?? new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'disconnected before CONNACK'))
+        else this.#teardown(stream, e)
+      })
+      stream.on('drain', () => {
+        if (this.#stream === stream) this.emit('drain')
+      })
+
+      const connect: IConnectPacket & { bridgeMode?: boolean } = {
+        cmd: 'connect',
+        protocolId: 'MQTT',
+        protocolVersion: o.protocolVersion,
+        clean: o.cleanStart,
+        clientId: o.clientId,
+        keepalive: o.keepaliveSec,
+      }
+      if (o.username !== undefined) connect.username = o.username
+      if (this.#password !== undefined) connect.password = this.#password
+      if (o.will !== undefined) connect.will = { ...o.will }
+      if (o.protocolVersion === 5) {
+        connect.properties = { sessionExpiryInterval: o.sessionExpirySec }
+      } else if (o.bridgeFlag) {
+        connect.bridgeMode = true
+      }
+      this.#write(stream, connect)
+    })
+  }
+
+  #connackRefusal(packet: IConnackPacket): BridgeError | undefined {
+    const code = this.#o.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
+    if (this.#o.protocolVersion === 5 ? code < 0x80 : code === 0) return undefined
+    return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream refused the connection (${connackText(this.#o.protocolVersion, code)})`, {
+      reasonCode: code,
+    })
+  }
+
+  #onConnack(stream: Duplex, packet: IConnackPacket): ConnectInfo {
+    const o = this.#o
+    const p = packet.properties ?? {}
+    const sessionPresent = packet.sessionPresent && !o.cleanStart
+    const receiveMaximum = p.receiveMaximum ?? 65535
+    const keepaliveSec = p.serverKeepAlive ?? o.keepaliveSec
+    if (!sessionPresent) this.#inboundQos2.clear()
+    this.#connected = true
+    // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
+    let resent = 0
+    for (const [id, e] of this.#inflight) {
+      if (sessionPresent && e.state === 'pubrel') {
+        this.#write(stream, { cmd: 'pubrel', messageId: id })
+      } else {
+        e.state = 'publish'
+        this.#write(stream, { ...e.packet, dup: sessionPresent })
+      }
+      resent++
+    }
+    const info: ConnectInfo = {
+      sessionPresent,
+      window: Math.max(1, Math.min(o.maxInflight, receiveMaximum)),
+      receiveMaximum,
+      maximumQoS: (p.maximumQoS ?? 2) as 0 | 1 | 2,
+      retainAvailable: p.retainAvailable ?? true,
+      maximumPacketSize: p.maximumPacketSize ?? Infinity,
+      keepaliveSec,
+      assignedClientId: p.assignedClientIdentifier,
+      resent,
+    }
+    this.#info = info
+    this.#startKeepalive(stream, keepaliveSec)
+    return info
+  }
+
+  /**
+   * Sends one message. QoS 0: written, callback at once. QoS 1/2: callback on
+   * PUBACK / PUBCOMP, on an error reason code, or with EDGE_ERR_BRIDGE_STOPPED
+   * from abandonInflight(). Throws if not connected (callers check quota).
+   */
+  publish(msg: OutboundMessage, cb: PublishCallback): void {
+    const stream = this.#stream
+    if (!this.#connected || stream === null) throw new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'not connected')
+    const info = this.#info
+    const packet: IPublishPacket = {
+      cmd: 'publish',
+      topic: msg.topic,
+      payload: msg.payload,
+      qos: msg.qos,
+      retain: msg.retain,
+      dup: false,
+    }
+    if (this.#o.protocolVersion === 5 && msg.properties !== undefined) packet.properties = msg.properties
+    if (info !== null && info.maximumPacketSize !== Infinity && estimatePublishSize(packet) > info.maximumPacketSize) {
+      cb(new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', 'message larger than the upstream Maximum Packet Size', { reasonCode: 0x95 }), 0x95)
+      return
+    }
+    if (msg.qos === 0) {
+      this.#write(stream, packet)
+      cb(undefined, 0)
+      return
+    }
+    const id = this.#allocateId()
+    packet.messageId = id
+    this.#inflight.set(id, { packet, state: 'publish', cb })
+    this.#write(stream, packet)
+  }
+
+  /** Subscribes; resolves with the granted QoS / reason code per filter (≥ 0x80 = refused). */
+  subscribe(subscriptions: ISubscription[]): Promise<number[]> {
+    const stream = this.#stream
+    if (!this.#connected || stream === null) return Promise.reject(new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'not connected'))
+    const subs = this.#o.protocolVersion === 5 ? subscriptions : subscriptions.map(({ topic, qos }) => ({ topic, qos }))
+    const id = this.#allocateId()
+    return new Promise<number[]>((resolve, reject) => {
+      this.#subscribes.set(id, { resolve, reject })
+      this.#write(stream, { cmd: 'subscribe', messageId: id, subscriptions: subs })
+    })
+  }
+
+  /**
+   * Graceful end: DISCONNECT and close. With `withWill` (MQTT 5), reason 0x04
+   * asks the upstream to publish the Will anyway. In-flight entries stay, for
+   * a later connection or abandonInflight().
+   */
+  async disconnect(opts: { withWill?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    const stream = this.#stream
+    if (stream === null) return
+    if (this.#connected) {
+      const packet: Packet =
+        this.#o.protocolVersion === 5 ? { cmd: 'disconnect', reasonCode: opts.withWill === true ? 0x04 : 0x00 } : { cmd: 'disconnect' }
+      this.#write(stream, packet)
+    }
+    this.#connected = false
+    this.#ending = true
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        stream.destroy()
+        resolve()
+      }, opts.timeoutMs ?? 2_000)
+      stream.once('close', () => {
+        clearTimeout(timer)
+        resolve()
+      })
+      stream.end()
+    })
+    this.#teardown(stream, undefined)
+  }
+
+  /** Abrupt end of the current connection (e.g. keepalive timeout). */
+  destroy(err?: Error): void {
+    const stream = this.#stream
+    if (stream === null) return
+    this.#teardown(stream, err ?? new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection destroyed'))
+  }
+
+  /** Gives up every in-flight message (bridge stopping): each callback gets EDGE_ERR_BRIDGE_STOPPED. Returns how many. */
+  abandonInflight(): number {
+    const entries = [...this.#inflight.values()]
+    this.#inflight.clear()
+    const err = new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'bridge stopped before the upstream acknowledged')
+    for (const e of entries) e.cb(err, 0)
+    return entries.length
+  }
+
+  // ---------------------------------------------------------------------------
+
+  #allocateId(): number {
+    for (let i = 0; i < 65535; i++) {
+      const id = this.#nextId
+      this.#nextId = id === 65535 ? 1 : id + 1
+      if (!this.#inflight.has(id) && !this.#subscribes.has(id)) return id
+    }
+    // Unreachable while the window is below 65535 (it is capped at 65535 - 1 by the schema).
+    throw new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', 'no free packet identifier')
+  }
+
+  #write(stream: Duplex, packet: Packet): void {
+    if (stream.destroyed) return
+    // Several packets written in one tick leave in one write(v) call.
+    if (!this.#writesPending) {
+      this.#writesPending = true
+      stream.cork()
+      process.nextTick(() => {
+        this.#writesPending = false
+        stream.uncork()
+      })
+    }
+    mqttPacket.writeToStream(packet, stream, this.#writeOpts)
+  }
+
+  #handle(stream: Duplex, packet: Packet): void {
+    switch (packet.cmd) {
+      case 'puback':
+        this.#acked(packet.messageId, 1, packet.reasonCode ?? 0)
+        return
+      case 'pubrec': {
+        const id = packet.messageId ?? 0
+        const e = this.#inflight.get(id)
+        const code = packet.reasonCode ?? 0
+        if (e === undefined || e.packet.qos !== 2) {
+          // Unknown id: answer so that the upstream can finish its state [MQTT-4.3.3].
+          this.#write(stream, this.#o.protocolVersion === 5 ? { cmd: 'pubrel', messageId: id, reasonCode: 0x92 } : { cmd: 'pubrel', messageId: id })
+          return
+        }
+        if (code >= 0x80) {
+          this.#inflight.delete(id)
+          e.cb(rejected(code), code)
+          return
+        }
+        e.state = 'pubrel'
+        this.#write(stream, { cmd: 'pubrel', messageId: id })
+        return
+      }
+      case 'pubcomp':
+        this.#acked(packet.messageId, 2, packet.reasonCode ?? 0)
+        return
+      case 'suback': {
+        const pending = this.#subscribes.get(packet.messageId ?? 0)
+        if (pending === undefined) return
+        this.#subscribes.delete(packet.messageId ?? 0)
+        pending.resolve((packet.granted as number[]).map((g) => (typeof g === 'number' ? g : 0x80)))
+        return
+      }
+      case 'publish':
+        this.#inboundPublish(stream, packet)
+        return
+      case 'pubrel': {
+        const id = packet.messageId ?? 0
+        this.#inbound = this.#inbound.then(() => {
+          this.#inboundQos2.delete(id)
+          this.#write(stream, { cmd: 'pubcomp', messageId: id })
+        })
+        return
+      }
+      case 'pingresp':
+        return
+      case 'disconnect': {
+        const code = packet.reasonCode ?? 0
+        this.#teardown(
+          stream,
+          new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream disconnected us (${disconnectText(code)})`, { reasonCode: code }),
+        )
+        return
+      }
+      default:
+        this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `unexpected ${packet.cmd.toUpperCase()} from the upstream`))
+    }
+  }
+
+  #acked(messageId: number | undefined, qos: 1 | 2, code: number): void {
+    const id = messageId ?? 0
+    const e = this.#inflight.get(id)
+    if (e === undefined || e.packet.qos !== qos || (qos === 2 && e.state !== 'pubrel')) {
+      this.#log.debug({ messageId: id, qos }, 'acknowledgement for an unknown packet id ignored')
+      return
+    }
+    this.#inflight.delete(id)
+    e.cb(code >= 0x80 ? rejected(code) : undefined, code)
+  }
+
+  #inboundPublish(stream: Duplex, packet: IPublishPacket): void {
+    const id = packet.messageId ?? 0
+    const msg: InboundMessage = {
+      topic: packet.topic,
+      payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
+      qos: packet.qos,
+      retain: packet.retain,
+      userProperties: packet.properties?.userProperties,
+    }
+    if (packet.qos === 2 && this.#inboundQos2.has(id)) {
+      // A resend of a message already delivered: acknowledge, do not deliver again.
+      this.#inbound = this.#inbound.then(() => this.#write(stream, { cmd: 'pubrec', messageId: id }))
+      return
+    }
+    this.#inbound = this.#inbound
+      .then(() => this.#o.onMessage(msg))
+      .then(
+        () => {
+          if (packet.qos === 1) this.#write(stream, { cmd: 'puback', messageId: id })
+          else if (packet.qos === 2) {
+            this.#inboundQos2.add(id)
+            this.#write(stream, { cmd: 'pubrec', messageId: id })
+          }
+        },
+        (err: unknown) => {
+          // Not acknowledged: close, so that the upstream delivers it again after the reconnect.
+          this.#log.warn({ err, topic: msg.topic }, 'local delivery of an upstream message failed, reconnecting')
+          this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'local delivery failed', { cause: err }))
+        },
+      )
+  }
+
+  #startKeepalive(stream: Duplex, keepaliveSec: number): void {
+    clearInterval(this.#keepaliveTimer)
+    if (keepaliveSec <= 0) return
+    const ms = keepaliveSec * 1000
+    this.#lastReceived = this.#now()
+    this.#pingOutstanding = false
+    this.#keepaliveTimer = setInterval(
+      () => {
+        if (this.#stream !== stream) return
+        const silent = this.#now() - this.#lastReceived
+        if (silent >= ms * 1.5) {
+          this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', `nothing heard from the upstream for ${Math.round(silent / 1000)} s (keepalive)`))
+        } else if (silent >= ms * 0.75 && !this.#pingOutstanding) {
+          this.#pingOutstanding = true
+          this.#write(stream, { cmd: 'pingreq' })
+        }
+      },
+      Math.max(100, Math.floor(ms / 4)),
+    )
+    this.#keepaliveTimer.unref()
+  }
+
+  #teardown(stream: Duplex, err: Error | undefined): void {
+    if (this.#stream !== stream) return
+    this.#stream = null
+    const wasConnected = this.#connected || this.#info !== null
+    this.#connected = false
+    this.#info = null
+    clearInterval(this.#keepaliveTimer)
+    this.#keepaliveTimer = undefined
+    this.#inbound = Promise.resolve()
+    const subErr = err ?? new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'disconnected')
+    for (const s of this.#subscribes.values()) s.reject(subErr)
+    this.#subscribes.clear()
+    stream.removeAllListeners('data')
+    stream.on('error', () => undefined)
+    if (!stream.destroyed) stream.destroy()
+    if (wasConnected) this.emit('close', err)
+  }
+}
+
+function rejected(code: number): BridgeError {
+  return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream refused the message (reason code 0x${code.toString(16)})`, { reasonCode: code })
+}
+
+/** Bytes of a PUBLISH as sent, close enough for the Maximum Packet Size check. */
+export function estimatePublishSize(p: IPublishPacket): number {
+  let props = 0
+  if (p.properties !== undefined) props = Buffer.byteLength(JSON.stringify(p.properties)) + 8
+  const body = 2 + Buffer.byteLength(p.topic) + (p.qos > 0 ? 2 : 0) + props + (typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length)
+  return 1 + (body < 128 ? 1 : body < 16384 ? 2 : body < 2097152 ? 3 : 4) + body
+}
+
+const CONNACK_311: Record<number, string> = {
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+}
+
+const REASONS_5: Record<number, string> = {
+  0x80: 'unspecified error',
+  0x81: 'malformed packet',
+  0x82: 'protocol error',
+  0x83: 'implementation specific error',
+  0x84: 'unsupported protocol version',
+  0x85: 'client identifier not valid',
+  0x86: 'bad user name or password',
+  0x87: 'not authorized',
+  0x88: 'server unavailable',
+  0x89: 'server busy',
+  0x8a: 'banned',
+  0x8b: 'server shutting down',
+  0x8c: 'bad authentication method',
+  0x8d: 'keep alive timeout',
+  0x8e: 'session taken over',
+  0x93: 'receive maximum exceeded',
+  0x95: 'packet too large',
+  0x97: 'quota exceeded',
+  0x98: 'administrative action',
+  0x9c: 'use another server',
+  0x9d: 'server moved',
+  0x9f: 'connection rate exceeded',
+}
+
+export function connackText(version: ProtocolVersion, code: number): string {
+  const text = version === 5 ? REASONS_5[code] : CONNACK_311[code]
+  return `${version === 5 ? 'reason' : 'return'} code ${code}${text === undefined ? '' : `, ${text}`}`
+}
+
+function disconnectText(code: number): string {
+  return `reason code 0x${code.toString(16)}${REASONS_5[code] === undefined ? '' : `, ${REASONS_5[code]}`}`
+}

@@ -1,0 +1,34 @@
+// Public surface of the certs component: the local CA, its services, the
+// renewal protocol and the reference device client.
+export { CertsService, type CertsServiceOptions, type CertsEvents, type CertsStats, type RevokedEvent, type CrlEvent } from './service.js'
+export { LocalCa, caPaths, writeAtomic, readOptional, type CaPaths, type IssuedRecord, type IssuedCert, type RevokedRecord, type CrlFiles } from './local-ca.js'
+export { ClockGuard, systemClock, MAX_TIMER_MS, type Clock, type ClockStatus, type ClockState, type ClockReason, type TimerHandle } from './clock.js'
+export { RenewalService, type RenewalInput, type RenewalOutcome, type RenewalStats } from './renewal-service.js'
+export { ServerCertRotation, type ServerTlsMaterial, type ServerCertStats } from './rotation.js'
+export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult } from './renewal-client.js'
+export {
+  PROTOCOL_VERSION,
+  parseRequest,
+  parseReply,
+  renewalTopics,
+  type RenewalErrorCode,
+  type RenewalReply,
+  type IssuedReply,
+  type ErrorReply,
+  type RenewalRequest,
+} from './protocol.js'
+export { deviceIdProblem, MAX_DEVICE_ID_BYTES } from './identity.js'
+export {
+  generateKeyPair,
+  importPrivateKey,
+  createCsr,
+  parseCsr,
+  summarize,
+  splitPem,
+  normalizeSerial,
+  REVOCATION_REASONS,
+  type CertSummary,
+  type RevocationReason,
+  type SigningKey,
+} from './x509.js'
+export { CertsError, RenewalRefusedError, type CertsErrorCode } from './errors.js'

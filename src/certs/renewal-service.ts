@@ -1,0 +1,191 @@
+// Renewal over MQTT, on the gateway side: answers a device's CSR with a new
+// certificate from the local CA, online or not (the upstream plays no part).
+//
+// A request is honoured when, in this order:
+//   1. renewal is enabled;
+//   2. the device has not sent a request in the last minRequestIntervalMs
+//      (per device, whatever the outcome: the rate limit);
+//   3. the session's certificate is not revoked;
+//   4. the payload is a request and its CSR verifies (proof of possession);
+//   5. the CSR names the session's identity (or no CN at all);
+//   6. the clock is trusted;
+//   7. the device's newest certificate (issued here, or the one of the
+//      session) has passed `renewAfter` of its lifetime.
+// Every refusal is a reply with a stable error code and, where waiting helps,
+// retryAfterSec; the device never has to guess.
+//
+// The identity is the one the broker bound to the session from the
+// certificate: it is never taken from the payload or the topic.
+import type { Logger } from 'pino'
+import { CertsError } from './errors.js'
+import type { ClockGuard } from './clock.js'
+import type { IssuedRecord, LocalCa } from './local-ca.js'
+import { parseCsr } from './x509.js'
+import {
+  PROTOCOL_VERSION,
+  parseRequest,
+  renewalTopics,
+  requestIdOf,
+  type ErrorReply,
+  type IssuedReply,
+  type RenewalErrorCode,
+  type RenewalReply,
+} from './protocol.js'
+
+export interface RenewalServiceOptions {
+  readonly ca: LocalCa
+  readonly guard: ClockGuard
+  readonly logger: Logger
+  readonly enabled: boolean
+  /** Template with `{id}`, e.g. `devices/{id}/$certs`. */
+  readonly topicPrefix: string
+  /** Lifetime of a renewed certificate, ms. */
+  readonly lifetimeMs: number
+  /** notBefore backdating used at issuance, ms (to tell the nominal lifetime of a certificate). */
+  readonly backdateMs: number
+  /** Fraction of the lifetime after which renewal is allowed (2/3 → 0.667). */
+  readonly renewAfter: number
+  /** At most one request per device per this interval, ms. */
+  readonly minRequestIntervalMs: number
+  /** Monotonic clock for the rate limit. */
+  readonly monotonic: () => number
+  /** Retry hint sent while the clock is suspicious, seconds. Default 300. */
+  readonly clockRetrySec?: number
+}
+
+export interface RenewalInput {
+  /** The identity the broker bound to the session. */
+  readonly id: string
+  readonly clientId: string
+  readonly payload: Buffer
+  /** The session's current credential. */
+  readonly credential: { readonly serial: string; readonly notAfter: number }
+}
+
+export interface RenewalOutcome {
+  readonly topic: string
+  readonly payload: Buffer
+  readonly reply: RenewalReply
+  /** Set when a certificate was issued. */
+  readonly issued?: IssuedRecord
+}
+
+export interface RenewalStats {
+  readonly requests: number
+  readonly renewed: number
+  readonly refused: Readonly<Record<string, number>>
+}
+
+export class RenewalService {
+  readonly #o: RenewalServiceOptions
+  readonly #log: Logger
+  readonly #lastRequest = new Map<string, number>()
+  readonly #refused = new Map<string, number>()
+  #requests = 0
+  #renewed = 0
+
+  constructor(opts: RenewalServiceOptions) {
+    this.#o = opts
+    this.#log = opts.logger
+  }
+
+  stats(): RenewalStats {
+    return { requests: this.#requests, renewed: this.#renewed, refused: Object.fromEntries(this.#refused) }
+  }
+
+  /** When a certificate becomes renewable: notAfter minus (1 - renewAfter) of its nominal lifetime. */
+  renewableFrom(cert: { readonly notBefore: number; readonly notAfter: number }): number {
+    const span = cert.notAfter - cert.notBefore
+    const nominal = span > 2 * this.#o.backdateMs ? span - this.#o.backdateMs : span
+    return cert.notAfter - (1 - this.#o.renewAfter) * nominal
+  }
+
+  async handle(input: RenewalInput): Promise<RenewalOutcome> {
+    this.#requests++
+    const { reply: replyTopic } = renewalTopics(this.#o.topicPrefix, input.id)
+    const requestId = requestIdOf(input.payload)
+    const refuse = (error: RenewalErrorCode, message: string, retryAfterSec?: number): RenewalOutcome => {
+      this.#refused.set(error, (this.#refused.get(error) ?? 0) + 1)
+      this.#log.warn({ deviceId: input.id, error, retryAfterSec, requestId }, 'certificate renewal refused')
+      const reply: ErrorReply = {
+        v: PROTOCOL_VERSION,
+        requestId,
+        status: 'error',
+        error,
+        message,
+        ...(retryAfterSec === undefined ? {} : { retryAfterSec: Math.max(1, Math.ceil(retryAfterSec)) }),
+      }
+      return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply }
+    }
+
+    if (!this.#o.enabled) return refuse('disabled', 'renewal over MQTT is disabled on this gateway')
+
+    const mono = this.#o.monotonic()
+    const last = this.#lastRequest.get(input.id)
+    if (last !== undefined && mono - last < this.#o.minRequestIntervalMs) {
+      return refuse('rate-limited', 'too many renewal requests', (this.#o.minRequestIntervalMs - (mono - last)) / 1000)
+    }
+    this.#lastRequest.set(input.id, mono)
+    this.#prune(mono)
+
+    if (this.#o.ca.isRevoked(input.credential.serial)) return refuse('revoked', 'the certificate of this session is revoked')
+
+    const request = parseRequest(input.payload)
+    if (typeof request === 'string') return refuse('bad-request', request)
+    let csr
+    try {
+      csr = await parseCsr(request.csr)
+    } catch (err) {
+      return refuse('bad-request', err instanceof CertsError ? err.message : 'CSR does not parse')
+    }
+    if (csr.cn !== '' && csr.cn !== input.id) {
+      return refuse('identity-mismatch', `the CSR names ${JSON.stringify(csr.cn.slice(0, 200))}, this session is ${JSON.stringify(input.id)}`)
+    }
+
+    const clock = this.#o.guard.assess()
+    if (clock.state !== 'ok') {
+      return refuse('clock-suspicious', `the gateway clock is not trusted (${clock.reason ?? ''}); retry later`, this.#o.clockRetrySec ?? 300)
+    }
+
+    const now = this.#o.guard.trustedNow()
+    const newest = this.#o.ca.newest(input.id)
+    const sessionCert = this.#o.ca.get(input.credential.serial)
+    const reference = [newest, sessionCert].filter((r): r is IssuedRecord => r !== undefined && !this.#o.ca.isRevoked(r.serial)).sort((a, b) => b.notBefore - a.notBefore)[0]
+    if (reference !== undefined && reference.notAfter > now) {
+      const from = this.renewableFrom(reference)
+      if (now < from) return refuse('too-early', `renewal opens at ${new Date(from).toISOString()}`, (from - now) / 1000)
+    }
+
+    let issued
+    try {
+      issued = await this.#o.ca.issue({ id: input.id, profile: 'client', publicKey: csr.csr.publicKey, lifetimeMs: this.#o.lifetimeMs })
+    } catch (err) {
+      if (err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CLOCK_SUSPICIOUS') {
+        return refuse('clock-suspicious', err.message, this.#o.clockRetrySec ?? 300)
+      }
+      this.#log.error({ err, deviceId: input.id }, 'certificate renewal failed')
+      return refuse('internal', 'the gateway could not issue a certificate')
+    }
+    this.#renewed++
+    const reply: IssuedReply = {
+      v: PROTOCOL_VERSION,
+      requestId: request.requestId,
+      status: 'issued',
+      certificate: issued.certPem,
+      chain: this.#o.ca.bundlePem(),
+      serial: issued.serial,
+      notBefore: new Date(issued.notBefore).toISOString(),
+      notAfter: new Date(issued.notAfter).toISOString(),
+      renewAfter: new Date(this.renewableFrom(issued)).toISOString(),
+    }
+    this.#log.info({ deviceId: input.id, serial: issued.serial, notAfter: reply.notAfter, requestId: request.requestId }, 'certificate renewed')
+    const { certPem: _pem, ...record } = issued
+    return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply, issued: record }
+  }
+
+  /** Forgets rate-limit entries older than the interval (bounded memory). */
+  #prune(mono: number): void {
+    if (this.#lastRequest.size < 1024) return
+    for (const [id, t] of this.#lastRequest) if (mono - t >= this.#o.minRequestIntervalMs) this.#lastRequest.delete(id)
+  }
+}

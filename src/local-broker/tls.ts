@@ -1,0 +1,191 @@
+// TLS for the local broker: secure-context options for `mqtts` listeners, the
+// checks a device's certificate must pass after the handshake, and the
+// identity it gives the MQTT session.
+//
+// What OpenSSL checks in the handshake (requestCert + rejectUnauthorized):
+// a client certificate is present, chains to a trust anchor (the local CA;
+// `allowPartialTrustChain` lets the issuing CA itself be the anchor even when
+// it is an intermediate, so certificates from elsewhere under the same root
+// are not accepted) and is within its validity dates.
+//
+// What OpenSSL does not check, and `checkPeer()` does before any MQTT byte
+// reaches aedes: revocation (our serial list, updated live; Node's `crl`
+// option would demand a CRL for every CA up to the root), that the issuer is
+// one of *our* anchors even on a resumed session, and the validity dates
+// against the agent's trusted clock. Node never re-checks a certificate after
+// the handshake, so the broker also closes sessions whose credential expires
+// or is revoked (see LocalBroker).
+//
+// Hot swap: `tls.Server#setSecureContext()` replaces the context for new
+// handshakes only; connected devices keep theirs (research note §3.2).
+import { readFile } from 'node:fs/promises'
+import { X509Certificate } from 'node:crypto'
+import type { SecureContextOptions, TLSSocket } from 'node:tls'
+
+/** PEM material of a TLS listener. */
+export interface TlsMaterial {
+  /** Private key of the server certificate. */
+  readonly key: string
+  /** Server certificate, followed by its issuers. */
+  readonly cert: string
+  /** Trust anchors for client certificates (the local issuing CA). */
+  readonly ca: string
+}
+
+export interface TlsListenerFiles {
+  readonly certFile?: string | undefined
+  readonly keyFile?: string | undefined
+  readonly caFile?: string | undefined
+}
+
+/**
+ * Why a TLS connection was refused, for logs and the `refused` counters:
+ * - `no-certificate`: none presented where one is required
+ * - `untrusted-certificate`: does not chain to the local CA (or a bad signature)
+ * - `expired` / `not-yet-valid`: outside its validity dates
+ * - `revoked`: its serial is on the CRL
+ * - `handshake-failed`: any other TLS failure (protocol, cipher, timeout)
+ */
+export type TlsRefusal = 'no-certificate' | 'untrusted-certificate' | 'expired' | 'not-yet-valid' | 'revoked' | 'handshake-failed'
+
+/** Options for tls.createServer / setSecureContext. */
+export function secureContextOptions(material: TlsMaterial, requireClientCert: boolean): SecureContextOptions & {
+  requestCert: boolean
+  rejectUnauthorized: boolean
+} {
+  return {
+    key: material.key,
+    cert: material.cert,
+    ca: material.ca,
+    allowPartialTrustChain: true,
+    minVersion: 'TLSv1.2',
+    requestCert: true,
+    // Without a required certificate, OpenSSL still verifies one that is
+    // presented; checkPeer() then refuses it if it failed.
+    rejectUnauthorized: requireClientCert,
+  }
+}
+
+/** Reads what a listener's own files give (undefined where no file is configured). */
+export async function readListenerFiles(files: TlsListenerFiles): Promise<Partial<TlsMaterial>> {
+  const read = (f: string | undefined) => (f === undefined ? undefined : readFile(f, 'utf8'))
+  const [cert, key, ca] = await Promise.all([read(files.certFile), read(files.keyFile), read(files.caFile)])
+  return { ...(key === undefined ? {} : { key }), ...(cert === undefined ? {} : { cert }), ...(ca === undefined ? {} : { ca }) }
+}
+
+/** A listener's own material completed by the local CA's; throws if something is still missing. */
+export function mergeMaterial(own: Partial<TlsMaterial>, fallback: TlsMaterial | undefined): TlsMaterial {
+  const key = own.key ?? fallback?.key
+  const cert = own.cert ?? fallback?.cert
+  const ca = own.ca ?? fallback?.ca
+  if (key === undefined || cert === undefined || ca === undefined) {
+    throw new Error('an mqtts listener needs certFile, keyFile and caFile, or the local CA (certs)')
+  }
+  return { key, cert, ca }
+}
+
+/** Parses every certificate of a PEM bundle. */
+export function parseAnchors(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+  return blocks.map((b) => new X509Certificate(b))
+}
+
+export interface PeerCheckOptions {
+  readonly requireClientCert: boolean
+  readonly anchors: readonly X509Certificate[]
+  readonly isRevoked: (serial: string) => boolean
+  readonly now: number
+}
+
+export type PeerCheck =
+  | { readonly ok: true; readonly cert: X509Certificate | undefined }
+  | { readonly ok: false; readonly reason: TlsRefusal; readonly serial?: string; readonly cn?: string }
+
+/** The checks a connection must pass after the handshake, before MQTT. */
+export function checkPeer(socket: TLSSocket, opts: PeerCheckOptions): PeerCheck {
+  const cert = socket.getPeerX509Certificate()
+  if (cert === undefined) {
+    return opts.requireClientCert ? { ok: false, reason: 'no-certificate' } : { ok: true, cert: undefined }
+  }
+  const serial = normalizeSerial(cert.serialNumber)
+  const cn = commonName(cert.subject)
+  if (!socket.authorized) {
+    const code = String(socket.authorizationError ?? '')
+    const reason: TlsRefusal = code === 'CERT_HAS_EXPIRED' ? 'expired' : code === 'CERT_NOT_YET_VALID' ? 'not-yet-valid' : 'untrusted-certificate'
+    return { ok: false, reason, serial, cn }
+  }
+  if (!opts.anchors.some((a) => cert.checkIssued(a) && cert.verify(a.publicKey))) return { ok: false, reason: 'untrusted-certificate', serial, cn }
+  if (opts.isRevoked(serial)) return { ok: false, reason: 'revoked', serial, cn }
+  if (Date.parse(cert.validTo) <= opts.now) return { ok: false, reason: 'expired', serial, cn }
+  return { ok: true, cert }
+}
+
+/** Maps a 'tlsClientError' to a refusal reason. */
+export function classifyTlsError(err: Error & { code?: string; reason?: string }): TlsRefusal {
+  const text = `${err.code ?? ''} ${err.reason ?? ''} ${err.message}`.toLowerCase()
+  if (text.includes('certificate required') || text.includes('peer did not return a certificate')) return 'no-certificate'
+  if (text.includes('expired')) return 'expired'
+  if (text.includes('not yet valid')) return 'not-yet-valid'
+  if (text.includes('revoked')) return 'revoked'
+  if (text.includes('unknown ca') || text.includes('certificate verify failed') || text.includes('unable to get') || text.includes('bad certificate')) {
+    return 'untrusted-certificate'
+  }
+  return 'handshake-failed'
+}
+
+export type IdentityMode = 'cn' | 'cn-or-san'
+
+export interface DeviceCredential {
+  /** Upper-case hex, no leading zeros. */
+  readonly serial: string
+  readonly notAfter: number
+}
+
+export type IdentityResult =
+  | { readonly ok: true; readonly id: string; readonly credential: DeviceCredential }
+  | { readonly ok: false; readonly reason: 'identity-mismatch' | 'identity-invalid'; readonly names: readonly string[] }
+
+/**
+ * The device identity of a session: the client id, which must equal the
+ * certificate's CN (or, in 'cn-or-san' mode, one of its DNS/URI SANs). An
+ * empty client id takes the CN. The identity must be able to name one topic level.
+ */
+export function identityFor(cert: X509Certificate, clientId: string, mode: IdentityMode, maxIdBytes: number): IdentityResult {
+  const cn = commonName(cert.subject)
+  const names = [cn, ...(mode === 'cn-or-san' ? sanNames(cert.subjectAltName ?? '') : [])].filter((n) => n !== '')
+  const id = clientId === '' ? cn : clientId
+  if (id === '' || !names.includes(id)) return { ok: false, reason: 'identity-mismatch', names }
+  if (identityProblem(id, maxIdBytes) !== undefined) return { ok: false, reason: 'identity-invalid', names }
+  return { ok: true, id, credential: { serial: normalizeSerial(cert.serialNumber), notAfter: Date.parse(cert.validTo) } }
+}
+
+/** Same rules as certs' deviceIdProblem: one topic level, no wildcards, no control characters. */
+export function identityProblem(id: string, maxBytes: number): string | undefined {
+  if (id.length === 0) return 'empty'
+  if (Buffer.from(id, 'utf8').toString('utf8') !== id) return 'ill-formed UTF-8'
+  if (Buffer.byteLength(id) > maxBytes) return 'too long'
+  if (/[/+#]/.test(id)) return "contains '/', '+' or '#'"
+  // eslint-disable-next-line no-control-regex -- control characters are what we refuse
+  if (/[\u0000-\u001f\u007f]/.test(id)) return 'contains control characters'
+  if (id.trim() !== id) return 'leading or trailing whitespace'
+  return undefined
+}
+
+export function normalizeSerial(serial: string): string {
+  const s = serial.replace(/[^0-9a-f]/gi, '').toUpperCase().replace(/^0+/, '')
+  return s === '' ? '0' : s
+}
+
+function commonName(subject: string): string {
+  const cns = subject.split('\n').filter((l) => l.startsWith('CN='))
+  return cns.length === 1 ? (cns[0] ?? '').slice(3) : ''
+}
+
+/** DNS and URI names of node's subjectAltName string; quoted values (with ", ") are skipped. */
+function sanNames(s: string): string[] {
+  return s
+    .split(', ')
+    .filter((p) => p.startsWith('DNS:') || p.startsWith('URI:'))
+    .map((p) => p.slice(4))
+    .filter((v) => !v.startsWith('"'))
+}
