@@ -7,9 +7,10 @@
 //  3. open N idle MQTT 3.1.1 connections (clean session, keepalive 60 s) from a separate driver
 //     process, and wait for all N CONNACKs (the agent must also count N in GET /status);
 //  4. loaded RSS = VmRSS sampled until stable again; KB per connection = (loaded - idle) / N;
-//  5. then keep sampling for a settle period (default 30 s, no forced GC): V8's memory reducer
-//     gives back young-generation and fragmented old-generation pages some seconds after the
-//     last burst, so the settled figure can be far below the "as deployed, right after" one.
+//  5. then keep sampling for a settle period (up to 60 s, no forced GC): V8's memory reducer
+//     gives back young-generation and fragmented old-generation pages 8-35 s after the last
+//     burst, so the settled figure can be far below the "as deployed, right after" one. The
+//     period ends early once RSS has dropped and held still for 5 s.
 // Nothing is forced (no global.gc): this is the process as deployed. Only the broker PID is
 // read; the clients live in the driver process.
 //
@@ -24,7 +25,7 @@
 //   EDGE_BENCH_CLIENTS=2000          connections per system
 //   EDGE_BENCH_SYSTEMS=agent,aedes,mosquitto   rows to run
 //   EDGE_BENCH_NODE_FLAGS="..."      extra node flags for the Node brokers (agent and bare aedes)
-//   EDGE_BENCH_SETTLE_MS=30000       settle period after the stable samples (0 = skip)
+//   EDGE_BENCH_SETTLE_MS=60000       longest settle period after the stable samples (0 = skip)
 //   EDGE_BENCH_CONCURRENCY=100       connections being set up at once by the driver
 //   EDGE_BENCH_QUIET=1               no progress lines on stderr
 import { existsSync } from 'node:fs'
@@ -34,7 +35,7 @@ import { openClients } from './lib/client-driver.js'
 import { startMosquitto } from './lib/mosquitto.js'
 import { freePort } from './lib/ports.js'
 import { splitFlags } from './lib/proc.js'
-import { observe, readProcMemory, sampleUntilStable, type Settled } from './lib/rss.js'
+import { observeSettle, readProcMemory, sampleUntilStable, type Settled } from './lib/rss.js'
 import { fmt, type Row } from './lib/table.js'
 import { waitFor } from './lib/wait.js'
 
@@ -83,6 +84,9 @@ export interface Measurement {
   idleSettledKb: number
   loaded: Settled
   loadedSettledKb: number
+  /** How long the settle periods ran (ms) and whether RSS dropped in them. */
+  idleSettle: { ms: number; dropped: boolean }
+  loadedSettle: { ms: number; dropped: boolean }
   connectMs: number
   hwmKb: number
   loadedFileKb: number
@@ -94,7 +98,7 @@ export function optionsFromEnv(): MeasureOptions {
   return {
     clients: intEnv('EDGE_BENCH_CLIENTS', 2000),
     concurrency: intEnv('EDGE_BENCH_CONCURRENCY', 100),
-    settleMs: intEnv('EDGE_BENCH_SETTLE_MS', 30_000),
+    settleMs: intEnv('EDGE_BENCH_SETTLE_MS', 60_000),
     nodeFlags: splitFlags(process.env.EDGE_BENCH_NODE_FLAGS),
     verbose: process.env.EDGE_BENCH_QUIET !== '1',
   }
@@ -167,7 +171,7 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
     const idle = await sampleUntilStable(broker.pid)
     if (!idle.stable) notes.push('idle RSS did not settle within 45 s')
     log(opts, `${SYSTEM_LABEL[system]}: idle ${fmt(idle.rssKb / 1024)} MB after ${fmt(idle.elapsedMs / 1000)} s`)
-    const idleSettled = opts.settleMs > 0 ? await observe(broker.pid, opts.settleMs) : undefined
+    const idleSettled = opts.settleMs > 0 ? await observeSettle(broker.pid, { maxMs: opts.settleMs }) : undefined
     await opts.onIdle?.(broker)
 
     clients = await openClients({ port, count: opts.clients, concurrency: opts.concurrency })
@@ -186,7 +190,7 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
     if (!loaded.stable) notes.push('loaded RSS did not settle within 45 s')
     log(opts, `${SYSTEM_LABEL[system]}: loaded ${fmt(loaded.rssKb / 1024)} MB after ${fmt(loaded.elapsedMs / 1000)} s`)
     await opts.onLoaded?.(broker)
-    const loadedSettled = opts.settleMs > 0 ? await observe(broker.pid, opts.settleMs) : undefined
+    const loadedSettled = opts.settleMs > 0 ? await observeSettle(broker.pid, { maxMs: opts.settleMs }) : undefined
     const last = readProcMemory(broker.pid)
     const st = await clients.status()
     if (st.lost > 0 || st.open !== opts.clients) notes.push(`broker dropped ${st.lost} connections (${st.open} open)`)
@@ -194,9 +198,11 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
       system,
       flags: broker.flags,
       idle,
-      idleSettledKb: idleSettled?.lastKb ?? idle.rssKb,
+      idleSettledKb: idleSettled?.settledKb ?? idle.rssKb,
       loaded,
-      loadedSettledKb: loadedSettled?.lastKb ?? loaded.rssKb,
+      loadedSettledKb: loadedSettled?.settledKb ?? loaded.rssKb,
+      idleSettle: { ms: idleSettled?.elapsedMs ?? 0, dropped: idleSettled?.dropped ?? false },
+      loadedSettle: { ms: loadedSettled?.elapsedMs ?? 0, dropped: loadedSettled?.dropped ?? false },
       connectMs: clients.connectMs,
       hwmKb: last.hwmKb,
       loadedFileKb: last.fileKb,
@@ -222,13 +228,15 @@ export function headlineRow(m: Measurement, clients: number): Row {
   }
 }
 
-export function detailRow(m: Measurement, clients: number, settleMs: number): Row {
-  const s = `${Math.round(settleMs / 1000)} s`
+const settleNote = (p: { ms: number; dropped: boolean }): string => `${fmt(p.ms / 1000, 0)} s${p.dropped ? ', dropped' : ''}`
+
+export function detailRow(m: Measurement, clients: number): Row {
   return {
     system: SYSTEM_LABEL[m.system],
-    [`idle RSS after ${s} (MB)`]: mb(m.idleSettledKb),
-    [`RSS with clients after ${s} (MB)`]: mb(m.loadedSettledKb),
-    [`KB per connection after ${s}`]: fmt((m.loadedSettledKb - m.idleSettledKb) / clients, 1),
+    'idle RSS settled (MB)': mb(m.idleSettledKb),
+    [`RSS with ${clients.toLocaleString('en')} clients settled (MB)`]: mb(m.loadedSettledKb),
+    'KB per connection settled': fmt((m.loadedSettledKb - m.idleSettledKb) / clients, 1),
+    'settle periods (idle; loaded)': `${settleNote(m.idleSettle)}; ${settleNote(m.loadedSettle)}`,
     'peak RSS (MB)': mb(m.hwmKb),
     'file-backed RSS (MB)': mb(m.loadedFileKb),
     'node flags': m.flags === '' ? '-' : m.flags,
@@ -259,9 +267,12 @@ export async function memoryScenario(): Promise<Table[]> {
         `${opts.concurrency} connections being set up at once.`,
     },
     {
-      title: `memory: after a further ${Math.round(opts.settleMs / 1000)} s settle period (no forced GC), peak, and flags`,
-      rows: results.map((m) => detailRow(m, opts.clients, opts.settleMs)),
-      note: 'file-backed RSS = RssFile (the node or mosquitto executable and shared libraries; clean, shared pages).',
+      title: 'memory: settled (no forced GC), peak, and flags',
+      rows: results.map((m) => detailRow(m, opts.clients)),
+      note:
+        `settled = RSS at the end of a settle period after the stable samples: up to ${Math.round(opts.settleMs / 1000)} s, ended early once RSS ` +
+        'dropped by 3 % (V8\'s memory reducer) and held still for 5 s. file-backed RSS = RssFile (the node or mosquitto ' +
+        'executable and shared libraries: clean pages, shared with other processes, reclaimable).',
     },
   ]
 }

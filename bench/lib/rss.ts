@@ -113,6 +113,59 @@ export async function observe(pid: number, durationMs: number, intervalMs = 500)
   return { minKb, maxKb, lastKb: last.rssKb, last }
 }
 
+export interface SettlePeriodOptions {
+  /** Longest we keep sampling, ms. */
+  maxMs: number
+  /** Sampling period, ms. Default 500. */
+  intervalMs?: number
+  /** A drop of at least this share of the starting level counts as "the memory reducer ran". Default 3 %. */
+  dropPct?: number
+  /** After such a drop, this many consecutive samples within 1 % end the period early. Default 10 (5 s). */
+  window?: number
+}
+
+export interface SettlePeriod extends Observed {
+  /** Mean of the final samples, KiB. */
+  settledKb: number
+  /** Whether the period ended early after a drop, and when. */
+  dropped: boolean
+  elapsedMs: number
+}
+
+/**
+ * Keep sampling after the first stable level, as a measurement window: V8's memory reducer
+ * gives back young-generation and fragmented old-generation pages some 8-35 s after the last
+ * burst of allocation, and nothing signals when. Ends at `maxMs`, or earlier once RSS dropped
+ * by `dropPct` and then held still for `window` samples.
+ */
+export async function observeSettle(pid: number, opts: SettlePeriodOptions): Promise<SettlePeriod> {
+  const intervalMs = opts.intervalMs ?? 500
+  const dropPct = opts.dropPct ?? 3
+  const window = opts.window ?? 10
+  const t0 = performance.now()
+  const first = readProcMemory(pid)
+  let last = first
+  let minKb = first.rssKb
+  let maxKb = first.rssKb
+  let dropped = false
+  const recent: number[] = [first.rssKb]
+  const maxSamples = Math.ceil(opts.maxMs / intervalMs) + 1
+  for (let i = 0; i < maxSamples && performance.now() - t0 < opts.maxMs; i++) {
+    await sleep(intervalMs)
+    last = readProcMemory(pid)
+    minKb = Math.min(minKb, last.rssKb)
+    maxKb = Math.max(maxKb, last.rssKb)
+    recent.push(last.rssKb)
+    if (recent.length > window) recent.shift()
+    if (last.rssKb <= first.rssKb * (1 - dropPct / 100)) dropped = true
+    if (dropped && recent.length === window) {
+      const hi = Math.max(...recent)
+      if (hi - Math.min(...recent) <= hi * 0.01) break
+    }
+  }
+  return { minKb, maxKb, lastKb: last.rssKb, last, settledKb: mean(recent), dropped, elapsedMs: performance.now() - t0 }
+}
+
 function mean(xs: readonly number[]): number {
   return xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length
 }

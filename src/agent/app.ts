@@ -23,9 +23,8 @@ export interface AgentDeps {
   readonly stopTimeoutMs?: number
   readonly now?: () => number
   /**
-   * The durable message store the bridges drain (tests may pass a MemoryStore).
-   * TODO(buffer wiring): the buffer owner wires the agent's own store here;
-   * until then the agent opens a SqliteStore in dataDir itself.
+   * The message store the bridges drain; default a SqliteStore in dataDir
+   * configured from `buffer` (tests may pass a MemoryStore).
    */
   readonly store?: MessageStore & Component
 }
@@ -164,7 +163,7 @@ export class Agent {
         certs
           .handleRenewal({ id: req.id, clientId: req.clientId, payload: req.payload, credential: req.credential })
           .then(async (out) => {
-            if (out.issued !== undefined) this.broker.refreshCredential(req.clientId, { serial: out.issued.serial, notAfter: out.issued.notAfter })
+            if (out.issued !== undefined) this.broker.refreshCredential(req.clientId, { serial: out.issued.serial, notBefore: out.issued.notBefore, notAfter: out.issued.notAfter })
             await this.broker.publish(out.topic, out.payload, { qos: 1 })
           })
           .catch((err: unknown) => this.#log.error({ err, deviceId: req.id }, 'renewal reply failed'))

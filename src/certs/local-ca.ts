@@ -151,8 +151,8 @@ export class LocalCa {
   readonly paths: CaPaths
   readonly #opts: LocalCaOptions
   #signer: CaSigner | undefined
-  readonly #issued = new Map<string, IssuedRecord>()
-  readonly #newest = new Map<string, IssuedRecord>()
+  #issued = new Map<string, IssuedRecord>()
+  #newest = new Map<string, IssuedRecord>()
   readonly #revoked = new Map<string, RevokedRecord>()
 
   constructor(opts: LocalCaOptions) {
@@ -353,8 +353,7 @@ export class LocalCa {
   async reloadIssued(): Promise<void> {
     const now = this.#opts.guard.trustedNow()
     const names = await readdir(this.paths.issuedDir)
-    this.#issued.clear()
-    this.#newest.clear()
+    const found: IssuedRecord[] = []
     for (const f of names) {
       if (!f.endsWith('.pem')) continue
       const file = join(this.paths.issuedDir, f)
@@ -368,7 +367,22 @@ export class LocalCa {
         await rm(file, { force: true })
         continue
       }
-      this.#remember(record)
+      found.push(record)
+    }
+    // Swap in one step: issue() and newest() may run while the files are read.
+    const before = [...this.#issued.values()]
+    this.#issued = new Map()
+    this.#newest = new Map()
+    for (const r of [...found, ...before.filter((r) => r.notAfter >= now - RETAIN_EXPIRED_MS)]) this.#remember(r)
+  }
+
+  /** Takes note of one file another process (the CLI) wrote into issued/. */
+  async noteIssuedFile(name: string): Promise<void> {
+    if (!name.endsWith('.pem') || this.#issued.has(name.slice(0, -4))) return
+    try {
+      this.#remember(recordOf(await readFile(join(this.paths.issuedDir, name), 'utf8')))
+    } catch {
+      // renamed away or torn: the periodic reload settles it
     }
   }
 

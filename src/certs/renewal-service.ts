@@ -58,8 +58,8 @@ export interface RenewalInput {
   readonly id: string
   readonly clientId: string
   readonly payload: Buffer
-  /** The session's current credential. */
-  readonly credential: { readonly serial: string; readonly notAfter: number }
+  /** The session's current credential (the newest certificate it authenticated with). */
+  readonly credential: { readonly serial: string; readonly notBefore: number; readonly notAfter: number }
 }
 
 export interface RenewalOutcome {
@@ -148,9 +148,12 @@ export class RenewalService {
     }
 
     const now = this.#o.guard.trustedNow()
+    // The window follows the newest certificate of this identity: one issued
+    // here (renewals over any session), or the session's own (issued by the
+    // CLI, or before a restart).
     const newest = this.#o.ca.newest(input.id)
-    const sessionCert = this.#o.ca.get(input.credential.serial)
-    const reference = [newest, sessionCert].filter((r): r is IssuedRecord => r !== undefined && !this.#o.ca.isRevoked(r.serial)).sort((a, b) => b.notBefore - a.notBefore)[0]
+    const candidates = [newest, input.credential].filter((r): r is { serial: string; notBefore: number; notAfter: number } => r !== undefined && !this.#o.ca.isRevoked(r.serial))
+    const reference = candidates.sort((a, b) => b.notBefore - a.notBefore)[0]
     if (reference !== undefined && reference.notAfter > now) {
       const from = this.renewableFrom(reference)
       if (now < from) return refuse('too-early', `renewal opens at ${new Date(from).toISOString()}`, (from - now) / 1000)

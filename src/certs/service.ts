@@ -267,8 +267,12 @@ export class CertsService extends EventEmitter<CertsEvents> {
   #watch(): void {
     const p = this.ca.paths
     for (const dir of [p.revokedDir, p.dir, p.issuedDir]) {
+      const onEvent =
+        dir === p.issuedDir
+          ? (_event: string, name: string | null) => void (name === null ? undefined : this.ca.noteIssuedFile(name))
+          : () => this.#schedulePoll()
       try {
-        const w = watch(dir, { persistent: false }, () => this.#schedulePoll())
+        const w = watch(dir, { persistent: false }, onEvent)
         w.on('error', (err) => this.#log.warn({ err, dir }, 'state directory watch failed; polling only'))
         this.#watchers.push(w)
       } catch (err) {

@@ -169,6 +169,8 @@ interface DeviceSession {
   readonly acl: DeviceAcl
   /** Serials of the certificates that authenticated this session (handshake, then renewals over it). */
   readonly serials: Set<string>
+  /** The newest of those credentials (the certificate it last renewed to). */
+  current: DeviceCredential
   notAfter: number
 }
 
@@ -341,7 +343,7 @@ export class LocalBroker {
     for (const t of this.#tlsListeners) {
       if (!t.followsLocalCa) continue
       const merged: TlsMaterial = { key: t.own.key ?? material.key, cert: t.own.cert ?? material.cert, ca: t.own.ca ?? material.ca }
-      t.server.setSecureContext(secureContextOptions(merged, t.requireClientCert))
+      t.server.setSecureContext(secureContextOptions(merged))
       t.anchors = parseAnchors(merged.ca)
     }
     const swapped = this.#tlsListeners.filter((t) => t.followsLocalCa).length
@@ -377,6 +379,7 @@ export class LocalBroker {
     if (session === undefined) return
     session.serials.add(normalizeSerial(credential.serial))
     session.notAfter = Math.max(session.notAfter, credential.notAfter)
+    if (credential.notBefore >= session.current.notBefore) session.current = { ...credential, serial: normalizeSerial(credential.serial) }
   }
 
   /** Publishes on behalf of the agent (bypasses the ACL); resolves once routed. */
@@ -437,7 +440,7 @@ export class LocalBroker {
     // A Will is a publish made later on the device's behalf: check it now [MQTT-3.1.2-8].
     if (packet.will !== undefined && acl.publish(packet.will.topic) !== 'allow') return 'willDenied'
     if (packet.clientId === '') packet.clientId = result.id // clientId := CN
-    client[kSession] = { id: result.id, acl, serials: new Set([result.credential.serial]), notAfter: result.credential.notAfter }
+    client[kSession] = { id: result.id, acl, serials: new Set([result.credential.serial]), current: result.credential, notAfter: result.credential.notAfter }
     return undefined
   }
 
@@ -448,9 +451,8 @@ export class LocalBroker {
     packet.topic = SINK_TOPIC
     packet.retain = false
     done(null)
-    const credential = { serial: [...session.serials].at(-1) ?? '', notAfter: session.notAfter }
     try {
-      this.#opts.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential })
+      this.#opts.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential: session.current })
     } catch (err) {
       this.#log.error({ err, deviceId: session.id, topic }, 'device request handler failed')
     }
@@ -557,7 +559,7 @@ export class LocalBroker {
     } catch (err) {
       throw new LocalBrokerError('EDGE_ERR_BROKER_TLS', `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
-    const server = createTlsServer({ ...secureContextOptions(material, requireClientCert), handshakeTimeout: this.#opts.limits.connectTimeoutMs })
+    const server = createTlsServer({ ...secureContextOptions(material), handshakeTimeout: this.#opts.limits.connectTimeoutMs })
     const entry: TlsListener = {
       server,
       listener: l,

@@ -2,19 +2,21 @@
 // checks a device's certificate must pass after the handshake, and the
 // identity it gives the MQTT session.
 //
-// What OpenSSL checks in the handshake (requestCert + rejectUnauthorized):
-// a client certificate is present, chains to a trust anchor (the local CA;
-// `allowPartialTrustChain` lets the issuing CA itself be the anchor even when
-// it is an intermediate, so certificates from elsewhere under the same root
-// are not accepted) and is within its validity dates.
+// OpenSSL verifies a presented client certificate in the handshake (chain to
+// a trust anchor, validity dates); `allowPartialTrustChain` lets the issuing
+// CA itself be the anchor even when it is an intermediate, so certificates
+// from elsewhere under the same root are not accepted. The listener does not
+// let Node reject failures by itself (rejectUnauthorized: false), because Node
+// then destroys the socket and the reason is lost; `checkPeer()` decides
+// instead, right after the handshake and before any MQTT byte reaches aedes,
+// and knows why: no certificate, untrusted, expired, not yet valid, revoked.
 //
-// What OpenSSL does not check, and `checkPeer()` does before any MQTT byte
-// reaches aedes: revocation (our serial list, updated live; Node's `crl`
-// option would demand a CRL for every CA up to the root), that the issuer is
-// one of *our* anchors even on a resumed session, and the validity dates
-// against the agent's trusted clock. Node never re-checks a certificate after
-// the handshake, so the broker also closes sessions whose credential expires
-// or is revoked (see LocalBroker).
+// What OpenSSL does not check, and checkPeer() does: revocation (our serial
+// list, updated live; Node's `crl` option would demand a CRL for every CA up
+// to the root), that the issuer is one of *our* anchors even on a resumed
+// session, and the validity dates against the agent's trusted clock. Node
+// never re-checks a certificate after the handshake, so the broker also closes
+// sessions whose credential expires or is revoked (see LocalBroker).
 //
 // Hot swap: `tls.Server#setSecureContext()` replaces the context for new
 // handshakes only; connected devices keep theirs (research note §3.2).
@@ -49,7 +51,7 @@ export interface TlsListenerFiles {
 export type TlsRefusal = 'no-certificate' | 'untrusted-certificate' | 'expired' | 'not-yet-valid' | 'revoked' | 'handshake-failed'
 
 /** Options for tls.createServer / setSecureContext. */
-export function secureContextOptions(material: TlsMaterial, requireClientCert: boolean): SecureContextOptions & {
+export function secureContextOptions(material: TlsMaterial): SecureContextOptions & {
   requestCert: boolean
   rejectUnauthorized: boolean
 } {
@@ -60,9 +62,9 @@ export function secureContextOptions(material: TlsMaterial, requireClientCert: b
     allowPartialTrustChain: true,
     minVersion: 'TLSv1.2',
     requestCert: true,
-    // Without a required certificate, OpenSSL still verifies one that is
-    // presented; checkPeer() then refuses it if it failed.
-    rejectUnauthorized: requireClientCert,
+    // checkPeer() refuses what OpenSSL could not verify (and knows why), and a
+    // missing certificate when one is required.
+    rejectUnauthorized: false,
   }
 }
 
@@ -101,7 +103,19 @@ export type PeerCheck =
   | { readonly ok: true; readonly cert: X509Certificate | undefined }
   | { readonly ok: false; readonly reason: TlsRefusal; readonly serial?: string; readonly cn?: string }
 
-/** The checks a connection must pass after the handshake, before MQTT. */
+const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2'
+const ANY_EKU = '2.5.29.37.0'
+const DATE_ERRORS = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID'])
+
+/**
+ * The checks a connection must pass after the handshake, before MQTT.
+ *
+ * The leaf is verified here in full against our anchors (issuer, signature,
+ * clientAuth, not a CA, revocation, dates). That also lets a date error from
+ * OpenSSL, which reads the wall clock, be judged against the agent's trusted
+ * time instead: a wall clock that jumped a year does not lock every device
+ * out. Any other OpenSSL verification error refuses the connection.
+ */
 export function checkPeer(socket: TLSSocket, opts: PeerCheckOptions): PeerCheck {
   const cert = socket.getPeerX509Certificate()
   if (cert === undefined) {
@@ -109,14 +123,15 @@ export function checkPeer(socket: TLSSocket, opts: PeerCheckOptions): PeerCheck 
   }
   const serial = normalizeSerial(cert.serialNumber)
   const cn = commonName(cert.subject)
-  if (!socket.authorized) {
-    const code = String(socket.authorizationError ?? '')
-    const reason: TlsRefusal = code === 'CERT_HAS_EXPIRED' ? 'expired' : code === 'CERT_NOT_YET_VALID' ? 'not-yet-valid' : 'untrusted-certificate'
-    return { ok: false, reason, serial, cn }
-  }
-  if (!opts.anchors.some((a) => cert.checkIssued(a) && cert.verify(a.publicKey))) return { ok: false, reason: 'untrusted-certificate', serial, cn }
-  if (opts.isRevoked(serial)) return { ok: false, reason: 'revoked', serial, cn }
-  if (Date.parse(cert.validTo) <= opts.now) return { ok: false, reason: 'expired', serial, cn }
+  const refuse = (reason: TlsRefusal): PeerCheck => ({ ok: false, reason, serial, cn })
+  if (!socket.authorized && !DATE_ERRORS.has(String(socket.authorizationError ?? ''))) return refuse('untrusted-certificate')
+  const anchor = opts.anchors.find((a) => cert.checkIssued(a) && cert.verify(a.publicKey))
+  if (anchor === undefined || cert.ca) return refuse('untrusted-certificate')
+  const eku = cert.keyUsage
+  if (eku !== undefined && !eku.includes(CLIENT_AUTH) && !eku.includes(ANY_EKU)) return refuse('untrusted-certificate')
+  if (opts.isRevoked(serial)) return refuse('revoked')
+  if (Date.parse(cert.validFrom) > opts.now) return refuse('not-yet-valid')
+  if (Date.parse(cert.validTo) <= opts.now || Date.parse(anchor.validTo) <= opts.now) return refuse('expired')
   return { ok: true, cert }
 }
 
@@ -138,6 +153,7 @@ export type IdentityMode = 'cn' | 'cn-or-san'
 export interface DeviceCredential {
   /** Upper-case hex, no leading zeros. */
   readonly serial: string
+  readonly notBefore: number
   readonly notAfter: number
 }
 
@@ -156,7 +172,7 @@ export function identityFor(cert: X509Certificate, clientId: string, mode: Ident
   const id = clientId === '' ? cn : clientId
   if (id === '' || !names.includes(id)) return { ok: false, reason: 'identity-mismatch', names }
   if (identityProblem(id, maxIdBytes) !== undefined) return { ok: false, reason: 'identity-invalid', names }
-  return { ok: true, id, credential: { serial: normalizeSerial(cert.serialNumber), notAfter: Date.parse(cert.validTo) } }
+  return { ok: true, id, credential: { serial: normalizeSerial(cert.serialNumber), notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) } }
 }
 
 /** Same rules as certs' deviceIdProblem: one topic level, no wildcards, no control characters. */

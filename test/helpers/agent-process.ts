@@ -25,6 +25,10 @@ export interface RunningAgent {
   readonly configFile: string
   readonly mqttPort: number
   readonly wsPort: number | undefined
+  /** Port of the mqtts listener (opts.mqtts), else undefined. */
+  readonly mqttsPort: number | undefined
+  /** Agent-relative certs dir: <dir>/data/certs. */
+  readonly certsDir: string
   readonly adminPort: number
   readonly mqttUrl: string
   readonly adminUrl: string
@@ -42,11 +46,15 @@ export interface StartAgentOptions {
   config?: Record<string, unknown>
   /** Listen on WebSocket too. */
   ws?: boolean
+  /** Listen on mqtts too (device certificates; the local CA is created at first start). */
+  mqtts?: boolean | { requireClientCert?: boolean }
   env?: Record<string, string>
   args?: string[]
   /** Reuse this data dir (restart tests). */
   dir?: string
   startTimeoutMs?: number
+  /** Command prefix, e.g. ['ip', 'netns', 'exec', 'ns1'] (exec keeps the PID, so cleanup still kills the agent). */
+  prefix?: string[]
 }
 
 export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promise<RunningAgent> {
@@ -54,17 +62,22 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
   const dir = opts.dir ?? tmpDir(t)
   const listeners: unknown[] = [{ protocol: 'mqtt', host: '127.0.0.1', port: 0 }]
   if (opts.ws) listeners.push({ protocol: 'ws', host: '127.0.0.1', port: 0 })
+  if (opts.mqtts) {
+    listeners.push({ protocol: 'mqtts', host: '127.0.0.1', port: 0, ...(typeof opts.mqtts === 'object' ? opts.mqtts : {}) })
+  }
   const base = {
     site: { name: 'test-site', level: 2 },
     dataDir: join(dir, 'data'),
     log: { level: 'debug', format: 'json' },
     admin: { host: '127.0.0.1', port: 0 },
     broker: { listeners },
+    ...(opts.mqtts ? { certs: { autoInit: true } } : {}),
   }
   const config = deepMerge(base, opts.config ?? {})
   const configFile = join(dir, 'config.yaml')
   writeFileSync(configFile, stringify(config))
-  const proc = spawn(process.execPath, [AGENT_MAIN, 'run', '--config', configFile, ...(opts.args ?? [])], {
+  const argv = [...(opts.prefix ?? []), process.execPath, AGENT_MAIN, 'run', '--config', configFile, ...(opts.args ?? [])]
+  const proc = spawn(argv[0] as string, argv.slice(1), {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -123,6 +136,7 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
   const bound = started['listeners'] as { protocol: string; port: number }[]
   const mqttPort = bound.find((l) => l.protocol === 'mqtt')?.port ?? 0
   const wsPort = bound.find((l) => l.protocol === 'ws')?.port
+  const mqttsPort = bound.find((l) => l.protocol === 'mqtts')?.port
   const adminPort = started['admin'] as number
   const adminUrl = `http://127.0.0.1:${adminPort}`
   return {
@@ -132,6 +146,8 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
     configFile,
     mqttPort,
     wsPort,
+    mqttsPort,
+    certsDir: join(dir, 'data', 'certs'),
     adminPort,
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
     adminUrl,

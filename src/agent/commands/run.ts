@@ -3,6 +3,7 @@
 import { Command } from 'commander'
 import { createRootLogger } from '../logger.js'
 import { buildAgent } from '../app.js'
+import { createNotifier } from '../sd-notify.js'
 import { ExitCode, EXIT_CODES_HELP } from '../exit-codes.js'
 import { withConfigOptions, loadOrReport, CONFIG_HELP, type ConfigFlags } from './config-source.js'
 import type { CommandContext } from './context.js'
@@ -28,12 +29,16 @@ async function run(ctx: CommandContext, flags: ConfigFlags): Promise<number> {
   const logger = await createRootLogger({ ...config.log, isTty: ctx.stdoutIsTty })
   logger.info({ version: ctx.version, config: loaded.file ?? 'built-in defaults', dataDir: config.dataDir }, 'agent starting')
   const agent = buildAgent(config, { logger, version: ctx.version })
+  // systemd Type=notify: READY once listening with the store open; WATCHDOG
+  // from an event-loop timer, so a wedged loop gets the service restarted.
+  const notify = createNotifier({ env: ctx.env, logger: logger.child({ component: 'sd-notify' }) })
   const startAbort = new AbortController()
   let exiting: Promise<number> | undefined
 
   const shutdown = (reason: string, code: number): Promise<number> => {
     exiting ??= (async () => {
       logger.info({ reason }, 'agent stopping')
+      notify.stopping(`stopping (${reason})`)
       startAbort.abort(new Error(reason))
       const deadline = setTimeout(() => {
         logger.error({ reason, deadlineMs: SHUTDOWN_DEADLINE_MS }, 'stop deadline passed, exiting')
@@ -41,6 +46,7 @@ async function run(ctx: CommandContext, flags: ConfigFlags): Promise<number> {
       }, SHUTDOWN_DEADLINE_MS)
       deadline.unref()
       const failures = await agent.stop()
+      await notify.stop()
       clearTimeout(deadline)
       logger.info({ reason, failures: failures.length }, 'agent stopped')
       return failures.length > 0 && code === 0 ? ExitCode.FAILURE : code
@@ -71,7 +77,11 @@ async function run(ctx: CommandContext, flags: ConfigFlags): Promise<number> {
     if (startAbort.signal.aborted) return stopped
     logger.fatal({ err: e }, 'agent failed to start')
     await agent.stop()
+    await notify.stop()
     return ExitCode.FAILURE
   }
+  const listening = agent.broker.listeners().map((l) => `${l.protocol}:${l.port}`).join(' ')
+  notify.ready(`running: ${config.site.name}, listening ${listening}`)
+  notify.startWatchdog(() => agent.health().ok)
   return stopped
 }

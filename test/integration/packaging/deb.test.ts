@@ -144,7 +144,7 @@ setpriv --reuid=edge-agent --regid=edge-agent --init-groups \
   env STATE_DIRECTORY=/var/lib/edge-agent /usr/bin/edge-agent run --config /etc/edge-agent/config.yaml >/tmp/agent.log 2>&1 &
 pid=$!
 i=0
-until node -e 'fetch("http://127.0.0.1:9180/healthz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))'; do
+until /opt/edge-agent/node/bin/node -e 'fetch("http://127.0.0.1:9180/healthz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))'; do
   i=$((i + 1))
   if [ $i -ge 150 ] || ! kill -0 $pid 2>/dev/null; then echo "no /healthz 200"; cat /tmp/agent.log; kill -9 $pid; exit 1; fi
   sleep 0.2

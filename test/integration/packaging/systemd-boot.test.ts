@@ -63,7 +63,7 @@ say user "$(ps -o user= -p $pid)"
 say capeff "$(sed -n 's/^CapEff:\t//p' /proc/$pid/status)"
 say seccomp "$(sed -n 's/^Seccomp:\t//p' /proc/$pid/status)"
 say nonewprivs "$(sed -n 's/^NoNewPrivs:\t//p' /proc/$pid/status)"
-say healthz "$(node -e 'fetch("http://127.0.0.1:9180/healthz").then((r) => console.log(r.status), () => console.log("down"))')"
+say healthz "$(/opt/edge-agent/node/bin/node -e 'fetch("http://127.0.0.1:9180/healthz").then((r) => console.log(r.status), () => console.log("down"))')"
 # WatchdogSec=4 (drop-in): 10 s later the same process is still the main PID only if keep-alives arrive
 sleep 10
 say after_watchdog "$(prop ActiveState)/$(prop SubState) pid_same=$([ "$(prop MainPID)" = "$pid" ] && echo yes || echo no) restarts=$(prop NRestarts)"
