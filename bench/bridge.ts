@@ -193,6 +193,7 @@ async function agent(upstreamUrl: string, rules: readonly Record<string, unknown
       admin: { host: '127.0.0.1', port: adminPort },
       broker: { listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port }] },
       upstreams: [{ name: 'up', url: upstreamUrl, inflight: INFLIGHT, rules, ...extra }],
+      ...(env['EDGE_BENCH_BRIDGE_BUFFER'] === undefined ? {} : { buffer: JSON.parse(env['EDGE_BENCH_BRIDGE_BUFFER']) as unknown }),
     }),
   )
   const waiters: ((at: number) => void)[] = []

@@ -27,7 +27,9 @@
 //   EDGE_BENCH_NODE_FLAGS="..."      extra node flags for the Node brokers (agent and bare aedes)
 //   EDGE_BENCH_SETTLE_MS=60000       longest settle period after the stable samples (0 = skip)
 //   EDGE_BENCH_CONCURRENCY=100       connections being set up at once by the driver
+//   EDGE_BENCH_REPEAT=1              runs per system (interleaved); figures are medians
 //   EDGE_BENCH_QUIET=1               no progress lines on stderr
+//   EDGE_BENCH_AGENT_MAIN=FILE       benchmark another build of the agent (default dist/agent/main.js)
 import { existsSync } from 'node:fs'
 import { startAgent, AGENT_MAIN } from './lib/agent.js'
 import { startBareAedes, type BrokerProcess } from './lib/bare-aedes.js'
@@ -216,6 +218,34 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
   }
 }
 
+function median(xs: readonly number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2
+}
+
+/** Per-figure median over repeated runs of one system (EDGE_BENCH_REPEAT). */
+export function medianOf(ms: readonly Measurement[]): Measurement {
+  const first = ms[0]
+  if (first === undefined) throw new Error('no measurements')
+  if (ms.length === 1) return first
+  const m = (f: (x: Measurement) => number): number => median(ms.map(f))
+  return {
+    ...first,
+    idle: { ...first.idle, rssKb: m((x) => x.idle.rssKb), stable: ms.every((x) => x.idle.stable) },
+    loaded: { ...first.loaded, rssKb: m((x) => x.loaded.rssKb), stable: ms.every((x) => x.loaded.stable) },
+    idleSettledKb: m((x) => x.idleSettledKb),
+    loadedSettledKb: m((x) => x.loadedSettledKb),
+    connectMs: m((x) => x.connectMs),
+    hwmKb: m((x) => x.hwmKb),
+    loadedFileKb: m((x) => x.loadedFileKb),
+    loadedAnonKb: m((x) => x.loadedAnonKb),
+    idleSettle: { ms: m((x) => x.idleSettle.ms), dropped: ms.some((x) => x.idleSettle.dropped) },
+    loadedSettle: { ms: m((x) => x.loadedSettle.ms), dropped: ms.some((x) => x.loadedSettle.dropped) },
+    notes: [...new Set(ms.flatMap((x) => x.notes))],
+  }
+}
+
 const mb = (kb: number): string => fmt(kb / 1024, 1)
 
 export function headlineRow(m: Measurement, clients: number): Row {
@@ -254,9 +284,15 @@ export async function memoryScenario(): Promise<Table[]> {
     }
     return true
   })
-  const results: Measurement[] = []
-  for (const s of systems) results.push(await measure(s, opts))
+  const repeat = Math.max(1, intEnv('EDGE_BENCH_REPEAT', 1))
+  // Rounds interleave the systems, so a slow spell on a shared machine hits all of them alike.
+  const runs = new Map<SystemKind, Measurement[]>(systems.map((s) => [s, []]))
+  for (let round = 0; round < repeat; round++) {
+    for (const s of systems) runs.get(s)?.push(await measure(s, opts))
+  }
+  const results = systems.map((s) => medianOf(runs.get(s) ?? []))
   const n = opts.clients.toLocaleString('en')
+  const median = repeat > 1 ? ` Each figure is the median of ${repeat} runs.` : ''
   return [
     {
       title: `memory: idle RSS and RSS per idle connection (${n} clients, MQTT 3.1.1, keepalive 60 s)`,
@@ -264,7 +300,7 @@ export async function memoryScenario(): Promise<Table[]> {
       note:
         'RSS = VmRSS of the broker process only, sampled until stable (12 samples over 3 s within 0.5 %), no forced GC. ' +
         'KB per connection = (RSS with clients - idle RSS) / clients. Connect time: first CONNECT to last CONNACK, ' +
-        `${opts.concurrency} connections being set up at once.`,
+        `${opts.concurrency} connections being set up at once.${median}`,
     },
     {
       title: 'memory: settled (no forced GC), peak, and flags',
@@ -272,7 +308,7 @@ export async function memoryScenario(): Promise<Table[]> {
       note:
         `settled = RSS at the end of a settle period after the stable samples: up to ${Math.round(opts.settleMs / 1000)} s, ended early once RSS ` +
         'dropped by 3 % (V8\'s memory reducer) and held still for 5 s. file-backed RSS = RssFile (the node or mosquitto ' +
-        'executable and shared libraries: clean pages, shared with other processes, reclaimable).',
+        `executable and shared libraries: clean pages, shared with other processes, reclaimable).${median}`,
     },
   ]
 }

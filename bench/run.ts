@@ -1,6 +1,6 @@
 // Benchmark entry point: `npm run bench [-- SCENARIO[,SCENARIO…]]` (npm builds dist/ first).
 //
-// With no argument it runs the default scenarios (memory, buffer-append) and prints one
+// With no argument it runs the default scenarios (memory, buffer-append, bridge) and prints one
 // Markdown table (or more) per scenario. A scenario argument picks by exact name, else by
 // substring; `all` runs every scenario. Every child process a scenario starts is killed
 // by PID when the harness exits, fails or is interrupted (bench/lib/proc.ts).
@@ -23,7 +23,38 @@ interface Scenario {
   run(): Promise<Table[]>
 }
 
-const bufferBenchFile = new URL('./buffer-append.ts', import.meta.url)
+/**
+ * A benchmark file owned elsewhere, loaded only if present: its exported function returns rows;
+ * rows with a `scenario` column become one table per scenario.
+ */
+function optionalBench(name: string, file: string, exportName: string, describe: string): Scenario {
+  const url = new URL(file, import.meta.url)
+  return {
+    name,
+    byDefault: true,
+    describe: `${describe} (bench/${file.replace('./', '')})`,
+    async run() {
+      if (!existsSync(url)) {
+        process.stderr.write(`[bench] ${name}: bench/${file.replace('./', '')} not present, skipped\n`)
+        return []
+      }
+      // A URL string, not a literal path: the file is optional and owned elsewhere.
+      const mod = (await import(url.href)) as Record<string, unknown>
+      const fn = mod[exportName]
+      if (typeof fn !== 'function') throw new Error(`bench/${file.replace('./', '')} does not export ${exportName}()`)
+      const rows = (await (fn as () => Promise<Row[]>)()) ?? []
+      const byScenario = new Map<string, Row[]>()
+      for (const r of rows) {
+        const { scenario, ...rest } = r
+        const title = scenario === undefined ? name : `${name}: ${String(scenario)}`
+        const list = byScenario.get(title) ?? []
+        list.push(scenario === undefined ? r : rest)
+        byScenario.set(title, list)
+      }
+      return [...byScenario].map(([title, list]) => ({ title, rows: list }))
+    },
+  }
+}
 
 const scenarios: Scenario[] = [
   {
@@ -32,21 +63,8 @@ const scenarios: Scenario[] = [
     describe: 'idle RSS and RSS per idle connection: edge-agent, bare aedes, mosquitto',
     run: memoryScenario,
   },
-  {
-    name: 'buffer-append',
-    byDefault: true,
-    describe: 'SQLite store-and-forward append throughput (bench/buffer-append.ts)',
-    async run() {
-      if (!existsSync(bufferBenchFile)) {
-        process.stderr.write('[bench] buffer-append: bench/buffer-append.ts not present, skipped\n')
-        return []
-      }
-      // A URL string, not a literal path: the file is optional and owned elsewhere.
-      const mod = (await import(bufferBenchFile.href)) as { runBufferBench?: () => Promise<Row[]> }
-      if (typeof mod.runBufferBench !== 'function') throw new Error('bench/buffer-append.ts does not export runBufferBench()')
-      return [{ title: 'buffer-append', rows: await mod.runBufferBench() }]
-    },
-  },
+  optionalBench('buffer-append', './buffer-append.ts', 'runBufferBench', 'SQLite store-and-forward append throughput'),
+  optionalBench('bridge', './bridge.ts', 'runBridgeBench', 'device → agent → upstream bridge, beside a Mosquitto bridge'),
   {
     name: 'memory-levers',
     byDefault: false,

@@ -13,7 +13,8 @@ import type { BrokerProcess } from './bare-aedes.js'
 import { repoRoot, spawnTracked } from './proc.js'
 import { waitFor } from './wait.js'
 
-export const AGENT_MAIN = join(repoRoot, 'dist/agent/main.js')
+/** The agent entry point; EDGE_BENCH_AGENT_MAIN benchmarks another build of it (e.g. a bundled release). */
+export const AGENT_MAIN = process.env.EDGE_BENCH_AGENT_MAIN ?? join(repoRoot, 'dist/agent/main.js')
 const UNIT_FILE = join(repoRoot, 'systemd/edge-agent.service')
 
 export interface AgentOptions {

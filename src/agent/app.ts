@@ -322,7 +322,11 @@ function buildCerts(config: Readonly<AgentConfig>, logger: Logger): CertsService
 }
 
 function certsMetrics(m: MetricsText, c: CertsStatus): void {
-  m.counter('edge_agent_certs_renewed_total', 'Device certificates renewed over MQTT', c.renewal.renewed)
+  m.counter('edge_agent_certs_issued_total', 'Certificates issued by the running agent (CLI issuance not included)', [
+    { labels: { kind: 'device' }, value: c.issued },
+    { labels: { kind: 'server' }, value: c.server.rotations },
+  ])
+    .counter('edge_agent_certs_renewed_total', 'Device certificates renewed over MQTT', c.renewal.renewed)
     .counter('edge_agent_certs_renewal_refused_total', 'Renewal requests refused, by protocol error code', byLabel('reason', c.renewal.refused))
     .counter('edge_agent_certs_server_rotations_total', "Rotations of the broker's server certificate", c.server.rotations)
     .counter('edge_agent_certs_server_rotations_postponed_total', 'Server certificate rotations postponed (clock suspicious, issuance failed)', c.server.postponed)

@@ -30,7 +30,7 @@ export function renderStatus(s: AgentStatus): string {
   for (const u of s.upstreams ?? []) {
     lines.push('')
     const since = Math.max(0, Math.round((Date.now() - Date.parse(u.since)) / 1000))
-    const state = u.loop !== null ? `LOOP with ${u.loop.peerSite || 'an agent above'}: forwarding paused` : u.connected ? `connected for ${duration(since)}` : `${u.state} for ${duration(since)}`
+    const state = u.loop !== null ? `LOOP with ${u.loop.peerSite || 'an agent above'}: forwarding paused` : u.connected ? `connected for ${duration(since)}` : `${u.state === 'waiting' ? 'disconnected, retrying' : u.state} for ${duration(since)}`
     const drops = Object.entries(u.drops).filter(([, n]) => n > 0)
     const rows: string[][] = [
       ['state', state],

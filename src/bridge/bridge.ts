@@ -161,7 +161,7 @@ export interface BridgeStatus {
   /** The upstream agent, if it is an edge-agent. */
   readonly peer: { readonly id: string; readonly site: string; readonly level: number } | null
   /** Set while forwarding is paused because it would loop. */
-  readonly loop: { readonly peerSite: string; readonly since: string } | null
+  readonly loop: { readonly code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED'; readonly peerSite: string; readonly since: string } | null
   readonly rules: number
 }
 
@@ -220,6 +220,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   #peer: AgentIdentity | undefined
   #identityKnown: boolean
   #identityTimer: NodeJS.Timeout | undefined
+  #identityMode: 'on' | 'off'
+  #identityFailures = 0
   #loopSince: number | null = null
   #inflightWaiters: (() => void)[] = []
   readonly #onAppended = (queues: readonly string[]): void => {
@@ -258,6 +260,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       ? (u.status?.topic ?? 'edge-agent/{site}/status').replace(/\{site\}/g, options.agent.site).replace(/\{upstream\}/g, u.name)
       : undefined
     this.#identityKnown = !(u.loopDetection ?? true)
+    this.#identityMode = (u.loopDetection ?? true) ? 'on' : 'off'
     this.#echo = new EchoGuard({ windowMs: 30_000, maxEntries: 10_000, now: this.#now })
     const maxRate = u.maxRatePerSec ?? 0
     this.#drainBucket = maxRate > 0 ? new TokenBucket(maxRate, Math.max(1, Math.ceil(maxRate / 10)), this.#now) : undefined
@@ -634,31 +637,69 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     if (this.#statusTopic !== undefined) {
       void this.#publishDirect({ topic: this.#statusTopic, payload: this.#statusPayload('online'), qos: 1, retain: true }, 5_000)
     }
-    const needSubscribe = !info.sessionPresent || !this.#subscribedOnce
-    const loopDetection = this.#u.loopDetection ?? true
-    const subs = needSubscribe
-      ? this.#inRules.map((r) => ({ topic: r.remoteFilter, qos: r.qos, nl: true, rap: true, rh: r.retainHandling }))
-      : []
-    if (loopDetection) subs.push({ topic: IDENTITY_TOPIC, qos: 1, nl: true, rap: true, rh: 0 })
-    if (subs.length > 0) {
-      session.subscribe(subs).then(
-        (granted) => {
-          this.#subscribedOnce = true
-          granted.forEach((g, i) => {
-            if (g >= 0x80) this.#log.warn({ filter: subs[i]?.topic, reasonCode: g }, 'upstream refused a subscription')
-          })
-          if (loopDetection && !this.#identityKnown) {
-            // The upstream's retained identity, if any, follows the SUBACK; give it a moment.
-            clearTimeout(this.#identityTimer)
-            this.#identityTimer = setTimeout(() => this.#identityDecided(), this.#o.identityWaitMs ?? 300)
-            this.#identityTimer.unref()
-          }
-        },
-        (err: unknown) => this.#log.debug({ err }, 'subscribe interrupted by disconnect'),
-      )
+    // A resumed session still has our subscriptions; subscribe again only
+    // once per process (the rules may have changed) or when it was lost: a
+    // repeated SUBSCRIBE makes the upstream resend retained messages.
+    if (!info.sessionPresent || !this.#subscribedOnce) {
+      const subs = this.#inRules.map((r) => ({ topic: r.remoteFilter, qos: r.qos, nl: true, rap: true, rh: r.retainHandling }))
+      if (subs.length > 0) {
+        session.subscribe(subs).then(
+          (granted) => {
+            this.#subscribedOnce = true
+            granted.forEach((g, i) => {
+              if (g >= 0x80) this.#log.warn({ filter: subs[i]?.topic, reasonCode: g }, 'upstream refused a subscription')
+            })
+          },
+          (err: unknown) => this.#log.debug({ err }, 'subscribe interrupted by disconnect'),
+        )
+      } else this.#subscribedOnce = true
     }
+    if (this.#identityMode === 'on') this.#subscribeIdentity()
     this.emit('connected', info)
     this.#kick()
+  }
+
+  /**
+   * The upstream agent's identity (loop detection), in a SUBSCRIBE of its
+   * own: some cloud brokers close the connection on a filter they do not
+   * allow (AWS IoT Core does for '$' topics). A refusal (SUBACK 0x80) or two
+   * connections closed while it was pending turn loop detection off for
+   * this upstream, with a warning, instead of a reconnect loop.
+   */
+  #subscribeIdentity(): void {
+    const session = this.#conn.session
+    let settled = false
+    const onClose = (): void => {
+      if (settled) return
+      settled = true
+      if (++this.#identityFailures >= 2) this.#identityOff('the upstream closed the connection on the identity subscription')
+    }
+    this.#conn.once('disconnected', onClose)
+    session.subscribe([{ topic: IDENTITY_TOPIC, qos: 1, nl: true, rap: true, rh: 0 }]).then(
+      ([granted]) => {
+        settled = true
+        this.#conn.off('disconnected', onClose)
+        this.#identityFailures = 0
+        if (granted === undefined || granted >= 0x80) {
+          this.#identityOff(`the upstream refused the identity subscription (reason code ${granted ?? 'none'})`)
+          return
+        }
+        if (!this.#identityKnown) {
+          // The upstream's retained identity, if any, follows the SUBACK; give it a moment.
+          clearTimeout(this.#identityTimer)
+          this.#identityTimer = setTimeout(() => this.#identityDecided(), this.#o.identityWaitMs ?? 300)
+          this.#identityTimer.unref()
+        }
+      },
+      () => undefined, // disconnected: onClose counts it
+    )
+  }
+
+  #identityOff(why: string): void {
+    if (this.#identityMode === 'off') return
+    this.#identityMode = 'off'
+    this.#log.warn({ why }, 'loop detection is off for this upstream (it does not serve $edge-agent/identity); set loopDetection: false to silence this')
+    this.#identityDecided()
   }
 
   #identityDecided(): void {
@@ -705,7 +746,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     if (looping && this.#loopSince === null) {
       this.#loopSince = this.#now()
       this.#log.error(
-        { peerSite: identity.site, peerLevel: identity.level, peerAbove: identity.above.length },
+        { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: identity.site, peerLevel: identity.level, peerAbove: identity.above.length },
         'forwarding loop detected: this upstream is also one of our downstreams; forwarding to it is paused',
       )
       this.emit('loop', true)
@@ -758,7 +799,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       drops,
       lastError: c.lastError,
       peer: this.#peer === undefined ? null : { id: this.#peer.id, site: this.#peer.site, level: this.#peer.level },
-      loop: this.#loopSince === null ? null : { peerSite: this.#peer?.site ?? '', since: new Date(this.#loopSince).toISOString() },
+      loop: this.#loopSince === null ? null : { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: this.#peer?.site ?? '', since: new Date(this.#loopSince).toISOString() },
       rules: this.rules.length,
     }
   }

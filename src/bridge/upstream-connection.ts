@@ -4,8 +4,11 @@
 //
 // Reconnecting within a second of the upstream's return without hammering it:
 // - after an established connection is lost, the first attempt is immediate
-//   if the connection had been stable (≥ resetAfterMs), else after a backoff
-//   delay (flapping, e.g. a duplicate client id taking the session over);
+//   if the connection had been stable (≥ resetAfterMs); after a short-lived
+//   one it waits a backoff delay, which a TCP probe cuts short only once the
+//   port has refused at least once and accepts again: an upstream that went
+//   away and came back, not one that is up and keeps kicking us out (e.g. a
+//   duplicate client id taking the session over);
 // - while attempts fail at the transport level (refused, unreachable, timed
 //   out: nobody is listening), a cheap TCP probe runs every probeIntervalMs
 //   (±20 %) beside the backoff timer and cuts the wait short as soon as the
@@ -185,14 +188,19 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
   // ---------------------------------------------------------------------------
 
   async #run(): Promise<void> {
-    // What the next wait looks like: none, probe-assisted backoff, or plain backoff.
-    let next: 'now' | 'probe' | 'backoff' = 'now'
+    // What the next wait looks like: none; backoff cut short by the first
+    // successful probe ('probe': the upstream was just found unreachable);
+    // backoff cut short by a probe that succeeds after one failed ('watch':
+    // a connection dropped soon after it was made, which is either the
+    // upstream going away or the upstream kicking us out, e.g. a duplicate
+    // client id; only the former makes a probe fail); plain backoff.
+    let next: 'now' | 'probe' | 'watch' | 'backoff' = 'now'
     while (!this.#stopped) {
       if (next !== 'now') {
         const delay = this.#backoff.next()
         this.#setState('waiting')
-        this.#log.debug({ delayMs: delay, probing: next === 'probe' }, 'upstream reconnect scheduled')
-        await this.#wait(delay, next === 'probe')
+        this.#log.debug({ delayMs: delay, probing: next }, 'upstream reconnect scheduled')
+        await this.#wait(delay, next === 'backoff' ? 'off' : next === 'probe' ? 'open' : 'reopened')
         if (this.#stopped) break
       }
       const result = await this.#attempt(next === 'probe')
@@ -208,7 +216,7 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
       this.#backoff.connectionEnded(upForMs)
       // A stable connection that dropped: try again at once (the upstream may
       // only have restarted); a flapping one backs off.
-      next = upForMs >= this.#o.reconnect.resetAfterMs ? 'now' : 'backoff'
+      next = upForMs >= this.#o.reconnect.resetAfterMs ? 'now' : 'watch'
     }
     this.#setState('stopped')
   }
@@ -299,8 +307,11 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
     return upForMs
   }
 
-  /** Resolves after `ms`, on stop, or (probing) once the upstream's port accepts a TCP connection. */
-  #wait(ms: number, withProbe: boolean): Promise<void> {
+  /**
+   * Resolves after `ms`, on stop, or once a probe finds the upstream's port
+   * open ('open'), or open after having found it closed ('reopened').
+   */
+  #wait(ms: number, probing: 'off' | 'open' | 'reopened'): Promise<void> {
     return new Promise<void>((resolve) => {
       let stopProbe: (() => void) | undefined
       const done = (): void => {
@@ -311,16 +322,21 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
       }
       const timer = setTimeout(done, ms)
       this.#wake = done
-      if (withProbe) stopProbe = this.#probeLoop(done)
+      if (probing !== 'off') stopProbe = this.#probeLoop(done, probing === 'reopened')
     })
   }
 
-  /** Probes every probeIntervalMs (±20 %), at most two outstanding; calls onOpen once. Returns a stop function. */
-  #probeLoop(onOpen: () => void): () => void {
+  /**
+   * Probes every probeIntervalMs (±20 %), at most two outstanding; calls
+   * onOpen once the port accepts (after at least one refusal if
+   * `afterFailure`). Returns a stop function.
+   */
+  #probeLoop(onOpen: () => void, afterFailure = false): () => void {
     const interval = this.#o.reconnect.probeIntervalMs
     if (interval <= 0) return () => undefined
     let stopped = false
     let outstanding = 0
+    let failedOnce = !afterFailure
     let timer: NodeJS.Timeout | undefined
     const tick = (): void => {
       if (stopped) return
@@ -328,7 +344,8 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
         outstanding++
         void probe(this.#o.url, Math.max(500, interval * 2)).then((open) => {
           outstanding--
-          if (open && !stopped) {
+          if (!open) failedOnce = true
+          if (open && failedOnce && !stopped) {
             stopped = true
             clearTimeout(timer)
             onOpen()

@@ -2,13 +2,13 @@
 // child process on free loopback ports, and tells the test where it listens by
 // reading its own 'agent started' log line — an event, not a sleep.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { once } from 'node:events'
 import type { Scope } from './scope.js'
 import { stringify } from 'yaml'
 import { withTimeout } from './wait.js'
-import { tmpDir } from './tmp-dir.js'
 
 export const AGENT_MAIN = resolve(import.meta.dirname, '../../dist/agent/main.js')
 
@@ -59,7 +59,9 @@ export interface StartAgentOptions {
 
 export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promise<RunningAgent> {
   if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} missing: run npm run build first`)
-  const dir = opts.dir ?? tmpDir(t)
+  // Not tmpDir(t): its cleanup would run before the kill below (after-hooks
+  // run in registration order) and race the agent still writing into it.
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'edge-agent-test-'))
   const listeners: unknown[] = [{ protocol: 'mqtt', host: '127.0.0.1', port: 0 }]
   if (opts.ws) listeners.push({ protocol: 'ws', host: '127.0.0.1', port: 0 })
   if (opts.mqtts) {
@@ -87,6 +89,7 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
       proc.kill('SIGKILL')
       await exited
     }
+    if (opts.dir === undefined) rmSync(dir, { recursive: true, force: true })
   })
 
   const logs: LogLine[] = []

@@ -10,6 +10,8 @@ export interface TcpProxy {
   readonly url: string
   /** Connections accepted so far. */
   readonly accepted: () => number
+  /** Client→target bytes of each connection so far (at most the first 1 MiB each), oldest first. */
+  readonly recorded: () => Buffer[]
   /** Resets every open connection (both sides see an error / close). */
   cut(): void
   /** Cut, and refuse new connections until unblock(). */
@@ -22,12 +24,20 @@ export async function startProxy(t: Scope, targetPort: number, targetHost = '127
   const open = new Set<Socket>()
   let blocked = false
   let accepted = 0
+  const recordings: Buffer[][] = []
   const server = createServer((client) => {
     if (blocked) {
       client.resetAndDestroy()
       return
     }
     accepted++
+    const chunks: Buffer[] = []
+    recordings.push(chunks)
+    let size = 0
+    client.on('data', (b: Buffer) => {
+      if (size < 1_048_576) chunks.push(b)
+      size += b.length
+    })
     const upstream = connect({ host: targetHost, port: targetPort })
     for (const s of [client, upstream]) {
       s.setNoDelay(true)
@@ -53,6 +63,7 @@ export async function startProxy(t: Scope, targetPort: number, targetHost = '127
     port,
     url: `mqtt://127.0.0.1:${port}`,
     accepted: () => accepted,
+    recorded: () => recordings.map((c) => Buffer.concat(c)),
     cut,
     block() {
       blocked = true

@@ -27,17 +27,27 @@ interface Upstream {
   readonly url: string
 }
 
-async function upstream(t: Scope, opts: { holdAcks?: boolean } = {}): Promise<Upstream> {
-  const broker = await Aedes.createBroker(
-    opts.holdAcks === true
+async function upstream(t: Scope, opts: { holdAcks?: boolean; identity?: 'refuse' | 'disconnect' } = {}): Promise<Upstream> {
+  const broker = await Aedes.createBroker({
+    ...(opts.holdAcks === true
       ? {
           // Never authorize the bridge's data messages: no PUBACK ever (a stuck upstream).
           authorizePublish: (c, p, done) => {
             if (c?.id.startsWith('bridge-') !== true || !p.topic.startsWith('x/')) done(null)
           },
         }
-      : {},
-  )
+      : {}),
+    ...(opts.identity === undefined
+      ? {}
+      : {
+          // A cloud broker that does not allow '$' filters: SUBACK 0x80, or it closes the connection (AWS IoT Core).
+          authorizeSubscribe: (_c, sub, done) => {
+            if (!sub.topic.startsWith('$')) return done(null, sub)
+            if (opts.identity === 'refuse') return done(null, null)
+            return done(new Error('not allowed'), null)
+          },
+        }),
+  })
   const server: Server = createServer(broker.handle)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -244,3 +254,16 @@ test("a full buffer with whenFull 'refuse' rejects the capture, so the device ke
   }
   assert.ok(isBufferError(refused, 'EDGE_ERR_BUFFER_FULL'), `got ${String(refused)}`)
 })
+
+for (const identity of ['refuse', 'disconnect'] as const) {
+  test(`an upstream that ${identity === 'refuse' ? 'refuses' : 'disconnects on'} the identity subscription still gets the data (loop detection turns itself off)`, async (t) => {
+    const up = await upstream(t, { identity })
+    const watcher = await client(t, up.url)
+    await watcher.subscribeAsync('x/#', { qos: 1 })
+    const { bridge: b } = await bridge(t, up, { rules: [{ topic: 'x/#', direction: 'out' }] })
+    const got = nextMessage(watcher, 'x/1', 10_000)
+    await b.capture(pub('x/1', 'through'))
+    assert.equal((await got).payload.toString(), 'through')
+    assert.equal(b.status().loop, null)
+  })
+}

@@ -7,7 +7,7 @@
 //   observer  an mqtt.js client of the upstream (MQTT 5), playing the site
 import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
-import type { MqttClient } from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { fileScope } from '../../helpers/scope.js'
 import { startAgent, type RunningAgent } from '../../helpers/agent-process.js'
 import { client } from '../../helpers/mqtt-clients.js'
@@ -189,6 +189,20 @@ test('a link reset under load loses nothing and resends at most the in-flight wi
   assert.equal(seen.size, total, 'nothing lost')
   assert.ok(duplicates <= 20 * cuts, `duplicates ${duplicates} ≤ window 20 × ${cuts} resets`)
   t.diagnostic(`link resets ${cuts}, duplicates ${duplicates}`)
+  const kicked = /agent-resets disconnected due to.*/.exec(upstream.log())
+  if (kicked !== null) {
+    // Show what the bridge sent on each connection, to see what the upstream objected to.
+    const mqttPacket = (await import('mqtt-packet')).default
+    const dump = proxy.recorded().map((bytes, i) => {
+      const parser = mqttPacket.parser({ protocolVersion: 5 })
+      const seen: string[] = []
+      parser.on('packet', (p) => seen.push(JSON.stringify(p, (k, v: unknown) => (k === 'payload' ? undefined : v)).slice(0, 300)))
+      parser.on('error', (e: Error) => seen.push(`PARSE ERROR ${e.message}`))
+      parser.parse(bytes)
+      return `connection ${i}: ${bytes.length} bytes\n  ${seen.slice(0, 8).join('\n  ')}\n  …\n  ${seen.slice(-5).join('\n  ')}`
+    })
+    assert.fail(`${kicked[0]}\n${dump.join('\n')}`)
+  }
 })
 
 test('reconnects within a second of the upstream coming back, and delivers what was buffered meanwhile', { skip: missing }, async (t) => {
@@ -210,8 +224,25 @@ test('reconnects within a second of the upstream coming back, and delivers what 
   const took = Date.now() - upAt
   t.diagnostic(`reconnected ${took} ms after the upstream was running`)
   assert.ok(took <= 1_000, `reconnect took ${took} ms`)
-  const after = await client(t, upstream.url, { clientId: 'outage-observer', clean: false })
-  const got = await collectMessages(after, 50, (x) => x === topic, 15_000)
+  // Listen before CONNACK: the queued messages arrive right after it.
+  const after = mqtt.connect(upstream.url, { clientId: 'outage-observer', clean: false, reconnectPeriod: 0 })
+  after.on('error', () => undefined)
+  const got = await collectMessages(after, 50, (x) => x === topic, 15_000).catch(async (err: unknown) => {
+    throw new Error(`${String(err)}; agent: ${JSON.stringify((await agent.status())['upstreams'][0].totals)}\n${upstream.log().slice(-3000)}`)
+  })
   const values = got.map((m) => Number(m.payload.toString()))
   assert.deepEqual(values, Array.from({ length: 50 }, (_, i) => i), 'all of them, in order')
+  await after.endAsync()
+
+  // Again at once: a connection that was up only briefly must not fall back to a long backoff.
+  const lostAgain = agent.waitForLog((l) => l.msg === 'upstream connection lost', 15_000, 'the second loss', false)
+  await upstream.stop(true)
+  await lostAgain
+  const backAgain = agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'the second reconnect', false)
+  await upstream.start()
+  const upAgainAt = Date.now()
+  await backAgain
+  const tookAgain = Date.now() - upAgainAt
+  t.diagnostic(`after a short-lived connection: reconnected ${tookAgain} ms after the upstream was running`)
+  assert.ok(tookAgain <= 1_000, `second reconnect took ${tookAgain} ms`)
 })

@@ -212,8 +212,8 @@ test('a session whose certificate expires is closed by the agent', async (t) => 
   await shared.waitForLog((l) => l.msg === 'device session closed' && l['reason'] === 'credentialExpired' && l['deviceId'] === 'short-lived', 5_000, 'the expiry log')
 })
 
-test('with onDeniedPublish: drop, a publish outside the space is acknowledged, dropped and the device stays', async (t) => {
-  const agent = await startAgent(t, { mqtts: true, config: { devices: { onDeniedPublish: 'drop' } } })
+test('with onDeniedPublish: drop, a publish outside the space is acknowledged, dropped and the device stays; an optional-certificate listener admits clients without identity', async (t) => {
+  const agent = await startAgent(t, { mqtts: { requireClientCert: false }, config: { devices: { onDeniedPublish: 'drop' } } })
   const dev = await issueWithCli(t, agent, 'd7')
   const observer = await client(t, agent.mqttUrl)
   await observer.subscribeAsync('#', { qos: 1 })
@@ -228,5 +228,12 @@ test('with onDeniedPublish: drop, a publish outside the space is acknowledged, d
   await marker
   assert.equal(leaked, false)
   assert.ok(c.connected)
+  await agent.waitForLog((l) => l.msg === 'publish outside the device topic space refused' && l['action'] === 'drop' && l['deviceId'] === 'd7', 5_000, 'the drop log')
+
+  // Without a certificate: admitted, but not as a device.
+  const anon = await client(t, mqttsUrl(agent), { clientId: 'anon-1', protocolVersion: 4, ca: readFileSync(dev.ca) })
+  assert.ok(anon.connected)
+  const taken = await refused(agent, { clientId: 'd7', ca: readFileSync(dev.ca) })
+  assert.equal(taken.code, 5, "a device's client id needs the device's certificate")
   assert.match(mqttsUrl(agent), /^mqtts:/)
 })
