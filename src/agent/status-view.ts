@@ -27,6 +27,41 @@ export function renderStatus(s: AgentStatus): string {
       ],
     ),
   )
+  if (s.buffer) {
+    const f = s.buffer
+    const drops = Object.entries(f.drops.byReason).filter(([, n]) => (n ?? 0) > 0)
+    lines.push('')
+    lines.push(
+      table(
+        ['BUFFER', ''],
+        [
+          ['state', `${f.health.state}${f.health.reasons.length ? ` (${f.health.reasons.join(', ')})` : ''}, durability ${f.durability}`],
+          ['queued', `${num(f.totals.messages)} messages, ${mb(f.totals.bytes)} of ${mb(f.limits.effectiveMaxBytes)}${f.limits.freeBytes === null ? '' : `, ${mb(f.limits.freeBytes)} free on disk`}`],
+          ['rates', `${f.rates.appendPerSec.toFixed(1)}/s in, ${f.rates.ackPerSec.toFixed(1)}/s out`],
+          ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v ?? 0)}`).join(', ')],
+          ...(f.quarantine.count > 0 ? [['corrupt files moved aside', num(f.quarantine.count)]] : []),
+        ],
+      ),
+    )
+  }
+  if (s.certs) {
+    const c = s.certs
+    const refused = Object.entries(c.refusedHandshakes).filter(([, n]) => n > 0)
+    lines.push('')
+    lines.push(
+      table(
+        ['CERTIFICATES', ''],
+        [
+          ['local CA', `${c.ca.subject}, expires in ${c.ca.expiresInDays} days${c.ca.intermediate ? ' (intermediate)' : ''}`],
+          ['server certificate', c.server.expiresInSec === null ? 'none' : `expires in ${duration(Math.max(0, c.server.expiresInSec))}`],
+          ['devices connected', num(c.devicesConnected)],
+          ['renewed / issued', `${num(c.renewal.renewed)} / ${num(c.issued)}, ${num(c.revoked)} revoked`],
+          ['clock', `${c.clock.state}${c.clock.reason ? ` (${c.clock.reason})` : ''}`],
+          ['refused handshakes', refused.length === 0 ? 'none' : refused.map(([k, v]) => `${k} ${num(v)}`).join(', ')],
+        ],
+      ),
+    )
+  }
   for (const u of s.upstreams ?? []) {
     lines.push('')
     const since = Math.max(0, Math.round((Date.now() - Date.parse(u.since)) / 1000))

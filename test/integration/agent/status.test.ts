@@ -47,6 +47,7 @@ test('status, /status and /metrics show live client and message counts', async (
   assert.match(human.stdout, /clients connected\s+3/)
   assert.match(human.stdout, /messages received\s+25 /)
   assert.match(human.stdout, new RegExp(`mqtt\\s+127\\.0\\.0\\.1:${agent.mqttPort}`))
+  assert.match(human.stdout, /state\s+ok, durability full/)
 
   const json = await runCli(['status', '--url', agent.adminUrl, '--json'])
   assert.equal(json.code, 0)

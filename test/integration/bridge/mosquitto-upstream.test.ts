@@ -44,7 +44,7 @@ function upstreamConfig(url: string, extra: Record<string, unknown> = {}): Recor
 
 before(async () => {
   if (missing !== undefined) return
-  upstream = await startMosquitto(scope)
+  upstream = await startMosquitto(scope, process.env['EDGE_TEST_MOSQUITTO_DEBUG'] === '1' ? { tuning: ['log_type all'] } : {})
   agent = await startAgent(scope, { config: upstreamConfig(upstream.url) })
   await agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, "the agent's 'upstream connected'")
   observer = await client(scope, upstream.url, { protocolVersion: 5, clientId: 'observer' })
