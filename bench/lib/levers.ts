@@ -1,14 +1,16 @@
 // The memory-levers scenario: the memory measurement of bench/memory.ts repeated for
-// variants (node/V8 flags, malloc env, aedes/mqtt-packet settings), each followed by a
-// QoS 1 throughput check on a fresh broker with the same settings, so that a lever that
-// saves memory but costs too much speed shows it.
+// variants (node/V8 flags, malloc env, aedes/mqtt-packet settings), then a QoS 1
+// throughput check of every variant (fresh brokers with the same settings, rounds
+// interleaved over the variants), so that a lever that saves memory but costs too much
+// speed shows it.
 //
 //   EDGE_BENCH_LEVERS=name,name   run only these variants (names as printed)
 //   EDGE_BENCH_SYSTEMS=aedes      only the bare-aedes variants (or agent)
 //   EDGE_BENCH_SETTLE_MS          as for `memory` (default 60 000)
-//   EDGE_BENCH_TP_MESSAGES=20000  messages in the throughput check
+//   EDGE_BENCH_TP_MESSAGES=20000  messages in one throughput check
+//   EDGE_BENCH_TP_ROUNDS=5        rounds of the check, interleaved over all levers (0 = skip)
 import { existsSync } from 'node:fs'
-import { measure, optionsFromEnv, systemsFromEnv, type MeasureOptions, type SystemKind, type Table } from '../memory.js'
+import { measure, optionsFromEnv, systemsFromEnv, type MeasureOptions, type Measurement, type SystemKind, type Table } from '../memory.js'
 import { AGENT_MAIN, startAgent } from './agent.js'
 import { startBareAedes, type BrokerProcess } from './bare-aedes.js'
 import { freePort } from './ports.js'
@@ -70,18 +72,44 @@ function startFor(lever: Lever, base: MeasureOptions, port: number): Promise<Bro
   )
 }
 
-/** Median of `runs` throughput runs against one broker (the first run also warms the JIT), and its peak RSS. */
-async function throughputFor(lever: Lever, base: MeasureOptions, messages: number, runs = 3): Promise<{ perSec: number; peakKb: number }> {
-  const port = await freePort()
-  const b = await startFor(lever, base, port)
+/**
+ * Throughput of every lever, interleaved: all the levers' brokers are up at once (idle ones
+ * cost no CPU), and each round runs the check once against each of them in turn, so a busy
+ * spell on a shared machine hits every lever alike. Returns the median per lever and the
+ * broker's peak RSS (VmHWM) after all rounds.
+ */
+async function throughputAll(levers: readonly Lever[], base: MeasureOptions, messages: number, rounds: number): Promise<Map<Lever, { perSec: number; peakKb: number } | Error>> {
+  const out = new Map<Lever, { perSec: number; peakKb: number } | Error>()
+  const brokers = new Map<Lever, { b: BrokerProcess; port: number; rates: number[] }>()
   try {
-    const rates: number[] = []
-    for (let i = 0; i < runs; i++) rates.push((await measureThroughput(port, messages)).perSec)
-    rates.sort((x, y) => x - y)
-    return { perSec: rates[Math.floor(rates.length / 2)] ?? 0, peakKb: readProcMemory(b.pid).hwmKb }
+    for (const lever of levers) {
+      try {
+        const port = await freePort()
+        brokers.set(lever, { b: await startFor(lever, base, port), port, rates: [] })
+      } catch (err) {
+        out.set(lever, err as Error)
+      }
+    }
+    for (let round = 0; round < rounds; round++) {
+      process.stderr.write(`[bench] throughput round ${round + 1}/${rounds}\n`)
+      for (const [lever, x] of brokers) {
+        if (out.has(lever)) continue
+        try {
+          x.rates.push((await measureThroughput(x.port, messages)).perSec)
+        } catch (err) {
+          out.set(lever, err as Error)
+        }
+      }
+    }
+    for (const [lever, x] of brokers) {
+      if (out.has(lever)) continue
+      const sorted = [...x.rates].sort((a, b) => a - b)
+      out.set(lever, { perSec: sorted[Math.floor(sorted.length / 2)] ?? NaN, peakKb: readProcMemory(x.b.pid).hwmKb })
+    }
   } finally {
-    await b.stop()
+    for (const x of brokers.values()) await x.b.stop().catch(() => undefined)
   }
+  return out
 }
 
 /** `npm run bench -- memory-levers` */
@@ -90,10 +118,12 @@ export async function memoryLeversScenario(): Promise<Table[]> {
   const systems = systemsFromEnv()
   const only = (process.env.EDGE_BENCH_LEVERS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
   const messages = Number(process.env.EDGE_BENCH_TP_MESSAGES ?? '20000')
+  const rounds = Number(process.env.EDGE_BENCH_TP_ROUNDS ?? '5')
   const picked = LEVERS.filter(
     (l) => systems.includes(l.target) && (only.length === 0 || only.includes(l.name)) && (l.target !== 'agent' || existsSync(AGENT_MAIN)),
   )
   const rows: Row[] = []
+  const measured = new Map<Lever, Measurement | Error>()
   const n = base.clients.toLocaleString('en')
   for (const lever of picked) {
     process.stderr.write(`[bench] lever ${lever.name}\n`)
@@ -104,25 +134,29 @@ export async function memoryLeversScenario(): Promise<Table[]> {
       ...(lever.noDelay !== undefined ? { noDelay: lever.noDelay } : {}),
       ...(lever.aedesOpts !== undefined ? { aedesOpts: lever.aedesOpts } : {}),
     }
-    try {
-      const m = await measure(lever.target, opts)
-      const tp = await throughputFor(lever, base, messages)
-      rows.push({
-        lever: lever.name,
-        'idle RSS (MB)': fmt(m.idle.rssKb / 1024),
-        [`RSS with ${n} (MB)`]: fmt(m.loaded.rssKb / 1024),
-        'KB/conn': fmt((m.loaded.rssKb - m.idle.rssKb) / base.clients),
-        'idle settled (MB)': fmt(m.idleSettledKb / 1024),
-        [`with ${n} settled (MB)`]: fmt(m.loadedSettledKb / 1024),
-        'KB/conn settled': fmt((m.loadedSettledKb - m.idleSettledKb) / base.clients),
-        'connect (s)': fmt(m.connectMs / 1000, 2),
-        'QoS 1 msg/s (median of 3)': fmt(tp.perSec, 0),
-        'peak RSS in throughput (MB)': fmt(tp.peakKb / 1024),
-        notes: m.notes.join('; '),
-      })
-    } catch (err) {
-      rows.push({ lever: lever.name, notes: `failed: ${(err as Error).message.split('\n')[0] ?? ''}` })
+    measured.set(lever, await measure(lever.target, opts).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))))
+  }
+  const tp = rounds > 0 ? await throughputAll(picked, base, messages, rounds) : new Map<Lever, Error>()
+  for (const lever of picked) {
+    const m = measured.get(lever)
+    const t = tp.get(lever)
+    if (m === undefined || m instanceof Error) {
+      rows.push({ lever: lever.name, notes: `failed: ${m?.message.split('\n')[0] ?? '?'}` })
+      continue
     }
+    rows.push({
+      lever: lever.name,
+      'idle RSS (MB)': fmt(m.idle.rssKb / 1024),
+      [`RSS with ${n} (MB)`]: fmt(m.loaded.rssKb / 1024),
+      'KB/conn': fmt((m.loaded.rssKb - m.idle.rssKb) / base.clients),
+      'idle settled (MB)': fmt(m.idleSettledKb / 1024),
+      [`with ${n} settled (MB)`]: fmt(m.loadedSettledKb / 1024),
+      'KB/conn settled': fmt((m.loadedSettledKb - m.idleSettledKb) / base.clients),
+      'connect (s)': fmt(m.connectMs / 1000, 2),
+      [`QoS 1 msg/s (median of ${rounds})`]: t === undefined || t instanceof Error ? '-' : fmt(t.perSec, 0),
+      'peak RSS in throughput (MB)': t === undefined || t instanceof Error ? '-' : fmt(t.peakKb / 1024),
+      notes: [...m.notes, ...(t instanceof Error ? [`throughput failed: ${t.message.split('\n')[0] ?? ''}`] : [])].join('; '),
+    })
   }
   return [
     {

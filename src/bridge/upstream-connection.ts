@@ -354,7 +354,9 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
       }
       timer = setTimeout(tick, jittered(interval, 0.2, this.#random))
     }
-    timer = setTimeout(tick, jittered(interval, 0.2, this.#random))
+    // Watching after a lost connection, probe at once: an upstream that just
+    // went away refuses now, which is what lets a later success count.
+    timer = setTimeout(tick, afterFailure ? 0 : jittered(interval, 0.2, this.#random))
     return () => {
       stopped = true
       clearTimeout(timer)

@@ -267,3 +267,16 @@ for (const identity of ['refuse', 'disconnect'] as const) {
     assert.equal(b.status().loop, null)
   })
 }
+
+test('two bridges fighting over one client id back off instead of kicking each other out in a storm', async (t) => {
+  const up = await upstream(t)
+  const reconnect = { minMs: 200, maxMs: 1000, resetAfterMs: 5000, probeIntervalMs: 50 }
+  const one = await bridge(t, up, { clientId: 'bridge-same', reconnect, rules: [{ topic: 'x/#', direction: 'out' }] }, 'agent-one')
+  const two = await bridge(t, up, { clientId: 'bridge-same', reconnect, rules: [{ topic: 'x/#', direction: 'out' }] }, 'agent-two')
+  // Each session takes the other over; the port always answers, so probes must not cut the backoff short.
+  await new Promise((r) => setTimeout(r, 3_000))
+  const connects = one.bridge.status().totals.connects + two.bridge.status().totals.connects
+  t.diagnostic(`${connects} connections in 3 s`)
+  // Backoff 200..1000 ms allows at most ~15 per bridge; probing every 50 ms would allow ~60 each.
+  assert.ok(connects <= 30, `${connects} connections in 3 s`)
+})

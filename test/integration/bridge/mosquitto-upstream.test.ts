@@ -189,20 +189,6 @@ test('a link reset under load loses nothing and resends at most the in-flight wi
   assert.equal(seen.size, total, 'nothing lost')
   assert.ok(duplicates <= 20 * cuts, `duplicates ${duplicates} ≤ window 20 × ${cuts} resets`)
   t.diagnostic(`link resets ${cuts}, duplicates ${duplicates}`)
-  const kicked = /agent-resets disconnected due to.*/.exec(upstream.log())
-  if (kicked !== null) {
-    // Show what the bridge sent on each connection, to see what the upstream objected to.
-    const mqttPacket = (await import('mqtt-packet')).default
-    const dump = proxy.recorded().map((bytes, i) => {
-      const parser = mqttPacket.parser({ protocolVersion: 5 })
-      const seen: string[] = []
-      parser.on('packet', (p) => seen.push(JSON.stringify(p, (k, v: unknown) => (k === 'payload' ? undefined : v)).slice(0, 300)))
-      parser.on('error', (e: Error) => seen.push(`PARSE ERROR ${e.message}`))
-      parser.parse(bytes)
-      return `connection ${i}: ${bytes.length} bytes\n  ${seen.slice(0, 8).join('\n  ')}\n  …\n  ${seen.slice(-5).join('\n  ')}`
-    })
-    assert.fail(`${kicked[0]}\n${dump.join('\n')}`)
-  }
 })
 
 test('reconnects within a second of the upstream coming back, and delivers what was buffered meanwhile', { skip: missing }, async (t) => {
