@@ -65,6 +65,7 @@ const scenarios: Scenario[] = [
   },
   optionalBench('buffer-append', './buffer-append.ts', 'runBufferBench', 'SQLite store-and-forward append throughput'),
   optionalBench('bridge', './bridge.ts', 'runBridgeBench', 'device → agent → upstream bridge, beside a Mosquitto bridge'),
+  optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest with the upstream down, PUBACK latency at 2,000 msg/s, RSS while a backlog builds'),
   {
     name: 'memory-levers',
     byDefault: false,

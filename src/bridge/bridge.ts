@@ -183,7 +183,6 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly upstream: string
   readonly rules: readonly BridgeRule[]
   readonly #o: BridgeOptions
-  readonly #u: UpstreamOptions
   readonly #log: Logger
   readonly #now: () => number
   readonly #store: MessageStore
@@ -232,7 +231,6 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     super()
     const u = options.upstream
     this.#o = options
-    this.#u = u
     this.upstream = u.name
     this.name = `bridge:${u.name}`
     this.#now = options.now ?? Date.now

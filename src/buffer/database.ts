@@ -159,7 +159,6 @@ export function openDatabase(path: string, options: OpenDatabaseOptions): Sqlite
   if (!(durability in SYNCHRONOUS)) {
     throw new BufferError('EDGE_ERR_BUFFER_INVALID', `unknown durability '${String(durability)}'`)
   }
-  const log = options.logger
   const absPath = canonicalPath(path)
   let shared = openFiles.get(absPath)
   if (shared !== undefined) {

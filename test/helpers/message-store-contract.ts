@@ -248,7 +248,7 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
     test('drop-lowest-priority evicts the lowest priority first, oldest first, never a higher one', async (t) => {
       const store = await make(t, 4 * S)
       const p5a = await store.append(msg(topicOf(1), { priority: 5 }))
-      const p1a = await store.append(msg(topicOf(2), { priority: 1 }))
+      await store.append(msg(topicOf(2), { priority: 1 }))
       const p3 = await store.append(msg(topicOf(3), { priority: 3 }))
       const p1b = await store.append(msg(topicOf(4), { priority: 1 }))
       const policy = { whenFull: 'drop-lowest-priority' } as const

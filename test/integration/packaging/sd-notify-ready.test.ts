@@ -11,14 +11,14 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { createInterface } from 'node:readline'
 import { test } from 'node:test'
 import mqtt from 'mqtt'
 import { stringify } from 'yaml'
 import { withTimeout } from '../../helpers/wait.js'
+import { startFakeNotifySocket } from '../../helpers/fake-notify-socket.js'
+import { freePort } from '../../helpers/mosquitto.js'
 
 const REPO = resolve(import.meta.dirname, '../../..')
 const MAIN = join(REPO, 'dist/agent/main.js')
@@ -34,68 +34,13 @@ function why(): string | false {
 }
 const skip = why()
 
-const RECEIVER_PY = String.raw`
-import array, json, os, socket, sys, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print(json.dumps({"listening": sys.argv[1]}), flush=True)
-while True:
-    msg, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(64))
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-            for fd in fds:
-                os.close(fd)
-    print(json.dumps({"t": time.time() * 1000, "msg": msg.decode("utf-8", "replace")}), flush=True)
-`
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((r) => server.close(() => r()))
-  return port
-}
-
 test('the agent sends READY=1 only after its listeners are up, pets the watchdog and sends STOPPING=1', { skip }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sd-notify-ready-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
-  const sockPath = join(dir, 'notify.sock')
-  writeFileSync(join(dir, 'receiver.py'), RECEIVER_PY)
-  const receiver = spawn('python3', ['-u', join(dir, 'receiver.py'), sockPath], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.after(() => void (receiver.exitCode === null && receiver.kill('SIGKILL')))
-
-  const datagrams: Array<Record<string, string>> = []
-  const listeners = new Set<() => void>()
-  let bound: () => void = () => {}
-  const isBound = new Promise<void>((r) => (bound = r))
-  createInterface({ input: receiver.stdout! }).on('line', (line) => {
-    const obj = JSON.parse(line) as { listening?: string; msg?: string }
-    if (obj.listening !== undefined) return bound()
-    const fields = Object.fromEntries((obj.msg ?? '').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
-    if (fields.BARRIER === '1') return
-    datagrams.push(fields)
-    for (const l of listeners) l()
-  })
-  const datagram = (what: string, pred: (f: Record<string, string>) => boolean, ms: number): Promise<Record<string, string>> =>
-    withTimeout(
-      new Promise((resolveFields) => {
-        const check = (): void => {
-          const hit = datagrams.find(pred)
-          if (hit) {
-            listeners.delete(check)
-            resolveFields(hit)
-          }
-        }
-        listeners.add(check)
-        check()
-      }),
-      ms,
-      `${what} on the fake notify socket (got ${JSON.stringify(datagrams)})`,
-    )
-  await withTimeout(isBound, 5000, 'the fake notify socket to be bound')
+  const sock = await startFakeNotifySocket(t)
+  const sockPath = sock.path
+  const datagram = async (what: string, pred: (f: Record<string, string>) => boolean, ms: number): Promise<Record<string, string>> =>
+    (await sock.waitFor(what, (d) => pred(d.fields), ms)).fields
 
   const mqttPort = await freePort()
   const adminPort = await freePort()
@@ -138,6 +83,6 @@ test('the agent sends READY=1 only after its listeners are up, pets the watchdog
   await datagram('STOPPING=1', (f) => f.STOPPING === '1', 15_000)
   const [code] = await withTimeout(exited, 30_000, 'the agent to exit after SIGTERM')
   assert.equal(code, 0, output)
-  const order = datagrams.map((f) => (f.READY ? 'READY' : f.STOPPING ? 'STOPPING' : null)).filter((x) => x !== null)
+  const order = sock.received.map(({ fields: f }) => (f.READY ? 'READY' : f.STOPPING ? 'STOPPING' : null)).filter((x) => x !== null)
   assert.deepEqual(order, ['READY', 'STOPPING'])
 })

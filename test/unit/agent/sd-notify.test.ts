@@ -8,7 +8,7 @@
 //   blocker     | a child node process running the notifier whose event loop the test
 //               | blocks with a bounded busy loop, to show that keep-alives stop.
 import assert from 'node:assert/strict'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -16,52 +16,16 @@ import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { test, type TestContext } from 'node:test'
 import { createNotifier, watchdogIntervalMs, type NotifySpawn } from '../../../src/agent/sd-notify.js'
+import { startFakeNotifySocket, hasPython, type Datagram } from '../../helpers/fake-notify-socket.js'
+import { withTimeout } from '../../helpers/wait.js'
 
 const SYSTEMD_NOTIFY = '/usr/bin/systemd-notify'
 const SD_NOTIFY_MODULE = resolve(import.meta.dirname, '../../../src/agent/sd-notify.ts')
-const hasPython = spawnSync('python3', ['-c', 'import socket'], { stdio: 'ignore' }).status === 0
 const realHelperSkip = !existsSync(SYSTEMD_NOTIFY)
   ? `${SYSTEMD_NOTIFY} is missing (apt-get install systemd)`
-  : !hasPython
+  : !hasPython()
     ? 'python3 is missing: it binds the fake notify socket'
     : false
-
-const RECEIVER_PY = String.raw`
-import array, json, os, socket, sys, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print(json.dumps({"listening": sys.argv[1]}), flush=True)
-while True:
-    msg, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(64))
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-            for fd in fds:
-                os.close(fd)  # the barrier pipe: closing it releases systemd-notify
-    print(json.dumps({"t": time.time() * 1000, "msg": msg.decode("utf-8", "replace")}), flush=True)
-`
-
-interface Datagram {
-  t: number
-  fields: Record<string, string>
-}
-
-interface FakeSocket {
-  path: string
-  received: Datagram[]
-  /** Resolve with the first datagram at index >= `from` matching `pred`; reject after `timeoutMs`. */
-  waitFor(what: string, pred: (d: Datagram) => boolean, timeoutMs: number, from?: number): Promise<Datagram>
-}
-
-function parseFields(msg: string): Record<string, string> {
-  const fields: Record<string, string> = {}
-  for (const line of msg.split('\n')) {
-    const eq = line.indexOf('=')
-    if (eq > 0) fields[line.slice(0, eq)] = line.slice(eq + 1)
-  }
-  return fields
-}
 
 function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'sd-notify-test-'))
@@ -73,56 +37,6 @@ function killOnExit(t: TestContext, child: ChildProcess): void {
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
-}
-
-async function startFakeSocket(t: TestContext): Promise<FakeSocket> {
-  const dir = tempDir(t)
-  const path = join(dir, 'notify.sock')
-  writeFileSync(join(dir, 'receiver.py'), RECEIVER_PY)
-  const child = spawn('python3', ['-u', join(dir, 'receiver.py'), path], { stdio: ['ignore', 'pipe', 'inherit'] })
-  killOnExit(t, child)
-  const received: Datagram[] = []
-  const waiters = new Set<() => void>()
-  let listening: () => void = () => {}
-  const isListening = new Promise<void>((resolve) => (listening = resolve))
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    const obj = JSON.parse(line) as { listening?: string; t?: number; msg?: string }
-    if (obj.listening !== undefined) return listening()
-    const fields = parseFields(obj.msg ?? '')
-    if (fields.BARRIER === '1') return
-    received.push({ t: obj.t ?? 0, fields })
-    for (const w of waiters) w()
-  })
-  await withTimeout(isListening, 5000, 'the fake notify socket to be bound')
-
-  function waitFor(what: string, pred: (d: Datagram) => boolean, timeoutMs: number, from = 0): Promise<Datagram> {
-    return new Promise((resolve, reject) => {
-      const check = (): boolean => {
-        const hit = received.slice(from).find(pred)
-        if (hit === undefined) return false
-        waiters.delete(onMessage)
-        clearTimeout(timer)
-        resolve(hit)
-        return true
-      }
-      const onMessage = (): void => void check()
-      const timer = setTimeout(() => {
-        waiters.delete(onMessage)
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${JSON.stringify(received)}`))
-      }, timeoutMs)
-      waiters.add(onMessage)
-      check()
-    })
-  }
-  return { path, received, waitFor }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** A spawn that records its calls and "exits 0" on the next tick. */
@@ -207,7 +121,7 @@ test('never throws and gives up quietly when systemd-notify is missing', async (
 })
 
 test('sends READY=1 with MAINPID, STATUS and STOPPING=1 through systemd-notify, in call order', { skip: realHelperSkip }, async (t) => {
-  const sock = await startFakeSocket(t)
+  const sock = await startFakeNotifySocket(t)
   const n = createNotifier({ env: { NOTIFY_SOCKET: sock.path, PATH: '/usr/bin:/bin' }, pid: 4242 })
   n.ready('listening on 127.0.0.1:1883')
   n.status('forwarding')
@@ -240,7 +154,7 @@ process.stdin.on('end', () => process.exit(0))
 `
 
 test('stops sending WATCHDOG=1 while the event loop is blocked, and resumes after', { skip: realHelperSkip }, async (t) => {
-  const sock = await startFakeSocket(t)
+  const sock = await startFakeNotifySocket(t)
   const dir = tempDir(t)
   writeFileSync(join(dir, 'blocker.mjs'), BLOCKER_MJS)
   const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'blocker.mjs')], {
