@@ -173,7 +173,9 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
     const idle = await sampleUntilStable(broker.pid)
     if (!idle.stable) notes.push('idle RSS did not settle within 45 s')
     log(opts, `${SYSTEM_LABEL[system]}: idle ${fmt(idle.rssKb / 1024)} MB after ${fmt(idle.elapsedMs / 1000)} s`)
-    const idleSettled = opts.settleMs > 0 ? await observeSettle(broker.pid, { maxMs: opts.settleMs }) : undefined
+    // Mosquitto has no garbage collector that gives memory back later: no settle period for it.
+    const settleMs = system === 'mosquitto' ? 0 : opts.settleMs
+    const idleSettled = settleMs > 0 ? await observeSettle(broker.pid, { maxMs: settleMs }) : undefined
     await opts.onIdle?.(broker)
 
     clients = await openClients({ port, count: opts.clients, concurrency: opts.concurrency })
@@ -192,7 +194,7 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
     if (!loaded.stable) notes.push('loaded RSS did not settle within 45 s')
     log(opts, `${SYSTEM_LABEL[system]}: loaded ${fmt(loaded.rssKb / 1024)} MB after ${fmt(loaded.elapsedMs / 1000)} s`)
     await opts.onLoaded?.(broker)
-    const loadedSettled = opts.settleMs > 0 ? await observeSettle(broker.pid, { maxMs: opts.settleMs }) : undefined
+    const loadedSettled = settleMs > 0 ? await observeSettle(broker.pid, { maxMs: settleMs }) : undefined
     const last = readProcMemory(broker.pid)
     const st = await clients.status()
     if (st.lost > 0 || st.open !== opts.clients) notes.push(`broker dropped ${st.lost} connections (${st.open} open)`)
@@ -258,7 +260,7 @@ export function headlineRow(m: Measurement, clients: number): Row {
   }
 }
 
-const settleNote = (p: { ms: number; dropped: boolean }): string => `${fmt(p.ms / 1000, 0)} s${p.dropped ? ', dropped' : ''}`
+const settleNote = (p: { ms: number; dropped: boolean }): string => (p.ms === 0 ? 'none' : `${fmt(p.ms / 1000, 0)} s${p.dropped ? ', dropped' : ''}`)
 
 export function detailRow(m: Measurement, clients: number): Row {
   return {
@@ -307,7 +309,7 @@ export async function memoryScenario(): Promise<Table[]> {
       rows: results.map((m) => detailRow(m, opts.clients)),
       note:
         `settled = RSS at the end of a settle period after the stable samples: up to ${Math.round(opts.settleMs / 1000)} s, ended early once RSS ` +
-        'dropped by 3 % (V8\'s memory reducer) and held still for 5 s. file-backed RSS = RssFile (the node or mosquitto ' +
+        'dropped by 3 % (V8\'s memory reducer) and held still for 5 s; none for mosquitto, which has no GC. file-backed RSS = RssFile (the node or mosquitto ' +
         `executable and shared libraries: clean pages, shared with other processes, reclaimable).${median}`,
     },
   ]

@@ -118,7 +118,15 @@ export async function startMosquitto(t: Scope, opts: MosquittoOptions = {}): Pro
     const p = proc
     if (p === undefined || p.exitCode !== null || p.signalCode !== null) return
     p.kill(hard ? 'SIGKILL' : 'SIGTERM')
-    await withTimeout(exited, 10_000, 'mosquitto to exit')
+    try {
+      await withTimeout(exited, 10_000, 'mosquitto to exit')
+    } catch (err) {
+      // A graceful stop that hangs (seen once on a loaded machine) must not
+      // fail the test that asked for it: finish the job.
+      if (hard) throw err
+      p.kill('SIGKILL')
+      await withTimeout(exited, 5_000, 'mosquitto to exit after SIGKILL')
+    }
   }
 
   t.after(() => stop(true))

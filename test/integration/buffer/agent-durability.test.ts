@@ -146,7 +146,8 @@ test('retained messages and a persistent session queue survive an agent restart'
 
 test('refuse policy: a full buffer withholds the PUBACK, and the device\'s messages arrive once space returns', async (t) => {
   const upstream = await startMosquitto(t)
-  await upstream.stop()
+  // Down from the start (its port stays reserved for its return); nothing to save, so SIGKILL.
+  await upstream.stop(true)
   const agent = await startAgent(t, {
     config: {
       buffer: { maxBytes: 12_000 },
