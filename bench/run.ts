@@ -1,6 +1,6 @@
 // Benchmark entry point: `npm run bench [-- SCENARIO[,SCENARIO…]]` (npm builds dist/ first).
 //
-// With no argument it runs the default scenarios (memory, buffer-append, bridge) and prints one
+// With no argument it runs the default scenarios (memory, buffer-append, ingest, bridge) and prints one
 // Markdown table (or more) per scenario. A scenario argument picks by exact name, else by
 // substring; `all` runs every scenario. Every child process a scenario starts is killed
 // by PID when the harness exits, fails or is interrupted (bench/lib/proc.ts).
@@ -64,6 +64,7 @@ const scenarios: Scenario[] = [
     run: memoryScenario,
   },
   optionalBench('buffer-append', './buffer-append.ts', 'runBufferBench', 'SQLite store-and-forward append throughput'),
+  optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest through the agent, beside raw SQLite and Mosquitto'),
   optionalBench('bridge', './bridge.ts', 'runBridgeBench', 'device → agent → upstream bridge, beside a Mosquitto bridge'),
   optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest with the upstream down, PUBACK latency at 2,000 msg/s, RSS while a backlog builds'),
   {

@@ -89,12 +89,16 @@ export function closed(client: MqttClient): Promise<void> {
 }
 
 export async function openssl(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn('openssl', args, { stdio: ['pipe', 'pipe', 'pipe'] })
+  const proc = spawn('openssl', args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
-  proc.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c))
-  proc.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c))
-  proc.stdin.end(input ?? '')
+  proc.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c))
+  proc.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c))
+  if (input !== undefined && proc.stdin) {
+    // openssl may exit before reading all of it (EPIPE): its exit code tells.
+    proc.stdin.on('error', () => undefined)
+    proc.stdin.end(input)
+  }
   const [code] = (await withTimeout(once(proc, 'close'), 15_000, `openssl ${args.join(' ')}`)) as [number | null]
   return { code, stdout, stderr }
 }
