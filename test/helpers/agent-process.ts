@@ -84,6 +84,13 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }))
+  // If the test process ends before its after-hooks run (a cancelled test),
+  // do not leave an agent behind.
+  const reap = (): void => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+  }
+  process.once('exit', reap)
+  void exited.then(() => process.off('exit', reap))
   t.after(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL')
