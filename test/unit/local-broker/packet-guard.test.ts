@@ -7,6 +7,7 @@
 //   rule       | the MQTT 3.1.1 normative statement id the guard reports
 //   1-byte run | the same stream fed one byte per feed(), to exercise the
 //              | accumulate-across-chunks path instead of the in-place path
+import { remainingLength } from '../../helpers/mqtt-clients.js'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import net from 'node:net'
@@ -33,21 +34,10 @@ const field = (s: string | Bytes): Buffer => {
   return bytes(u16(b.length), b)
 }
 
-function varint(n: number): number[] {
-  const out: number[] = []
-  do {
-    let digit = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) digit |= 0x80
-    out.push(digit)
-  } while (n > 0)
-  return out
-}
-
 /** Fixed header with the body's real length, then the body. */
 const packet = (byte1: number, ...body: Bytes[]): Buffer => {
   const b = bytes(...body)
-  return bytes([byte1, ...varint(b.length)], b)
+  return bytes([byte1, ...remainingLength(b.length)], b)
 }
 
 interface ConnectSpec {
@@ -698,7 +688,7 @@ describe('PacketGuard: limits', () => {
     const guard = new PacketGuard(limits)
     guard.feed(CONNECT)
     guard.authenticated()
-    const r = guard.feed(Buffer.from([0x30, ...varint(4096 + 65539 + 1)]))
+    const r = guard.feed(Buffer.from([0x30, ...remainingLength(4096 + 65539 + 1)]))
     assert.equal(r.violation?.limit, 'maxPayloadBytes')
   })
 
