@@ -28,7 +28,7 @@ import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { AGENT_MAIN, deployedEnv, getJson } from './lib/agent.js'
+import { AGENT_MAIN, agentNodeArgs, deployedEnv, getJson } from './lib/agent.js'
 import { MOSQUITTO_BIN } from './lib/mosquitto.js'
 import { freePort } from './lib/ports.js'
 import { installCleanupHooks, killAllStarted, spawnNodeProgram, spawnTracked, type Started } from './lib/proc.js'
@@ -198,7 +198,7 @@ async function agent(upstreamUrl: string, rules: readonly Record<string, unknown
   )
   const waiters: ((at: number) => void)[] = []
   let partial = ''
-  const proc = await spawnTracked(process.execPath, [AGENT_MAIN, 'run', '--config', conf], {
+  const proc = await spawnTracked(process.execPath, [...agentNodeArgs(), AGENT_MAIN, 'run', '--config', conf], {
     name: 'edge-agent',
     fdLimit: 65_536,
     env: { ...process.env, ...deployedEnv() },
@@ -319,7 +319,9 @@ async function untilDelivered(sub: LoadProc, want: number, ms: number): Promise<
 // ---------------------------------------------------------------------------
 // scenarios
 
-const UPSTREAM_TUNING = ['max_inflight_messages 100', 'max_queued_messages 1000000']
+/** Extra keys for the agent's upstream entry (investigation), JSON. */
+const UPSTREAM_EXTRA = JSON.parse(env['EDGE_BENCH_BRIDGE_UPSTREAM'] ?? '{}') as Record<string, unknown>
+const UPSTREAM_TUNING = ['max_inflight_messages 100', 'max_queued_messages 1000000', ...(env['EDGE_BENCH_NODELAY'] === '1' ? ['set_tcp_nodelay true'] : [])]
 
 interface E2e {
   system: string
@@ -350,7 +352,7 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e }> {
   // 1. edge-agent
   {
     const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
-    const a = await agent(up.url, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }])
+    const a = await agent(up.url, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }], UPSTREAM_EXTRA)
     await a.nextConnected(10_000).catch(() => undefined)
     results.push(await e2eRun('edge-agent (SQLite WAL+FULL, durable)', a.url, up, MESSAGES))
     await a.stop()
@@ -472,7 +474,7 @@ async function waitDrained(a: Agent, ms: number): Promise<number> {
 
 async function reconnectScenario(): Promise<Row[]> {
   const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
-  const a = await agent(up.url, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }])
+  const a = await agent(up.url, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }], UPSTREAM_EXTRA)
   const times: number[] = []
   for (let i = 0; i < 5; i++) {
     await up.stop(true)

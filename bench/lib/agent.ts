@@ -32,6 +32,14 @@ export interface AgentOptions {
 }
 
 /**
+ * Extra node arguments for the agent, for investigation only (e.g. `--cpu-prof`,
+ * which NODE_OPTIONS does not accept): EDGE_BENCH_AGENT_NODE_FLAGS, split on spaces.
+ */
+export function agentNodeArgs(): string[] {
+  return (process.env.EDGE_BENCH_AGENT_NODE_FLAGS ?? '').split(' ').filter((a) => a !== '')
+}
+
+/**
  * NODE_ENV / NODE_OPTIONS from the unit's `Environment=` lines, as systemd would set them.
  * Only these two: the rest of the unit (User=, sandboxing) does not change memory use.
  */

@@ -36,7 +36,7 @@ export interface MemoryStoreOptions {
 
 interface Row {
   msg: StoredMessage
-  /** Mutable copy of msg.priority (priority inheritance). */
+  /** Drain priority (msg.priority, as stored). */
   priority: number
 }
 
@@ -99,15 +99,16 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
       }
       for (const id of victims) this.#delete(id, 'evicted-full')
     }
-    // Priority inheritance (message-store.ts invariant 4).
-    for (const r of this.#rows.values()) {
-      if (r.msg.queue === m.queue && r.msg.topic === m.topic && r.priority < m.priority) r.priority = m.priority
-    }
     // Conflation (invariant 5).
     if (m.conflation === 'latest-only') {
       for (const [id, r] of [...this.#rows]) {
         if (r.msg.queue === m.queue && r.msg.topic === m.topic && !this.#inFlight.has(id)) this.#delete(id, 'conflated')
       }
+    }
+    // Invariant 4 (message-store.ts): no higher than the topic's older queued rows.
+    let priority = m.priority
+    for (const r of this.#rows.values()) {
+      if (r.msg.queue === m.queue && r.msg.topic === m.topic && r.priority < priority) priority = r.priority
     }
     const id = this.#nextId++
     const msg: StoredMessage = {
@@ -117,7 +118,7 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
       payload: m.payload,
       qos: m.qos,
       retain: m.retain,
-      priority: m.priority,
+      priority,
       rule: m.rule,
       conflation: m.conflation,
       whenFull: m.whenFull,
@@ -126,7 +127,7 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
       properties: m.properties,
       size: m.size,
     }
-    this.#rows.set(id, { msg, priority: m.priority })
+    this.#rows.set(id, { msg, priority })
     this.#bytes += msg.size
     this.#knownQueues.add(m.queue)
     this.#counters.appended++

@@ -21,10 +21,15 @@
 //    that only grows; it is never reused, even after the newest rows are
 //    deleted, so the bridge may use it as a stable message id upstream.
 // 4. Per-topic order. Within one (queue, topic), rows are handed out in `id`
-//    order, whatever their priorities: when a message arrives with a higher
-//    priority than older queued rows of the same topic, those older rows
-//    inherit the higher priority (priority inheritance at write time), so
-//    priority can never overtake within a topic. Conflation only removes
+//    order, whatever their priorities: a message that arrives with a higher
+//    priority than older queued rows of the same topic is stored at the
+//    lowest of their priorities (it inherits the topic's queued priority),
+//    so a priority can never overtake within a topic. The new priority
+//    applies once the topic's older rows are gone. (The bridge gives every
+//    topic one priority, by rule; this only matters when a rule's priority
+//    changed across a restart with rows still queued.) Raising the older rows
+//    instead would need an index on topic, which doubled the cost of every
+//    append and ack. Conflation only removes
 //    older not-in-flight rows, so it cannot reorder either. Redelivery: rows
 //    given back with `release` become eligible again at their original
 //    position, ahead of any newer row of their topic not yet handed out.
@@ -105,7 +110,7 @@ export interface StoredMessage {
   readonly payload: Buffer
   readonly qos: 0 | 1 | 2
   readonly retain: boolean
-  /** Effective priority (may have been raised by per-topic priority inheritance). */
+  /** Drain priority as stored: the append's, or lower when older rows of the topic rank lower (invariant 4). */
   readonly priority: number
   readonly rule: string
   readonly conflation: Conflation

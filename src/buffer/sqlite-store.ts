@@ -41,10 +41,13 @@
 //   quick_check and quarantines). Timers catch everything: nothing here can
 //   crash the process, nothing fails silently (state + rate-limited log).
 //
-// Read path. takeBatch reads ids from the covering drain index in
-// (priority DESC, id) order and skips in-flight ones, so its cost is
-// O(in-flight of that queue + batch), then fetches the rows by primary key.
-// Rows whose TTL passed are dropped there ('expired') and by a periodic sweep.
+// Read path. takeBatch reads each priority of the queue, highest first, as
+// one range of the drain index after a per-(queue, priority) cursor: every
+// row at or below the cursor is in flight, being deleted, or gone. Rows are
+// inserted above every cursor (ids only grow); a release moves the cursor
+// back to the released row. So a take costs O(batch), however many rows are
+// in flight. Rows whose TTL passed are dropped there ('expired') and by a
+// periodic sweep.
 //
 // Concurrency. better-sqlite3 is synchronous and every transaction here
 // begins and ends inside one synchronous call, so the connection can be
@@ -64,6 +67,7 @@ import { defaultStatFs, DiskSpace, type StatFs } from './disk-space.js'
 import { DropAccounting } from './drop-accounting.js'
 import { BufferError, type BufferErrorCode, toBufferError } from './errors.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
+import { TopicLedger } from './topic-ledger.js'
 import {
   type DeletedRow,
   MESSAGE_STORE_MIGRATIONS,
@@ -154,7 +158,10 @@ export interface SqliteStoreOptions {
 interface InFlight {
   readonly queue: string
   readonly topic: string
+  readonly priority: number
   readonly conflate: boolean
+  readonly size: number
+  readonly rule: string
 }
 
 interface QueueState {
@@ -183,7 +190,6 @@ type Op = AppendOp | AckOp | DeleteOp
 type Effect =
   | { readonly t: 'insert'; readonly id: number; readonly queue: string; readonly priority: number; readonly size: number }
   | { readonly t: 'delete'; readonly row: DeletedRow; readonly reason: DropReason | 'acked' }
-  | { readonly t: 'raise'; readonly queue: string; readonly from: number; readonly to: number }
   | { readonly t: 'drop-only'; readonly reason: DropReason; readonly rule: string; readonly queue: string }
 
 type Outcome = { readonly ok: true; readonly value: AppendResult | undefined } | { readonly ok: false; readonly err: BufferError }
@@ -193,7 +199,6 @@ type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped'
 /** Database files used by a started SqliteStore of this process. */
 const ownedFiles = new Set<string>()
 
-const TOPIC_CACHE_LIMIT = 65_536
 const PROBE_BYTES = 64 * 1024
 const PAGE_ROWS = 500
 
@@ -224,8 +229,9 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   readonly #acking = new Set<number>()
   /** Ids with a drop-delete waiting for its commit: not handed out. */
   readonly #doomed = new Set<number>()
-  /** (queue \0 topic) → a lower bound of the priorities of that topic's rows. */
-  #topicMin = new Map<string, number>()
+  #ledger: TopicLedger | null = null
+  /** queue → priority → drain cursor (see the header, read path). */
+  readonly #cursors = new Map<string, Map<number, number>>()
 
   #pressureCap: number | null = null
   #pressureSince = 0
@@ -289,6 +295,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#ownsFile = true
       signal.throwIfAborted() // the catch below closes the lease
       this.#s = prepareStatements(lease.db)
+      this.#ledger = new TopicLedger(this.#s)
       this.#resolveLimits()
       this.#load()
       this.#quarantine = readQuarantineLog(lease.db)
@@ -381,6 +388,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#inFlightByQueue.clear()
     this.#acking.clear()
     this.#doomed.clear()
+    this.#cursors.clear()
+    this.#ledger = null
     this.#s = null
     const lease = this.#lease
     this.#lease = null
@@ -435,8 +444,10 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       reason,
       resolve: () => {},
       fail: () => {
-        // The rows stay; the sweep (expired) or the next release (conflated) retries.
+        // The rows stay; the sweep (expired) or the next release (conflated)
+        // retries. They may sit below a drain cursor: read from the start again.
         for (const id of ids) this.#doomed.delete(id)
+        this.#cursors.clear()
       },
     })
   }
@@ -445,7 +456,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   #execute(batch: Op[]): void {
     const lease = this.#lease
     const s = this.#s
-    if (lease === null || s === null || !lease.db.open) {
+    const ledger = this.#ledger
+    if (lease === null || s === null || ledger === null || !lease.db.open) {
       const err = this.#stoppedError()
       for (const op of batch) op.fail(err)
       return
@@ -462,7 +474,6 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
 
     const effects: Effect[] = []
     const outcomes: Outcome[] = new Array<Outcome>(batch.length)
-    const txTopicMin = new Map<string, number>()
     const txPriorities = new Set<number>()
     let bytes = this.#totalBytes
     let inserted = 0
@@ -474,8 +485,20 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     const deleteRow = (id: number, reason: DropReason | 'acked'): boolean => {
       const row = s.deleteById.get(id) as DeletedRow | undefined
       if (row === undefined) return false
+      ledger.remove(row.queue, row.topic)
       bytes -= row.size
       effects.push({ t: 'delete', row, reason })
+      return true
+    }
+
+    /** An ack: for an in-flight row (the usual case) memory has the row's columns already. */
+    const ackRow = (id: number): boolean => {
+      const f = this.#inFlight.get(id)
+      if (f === undefined) return deleteRow(id, 'acked')
+      if (s.deleteAcked.run(id).changes === 0) return false
+      ledger.remove(f.queue, f.topic)
+      bytes -= f.size
+      effects.push({ t: 'delete', row: { id, queue: f.queue, topic: f.topic, priority: f.priority, size: f.size, rule: f.rule }, reason: 'acked' })
       return true
     }
 
@@ -517,26 +540,14 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         const reason: DropReason = constrained ? 'disk-full' : 'evicted-full'
         for (const v of victims) deleteRow(v, reason)
       }
-      // Priority inheritance (invariant 4): older rows of this topic must not
-      // rank below the new one, or a higher priority would overtake them.
-      const key = `${m.queue}\u0000${m.topic}`
-      const bound = txTopicMin.get(key) ?? this.#topicMin.get(key)
-      const mayHaveLower =
-        bound === undefined ? s.topicHasLowerPriority.get(m.queue, m.topic, m.priority) !== undefined : m.priority > bound
-      if (mayHaveLower) {
-        const lower = s.topicRowsBelowPriority.all(m.queue, m.topic, m.priority) as Array<{ id: number; priority: number }>
-        for (const r of lower) {
-          s.raisePriority.run(m.priority, r.id)
-          effects.push({ t: 'raise', queue: m.queue, from: r.priority, to: m.priority })
-        }
-      }
-      txTopicMin.set(key, m.priority)
       // Conflation (invariant 5): older rows of the topic not in flight go.
       if (m.conflation === 'latest-only') {
         for (const id of s.topicIds.all(m.queue, m.topic) as number[]) {
           if (!this.#inFlight.has(id)) deleteRow(id, 'conflated')
         }
       }
+      // Invariant 4: stored no higher than the topic's older queued rows.
+      const priority = ledger.add(m.queue, m.topic, m.priority)
       const id = nextId++
       s.insert.run({
         id,
@@ -544,7 +555,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         topic: m.topic,
         qos: m.qos,
         retain: m.retain ? 1 : 0,
-        priority: m.priority,
+        priority,
         rule: m.rule,
         conflate: m.conflation === 'latest-only' ? 1 : 0,
         whenFull: WHEN_FULL_CODE[m.whenFull],
@@ -556,8 +567,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       })
       bytes += m.size
       inserted++
-      txPriorities.add(m.priority)
-      effects.push({ t: 'insert', id, queue: m.queue, priority: m.priority, size: m.size })
+      txPriorities.add(priority)
+      effects.push({ t: 'insert', id, queue: m.queue, priority, size: m.size })
       outcomes[i] = { ok: true, value: { id, dropped: null } }
     }
 
@@ -568,16 +579,18 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
           if (op.kind === 'append') {
             appendOne(i, op.msg)
           } else if (op.kind === 'ack') {
-            for (const id of op.ids) if (deleteRow(id, 'acked')) acks++
+            for (const id of op.ids) if (ackRow(id)) acks++
             outcomes[i] = { ok: true, value: undefined }
           } else {
             for (const id of op.ids) if (deleteRow(id, op.reason)) deletes++
             outcomes[i] = { ok: true, value: undefined }
           }
         }
+        ledger.flush()
         if (nextId !== firstId) s.setMeta.run('next_id', nextId)
       }).immediate()
     } catch (err) {
+      ledger.discard()
       this.#nextId = Math.max(this.#nextId, nextId) // ids are never reused, even uncommitted ones
       this.#onCommitFailure(batch, err)
       return
@@ -597,8 +610,6 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         for (const id of op.ids) this.#doomed.delete(id)
       }
     }
-    if (this.#topicMin.size + txTopicMin.size > TOPIC_CACHE_LIMIT) this.#topicMin = new Map()
-    for (const [k, v] of txTopicMin) this.#topicMin.set(k, v)
     if (diskLow) this.#checkpointForSpace()
     this.#counters.commits++
     this.#counters.appended += inserted
@@ -640,12 +651,6 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
           this.#drops.record(e.reason, e.row.rule, e.row.queue)
           this.#dropInFlight(e.row.id)
         }
-        return
-      }
-      case 'raise': {
-        const q = this.#queue(e.queue)
-        decrement(q.byPriority, e.from)
-        q.byPriority.set(e.to, (q.byPriority.get(e.to) ?? 0) + 1)
         return
       }
       case 'drop-only':
@@ -735,34 +740,41 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     const now = this.#now()
     const out: StoredMessage[] = []
     const expired: number[] = []
+    const q = this.#queues.get(queue)
+    if (q === undefined) return out
+    const priorities = [...q.byPriority].filter(([, n]) => n > 0).map(([p]) => p).sort((a, b) => b - a)
+    let cursors = this.#cursors.get(queue)
+    if (cursors === undefined) {
+      cursors = new Map()
+      this.#cursors.set(queue, cursors)
+    }
     try {
-      // Each round either fills the batch, exhausts the queue, or found
-      // expired rows (now doomed, skipped next round): bounded.
-      for (let round = 0; round < 8 && out.length < max; round++) {
-        const skip = (this.#inFlightByQueue.get(queue) ?? 0) + this.#doomed.size
-        const limit = skip + (max - out.length)
-        const ids = s.takeIds.all(queue, limit) as number[]
-        let sawExpired = false
-        for (const id of ids) {
-          if (out.length >= max) break
-          if (this.#inFlight.has(id) || this.#doomed.has(id)) continue
-          const row = s.selectById.get(id) as MessageRow | undefined
-          if (row === undefined) continue
-          if (row.expires_at !== null && row.expires_at <= now) {
-            expired.push(id)
-            this.#doomed.add(id)
-            sawExpired = true
-            continue
+      for (const priority of priorities) {
+        // Every row read moves the cursor past it, so the loop ends: the
+        // range runs out, or the batch is full.
+        while (out.length < max) {
+          const limit = max - out.length
+          const rows = s.takeRange.all(queue, priority, cursors.get(priority) ?? 0, limit) as MessageRow[]
+          for (const row of rows) {
+            cursors.set(priority, row.id)
+            if (this.#inFlight.has(row.id) || this.#doomed.has(row.id)) continue
+            if (row.expires_at !== null && row.expires_at <= now) {
+              expired.push(row.id)
+              this.#doomed.add(row.id)
+              continue
+            }
+            this.#markInFlight(row)
+            out.push(rowToMessage(row))
           }
-          this.#markInFlight(row)
-          out.push(rowToMessage(row))
+          if (rows.length < limit) break
         }
-        if (ids.length < limit || !sawExpired) break
+        if (out.length >= max) break
       }
     } catch (err) {
       // Hand back what we marked: nobody will ever ack it.
       for (const m of out) this.#dropInFlight(m.id)
       for (const id of expired) this.#doomed.delete(id)
+      this.#cursors.delete(queue)
       throw this.#readFailure(err, 'take batch')
     }
     if (expired.length > 0) {
@@ -783,6 +795,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         const f = this.#inFlight.get(id)
         if (f === undefined || this.#acking.has(id)) continue
         this.#dropInFlight(id)
+        this.#rewind(f.queue, f.priority, id)
         this.#counters.released++
         // Invariant 5: a released latest-only row with a newer row of its
         // topic is conflated instead of redelivered.
@@ -802,8 +815,22 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     return ids.length
   }
 
+  /** A row at or below its drain cursor became eligible again (released). */
+  #rewind(queue: string, priority: number, id: number): void {
+    const cursors = this.#cursors.get(queue)
+    const at = cursors?.get(priority)
+    if (cursors !== undefined && at !== undefined && at >= id) cursors.set(priority, id - 1)
+  }
+
   #markInFlight(row: MessageRow): void {
-    this.#inFlight.set(row.id, { queue: row.queue, topic: row.topic, conflate: row.conflate !== 0 })
+    this.#inFlight.set(row.id, {
+      queue: row.queue,
+      topic: row.topic,
+      priority: row.priority,
+      conflate: row.conflate !== 0,
+      size: row.size,
+      rule: row.rule,
+    })
     this.#inFlightByQueue.set(row.queue, (this.#inFlightByQueue.get(row.queue) ?? 0) + 1)
   }
 
@@ -842,6 +869,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     // the write lock is never held long and appends keep flowing.
     for (let round = 0; round < Number.MAX_SAFE_INTEGER; round++) {
       const s = this.#running()
+      const ledger = this.#ledger as TopicLedger
       const db = this.database.db
       const effects: Effect[] = []
       let n = 0
@@ -851,12 +879,15 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
           for (const id of ids) {
             const row = s.deleteById.get(id) as DeletedRow | undefined
             if (row !== undefined) {
+              ledger.remove(row.queue, row.topic)
               effects.push({ t: 'delete', row, reason: 'purged' })
               n++
             }
           }
+          ledger.flush()
         }).immediate()
       } catch (err) {
+        ledger.discard()
         throw this.#readFailure(err, 'purge')
       }
       const ignored = new Set<string>()
@@ -1148,9 +1179,19 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#totalRows += r.n
       this.#totalBytes += r.bytes
     }
+    // buffer_topics must count every row (invariant 4 depends on it); it can
+    // only disagree after a bug or a hand edit of the file: rebuild it then.
+    const ledgerRows = s.topicRowCount.get() as number
+    if (ledgerRows !== this.#totalRows) {
+      this.#log.warn({ ledgerRows, rows: this.#totalRows }, 'buffer topic ledger disagreed with the rows, rebuilt')
+      db.transaction(() => {
+        s.topicDeleteAll.run()
+        s.topicRebuild.run()
+      }).immediate()
+    }
     // Forget in-flight ids whose rows another connection deleted.
     for (const id of [...this.#inFlight.keys()]) if (s.selectById.get(id) === undefined) this.#dropInFlight(id)
-    this.#topicMin = new Map()
+    this.#cursors.clear()
     this.#dataVersion = db.pragma('data_version', { simple: true }) as number
   }
 

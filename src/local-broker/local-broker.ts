@@ -279,7 +279,12 @@ export class LocalBroker {
         const hold = this.#opts.onPublish?.(packet, client.id)
         if (hold === undefined) return done(null)
         hold.then(
-          () => done(null),
+          () => {
+            // One commit resolves the holds of many publishes at once: their
+            // PUBACKs leave in one write per device instead of one each.
+            corkForTick((client as unknown as { conn: Duplex }).conn)
+            done(null)
+          },
           (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
         )
       },
@@ -669,4 +674,22 @@ function isLimit(reason: RefusalReason): reason is LimitReason {
 function cnOf(cert: X509Certificate): string {
   const line = cert.subject.split('\n').find((l) => l.startsWith('CN='))
   return line === undefined ? '' : line.slice(3, 203)
+}
+
+const kCorked = Symbol('edge-agent.corked')
+
+/**
+ * Holds a connection's writes until the current tick's microtasks have run,
+ * then sends them in one writev. A PUBACK is written synchronously inside
+ * aedes's publish callback, so every hold resolved by one commit lands while
+ * the socket is corked.
+ */
+function corkForTick(conn: Duplex & { [kCorked]?: boolean }): void {
+  if (conn[kCorked] === true || conn.destroyed) return
+  conn[kCorked] = true
+  conn.cork()
+  process.nextTick(() => {
+    conn[kCorked] = false
+    conn.uncork()
+  })
 }

@@ -120,9 +120,29 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const other = await store.append(msg('t/y', { priority: 3 }))
       const high = await store.append(msg('t/x', { priority: 9 }))
       const batch = await store.takeBatch('up', 10)
-      // t/x's old message inherited priority 9, so it leads, still before its successor.
-      assert.deepEqual(ids(batch), [low.id, high.id, other.id])
-      assert.equal(batch[0]?.priority, 9)
+      // t/x's new message inherits the priority of its queued predecessor: it stays behind it.
+      assert.deepEqual(ids(batch), [other.id, low.id, high.id])
+      assert.equal(batch[2]?.priority, 0)
+      // Given back, the old one still leads its successor.
+      await store.release([low.id, high.id])
+      assert.deepEqual(ids(await store.takeBatch('up', 10)), [low.id, high.id])
+      // Once the topic's older rows are gone, its new priority applies.
+      await store.ack([low.id, high.id, other.id])
+      const later = await store.append(msg('t/x', { priority: 9 }))
+      const lower = await store.append(msg('t/z', { priority: 1 }))
+      const next = await store.takeBatch('up', 10)
+      assert.deepEqual(ids(next), [later.id, lower.id])
+      assert.equal(next[0]?.priority, 9)
+    })
+
+    test('a lower priority for a topic applies at once, and the older rows still lead', async (t) => {
+      const store = await make(t)
+      const a = await store.append(msg('t/x', { priority: 5 }))
+      const b = await store.append(msg('t/x', { priority: 1 }))
+      const c = await store.append(msg('t/x', { priority: 5 }))
+      const batch = await store.takeBatch('up', 10)
+      assert.deepEqual(ids(batch), [a.id, b.id, c.id])
+      assert.deepEqual(batch.map((m) => m.priority), [5, 1, 1])
     })
 
     test('respects max and does not hand out in-flight messages twice', async (t) => {
