@@ -23,7 +23,7 @@
 //              duplicates per reset, against the in-flight window.
 // Sizes are configurable for a quick local run (EDGE_BENCH_BRIDGE_*), the
 // defaults are what the issue asks for.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
@@ -108,6 +108,8 @@ interface Mosq {
   stop(hard?: boolean): Promise<void>
   /** Epoch ms of the last "running" line. */
   runningAt(): number
+  /** PID of the running mosquitto. */
+  pid(): number
   cleanup(): void
 }
 
@@ -162,6 +164,7 @@ async function mosquitto(name: string, port: number, lines: readonly string[]): 
       await proc?.stop(hard ? 'SIGKILL' : 'SIGTERM', 10_000)
     },
     runningAt: () => running,
+    pid: () => proc?.pid ?? 0,
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   }
   await m.start()
@@ -169,6 +172,7 @@ async function mosquitto(name: string, port: number, lines: readonly string[]): 
 }
 
 interface Agent {
+  readonly pid: number
   readonly port: number
   readonly adminPort: number
   readonly url: string
@@ -218,6 +222,7 @@ async function agent(upstreamUrl: string, rules: readonly Record<string, unknown
     abort: proc.exited,
   })
   return {
+    pid: proc.pid,
     port,
     adminPort,
     url: `mqtt://127.0.0.1:${port}`,
@@ -325,6 +330,12 @@ const UPSTREAM_TUNING = ['max_inflight_messages 100', 'max_queued_messages 10000
 
 interface E2e {
   system: string
+  /** CPU time (user + system) of the broker under test per delivered message, µs. */
+  cpuPerMsg: number
+  /** Part of that CPU time spent in the kernel (syscalls: socket I/O, fsync). */
+  sysShare: number
+  /** Write syscalls of the broker under test per delivered message. */
+  writesPerMsg: number
   delivered: number
   throughput: number
   p50: number
@@ -333,17 +344,36 @@ interface E2e {
   reordered: number
 }
 
-async function e2eRun(system: string, entryUrl: string, upstream: Mosq, n: number): Promise<E2e> {
+/** User and system CPU time of a process, seconds (/proc/<pid>/stat, fields 14 and 15). */
+function cpuSeconds(pid: number): { user: number; sys: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 }
+}
+
+/** Write syscalls (write, writev, …) a process has made (/proc/<pid>/io). */
+function writeSyscalls(pid: number): number {
+  const m = /^syscw:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))
+  return Number(m?.[1] ?? NaN)
+}
+
+async function e2eRun(system: string, entryUrl: string, upstream: Mosq, n: number, brokerPid: number): Promise<E2e> {
   const sub = await subscriber(upstream.url, 'site/bench/#')
   const pubs = await publishers(entryUrl, { count: n })
+  const cpu0 = cpuSeconds(brokerPid)
+  const w0 = writeSyscalls(brokerPid)
   const t0 = Date.now()
   const dones = pubs.map((p) => p.next<{ ms: number; failed: number }>('done', 600_000))
   for (const p of pubs) p.started.child.send({ type: 'go' })
   await Promise.all(dones)
   const r = await untilDelivered(sub, n, 600_000)
+  const cpu1 = cpuSeconds(brokerPid)
+  const writes = writeSyscalls(brokerPid) - w0
+  const user = cpu1.user - cpu0.user
+  const sys = cpu1.sys - cpu0.sys
   await stopAll([...pubs, sub])
   const seconds = (r.lastAt - t0) / 1000
-  return { system, delivered: r.unique, throughput: r.unique / seconds, p50: r.p50, p99: r.p99, dups: r.dups, reordered: r.reordered }
+  return { system, cpuPerMsg: ((user + sys) * 1e6) / Math.max(1, r.unique), sysShare: sys / Math.max(1e-9, user + sys), writesPerMsg: writes / Math.max(1, r.unique), delivered: r.unique, throughput: r.unique / seconds, p50: r.p50, p99: r.p99, dups: r.dups, reordered: r.reordered }
 }
 
 async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e }> {
@@ -354,7 +384,7 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e }> {
     const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
     const a = await agent(up.url, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }], UPSTREAM_EXTRA)
     await a.nextConnected(10_000).catch(() => undefined)
-    results.push(await e2eRun('edge-agent (SQLite WAL+FULL, durable)', a.url, up, MESSAGES))
+    results.push(await e2eRun('edge-agent (SQLite WAL+FULL, durable)', a.url, up, MESSAGES, a.pid))
     await a.stop()
     await up.stop()
     up.cleanup()
@@ -377,7 +407,7 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e }> {
     ])
     // Wait until the bridge is up: a probe message goes through.
     await waitForBridge(local.url, up.url)
-    results.push(await e2eRun(system, local.url, up, MESSAGES))
+    results.push(await e2eRun(system, local.url, up, MESSAGES, local.pid()))
     await local.stop()
     await up.stop()
     local.cleanup()
@@ -394,6 +424,9 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e }> {
       'p99 ms': Math.round(r.p99 * 10) / 10,
       duplicates: r.dups,
       reordered: r.reordered,
+      'broker CPU µs/msg': Math.round(r.cpuPerMsg),
+      'of which kernel %': Math.round(r.sysShare * 100),
+      'write syscalls/msg': Math.round(r.writesPerMsg * 100) / 100,
     })
   }
   return { rows, agent: results[0] as E2e, tuned: results[1] as E2e }

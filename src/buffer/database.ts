@@ -5,11 +5,16 @@
 // Durability — what each mode can lose on power failure or OS crash
 // (all modes use WAL; a process crash / kill -9 loses nothing committed in
 // any mode, per SQLite's pragma docs and our kill -9 test):
-//   'full'   WAL + synchronous=FULL (2). The WAL is fsync'd at every commit,
-//            so every resolved append survives power loss — provided the
-//            storage honours fsync (consumer SD cards may not; see
-//            sqlite.org/howtocorrupt.html). Loses: only unresolved appends,
-//            which were never acknowledged to a device. Default.
+//   'full'   WAL, and the WAL is fsync'd after every commit before anything
+//            in it is acknowledged, so every resolved append survives power
+//            loss — provided the storage honours fsync (consumer SD cards may
+//            not; see sqlite.org/howtocorrupt.html). Loses: only unresolved
+//            appends, which were never acknowledged to a device. Default.
+//            The connection runs at synchronous=NORMAL and the fsync is done
+//            by wal-sync.ts in libuv's thread pool, which gives FULL's
+//            guarantee without stopping the event loop for every fsync (see
+//            there). Writes that nobody awaits (aedes persistence) are
+//            synced within 200 ms.
 //   'normal' WAL + synchronous=NORMAL (1). The WAL is fsync'd only at
 //            checkpoints. The file stays consistent, but transactions
 //            committed since the last checkpoint (up to wal_autocheckpoint
@@ -67,10 +72,12 @@ import { basename, dirname, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Logger } from 'pino'
 import { BufferError, isCorruptionCode, sqliteCodeOf, toBufferError } from './errors.js'
+import { WalSync } from './wal-sync.js'
 
 export type Durability = 'full' | 'normal' | 'off'
 
-const SYNCHRONOUS: Record<Durability, number> = { full: 2, normal: 1, off: 0 }
+/** 'full' is NORMAL plus WalSync (see the header). */
+const SYNCHRONOUS: Record<Durability, number> = { full: 1, normal: 1, off: 0 }
 
 export interface Migration {
   /** Globally unique and stable: '<owner>/<NNN>-<what>'. Never rename or edit a released migration. */
@@ -121,6 +128,12 @@ export interface SqliteDatabase {
   readonly closed: boolean
   /** Apply an owner's migrations on this connection (idempotent); returns the ids applied now. */
   applyMigrations(migrations: readonly Migration[]): string[]
+  /**
+   * Resolves once everything committed before the call is on stable storage
+   * (durability 'full': an fsync of the WAL off the event loop); at once for
+   * the other modes. Acknowledge nothing before it resolves.
+   */
+  syncWal(): Promise<void>
   /** Release this lease (idempotent). The last lease checkpoints the WAL (TRUNCATE) and closes. */
   close(): void
 }
@@ -147,6 +160,8 @@ interface Shared {
   readonly durability: Durability
   readonly quarantined: QuarantineRecord | null
   readonly log: Logger
+  /** Durability 'full' only. */
+  readonly wal: WalSync | null
   refs: number
 }
 
@@ -211,6 +226,14 @@ class Lease implements SqliteDatabase {
     return applyMigrations(this.shared.db, migrations, this.shared.log)
   }
 
+  syncWal(): Promise<void> {
+    const wal = this.shared.wal
+    if (wal === null) return Promise.resolve()
+    return wal.sync().catch((err: unknown) => {
+      throw new BufferError('EDGE_ERR_BUFFER_IO', (err as Error).message, { cause: err, retryable: true })
+    })
+  }
+
   close(): void {
     if (this.#closed) return
     this.#closed = true
@@ -219,6 +242,7 @@ class Lease implements SqliteDatabase {
     if (s.refs > 0) return
     openFiles.delete(s.path)
     closeConnection(s.db, s.log, s.path)
+    s.wal?.close()
   }
 }
 
@@ -298,7 +322,8 @@ function openShared(path: string, durability: Durability, options: OpenDatabaseO
   }
   for (const suffix of ['-wal', '-shm']) tightenMode(path + suffix, log)
   log.info({ path, durability, quarantined: quarantined?.movedTo ?? null }, 'database opened')
-  return { db, path, durability, quarantined, log, refs: 0 }
+  const wal = durability === 'full' ? new WalSync({ walPath: `${path}-wal`, logger: log }) : null
+  return { db, path, durability, quarantined, log, wal, refs: 0 }
 }
 
 /**
@@ -370,6 +395,13 @@ function openAndConfigure(path: string, durability: Durability, options: OpenDat
     db.pragma('foreign_keys = ON')
     db.pragma(`journal_size_limit = ${Math.trunc(options.journalSizeLimitBytes ?? 64 * 1024 * 1024)}`)
     db.pragma('wal_autocheckpoint = 1000')
+    // Page cache 1 MiB (negative = KiB). better-sqlite3 is built with
+    // SQLITE_DEFAULT_CACHE_SIZE=-16000, and appends only ever touch the right
+    // edge of each B-tree, so a backlog filled 16 MB of cache with pages never
+    // read again: +16 MB of RSS in every outage (docs/benchmarks.md, Ingest).
+    // 1 MiB holds the hot pages of every table and index many times over; fill
+    // and drain rates did not change measurably.
+    db.pragma('cache_size = -1024')
     if (options.maxFileBytes !== undefined) applyMaxFileBytes(db, options.maxFileBytes)
     return db
   } catch (err) {

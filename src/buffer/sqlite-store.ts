@@ -67,6 +67,7 @@ import { defaultStatFs, DiskSpace, type StatFs } from './disk-space.js'
 import { DropAccounting } from './drop-accounting.js'
 import { BufferError, type BufferErrorCode, toBufferError } from './errors.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
+import { LiveTail } from './live-tail.js'
 import { TopicLedger } from './topic-ledger.js'
 import {
   type DeletedRow,
@@ -82,6 +83,7 @@ import {
   type AppendInput,
   type AppendResult,
   type BufferHealth,
+  decodeProperties,
   type BufferStats,
   type DegradedReason,
   type DropReason,
@@ -188,7 +190,7 @@ type DeleteOp = {
 type Op = AppendOp | AckOp | DeleteOp
 
 type Effect =
-  | { readonly t: 'insert'; readonly id: number; readonly queue: string; readonly priority: number; readonly size: number }
+  | { readonly t: 'insert'; readonly msg: StoredMessage }
   | { readonly t: 'delete'; readonly row: DeletedRow; readonly reason: DropReason | 'acked' }
   | { readonly t: 'drop-only'; readonly reason: DropReason; readonly rule: string; readonly queue: string }
 
@@ -200,6 +202,8 @@ type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped'
 const ownedFiles = new Set<string>()
 
 const PROBE_BYTES = 64 * 1024
+/** Enough for what arrives between a commit and the next take when the drain keeps up; a backlog is read from the file. */
+const LIVE_TAIL_LIMITS = { maxRows: 2048, maxBytes: 2 * 1024 * 1024 }
 const PAGE_ROWS = 500
 
 export class SqliteStore extends EventEmitter<MessageStoreEvents> implements MessageStore {
@@ -232,6 +236,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   #ledger: TopicLedger | null = null
   /** queue → priority → drain cursor (see the header, read path). */
   readonly #cursors = new Map<string, Map<number, number>>()
+  /** queue → priority → the newest committed rows, while the drain keeps up (live-tail.ts). */
+  readonly #tails = new Map<string, Map<number, LiveTail>>()
 
   #pressureCap: number | null = null
   #pressureSince = 0
@@ -246,6 +252,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   #lastVacuumAt = 0
   #quarantine: { count: number; last: { movedTo: string; at: number; reason: string } | null } = { count: 0, last: null }
 
+  /** Fsyncs whose appends wait (durability 'full'); stop() waits for them. */
+  readonly #syncing = new Set<Promise<void>>()
   readonly #counters = { appended: 0, taken: 0, acked: 0, released: 0, commits: 0, failedCommits: 0 }
   #rateSamples: Array<{ at: number; appended: number; taken: number; acked: number }> = []
 
@@ -356,6 +364,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     } catch (err) {
       this.#log.error({ err }, 'final buffer flush failed')
     }
+    await Promise.allSettled([...this.#syncing])
     this.#drops.flush()
     this.#closeDatabase()
     this.#state = 'stopped'
@@ -388,7 +397,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#inFlightByQueue.clear()
     this.#acking.clear()
     this.#doomed.clear()
-    this.#cursors.clear()
+    this.#resetDrain()
     this.#ledger = null
     this.#s = null
     const lease = this.#lease
@@ -447,7 +456,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         // The rows stay; the sweep (expired) or the next release (conflated)
         // retries. They may sit below a drain cursor: read from the start again.
         for (const id of ids) this.#doomed.delete(id)
-        this.#cursors.clear()
+        this.#resetDrain()
       },
     })
   }
@@ -568,7 +577,26 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       bytes += m.size
       inserted++
       txPriorities.add(priority)
-      effects.push({ t: 'insert', id, queue: m.queue, priority, size: m.size })
+      effects.push({
+        t: 'insert',
+        msg: {
+          id,
+          queue: m.queue,
+          topic: m.topic,
+          payload: m.payload,
+          qos: m.qos,
+          retain: m.retain,
+          priority,
+          rule: m.rule,
+          conflation: m.conflation,
+          whenFull: m.whenFull,
+          createdAt: now,
+          expiresAt: m.expiresAt,
+          // As a read from the file would give it.
+          properties: decodeProperties(m.propertiesJson),
+          size: m.size,
+        },
+      })
       outcomes[i] = { ok: true, value: { id, dropped: null } }
     }
 
@@ -616,28 +644,58 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#counters.acked += acks
     this.#setReason('io-error', false)
     this.#setReason('busy', false)
+    const wait = lease.durability === 'full' && inserted > 0
+    const durable: Array<{ op: AppendOp; value: AppendResult }> = []
     for (let i = 0; i < batch.length; i++) {
       const op = batch[i] as Op
       const out = outcomes[i]
       if (out === undefined) continue
       if (!out.ok) op.fail(out.err)
-      else if (op.kind === 'append') op.resolve(out.value as AppendResult)
-      else op.resolve()
+      else if (op.kind !== 'append') op.resolve()
+      else if (wait) durable.push({ op, value: out.value as AppendResult })
+      else op.resolve(out.value as AppendResult)
     }
+    if (durable.length > 0) this.#resolveWhenSynced(lease, durable)
     this.#emitSafe('commit', { appends: inserted, acks, deletes, durationMs: performance.now() - started })
     if (appendedQueues.size > 0) this.#emitSafe('appended', [...appendedQueues])
+  }
+
+  /**
+   * Durability 'full': the appends of a commit are acknowledged once its WAL
+   * frames are fsync'd (wal-sync.ts), not before. Meanwhile the rows are
+   * visible and may already be sent upstream: if power fails first, the
+   * device (never acknowledged) sends again, a duplicate, never a loss.
+   */
+  #resolveWhenSynced(lease: SqliteDatabase, appends: ReadonlyArray<{ op: AppendOp; value: AppendResult }>): void {
+    const p = lease.syncWal().then(
+      () => {
+        for (const a of appends) a.op.resolve(a.value)
+      },
+      (raw: unknown) => {
+        const err = toBufferError(raw, 'sync the buffer to disk')
+        this.#counters.failedCommits++
+        this.#lastError = { code: err.code, message: err.message, at: this.#now() }
+        this.#setReason('io-error', true)
+        this.#logError(err, 'buffer fsync failed: appends not acknowledged (devices will resend)', { ops: appends.length })
+        for (const a of appends) a.op.fail(err)
+      },
+    )
+    this.#syncing.add(p)
+    void p.finally(() => this.#syncing.delete(p))
   }
 
   #applyEffect(e: Effect, appendedQueues: Set<string>): void {
     switch (e.t) {
       case 'insert': {
-        const q = this.#queue(e.queue)
+        const m = e.msg
+        const q = this.#queue(m.queue)
         q.depth++
-        q.bytes += e.size
-        q.byPriority.set(e.priority, (q.byPriority.get(e.priority) ?? 0) + 1)
+        q.bytes += m.size
+        q.byPriority.set(m.priority, (q.byPriority.get(m.priority) ?? 0) + 1)
         this.#totalRows++
-        this.#totalBytes += e.size
-        appendedQueues.add(e.queue)
+        this.#totalBytes += m.size
+        this.#tails.get(m.queue)?.get(m.priority)?.push(m)
+        appendedQueues.add(m.queue)
         return
       }
       case 'delete': {
@@ -648,6 +706,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         this.#totalRows--
         this.#totalBytes -= e.row.size
         if (e.reason !== 'acked') {
+          this.#tails.get(e.row.queue)?.get(e.row.priority)?.delete(e.row.id)
           this.#drops.record(e.reason, e.row.rule, e.row.queue)
           this.#dropInFlight(e.row.id)
         }
@@ -750,6 +809,23 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     }
     try {
       for (const priority of priorities) {
+        const tail = this.#tail(queue, priority)
+        if (tail.complete) {
+          // Caught up: the rest of this priority is in memory.
+          for (let m = tail.shift(); m !== undefined; m = out.length < max ? tail.shift() : undefined) {
+            cursors.set(priority, m.id)
+            if (this.#inFlight.has(m.id) || this.#doomed.has(m.id)) continue
+            if (m.expiresAt !== null && m.expiresAt <= now) {
+              expired.push(m.id)
+              this.#doomed.add(m.id)
+              continue
+            }
+            this.#markInFlight(m)
+            out.push(m)
+          }
+          if (out.length >= max) break
+          continue
+        }
         // Every row read moves the cursor past it, so the loop ends: the
         // range runs out, or the batch is full.
         while (out.length < max) {
@@ -763,10 +839,14 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
               this.#doomed.add(row.id)
               continue
             }
-            this.#markInFlight(row)
-            out.push(rowToMessage(row))
+            const m = rowToMessage(row)
+            this.#markInFlight(m)
+            out.push(m)
           }
-          if (rows.length < limit) break
+          if (rows.length < limit) {
+            tail.markComplete()
+            break
+          }
         }
         if (out.length >= max) break
       }
@@ -774,7 +854,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       // Hand back what we marked: nobody will ever ack it.
       for (const m of out) this.#dropInFlight(m.id)
       for (const id of expired) this.#doomed.delete(id)
-      this.#cursors.delete(queue)
+      this.#resetDrain()
       throw this.#readFailure(err, 'take batch')
     }
     if (expired.length > 0) {
@@ -820,18 +900,39 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     const cursors = this.#cursors.get(queue)
     const at = cursors?.get(priority)
     if (cursors !== undefined && at !== undefined && at >= id) cursors.set(priority, id - 1)
+    this.#tails.get(queue)?.get(priority)?.drop()
   }
 
-  #markInFlight(row: MessageRow): void {
-    this.#inFlight.set(row.id, {
-      queue: row.queue,
-      topic: row.topic,
-      priority: row.priority,
-      conflate: row.conflate !== 0,
-      size: row.size,
-      rule: row.rule,
+  /** Forget every drain position: the next takes read the file from the start. */
+  #resetDrain(): void {
+    this.#cursors.clear()
+    this.#tails.clear()
+  }
+
+  #tail(queue: string, priority: number): LiveTail {
+    let byPriority = this.#tails.get(queue)
+    if (byPriority === undefined) {
+      byPriority = new Map()
+      this.#tails.set(queue, byPriority)
+    }
+    let tail = byPriority.get(priority)
+    if (tail === undefined) {
+      tail = new LiveTail(LIVE_TAIL_LIMITS)
+      byPriority.set(priority, tail)
+    }
+    return tail
+  }
+
+  #markInFlight(m: StoredMessage): void {
+    this.#inFlight.set(m.id, {
+      queue: m.queue,
+      topic: m.topic,
+      priority: m.priority,
+      conflate: m.conflation === 'latest-only',
+      size: m.size,
+      rule: m.rule,
     })
-    this.#inFlightByQueue.set(row.queue, (this.#inFlightByQueue.get(row.queue) ?? 0) + 1)
+    this.#inFlightByQueue.set(m.queue, (this.#inFlightByQueue.get(m.queue) ?? 0) + 1)
   }
 
   #dropInFlight(id: number): void {
@@ -1191,7 +1292,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     }
     // Forget in-flight ids whose rows another connection deleted.
     for (const id of [...this.#inFlight.keys()]) if (s.selectById.get(id) === undefined) this.#dropInFlight(id)
-    this.#cursors.clear()
+    this.#resetDrain()
     this.#dataVersion = db.pragma('data_version', { simple: true }) as number
   }
 

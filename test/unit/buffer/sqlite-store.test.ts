@@ -372,12 +372,34 @@ test('shares its connection with another owner of the same file', async (t) => {
   assert.equal(other.db.open, false)
 })
 
-test('reports durability and synchronous=FULL on its own connection after a reopen', async (t) => {
+test("durability 'full': an append resolves only once its commit is fsync'd", async (t) => {
   const dataDir = tmpDir(t)
   await (await open(t, { dataDir })).stop()
   const store = await open(t, { dataDir })
-  assert.equal(store.database.db.pragma('synchronous', { simple: true }), 2)
   assert.equal(store.stats().durability, 'full')
+  const lease = store.database as { syncWal(): Promise<void> }
+  const gates: Array<() => void> = []
+  lease.syncWal = () => new Promise<void>((resolve) => gates.push(resolve))
+  let resolved = false
+  const p = store.append(msg(1)).then((r) => {
+    resolved = true
+    return r
+  })
+  // The commit runs at the end of this turn; let it and a few more turns pass.
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r))
+  assert.equal(gates.length, 1, 'one fsync requested for the commit')
+  assert.equal(resolved, false, 'not acknowledged before the fsync')
+  assert.equal(store.stats().totals.messages, 1, 'committed (visible) meanwhile')
+  gates[0]?.()
+  assert.equal((await p).id, 1)
+})
+
+test("durability 'full': a failed fsync rejects the commit's appends as retryable I/O errors", async (t) => {
+  const store = await open(t)
+  const lease = store.database as { syncWal(): Promise<void> }
+  lease.syncWal = () => Promise.reject(new BufferError('EDGE_ERR_BUFFER_IO', 'fsync failed: EIO', { retryable: true }))
+  await assert.rejects(store.append(msg(1)), (err: unknown) => err instanceof BufferError && err.code === 'EDGE_ERR_BUFFER_IO' && err.retryable)
+  assert.deepEqual(store.stats().health.reasons, ['io-error'])
 })
 
 test('refuses a second store on a file another store of this process uses', async (t) => {
@@ -405,4 +427,59 @@ test('reports append, take and ack rates over the last seconds', async (t) => {
   await store.ack((await store.takeBatch('up', 40)).map((m) => m.id))
   clock.advance(2000)
   assert.deepEqual(store.stats().rates, { appendPerSec: 50, takePerSec: 20, ackPerSec: 20 })
+})
+
+// The drain hands out rows committed after it caught up from memory
+// (live-tail.ts) and everything else from the file: both must give the same
+// messages in the same order.
+test('a drain that keeps up gets exactly what the file holds, in order', async (t) => {
+  const store = await open(t)
+  const first = await Promise.all([0, 1, 2].map((i) => store.append(msg(i))))
+  assert.equal((await store.takeBatch('up', 10)).length, 3) // from the file; caught up now
+  const props = { properties: { contentType: 'text/plain', userProperties: { a: '1' } } }
+  const later = await Promise.all([3, 4, 5].map((i) => store.append(msg(i, i === 4 ? props : { priority: 0 }))))
+  const fromFile = (await store.peek('up', 10)).filter((m) => !m.inFlight).map(({ inFlight: _, ...m }) => m)
+  const taken = await store.takeBatch('up', 10)
+  assert.deepEqual(taken, fromFile)
+  assert.deepEqual(
+    taken.map((m) => m.id),
+    later.map((r) => r.id),
+  )
+  assert.ok(first.every((r) => r.id !== null))
+})
+
+test('a drain that falls behind (more than the in-memory tail holds) reads the rest from the file, nothing lost', async (t) => {
+  const store = await open(t)
+  await store.append(msg(0))
+  await store.ack((await store.takeBatch('up', 10)).map((m) => m.id)) // caught up
+  const n = 3000 // more than the tail's 2048 rows
+  const appended = await Promise.all(Array.from({ length: n }, (_, i) => store.append(msg(i))))
+  const taken: number[] = []
+  for (let round = 0; round < 100 && taken.length < n; round++) {
+    const batch = await store.takeBatch('up', 256)
+    taken.push(...batch.map((m) => m.id))
+    await store.ack(batch.map((m) => m.id))
+  }
+  assert.deepEqual(
+    taken,
+    appended.map((r) => r.id),
+  )
+})
+
+test('a release while caught up puts the released rows back before newer ones', async (t) => {
+  const store = await open(t)
+  await store.takeBatch('up', 10) // caught up on an empty queue
+  const a = await store.append(msg(0))
+  const b = await store.append(msg(1))
+  const got = await store.takeBatch('up', 10)
+  assert.deepEqual(
+    got.map((m) => m.id),
+    [a.id, b.id],
+  )
+  const c = await store.append(msg(2))
+  await store.release([a.id as number])
+  assert.deepEqual(
+    (await store.takeBatch('up', 10)).map((m) => m.id),
+    [a.id, c.id],
+  )
 })
