@@ -13,21 +13,34 @@
 //  2. publish → PUBACK latency p50/p99 at a fixed offered rate (10 × 200 msg/s), agent vs Mosquitto;
 //  3. agent RSS (VmRSS) after start and while a backlog of EDGE_BENCH_INGEST_BACKLOG messages
 //     is written to disk with the upstream down.
+//  4. (opt-in, 'outage-rate') the same RSS measurement with the backlog offered at a steady
+//     EDGE_BENCH_INGEST_OUTAGE_RATE msg/s (default 2,000) from 10 publishers instead of flat out.
+// EDGE_BENCH_INGEST_ONLY selects cases, comma-separated: max, latency, outage, outage-rate
+// (default: max,latency,outage; raw and Mosquitto run only with 'max' or 'latency').
+// EDGE_BENCH_INGEST_PROBE=1 (investigation only) preloads the in-process probe into the outage
+// agent (IPC channel, --expose-gc) and prints to stderr a timeline of process.memoryUsage(), V8
+// spaces and /proc RSS split (anon, file, shmem), then the same after two forced GCs, and the
+// file sizes of the store; EDGE_BENCH_INGEST_HEAPSNAPSHOT=DIR also writes heap snapshots at
+// start and end of the fill there and prints their largest differences.
+// EDGE_BENCH_INGEST_SETTLE_SECONDS (default 2): how long RSS is watched after the fill.
 // Load runs in a separate process: this same file with EDGE_BENCH_INGEST_ROLE=load (raw MQTT
 // 3.1.1 over TCP, no mqtt.js, so the client side stays light on a 2-core machine).
 // Every loop is bounded by a count and a deadline; every process is killed by PID.
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
-import { AGENT_MAIN, deployedEnv, getJson } from './lib/agent.js'
+import { AGENT_MAIN, agentNodeArgs, deployedEnv, getJson } from './lib/agent.js'
 import { startMosquitto } from './lib/mosquitto.js'
+import { diffSnapshots, summariseSnapshot } from './lib/heap-summary.js'
 import { freePort } from './lib/ports.js'
+import { ask, probeFlags, type ProbeReply } from './lib/probe.js'
 import { installCleanupHooks, killAllStarted, spawnTracked, type Started } from './lib/proc.js'
+import { readProcMemory } from './lib/rss.js'
 import { printTable, type Row } from './lib/table.js'
 import { waitFor } from './lib/wait.js'
 
@@ -209,6 +222,14 @@ const BACKLOG_SECONDS = Number(env['EDGE_BENCH_INGEST_BACKLOG_SECONDS'] ?? '120'
 const RAW_BATCH = 100
 const RAW_MESSAGES = Number(env['EDGE_BENCH_INGEST_RAW_MESSAGES'] ?? '100000')
 const WARMUP = Number(env['EDGE_BENCH_INGEST_WARMUP'] ?? '3000')
+const OUTAGE_RATE = Number(env['EDGE_BENCH_INGEST_OUTAGE_RATE'] ?? '2000')
+const SETTLE_SECONDS = Number(env['EDGE_BENCH_INGEST_SETTLE_SECONDS'] ?? '2')
+const CASES = new Set((env['EDGE_BENCH_INGEST_ONLY'] ?? 'max,latency,outage').split(',').map((c) => c.trim()).filter((c) => c !== ''))
+for (const c of CASES) {
+  if (!['max', 'latency', 'outage', 'outage-rate'].includes(c)) throw new Error(`EDGE_BENCH_INGEST_ONLY: unknown case '${c}' (max, latency, outage, outage-rate)`)
+}
+const PROBE = env['EDGE_BENCH_INGEST_PROBE'] === '1'
+const HEAPSNAPSHOT_DIR = env['EDGE_BENCH_INGEST_HEAPSNAPSHOT']
 const SELF = fileURLToPath(import.meta.url)
 
 const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ')
@@ -220,11 +241,12 @@ interface Agent {
   pid: number
   port: number
   adminPort: number
+  dataDir: string
   proc: Started
   stop(): Promise<void>
 }
 
-async function startIngestAgent(): Promise<Agent> {
+async function startIngestAgent(opts: { probe?: boolean } = {}): Promise<Agent> {
   const [port, adminPort, deadPort] = [await freePort(), await freePort(), await freePort()]
   const dir = mkdtempSync(join(env['EDGE_BENCH_DIR'] ?? tmpdir(), 'edge-bench-ingest-'))
   const conf = join(dir, 'agent.yaml')
@@ -247,9 +269,11 @@ async function startIngestAgent(): Promise<Agent> {
       '',
     ].join('\n'),
   )
-  const proc = await spawnTracked(process.execPath, [AGENT_MAIN, 'run', '--config', conf], {
+  const probe = opts.probe === true
+  const proc = await spawnTracked(process.execPath, [...(probe ? [...probeFlags(), '--expose-gc'] : []), ...agentNodeArgs(), AGENT_MAIN, 'run', '--config', conf], {
     name: 'edge-agent',
     fdLimit: 65_536,
+    ipc: probe,
     env: { ...process.env, ...deployedEnv() },
   })
   const cleanup = (): void => rmSync(dir, { recursive: true, force: true })
@@ -269,6 +293,7 @@ async function startIngestAgent(): Promise<Agent> {
     pid: proc.pid,
     port,
     adminPort,
+    dataDir: join(dir, 'data'),
     proc,
     async stop() {
       try {
@@ -368,9 +393,19 @@ const r2 = (n: number): number => Number(n.toFixed(2))
 export async function runIngestBench(): Promise<Row[]> {
   const rows: Row[] = []
   const loadBefore = load()
+  if (CASES.has('max') || CASES.has('latency')) rows.push(...(await throughputCases()))
+  // 3. RSS during an outage, fresh agent each
+  if (CASES.has('outage')) rows.push(await outageCase('max'))
+  if (CASES.has('outage-rate')) rows.push(await outageCase('rate'))
+  rows.push({ measure: 'environment', system: `load average before: ${loadBefore}; after: ${load()} (2 cores, shared)`, 'payload B': '', publishers: '', messages: '', 'msg/s': '', 'vs raw': '', 'p50 ms': '', 'p99 ms': '', notes: '' })
+  return rows
+}
+
+async function throughputCases(): Promise<Row[]> {
+  const rows: Row[] = []
   const raw = new Map<number, number>()
   // 1. max ingest
-  for (const payload of [100, 1024]) {
+  for (const payload of CASES.has('max') ? [100, 1024] : []) {
     process.stderr.write(`[bench] ingest: raw better-sqlite3 ${payload} B\n`)
     const r = rawCeiling(payload)
     raw.set(payload, r.msgPerSec)
@@ -409,7 +444,7 @@ export async function runIngestBench(): Promise<Row[]> {
     try {
       // Warm-up (not recorded): JIT, SQLite page cache, first WAL growth.
       await runLoad(b.port, 10, 100, { mode: 'max', count: WARMUP, rate: 0, durationMs: 0, timeoutMs: CASE_SECONDS * 1000 })
-      for (const payload of [100, 1024]) {
+      for (const payload of CASES.has('max') ? [100, 1024] : []) {
         for (const publishers of [10, 100]) {
           process.stderr.write(`[bench] ingest: ${sys.name} ${payload} B × ${publishers} publishers\n`)
           const before = b.agent === undefined ? undefined : await bufferTotals(b.agent)
@@ -435,6 +470,7 @@ export async function runIngestBench(): Promise<Row[]> {
         }
       }
       // 2. latency at a fixed offered rate
+      if (!CASES.has('latency')) continue
       process.stderr.write(`[bench] ingest: ${sys.name} at ${RATE} msg/s\n`)
       const d = await runLoad(b.port, RATE_PUBLISHERS, 100, { mode: 'rate', count: 0, rate: RATE, durationMs: RATE_SECONDS * 1000, timeoutMs: RATE_SECONDS * 1000 + 10_000 })
       latencyRows.push({
@@ -454,31 +490,128 @@ export async function runIngestBench(): Promise<Row[]> {
     }
   }
   rows.push(...latencyRows)
+  return rows
+}
 
-  // 3. RSS during an outage, fresh agent
-  process.stderr.write(`[bench] ingest: agent RSS while ${BACKLOG} messages pile up\n`)
-  const a = await startIngestAgent()
+type Stats = Extract<ProbeReply, { type: 'stats' }>
+
+/** Resident anonymous memory of `pid` from /proc/<pid>/smaps: the brk heap (glibc's main arena) and other anonymous mappings (V8 pages, other arenas, large mallocs), KiB. */
+function anonSplitKb(pid: number): { brkKb: number; mmapKb: number } {
+  let brkKb = 0
+  let mmapKb = 0
+  let kind: 'brk' | 'mmap' | 'file' = 'file'
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line)
+    if (head !== null) {
+      const name = head[2] ?? ''
+      kind = name === '[heap]' ? 'brk' : head[1] === '0' && (name === '' || name.startsWith('[anon')) ? 'mmap' : 'file'
+      continue
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line)
+    if (rss !== null && kind !== 'file') {
+      if (kind === 'brk') brkKb += Number(rss[1])
+      else mmapKb += Number(rss[1])
+    }
+  }
+  return { brkKb, mmapKb }
+}
+
+/** One line of the probe timeline: /proc split and V8/Node accounting, MB. */
+function traceLine(label: string, pid: number, s: Stats | undefined, extra = ''): string {
+  const m = readProcMemory(pid)
+  const split = anonSplitKb(pid)
+  const parts = [`rss ${mb(m.rssKb)}`, `anon ${mb(m.anonKb)} (brk heap ${mb(split.brkKb)}, anon mmap ${mb(split.mmapKb)})`, `file ${mb(m.fileKb)}`, `shmem ${mb(m.shmemKb)}`]
+  if (s !== undefined) {
+    const u = s.memoryUsage
+    const space = (name: string): number => (s.spaces.find((x) => x.name === name)?.physical ?? NaN) / 1048576
+    const heapPhys = s.spaces.reduce((a, x) => a + x.physical, 0) / 1048576
+    parts.push(
+      `heap committed ${heapPhys.toFixed(1)} (new ${space('new_space').toFixed(1)}, old ${space('old_space').toFixed(1)}, code ${space('code_space').toFixed(1)}, lo ${space('large_object_space').toFixed(1)})`,
+      `heapUsed ${(u.heapUsed / 1048576).toFixed(1)}`,
+      `external ${(u.external / 1048576).toFixed(1)} (arrayBuffers ${(u.arrayBuffers / 1048576).toFixed(1)})`,
+      `anon − heap committed ${(m.anonKb / 1024 - heapPhys).toFixed(1)}`,
+    )
+  }
+  return `[bench] ingest probe ${label}: ${parts.join(', ')}${extra === '' ? '' : `, ${extra}`}\n`
+}
+
+const fileMb = (path: string): string => (existsSync(path) ? (statSync(path).size / 1048576).toFixed(1) : '-')
+
+/**
+ * RSS of a fresh agent while BACKLOG × 1 KiB messages pile up on disk with the upstream down,
+ * offered flat out ('max') or at OUTAGE_RATE msg/s ('rate').
+ */
+async function outageCase(mode: 'max' | 'rate'): Promise<Row> {
+  const offered = mode === 'max' ? 'full speed' : `${OUTAGE_RATE} msg/s`
+  process.stderr.write(`[bench] ingest: agent RSS while ${BACKLOG} messages pile up (${offered})\n`)
+  const a = await startIngestAgent({ probe: PROBE })
+  const child = a.proc.child
+  const stats = async (): Promise<Stats | undefined> => {
+    if (!PROBE) return undefined
+    const r = await ask(child, { type: 'stats' })
+    return r.type === 'stats' ? r : undefined
+  }
+  const snapshot = async (name: string): Promise<string | undefined> => {
+    if (!PROBE || HEAPSNAPSHOT_DIR === undefined) return undefined
+    mkdirSync(HEAPSNAPSHOT_DIR, { recursive: true })
+    const r = await ask(child, { type: 'heapsnapshot', path: join(HEAPSNAPSHOT_DIR, `outage-${mode}-${name}.heapsnapshot`) }, 120_000)
+    return r.type === 'done' ? r.path : undefined
+  }
   try {
     await sleep(3_000)
     const startKb = vmRssKb(a.pid)
+    if (PROBE) process.stderr.write(traceLine('start', a.pid, await stats()))
     let peakKb = startKb
     const samples: number[] = []
-    const d = await runLoad(a.port, 10, BACKLOG_PAYLOAD, { mode: 'max', count: BACKLOG, rate: 0, durationMs: 0, timeoutMs: BACKLOG_SECONDS * 1000 }, () => {
+    let ticks = 0
+    const pending: Promise<void>[] = []
+    const t0 = performance.now()
+    const cmd: Omit<LoadCmd, 'type'> =
+      mode === 'max'
+        ? { mode: 'max', count: BACKLOG, rate: 0, durationMs: 0, timeoutMs: BACKLOG_SECONDS * 1000 }
+        : { mode: 'rate', count: 0, rate: OUTAGE_RATE, durationMs: (BACKLOG / OUTAGE_RATE) * 1000, timeoutMs: (BACKLOG / OUTAGE_RATE) * 1000 + 30_000 }
+    const d = await runLoad(a.port, 10, BACKLOG_PAYLOAD, cmd, () => {
       const kb = vmRssKb(a.pid)
       samples.push(kb)
       if (kb > peakKb) peakKb = kb
+      // probe timeline: every 2 s
+      if (PROBE && ticks++ % 8 === 0) {
+        pending.push(
+          (async () => {
+            const [s, t] = await Promise.all([stats(), bufferTotals(a)])
+            const secs = ((performance.now() - t0) / 1000).toFixed(1)
+            process.stderr.write(traceLine(`t=${secs}s`, a.pid, s, `backlog ${t.messages} msgs`))
+          })().catch(() => undefined),
+        )
+      }
     })
+    await Promise.all(pending)
     const endKb = vmRssKb(a.pid)
-    await sleep(2_000)
+    if (PROBE) process.stderr.write(traceLine('end of fill', a.pid, await stats()))
+    await sleep(SETTLE_SECONDS * 1000)
     const settledKb = vmRssKb(a.pid)
     const t = await bufferTotals(a)
+    if (PROBE) {
+      process.stderr.write(traceLine(`+${SETTLE_SECONDS} s`, a.pid, await stats(), `db ${fileMb(join(a.dataDir, 'edge-agent.db'))} MB, wal ${fileMb(join(a.dataDir, 'edge-agent.db-wal'))} MB`))
+      await ask(child, { type: 'gc' })
+      await ask(child, { type: 'gc' })
+      process.stderr.write(traceLine('after 2 forced GCs', a.pid, await stats()))
+    }
     const sorted = [...samples].sort((x, y) => x - y)
     const medianKb = sorted[Math.floor(sorted.length / 2)] ?? NaN
     // RSS a quarter of the way through the fill against the end: growth that scales with the backlog on disk.
     const quarterKb = samples[Math.floor(samples.length / 4)] ?? NaN
-    rows.push({
+    if (PROBE && HEAPSNAPSHOT_DIR !== undefined) {
+      process.stderr.write(`[bench] ingest: heap snapshot at the end (${HEAPSNAPSHOT_DIR})\n`)
+      const end = await snapshot('end')
+      if (end !== undefined) {
+        const top = diffSnapshots(new Map(), summariseSnapshot(end), 20)
+        for (const g of top) process.stderr.write(`[bench] ingest heap end: ${(g.bytes / 1048576).toFixed(2)} MB  ${g.count} × ${g.key}\n`)
+      }
+    }
+    return {
       measure: 'RSS during outage',
-      system: 'edge-agent (durable)',
+      system: `edge-agent (durable), ${offered}`,
       'payload B': BACKLOG_PAYLOAD,
       publishers: 10,
       messages: d.acked,
@@ -488,15 +621,13 @@ export async function runIngestBench(): Promise<Row[]> {
       'p99 ms': r2(d.p99),
       notes:
         `RSS start ${mb(startKb)} MB, median ${mb(medianKb)}, peak ${mb(peakKb)} (+${mb(peakKb - startKb)} MB), ` +
-        `end ${mb(endKb)}, +2 s ${mb(settledKb)} (+${mb(settledKb - startKb)} MB); ` +
+        `end ${mb(endKb)}, +${SETTLE_SECONDS} s ${mb(settledKb)} (+${mb(settledKb - startKb)} MB); ` +
         `at 1/4 of the fill ${mb(quarterKb)} → end ${mb(endKb)} (+${mb(endKb - quarterKb)} MB over the last 3/4); ` +
-        `backlog ${t.messages} msgs, ${mb(t.bytes / 1024)} MB (${samples.length} samples)`,
-    })
+        `backlog ${t.messages} msgs, ${mb(t.bytes / 1024)} MB (${samples.length} samples)${d.timedOut ? '; timed out' : ''}`,
+    }
   } finally {
     await a.stop()
   }
-  rows.push({ measure: 'environment', system: `load average before: ${loadBefore}; after: ${load()} (2 cores, shared)`, 'payload B': '', publishers: '', messages: '', 'msg/s': '', 'vs raw': '', 'p50 ms': '', 'p99 ms': '', notes: '' })
-  return rows
 }
 
 if (ROLE !== 'load' && process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -9,12 +9,15 @@
 // asyncPersistence.js, and passes that package's abstract suite.
 //
 // Invariants
-// 1. Durable on resolve. Every write is one synchronous better-sqlite3
-//    transaction; when a method's promise resolves its rows are committed with
-//    whatever durability the connection has (openDatabase sets WAL +
-//    synchronous=FULL). Several rows handed over at once (outgoingEnqueueCombi
-//    to N subscribers, addSubscriptions, cleanSubscriptions) are one
-//    transaction.
+// 1. Committed on resolve. Every write is one synchronous better-sqlite3
+//    transaction; when a method's promise resolves its rows are committed.
+//    On power loss: with durability 'full' the WAL is fsync'd within 200 ms
+//    of any write (database.ts, wal-sync.ts), so broker state (retained
+//    messages, subscriptions, offline queues) may lose its last 200 ms; the
+//    upstream buffer, whose appends wait for their fsync, loses nothing
+//    acknowledged. (aedes sends a QoS 1 PUBACK before it stores anything
+//    anyway.) Several rows handed over at once (outgoingEnqueueCombi to N
+//    subscribers, addSubscriptions, cleanSubscriptions) are one transaction.
 // 2. Write-through. SQLite is written first and memory second: if a statement
 //    throws, the in-memory index is left as it was.
 // 3. Memory holds indexes, not data. In memory: the topic → subscriber trie of
@@ -100,7 +103,7 @@ export interface TopicSubscriber {
 }
 
 export interface SqlitePersistenceOptions {
-  /** The agent's open database (WAL, synchronous=FULL). Shared, never closed here. */
+  /** The agent's open database (see openDatabase). Shared, never closed here. */
   db: Database
   /** Parent logger; a child `{ component: 'broker-persistence' }` is used. */
   logger: Logger

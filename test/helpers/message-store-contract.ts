@@ -124,10 +124,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       assert.deepEqual(ids(batch), [other.id, low.id, high.id])
       assert.equal(batch[2]?.priority, 0)
       // Given back, the old one still leads its successor.
-      await store.release([low.id, high.id])
+      await store.release([idOf(low), idOf(high)])
       assert.deepEqual(ids(await store.takeBatch('up', 10)), [low.id, high.id])
       // Once the topic's older rows are gone, its new priority applies.
-      await store.ack([low.id, high.id, other.id])
+      await store.ack([idOf(low), idOf(high), idOf(other)])
       const later = await store.append(msg('t/x', { priority: 9 }))
       const lower = await store.append(msg('t/z', { priority: 1 }))
       const next = await store.takeBatch('up', 10)
