@@ -37,6 +37,7 @@ export class BufferInspector {
     try {
       db = new Database(path, { readonly: opts.write !== true, fileMustExist: true, timeout: 5_000 })
       if (opts.write) db.pragma('synchronous = FULL')
+      db.pragma('cache_size = -1024') // a large export must not grow the CLI by the 16 MB default
       const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_messages'").get()
       if (hasTable === undefined) throw new BufferError('EDGE_ERR_BUFFER_INVALID', `${path} holds no message buffer`)
     } catch (err) {
@@ -77,8 +78,16 @@ export class BufferInspector {
 
   /** Deletes every message of `queue` (or all); returns how many. */
   purge(queue?: string): number {
-    const st = this.#db.prepare(queue === undefined ? 'DELETE FROM buffer_messages' : 'DELETE FROM buffer_messages WHERE queue = ?')
-    return this.#db.transaction(() => (queue === undefined ? st.run() : st.run(queue)).changes)()
+    const db = this.#db
+    const st = db.prepare(queue === undefined ? 'DELETE FROM buffer_messages' : 'DELETE FROM buffer_messages WHERE queue = ?')
+    // The per-topic ledger (message-schema.ts) goes with the rows it counts.
+    const hasLedger = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_topics'").get() !== undefined
+    const ledger = hasLedger ? db.prepare(queue === undefined ? 'DELETE FROM buffer_topics' : 'DELETE FROM buffer_topics WHERE queue = ?') : undefined
+    return db.transaction(() => {
+      const n = (queue === undefined ? st.run() : st.run(queue)).changes
+      if (ledger !== undefined) queue === undefined ? ledger.run() : ledger.run(queue)
+      return n
+    })()
   }
 
   close(): void {
