@@ -21,6 +21,7 @@ import {
   type PeekedMessage,
   type QueueStats,
   type StoredMessage,
+  toStoredMessage,
 } from './message-store.js'
 
 export interface MemoryStoreOptions {
@@ -111,22 +112,7 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
       if (r.msg.queue === m.queue && r.msg.topic === m.topic && r.priority < priority) priority = r.priority
     }
     const id = this.#nextId++
-    const msg: StoredMessage = {
-      id,
-      queue: m.queue,
-      topic: m.topic,
-      payload: m.payload,
-      qos: m.qos,
-      retain: m.retain,
-      priority,
-      rule: m.rule,
-      conflation: m.conflation,
-      whenFull: m.whenFull,
-      createdAt: now,
-      expiresAt: m.expiresAt,
-      properties: m.properties,
-      size: m.size,
-    }
+    const msg = toStoredMessage(m, id, priority, now)
     this.#rows.set(id, { msg, priority })
     this.#bytes += msg.size
     this.#knownQueues.add(m.queue)

@@ -309,6 +309,26 @@ const MAX_NAME_BYTES = 255
 const MAX_TOPIC_BYTES = 65535 // MQTT topic length field is 16 bits [MQTT-1.5.3]
 const MAX_PRIORITY = 1_000_000
 
+/** The stored form of an accepted append (what a read of its row gives back). */
+export function toStoredMessage(m: NormalizedMessage, id: number, priority: number, createdAt: number): StoredMessage {
+  return {
+    id,
+    queue: m.queue,
+    topic: m.topic,
+    payload: m.payload,
+    qos: m.qos,
+    retain: m.retain,
+    priority,
+    rule: m.rule,
+    conflation: m.conflation,
+    whenFull: m.whenFull,
+    createdAt,
+    expiresAt: m.expiresAt,
+    properties: m.properties,
+    size: m.size,
+  }
+}
+
 /** Validate and default an append at the boundary; throws BufferError('EDGE_ERR_BUFFER_INVALID'). */
 export function normalizeAppend(input: AppendInput): NormalizedMessage {
   const bad = (what: string): never => {

@@ -83,7 +83,6 @@ import {
   type AppendInput,
   type AppendResult,
   type BufferHealth,
-  decodeProperties,
   type BufferStats,
   type DegradedReason,
   type DropReason,
@@ -95,6 +94,7 @@ import {
   type PeekedMessage,
   type QueueStats,
   type StoredMessage,
+  toStoredMessage,
 } from './message-store.js'
 
 const MiB = 1024 * 1024
@@ -203,7 +203,7 @@ const ownedFiles = new Set<string>()
 
 const PROBE_BYTES = 64 * 1024
 /** Enough for what arrives between a commit and the next take when the drain keeps up; a backlog is read from the file. */
-const LIVE_TAIL_LIMITS = { maxRows: 2048, maxBytes: 2 * 1024 * 1024 }
+const LIVE_TAIL_LIMITS = { maxRows: 1024, maxBytes: 1024 * 1024 }
 const PAGE_ROWS = 500
 
 export class SqliteStore extends EventEmitter<MessageStoreEvents> implements MessageStore {
@@ -577,26 +577,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       bytes += m.size
       inserted++
       txPriorities.add(priority)
-      effects.push({
-        t: 'insert',
-        msg: {
-          id,
-          queue: m.queue,
-          topic: m.topic,
-          payload: m.payload,
-          qos: m.qos,
-          retain: m.retain,
-          priority,
-          rule: m.rule,
-          conflation: m.conflation,
-          whenFull: m.whenFull,
-          createdAt: now,
-          expiresAt: m.expiresAt,
-          // As a read from the file would give it.
-          properties: decodeProperties(m.propertiesJson),
-          size: m.size,
-        },
-      })
+      effects.push({ t: 'insert', msg: toStoredMessage(m, id, priority, now) })
       outcomes[i] = { ok: true, value: { id, dropped: null } }
     }
 
@@ -808,41 +789,30 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#cursors.set(queue, cursors)
     }
     try {
+      // Every row considered moves the cursor past it, so the loops end.
+      const consider = (priority: number, m: StoredMessage): void => {
+        cursors.set(priority, m.id)
+        if (this.#inFlight.has(m.id) || this.#doomed.has(m.id)) return
+        if (m.expiresAt !== null && m.expiresAt <= now) {
+          expired.push(m.id)
+          this.#doomed.add(m.id)
+          return
+        }
+        this.#markInFlight(m)
+        out.push(m)
+      }
       for (const priority of priorities) {
         const tail = this.#tail(queue, priority)
         if (tail.complete) {
           // Caught up: the rest of this priority is in memory.
-          for (let m = tail.shift(); m !== undefined; m = out.length < max ? tail.shift() : undefined) {
-            cursors.set(priority, m.id)
-            if (this.#inFlight.has(m.id) || this.#doomed.has(m.id)) continue
-            if (m.expiresAt !== null && m.expiresAt <= now) {
-              expired.push(m.id)
-              this.#doomed.add(m.id)
-              continue
-            }
-            this.#markInFlight(m)
-            out.push(m)
-          }
+          for (let m = tail.shift(); m !== undefined; m = out.length < max ? tail.shift() : undefined) consider(priority, m)
           if (out.length >= max) break
           continue
         }
-        // Every row read moves the cursor past it, so the loop ends: the
-        // range runs out, or the batch is full.
         while (out.length < max) {
           const limit = max - out.length
           const rows = s.takeRange.all(queue, priority, cursors.get(priority) ?? 0, limit) as MessageRow[]
-          for (const row of rows) {
-            cursors.set(priority, row.id)
-            if (this.#inFlight.has(row.id) || this.#doomed.has(row.id)) continue
-            if (row.expires_at !== null && row.expires_at <= now) {
-              expired.push(row.id)
-              this.#doomed.add(row.id)
-              continue
-            }
-            const m = rowToMessage(row)
-            this.#markInFlight(m)
-            out.push(m)
-          }
+          for (const row of rows) consider(priority, rowToMessage(row))
           if (rows.length < limit) {
             tail.markComplete()
             break
