@@ -41,6 +41,8 @@ const BACKLOG = Number(env['EDGE_BENCH_BRIDGE_BACKLOG'] ?? '1000000')
 const PUBLISHERS = 10
 const PAYLOAD = Number(env['EDGE_BENCH_BRIDGE_PAYLOAD'] ?? '64')
 const INFLIGHT = 100
+/** QoS 1 messages each publisher keeps unacknowledged (1 = a device that waits for every PUBACK). */
+const PUB_WINDOW = Number(env['EDGE_BENCH_BRIDGE_PUB_WINDOW'] ?? String(INFLIGHT))
 const LIVE_RATE = 1000
 const LOAD_URL = new URL('./bridge-load.ts', import.meta.url)
 
@@ -293,7 +295,7 @@ async function publishers(url: string, opts: { count?: number; rate?: number; du
         EDGE_BENCH_COUNT: String(opts.count === undefined ? 0 : Math.ceil(opts.count / procs)),
         EDGE_BENCH_RATE: String(opts.rate === undefined ? 0 : opts.rate / procs),
         EDGE_BENCH_DURATION_MS: String(opts.durationMs ?? 0),
-        EDGE_BENCH_WINDOW: String(INFLIGHT),
+        EDGE_BENCH_WINDOW: String(PUB_WINDOW),
         EDGE_BENCH_PAYLOAD: String(PAYLOAD),
         EDGE_BENCH_TOPIC_PREFIX: opts.prefix ?? 'bench',
       }),

@@ -6,8 +6,8 @@ import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, type CertsStats } from '../certs/index.js'
-import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
+import { CertsService, installCertificate, renewOverMqtt, type CertsStats } from '../certs/index.js'
+import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
 import type { AgentConfig } from './config/schema.js'
@@ -46,9 +46,14 @@ export interface AgentStatus {
   /** The store-and-forward buffer, and the broker state kept in the same file. */
   readonly buffer: BufferStats & { readonly brokerState: SqlitePersistenceStats | null }
   /** One entry per configured upstream (bridge). */
-  readonly upstreams: readonly BridgeStatus[]
+  readonly upstreams: readonly UpstreamStatus[]
   /** Local CA, device certificates and clock; null without an mqtts listener. */
   readonly certs: CertsStatus | null
+}
+
+export interface UpstreamStatus extends BridgeStatus {
+  /** The upstream client certificate's renewal (renewCertificate.enabled), else null. */
+  readonly certificate: CertificateRenewerStatus | null
 }
 
 export interface CertsStatus extends CertsStats {
@@ -67,6 +72,8 @@ export class Agent {
   readonly store: MessageStore & Component
   readonly brokerState: BrokerState | undefined
   readonly bridges: BridgeGroup
+  /** Upstream client certificate renewers, by upstream name. */
+  readonly renewers: ReadonlyMap<string, CertificateRenewer>
   readonly admin: AdminServer | undefined
   readonly #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
@@ -113,6 +120,12 @@ export class Agent {
       publishLocal,
       logger: deps.logger,
     })
+    this.renewers = new Map(
+      this.bridges.bridges.flatMap((bridge, i) => {
+        const upstream = config.upstreams[i]
+        return upstream?.renewCertificate.enabled ? [[upstream.name, buildRenewer(upstream, bridge, deps.logger)] as const] : []
+      }),
+    )
     if (certs !== undefined) this.#wireCerts(certs)
     this.#rates = new RateMeter(() => {
       const s = this.broker.stats()
@@ -132,7 +145,7 @@ export class Agent {
       : undefined
     // Start order is dependency order; the admin endpoint comes first so that
     // /healthz can say "starting" during a slow start.
-    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, this.bridges]
+    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
   }
 
   get state(): AgentState {
@@ -245,7 +258,7 @@ export class Agent {
         deliveredPerSec: round(rates['delivered'] ?? 0),
       },
       buffer: { ...this.store.stats(), brokerState: this.brokerState?.stats() ?? null },
-      upstreams: this.bridges.statuses(),
+      upstreams: this.bridges.statuses().map((u) => ({ ...u, certificate: this.renewers.get(u.name)?.status() ?? null })),
       certs: this.#certsStatus(),
     }
   }
@@ -274,6 +287,13 @@ export class Agent {
       .counter('edge_agent_broker_refused_total', 'Connections refused or closed, by limit or protocol rule', byLabel('reason', b.refused))
     bufferMetrics(m, s.buffer)
     upstreamMetrics(m, s.upstreams, this.#now())
+    const renewed = s.upstreams.filter((u) => u.certificate !== null)
+    if (renewed.length > 0) {
+      const per = (f: (c: CertificateRenewerStatus) => number) => renewed.map((u) => ({ labels: { upstream: u.name }, value: f(u.certificate as CertificateRenewerStatus) }))
+      m.gauge('edge_agent_upstream_certificate_expiry_seconds', "Seconds until this upstream's client certificate expires (renewCertificate)", per((c) => (c.notAfter === null ? 0 : Math.round((Date.parse(c.notAfter) - this.#now()) / 1000))))
+        .counter('edge_agent_upstream_certificate_renewals_total', "Renewals of this upstream's client certificate", per((c) => c.renewals))
+        .gauge('edge_agent_upstream_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', per((c) => c.failures))
+    }
     if (s.certs !== null) certsMetrics(m, s.certs)
     return m.toString()
   }
@@ -300,6 +320,37 @@ function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteSt
 
 export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {
   return new Agent(config, deps)
+}
+
+/**
+ * bridge ← certs: the upstream's client certificate renewed over the bridge's
+ * own session with the device-side protocol client, installed in two phases.
+ * No probe connection before the rename (device renew's verify step): it
+ * would have to use the bridge's client id and take over its session; the
+ * new certificate was checked against caFile and our key instead.
+ */
+function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], bridge: Bridge, logger: Logger): CertificateRenewer {
+  const r = upstream.renewCertificate
+  return new CertificateRenewer({
+    upstream: upstream.name,
+    files: { cert: upstream.certFile, key: upstream.keyFile, ca: upstream.caFile },
+    atFraction: r.atFraction,
+    retryMinMs: r.retryMinMs,
+    retryMaxMs: r.retryMaxMs,
+    link: bridge,
+    renew: (current) =>
+      renewOverMqtt({
+        client: bridge.control,
+        id: current.id,
+        topicPrefix: r.topicPrefix,
+        caPem: current.caPem,
+        currentKeyPem: current.keyPem,
+        rotateKey: r.rotateKey,
+        timeoutMs: r.timeoutMs,
+      }),
+    install: (renewed) => installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, { replaceKey: renewed.keyRotated }),
+    logger,
+  })
 }
 
 function buildCerts(config: Readonly<AgentConfig>, logger: Logger): CertsService {

@@ -165,6 +165,22 @@ export interface BridgeStatus {
   readonly rules: number
 }
 
+/**
+ * The upstream session as a small MQTT client for the agent's own
+ * request/reply exchanges with the upstream (the certificate renewal of
+ * certificate-renewer.ts). Its messages bypass the buffer and the rules, in
+ * both directions; messages on its topics go to its listeners only.
+ * Structurally an mqtt.js client for these four calls.
+ */
+export interface ControlChannel {
+  /** Subscribes to one topic name (no wildcards) on the current connection. */
+  subscribeAsync(topic: string, opts: { qos: 0 | 1 | 2 }): Promise<void>
+  /** Resolves on PUBACK (QoS 1/2) or once written (QoS 0); rejects when not connected or refused. */
+  publishAsync(topic: string, payload: string | Buffer, opts: { qos: 0 | 1 | 2 }): Promise<void>
+  on(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
+  off(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
+}
+
 export interface BridgeEvents {
   connected: [info: ConnectInfo]
   disconnected: [err: Error | undefined]
@@ -223,6 +239,15 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   #identityFailures = 0
   #loopSince: number | null = null
   #inflightWaiters: (() => void)[] = []
+  readonly #controlTopics = new Set<string>()
+  readonly #controlEvents = new EventEmitter<{ message: [topic: string, payload: Buffer] }>()
+  /** See ControlChannel. */
+  readonly control: ControlChannel = {
+    subscribeAsync: (topic, opts) => this.#controlSubscribe(topic, opts.qos),
+    publishAsync: (topic, payload, opts) => this.#controlPublish(topic, payload, opts.qos),
+    on: (event, listener) => this.#controlEvents.on(event, listener),
+    off: (event, listener) => this.#controlEvents.off(event, listener),
+  }
   readonly #onAppended = (queues: readonly string[]): void => {
     if (queues.includes(this.upstream)) this.#kick()
   }
@@ -711,6 +736,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       this.#onIdentity(msg.payload)
       return
     }
+    if (this.#controlTopics.has(msg.topic)) {
+      this.#controlEvents.emit('message', msg.topic, msg.payload)
+      return
+    }
     const via = msg.userProperties?.[USER_PROP_VIA]
     if (via !== undefined && (via === this.#o.agent.id || (Array.isArray(via) && via.includes(this.#o.agent.id)))) {
       this.#drop('loop')
@@ -734,6 +763,29 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       return
     }
     this.#drop('no-rule')
+  }
+
+  // ---------------------------------------------------------------------------
+  // Control channel (ControlChannel)
+
+  async #controlSubscribe(topic: string, qos: 0 | 1 | 2): Promise<void> {
+    // Registered before the SUBSCRIBE: a retained or queued message may follow the SUBACK at once.
+    this.#controlTopics.add(topic)
+    const [granted] = await this.#conn.session.subscribe([{ topic, qos, nl: true, rap: false, rh: 0 }])
+    if (granted === undefined || granted >= 0x80) {
+      throw new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `the upstream refused the subscription to ${topic}`, { reasonCode: granted ?? 0x80 })
+    }
+  }
+
+  #controlPublish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const msg: OutboundMessage = { topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain: false }
+      try {
+        this.#conn.session.publish(msg, (err) => (err === undefined ? resolve() : reject(err)))
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)))
+      }
+    })
   }
 
   #onIdentity(payload: Buffer): void {

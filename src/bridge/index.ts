@@ -7,6 +7,7 @@ export type {
   BridgeOptions,
   BridgeStatus,
   CapturedPublish,
+  ControlChannel,
   LocalMessage,
   UpstreamOptions,
 } from './bridge.js'
@@ -18,3 +19,16 @@ export { IDENTITY_TOPIC, composeIdentity, decodeIdentity, encodeIdentity, formsL
 export { topicFilterProblem, topicMatches, filtersOverlap } from './topic.js'
 export type { UpstreamState } from './upstream-connection.js'
 export type { TlsMaterial } from './transport.js'
+export {
+  CertificateRenewer,
+  renewalTime,
+  retryDelay,
+  systemRenewerClock,
+  type CertificateRenewerOptions,
+  type CertificateRenewerStatus,
+  type CurrentCertificate,
+  type RenewedCertificate,
+  type RenewerClock,
+  type RenewerLink,
+  type RenewerState,
+} from './certificate-renewer.js'

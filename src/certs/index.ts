@@ -5,7 +5,8 @@ export { LocalCa, caPaths, writeAtomic, readOptional, type CaPaths, type IssuedR
 export { ClockGuard, systemClock, MAX_TIMER_MS, type Clock, type ClockStatus, type ClockState, type ClockReason, type TimerHandle } from './clock.js'
 export { RenewalService, type RenewalInput, type RenewalOutcome, type RenewalStats } from './renewal-service.js'
 export { ServerCertRotation, type ServerTlsMaterial, type ServerCertStats } from './rotation.js'
-export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult } from './renewal-client.js'
+export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult, type RenewalTransport } from './renewal-client.js'
+export { installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
 export {
   PROTOCOL_VERSION,
   parseRequest,

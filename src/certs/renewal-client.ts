@@ -10,16 +10,27 @@
 //   4. wait for the reply with the same requestId;
 //   5. check the new certificate: it parses, names the device, holds our
 //      public key and is signed by the CA we trust. Only then hand it back:
-//      the caller replaces its files (two-phase, see device.ts).
+//      the caller replaces its files (two-phase, see install.ts).
 import { randomUUID, createPublicKey, X509Certificate } from 'node:crypto'
-import type { MqttClient } from 'mqtt'
 import { CertsError, RenewalRefusedError } from './errors.js'
 import { PROTOCOL_VERSION, parseReply, renewalTopics, type IssuedReply } from './protocol.js'
 import { commonName, createCsr, generateKeyPair, importPrivateKey, splitPem } from './x509.js'
 
+/**
+ * What the protocol needs of an MQTT connection: an mqtt.js MqttClient, or
+ * the bridge's upstream session (src/bridge, Bridge.control). Structural, so
+ * that neither side imports the other.
+ */
+export interface RenewalTransport {
+  subscribeAsync(topic: string, opts: { qos: 1 }): Promise<unknown>
+  publishAsync(topic: string, payload: string, opts: { qos: 1 }): Promise<unknown>
+  on(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
+  off(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
+}
+
 export interface RenewOverMqttOptions {
-  /** Connected with the current certificate. */
-  readonly client: MqttClient
+  /** Connected (authenticated) with the current certificate. */
+  readonly client: RenewalTransport
   readonly id: string
   /** Default `devices/{id}/$certs`. */
   readonly topicPrefix?: string

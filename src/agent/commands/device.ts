@@ -10,12 +10,11 @@
 // jitter), as a device would; the gateway keeps the session on the new
 // credential, so the connection is never dropped.
 import { readFileSync, existsSync } from 'node:fs'
-import { rename } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import { Command } from 'commander'
 import mqtt, { type MqttClient } from 'mqtt'
-import { CertsError, RenewalRefusedError, renewOverMqtt, writeAtomic, type RenewResult } from '../../certs/index.js'
+import { CertsError, RenewalRefusedError, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
 import type { CommandContext } from './context.js'
@@ -129,15 +128,18 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
       if (!o.watch) {
         // Two-phase: the new pair must open a session before it replaces the old one.
         await client.endAsync()
-        await install(files, result, o.keepKey, async () => {
-          const probe = await connect(o, id, result.certPem, result.keyPem, caPem)
-          await probe.endAsync()
+        await installCertificate(files, result, {
+          replaceKey: !o.keepKey,
+          verify: async () => {
+            const probe = await connect(o, id, result.certPem, result.keyPem, caPem)
+            await probe.endAsync()
+          },
         })
         ctx.out(`${JSON.stringify(summary(id, result))}\n`)
         return ExitCode.OK
       }
       // --watch: the gateway moved this session onto the new credential.
-      await install(files, result, o.keepKey)
+      await installCertificate(files, result, { replaceKey: !o.keepKey })
       certPem = result.certPem
       keyPem = result.keyPem
       ctx.out(`${JSON.stringify(summary(id, result))}\n`)
@@ -170,19 +172,4 @@ async function connect(o: RenewFlags, id: string, cert: string, key: string, ca:
   })
   client.on('error', () => undefined)
   return client
-}
-
-/** Writes *.new, runs `verify` (if any), then renames over the current files. */
-async function install(files: { cert: string; key: string }, r: RenewResult, keepKey: boolean, verify?: () => Promise<void>): Promise<void> {
-  await writeAtomic(`${files.cert}.new`, r.certPem, 0o644)
-  if (!keepKey) await writeAtomic(`${files.key}.new`, r.keyPem, 0o600)
-  if (verify !== undefined) {
-    try {
-      await verify()
-    } catch (err) {
-      throw new CertsError('EDGE_ERR_CERT_RENEWAL_FAILED', `the new certificate does not open a session (kept as ${files.cert}.new): ${err instanceof Error ? err.message : String(err)}`)
-    }
-  }
-  if (!keepKey) await rename(`${files.key}.new`, files.key)
-  await rename(`${files.cert}.new`, files.cert)
 }

@@ -136,6 +136,14 @@ upstreams: []
 #    status:
 #      enabled: true                # retained birth "online" on connect, last will "offline"
 #      topic: "edge-agent/{site}/status"
+#    renewCertificate:              # toward another edge-agent whose local CA issued certFile (docs/certificates.md)
+#      enabled: false               # renew certFile/keyFile over this upstream's own session before they expire
+#      atFraction: 0.66             # at this fraction of the lifetime (+ jitter up to 1/20); >= the upstream's certs.device.renewAfter
+#      topicPrefix: "devices/{id}/$certs"  # the upstream's certs.renewal.topicPrefix; {id} = the certificate CN
+#      rotateKey: true              # new key pair at each renewal
+#      timeoutMs: 30000             # wait for the upstream's reply
+#      retryMinMs: 10000            # after a failure: retry after this, doubling ...
+#      retryMaxMs: 600000           # ... up to this (or when the upstream says, e.g. too early)
 #    rules:
 #      - topic: "devices/+/telemetry"
 #        direction: out             # out (up) | in (down) | both

@@ -186,6 +186,31 @@ export const UpstreamStatusSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const UpstreamRenewCertificateSchema = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: false,
+      description: "renew this upstream's client certificate (certFile/keyFile) from the upstream edge-agent's local CA, over the bridge's own session",
+    }),
+    atFraction: Type.Number({
+      minimum: 0.1,
+      maximum: 0.95,
+      default: 0.66,
+      description: "renew once this fraction of the certificate's lifetime has passed (plus jitter up to 1/20); at or above the upstream's certs.device.renewAfter",
+    }),
+    topicPrefix: Type.String({
+      minLength: 1,
+      default: 'devices/{id}/$certs',
+      description: "renewal topics on the upstream (its certs.renewal.topicPrefix); {id} = the certificate's CN",
+    }),
+    rotateKey: Type.Boolean({ default: true, description: 'make a new key pair at each renewal (false: keep keyFile)' }),
+    timeoutMs: Type.Integer({ minimum: 1000, default: 30000, description: "how long to wait for the upstream's reply" }),
+    retryMinMs: Type.Integer({ minimum: 100, default: 10000, description: 'first retry after a failure; doubles per failure' }),
+    retryMaxMs: Type.Integer({ minimum: 100, default: 600000, description: 'longest wait between retries' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const UpstreamSchema = Type.Object(
   {
     name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
@@ -224,6 +249,7 @@ export const UpstreamSchema = Type.Object(
       description: 'read the upstream agent identity ($edge-agent/identity) and refuse to forward in a loop',
     }),
     status: UpstreamStatusSchema,
+    renewCertificate: UpstreamRenewCertificateSchema,
     rules: Type.Array(BridgeRuleSchema, { default: [] }),
   },
   { additionalProperties: false },

@@ -65,8 +65,26 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
     if (tlsKeys.length > 0 && /^(mqtt|ws):/.test(u.url)) {
       issues.push({ path: ['upstreams', i, tlsKeys[0] as string], message: 'TLS settings need an mqtts:// or wss:// url' })
     }
+    issues.push(...renewCertificateIssues(u, i))
   })
   issues.push(...certsIssues(config))
+  return issues
+}
+
+/** upstreams[].renewCertificate: what it renews must be configured, and the topics must be names. */
+function renewCertificateIssues(u: AgentConfig['upstreams'][number], i: number): SemanticIssue[] {
+  const issues: SemanticIssue[] = []
+  const path = ['upstreams', i, 'renewCertificate']
+  const r = u.renewCertificate
+  if (!r.enabled) return issues
+  for (const k of ['certFile', 'keyFile', 'caFile'] as const) {
+    if (u[k] === '') issues.push({ path: [...path, 'enabled'], message: `needs upstreams[${i}].${k}: the pair to renew and the CA it must chain to` })
+  }
+  if (!/^(mqtts|wss):/.test(u.url)) issues.push({ path: [...path, 'enabled'], message: 'needs an mqtts:// or wss:// url (the certificate authenticates this gateway)' })
+  if (/[+#\u0000]/.test(r.topicPrefix) || r.topicPrefix.endsWith('/')) {
+    issues.push({ path: [...path, 'topicPrefix'], message: 'must be a topic name without +, #, NUL or a trailing /' })
+  }
+  if (r.retryMinMs > r.retryMaxMs) issues.push({ path: [...path, 'retryMinMs'], message: `must not exceed renewCertificate.retryMaxMs (${r.retryMaxMs})` })
   return issues
 }
 

@@ -452,7 +452,7 @@ test('a drain that falls behind (more than the in-memory tail holds) reads the r
   const store = await open(t)
   await store.append(msg(0))
   await store.ack((await store.takeBatch('up', 10)).map((m) => m.id)) // caught up
-  const n = 3000 // more than the tail's 2048 rows
+  const n = 3000 // more than the tail holds (1024 rows)
   const appended = await Promise.all(Array.from({ length: n }, (_, i) => store.append(msg(i))))
   const taken: number[] = []
   for (let round = 0; round < 100 && taken.length < n; round++) {
