@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, installCertificate, renewOverMqtt, type CertsStats } from '../certs/index.js'
+import { CertsService, generateKeyPair, installCertificate, renewOverMqtt, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
@@ -331,6 +331,10 @@ export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agen
  */
 function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], bridge: Bridge, logger: Logger): CertificateRenewer {
   const r = upstream.renewCertificate
+  // The key of a request still unanswered: a retry certifies the same key, so
+  // that a reply lost with the link is sent again instead of refused as too
+  // early (renewal-service.ts). Forgotten once a certificate is installed.
+  let pendingKeyPem: string | undefined
   return new CertificateRenewer({
     upstream: upstream.name,
     files: { cert: upstream.certFile, key: upstream.keyFile, ca: upstream.caFile },
@@ -338,17 +342,23 @@ function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], brid
     retryMinMs: r.retryMinMs,
     retryMaxMs: r.retryMaxMs,
     link: bridge,
-    renew: (current) =>
-      renewOverMqtt({
+    renew: async (current) => {
+      if (r.rotateKey) pendingKeyPem ??= (await generateKeyPair()).privateKeyPem
+      return renewOverMqtt({
         client: bridge.control,
         id: current.id,
         topicPrefix: r.topicPrefix,
         caPem: current.caPem,
         currentKeyPem: current.keyPem,
         rotateKey: r.rotateKey,
+        ...(pendingKeyPem === undefined ? {} : { newKeyPem: pendingKeyPem }),
         timeoutMs: r.timeoutMs,
-      }),
-    install: (renewed) => installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, { replaceKey: renewed.keyRotated }),
+      })
+    },
+    install: async (renewed) => {
+      await installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, { replaceKey: renewed.keyRotated })
+      pendingKeyPem = undefined
+    },
     logger,
   })
 }
@@ -378,6 +388,7 @@ function certsMetrics(m: MetricsText, c: CertsStatus): void {
     { labels: { kind: 'server' }, value: c.server.rotations },
   ])
     .counter('edge_agent_certs_renewed_total', 'Device certificates renewed over MQTT', c.renewal.renewed)
+    .counter('edge_agent_certs_renewal_resent_total', 'Certificates sent again to a device that retried with the same key (its first reply was lost)', c.renewal.resent)
     .counter('edge_agent_certs_renewal_refused_total', 'Renewal requests refused, by protocol error code', byLabel('reason', c.renewal.refused))
     .counter('edge_agent_certs_server_rotations_total', "Rotations of the broker's server certificate", c.server.rotations)
     .counter('edge_agent_certs_server_rotations_postponed_total', 'Server certificate rotations postponed (clock suspicious, issuance failed)', c.server.postponed)

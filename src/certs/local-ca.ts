@@ -333,6 +333,17 @@ export class LocalCa {
     return this.#issued.get(normalizeSerial(serial))
   }
 
+  /** The PEM of a certificate issued here, or undefined if this CA holds no such file. */
+  async issuedPem(serial: string): Promise<string | undefined> {
+    const record = this.#issued.get(normalizeSerial(serial))
+    if (record === undefined) return undefined
+    try {
+      return await readFile(join(this.paths.issuedDir, `${record.serial}.pem`), 'utf8')
+    } catch {
+      return undefined
+    }
+  }
+
   list(): IssuedRecord[] {
     return [...this.#issued.values()].sort((a, b) => a.id.localeCompare(b.id) || a.notBefore - b.notBefore)
   }

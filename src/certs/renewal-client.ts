@@ -40,6 +40,13 @@ export interface RenewOverMqttOptions {
   readonly currentKeyPem: string
   /** Make a new key pair for the new certificate. Default true. */
   readonly rotateKey?: boolean
+  /**
+   * The private key (PEM) to certify, instead of a fresh one: the key of an
+   * earlier request that got no reply. The gateway answers a CSR for the key
+   * of its newest certificate with that certificate again, so a retry after
+   * a lost reply is not refused as too early.
+   */
+  readonly newKeyPem?: string
   /** Default 30 000 ms. */
   readonly timeoutMs?: number
 }
@@ -57,10 +64,13 @@ export interface RenewResult {
 
 export async function renewOverMqtt(o: RenewOverMqttOptions): Promise<RenewResult> {
   const { request, reply } = renewalTopics(o.topicPrefix ?? 'devices/{id}/$certs', o.id)
-  const rotateKey = o.rotateKey ?? true
+  const rotateKey = o.newKeyPem !== undefined || (o.rotateKey ?? true)
   let keyPem: string
   let key
-  if (rotateKey) {
+  if (o.newKeyPem !== undefined) {
+    key = await importPrivateKey(o.newKeyPem)
+    keyPem = o.newKeyPem
+  } else if (rotateKey) {
     const pair = await generateKeyPair()
     key = pair
     keyPem = pair.privateKeyPem

@@ -11,11 +11,18 @@
 //   6. the clock is trusted;
 //   7. the device's newest certificate (issued here, or the one of the
 //      session) has passed `renewAfter` of its lifetime.
+// One exception to 7: a CSR for the very key of the newest certificate
+// issued here, from a session that does not use it yet, gets that
+// certificate again. That is a device retrying after the reply was lost (a
+// link that dropped mid-exchange); refusing it would lock the device out
+// until its old certificate expires, and then for good. The reference
+// clients keep the key of an unanswered request for their retries.
 // Every refusal is a reply with a stable error code and, where waiting helps,
 // retryAfterSec; the device never has to guess.
 //
 // The identity is the one the broker bound to the session from the
 // certificate: it is never taken from the payload or the topic.
+import { X509Certificate } from 'node:crypto'
 import type { Logger } from 'pino'
 import { CertsError } from './errors.js'
 import type { ClockGuard } from './clock.js'
@@ -73,6 +80,8 @@ export interface RenewalOutcome {
 export interface RenewalStats {
   readonly requests: number
   readonly renewed: number
+  /** Certificates sent again to a device retrying with the same key (a lost reply). */
+  readonly resent: number
   readonly refused: Readonly<Record<string, number>>
 }
 
@@ -83,6 +92,7 @@ export class RenewalService {
   readonly #refused = new Map<string, number>()
   #requests = 0
   #renewed = 0
+  #resent = 0
 
   constructor(opts: RenewalServiceOptions) {
     this.#o = opts
@@ -90,7 +100,7 @@ export class RenewalService {
   }
 
   stats(): RenewalStats {
-    return { requests: this.#requests, renewed: this.#renewed, refused: Object.fromEntries(this.#refused) }
+    return { requests: this.#requests, renewed: this.#renewed, resent: this.#resent, refused: Object.fromEntries(this.#refused) }
   }
 
   /** When a certificate becomes renewable: notAfter minus (1 - renewAfter) of its nominal lifetime. */
@@ -156,7 +166,16 @@ export class RenewalService {
     const reference = candidates.sort((a, b) => b.notBefore - a.notBefore)[0]
     if (reference !== undefined && reference.notAfter > now) {
       const from = this.renewableFrom(reference)
-      if (now < from) return refuse('too-early', `renewal opens at ${new Date(from).toISOString()}`, (from - now) / 1000)
+      if (now < from) {
+        const again = reference.serial === input.credential.serial ? undefined : await this.#reissued(reference.serial, csr.csr.publicKey.rawData)
+        if (again !== undefined) {
+          this.#resent++
+          this.#log.info({ deviceId: input.id, serial: again.serial, requestId: request.requestId }, 'certificate sent again: same key as the newest issued, the first reply was probably lost')
+          const reply = this.#issuedReply(request.requestId, again.certPem, again)
+          return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply }
+        }
+        return refuse('too-early', `renewal opens at ${new Date(from).toISOString()}`, (from - now) / 1000)
+      }
     }
 
     let issued
@@ -170,20 +189,37 @@ export class RenewalService {
       return refuse('internal', 'the gateway could not issue a certificate')
     }
     this.#renewed++
-    const reply: IssuedReply = {
-      v: PROTOCOL_VERSION,
-      requestId: request.requestId,
-      status: 'issued',
-      certificate: issued.certPem,
-      chain: this.#o.ca.bundlePem(),
-      serial: issued.serial,
-      notBefore: new Date(issued.notBefore).toISOString(),
-      notAfter: new Date(issued.notAfter).toISOString(),
-      renewAfter: new Date(this.renewableFrom(issued)).toISOString(),
-    }
+    const reply = this.#issuedReply(request.requestId, issued.certPem, issued)
     this.#log.info({ deviceId: input.id, serial: issued.serial, notAfter: reply.notAfter, requestId: request.requestId }, 'certificate renewed')
     const { certPem: _pem, ...record } = issued
     return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply, issued: record }
+  }
+
+  #issuedReply(requestId: IssuedReply['requestId'], certPem: string, cert: { serial: string; notBefore: number; notAfter: number }): IssuedReply {
+    return {
+      v: PROTOCOL_VERSION,
+      requestId,
+      status: 'issued',
+      certificate: certPem,
+      chain: this.#o.ca.bundlePem(),
+      serial: cert.serial,
+      notBefore: new Date(cert.notBefore).toISOString(),
+      notAfter: new Date(cert.notAfter).toISOString(),
+      renewAfter: new Date(this.renewableFrom(cert)).toISOString(),
+    }
+  }
+
+  /** The certificate issued here as `serial`, if it certifies exactly this public key (SPKI DER). */
+  async #reissued(serial: string, spki: ArrayBuffer): Promise<{ serial: string; notBefore: number; notAfter: number; certPem: string } | undefined> {
+    const record = this.#o.ca.get(serial)
+    const certPem = await this.#o.ca.issuedPem(serial)
+    if (record === undefined || certPem === undefined) return undefined
+    try {
+      const held = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' })
+      return held.equals(Buffer.from(spki)) ? { serial: record.serial, notBefore: record.notBefore, notAfter: record.notAfter, certPem } : undefined
+    } catch {
+      return undefined
+    }
   }
 
   /** Forgets rate-limit entries older than the interval (bounded memory). */

@@ -9,6 +9,7 @@ import {
   LocalCa,
   RenewalService,
   checkIssued,
+  renewOverMqtt,
   createCsr,
   generateKeyPair,
   type ErrorReply,
@@ -80,7 +81,7 @@ test('renews once 2/3 of the lifetime has passed, not before, and says when to c
   // Same session, old credential: the window follows the newest certificate, so no storm.
   await clock.advance(11_000)
   assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred })).error, 'too-early')
-  assert.deepEqual(service.stats(), { requests: 3, renewed: 1, refused: { 'too-early': 2 } })
+  assert.deepEqual(service.stats(), { requests: 3, renewed: 1, resent: 0, refused: { 'too-early': 2 } })
 })
 
 test('rate-limits requests per device, whatever their outcome', async (t) => {
@@ -131,4 +132,57 @@ test('answers "disabled" when renewal over MQTT is off', async (t) => {
   const { service, first } = await setup(t, { enabled: false })
   const r = error(await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter } }))
   assert.equal(r.error, 'disabled')
+})
+
+test('a retry for the key of the newest certificate gets that certificate again (the first reply was lost); another key is too early', async (t) => {
+  const { clock, service, first } = await setup(t)
+  const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
+  await clock.advance(81_000)
+  const key = await generateKeyPair()
+  const csrFor = async (k: typeof key, requestId: string) =>
+    Buffer.from(JSON.stringify({ v: 1, requestId, csr: await createCsr({ key: k, cn: 'd1' }) }))
+  const issued = (await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r1'), credential: cred })).reply as IssuedReply
+  assert.equal(issued.status, 'issued')
+  // The reply never arrived; the device, still on its old certificate, asks again with the same key.
+  await clock.advance(11_000)
+  const again = (await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r2'), credential: cred })).reply as IssuedReply
+  assert.equal(again.status, 'issued', JSON.stringify(again))
+  assert.equal(again.serial, issued.serial, 'the same certificate, not a new one')
+  assert.equal(again.requestId, 'r2')
+  assert.equal(again.certificate, issued.certificate)
+  // A different key is a second renewal inside the window: refused, as before.
+  await clock.advance(11_000)
+  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(await generateKeyPair(), 'r3'), credential: cred })).error, 'too-early')
+  // A session already on the new certificate gets nothing again for its key.
+  await clock.advance(11_000)
+  const onNew = { serial: issued.serial, notBefore: Date.parse(issued.notBefore), notAfter: Date.parse(issued.notAfter) }
+  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r4'), credential: onNew })).error, 'too-early')
+  assert.deepEqual(service.stats(), { requests: 4, renewed: 1, resent: 1, refused: { 'too-early': 2 } })
+})
+
+test('the reference client retrying with the key of a lost reply gets the certificate (client and service together)', async (t) => {
+  const { clock, ca, service, first } = await setup(t)
+  const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
+  await clock.advance(81_000)
+  // A minimal client: requests go to the service; the first reply is lost.
+  const listeners = new Set<(topic: string, payload: Buffer) => void>()
+  let dropReplies = 1
+  const client = {
+    subscribeAsync: async () => undefined,
+    publishAsync: async (_topic: string, payload: string | Buffer) => {
+      const out = await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from(payload), credential: cred })
+      if (dropReplies-- > 0) return
+      for (const l of listeners) l(out.topic, out.payload)
+    },
+    on: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.add(l),
+    off: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.delete(l),
+  }
+  const pending = (await generateKeyPair()).privateKeyPem
+  const opts = { client, id: 'd1', caPem: ca.bundlePem(), currentKeyPem: pending, newKeyPem: pending, timeoutMs: 200 }
+  await assert.rejects(renewOverMqtt(opts), /no reply/)
+  await clock.advance(11_000) // past the rate limit
+  const renewed = await renewOverMqtt(opts)
+  assert.equal(renewed.keyPem, pending)
+  assert.equal(renewed.serial, ca.newest('d1')?.serial)
+  assert.deepEqual(service.stats().resent, 1)
 })
