@@ -78,6 +78,14 @@ export function renderStatus(s: AgentStatus): string {
       ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v)}`).join(', ')],
     ]
     if (u.lastError !== null && !u.connected) rows.push(['last error', `${u.lastError.message} (${u.lastError.code})`])
+    const c = u.certificate
+    if (c !== null && c !== undefined) {
+      const left = c.notAfter === null ? null : Math.round((Date.parse(c.notAfter) - Date.now()) / 1000)
+      const expiry = left === null ? 'unknown' : left <= 0 ? `EXPIRED ${c.notAfter ?? ''}: re-provision ${c.certFile}` : `expires in ${duration(left)} (${c.notAfter ?? ''})`
+      rows.push(['certificate', `${c.state}, serial ${c.serial ?? '?'}, ${expiry}`])
+      rows.push(['renewal', `${num(c.renewals)} done${c.nextRenewalAt === null ? '' : `, next ${c.nextRenewalAt}`}${c.failures > 0 ? `, ${num(c.failures)} failed in a row` : ''}`])
+      if (c.lastError !== null && c.failures > 0) rows.push(['renewal error', `${c.lastError.message}${c.lastError.code === null ? '' : ` (${c.lastError.code})`}`])
+    }
     lines.push(table([`UPSTREAM ${u.name}`, ''], rows))
   }
   return lines.join('\n') + '\n'

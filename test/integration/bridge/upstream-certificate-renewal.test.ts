@@ -18,7 +18,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
-import { startAgent } from '../../helpers/agent-process.js'
+import { runCli, startAgent } from '../../helpers/agent-process.js'
 import { client } from '../../helpers/mqtt-clients.js'
 import { startProxy } from '../../helpers/tcp-proxy.js'
 import { nextMessage, waitFor } from '../../helpers/wait.js'
@@ -93,6 +93,11 @@ test("L2 renews its upstream certificate from L3's CA before it expires, and rec
   assert.ok(status.certificate.renewals >= 1)
   assert.equal(status.certificate.lastError, null)
   assert.ok(Date.parse(status.certificate.nextRenewalAt) > Date.now())
+  // The technician's view shows it too.
+  const shown = await runCli(['status', '--url', l2.adminUrl])
+  assert.equal(shown.code, 0, shown.stderr)
+  assert.match(shown.stdout, /certificate\s+\S+, serial [0-9A-Fa-f]+, expires in /)
+  assert.match(shown.stdout, /renewal\s+\d+ done, next /)
   await flows('after the renewal')
 
   // 2. Past the original's notAfter: a new connection works (with the new files only).
