@@ -13,7 +13,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import { Command } from 'commander'
-import mqtt, { type MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 import { CertsError, RenewalRefusedError, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
@@ -158,6 +158,9 @@ function summary(id: string, r: RenewResult): Record<string, unknown> {
 }
 
 async function connect(o: RenewFlags, id: string, cert: string, key: string, ca: string): Promise<MqttClient> {
+  // Imported here, not at the top: every command module is loaded at start,
+  // and `run` has no use for mqtt.js (5–8 MB of a running agent's memory).
+  const { default: mqtt } = await import('mqtt')
   const client = await mqtt.connectAsync(o.url, {
     clientId: id,
     protocolVersion: 4,
