@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, generateKeyPair, installCertificate, renewOverMqtt, type CertsStats } from '../certs/index.js'
+import { CertsService, generateKeyPair, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
@@ -342,6 +342,7 @@ function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], brid
     retryMinMs: r.retryMinMs,
     retryMaxMs: r.retryMaxMs,
     link: bridge,
+    clock: systemClock,
     renew: async (current) => {
       if (r.rotateKey) pendingKeyPem ??= (await generateKeyPair()).privateKeyPem
       return renewOverMqtt({

@@ -40,15 +40,6 @@ export interface RenewerClock {
   clearTimeout(handle: unknown): void
 }
 
-export const systemRenewerClock: RenewerClock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(() => void fn(), Math.min(Math.max(0, ms), MAX_TIMER_MS))
-    t.unref()
-    return t
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-}
 
 /** The bridge as the renewer sees it: link state and its changes. */
 export interface RenewerLink {
@@ -93,7 +84,8 @@ export interface CertificateRenewerOptions {
   readonly logger: Logger
   /** On stop, how long a renewal in progress may take to finish and install, ms. Default 5000. */
   readonly stopGraceMs?: number
-  readonly clock?: RenewerClock
+  /** Timers and wall-clock time; the agent passes certs' systemClock (structurally a RenewerClock). */
+  readonly clock: RenewerClock
   /** [0, 1); jitter source. Default Math.random. */
   readonly random?: () => number
   readonly readText?: (path: string) => Promise<string>
@@ -180,7 +172,7 @@ export class CertificateRenewer {
     this.#o = options
     this.name = `certificate-renewer:${options.upstream}`
     this.#log = options.logger.child({ component: 'certificate-renewer', upstream: options.upstream })
-    this.#clock = options.clock ?? systemRenewerClock
+    this.#clock = options.clock
     this.#random = options.random ?? Math.random
     this.#read = options.readText ?? ((p) => readFile(p, 'utf8'))
   }

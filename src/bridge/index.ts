@@ -23,7 +23,6 @@ export {
   CertificateRenewer,
   renewalTime,
   retryDelay,
-  systemRenewerClock,
   type CertificateRenewerOptions,
   type CertificateRenewerStatus,
   type CurrentCertificate,
