@@ -28,7 +28,7 @@ import { connect, createServer, type Socket } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { AGENT_MAIN, agentNodeArgs, deployedEnv, getJson } from './lib/agent.js'
+import { deployedEnv, getJson, launchAgent } from './lib/agent.js'
 import { MOSQUITTO_BIN } from './lib/mosquitto.js'
 import { freePort } from './lib/ports.js'
 import { installCleanupHooks, killAllStarted, spawnNodeProgram, spawnTracked, type Started } from './lib/proc.js'
@@ -204,10 +204,11 @@ async function agent(upstreamUrl: string, rules: readonly Record<string, unknown
   )
   const waiters: ((at: number) => void)[] = []
   let partial = ''
-  const proc = await spawnTracked(process.execPath, [...agentNodeArgs(), AGENT_MAIN, 'run', '--config', conf], {
-    name: 'edge-agent',
-    fdLimit: 65_536,
-    env: { ...process.env, ...deployedEnv() },
+  const proc = await launchAgent({
+    configFile: conf,
+    adminPort,
+    dir,
+    env: deployedEnv(),
     onStdout: (chunk) => {
       partial += chunk
       let nl: number
@@ -217,11 +218,6 @@ async function agent(upstreamUrl: string, rules: readonly Record<string, unknown
         if (line.includes('"upstream connected"')) for (const w of waiters.splice(0)) w(Date.now())
       }
     },
-  })
-  await waitFor(async () => (await getJson(adminPort, '/healthz')).status === 200, {
-    what: 'edge-agent /healthz',
-    timeoutMs: 60_000,
-    abort: proc.exited,
   })
   return {
     pid: proc.pid,

@@ -34,7 +34,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
-import { AGENT_MAIN, agentNodeArgs, deployedEnv, getJson } from './lib/agent.js'
+import { deployedEnv, getJson, launchAgent } from './lib/agent.js'
 import { startMosquitto } from './lib/mosquitto.js'
 import { diffSnapshots, summariseSnapshot } from './lib/heap-summary.js'
 import { freePort } from './lib/ports.js'
@@ -42,7 +42,6 @@ import { ask, probeFlags, type ProbeReply } from './lib/probe.js'
 import { installCleanupHooks, killAllStarted, spawnTracked, type Started } from './lib/proc.js'
 import { readProcMemory } from './lib/rss.js'
 import { printTable, type Row } from './lib/table.js'
-import { waitFor } from './lib/wait.js'
 
 const env = process.env
 const ROLE = env['EDGE_BENCH_INGEST_ROLE'] ?? 'harness'
@@ -270,25 +269,15 @@ async function startIngestAgent(opts: { probe?: boolean } = {}): Promise<Agent> 
     ].join('\n'),
   )
   const probe = opts.probe === true
-  const proc = await spawnTracked(process.execPath, [...(probe ? [...probeFlags(), '--expose-gc'] : []), ...agentNodeArgs(), AGENT_MAIN, 'run', '--config', conf], {
-    name: 'edge-agent',
-    fdLimit: 65_536,
+  const proc = await launchAgent({
+    configFile: conf,
+    adminPort,
+    dir,
+    nodeFlags: probe ? [...probeFlags(), '--expose-gc'] : [],
     ipc: probe,
-    env: { ...process.env, ...deployedEnv() },
+    env: deployedEnv(),
   })
   const cleanup = (): void => rmSync(dir, { recursive: true, force: true })
-  try {
-    await waitFor(async () => (await getJson(adminPort, '/healthz').catch(() => ({ status: 0 }))).status === 200, {
-      what: 'edge-agent /healthz = 200',
-      timeoutMs: 60_000,
-      intervalMs: 100,
-      abort: proc.exited,
-    })
-  } catch (err) {
-    await proc.stop('SIGKILL')
-    cleanup()
-    throw new Error(`${(err as Error).message}\n${proc.output()}`)
-  }
   return {
     pid: proc.pid,
     port,

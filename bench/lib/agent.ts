@@ -10,7 +10,7 @@ import { get } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { BrokerProcess } from './bare-aedes.js'
-import { repoRoot, spawnTracked } from './proc.js'
+import { repoRoot, spawnTracked, type Started } from './proc.js'
 import { waitFor } from './wait.js'
 
 /** The agent entry point; EDGE_BENCH_AGENT_MAIN benchmarks another build of it (e.g. a bundled release). */
@@ -94,21 +94,34 @@ export function getJson(port: number, path: string, timeoutMs = 5_000): Promise<
   })
 }
 
-export async function startAgent(opts: AgentOptions): Promise<BrokerProcess & { env: Record<string, string> }> {
-  if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} missing: run \`npm run build\` first`)
-  const dir = mkdtempSync(join(tmpdir(), 'edge-bench-agent-'))
-  const conf = join(dir, 'agent.yaml')
-  writeFileSync(conf, agentConfig(opts, join(dir, 'data')))
-  const env = opts.plainEnv === true ? {} : deployedEnv()
-  const proc = await spawnTracked(process.execPath, [...(opts.nodeFlags ?? []), AGENT_MAIN, 'run', '--config', conf], {
+export interface LaunchOptions {
+  readonly configFile: string
+  readonly adminPort: number
+  /** The run's temp dir: removed if the agent never becomes ready. */
+  readonly dir: string
+  readonly nodeFlags?: readonly string[]
+  readonly fdLimit?: number
+  readonly ipc?: boolean
+  /** Laid over process.env (e.g. deployedEnv()). */
+  readonly env: NodeJS.ProcessEnv
+  readonly onStdout?: (chunk: string) => void
+}
+
+/**
+ * `node [flags] dist/agent/main.js run --config FILE`, ready once GET /healthz
+ * answers 200. EDGE_BENCH_AGENT_NODE_FLAGS is added to the flags. If it does
+ * not become ready: killed, its dir removed, and the error carries its output.
+ */
+export async function launchAgent(o: LaunchOptions): Promise<Started> {
+  const proc = await spawnTracked(process.execPath, [...(o.nodeFlags ?? []), ...agentNodeArgs(), AGENT_MAIN, 'run', '--config', o.configFile], {
     name: 'edge-agent',
-    fdLimit: opts.fdLimit ?? 65_536,
-    ipc: opts.ipc ?? false,
-    env: { ...process.env, ...env, ...opts.env },
+    fdLimit: o.fdLimit ?? 65_536,
+    ipc: o.ipc ?? false,
+    env: { ...process.env, ...o.env },
+    ...(o.onStdout === undefined ? {} : { onStdout: o.onStdout }),
   })
-  const cleanup = (): void => rmSync(dir, { recursive: true, force: true })
   try {
-    await waitFor(async () => (await getJson(opts.adminPort, '/healthz')).status === 200, {
+    await waitFor(async () => (await getJson(o.adminPort, '/healthz')).status === 200, {
       what: 'edge-agent /healthz = 200',
       timeoutMs: 60_000,
       intervalMs: 100,
@@ -116,9 +129,28 @@ export async function startAgent(opts: AgentOptions): Promise<BrokerProcess & { 
     })
   } catch (err) {
     await proc.stop('SIGKILL')
-    cleanup()
+    rmSync(o.dir, { recursive: true, force: true })
     throw new Error(`${(err as Error).message}\n${proc.output()}`)
   }
+  return proc
+}
+
+export async function startAgent(opts: AgentOptions): Promise<BrokerProcess & { env: Record<string, string> }> {
+  if (!existsSync(AGENT_MAIN)) throw new Error(`${AGENT_MAIN} missing: run \`npm run build\` first`)
+  const dir = mkdtempSync(join(tmpdir(), 'edge-bench-agent-'))
+  const conf = join(dir, 'agent.yaml')
+  writeFileSync(conf, agentConfig(opts, join(dir, 'data')))
+  const env = opts.plainEnv === true ? {} : deployedEnv()
+  const proc = await launchAgent({
+    configFile: conf,
+    adminPort: opts.adminPort,
+    dir,
+    nodeFlags: opts.nodeFlags ?? [],
+    fdLimit: opts.fdLimit ?? 65_536,
+    ipc: opts.ipc ?? false,
+    env: { ...env, ...opts.env },
+  })
+  const cleanup = (): void => rmSync(dir, { recursive: true, force: true })
   return {
     name: 'edge-agent',
     pid: proc.pid,
