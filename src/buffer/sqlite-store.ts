@@ -157,15 +157,6 @@ export interface SqliteStoreOptions {
   readonly timers?: GroupCommitTimers
 }
 
-interface InFlight {
-  readonly queue: string
-  readonly topic: string
-  readonly priority: number
-  readonly conflate: boolean
-  readonly size: number
-  readonly rule: string
-}
-
 interface QueueState {
   depth: number
   bytes: number
@@ -227,7 +218,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   #totalBytes = 0
   #totalRows = 0
   readonly #queues = new Map<string, QueueState>()
-  readonly #inFlight = new Map<number, InFlight>()
+  /** id → the message handed out (its columns answer acks and releases without a read). */
+  readonly #inFlight = new Map<number, StoredMessage>()
   readonly #inFlightByQueue = new Map<string, number>()
   /** Ids with an ack waiting for its commit: not released, not re-taken. */
   readonly #acking = new Set<number>()
@@ -849,7 +841,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         this.#counters.released++
         // Invariant 5: a released latest-only row with a newer row of its
         // topic is conflated instead of redelivered.
-        if (f.conflate && s.topicHasNewer.get(f.queue, f.topic, id) !== undefined) superseded.push(id)
+        if (f.conflation === 'latest-only' && s.topicHasNewer.get(f.queue, f.topic, id) !== undefined) superseded.push(id)
       }
     } catch (err) {
       throw this.#readFailure(err, 'release')
@@ -894,14 +886,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   }
 
   #markInFlight(m: StoredMessage): void {
-    this.#inFlight.set(m.id, {
-      queue: m.queue,
-      topic: m.topic,
-      priority: m.priority,
-      conflate: m.conflation === 'latest-only',
-      size: m.size,
-      rule: m.rule,
-    })
+    this.#inFlight.set(m.id, m)
     this.#inFlightByQueue.set(m.queue, (this.#inFlightByQueue.get(m.queue) ?? 0) + 1)
   }
 
