@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The process boundary: the only file that reads argv and the environment,
 // handles signals and decides the exit code (see exit-codes.ts).
+import './quiet-debug.js'
 import { createRequire } from 'node:module'
 import { createInterface } from 'node:readline/promises'
 import { runCli } from './cli.js'

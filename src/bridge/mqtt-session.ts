@@ -38,6 +38,7 @@ import mqttPacket, {
 } from 'mqtt-packet'
 import type { Logger } from 'pino'
 import { BridgeError } from './errors.js'
+import { INBOUND_ACK, MalformedLengthError, PacketFramer, encodeAck, encodePublish, type AckType } from './mqtt-codec.js'
 
 export type ProtocolVersion = 4 | 5
 
@@ -151,7 +152,9 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   #ending = false
   #password: Buffer | undefined
   #writeOpts: { protocolVersion: ProtocolVersion }
-  #writesPending = false
+  /** Packets written this tick, sent together at its end (see #write). */
+  #out: Buffer[] = []
+  #outBytes = 0
 
   constructor(options: MqttSessionOptions) {
     super()
@@ -183,7 +186,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   /** False while the transport holds more than 1 MiB unsent (QoS 0 has no window); wait for 'drain'. */
   get writable(): boolean {
     const s = this.#stream
-    return s !== null && this.#connected && s.writableLength < 1_048_576
+    return s !== null && this.#connected && s.writableLength + this.#outBytes < 1_048_576
   }
 
   /** Free slots of the window now (0 while disconnected). */
@@ -202,6 +205,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     this.#ending = false
     const o = this.#o
     const parser = mqttPacket.parser({ protocolVersion: o.protocolVersion })
+    const framer = new PacketFramer()
     return new Promise<ConnectInfo>((resolve, reject) => {
       let settled = false
       const fail = (err: Error): void => {
@@ -215,11 +219,12 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         () => fail(new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', `no CONNACK within ${o.connectTimeoutMs} ms`)),
         o.connectTimeoutMs,
       )
-      parser.on('error', (err: Error) => {
+      const malformed = (err: Error): void => {
         const e = new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `malformed packet from upstream: ${err.message}`, { cause: err })
         if (!settled) fail(e)
         else this.#teardown(stream, e)
-      })
+      }
+      parser.on('error', malformed)
       parser.on('packet', (packet: Packet) => {
         if (this.#stream !== stream) return
         this.#lastReceived = this.#now()
@@ -241,8 +246,27 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         }
         this.#handle(stream, packet)
       })
+      // Whole packets only reach the parser; the acknowledgements of our own
+      // publishes (most of what arrives) are read here without it.
+      const onPacket = (buf: Buffer, start: number, end: number): void => {
+        if (settled && end - start === 4 && buf[start + 1] === 2 && this.#stream === stream) {
+          const type = INBOUND_ACK.get(buf[start] as number)
+          if (type !== undefined && type !== 'pubrel') {
+            this.#lastReceived = this.#now()
+            this.#pingOutstanding = false
+            this.#onAck(stream, type, buf.readUInt16BE(start + 2), 0)
+            return
+          }
+        }
+        parser.parse(buf.subarray(start, end))
+      }
       stream.on('data', (chunk: Buffer) => {
-        parser.parse(chunk)
+        try {
+          framer.push(chunk, onPacket)
+        } catch (err) {
+          if (err instanceof MalformedLengthError) malformed(err)
+          else throw err
+        }
       })
       stream.on('error', (err: Error) => {
         const e = err instanceof BridgeError ? err : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', err.message, { cause: err })
@@ -385,6 +409,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       const packet: Packet =
         this.#o.protocolVersion === 5 ? { cmd: 'disconnect', reasonCode: opts.withWill === true ? 0x04 : 0x00 } : { cmd: 'disconnect' }
       this.#write(stream, packet)
+      this.#flush()
     }
     this.#connected = false
     this.#ending = true
@@ -432,43 +457,45 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
 
   #write(stream: Duplex, packet: Packet): void {
     if (stream.destroyed) return
-    // Several packets written in one tick leave in one write(v) call.
-    if (!this.#writesPending) {
-      this.#writesPending = true
-      stream.cork()
-      process.nextTick(() => {
-        this.#writesPending = false
-        stream.uncork()
-      })
+    const v = this.#o.protocolVersion
+    let buf: Buffer | undefined
+    if (packet.cmd === 'publish') buf = encodePublish(packet, v)
+    else if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubrel' || packet.cmd === 'pubcomp') {
+      if (packet.properties === undefined) buf = encodeAck(packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0, v)
     }
-    mqttPacket.writeToStream(packet, stream, this.#writeOpts)
+    buf ??= mqttPacket.generate(packet, this.#writeOpts)
+    // Packets written in one tick leave in one write: one syscall and one
+    // TCP segment for a window's worth of publishes or acknowledgements.
+    if (this.#out.length === 0) process.nextTick(() => this.#flush())
+    this.#out.push(buf)
+    this.#outBytes += buf.length
+  }
+
+  /** Writes what #write gathered to the current connection (a torn-down one has had it dropped). */
+  #flush(): void {
+    const out = this.#out
+    const stream = this.#stream
+    if (out.length === 0 || stream === null) return
+    const bytes = this.#outBytes
+    this.#out = []
+    this.#outBytes = 0
+    if (stream.destroyed) return
+    if (out.length === 1) stream.write(out[0])
+    else if (bytes <= 65_536) stream.write(Buffer.concat(out, bytes))
+    else {
+      // Large messages are not copied together: one writev instead.
+      stream.cork()
+      for (const b of out) stream.write(b)
+      stream.uncork()
+    }
   }
 
   #handle(stream: Duplex, packet: Packet): void {
     switch (packet.cmd) {
       case 'puback':
-        this.#acked(packet.messageId, 1, packet.reasonCode ?? 0)
-        return
-      case 'pubrec': {
-        const id = packet.messageId ?? 0
-        const e = this.#inflight.get(id)
-        const code = packet.reasonCode ?? 0
-        if (e === undefined || e.packet.qos !== 2) {
-          // Unknown id: answer so that the upstream can finish its state [MQTT-4.3.3].
-          this.#write(stream, this.#o.protocolVersion === 5 ? { cmd: 'pubrel', messageId: id, reasonCode: 0x92 } : { cmd: 'pubrel', messageId: id })
-          return
-        }
-        if (code >= 0x80) {
-          this.#inflight.delete(id)
-          e.cb(rejected(code), code)
-          return
-        }
-        e.state = 'pubrel'
-        this.#write(stream, { cmd: 'pubrel', messageId: id })
-        return
-      }
+      case 'pubrec':
       case 'pubcomp':
-        this.#acked(packet.messageId, 2, packet.reasonCode ?? 0)
+        this.#onAck(stream, packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0)
         return
       case 'suback': {
         const pending = this.#subscribes.get(packet.messageId ?? 0)
@@ -503,8 +530,25 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     }
   }
 
-  #acked(messageId: number | undefined, qos: 1 | 2, code: number): void {
-    const id = messageId ?? 0
+  #onAck(stream: Duplex, type: Exclude<AckType, 'pubrel'>, id: number, code: number): void {
+    if (type === 'puback') return this.#acked(id, 1, code)
+    if (type === 'pubcomp') return this.#acked(id, 2, code)
+    const e = this.#inflight.get(id)
+    if (e === undefined || e.packet.qos !== 2) {
+      // Unknown id: answer so that the upstream can finish its state [MQTT-4.3.3].
+      this.#write(stream, this.#o.protocolVersion === 5 ? { cmd: 'pubrel', messageId: id, reasonCode: 0x92 } : { cmd: 'pubrel', messageId: id })
+      return
+    }
+    if (code >= 0x80) {
+      this.#inflight.delete(id)
+      e.cb(rejected(code), code)
+      return
+    }
+    e.state = 'pubrel'
+    this.#write(stream, { cmd: 'pubrel', messageId: id })
+  }
+
+  #acked(id: number, qos: 1 | 2, code: number): void {
     const e = this.#inflight.get(id)
     if (e === undefined || e.packet.qos !== qos || (qos === 2 && e.state !== 'pubrel')) {
       this.#log.debug({ messageId: id, qos }, 'acknowledgement for an unknown packet id ignored')
@@ -571,6 +615,8 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   #teardown(stream: Duplex, err: Error | undefined): void {
     if (this.#stream !== stream) return
     this.#stream = null
+    this.#out = []
+    this.#outBytes = 0
     const wasConnected = this.#connected || this.#info !== null
     this.#connected = false
     this.#info = null
