@@ -32,16 +32,16 @@ export class BridgeGroup {
    * For LocalBroker's onPublish: undefined when no `out` rule matches (the
    * device is acknowledged at once), else a promise the PUBACK waits for.
    */
-  readonly capture = (packet: CapturedPublish): Promise<void> | undefined => {
+  readonly capture = (packet: CapturedPublish): Promise<unknown> | undefined => {
     const bridges = this.bridges
     if (bridges.length === 1) return (bridges[0] as Bridge).capture(packet)
-    let pending: Promise<void>[] | undefined
+    let pending: Promise<unknown>[] | undefined
     for (const b of bridges) {
       const p = b.capture(packet)
       if (p !== undefined) (pending ??= []).push(p)
     }
     if (pending === undefined) return undefined
-    return pending.length === 1 ? pending[0] : Promise.all(pending).then(() => undefined)
+    return pending.length === 1 ? pending[0] : Promise.all(pending)
   }
 
   /** Publishes this agent's identity (retained, local) and keeps it current. */

@@ -399,10 +399,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   /**
    * Stores the message for every matching `out` rule of this upstream.
    * Returns undefined when no rule matches (the broker acknowledges at once),
-   * else a promise the device's PUBACK waits for; it rejects when the buffer
+   * else a promise the device's PUBACK waits for (its value means nothing); it rejects when the buffer
    * refused the message (the broker then withholds the ack).
    */
-  capture(packet: CapturedPublish): Promise<void> | undefined {
+  capture(packet: CapturedPublish): Promise<unknown> | undefined {
     let pending: Promise<unknown> | undefined
     for (const rule of this.#outRules) {
       const remote = rule.mapOutbound(packet.topic)
@@ -434,7 +434,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       })
       pending = pending === undefined ? p : Promise.all([pending, p])
     }
-    return pending === undefined ? undefined : pending.then(() => undefined)
+    return pending
   }
 
   // ---------------------------------------------------------------------------

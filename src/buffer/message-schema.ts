@@ -100,17 +100,20 @@ export const MESSAGE_STORE_MIGRATIONS: readonly Migration[] = [
   },
 ]
 
+/** Every column, in the order rawRowToMessage reads them. */
+const MESSAGE_COLUMNS = 'id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties'
+
 /** Hot-path SQL, exported so the query-plan test checks exactly what runs. */
 export const SQL = {
   insert: `INSERT INTO buffer_messages
     (id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties)
-    VALUES (@id, @queue, @topic, @qos, @retain, @priority, @rule, @conflate, @whenFull, @createdAt, @expiresAt, @size, @payload, @properties)`,
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   deleteById: 'DELETE FROM buffer_messages WHERE id = ? RETURNING id, queue, topic, priority, size, rule',
   /** Acks of in-flight rows: the store already holds what RETURNING would give (and RETURNING costs 3 µs a row). */
   deleteAcked: 'DELETE FROM buffer_messages WHERE id = ?',
   selectById: 'SELECT * FROM buffer_messages WHERE id = ?',
   /** Drain: the next rows of one (queue, priority) after a cursor, in id order. */
-  takeRange: 'SELECT * FROM buffer_messages WHERE queue = ? AND priority = ? AND id > ? ORDER BY id LIMIT ?',
+  takeRange: `SELECT ${MESSAGE_COLUMNS} FROM buffer_messages WHERE queue = ? AND priority = ? AND id > ? ORDER BY id LIMIT ?`,
   /** Drain order candidates (ids only: covering index); peek. */
   takeIds: 'SELECT id FROM buffer_messages WHERE queue = ? ORDER BY priority DESC, id LIMIT ?',
   /** Oldest row of one (queue, priority): per-queue oldest age = min over the queue's priorities. */
@@ -192,12 +195,55 @@ export function rowToMessage(r: MessageRow): StoredMessage {
   }
 }
 
+/** A row read by a RAW statement. */
+export type RawMessageRow = [
+  id: number,
+  queue: string,
+  topic: string,
+  qos: number,
+  retain: number,
+  priority: number,
+  rule: string,
+  conflate: number,
+  whenFull: number,
+  createdAt: number,
+  expiresAt: number | null,
+  size: number,
+  payload: Buffer,
+  properties: string | null,
+]
+
+export function rawRowToMessage(r: RawMessageRow): StoredMessage {
+  return {
+    id: r[0],
+    queue: r[1],
+    topic: r[2],
+    payload: r[12],
+    qos: r[3] === 2 ? 2 : r[3] === 1 ? 1 : 0,
+    retain: r[4] !== 0,
+    priority: r[5],
+    rule: r[6],
+    conflation: r[7] !== 0 ? 'latest-only' : 'none',
+    whenFull: WHEN_FULL_BY_CODE[r[8]] ?? 'drop-oldest',
+    createdAt: r[9],
+    expiresAt: r[10],
+    properties: decodeProperties(r[13]),
+    size: r[11],
+  }
+}
+
 export function rowToPeeked(r: MessageRow, inFlight: boolean): PeekedMessage {
   return { ...rowToMessage(r), inFlight }
 }
 
 /** Prepared statements of the store, created once per start(). Single-column reads are plucked (see PLUCKED). */
 export type Statements = { readonly [K in keyof typeof SQL]: Database.Statement }
+
+/**
+ * Statements that return arrays (MESSAGE_COLUMNS order) instead of objects:
+ * the drain reads every row once, and an object per row cost 1.5 µs more.
+ */
+const RAW: ReadonlySet<keyof typeof SQL> = new Set<keyof typeof SQL>(['takeRange'])
 
 /** Statements that return a single column, prepared in pluck mode. */
 const PLUCKED: ReadonlySet<keyof typeof SQL> = new Set<keyof typeof SQL>([
@@ -217,7 +263,7 @@ export function prepareStatements(db: Database.Database): Statements {
   const out: Partial<Record<keyof typeof SQL, Database.Statement>> = {}
   for (const key of Object.keys(SQL) as Array<keyof typeof SQL>) {
     const st = db.prepare(SQL[key])
-    out[key] = PLUCKED.has(key) ? st.pluck() : st
+    out[key] = PLUCKED.has(key) ? st.pluck() : RAW.has(key) ? st.raw() : st
   }
   return out as Statements
 }

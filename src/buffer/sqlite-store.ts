@@ -74,7 +74,8 @@ import {
   MESSAGE_STORE_MIGRATIONS,
   type MessageRow,
   prepareStatements,
-  rowToMessage,
+  rawRowToMessage,
+  type RawMessageRow,
   rowToPeeked,
   type Statements,
   WHEN_FULL_CODE,
@@ -499,7 +500,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       if (s.deleteAcked.run(id).changes === 0) return false
       ledger.remove(f.queue, f.topic)
       bytes -= f.size
-      effects.push({ t: 'delete', row: { id, queue: f.queue, topic: f.topic, priority: f.priority, size: f.size, rule: f.rule }, reason: 'acked' })
+      effects.push({ t: 'delete', row: f, reason: 'acked' })
       return true
     }
 
@@ -550,22 +551,23 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       // Invariant 4: stored no higher than the topic's older queued rows.
       const priority = ledger.add(m.queue, m.topic, m.priority)
       const id = nextId++
-      s.insert.run({
+      // Positional: binding by name costs 1.5 µs more per row (better-sqlite3 12).
+      s.insert.run(
         id,
-        queue: m.queue,
-        topic: m.topic,
-        qos: m.qos,
-        retain: m.retain ? 1 : 0,
+        m.queue,
+        m.topic,
+        m.qos,
+        m.retain ? 1 : 0,
         priority,
-        rule: m.rule,
-        conflate: m.conflation === 'latest-only' ? 1 : 0,
-        whenFull: WHEN_FULL_CODE[m.whenFull],
-        createdAt: now,
-        expiresAt: m.expiresAt,
-        size: m.size,
-        payload: m.payload,
-        properties: m.propertiesJson,
-      })
+        m.rule,
+        m.conflation === 'latest-only' ? 1 : 0,
+        WHEN_FULL_CODE[m.whenFull],
+        now,
+        m.expiresAt,
+        m.size,
+        m.payload,
+        m.propertiesJson,
+      )
       bytes += m.size
       inserted++
       txPriorities.add(priority)
@@ -803,8 +805,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         }
         while (out.length < max) {
           const limit = max - out.length
-          const rows = s.takeRange.all(queue, priority, cursors.get(priority) ?? 0, limit) as MessageRow[]
-          for (const row of rows) consider(priority, rowToMessage(row))
+          const rows = s.takeRange.all(queue, priority, cursors.get(priority) ?? 0, limit) as RawMessageRow[]
+          for (const row of rows) consider(priority, rawRowToMessage(row))
           if (rows.length < limit) {
             tail.markComplete()
             break

@@ -76,7 +76,8 @@ export interface BrokerLimitOptions {
  * The PUBACK/PUBREC waits for the returned promise; a rejection withholds it
  * and closes the connection, so that the device keeps the message and resends.
  */
-export type PublishInterceptor = (packet: Readonly<PublishPacket>, clientId: string) => Promise<void> | void
+/** The PUBACK waits for the returned promise (its value is ignored); a rejection withholds it. */
+export type PublishInterceptor = (packet: Readonly<PublishPacket>, clientId: string) => Promise<unknown> | void
 
 export interface LocalBrokerOptions {
   readonly listeners: readonly ListenerOptions[]

@@ -39,22 +39,8 @@ test('hot-path statements use indexes on an empty and on an analyzed file', (t) 
   const ins = db.prepare(SQL.insert)
   db.transaction(() => {
     for (let i = 1; i <= 20_000; i++) {
-      ins.run({
-        id: i,
-        queue: `q${i % 4}`,
-        topic: `t/${i % 500}`,
-        qos: 1,
-        retain: 0,
-        priority: i % 3,
-        rule: 'r',
-        conflate: 0,
-        whenFull: i % 3,
-        createdAt: i,
-        expiresAt: i % 2 === 0 ? i + 1000 : null,
-        size: 100,
-        payload: Buffer.alloc(10),
-        properties: null,
-      })
+      // id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties
+      ins.run(i, `q${i % 4}`, `t/${i % 500}`, 1, 0, i % 3, 'r', 0, i % 3, i, i % 2 === 0 ? i + 1000 : null, 100, Buffer.alloc(10), null)
     }
   })()
   db.exec('ANALYZE')
