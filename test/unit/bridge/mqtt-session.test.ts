@@ -271,3 +271,54 @@ test('abandonInflight fails every pending message with EDGE_ERR_BRIDGE_STOPPED',
   assert.equal(session.abandonInflight(), 1)
   assert.deepEqual(codes, ['EDGE_ERR_BRIDGE_STOPPED'])
 })
+
+test('acknowledgements cut across reads and packed into one read all complete their messages, in any mix with other packets', async () => {
+  const inbound: InboundMessage[] = []
+  const session = makeSession({ protocolVersion: 5 }, inbound)
+  const s = await open(session, false, 5)
+  const done: string[] = []
+  for (const t of ['a', 'b', 'c', 'd']) session.publish(pub(t, 1), (err, code) => done.push(`${t}:${err?.code ?? 'ok'}:${code}`))
+  const ids: number[] = []
+  for (let i = 0; i < 4; i++) ids.push((await s.next('publish')).messageId ?? 0)
+  const [a, b, c, d] = ids as [number, number, number, number]
+  // Four packets in one byte string: a 4-byte PUBACK (fast path), an inbound
+  // PUBLISH, a PUBACK with an error reason code (parser path), another 4-byte PUBACK.
+  const bytes = Buffer.concat([
+    mqttPacket.generate({ cmd: 'puback', messageId: a }, { protocolVersion: 5 }),
+    mqttPacket.generate({ cmd: 'publish', topic: 'cmd/x', payload: Buffer.from('go'), qos: 0, retain: false, dup: false }, { protocolVersion: 5 }),
+    mqttPacket.generate({ cmd: 'puback', messageId: b, reasonCode: 0x80 }, { protocolVersion: 5 }),
+    mqttPacket.generate({ cmd: 'puback', messageId: c }, { protocolVersion: 5 }),
+  ])
+  // Cut inside the first PUBACK, inside the PUBLISH and inside the last PUBACK.
+  for (const [from, to] of [
+    [0, 3],
+    [3, 9],
+    [9, bytes.length - 1],
+    [bytes.length - 1, bytes.length],
+  ] as const) {
+    s.stream.write(bytes.subarray(from, to))
+    await new Promise((r) => setImmediate(r))
+  }
+  // Then d's PUBACK alone, in one read.
+  s.stream.write(Buffer.from([0x40, 0x02, d >> 8, d & 0xff]))
+  await new Promise((r) => setImmediate(r))
+  assert.deepEqual(done, ['a:ok:0', 'b:EDGE_ERR_BRIDGE_UPSTREAM_REJECTED:128', 'c:ok:0', 'd:ok:0'])
+  assert.deepEqual(
+    inbound.map((m) => `${m.topic}=${m.payload.toString()}`),
+    ['cmd/x=go'],
+  )
+  assert.equal(session.inflight, 0)
+  session.destroy()
+})
+
+test('a Remaining Length of five bytes from the upstream ends the connection as a protocol error', async () => {
+  const session = makeSession()
+  const s = await open(session, false)
+  const closed = new Promise<Error | undefined>((resolve) => session.once('close', resolve))
+  s.stream.write(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]))
+  const err = await closed
+  assert.ok(err instanceof BridgeError)
+  assert.equal(err.code, 'EDGE_ERR_BRIDGE_PROTOCOL')
+  assert.match(err.message, /Remaining Length/)
+  assert.equal(session.connected, false)
+})
