@@ -534,7 +534,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       payload: m.payload,
       qos: Math.min(m.qos, info.maximumQoS) as 0 | 1 | 2,
       retain: m.retain && info.retainAvailable,
-      ...(this.#version === 5 ? { properties: this.#properties(m) } : {}),
+      properties: this.#version === 5 ? this.#properties(m) : undefined,
     }
     if (this.#version === 4 && this.#bothRules.has(m.rule)) this.#echo.sent(m.topic, m.payload)
     this.#counts.sent++
@@ -561,11 +561,15 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   }
 
   #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
-    const user: Record<string, string | string[]> = {}
     const carried = m.properties?.userProperties
-    if (carried !== undefined) for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
-    user[USER_PROP_VIA] = this.#o.agent.id
-    user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
+    // One literal of a fixed shape for the usual message without user properties of its own.
+    const user: Record<string, string | string[]> =
+      carried === undefined ? { [USER_PROP_VIA]: this.#o.agent.id, [USER_PROP_ID]: `${this.#o.agent.site}/${m.id}` } : {}
+    if (carried !== undefined) {
+      for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
+      user[USER_PROP_VIA] = this.#o.agent.id
+      user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
+    }
     const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
     if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#now()) / 1000))
     if (m.properties?.contentType !== undefined) props.contentType = m.properties.contentType

@@ -117,14 +117,17 @@ function writeProperties(buf: Buffer, o: number, p: PublishProperties): number {
     for (const key in user) {
       const v = user[key] as string | string[]
       const keyLen = Buffer.byteLength(key)
-      for (const one of typeof v === 'string' ? [v] : v) {
-        buf[o++] = 0x26
-        o = writeString(buf, o, key, keyLen)
-        o = writeString(buf, o, one, Buffer.byteLength(one))
-      }
+      if (typeof v === 'string') o = writeUserProperty(buf, o, key, keyLen, v)
+      else for (const one of v) o = writeUserProperty(buf, o, key, keyLen, one)
     }
   }
   return o
+}
+
+function writeUserProperty(buf: Buffer, o: number, key: string, keyLen: number, value: string): number {
+  buf[o++] = 0x26
+  o = writeString(buf, o, key, keyLen)
+  return writeString(buf, o, value, Buffer.byteLength(value))
 }
 
 function writeString(buf: Buffer, o: number, s: string, byteLength: number): number {

@@ -370,19 +370,20 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       dup: false,
     }
     if (this.#o.protocolVersion === 5 && msg.properties !== undefined) packet.properties = msg.properties
-    if (info !== null && info.maximumPacketSize !== Infinity && estimatePublishSize(packet) > info.maximumPacketSize) {
+    if (msg.qos > 0) packet.messageId = this.#allocateId()
+    const bytes = this.#encode(packet)
+    // Checked on the bytes as sent [MQTT-3.1.2-24]. An id not put in flight stays free.
+    if (info !== null && bytes.length > info.maximumPacketSize) {
       cb(new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', 'message larger than the upstream Maximum Packet Size', { reasonCode: 0x95 }), 0x95)
       return
     }
     if (msg.qos === 0) {
-      this.#write(stream, packet)
+      this.#send(bytes)
       cb(undefined, 0)
       return
     }
-    const id = this.#allocateId()
-    packet.messageId = id
-    this.#inflight.set(id, { packet, state: 'publish', cb })
-    this.#write(stream, packet)
+    this.#inflight.set(packet.messageId as number, { packet, state: 'publish', cb })
+    this.#send(bytes)
   }
 
   /** Subscribes; resolves with the granted QoS / reason code per filter (≥ 0x80 = refused). */
@@ -457,15 +458,25 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
 
   #write(stream: Duplex, packet: Packet): void {
     if (stream.destroyed) return
+    this.#send(this.#encode(packet))
+  }
+
+  #encode(packet: Packet): Buffer {
     const v = this.#o.protocolVersion
     let buf: Buffer | undefined
     if (packet.cmd === 'publish') buf = encodePublish(packet, v)
     else if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubrel' || packet.cmd === 'pubcomp') {
       if (packet.properties === undefined) buf = encodeAck(packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0, v)
     }
-    buf ??= mqttPacket.generate(packet, this.#writeOpts)
-    // Packets written in one tick leave in one write: one syscall and one
-    // TCP segment for a window's worth of publishes or acknowledgements.
+    return buf ?? mqttPacket.generate(packet, this.#writeOpts)
+  }
+
+  /**
+   * Queues bytes for the current connection. Packets written in one tick
+   * leave in one write: one syscall and one TCP segment for a window's worth
+   * of publishes or acknowledgements.
+   */
+  #send(buf: Buffer): void {
     if (this.#out.length === 0) process.nextTick(() => this.#flush())
     this.#out.push(buf)
     this.#outBytes += buf.length
@@ -635,14 +646,6 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
 
 function rejected(code: number): BridgeError {
   return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream refused the message (reason code 0x${code.toString(16)})`, { reasonCode: code })
-}
-
-/** Bytes of a PUBLISH as sent, close enough for the Maximum Packet Size check. */
-export function estimatePublishSize(p: IPublishPacket): number {
-  let props = 0
-  if (p.properties !== undefined) props = Buffer.byteLength(JSON.stringify(p.properties)) + 8
-  const body = 2 + Buffer.byteLength(p.topic) + (p.qos > 0 ? 2 : 0) + props + (typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length)
-  return 1 + (body < 128 ? 1 : body < 16384 ? 2 : body < 2097152 ? 3 : 4) + body
 }
 
 const CONNACK_311: Record<number, string> = {

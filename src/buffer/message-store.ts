@@ -330,10 +330,11 @@ export function toStoredMessage(m: NormalizedMessage, id: number, priority: numb
 }
 
 /** Validate and default an append at the boundary; throws BufferError('EDGE_ERR_BUFFER_INVALID'). */
+function bad(what: string): never {
+  throw new BufferError('EDGE_ERR_BUFFER_INVALID', `invalid message: ${what}`)
+}
+
 export function normalizeAppend(input: AppendInput): NormalizedMessage {
-  const bad = (what: string): never => {
-    throw new BufferError('EDGE_ERR_BUFFER_INVALID', `invalid message: ${what}`)
-  }
   if (typeof input !== 'object' || input === null) bad('not an object')
   const { queue, topic, payload, qos } = input
   if (typeof queue !== 'string' || queue.length === 0 || Buffer.byteLength(queue) > MAX_NAME_BYTES) bad('queue must be a non-empty string of at most 255 bytes')

@@ -29,7 +29,8 @@ export interface TopicLedgerStatements {
 
 export class TopicLedger {
   readonly #s: TopicLedgerStatements
-  readonly #tx = new Map<string, Entry>()
+  /** queue → topic → entry: no key string to build per row. */
+  readonly #tx = new Map<string, Map<string, Entry>>()
 
   constructor(statements: TopicLedgerStatements) {
     this.#s = statements
@@ -58,10 +59,12 @@ export class TopicLedger {
   /** Writes the changed entries (inside the caller's transaction) and forgets them. */
   flush(): void {
     const s = this.#s
-    for (const e of this.#tx.values()) {
-      if (!e.dirty) continue
-      if (e.n > 0) s.topicPut.run(e.queue, e.topic, e.priority, e.n)
-      else if (e.stored) s.topicDelete.run(e.queue, e.topic)
+    for (const topics of this.#tx.values()) {
+      for (const e of topics.values()) {
+        if (!e.dirty) continue
+        if (e.n > 0) s.topicPut.run(e.queue, e.topic, e.priority, e.n)
+        else if (e.stored) s.topicDelete.run(e.queue, e.topic)
+      }
     }
     this.#tx.clear()
   }
@@ -72,12 +75,16 @@ export class TopicLedger {
   }
 
   #entry(queue: string, topic: string): Entry {
-    const key = `${queue}\u0000${topic}`
-    let e = this.#tx.get(key)
+    let topics = this.#tx.get(queue)
+    if (topics === undefined) {
+      topics = new Map()
+      this.#tx.set(queue, topics)
+    }
+    let e = topics.get(topic)
     if (e === undefined) {
       const row = this.#s.topicGet.get(queue, topic) as { priority: number; n: number } | undefined
       e = { queue, topic, priority: row?.priority ?? 0, n: row?.n ?? 0, stored: row !== undefined, dirty: false }
-      this.#tx.set(key, e)
+      topics.set(topic, e)
     }
     return e
   }

@@ -322,3 +322,22 @@ test('a Remaining Length of five bytes from the upstream ends the connection as 
   assert.match(err.message, /Remaining Length/)
   assert.equal(session.connected, false)
 })
+
+test('MQTT 5: a message larger than the upstream Maximum Packet Size is refused with 0x95 and not sent; one of exactly that size goes', async () => {
+  const session = makeSession({ protocolVersion: 5 })
+  const s = await open(session, false, 5, { maximumPacketSize: 64 })
+  const results: string[] = []
+  // 64 bytes on the wire: header 2 + topic 2+1 + id 2 + property length 1 + payload 56.
+  const fits = { topic: 'a', payload: Buffer.alloc(56), qos: 1 as const, retain: false }
+  const tooBig = { ...fits, payload: Buffer.alloc(57) }
+  session.publish(tooBig, (err, code) => results.push(`big:${err?.code ?? 'ok'}:${code}`))
+  session.publish(fits, (err, code) => results.push(`fits:${err?.code ?? 'ok'}:${code}`))
+  assert.deepEqual(results, ['big:EDGE_ERR_BRIDGE_UPSTREAM_REJECTED:149'])
+  const p = await s.next('publish')
+  assert.equal((p as { payload: Buffer }).payload.length, 56)
+  assert.equal(session.inflight, 1)
+  s.send({ cmd: 'puback', messageId: p.messageId ?? 0 } as Packet)
+  await new Promise((r) => setImmediate(r))
+  assert.deepEqual(results, ['big:EDGE_ERR_BRIDGE_UPSTREAM_REJECTED:149', 'fits:ok:0'])
+  session.destroy()
+})
