@@ -254,6 +254,10 @@ type QlobberSubConstructor = new (options: {
 type AedesPacketConstructor = new (original: PersistedPacket, broker?: PersistenceBroker) => PersistedPacket
 
 const requireCjs = createRequire(import.meta.url)
+
+/** Shared settled promises for the per-publish calls that find nothing to do. */
+const NO_SUBSCRIBERS: Promise<TopicSubscriber[]> = Promise.resolve(Object.freeze([]) as unknown as TopicSubscriber[])
+const DONE: Promise<void> = Promise.resolve()
 // qlobber and aedes-packet come with aedes (aedes → aedes-persistence → qlobber,
 // aedes → aedes-packet); both should be listed in package.json in their own right.
 const QlobberSub = requireCjs('qlobber/aedes/qlobber-sub.js') as QlobberSubConstructor
@@ -861,9 +865,16 @@ export class SqlitePersistence {
   }
 
   /** QoS > 0 subscriptions matching a published topic: answered from memory. */
-  async subscriptionsByTopic(topic: string): Promise<TopicSubscriber[]> {
-    this.#ready()
-    return this.#trie.match(topic)
+  subscriptionsByTopic(topic: string): Promise<TopicSubscriber[]> {
+    try {
+      this.#ready()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    // aedes asks for every QoS > 0 publish; with no persistent subscription
+    // (the usual gateway) there is nothing to walk and nothing to allocate.
+    if (this.#trie.subscriptionsCount === 0) return NO_SUBSCRIBERS
+    return Promise.resolve(this.#trie.match(topic))
   }
 
   /** QoS > 0 subscriptions (subsCount) and clients with any stored subscription (clientsCount). */
@@ -913,15 +924,15 @@ export class SqlitePersistence {
    * PUBLISH with the subscriptionsByTopic() result. Each copy is stored at
    * min(packet QoS, subscription QoS).
    */
-  async outgoingEnqueueCombi(
-    subs: readonly { clientId: string; qos?: number | undefined }[],
-    packet: PersistedPacket,
-  ): Promise<void> {
-    if (subs.length === 0) {
+  outgoingEnqueueCombi(subs: readonly { clientId: string; qos?: number | undefined }[], packet: PersistedPacket): Promise<void> {
+    try {
       this.#ready()
-      return
+      if (subs.length === 0) return DONE
+      this.#enqueue(subs, packet)
+      return DONE
+    } catch (err) {
+      return Promise.reject(err)
     }
-    this.#enqueue(subs, packet)
   }
 
   /**
