@@ -6,7 +6,7 @@ import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, generateKeyPair, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
+import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
@@ -331,10 +331,11 @@ export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agen
  */
 function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], bridge: Bridge, logger: Logger): CertificateRenewer {
   const r = upstream.renewCertificate
-  // The key of a request still unanswered: a retry certifies the same key, so
-  // that a reply lost with the link is sent again instead of refused as too
-  // early (renewal-service.ts). Forgotten once a certificate is installed.
-  let pendingKeyPem: string | undefined
+  // The key of a request still unanswered, on disk: a retry, even after a
+  // restart, certifies the same key, so that a reply lost with the link is
+  // sent again instead of refused as too early (pending-key.ts).
+  const pending = r.rotateKey ? new PendingKey(`${upstream.keyFile}.pending`) : undefined
+  let resumedLogged = false
   return new CertificateRenewer({
     upstream: upstream.name,
     files: { cert: upstream.certFile, key: upstream.keyFile, ca: upstream.caFile },
@@ -344,7 +345,16 @@ function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], brid
     link: bridge,
     clock: systemClock,
     renew: async (current) => {
-      if (r.rotateKey) pendingKeyPem ??= (await generateKeyPair()).privateKeyPem
+      let newKeyPem: string | undefined
+      if (pending !== undefined) {
+        const t = await pending.take(current.keyPem)
+        if (t.replaced !== undefined) logger.warn({ upstream: upstream.name, file: pending.path, problem: t.replaced }, 'pending renewal key replaced by a new one')
+        if (t.source === 'resumed' && !resumedLogged) {
+          resumedLogged = true
+          logger.info({ upstream: upstream.name, file: pending.path }, 'renewing with the key of an earlier unanswered request')
+        }
+        newKeyPem = t.keyPem
+      }
       return renewOverMqtt({
         client: bridge.control,
         id: current.id,
@@ -352,13 +362,14 @@ function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], brid
         caPem: current.caPem,
         currentKeyPem: current.keyPem,
         rotateKey: r.rotateKey,
-        ...(pendingKeyPem === undefined ? {} : { newKeyPem: pendingKeyPem }),
+        ...(newKeyPem === undefined ? {} : { newKeyPem }),
         timeoutMs: r.timeoutMs,
       })
     },
     install: async (renewed) => {
       await installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, { replaceKey: renewed.keyRotated })
-      pendingKeyPem = undefined
+      resumedLogged = false
+      await pending?.clear()
     },
     logger,
   })

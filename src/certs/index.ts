@@ -7,6 +7,7 @@ export { RenewalService, type RenewalInput, type RenewalOutcome, type RenewalSta
 export { ServerCertRotation, type ServerTlsMaterial, type ServerCertStats } from './rotation.js'
 export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult, type RenewalTransport } from './renewal-client.js'
 export { installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
+export { PendingKey, type PendingKeyTake } from './pending-key.js'
 export {
   PROTOCOL_VERSION,
   parseRequest,

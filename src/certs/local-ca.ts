@@ -21,9 +21,9 @@
 // - notBefore is backdated and never before the CA's notBefore; notAfter is
 //   never after the CA's notAfter (a leaf must not outlive its issuer).
 // - Key files are created 0600 and refused on load if group or others can read them.
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile, chmod, open, unlink } from 'node:fs/promises'
+import { mkdir, readFile, readdir, rename, rm, stat, chmod, open, unlink } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { randomBytes, X509Certificate as NodeX509 } from 'node:crypto'
 import type * as x509 from '@peculiar/x509'
 import { CertsError } from './errors.js'
@@ -506,11 +506,36 @@ function recordOf(pem: string): IssuedRecord {
 }
 
 /** Writes to a temporary name and renames: readers see the old or the new file, never half of one. */
+/**
+ * Replaces `file` whole or not at all, also across a power cut: the data is
+ * fsync'd under a temporary name, renamed over the file, and the directory
+ * fsync'd so that the rename itself is on disk (a key or certificate that
+ * comes back empty or old after a reboot could lock the gateway out).
+ */
 export async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`
-  await writeFile(tmp, data, { mode })
-  await chmod(tmp, mode) // the umask may have narrowed it; 0600 stays 0600
+  const fh = await open(tmp, 'w', mode)
+  try {
+    await fh.writeFile(data)
+    await fh.chmod(mode) // the umask may have narrowed it; 0600 stays 0600
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
   await rename(tmp, file)
+  await syncDir(dirname(file))
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r')
+  try {
+    await d.sync()
+  } catch (err) {
+    // Some file systems refuse fsync on a directory (EINVAL); the rename stands.
+    if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err
+  } finally {
+    await d.close()
+  }
 }
 
 export async function readOptional(file: string): Promise<string | undefined> {

@@ -14,7 +14,7 @@ import { resolve } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import { Command } from 'commander'
 import type { MqttClient } from 'mqtt'
-import { CertsError, RenewalRefusedError, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
+import { CertsError, PendingKey, RenewalRefusedError, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
 import type { CommandContext } from './context.js'
@@ -39,7 +39,7 @@ export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>)
     .command('renew')
     .description("renew a device certificate over MQTT from the gateway's local CA (works with the upstream down)")
     .requiredOption('--cert <file>', 'current device certificate (PEM); replaced on success')
-    .requiredOption('--key <file>', 'its private key (PEM); replaced on success unless --keep-key')
+    .requiredOption('--key <file>', 'its private key (PEM); replaced on success unless --keep-key (the new key waits in <file>.pending until then)')
     .requiredOption('--ca <file>', 'CA bundle to trust (PEM): verifies the gateway and the new certificate')
     .requiredOption('--url <url>', 'the gateway, e.g. mqtts://gateway.local:8883')
     .option('--id <device-id>', 'device id (default: the certificate CN)')
@@ -106,11 +106,31 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
     ctx.err(`edge-agent: cannot connect to ${o.url} as ${id}: ${err instanceof Error ? err.message : String(err)}\n`)
     return ExitCode.UNAVAILABLE
   }
+  // A new key waits on disk until its certificate is installed: a run that
+  // lost the reply (and a later run, after a restart) asks again for the same
+  // key and gets the certificate already issued, not "too-early" (pending-key.ts).
+  const pending = o.keepKey ? undefined : new PendingKey(`${files.key}.pending`)
   try {
     for (;;) {
       let result: RenewResult
       try {
-        result = await renewOverMqtt({ client, id, topicPrefix: o.topicPrefix, caPem, currentKeyPem: keyPem, rotateKey: !o.keepKey, timeoutMs })
+        let newKeyPem: string | undefined
+        if (pending !== undefined) {
+          const t = await pending.take(keyPem)
+          if (t.replaced !== undefined) ctx.err(`edge-agent: ${pending.path}: ${t.replaced}; replaced by a new key\n`)
+          if (t.source === 'resumed') ctx.err(`edge-agent: asking again for the key of an unanswered request (${pending.path})\n`)
+          newKeyPem = t.keyPem
+        }
+        result = await renewOverMqtt({
+          client,
+          id,
+          topicPrefix: o.topicPrefix,
+          caPem,
+          currentKeyPem: keyPem,
+          rotateKey: !o.keepKey,
+          ...(newKeyPem === undefined ? {} : { newKeyPem }),
+          timeoutMs,
+        })
       } catch (err) {
         if (err instanceof RenewalRefusedError && (o.wait || o.watch) && err.retryAfterSec !== undefined && ['too-early', 'rate-limited', 'clock-suspicious'].includes(err.error)) {
           ctx.err(`${JSON.stringify({ id, status: 'waiting', error: err.error, retryAfterSec: err.retryAfterSec })}\n`)
@@ -135,11 +155,13 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
             await probe.endAsync()
           },
         })
+        await pending?.clear()
         ctx.out(`${JSON.stringify(summary(id, result))}\n`)
         return ExitCode.OK
       }
       // --watch: the gateway moved this session onto the new credential.
       await installCertificate(files, result, { replaceKey: !o.keepKey })
+      await pending?.clear()
       certPem = result.certPem
       keyPem = result.keyPem
       ctx.out(`${JSON.stringify(summary(id, result))}\n`)

@@ -16,7 +16,7 @@
 // connect again — which L3 allows only with the renewed certificate.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { runCli, startAgent } from '../../helpers/agent-process.js'
 import { client } from '../../helpers/mqtt-clients.js'
@@ -87,6 +87,7 @@ test("L2 renews its upstream certificate from L3's CA before it expires, and rec
   assert.equal(installed.subject, 'CN=l2-gw')
   assert.ok(Date.parse(installed.validTo) > originalNotAfter)
   assert.notEqual(readFileSync(files.key, 'utf8'), originalKey, 'a new key')
+  assert.equal(existsSync(`${files.key}.pending`), false, 'the pending key is gone once its certificate is installed')
   assert.equal(String(renewed['serial']).replace(/^0+/, ''), installed.serialNumber.replace(/^0+/, ''))
   await opensslVerify(files.ca, files.crt)
   const status = (await l2.status()).upstreams[0]

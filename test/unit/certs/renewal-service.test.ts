@@ -12,6 +12,8 @@ import {
   renewOverMqtt,
   createCsr,
   generateKeyPair,
+  PendingKey,
+  RenewalRefusedError,
   type ErrorReply,
   type IssuedReply,
   type RenewalOutcome,
@@ -185,4 +187,39 @@ test('the reference client retrying with the key of a lost reply gets the certif
   assert.equal(renewed.keyPem, pending)
   assert.equal(renewed.serial, ca.newest('d1')?.serial)
   assert.deepEqual(service.stats().resent, 1)
+})
+
+test('after a restart between the lost reply and the retry, the key saved by PendingKey gets the certificate; a fresh key would be too early', async (t) => {
+  const { clock, ca, service, first } = await setup(t)
+  const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
+  await clock.advance(81_000)
+  const listeners = new Set<(topic: string, payload: Buffer) => void>()
+  let dropReplies = 1
+  const client = {
+    subscribeAsync: async () => undefined,
+    publishAsync: async (_topic: string, payload: string | Buffer) => {
+      const out = await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from(payload), credential: cred })
+      if (dropReplies-- > 0) return
+      for (const l of listeners) l(out.topic, out.payload)
+    },
+    on: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.add(l),
+    off: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.delete(l),
+  }
+  const path = join(tmpDir(t), 'd1.key.pending')
+  const current = (await generateKeyPair()).privateKeyPem
+  const base = { client, id: 'd1', caPem: ca.bundlePem(), currentKeyPem: current, timeoutMs: 200 }
+  const before = await new PendingKey(path).take(current)
+  await assert.rejects(renewOverMqtt({ ...base, newKeyPem: before.keyPem }), /no reply/)
+  // The process restarts: nothing survives but the file.
+  await clock.advance(11_000)
+  const fresh = await renewOverMqtt({ ...base, rotateKey: true }).catch((err: unknown) => err)
+  assert.ok(fresh instanceof RenewalRefusedError, String(fresh))
+  assert.equal(fresh.error, 'too-early')
+  await clock.advance(11_000)
+  const after = await new PendingKey(path).take(current)
+  assert.equal(after.source, 'resumed')
+  const renewed = await renewOverMqtt({ ...base, newKeyPem: after.keyPem })
+  assert.equal(renewed.keyPem, before.keyPem)
+  assert.equal(renewed.serial, ca.newest('d1')?.serial)
+  assert.equal(service.stats().resent, 1)
 })
