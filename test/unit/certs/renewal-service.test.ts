@@ -55,6 +55,22 @@ async function request(cn: string, requestId = 'r1'): Promise<{ payload: Buffer;
   return { payload: Buffer.from(JSON.stringify({ v: 1, requestId, csr: await createCsr({ key, cn }) })), keyPem: key.privateKeyPem }
 }
 
+/** A minimal transport for renewOverMqtt: requests go straight to the service; the first `drop` replies are lost. */
+function lossyClient(service: RenewalService, credential: { serial: string; notBefore: number; notAfter: number }, drop: number) {
+  const listeners = new Set<(topic: string, payload: Buffer) => void>()
+  let dropReplies = drop
+  return {
+    subscribeAsync: async () => undefined,
+    publishAsync: async (_topic: string, payload: string | Buffer) => {
+      const out = await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from(payload), credential })
+      if (dropReplies-- > 0) return
+      for (const l of listeners) l(out.topic, out.payload)
+    },
+    on: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.add(l),
+    off: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.delete(l),
+  }
+}
+
 function error(out: RenewalOutcome): ErrorReply {
   assert.equal(out.reply.status, 'error', JSON.stringify(out.reply))
   return out.reply as ErrorReply
@@ -166,19 +182,7 @@ test('the reference client retrying with the key of a lost reply gets the certif
   const { clock, ca, service, first } = await setup(t)
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await clock.advance(81_000)
-  // A minimal client: requests go to the service; the first reply is lost.
-  const listeners = new Set<(topic: string, payload: Buffer) => void>()
-  let dropReplies = 1
-  const client = {
-    subscribeAsync: async () => undefined,
-    publishAsync: async (_topic: string, payload: string | Buffer) => {
-      const out = await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from(payload), credential: cred })
-      if (dropReplies-- > 0) return
-      for (const l of listeners) l(out.topic, out.payload)
-    },
-    on: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.add(l),
-    off: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.delete(l),
-  }
+  const client = lossyClient(service, cred, 1)
   const pending = (await generateKeyPair()).privateKeyPem
   const opts = { client, id: 'd1', caPem: ca.bundlePem(), currentKeyPem: pending, newKeyPem: pending, timeoutMs: 200 }
   await assert.rejects(renewOverMqtt(opts), /no reply/)
@@ -193,18 +197,7 @@ test('after a restart between the lost reply and the retry, the key saved by Pen
   const { clock, ca, service, first } = await setup(t)
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await clock.advance(81_000)
-  const listeners = new Set<(topic: string, payload: Buffer) => void>()
-  let dropReplies = 1
-  const client = {
-    subscribeAsync: async () => undefined,
-    publishAsync: async (_topic: string, payload: string | Buffer) => {
-      const out = await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from(payload), credential: cred })
-      if (dropReplies-- > 0) return
-      for (const l of listeners) l(out.topic, out.payload)
-    },
-    on: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.add(l),
-    off: (_e: 'message', l: (topic: string, payload: Buffer) => void) => listeners.delete(l),
-  }
+  const client = lossyClient(service, cred, 1)
   const path = join(tmpDir(t), 'd1.key.pending')
   const current = (await generateKeyPair()).privateKeyPem
   const base = { client, id: 'd1', caPem: ca.bundlePem(), currentKeyPem: current, timeoutMs: 200 }
