@@ -69,6 +69,7 @@ import { BufferError, type BufferErrorCode, toBufferError } from './errors.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
 import { LiveTail } from './live-tail.js'
 import { TopicLedger } from './topic-ledger.js'
+import { getOrSet, newMap } from './map-of.js'
 import {
   type DeletedRow,
   MESSAGE_STORE_MIGRATIONS,
@@ -197,6 +198,8 @@ const PROBE_BYTES = 64 * 1024
 /** Enough for what arrives between a commit and the next take when the drain keeps up; a backlog is read from the file. */
 const LIVE_TAIL_LIMITS = { maxRows: 1024, maxBytes: 1024 * 1024 }
 const PAGE_ROWS = 500
+const newLiveTail = (): LiveTail => new LiveTail(LIVE_TAIL_LIMITS)
+const newQueueState = (): QueueState => ({ depth: 0, bytes: 0, byPriority: new Map() })
 
 /**
  * Ids are reserved in blocks: buffer_meta.next_id is written once per
@@ -791,11 +794,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     const q = this.#queues.get(queue)
     if (q === undefined) return out
     const priorities = [...q.byPriority].filter(([, n]) => n > 0).map(([p]) => p).sort((a, b) => b - a)
-    let cursors = this.#cursors.get(queue)
-    if (cursors === undefined) {
-      cursors = new Map()
-      this.#cursors.set(queue, cursors)
-    }
+    const cursors = getOrSet(this.#cursors, queue, newMap<number, number>)
     try {
       // Every row considered moves the cursor past it, so the loops end.
       const consider = (priority: number, m: StoredMessage): void => {
@@ -888,17 +887,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   }
 
   #tail(queue: string, priority: number): LiveTail {
-    let byPriority = this.#tails.get(queue)
-    if (byPriority === undefined) {
-      byPriority = new Map()
-      this.#tails.set(queue, byPriority)
-    }
-    let tail = byPriority.get(priority)
-    if (tail === undefined) {
-      tail = new LiveTail(LIVE_TAIL_LIMITS)
-      byPriority.set(priority, tail)
-    }
-    return tail
+    return getOrSet(getOrSet(this.#tails, queue, newMap<number, LiveTail>), priority, newLiveTail)
   }
 
   #markInFlight(m: StoredMessage): void {
@@ -1291,12 +1280,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   }
 
   #queue(name: string): QueueState {
-    let q = this.#queues.get(name)
-    if (q === undefined) {
-      q = { depth: 0, bytes: 0, byPriority: new Map() }
-      this.#queues.set(name, q)
-    }
-    return q
+    return getOrSet(this.#queues, name, newQueueState)
   }
 
   #running(): Statements {

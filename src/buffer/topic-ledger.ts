@@ -9,6 +9,7 @@
 // reached the file, and nothing is kept.
 
 import type Database from 'better-sqlite3'
+import { getOrSet, newMap } from './map-of.js'
 
 interface Entry {
   readonly queue: string
@@ -75,11 +76,7 @@ export class TopicLedger {
   }
 
   #entry(queue: string, topic: string): Entry {
-    let topics = this.#tx.get(queue)
-    if (topics === undefined) {
-      topics = new Map()
-      this.#tx.set(queue, topics)
-    }
+    const topics = getOrSet(this.#tx, queue, newMap<string, Entry>)
     let e = topics.get(topic)
     if (e === undefined) {
       const row = this.#s.topicGet.get(queue, topic) as { priority: number; n: number } | undefined
