@@ -561,15 +561,11 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   }
 
   #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
+    const user: Record<string, string | string[]> = {}
     const carried = m.properties?.userProperties
-    // One literal of a fixed shape for the usual message without user properties of its own.
-    const user: Record<string, string | string[]> =
-      carried === undefined ? { [USER_PROP_VIA]: this.#o.agent.id, [USER_PROP_ID]: `${this.#o.agent.site}/${m.id}` } : {}
-    if (carried !== undefined) {
-      for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
-      user[USER_PROP_VIA] = this.#o.agent.id
-      user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
-    }
+    if (carried !== undefined) for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
+    user[USER_PROP_VIA] = this.#o.agent.id
+    user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
     const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
     if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#now()) / 1000))
     if (m.properties?.contentType !== undefined) props.contentType = m.properties.contentType
