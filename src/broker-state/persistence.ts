@@ -1,7 +1,7 @@
 // Broker state on better-sqlite3: the local broker's session state —
 // retained messages, subscriptions of persistent sessions, their outgoing
 // QoS 1/2 queues, inbound QoS 2 state and wills — lives in the agent's one
-// SQLite database (tables prefixed `broker_`), so it survives a restart.
+// SQLite database (tables prefixed `setupBroker`), so it survives a restart.
 //
 // Implements the async persistence interface that aedes 1.2 calls directly
 // (`await persistence.setup(broker)`, then promise-returning methods and
@@ -44,28 +44,22 @@
 //    but never closes the connection, which the agent shares with SqliteStore.
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
-import type BetterSqlite3 from 'better-sqlite3'
-import type { Logger } from 'pino'
 import { applyMigrations, BufferError, toBufferError } from '../storage/index.js'
 import { type EnqueueOutcome, type EnqueueRow, OfflineQueues, type QueuedEncoding, queuedEncoding } from './offline-queues.js'
-import { decodePacket, encodePacket } from './packet-codec.js'
+import { encodePacket } from './packet-codec.js'
 import { BROKER_STATE_MIGRATIONS } from './schema.js'
+import { AedesPacket, BrokerStateTables, stopped } from './tables.js'
 import {
   decodeOutgoing,
-  decodeWill,
   numberOrNull,
   type OutgoingRow,
-  type WillRow,
   outgoingRows,
   prepareStatements,
   prepareTransactions,
-  retainedMatches,
   type Statements,
   streamError,
   stringOrNull,
   subscriberFromRow,
-  type Transactions,
-  willsOfDeadBrokers,
 } from './statements.js'
 import {
   DEFAULT_DROP_LOG_INTERVAL_MS,
@@ -80,7 +74,6 @@ import {
   type TopicSubscriber,
 } from './types.js'
 
-type Database = BetterSqlite3.Database
 
 // CommonJS helpers from aedes' own dependency tree, with local types.
 
@@ -97,7 +90,6 @@ type QlobberSubConstructor = new (options: {
   wildcard_some: string
   match_empty_levels: boolean
 }) => QlobberSubInstance
-type AedesPacketConstructor = new (original: PersistedPacket, broker?: PersistenceBroker) => PersistedPacket
 
 const requireCjs = createRequire(import.meta.url)
 
@@ -107,24 +99,14 @@ const DONE: Promise<void> = Promise.resolve()
 // qlobber and aedes-packet come with aedes (aedes → aedes-persistence → qlobber,
 // aedes → aedes-packet); both should be listed in package.json in their own right.
 const QlobberSub = requireCjs('qlobber/aedes/qlobber-sub.js') as QlobberSubConstructor
-const AedesPacket = requireCjs('aedes-packet') as AedesPacketConstructor
 
 // mqemitter in aedes runs with matchEmptyLevels ([MQTT-4.7.1-3]: '+' matches an
 // empty level); the offline index must agree with live delivery.
 const TRIE_OPTIONS = { separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true }
 
-export class BrokerStatePersistence {
-  readonly #db: Database
-  readonly #log: Logger
-  readonly #now: () => number
-
-  #broker: PersistenceBroker | undefined
-  #stmts: Statements | undefined
-  #tx: Transactions | undefined
-  #destroyed = false
+export class BrokerStatePersistence extends BrokerStateTables {
   #trie: QlobberSubInstance = new QlobberSub(TRIE_OPTIONS)
   readonly #queues: OfflineQueues
-  #retainedCount = 0
 
   #txEnqueue: ((rows: readonly EnqueueRow[]) => EnqueueOutcome) | undefined
 
@@ -142,15 +124,13 @@ export class BrokerStatePersistence {
     if (!(interval >= 0)) {
       throw new BufferError('EDGE_ERR_BUFFER_INVALID', `dropLogIntervalMs must be >= 0, got ${interval}`)
     }
-    this.#db = options.db
-    this.#log = options.logger.child({ component: 'broker-state' })
-    this.#now = options.now ?? Date.now
-    this.#queues = new OfflineQueues({ log: this.#log, maxCount, maxBytes, dropLogIntervalMs: interval, now: this.#now })
+    super(options.db, options.logger.child({ component: 'broker-state' }), options.now ?? Date.now)
+    this.#queues = new OfflineQueues({ log: this.log, maxCount, maxBytes, dropLogIntervalMs: interval, now: this.now })
   }
 
   /** The broker given to setup() (aedes-persistence's abstract suite reads broker.id through it). */
   get broker(): PersistenceBroker | undefined {
-    return this.#broker
+    return this.setupBroker
   }
 
   /**
@@ -166,84 +146,49 @@ export class BrokerStatePersistence {
    *   does for wills of any dead broker.
    */
   async setup(broker: PersistenceBroker): Promise<void> {
-    if (this.#destroyed) throw stopped()
-    const started = this.#now()
-    this.#broker = broker
+    if (this.destroyed) throw stopped()
+    const started = this.now()
+    this.setupBroker = broker
     try {
-      applyMigrations(this.#db, BROKER_STATE_MIGRATIONS, this.#log)
-      const s = prepareStatements(this.#db)
-      this.#stmts = s
-      this.#tx = prepareTransactions(this.#db, s)
-      this.#txEnqueue = this.#db.transaction((rows: readonly EnqueueRow[]) => this.#queues.enqueueRows(s, rows))
+      applyMigrations(this.db, BROKER_STATE_MIGRATIONS, this.log)
+      const s = prepareStatements(this.db)
+      this.stmts = s
+      this.tx = prepareTransactions(this.db, s)
+      this.#txEnqueue = this.db.transaction((rows: readonly EnqueueRow[]) => this.#queues.enqueueRows(s, rows))
 
       const trie = new QlobberSub(TRIE_OPTIONS)
       for (const row of s.subsQosPositive.iterate()) trie.add(row.topic, subscriberFromRow(row))
       this.#trie = trie
 
       this.#queues.load(s)
-      this.#retainedCount = s.retainedCount.get() ?? 0
+      this.retainedCount = s.retainedCount.get() ?? 0
 
       const maxCounter = s.outMaxCounter.get(broker.id) ?? 0
       if (typeof broker.counter === 'number' && broker.counter < maxCounter) broker.counter = maxCounter
       const restamped = s.willRestamp.run(`${broker.id}:before-restart`, broker.id).changes
 
-      this.#log.info(
+      this.log.info(
         {
-          retained: this.#retainedCount,
+          retained: this.retainedCount,
           subscriptions: trie.subscriptionsCount,
           queuedMessages: this.#queues.rows,
           clientsWithQueuedMessages: this.#queues.clients,
           staleWills: restamped,
-          ms: this.#now() - started,
+          ms: this.now() - started,
         },
         'broker persistence loaded',
       )
     } catch (err) {
-      this.#stmts = undefined
-      this.#tx = undefined
+      this.stmts = undefined
+      this.tx = undefined
       throw toBufferError(err, 'broker persistence setup')
     }
-  }
-
-  // -- retained -------------------------------------------------------------
-
-  async storeRetained(packet: PersistedPacket): Promise<void> {
-    const s = this.#ready()
-    const topic = packet.topic ?? ''
-    const payload = packet.payload
-    const empty = payload === undefined || payload.length === 0
-    try {
-      if (empty) {
-        const removed = s.retainedDelete.run(topic).changes
-        this.#retainedCount -= removed
-        return
-      }
-      const existed = this.#transactions().storeRetained(topic, encodePacket(packet), this.#now())
-      this.#retainedCount += 1 - existed
-    } catch (err) {
-      throw toBufferError(err, 'broker persistence store retained')
-    }
-  }
-
-  createRetainedStream(pattern: string): Readable {
-    return this.createRetainedStreamCombi([pattern])
-  }
-
-  /** Retained messages matching any of `patterns`, each once, in topic order. */
-  createRetainedStreamCombi(patterns: readonly string[]): Readable {
-    let s: Statements
-    try {
-      s = this.#ready()
-    } catch (err) {
-      return streamError(err as Error)
-    }
-    return Readable.from(retainedMatches(s, patterns))
   }
 
   // -- subscriptions --------------------------------------------------------
 
   async addSubscriptions(client: PersistenceClient, subs: readonly PersistedSubscription[]): Promise<void> {
-    const tx = this.#transactions()
+    const tx = this.transactions()
     const clientId = client.id
     try {
       tx.addSubscriptions(clientId, subs)
@@ -261,7 +206,7 @@ export class BrokerStatePersistence {
   }
 
   async removeSubscriptions(client: PersistenceClient, topics: readonly string[]): Promise<void> {
-    const tx = this.#transactions()
+    const tx = this.transactions()
     const clientId = client.id
     let removed: string[]
     try {
@@ -272,26 +217,11 @@ export class BrokerStatePersistence {
     for (const topic of removed) this.#trie.remove(topic, { clientId, topic })
   }
 
-  async subscriptionsByClient(client: PersistenceClient): Promise<PersistedSubscription[]> {
-    const s = this.#ready()
-    const rows = s.subsByClient.all(client.id)
-    return rows.map((r) => {
-      const sub: PersistedSubscription = {
-        topic: r.topic,
-        qos: r.qos,
-        rh: r.rh ?? undefined,
-        rap: r.rap === null ? undefined : r.rap === 1,
-        nl: r.nl === null ? undefined : r.nl === 1,
-      }
-      if (r.subscription_identifier !== null) sub.subscriptionIdentifier = r.subscription_identifier
-      return sub
-    })
-  }
 
   /** QoS > 0 subscriptions matching a published topic: answered from memory. */
   subscriptionsByTopic(topic: string): Promise<TopicSubscriber[]> {
     try {
-      this.#ready()
+      this.ready()
     } catch (err) {
       return Promise.reject(err)
     }
@@ -301,12 +231,6 @@ export class BrokerStatePersistence {
     return Promise.resolve(this.#trie.match(topic))
   }
 
-  /** QoS > 0 subscriptions (subsCount) and clients with any stored subscription (clientsCount). */
-  async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
-    const s = this.#ready()
-    const c = s.subCounts.get()
-    return { subsCount: c?.qosSubs ?? 0, clientsCount: c?.clients ?? 0 }
-  }
 
   /**
    * The session is discarded (aedes: CONNECT with clean=true): its
@@ -314,7 +238,7 @@ export class BrokerStatePersistence {
    * otherwise drain the queue row by row right after ([MQTT-3.1.2-6]).
    */
   async cleanSubscriptions(client: PersistenceClient): Promise<void> {
-    const tx = this.#transactions()
+    const tx = this.transactions()
     const clientId = client.id
     let rows: { topic: string; qos: number }[]
     try {
@@ -326,16 +250,6 @@ export class BrokerStatePersistence {
     this.#queues.set(clientId, { count: 0, bytes: 0 })
   }
 
-  /** Readable of client ids holding a subscription with exactly this filter. */
-  getClientList(topic: string): Readable {
-    let s: Statements
-    try {
-      s = this.#ready()
-    } catch (err) {
-      return streamError(err as Error)
-    }
-    return Readable.from(s.clientsByTopic.all(topic))
-  }
 
   // -- outgoing -------------------------------------------------------------
 
@@ -350,7 +264,7 @@ export class BrokerStatePersistence {
    */
   outgoingEnqueueCombi(subs: readonly { clientId: string; qos?: number | undefined }[], packet: PersistedPacket): Promise<void> {
     try {
-      this.#ready()
+      this.ready()
       if (subs.length === 0) return DONE
       this.#enqueue(subs, packet)
       return DONE
@@ -371,7 +285,7 @@ export class BrokerStatePersistence {
    * the QoS 2 handshake it continues still has to survive a restart.
    */
   async outgoingUpdate(client: PersistenceClient, packet: PersistedPacket): Promise<void> {
-    const s = this.#ready()
+    const s = this.ready()
     const clientId = client.id
     const messageId = numberOrNull(packet.messageId)
     const brokerId = stringOrNull(packet.brokerId)
@@ -394,11 +308,11 @@ export class BrokerStatePersistence {
         }
       }
       if (packet.cmd === 'pubrel' && messageId !== null) {
-        this.#log.debug({ clientId, messageId }, 'pubrel for an unqueued message appended')
+        this.log.debug({ clientId, messageId }, 'pubrel for an unqueued message appended')
         this.#enqueue([{ clientId }], packet, 'pubrel')
         return
       }
-      this.#log.debug({ clientId, messageId, brokerCounter: packet.brokerCounter }, 'outgoing update for an unqueued packet ignored')
+      this.log.debug({ clientId, messageId, brokerCounter: packet.brokerCounter }, 'outgoing update for an unqueued packet ignored')
     } catch (err) {
       throw toBufferError(err, 'broker persistence outgoing update')
     }
@@ -412,7 +326,7 @@ export class BrokerStatePersistence {
    * with the same brokerId/brokerCounter.
    */
   async outgoingClearMessageId(client: PersistenceClient, packet: PersistedPacket | number): Promise<PersistedPacket | undefined> {
-    const s = this.#ready()
+    const s = this.ready()
     if (typeof packet !== 'object' || packet === null) return undefined
     const clientId = client.id
     const messageId = numberOrNull(packet.messageId)
@@ -440,98 +354,13 @@ export class BrokerStatePersistence {
   outgoingStream(client: PersistenceClient): Readable {
     let s: Statements
     try {
-      s = this.#ready()
+      s = this.ready()
     } catch (err) {
       return streamError(err as Error)
     }
     const clientId = client.id
     const last = s.outMaxSeq.get(clientId) ?? 0
     return Readable.from(outgoingRows(s, clientId, last))
-  }
-
-  // -- incoming (QoS 2 received, awaiting PUBREL) ---------------------------
-
-  async incomingStorePacket(client: PersistenceClient, packet: PersistedPacket): Promise<void> {
-    const s = this.#ready()
-    const stored = new AedesPacket(packet)
-    stored.messageId = packet.messageId
-    const enc = encodePacket(stored)
-    try {
-      s.inUpsert.run(client.id, numberOrNull(packet.messageId) ?? 0, enc.header, enc.payload, enc.payloadKind, this.#now())
-    } catch (err) {
-      throw toBufferError(err, 'broker persistence incoming store')
-    }
-  }
-
-  async incomingGetPacket(client: PersistenceClient, packet: { messageId?: number | undefined }): Promise<PersistedPacket> {
-    const s = this.#ready()
-    const row = s.inGet.get(client.id, numberOrNull(packet.messageId) ?? -1)
-    if (row === undefined) throw noSuchPacket()
-    return decodePacket(row)
-  }
-
-  async incomingDelPacket(client: PersistenceClient, packet: { messageId?: number | undefined }): Promise<void> {
-    const s = this.#ready()
-    let changes: number
-    try {
-      changes = s.inDelete.run(client.id, numberOrNull(packet.messageId) ?? -1).changes
-    } catch (err) {
-      throw toBufferError(err, 'broker persistence incoming delete')
-    }
-    if (changes === 0) throw noSuchPacket()
-  }
-
-  /** Every inbound QoS 2 packet of the client (aedes: clean session start and end, [MQTT-3.1.2-6]). */
-  async cleanIncoming(client: PersistenceClient): Promise<void> {
-    const s = this.#ready()
-    try {
-      s.inDeleteClient.run(client.id)
-    } catch (err) {
-      throw toBufferError(err, 'broker persistence clean incoming')
-    }
-  }
-
-  // -- wills ------------------------------------------------------------------
-
-  /** Stores the will stamped with this broker's id and the client id (set on `packet`, as the reference does). */
-  async putWill(client: PersistenceClient, packet: PersistedPacket): Promise<void> {
-    const s = this.#ready()
-    packet.brokerId = this.#broker?.id
-    packet.clientId = client.id
-    const enc = encodePacket(packet)
-    try {
-      s.willUpsert.run(client.id, stringOrNull(packet.brokerId), enc.header, enc.payload, enc.payloadKind, this.#now())
-    } catch (err) {
-      throw toBufferError(err, 'broker persistence put will')
-    }
-  }
-
-  async getWill(client: PersistenceClient): Promise<PersistedPacket | undefined> {
-    const s = this.#ready()
-    const row = s.willGet.get(client.id)
-    return row === undefined ? undefined : decodeWill(row)
-  }
-
-  async delWill(client: PersistenceClient): Promise<PersistedPacket | undefined> {
-    const s = this.#ready()
-    let row: WillRow | undefined
-    try {
-      row = s.willDelete.get(client.id)
-    } catch (err) {
-      throw toBufferError(err, 'broker persistence delete will')
-    }
-    return row === undefined ? undefined : decodeWill(row)
-  }
-
-  /** Wills whose broker is not in `brokers` (aedes: the brokers it heard a heartbeat from). */
-  streamWill(brokers: Readonly<Record<string, unknown>> = {}): Readable {
-    let s: Statements
-    try {
-      s = this.#ready()
-    } catch (err) {
-      return streamError(err as Error)
-    }
-    return Readable.from(willsOfDeadBrokers(s, brokers))
   }
 
   // -- lifecycle and observability ---------------------------------------------
@@ -541,11 +370,11 @@ export class BrokerStatePersistence {
    * database, which belongs to the agent.
    */
   async destroy(): Promise<void> {
-    if (this.#destroyed) return
+    if (this.destroyed) return
     this.#queues.flushDropLog()
-    this.#destroyed = true
-    this.#stmts = undefined
-    this.#tx = undefined
+    this.destroyed = true
+    this.stmts = undefined
+    this.tx = undefined
     this.#txEnqueue = undefined
     this.#trie.clear()
     this.#queues.clear()
@@ -553,10 +382,10 @@ export class BrokerStatePersistence {
 
   /** Counters for metrics; the two subscription figures cost one indexed COUNT query. */
   stats(): BrokerStateStats {
-    const s = this.#stmts
+    const s = this.stmts
     const c = s?.subCounts.get()
     return {
-      retainedMessages: this.#retainedCount,
+      retainedMessages: this.retainedCount,
       persistentSessions: c?.clients ?? 0,
       subscriptions: c?.subs ?? 0,
       queuedMessages: this.#queues.rows,
@@ -568,22 +397,6 @@ export class BrokerStatePersistence {
   }
 
   // -- internals ----------------------------------------------------------------
-
-  #ready(): Statements {
-    if (this.#destroyed) throw stopped()
-    const s = this.#stmts
-    if (s === undefined) {
-      throw new BufferError('EDGE_ERR_BUFFER_STOPPED', 'broker persistence used before setup()')
-    }
-    return s
-  }
-
-  #transactions(): Transactions {
-    this.#ready()
-    const tx = this.#tx
-    if (tx === undefined) throw stopped()
-    return tx
-  }
 
   /**
    * Queue `packet` for each target, bounds applied, in one transaction.
@@ -598,7 +411,7 @@ export class BrokerStatePersistence {
     packet: PersistedPacket,
     kind: 'publish' | 'pubrel' = 'publish',
   ): void {
-    this.#ready()
+    this.ready()
     const tx = this.#txEnqueue
     if (tx === undefined) throw stopped()
     // The reference stores a fresh aedes Packet: the fields aedes keeps, with
@@ -652,14 +465,4 @@ export class BrokerStatePersistence {
 /** Factory form of `new BrokerStatePersistence(options)`; pass the result to `Aedes.createBroker({ persistence })`. */
 export function createBrokerStatePersistence(options: BrokerStateOptions): BrokerStatePersistence {
   return new BrokerStatePersistence(options)
-}
-
-function stopped(): BufferError {
-  return new BufferError('EDGE_ERR_BUFFER_STOPPED', 'broker persistence destroyed')
-}
-
-function noSuchPacket(): BufferError {
-  // An expected answer, not a fault: aedes asks for an inbound QoS 2 packet to
-  // learn whether it is a duplicate.
-  return new BufferError('EDGE_ERR_BUFFER_INVALID', 'no such packet')
 }

@@ -1,4 +1,4 @@
-// The broker state's tables (prefixed `broker_`) in the agent's shared
+// The broker state's tables (prefixed `setupBroker`) in the agent's shared
 // SQLite file. The migration id keeps its original 'aedes/' namespace: ids
 // are recorded in existing files and must never change.
 import type BetterSqlite3 from 'better-sqlite3'
@@ -7,7 +7,7 @@ import type { Migration } from '../storage/index.js'
 type Database = BetterSqlite3.Database
 
 /**
- * Create the broker_* tables and indexes if missing. Idempotent, one
+ * Create the setupBroker* tables and indexes if missing. Idempotent, one
  * transaction (a savepoint when called inside one). This is the `up` of
  * BROKER_STATE_MIGRATIONS; call it directly only on a database that is
  * not managed by openDatabase().
