@@ -8,8 +8,8 @@ import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
 import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
-import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
-import { BrokerState } from './broker-state.js'
+import { SqliteStore, type BufferStats, type MessageStore } from '../buffer/index.js'
+import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
@@ -44,7 +44,7 @@ export interface AgentStatus {
   readonly components: readonly { readonly name: string; readonly state: string }[]
   readonly broker: ReturnType<LocalBroker['stats']> & { readonly receivedPerSec: number; readonly deliveredPerSec: number }
   /** The store-and-forward buffer, and the broker state kept in the same file. */
-  readonly buffer: BufferStats & { readonly brokerState: SqlitePersistenceStats | null }
+  readonly buffer: BufferStats & { readonly brokerState: BrokerStateStats | null }
   /** One entry per configured upstream (bridge). */
   readonly upstreams: readonly UpstreamStatus[]
   /** Local CA, device certificates and clock; null without an mqtts listener. */
@@ -314,7 +314,7 @@ function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteSt
     // 0 in the config means "size it from the disk", which the store does when unset.
     ...(b.maxBytes > 0 ? { maxBytes: b.maxBytes } : {}),
     ...(b.minFreeBytes > 0 ? { minFreeBytes: b.minFreeBytes } : {}),
-    migrations: AEDES_PERSISTENCE_MIGRATIONS,
+    migrations: BROKER_STATE_MIGRATIONS,
   })
 }
 

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import { BufferError } from './errors.js'
+import { BufferError } from '../storage/index.js'
 import { rowToPeeked, type MessageRow } from './message-schema.js'
 import type { PeekedMessage } from './message-store.js'
 

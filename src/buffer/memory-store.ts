@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { DropAccounting } from './drop-accounting.js'
-import { BufferError } from './errors.js'
+import { BufferError } from '../storage/index.js'
 import {
   type AppendInput,
   type AppendResult,

@@ -37,7 +37,7 @@
 // again anyway (at-least-once).
 
 import type Database from 'better-sqlite3'
-import type { Migration } from './database.js'
+import type { Migration } from '../storage/index.js'
 import {
   type Conflation,
   decodeProperties,

@@ -51,7 +51,7 @@
 //    the append is rejected (EDGE_ERR_BUFFER_FULL, retryable).
 
 import { Buffer } from 'node:buffer'
-import { BufferError } from './errors.js'
+import { BufferError } from '../storage/index.js'
 
 /** What happens to a new message that does not fit. Default 'drop-oldest'. */
 export type FullPolicy = 'drop-oldest' | 'drop-lowest-priority' | 'refuse'

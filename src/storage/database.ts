@@ -1,6 +1,6 @@
 // Opening the agent's SQLite file: pragmas on every open, migrations from
 // several owners, and quarantine of a corrupt file. Shared by the message
-// store and the aedes persistence, which live in the same file.
+// store and the broker state, which live in the same file.
 //
 // Durability — what each mode can lose on power failure or OS crash
 // (all modes use WAL; a process crash / kill -9 loses nothing committed in
@@ -67,24 +67,22 @@
 // Permissions: the directory is created 0700 and the database file 0600;
 // SQLite creates -wal and -shm with the database file's mode.
 
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, realpathSync, renameSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, realpathSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Logger } from 'pino'
 import { BufferError, isCorruptionCode, sqliteCodeOf, toBufferError } from './errors.js'
+import { applyMigrations, CORE_MIGRATIONS, type Migration } from './migrations.js'
+import { quarantine, type QuarantineRecord } from './quarantine.js'
 import { WalSync } from './wal-sync.js'
+
+export { applyMigrations, CORE_MIGRATIONS, type Migration } from './migrations.js'
+export { readQuarantineLog, type QuarantineRecord } from './quarantine.js'
 
 export type Durability = 'full' | 'normal' | 'off'
 
 /** 'full' is NORMAL plus WalSync (see the header). */
 const SYNCHRONOUS: Record<Durability, number> = { full: 1, normal: 1, off: 0 }
-
-export interface Migration {
-  /** Globally unique and stable: '<owner>/<NNN>-<what>'. Never rename or edit a released migration. */
-  readonly id: string
-  /** Runs inside a transaction; throw to abort the open. */
-  readonly up: (db: Database.Database) => void
-}
 
 export interface OpenDatabaseOptions {
   readonly logger: Logger
@@ -104,16 +102,6 @@ export interface OpenDatabaseOptions {
   readonly journalSizeLimitBytes?: number
   /** Clock for quarantine timestamps, epoch ms. Default Date.now. */
   readonly now?: () => number
-}
-
-export interface QuarantineRecord {
-  /** The path of the corrupt file. */
-  readonly original: string
-  /** Where the main file went; '-wal' / '-shm' siblings were moved to the same name plus that suffix. */
-  readonly movedTo: string
-  readonly files: readonly string[]
-  readonly reason: string
-  readonly at: number
 }
 
 /** A lease on a (possibly shared) connection. */
@@ -137,22 +125,6 @@ export interface SqliteDatabase {
   /** Release this lease (idempotent). The last lease checkpoints the WAL (TRUNCATE) and closes. */
   close(): void
 }
-
-/** Migrations owned by this module, applied first on every open. */
-export const CORE_MIGRATIONS: readonly Migration[] = [
-  {
-    id: 'core/001-quarantine-log',
-    up: (db) => {
-      db.exec(`CREATE TABLE db_quarantine_log (
-        id INTEGER PRIMARY KEY,
-        at INTEGER NOT NULL,
-        original TEXT NOT NULL,
-        moved_to TEXT NOT NULL,
-        reason TEXT NOT NULL
-      ) STRICT`)
-    },
-  },
-]
 
 interface Shared {
   readonly db: Database.Database
@@ -436,63 +408,4 @@ function applyMaxFileBytes(db: Database.Database, maxFileBytes: number): void {
   const pageSize = db.pragma('page_size', { simple: true }) as number
   const pages = Math.max(1, Math.floor(maxFileBytes / pageSize))
   db.pragma(`max_page_count = ${pages}`)
-}
-
-function quarantine(path: string, reason: string, at: number, log: Logger): QuarantineRecord {
-  const stamp = new Date(at).toISOString().replace(/[-:]/g, '').replace('.', '')
-  let movedTo = `${path}.corrupt-${stamp}`
-  for (let n = 1; existsSync(movedTo) && n < 1000; n++) movedTo = `${path}.corrupt-${stamp}-${n}`
-  const files: string[] = []
-  try {
-    // Main file first: if this fails nothing moved and we stop. -wal / -shm
-    // keep the same base name so SQLite can open the quarantined pair.
-    for (const suffix of ['', '-wal', '-shm']) {
-      if (!existsSync(path + suffix)) continue
-      renameSync(path + suffix, movedTo + suffix)
-      files.push(movedTo + suffix)
-    }
-  } catch (err) {
-    throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', `database is corrupt and could not be moved aside: ${(err as Error).message}`, {
-      cause: err,
-    })
-  }
-  log.error({ path, movedTo, files, reason }, 'corrupt database quarantined, starting with a fresh file')
-  return { original: path, movedTo, files, reason, at }
-}
-
-/** Apply migrations not yet recorded in schema_migrations; returns the ids applied now. */
-export function applyMigrations(db: Database.Database, migrations: readonly Migration[], log: Logger): string[] {
-  const seen = new Set<string>()
-  for (const m of migrations) {
-    if (typeof m.id !== 'string' || m.id.length === 0 || seen.has(m.id)) {
-      throw new BufferError('EDGE_ERR_BUFFER_INVALID', `migration ids must be unique non-empty strings (got '${String(m.id)}')`)
-    }
-    seen.add(m.id)
-  }
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT, WITHOUT ROWID')
-  const isApplied = db.prepare('SELECT 1 FROM schema_migrations WHERE id = ?').pluck()
-  const record = db.prepare('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)')
-  const applied: string[] = []
-  for (const m of migrations) {
-    if (isApplied.get(m.id) !== undefined) continue
-    // IMMEDIATE: take the write lock before reading, so two processes opening
-    // the same new file cannot both run the same migration.
-    db.transaction(() => {
-      if (isApplied.get(m.id) !== undefined) return
-      m.up(db)
-      record.run(m.id, Date.now())
-      applied.push(m.id)
-    }).immediate()
-  }
-  if (applied.length > 0) log.info({ migrations: applied }, 'database migrations applied')
-  return applied
-}
-
-/** The quarantine history recorded in this file. */
-export function readQuarantineLog(db: Database.Database): { count: number; last: { movedTo: string; at: number; reason: string } | null } {
-  const count = db.prepare('SELECT count(*) FROM db_quarantine_log').pluck().get() as number
-  const last = db.prepare('SELECT moved_to AS movedTo, at, reason FROM db_quarantine_log ORDER BY id DESC LIMIT 1').get() as
-    | { movedTo: string; at: number; reason: string }
-    | undefined
-  return { count, last: last ?? null }
 }

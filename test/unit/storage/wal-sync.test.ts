@@ -3,7 +3,7 @@
 // is covered by database.test.ts and every durability test of the store.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { type FsOps, WalSync } from '../../../src/buffer/wal-sync.js'
+import { type FsOps, WalSync } from '../../../src/storage/wal-sync.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
 
 type Cb = (err: NodeJS.ErrnoException | null) => void

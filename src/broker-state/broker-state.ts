@@ -5,30 +5,34 @@
 // persistence lets go of the database after the broker closed and before the
 // store closes the file.
 import type { Logger } from 'pino'
-import { SqlitePersistence, type SqliteStore, type SqlitePersistenceStats } from '../buffer/index.js'
+import type { SqliteDatabase } from '../storage/index.js'
+import { BrokerStatePersistence } from './persistence.js'
+import type { BrokerStateStats } from './types.js'
+
+/** Whoever opened the shared file (the buffer's SqliteStore); its lease is valid once it started. */
+export interface DatabaseOwner {
+  readonly database: SqliteDatabase
+}
 
 export class BrokerState {
   readonly name = 'broker-state'
-  #persistence: SqlitePersistence | undefined
+  #persistence: BrokerStatePersistence | undefined
 
   constructor(
-    private readonly store: SqliteStore,
+    private readonly owner: DatabaseOwner,
     private readonly logger: Logger,
   ) {}
 
   async start(): Promise<void> {
-    this.#persistence ??= new SqlitePersistence({
-      db: this.store.database.db,
-      logger: this.logger.child({ component: 'broker-state' }),
-    })
+    this.#persistence ??= new BrokerStatePersistence({ db: this.owner.database.db, logger: this.logger })
   }
 
   /** For LocalBroker's `persistence` option; valid once started. */
-  get persistence(): SqlitePersistence | undefined {
+  get persistence(): BrokerStatePersistence | undefined {
     return this.#persistence
   }
 
-  stats(): SqlitePersistenceStats | undefined {
+  stats(): BrokerStateStats | undefined {
     return this.#persistence?.stats()
   }
 

@@ -1,5 +1,5 @@
 // The local broker's session state survives a restart: a real aedes broker on
-// 127.0.0.1:0 with SqlitePersistence on a temp-file database, real mqtt.js
+// 127.0.0.1:0 with BrokerStatePersistence on a temp-file database, real mqtt.js
 // clients. A "restart" closes the TCP server, the broker and the database
 // connection, then opens a new connection to the same file, a new persistence
 // and a new Aedes instance on a new port.
@@ -7,7 +7,7 @@
 // Glossary
 //   node        one incarnation of the broker: the agent's database (opened
 //               with openDatabase() and both owners' migrations, as the agent
-//               does) + SqlitePersistence + Aedes + net.Server (startNode),
+//               does) + BrokerStatePersistence + Aedes + net.Server (startNode),
 //               closed by node.close()
 //   published   the broker's 'publish' event for a topic: emitted after aedes
 //               has stored the retained message / queued the offline copies
@@ -21,12 +21,13 @@ import type Database from 'better-sqlite3'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { pino } from 'pino'
 import {
-  AEDES_PERSISTENCE_MIGRATIONS,
-  AEDES_PERSISTENCE_TABLES,
-  createSqlitePersistence,
-  type SqlitePersistence,
-} from '../../../src/buffer/aedes-persistence.js'
-import { MESSAGE_STORE_MIGRATIONS, openDatabase } from '../../../src/buffer/index.js'
+  BROKER_STATE_MIGRATIONS,
+  BROKER_STATE_TABLES,
+  createBrokerStatePersistence,
+  type BrokerStatePersistence,
+} from '../../../src/broker-state/index.js'
+import { MESSAGE_STORE_MIGRATIONS } from '../../../src/buffer/index.js'
+import { openDatabase } from '../../../src/storage/index.js'
 import { CONNACK_ACCEPTED, client, connectPacket, publishPacket, rawConnection } from '../../helpers/mqtt-clients.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { collectMessages, nextMessage, waitFor, withTimeout } from '../../helpers/wait.js'
@@ -36,7 +37,7 @@ const silent = pino({ level: 'silent' })
 
 interface BrokerNode {
   broker: Aedes
-  persistence: SqlitePersistence
+  persistence: BrokerStatePersistence
   db: Database.Database
   port: number
   url: string
@@ -48,9 +49,9 @@ interface BrokerNode {
 async function startNode(t: TestContext, file: string): Promise<BrokerNode> {
   // WAL + synchronous=FULL on every open (anchors-reliability §7.2); the file
   // also holds the message store's tables, as in the agent
-  const lease = openDatabase(file, { logger: silent, migrations: [...MESSAGE_STORE_MIGRATIONS, ...AEDES_PERSISTENCE_MIGRATIONS] })
+  const lease = openDatabase(file, { logger: silent, migrations: [...MESSAGE_STORE_MIGRATIONS, ...BROKER_STATE_MIGRATIONS] })
   const db = lease.db
-  const persistence = createSqlitePersistence({ db, logger: silent })
+  const persistence = createBrokerStatePersistence({ db, logger: silent })
   const broker = await Aedes.createBroker({ persistence, heartbeatInterval: 60_000 })
   const errors: Error[] = []
   // aedes.d.ts types only aedes' own events; 'error' is EventEmitter's
@@ -238,7 +239,7 @@ test('a clean session leaves no rows behind', async (t) => {
   const gone = disconnected(a.broker, 'clean-dev')
   await c.endAsync()
   await gone
-  for (const table of AEDES_PERSISTENCE_TABLES.filter((name) => name !== 'broker_retained')) {
+  for (const table of BROKER_STATE_TABLES.filter((name) => name !== 'broker_retained')) {
     await waitFor(() => rowsOf(a.db, table, 'clean-dev') === 0, WAIT_MS, `no ${table} rows for clean-dev`)
   }
   assert.deepEqual(a.errors, [])

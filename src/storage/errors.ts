@@ -1,4 +1,7 @@
-// Errors of the buffer component.
+// Errors of the storage base and of the components on it (buffer, broker
+// state). The class keeps the name BufferError and the EDGE_ERR_BUFFER_*
+// codes it had before the shared file got a base of its own: both are a
+// public contract (logs, tests, the README's error table).
 //
 // Callers branch on `code`, never on message text. `retryable` tells the
 // broker what to do with the device's message: a retryable rejection means

@@ -1,11 +1,11 @@
-// SqlitePersistence against aedes-persistence's own abstract suite, then the
+// BrokerStatePersistence against aedes-persistence's own abstract suite, then the
 // properties the suite does not look at: restart round trips on a real file,
 // queue bounds, clean-session purge, counters.
 //
 // Glossary
 //   abstract suite  aedes-persistence/abstract.js: the conformance tests every
 //                   aedes persistence runs (node:test, t.plan + t.assert).
-//   restart         a second SqlitePersistence on a second connection to the
+//   restart         a second BrokerStatePersistence on a second connection to the
 //                   same file, set up with a broker object as aedes would.
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
@@ -15,16 +15,16 @@ import { after, describe, test, type TestContext } from 'node:test'
 import Database from 'better-sqlite3'
 import { pino } from 'pino'
 import {
-  AEDES_PERSISTENCE_MIGRATIONS,
-  AEDES_PERSISTENCE_TABLES,
-  SqlitePersistence,
+  BROKER_STATE_MIGRATIONS,
+  BROKER_STATE_TABLES,
+  BrokerStatePersistence,
   decodePacket,
   encodePacket,
   topicMatches,
   type PersistedPacket,
   type PersistenceBroker,
-  type SqlitePersistenceOptions,
-} from '../../../src/buffer/aedes-persistence.js'
+  type BrokerStateOptions,
+} from '../../../src/broker-state/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
 // abstract.js is CommonJS without type declarations: the part we call.
@@ -55,7 +55,7 @@ abstractPersistence({
   persistence: () => {
     const db = new Database(':memory:')
     suiteDbs.push(db)
-    return new SqlitePersistence({ db, logger: silent })
+    return new BrokerStatePersistence({ db, logger: silent })
   },
 })
 
@@ -79,9 +79,9 @@ function fakeBroker(id = 'broker-1'): PersistenceBroker {
 async function started(
   db: Database.Database,
   broker: PersistenceBroker,
-  opts: Partial<SqlitePersistenceOptions> = {},
-): Promise<SqlitePersistence> {
-  const p = new SqlitePersistence({ db, logger: silent, ...opts })
+  opts: Partial<BrokerStateOptions> = {},
+): Promise<BrokerStatePersistence> {
+  const p = new BrokerStatePersistence({ db, logger: silent, ...opts })
   await p.setup(broker)
   return p
 }
@@ -169,7 +169,7 @@ describe('topicMatches', () => {
   }
 })
 
-describe('SqlitePersistence on a file, across restarts', () => {
+describe('BrokerStatePersistence on a file, across restarts', () => {
   test('keeps retained messages, subscriptions, queues, inbound QoS 2 and wills over a reopen', async (t) => {
     const file = join(tmpDir(t), 'agent.db')
     const db1 = openFileDb(t, file)
@@ -414,10 +414,10 @@ describe('sessions', () => {
     const db = openFileDb(t, join(tmpDir(t), 'agent.db'))
     const p = await started(db, fakeBroker())
     const tables = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all()
-    assert.deepEqual(tables, [...AEDES_PERSISTENCE_TABLES, 'schema_migrations'].sort())
+    assert.deepEqual(tables, [...BROKER_STATE_TABLES, 'schema_migrations'].sort())
     assert.deepEqual(
       db.prepare('SELECT id FROM schema_migrations').pluck().all(),
-      AEDES_PERSISTENCE_MIGRATIONS.map((m) => m.id),
+      BROKER_STATE_MIGRATIONS.map((m) => m.id),
     )
     await p.destroy()
     const again = await started(db, fakeBroker())

@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync, chmodSy
 import { join } from 'node:path'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
-import { applyDurability, type Migration, openDatabase, readQuarantineLog } from '../../../src/buffer/database.js'
+import { applyDurability, type Migration, openDatabase, readQuarantineLog } from '../../../src/storage/database.js'
 import { BufferError, SqliteStore } from '../../../src/buffer/index.js'
 import { captureLogger, silentLogger } from '../../helpers/buffer-support.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'

@@ -1,0 +1,375 @@
+// One group-commit batch of the SqliteStore (see sqlite-store.ts, write
+// path): appends, acks and drop-deletes in ONE `BEGIN IMMEDIATE … COMMIT`.
+// Admission against the cap (evicting per policy), conflation and priority
+// inheritance happen inside the transaction and only record effects; memory
+// follows from the effects after COMMIT returns, and the append promises
+// resolve after that (durability 'full': after the WAL fsync), so a rollback
+// leaves memory and file in agreement.
+import { performance } from 'node:perf_hooks'
+import type Database from 'better-sqlite3'
+import { BufferError, type BufferErrorCode, type SqliteDatabase, toBufferError } from '../storage/index.js'
+import { type DeletedRow, type Statements, WHEN_FULL_CODE } from './message-schema.js'
+import { type AppendResult, type DropReason, type NormalizedMessage, toStoredMessage } from './message-store.js'
+import type { AppendOp, Effect, Op, StoreState } from './store-state.js'
+import type { TopicLedger } from './topic-ledger.js'
+
+const MiB = 1024 * 1024
+
+/**
+ * Ids are reserved in blocks: buffer_meta.next_id is written once per
+ * ID_BLOCK ids, not in every commit, which saves a page of WAL per commit
+ * (a commit of one message writes about four). After a restart the ids
+ * go on above the reserved block: never reused, with a gap.
+ */
+const ID_BLOCK = 4096
+
+type Outcome = { readonly ok: true; readonly value: AppendResult | undefined } | { readonly ok: false; readonly err: BufferError }
+
+/** Run one batch. Synchronous; settles every op. */
+export function executeBatch(st: StoreState, batch: Op[]): void {
+  const lease = st.lease
+  const s = st.s
+  const ledger = st.ledger
+  if (lease === null || s === null || ledger === null || !lease.db.open) {
+    const err = st.stoppedError()
+    for (const op of batch) op.fail(err)
+    return
+  }
+  new CommitBatch(st, lease, s, ledger, batch).run()
+}
+
+class CommitBatch {
+  readonly #started = performance.now()
+  readonly #now: number
+  readonly #cap: number
+  readonly #constrained: boolean
+  readonly #diskLow: boolean
+  readonly #effects: Effect[] = []
+  readonly #outcomes: Outcome[]
+  readonly #txPriorities = new Set<number>()
+  #bytes: number
+  #inserted = 0
+  #acks = 0
+  #deletes = 0
+  #nextId: number
+  #reserved = 0
+
+  constructor(
+    private readonly st: StoreState,
+    private readonly lease: SqliteDatabase,
+    private readonly s: Statements,
+    private readonly ledger: TopicLedger,
+    private readonly batch: Op[],
+  ) {
+    this.#now = st.now()
+    this.#diskLow = st.disk?.isLow() ?? false
+    st.setReason('disk-low', this.#diskLow)
+    let cap = st.maxBytes
+    if (st.pressureCap !== null) cap = Math.min(cap, st.pressureCap)
+    if (this.#diskLow) cap = Math.min(cap, st.totalBytes)
+    this.#cap = cap
+    this.#constrained = this.#diskLow || st.pressureCap !== null
+    this.#outcomes = new Array<Outcome>(batch.length)
+    this.#bytes = st.totalBytes
+    this.#nextId = st.nextId
+  }
+
+  run(): void {
+    const st = this.st
+    try {
+      this.lease.db.transaction(() => this.#transaction()).immediate()
+    } catch (err) {
+      this.ledger.discard()
+      st.nextId = Math.max(st.nextId, this.#nextId) // ids are never reused, even uncommitted ones
+      onCommitFailure(st, this.batch, err)
+      return
+    }
+    st.nextId = this.#nextId
+    st.idReserved = Math.max(st.idReserved, this.#reserved)
+    this.#afterCommit()
+  }
+
+  #transaction(): void {
+    const batch = this.batch
+    for (let i = 0; i < batch.length; i++) {
+      const op = batch[i] as Op
+      if (op.kind === 'append') {
+        this.#appendOne(i, op.msg)
+      } else if (op.kind === 'ack') {
+        for (const id of op.ids) if (this.#ackRow(id)) this.#acks++
+        this.#outcomes[i] = { ok: true, value: undefined }
+      } else {
+        for (const id of op.ids) if (this.#deleteRow(id, op.reason)) this.#deletes++
+        this.#outcomes[i] = { ok: true, value: undefined }
+      }
+    }
+    this.ledger.flush()
+    if (this.#nextId > this.st.idReserved) {
+      this.#reserved = this.#nextId + ID_BLOCK
+      this.s.setMeta.run('next_id', this.#reserved)
+    }
+  }
+
+  /** Committed: now memory may follow the file, then the ops settle. */
+  #afterCommit(): void {
+    const st = this.st
+    const appendedQueues = new Set<string>()
+    for (const e of this.#effects) st.applyEffect(e, appendedQueues)
+    for (const op of this.batch) {
+      if (op.kind === 'ack') {
+        for (const id of op.ids) {
+          st.acking.delete(id)
+          st.dropInFlight(id)
+        }
+      } else if (op.kind === 'delete') {
+        for (const id of op.ids) st.doomed.delete(id)
+      }
+    }
+    if (this.#diskLow) st.checkpointForSpace()
+    st.counters.commits++
+    st.counters.appended += this.#inserted
+    st.counters.acked += this.#acks
+    st.setReason('io-error', false)
+    st.setReason('busy', false)
+    const wait = this.lease.durability === 'full' && this.#inserted > 0
+    const durable: Array<{ op: AppendOp; value: AppendResult }> = []
+    for (let i = 0; i < this.batch.length; i++) {
+      const op = this.batch[i] as Op
+      const out = this.#outcomes[i]
+      if (out === undefined) continue
+      if (!out.ok) op.fail(out.err)
+      else if (op.kind !== 'append') op.resolve()
+      else if (wait) durable.push({ op, value: out.value as AppendResult })
+      else op.resolve(out.value as AppendResult)
+    }
+    if (durable.length > 0) resolveWhenSynced(st, this.lease, durable)
+    const durationMs = performance.now() - this.#started
+    st.emitSafe('commit', { appends: this.#inserted, acks: this.#acks, deletes: this.#deletes, durationMs })
+    if (appendedQueues.size > 0) st.emitSafe('appended', [...appendedQueues])
+  }
+
+  #deleteRow(id: number, reason: DropReason | 'acked'): boolean {
+    const row = this.s.deleteById.get(id) as DeletedRow | undefined
+    if (row === undefined) return false
+    this.ledger.remove(row.queue, row.topic)
+    this.#bytes -= row.size
+    this.#effects.push({ t: 'delete', row, reason })
+    return true
+  }
+
+  /** An ack: for an in-flight row (the usual case) memory has the row's columns already. */
+  #ackRow(id: number): boolean {
+    const f = this.st.inFlight.get(id)
+    if (f === undefined) return this.#deleteRow(id, 'acked')
+    if (this.s.deleteAcked.run(id).changes === 0) return false
+    this.ledger.remove(f.queue, f.topic)
+    this.#bytes -= f.size
+    this.#effects.push({ t: 'delete', row: f, reason: 'acked' })
+    return true
+  }
+
+  #refuse(i: number, m: NormalizedMessage, fullReason: 'buffer-full' | 'disk-full' | 'too-large'): void {
+    const dropReason: DropReason = fullReason === 'disk-full' ? 'disk-full' : 'refused'
+    this.#effects.push({ t: 'drop-only', reason: dropReason, rule: m.rule, queue: m.queue })
+    this.#outcomes[i] = {
+      ok: false,
+      err: new BufferError(
+        'EDGE_ERR_BUFFER_FULL',
+        fullReason === 'too-large' ? 'message is larger than the buffer cap' : 'buffer full: message refused',
+        { retryable: fullReason !== 'too-large', fullReason },
+      ),
+    }
+  }
+
+  #appendOne(i: number, m: NormalizedMessage): void {
+    const st = this.st
+    const s = this.s
+    const now = this.#now
+    if (m.expiresAt !== null && m.expiresAt <= now) {
+      this.#effects.push({ t: 'drop-only', reason: 'expired', rule: m.rule, queue: m.queue })
+      this.#outcomes[i] = { ok: true, value: { id: null, dropped: 'expired' } }
+      return
+    }
+    if (m.size > st.maxBytes) {
+      this.#refuse(i, m, 'too-large')
+      return
+    }
+    const over = this.#bytes + m.size - this.#cap
+    if (over > 0) {
+      const fullReason = this.#constrained ? 'disk-full' : 'buffer-full'
+      if (m.whenFull === 'refuse') {
+        this.#refuse(i, m, fullReason)
+        return
+      }
+      const victims = selectVictims(st, s, m, over, this.#txPriorities)
+      if (victims === null) {
+        this.#refuse(i, m, fullReason)
+        return
+      }
+      const reason: DropReason = this.#constrained ? 'disk-full' : 'evicted-full'
+      for (const v of victims) this.#deleteRow(v, reason)
+    }
+    // Conflation (invariant 5): older rows of the topic not in flight go.
+    if (m.conflation === 'latest-only') {
+      for (const id of s.topicIds.all(m.queue, m.topic) as number[]) {
+        if (!st.inFlight.has(id)) this.#deleteRow(id, 'conflated')
+      }
+    }
+    // Invariant 4: stored no higher than the topic's older queued rows.
+    const priority = this.ledger.add(m.queue, m.topic, m.priority)
+    const id = this.#nextId++
+    // Positional: binding by name costs 1.5 µs more per row (better-sqlite3 12).
+    s.insert.run(
+      id,
+      m.queue,
+      m.topic,
+      m.qos,
+      m.retain ? 1 : 0,
+      priority,
+      m.rule,
+      m.conflation === 'latest-only' ? 1 : 0,
+      WHEN_FULL_CODE[m.whenFull],
+      now,
+      m.expiresAt,
+      m.size,
+      m.payload,
+      m.propertiesJson,
+    )
+    this.#bytes += m.size
+    this.#inserted++
+    this.#txPriorities.add(priority)
+    this.#effects.push({ t: 'insert', msg: toStoredMessage(m, id, priority, now) })
+    this.#outcomes[i] = { ok: true, value: { id, dropped: null } }
+  }
+}
+
+/**
+ * Durability 'full': the appends of a commit are acknowledged once its WAL
+ * frames are fsync'd (wal-sync.ts), not before. Meanwhile the rows are
+ * visible and may already be sent upstream: if power fails first, the
+ * device (never acknowledged) sends again, a duplicate, never a loss.
+ */
+function resolveWhenSynced(st: StoreState, lease: SqliteDatabase, appends: ReadonlyArray<{ op: AppendOp; value: AppendResult }>): void {
+  const p = lease.syncWal().then(
+    () => {
+      for (const a of appends) a.op.resolve(a.value)
+    },
+    (raw: unknown) => {
+      const err = toBufferError(raw, 'sync the buffer to disk')
+      st.counters.failedCommits++
+      st.lastError = { code: err.code, message: err.message, at: st.now() }
+      st.setReason('io-error', true)
+      st.logError(err, 'buffer fsync failed: appends not acknowledged (devices will resend)', { ops: appends.length })
+      for (const a of appends) a.op.fail(err)
+    },
+  )
+  st.syncing.add(p)
+  void p.finally(() => st.syncing.delete(p))
+}
+
+/**
+ * Rows to evict so that `over` bytes are freed for `m`, per m.whenFull, or
+ * null if not enough evictable rows exist (then nothing is evicted).
+ * Candidates: rows whose own policy is not 'refuse', not in flight, not
+ * already doomed. Reads buffer_messages_evict per priority, oldest first.
+ */
+function selectVictims(st: StoreState, s: Statements, m: NormalizedMessage, over: number, txPriorities: ReadonlySet<number>): number[] | null {
+  const priorities = new Set<number>(txPriorities)
+  for (const q of st.queues.values()) for (const [p, n] of q.byPriority) if (n > 0) priorities.add(p)
+  let ordered = [...priorities].sort((a, b) => a - b)
+  if (m.whenFull === 'drop-lowest-priority') ordered = ordered.filter((p) => p <= m.priority)
+  const cursors = ordered.map((p) => new EvictCursor(s.evictCandidates, p, st.inFlight, st.doomed))
+  const victims: number[] = []
+  let freed = 0
+  // Bounded by the number of evictable rows: every step consumes one candidate.
+  while (freed < over) {
+    let pick: EvictCursor | undefined
+    if (m.whenFull === 'drop-lowest-priority') {
+      pick = cursors.find((c) => c.peek() !== undefined)
+    } else {
+      for (const c of cursors) {
+        const head = c.peek()
+        if (head !== undefined && (pick === undefined || head.id < (pick.peek()?.id ?? Infinity))) pick = c
+      }
+    }
+    const v = pick?.take()
+    if (v === undefined) return null
+    victims.push(v.id)
+    freed += v.size
+  }
+  return victims
+}
+
+function onCommitFailure(st: StoreState, batch: Op[], raw: unknown): void {
+  const err = toBufferError(raw, 'commit batch')
+  st.counters.failedCommits++
+  st.lastError = { code: err.code, message: err.message, at: st.now() }
+  let code: BufferErrorCode = err.code
+  if (code === 'EDGE_ERR_BUFFER_IO') {
+    // ENOSPC sometimes surfaces as SQLITE_IOERR_WRITE rather than SQLITE_FULL.
+    st.disk?.refresh()
+    const free = st.disk?.freeBytes
+    if (free !== null && free !== undefined && free < MiB) code = 'EDGE_ERR_BUFFER_FULL'
+  }
+  const appends = batch.filter((op): op is AppendOp => op.kind === 'append')
+  if (code === 'EDGE_ERR_BUFFER_FULL') {
+    st.checkpointForSpace()
+    st.pressureCap = Math.floor(st.totalBytes * 0.98)
+    st.pressureSince = st.now()
+    st.setReason('disk-full', true)
+    for (const op of appends) st.drops.record('disk-full', op.msg.rule, op.msg.queue)
+  } else if (code === 'EDGE_ERR_BUFFER_CORRUPT') {
+    st.setReason('corrupt', true)
+  } else if (code === 'EDGE_ERR_BUFFER_BUSY') {
+    st.setReason('busy', true)
+  } else {
+    st.setReason('io-error', true)
+  }
+  st.logError(err, 'buffer commit failed', { ops: batch.length, appends: appends.length })
+  const failure =
+    code === err.code
+      ? err
+      : new BufferError('EDGE_ERR_BUFFER_FULL', 'commit batch: disk is full', {
+          cause: raw,
+          retryable: true,
+          fullReason: 'disk-full',
+          ...(err.sqliteCode === undefined ? {} : { sqliteCode: err.sqliteCode }),
+        })
+  for (const op of batch) op.fail(failure)
+}
+
+/** Walks buffer_messages_evict for one priority, oldest first, skipping rows that may not be evicted. */
+class EvictCursor {
+  #buf: Array<{ id: number; size: number }> = []
+  #pos = 0
+  #after = 0
+  #done = false
+
+  constructor(
+    private readonly stmt: Database.Statement,
+    private readonly priority: number,
+    private readonly inFlight: ReadonlyMap<number, unknown>,
+    private readonly doomed: ReadonlySet<number>,
+  ) {}
+
+  peek(): { id: number; size: number } | undefined {
+    // Bounded: each refill advances #after past every row it read.
+    while (this.#pos >= this.#buf.length && !this.#done) this.#refill()
+    return this.#buf[this.#pos]
+  }
+
+  take(): { id: number; size: number } | undefined {
+    const v = this.peek()
+    if (v !== undefined) this.#pos++
+    return v
+  }
+
+  #refill(): void {
+    const rows = this.stmt.all(this.priority, this.#after, 64) as Array<{ id: number; size: number }>
+    const last = rows[rows.length - 1]
+    if (last === undefined || rows.length < 64) this.#done = true
+    if (last !== undefined) this.#after = last.id
+    this.#buf = rows.filter((r) => !this.inFlight.has(r.id) && !this.doomed.has(r.id))
+    this.#pos = 0
+  }
+}
