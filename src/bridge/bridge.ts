@@ -168,7 +168,7 @@ export interface BridgeStatus {
 /**
  * The upstream session as a small MQTT client for the agent's own
  * request/reply exchanges with the upstream (the certificate renewal of
- * certificate-renewer.ts). Its messages bypass the buffer and the rules, in
+ * src/certs/certificate-renewer.ts). Its messages bypass the buffer and the rules, in
  * both directions; messages on its topics go to its listeners only.
  * Structurally an mqtt.js client for these four calls.
  */

@@ -19,15 +19,3 @@ export { IDENTITY_TOPIC, composeIdentity, decodeIdentity, encodeIdentity, formsL
 export { topicFilterProblem, topicMatches, filtersOverlap } from './topic.js'
 export type { UpstreamState } from './upstream-connection.js'
 export type { TlsMaterial } from './transport.js'
-export {
-  CertificateRenewer,
-  renewalTime,
-  retryDelay,
-  type CertificateRenewerOptions,
-  type CertificateRenewerStatus,
-  type CurrentCertificate,
-  type RenewedCertificate,
-  type RenewerClock,
-  type RenewerLink,
-  type RenewerState,
-} from './certificate-renewer.js'
