@@ -35,6 +35,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { MessageStore } from '../buffer/index.js'
 import { BEACON_TOPIC, type AgentBeacon } from './beacon.js'
+import { UpstreamControl, type ControlChannel } from './control-channel.js'
 import { Drain, USER_PROP_VIA } from './drain.js'
 import { EchoGuard } from './echo-guard.js'
 import { BridgeError } from './errors.js'
@@ -179,22 +180,6 @@ export interface BridgeStatus {
   readonly rules: number
 }
 
-/**
- * The upstream session as a small MQTT client for the agent's own
- * request/reply exchanges with the upstream (the certificate renewal of
- * src/certs/certificate-renewer.ts). Its messages bypass the buffer and the rules, in
- * both directions; messages on its topics go to its listeners only.
- * Structurally an mqtt.js client for these four calls.
- */
-export interface ControlChannel {
-  /** Subscribes to one topic name (no wildcards) on the current connection. */
-  subscribeAsync(topic: string, opts: { qos: 0 | 1 | 2 }): Promise<void>
-  /** Resolves on PUBACK (QoS 1/2) or once written (QoS 0); rejects when not connected or refused. */
-  publishAsync(topic: string, payload: string | Buffer, opts: { qos: 0 | 1 | 2 }): Promise<void>
-  on(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
-  off(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
-}
-
 export interface BridgeEvents {
   connected: [info: ConnectInfo]
   disconnected: [err: Error | undefined]
@@ -232,15 +217,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   #stopping: Promise<void> | undefined
   #timer: NodeJS.Timeout | undefined
   #subscribedOnce = false
-  readonly #controlTopics = new Set<string>()
-  readonly #controlEvents = new EventEmitter<{ message: [topic: string, payload: Buffer] }>()
-  /** See ControlChannel. */
-  readonly control: ControlChannel = {
-    subscribeAsync: (topic, opts) => this.#controlSubscribe(topic, opts.qos),
-    publishAsync: (topic, payload, opts) => this.#controlPublish(topic, payload, opts.qos),
-    on: (event, listener) => this.#controlEvents.on(event, listener),
-    off: (event, listener) => this.#controlEvents.off(event, listener),
-  }
+  readonly #control: UpstreamControl
   readonly #onAppended = (queues: readonly string[]): void => {
     if (queues.includes(this.upstream)) this.#drain.kick()
   }
@@ -295,6 +272,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       now: this.#now,
       ...(options.random === undefined ? {} : { random: options.random }),
     })
+    this.#control = new UpstreamControl(this.#conn)
     this.#loop = new LoopDetector({
       enabled: u.loopDetection,
       agentId: options.agent.id,
@@ -325,6 +303,11 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       () => ({ sent: this.#drain.sent, acked: this.#drain.acked, received: this.#counts.received }),
       this.#now,
     )
+  }
+
+  /** The upstream session for the agent's own request/reply exchanges (control-channel.ts). */
+  get control(): ControlChannel {
+    return this.#control
   }
 
   /** The upstream agent's beacon, if it is an edge-agent that published one. */
@@ -510,10 +493,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       this.#loop.received(msg.payload)
       return
     }
-    if (this.#controlTopics.has(msg.topic)) {
-      this.#controlEvents.emit('message', msg.topic, msg.payload)
-      return
-    }
+    if (this.#control.deliver(msg.topic, msg.payload)) return
     const self = this.#o.agent.id
     const via = msg.userProperties?.[USER_PROP_VIA]
     if (via !== undefined && (via === self || (Array.isArray(via) && via.includes(self)))) {
@@ -538,31 +518,6 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       return
     }
     this.#drop('no-rule')
-  }
-
-  // ---------------------------------------------------------------------------
-  // Control channel (ControlChannel)
-
-  async #controlSubscribe(topic: string, qos: 0 | 1 | 2): Promise<void> {
-    // Registered before the SUBSCRIBE: a retained or queued message may follow the SUBACK at once.
-    this.#controlTopics.add(topic)
-    const [granted] = await this.#conn.session.subscribe([{ topic, qos, nl: true, rap: false, rh: 0 }])
-    if (granted === undefined || granted >= 0x80) {
-      throw new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `the upstream refused the subscription to ${topic}`, {
-        reasonCode: granted ?? 0x80,
-      })
-    }
-  }
-
-  #controlPublish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const msg: OutboundMessage = { topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain: false }
-      try {
-        this.#conn.session.publish(msg, (err) => (err === undefined ? resolve() : reject(err)))
-      } catch (err) {
-        reject(err instanceof Error ? err : new Error(String(err)))
-      }
-    })
   }
 
   // ---------------------------------------------------------------------------

@@ -7,10 +7,10 @@ export type {
   BridgeOptions,
   BridgeStatus,
   CapturedPublish,
-  ControlChannel,
   LocalMessage,
   UpstreamOptions,
 } from './bridge.js'
+export type { ControlChannel } from './control-channel.js'
 export { BridgeGroup, type BridgeGroupOptions } from './bridge-group.js'
 export { BridgeRule, parseRuleSet, DEFAULT_TTL_SEC, type BridgeRuleInput, type Direction, type Qos, type WhenFull } from './rule.js'
 export { Backoff, jittered, type BackoffOptions } from './backoff.js'
