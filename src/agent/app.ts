@@ -229,7 +229,7 @@ export class Agent {
     this.#rates.start()
     this.#state = 'running'
     if (this.certs !== undefined) {
-      // The CRL, retained, for devices and anything downstream (research note D6).
+      // The CRL, retained, for devices and anything downstream (docs/certificates.md).
       const crl = await this.certs.currentCrl()
       if (crl.pem !== '') await this.broker.publish(crl.topic, crl.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
     }
