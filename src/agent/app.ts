@@ -6,8 +6,17 @@ import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
-import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
+import {
+  CertificateRenewer,
+  CertsService,
+  PendingKey,
+  installCertificate,
+  renewOverMqtt,
+  systemClock,
+  type CertificateRenewerStatus,
+  type CertsStats,
+} from '../certs/index.js'
+import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
 import { SqliteStore, type BufferStats, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
 import type { AgentConfig } from './config/schema.js'
@@ -143,9 +152,18 @@ export class Agent {
           },
         })
       : undefined
-    // Start order is dependency order; the admin endpoint comes first so that
-    // /healthz can say "starting" during a slow start.
-    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
+    // Start order is dependency order (stop runs it backwards). Absent parts are undefined and left out.
+    const order: (Component | undefined)[] = [
+      this.admin, // first, so that /healthz can say "starting" during a slow start
+      this.store, // the buffer: captures need it before any device connects
+      this.brokerState, // retained messages and sessions, in the store's file
+      certs, // the CA and the server certificate the broker's TLS listeners need
+      this.broker, // devices connect from here on; their PUBLISHes reach the store
+      ...this.bridges.bridges, // one per upstream: drains the store upward
+      ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
+      this.bridges, // the agent's beacon, once the bridges know their upstreams
+    ]
+    this.#components = order.filter((c): c is Component => c !== undefined)
   }
 
   get state(): AgentState {
@@ -211,7 +229,7 @@ export class Agent {
     this.#rates.start()
     this.#state = 'running'
     if (this.certs !== undefined) {
-      // The CRL, retained, for devices and anything downstream (research note D6).
+      // The CRL, retained, for devices and anything downstream (docs/certificates.md).
       const crl = await this.certs.currentCrl()
       if (crl.pem !== '') await this.broker.publish(crl.topic, crl.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
     }

@@ -218,7 +218,7 @@ class CommitBatch {
     // Invariant 4: stored no higher than the topic's older queued rows.
     const priority = this.ledger.add(m.queue, m.topic, m.priority)
     const id = this.#nextId++
-    // Positional: binding by name costs 1.5 µs more per row (better-sqlite3 12).
+    // Positional: binding by name costs more per row (docs/benchmarks.md).
     s.insert.run(
       id,
       m.queue,

@@ -37,7 +37,7 @@ export class BufferInspector {
     try {
       db = new Database(path, { readonly: opts.write !== true, fileMustExist: true, timeout: 5_000 })
       if (opts.write) db.pragma('synchronous = FULL')
-      db.pragma('cache_size = -1024') // a large export must not grow the CLI by the 16 MB default
+      db.pragma('cache_size = -1024') // a large export must not grow the CLI by the default page cache
       const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_messages'").get()
       if (hasTable === undefined) throw new BufferError('EDGE_ERR_BUFFER_INVALID', `${path} holds no message buffer`)
     } catch (err) {

@@ -258,10 +258,10 @@ export interface MessageStore {
  * (~6 B), and the index entries' fixed parts (priority, rowid, expiry,
  * headers; ~12 B each). Page slack and free pages are NOT included.
  * Checked with bench/buffer-append.ts (file size after a TRUNCATE
- * checkpoint ÷ rows): 100-byte payloads, estimate 275 B, file 273 B per
- * message; 1 KiB payloads, estimate 1199 B, file 1457 B (three ~1.2 KB
- * cells fill a 4 KiB page, so slack grows with payload size). Size
- * maxBytes with that margin, or cap the file itself with maxFileBytes.
+ * checkpoint ÷ rows; figures in docs/benchmarks.md): close for small
+ * payloads, below the file for payloads near 1 KiB (a few such cells fill a
+ * 4 KiB page, so slack grows with payload size). Size maxBytes with that
+ * margin, or cap the file itself with maxFileBytes.
  */
 export const ROW_OVERHEAD_BYTES = 80
 

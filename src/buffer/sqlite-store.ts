@@ -112,11 +112,10 @@ export interface SqliteStoreOptions {
    * the commit itself — the loop is blocked while SQLite fsyncs, devices' packets
    * pile up in the socket buffers, and the next poll phase hands them all to one
    * batch — so batches grow with load and with fsync latency, and an idle store
-   * adds no delay. bench/buffer-append.ts, 1 KiB payloads, WAL+FULL on this
-   * machine's virtio disk: 10 closed-loop publishers 15.4 k msg/s (p50 0.6 ms)
-   * with 0 ms against 3.3 k msg/s (p50 2.9 ms) with 2 ms; 100 publishers
-   * 28.9 k against 13.8 k msg/s. A positive window caps the commit rate
-   * instead (fewer, larger WAL writes, e.g. to spare flash), at that latency.
+   * adds no delay; a fixed window was slower and added latency at every load
+   * (bench/buffer-append.ts; figures in docs/benchmarks.md). A positive window
+   * caps the commit rate instead (fewer, larger WAL writes, e.g. to spare
+   * flash), at that latency.
    */
   readonly batchWindowMs?: number
   /**

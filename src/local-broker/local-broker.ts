@@ -226,7 +226,7 @@ export class LocalBroker {
 
   async start(signal: AbortSignal): Promise<void> {
     if (this.#aedes) return
-    // mqtt-packet's number cache is a one-time 6.3 MB of Buffers for the 65,536
+    // mqtt-packet's number cache is a one-time set of Buffers for the 65,536
     // packet ids, measured to buy no throughput here (docs/benchmarks.md): on a
     // 1 GB gateway the memory matters more. Process-wide, by design of mqtt-packet.
     writeToStream.cacheNumbers = false

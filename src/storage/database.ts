@@ -369,8 +369,8 @@ function openAndConfigure(path: string, durability: Durability, options: OpenDat
     db.pragma('wal_autocheckpoint = 1000')
     // Page cache 1 MiB (negative = KiB). better-sqlite3 is built with
     // SQLITE_DEFAULT_CACHE_SIZE=-16000, and appends only ever touch the right
-    // edge of each B-tree, so a backlog filled 16 MB of cache with pages never
-    // read again: +16 MB of RSS in every outage (docs/benchmarks.md, Ingest).
+    // edge of each B-tree, so a backlog filled the default cache with pages
+    // never read again: RSS grew in every outage (docs/benchmarks.md, Ingest).
     // 1 MiB holds the hot pages of every table and index many times over; fill
     // and drain rates did not change measurably.
     db.pragma('cache_size = -1024')

@@ -2,7 +2,7 @@
 //
 // With synchronous=FULL, SQLite fsyncs the WAL inside COMMIT, and
 // better-sqlite3 runs COMMIT on the event loop: every group commit stopped
-// the agent for one fsync (1–5 ms here, far more on an SD card), during which
+// the agent for one fsync (milliseconds, far more on an SD card), during which
 // no device packet and no upstream PUBACK was read. Instead the connection
 // runs at synchronous=NORMAL (the commit only write()s the WAL frames) and
 // the owner calls sync() after COMMIT and acknowledges only when it resolves:

@@ -24,14 +24,15 @@
 //   naming the file: nothing automatic can help, a human must re-provision.
 //
 // The protocol (`renew`) and the file replacement (`install`) are injected by
-// the agent (src/agent/app.ts wires src/certs), so bridge/ imports no other
-// component. Timers go through an injectable clock and never hold the process.
+// the agent (src/agent/app.ts wires renewOverMqtt and installCertificate),
+// and the link is structural (the agent passes the Bridge and its control
+// channel), so certs/ imports nothing from the bridge. Timers go through an
+// injectable clock and never hold the process.
 import { readFile } from 'node:fs/promises'
 import { X509Certificate } from 'node:crypto'
 import type { Logger } from 'pino'
-
-/** setTimeout's ceiling (2^31-1 ms, 24.8 days); longer waits re-arm. */
-const MAX_TIMER_MS = 2_147_483_647
+// setTimeout's ceiling; longer waits re-arm.
+import { MAX_TIMER_MS } from './clock.js'
 
 export interface RenewerClock {
   /** Wall-clock ms since the epoch (certificate dates are wall-clock). */
