@@ -9,7 +9,7 @@ export type {
   PublishInterceptor,
   DeviceOptions,
   DeviceRequest,
-} from './local-broker.js'
+} from './options.js'
 export { Acl, AclError, DeviceAcl, topicMatches, filterCovers, type AclOptions, type AclGroupOptions, type PublishDecision } from './acl.js'
 export type { TlsMaterial, DeviceCredential, IdentityMode, TlsRefusal } from './tls.js'
 export { LocalBrokerError, type LocalBrokerErrorCode } from './errors.js'
