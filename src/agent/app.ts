@@ -10,6 +10,7 @@ import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemCloc
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
+import { passwordFilePath } from './config/paths.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
@@ -100,6 +101,11 @@ export class Agent {
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
+      auth: {
+        passwordFile: passwordFilePath(config),
+        maxFailedLogins: config.broker.auth.maxFailedLogins,
+        failedLoginWindowMs: config.broker.auth.failedLoginWindowSec * 1000,
+      },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
       ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),

@@ -13,6 +13,7 @@ import type { Logger } from 'pino'
 import type { DeviceAcl } from './acl.js'
 import type { BrokerCounters } from './counters.js'
 import type { DeviceOptions } from './options.js'
+import { listenerPolicy } from './auth.js'
 import { certificateDeviceId, normalizeSerial, type DeviceCredential } from './tls.js'
 
 /** Identity refusals: no certificate, client id not the certificate's, a device's id taken by another, Will outside the space. */
@@ -90,6 +91,8 @@ export class DeviceSessions {
    * TLS connection with a certificate the client id must be the certificate's
    * device id (an empty one takes the CN); without one, a client id that
    * belongs to a device is refused, so nobody takes over a device's session.
+   * On a listener with useIdentityAsUsername the CN names the device and the
+   * client id is free (two clients may share one certificate).
    */
   identify(client: Client, packet: { clientId: string; will?: { topic: string } | undefined }): IdentityReason | undefined {
     const devices = this.#devices
@@ -100,12 +103,14 @@ export class DeviceSessions {
       return taken ? 'clientIdReserved' : undefined
     }
     if (devices === undefined) return undefined
-    const result = certificateDeviceId(peer, packet.clientId, devices.identity, devices.maxIdBytes)
+    // use-identity-as-username: the certificate names the device, the client id is the client's own
+    const asUsername = listenerPolicy(client.conn as Duplex)?.useIdentityAsUsername === true
+    const result = certificateDeviceId(peer, asUsername ? '' : packet.clientId, devices.identity, devices.maxIdBytes)
     if (!result.ok) return result.reason === 'identity-mismatch' ? 'identityMismatch' : 'identityInvalid'
     const acl = devices.acl.forDevice(result.id)
     // A Will is a publish made later on the device's behalf: check it now [MQTT-3.1.2-8].
     if (packet.will !== undefined && acl.publish(packet.will.topic) !== 'allow') return 'willDenied'
-    if (packet.clientId === '') packet.clientId = result.id // clientId := CN
+    if (packet.clientId === '' && !asUsername) packet.clientId = result.id // clientId := CN
     const c = result.credential
     ;(client as SessionClient)[kSession] = { id: result.id, acl, serials: new Set([c.serial]), current: c, notAfter: c.notAfter }
     return undefined

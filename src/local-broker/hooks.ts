@@ -14,6 +14,7 @@ import type { Logger } from 'pino'
 import type { BrokerCounters } from './counters.js'
 import { commonNameOf, peerCertificate, type DeviceSession, type DeviceSessions, type IdentityReason } from './device-sessions.js'
 import type { LogLimiter } from './log-limiter.js'
+import { listenerPolicy, type Authenticator } from './auth.js'
 import type { BrokerLimitOptions, DeviceOptions, PublishInterceptor } from './options.js'
 
 type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
@@ -41,10 +42,23 @@ type RefusedClient = Client & { [kRefusal]?: RefusalReason }
 
 type Done = (err?: Error | null) => void
 
+const kUsername = Symbol('edge-agent.username')
+type UserClient = Client & { [kUsername]?: string }
+
+function setClientUsername(client: Client, username: string | undefined): void {
+  if (username !== undefined) (client as UserClient)[kUsername] = username
+}
+
+/** The user name a client logged in with (checked against the password file), if any. */
+export function clientUsername(client: Client): string | undefined {
+  return (client as UserClient)[kUsername]
+}
+
 export interface BrokerHooksDeps {
   readonly limits: BrokerLimitOptions
   readonly devices: DeviceOptions | undefined
   readonly sessions: DeviceSessions
+  readonly auth: Authenticator
   readonly onPublish: PublishInterceptor | undefined
   readonly counters: BrokerCounters
   readonly limiter: LogLimiter
@@ -68,7 +82,7 @@ export class BrokerHooks {
   aedesOptions(): AedesHooks {
     return {
       preConnect: (client, packet, done) => this.preConnect(client, packet, done),
-      authenticate: (client, _username, _password, done) => this.authenticate(client, done),
+      authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
       authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
       authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
       authorizeForward: (client, packet) => this.authorizeForward(client, packet),
@@ -85,10 +99,19 @@ export class BrokerHooks {
     done(null, true)
   }
 
-  authenticate(client: Client, done: (err: AuthenticateError | null, ok: boolean | null) => void): void {
+  /** Limits and certificate identity (decided in preConnect), then password or anonymous policy (auth.ts). */
+  authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (err: AuthenticateError | null, ok: boolean | null) => void,
+  ): void {
     const { limits, counters, limiter } = this.#d
     const reason = (client as RefusedClient)[kRefusal] ?? (this.#d.connectedClients() >= limits.maxConnections ? 'maxConnections' : undefined)
-    if (reason === undefined) return done(null, true)
+    if (reason === undefined) {
+      if (this.#d.sessions.sessionOf(client) !== undefined) return done(null, true)
+      return this.#login(client, username, password, done)
+    }
     counters.refuse(reason)
     const err = Object.assign(new Error(`refused ${reason}`), { returnCode: REFUSAL_CODES[reason] }) as AuthenticateError
     if (isLimit(reason)) {
@@ -102,6 +125,26 @@ export class BrokerHooks {
       )
     }
     done(err, false)
+  }
+
+  #login(client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void): void {
+    const policy = listenerPolicy(client.conn as Duplex)
+    this.#d.auth.check(policy, username, password).then(
+      (r) => {
+        if (r.ok) {
+          setClientUsername(client, r.username)
+          return done(null, true)
+        }
+        this.#d.counters.refuse(r.reason)
+        const fields = { clientId: client.id.slice(0, 200), username: username?.slice(0, 200), remote: policy?.remoteAddress, reason: r.reason, returnCode: r.returnCode }
+        this.#d.limiter.warn(`login:${r.reason}`, fields, 'login refused')
+        done(Object.assign(new Error(`refused ${r.reason}`), { returnCode: r.returnCode }) as AuthenticateError, false)
+      },
+      (err: unknown) => {
+        this.#d.log.error({ err, clientId: client.id.slice(0, 200) }, 'login check failed')
+        done(Object.assign(new Error('login check failed'), { returnCode: 3 }) as AuthenticateError, false)
+      },
+    )
   }
 
   /** ACL, then capture; the PUBACK waits for the capture (see the file header). */

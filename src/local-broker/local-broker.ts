@@ -34,6 +34,7 @@ import { LogLimiter } from './log-limiter.js'
 import { BrokerCounters } from './counters.js'
 import { DeviceSessions, setPeerCertificate } from './device-sessions.js'
 import { BrokerHooks } from './hooks.js'
+import { Authenticator, setListenerPolicy } from './auth.js'
 import type { BoundListener, ListenerOptions, LocalBrokerOptions, LocalBrokerStats } from './options.js'
 import {
   checkPeer,
@@ -65,6 +66,7 @@ export class LocalBroker {
   readonly #limiter: LogLimiter
   readonly #counters = new BrokerCounters()
   readonly #sessions: DeviceSessions
+  readonly #auth: Authenticator
   #aedes: Aedes | undefined
   #servers: { close(): Promise<void> }[] = []
   #bound: BoundListener[] = []
@@ -76,6 +78,7 @@ export class LocalBroker {
     this.#log = opts.logger.child({ component: 'local-broker' })
     this.#limiter = new LogLimiter(this.#log)
     this.#sessions = new DeviceSessions(opts.devices, this.#log, this.#counters)
+    this.#auth = new Authenticator(opts.auth ?? { maxFailedLogins: 5, failedLoginWindowMs: 60_000 }, this.#log)
   }
 
   async start(signal: AbortSignal): Promise<void> {
@@ -89,6 +92,7 @@ export class LocalBroker {
       limits,
       devices: this.#opts.devices,
       sessions: this.#sessions,
+      auth: this.#auth,
       onPublish: this.#opts.onPublish,
       counters: this.#counters,
       limiter: this.#limiter,
@@ -106,6 +110,7 @@ export class LocalBroker {
     }
     const persistence: unknown = typeof this.#opts.persistence === 'function' ? (this.#opts.persistence as () => unknown)() : this.#opts.persistence
     if (persistence !== undefined) options.persistence = persistence
+    await this.#auth.start()
     const aedes = await Aedes.createBroker(options)
     this.#aedes = aedes
     this.#watch(aedes)
@@ -166,6 +171,16 @@ export class LocalBroker {
     this.#sessions.setRevokedSerials(serials)
   }
 
+  /**
+   * Uses another password file (or none) from now on, e.g. after a config
+   * reload; clients already connected stay. The file in force is also re-read
+   * by itself whenever it changes. Rejects with EDGE_ERR_BROKER_PASSWORD_FILE
+   * if the new file does not parse (the previous users stay in force).
+   */
+  setPasswordFile(path: string | undefined): Promise<void> {
+    return this.#auth.setPath(path)
+  }
+
   /** Closes the session of `clientId`, if connected; resolves true if there was one. */
   disconnectClient(clientId: string, reason = 'requested'): boolean {
     return this.#sessions.disconnect(clientId, reason)
@@ -198,6 +213,7 @@ export class LocalBroker {
 
   async #stop(): Promise<void> {
     this.#sessions.stop()
+    this.#auth.stop()
     const aedes = this.#aedes
     // Stop accepting first, then close the clients with the broker; a closed
     // listener alone leaves aedes' clients up (moscajs/aedes#640).
@@ -232,7 +248,10 @@ export class LocalBroker {
   }
 
   /** Puts the guard in front of aedes for one connection. */
-  #accept(aedes: Aedes, conn: Duplex, remote: string, req?: IncomingMessage): void {
+  #accept(aedes: Aedes, l: ListenerOptions, conn: Duplex, peer: { remoteAddress?: string | undefined; remotePort?: number | undefined }, req?: IncomingMessage): void {
+    const remoteAddress = peer.remoteAddress ?? '?'
+    const remote = `${remoteAddress}:${peer.remotePort ?? 0}`
+    setListenerPolicy(conn, { allowAnonymous: l.allowAnonymous ?? true, useIdentityAsUsername: l.useIdentityAsUsername ?? false, remoteAddress })
     this.#counters.connectionsTotal++
     const guard = new PacketGuard({
       preConnectMaxBytes: this.#opts.limits.preConnectMaxBytes,
@@ -291,7 +310,7 @@ export class LocalBroker {
       }
       setPeerCertificate(socket, check.cert ?? null)
       socket.setNoDelay(true)
-      this.#accept(aedes, socket, remote)
+      this.#accept(aedes, l, socket, socket)
     })
     server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
       this.#tlsRefusal(classifyTlsError(err), { remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, err: err.message })
@@ -312,7 +331,7 @@ export class LocalBroker {
     } else if (l.protocol === 'mqtt') {
       const tcp = createTcpServer((socket: Socket) => {
         socket.setNoDelay(true)
-        this.#accept(aedes, socket, `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`)
+        this.#accept(aedes, l, socket, socket)
       })
       server = tcp
     } else {
@@ -331,7 +350,7 @@ export class LocalBroker {
       wss.on('connection', (ws, req) => {
         const stream = createWebSocketStream(ws)
         stream.on('error', () => stream.destroy())
-        this.#accept(aedes, stream, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? 0}`, req)
+        this.#accept(aedes, l, stream, req.socket, req)
       })
       server = http
     }

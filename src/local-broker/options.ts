@@ -2,6 +2,7 @@
 import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { Acl } from './acl.js'
+import type { AuthOptions } from './auth.js'
 import type { DeviceCredential, IdentityMode, TlsMaterial } from './tls.js'
 
 export interface ListenerOptions {
@@ -18,6 +19,10 @@ export interface ListenerOptions {
   readonly keyFile?: string
   /** mqtts: trust anchors for client certificates; default: the local CA. */
   readonly caFile?: string
+  /** Clients without credentials (no user name, no certificate identity) may connect. Default true. */
+  readonly allowAnonymous?: boolean
+  /** mqtts: the certificate's identity names the client for the ACL and the client id is free (Mosquitto's use_identity_as_username). */
+  readonly useIdentityAsUsername?: boolean
 }
 
 export interface BrokerLimitOptions {
@@ -55,6 +60,8 @@ export interface LocalBrokerOptions {
   readonly onPublish?: PublishInterceptor
   /** The local CA's TLS material for mqtts listeners without files of their own. */
   readonly tls?: () => TlsMaterial
+  /** Username/password logins: the password file and failed-login limits. Default: no password file. */
+  readonly auth?: AuthOptions
   /** Certificate-identified devices: identity binding and topic isolation. */
   readonly devices?: DeviceOptions
 }
