@@ -19,6 +19,7 @@ import {
 import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
 import { SqliteStore, type BufferStats, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
+import { passwordFilePath } from './config/paths.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
@@ -109,6 +110,11 @@ export class Agent {
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
+      auth: {
+        passwordFile: passwordFilePath(config),
+        maxFailedLogins: config.broker.auth.maxFailedLogins,
+        failedLoginWindowMs: config.broker.auth.failedLoginWindowSec * 1000,
+      },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
       ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),

@@ -33,6 +33,51 @@ const ctx: CommandContext = {
       rl.close()
     }
   },
+  readSecret: async (prompt, twice) => {
+    if (!process.stdin.isTTY) return firstLine(process.stdin)
+    const first = await promptHidden(prompt)
+    if (!twice || first === undefined) return first
+    const again = await promptHidden('again: ')
+    return again === first ? first : undefined
+  },
+}
+
+/** Reads a line from the terminal without echoing it; undefined on Ctrl-C or Ctrl-D. */
+function promptHidden(prompt: string): Promise<string | undefined> {
+  process.stderr.write(prompt)
+  const stdin = process.stdin
+  stdin.setRawMode(true)
+  stdin.resume()
+  return new Promise((resolve) => {
+    let text = ''
+    const finish = (value: string | undefined): void => {
+      stdin.off('data', onData)
+      stdin.setRawMode(false)
+      stdin.pause()
+      process.stderr.write('\n')
+      resolve(value)
+    }
+    const onData = (chunk: Buffer): void => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') return finish(text)
+        if (ch === '\u0003' || ch === '\u0004') return finish(undefined)
+        if (ch === '\u007f' || ch === '\b') text = text.slice(0, -1)
+        else text += ch
+      }
+    }
+    stdin.on('data', onData)
+  })
+}
+
+/** The first line of a stream (without its newline), or undefined if it is empty. */
+async function firstLine(stream: NodeJS.ReadableStream): Promise<string | undefined> {
+  const rl = createInterface({ input: stream, crlfDelay: Infinity, terminal: false })
+  try {
+    for await (const line of rl) return line
+    return undefined
+  } finally {
+    rl.close()
+  }
 }
 
 runCli(process.argv, ctx).then(

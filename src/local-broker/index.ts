@@ -9,7 +9,9 @@ export type {
   PublishInterceptor,
   DeviceOptions,
   DeviceRequest,
-} from './local-broker.js'
+} from './options.js'
 export { Acl, AclError, DeviceAcl, topicMatches, filterCovers, type AclOptions, type AclGroupOptions, type PublishDecision } from './acl.js'
 export type { TlsMaterial, DeviceCredential, IdentityMode, TlsRefusal } from './tls.js'
 export { LocalBrokerError, type LocalBrokerErrorCode } from './errors.js'
+export type { AuthOptions } from './auth.js'
+export { PasswordFile, PasswordFileError, hashPassword, usernameProblem, PBKDF2_ITERATIONS, type PasswordEntry } from './password-file.js'

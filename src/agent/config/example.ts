@@ -27,8 +27,10 @@ admin:                    # /healthz /status /metrics (Prometheus); no authentic
 
 broker:
   listeners:              # where devices connect (MQTT 3.1 and 3.1.1)
-    - { protocol: mqtt, host: 0.0.0.0, port: 1883 }
-    # - { protocol: ws, host: 0.0.0.0, port: 8080, path: /mqtt }   # MQTT over WebSocket
+    # allowAnonymous: clients without a user name (or certificate identity) may connect;
+    # false = only users of the password file (edge-agent users add) and identified devices
+    - { protocol: mqtt, host: 0.0.0.0, port: 1883, allowAnonymous: true }
+    # - { protocol: ws, host: 0.0.0.0, port: 8080, path: /mqtt, allowAnonymous: false }   # MQTT over WebSocket
     # MQTT over TLS with device certificates from the local CA (see certs: and devices:):
     # - protocol: mqtts
     #   host: 0.0.0.0
@@ -37,6 +39,8 @@ broker:
     #   certFile: /etc/edge-agent/server.crt   # optional: own server certificate + chain (PEM) ...
     #   keyFile: /etc/edge-agent/server.key    # ... and key; default: issued by the local CA, rotated
     #   caFile: /etc/edge-agent/devices-ca.pem # optional: CAs device certificates must chain to; default the local CA
+    #   allowAnonymous: false
+    #   useIdentityAsUsername: false  # true: the certificate names the device, the client id is free
   limits:
     maxConnections: 10000     # more get CONNACK 3 (server unavailable)
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection
@@ -48,6 +52,11 @@ broker:
     maxClientIdBytes: 256     # longest client id (MQTT 3.1 clients: 23)
     maxTopicLevels: 32        # deepest topic or filter
     drainTimeoutMs: 30000     # a subscriber that stops reading is dropped after this (0: never)
+  auth:                       # user name / password logins (edge-agent users add|passwd|remove|list)
+    # passwordFile: /etc/mosquitto/passwd  # Mosquitto's format ($7$, $6$); default <dataDir>/passwd;
+    #                                      # re-read on change; absent = user names are not checked
+    maxFailedLogins: 5        # per client address within the window; more get CONNACK 5 unchecked
+    failedLoginWindowSec: 60
 
 # Store-and-forward: every message an 'out' rule sends upward is committed to
 # SQLite (<dataDir>/edge-agent.db) before the device gets its PUBACK, and kept

@@ -36,8 +36,37 @@ export const ListenerSchema = Type.Object(
     caFile: Type.Optional(
       Type.String({ minLength: 1, description: 'mqtts only: CAs that device certificates must chain to (PEM); default the local CA' }),
     ),
+    allowAnonymous: Type.Boolean({
+      default: true,
+      description:
+        'clients without credentials (no user name, no certificate identity) may connect; false = only users of the password file and certificate-identified devices',
+    }),
+    useIdentityAsUsername: Type.Boolean({
+      default: false,
+      description:
+        "mqtts only: the certificate's identity names the client for the ACL and the client id is free, so several clients may share one certificate (Mosquitto's use_identity_as_username); false = the client id must be the identity",
+    }),
   },
   { additionalProperties: false },
+)
+
+export const BrokerAuthSchema = Type.Object(
+  {
+    passwordFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "password file in Mosquitto's format ($7$ PBKDF2-SHA512 and $6$ lines; edit with `edge-agent users`); default <dataDir>/passwd; re-read when it changes; while it does not exist, user names are not checked",
+      }),
+    ),
+    maxFailedLogins: Type.Integer({
+      minimum: 1,
+      default: 5,
+      description: 'failed logins per client address within failedLoginWindowSec; more are refused (CONNACK 5) without checking',
+    }),
+    failedLoginWindowSec: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'window of maxFailedLogins' }),
+  },
+  { additionalProperties: false, default: {} },
 )
 
 export const BrokerLimitsSchema = Type.Object(
@@ -111,6 +140,7 @@ export const BrokerSchema = Type.Object(
       description: 'where devices connect',
     }),
     limits: BrokerLimitsSchema,
+    auth: BrokerAuthSchema,
   },
   { additionalProperties: false, default: {} },
 )

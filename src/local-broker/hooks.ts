@@ -1,0 +1,261 @@
+// The aedes hooks of the local broker, by name. The first hop of the custody
+// chain is `authorizePublish`: a device's PUBLISH is checked against the ACL,
+// handed to the capture (`onPublish`, which commits it to the buffer), and
+// only when that resolves does aedes send the PUBACK/PUBREC. A rejected
+// capture withholds the acknowledgement and closes the connection, so the
+// device keeps the message and sends it again.
+//
+// Hook order for one connection (aedes 1.x): preConnect → authenticate →
+// (CONNACK) → authorizeSubscribe per filter / authorizePublish per PUBLISH →
+// authorizeForward per delivery.
+import type { Duplex } from 'node:stream'
+import type { AedesOptions, AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
+import type { Logger } from 'pino'
+import type { BrokerCounters } from './counters.js'
+import { commonNameOf, peerCertificate, type DeviceSession, type DeviceSessions, type IdentityReason } from './device-sessions.js'
+import type { LogLimiter } from './log-limiter.js'
+import { listenerPolicy, type Authenticator } from './auth.js'
+import type { BrokerLimitOptions, DeviceOptions, PublishInterceptor } from './options.js'
+
+type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
+export type RefusalReason = LimitReason | IdentityReason
+
+export const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode']> = {
+  maxConnections: 3, // server unavailable
+  // MQTT 3.1.1 has no code for an unacceptable keepalive; Mosquitto answers
+  // identifier rejected, and so do we, with a log line that says why.
+  keepaliveMinSec: 2,
+  keepaliveMaxSec: 2,
+  maxClientIdBytes: 2,
+  certificateRequired: 5, // not authorized
+  identityMismatch: 2, // identifier rejected: the client id is not the certificate's
+  identityInvalid: 2,
+  clientIdReserved: 5,
+  willDenied: 5,
+}
+
+/** Where dropped and consumed publishes go: nobody can receive it (authorizeForward). */
+export const SINK_TOPIC = '$edge/dropped'
+
+const kRefusal = Symbol('edge-agent.refusal')
+type RefusedClient = Client & { [kRefusal]?: RefusalReason }
+
+type Done = (err?: Error | null) => void
+
+const kUsername = Symbol('edge-agent.username')
+type UserClient = Client & { [kUsername]?: string }
+
+function setClientUsername(client: Client, username: string | undefined): void {
+  if (username !== undefined) (client as UserClient)[kUsername] = username
+}
+
+/** The user name a client logged in with (checked against the password file), if any. */
+export function clientUsername(client: Client): string | undefined {
+  return (client as UserClient)[kUsername]
+}
+
+export interface BrokerHooksDeps {
+  readonly limits: BrokerLimitOptions
+  readonly devices: DeviceOptions | undefined
+  readonly sessions: DeviceSessions
+  readonly auth: Authenticator
+  readonly onPublish: PublishInterceptor | undefined
+  readonly counters: BrokerCounters
+  readonly limiter: LogLimiter
+  readonly log: Logger
+  /** Clients connected now (aedes.connectedClients), for maxConnections. */
+  readonly connectedClients: () => number
+}
+
+export type AedesHooks = Required<
+  Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward'>
+>
+
+export class BrokerHooks {
+  readonly #d: BrokerHooksDeps
+
+  constructor(deps: BrokerHooksDeps) {
+    this.#d = deps
+  }
+
+  /** The hooks as aedes options. */
+  aedesOptions(): AedesHooks {
+    return {
+      preConnect: (client, packet, done) => this.preConnect(client, packet, done),
+      authenticate: (client, username, password, done) => this.authenticate(client, username, password, done),
+      authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
+      authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
+      authorizeForward: (client, packet) => this.authorizeForward(client, packet),
+    }
+  }
+
+  /**
+   * Decides the connection's fate from its CONNECT (identity, limits) and
+   * records the refusal for `authenticate`, which has the CONNACK codes.
+   */
+  preConnect(client: Client, packet: { clientId: string; keepalive?: number; will?: { topic: string } }, done: (e: Error | null, ok: boolean) => void): void {
+    const reason = this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
+    if (reason) (client as RefusedClient)[kRefusal] = reason
+    done(null, true)
+  }
+
+  /** Limits and certificate identity (decided in preConnect), then password or anonymous policy (auth.ts). */
+  authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (err: AuthenticateError | null, ok: boolean | null) => void,
+  ): void {
+    const { limits, counters, limiter } = this.#d
+    const reason = (client as RefusedClient)[kRefusal] ?? (this.#d.connectedClients() >= limits.maxConnections ? 'maxConnections' : undefined)
+    if (reason === undefined) {
+      if (this.#d.sessions.sessionOf(client) !== undefined) return done(null, true)
+      return this.#login(client, username, password, done)
+    }
+    counters.refuse(reason)
+    const err = Object.assign(new Error(`refused ${reason}`), { returnCode: REFUSAL_CODES[reason] }) as AuthenticateError
+    if (isLimit(reason)) {
+      limiter.warn(reason, { clientId: client.id, limit: reason, value: limits[reason], returnCode: err.returnCode }, 'connection refused by limit')
+    } else {
+      const peer = peerCertificate(client.conn as Duplex)
+      limiter.warn(
+        reason,
+        { clientId: client.id.slice(0, 200), reason, certificateCn: peer ? commonNameOf(peer) : undefined, returnCode: err.returnCode },
+        'device connection refused',
+      )
+    }
+    done(err, false)
+  }
+
+  #login(client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void): void {
+    const policy = listenerPolicy(client.conn as Duplex)
+    this.#d.auth.check(policy, username, password).then(
+      (r) => {
+        if (r.ok) {
+          setClientUsername(client, r.username)
+          return done(null, true)
+        }
+        this.#d.counters.refuse(r.reason)
+        const fields = { clientId: client.id.slice(0, 200), username: username?.slice(0, 200), remote: policy?.remoteAddress, reason: r.reason, returnCode: r.returnCode }
+        this.#d.limiter.warn(`login:${r.reason}`, fields, 'login refused')
+        done(Object.assign(new Error(`refused ${r.reason}`), { returnCode: r.returnCode }) as AuthenticateError, false)
+      },
+      (err: unknown) => {
+        this.#d.log.error({ err, clientId: client.id.slice(0, 200) }, 'login check failed')
+        done(Object.assign(new Error('login check failed'), { returnCode: 3 }) as AuthenticateError, false)
+      },
+    )
+  }
+
+  /** ACL, then capture; the PUBACK waits for the capture (see the file header). */
+  authorizePublish(client: Client | null, packet: PublishPacket, done: Done): void {
+    if (client === null) return done(null)
+    const session = this.#d.sessions.sessionOf(client)
+    if (session !== undefined) {
+      const decision = session.acl.publish(packet.topic)
+      if (decision === 'request') return this.#request(client, session, packet, done)
+      if (decision === 'deny') return this.#denyPublish(client, session.id, packet, done)
+    } else if (this.#d.devices?.acl.reservedForAgent(packet.topic) === true) {
+      return this.#denyPublish(client, undefined, packet, done)
+    }
+    // Devices may not publish into the broker's own namespace (aedes#597).
+    if (packet.topic.startsWith('$')) {
+      this.#d.counters.refuse('reservedTopic')
+      this.#d.limiter.warn('reservedTopic', { clientId: client.id, topic: packet.topic.slice(0, 200) }, 'publish to a $ topic refused')
+      return done(new Error('publishing to $ topics is not allowed'))
+    }
+    this.#capture(client, packet, done)
+  }
+
+  authorizeSubscribe(client: Client | null, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void): void {
+    const session = this.#d.sessions.sessionOf(client)
+    if (session === undefined || session.acl.subscribe(sub.topic)) return done(null, sub)
+    this.#d.counters.deny('aclSubscribe')
+    this.#d.limiter.warn('aclSubscribe', { deviceId: session.id, filter: sub.topic.slice(0, 200) }, 'subscription outside the device topic space refused')
+    done(null, null) // SUBACK 0x80 for this filter [MQTT-3.9.3]
+  }
+
+  authorizeForward<P extends { topic: string }>(client: Client | null, packet: P): P | undefined {
+    if (packet.topic === SINK_TOPIC) return undefined
+    const session = this.#d.sessions.sessionOf(client)
+    // Re-checked on delivery: retained messages and restored sessions too.
+    if (session !== undefined && !session.acl.receive(packet.topic)) return undefined
+    this.#d.counters.delivered++
+    return packet
+  }
+
+  /** Hands an authorized PUBLISH to the capture; the acknowledgement waits for it. */
+  #capture(client: Client, packet: PublishPacket, done: Done): void {
+    this.#d.counters.received++
+    const hold = this.#d.onPublish?.(packet, client.id)
+    if (hold === undefined) return done(null)
+    hold.then(
+      () => {
+        // One commit resolves the holds of many publishes at once: their
+        // PUBACKs leave in one write per device instead of one each.
+        corkForTick(client.conn as Duplex)
+        done(null)
+      },
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+    )
+  }
+
+  #limitRefusal(keepalive: number, clientId: string): LimitReason | undefined {
+    const { limits } = this.#d
+    if (limits.keepaliveMaxSec > 0 && (keepalive === 0 || keepalive > limits.keepaliveMaxSec)) return 'keepaliveMaxSec'
+    if (limits.keepaliveMinSec > 0 && keepalive < limits.keepaliveMinSec) return 'keepaliveMinSec'
+    if (Buffer.byteLength(clientId) > limits.maxClientIdBytes) return 'maxClientIdBytes'
+    return undefined
+  }
+
+  #request(client: Client, session: DeviceSession, packet: PublishPacket, done: Done): void {
+    const topic = packet.topic
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+    // Consumed here: acknowledged, neither delivered nor stored nor bridged.
+    packet.topic = SINK_TOPIC
+    packet.retain = false
+    done(null)
+    try {
+      this.#d.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential: session.current })
+    } catch (err) {
+      this.#d.log.error({ err, deviceId: session.id, topic }, 'device request handler failed')
+    }
+  }
+
+  #denyPublish(client: Client, deviceId: string | undefined, packet: PublishPacket, done: Done): void {
+    const mode = deviceId === undefined ? 'disconnect' : (this.#d.devices?.onDeniedPublish ?? 'disconnect')
+    this.#d.counters.deny('aclPublish')
+    this.#d.limiter.warn(
+      'aclPublish',
+      { deviceId, clientId: client.id.slice(0, 200), topic: packet.topic.slice(0, 200), action: mode },
+      'publish outside the device topic space refused',
+    )
+    if (mode === 'disconnect') return done(new Error('publish outside the device topic space'))
+    // MQTT 3.1.1 has no negative PUBACK: acknowledge and drop [MQTT-3.3.5-2].
+    packet.topic = SINK_TOPIC
+    packet.retain = false
+    done(null)
+  }
+}
+
+function isLimit(reason: RefusalReason): reason is LimitReason {
+  return reason === 'maxConnections' || reason === 'keepaliveMinSec' || reason === 'keepaliveMaxSec' || reason === 'maxClientIdBytes'
+}
+
+const kCorked = Symbol('edge-agent.corked')
+
+/**
+ * Holds a connection's writes until the current tick's microtasks have run,
+ * then sends them in one writev. A PUBACK is written synchronously inside
+ * aedes's publish callback, so every hold resolved by one commit lands while
+ * the socket is corked.
+ */
+function corkForTick(conn: Duplex & { [kCorked]?: boolean }): void {
+  if (conn[kCorked] === true || conn.destroyed) return
+  conn[kCorked] = true
+  conn.cork()
+  process.nextTick(() => {
+    conn[kCorked] = false
+    conn.uncork()
+  })
+}
