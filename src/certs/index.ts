@@ -34,3 +34,4 @@ export {
   type SigningKey,
 } from './x509.js'
 export { CertsError, RenewalRefusedError, type CertsErrorCode } from './errors.js'
+export * from './acme/index.js'
