@@ -319,6 +319,21 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     return this.#conn.state === 'connected'
   }
 
+  /** Reconnects at once (e.g. with a renewed client certificate); buffered and in-flight messages are kept. */
+  reconnect(): Promise<void> {
+    return this.#conn.reconnect()
+  }
+
+  /** hold(reason) closes the upstream connection and stops connecting until hold(null); capture continues. */
+  hold(reason: string | null): Promise<void> {
+    return this.#conn.hold(reason)
+  }
+
+  /** Why the connection is held, or null. */
+  get held(): string | null {
+    return this.#conn.held
+  }
+
   /** Starts connecting; resolves at once (an unreachable upstream is a state, reported in status). */
   async start(signal: AbortSignal): Promise<void> {
     signal.throwIfAborted()

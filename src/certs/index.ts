@@ -46,3 +46,4 @@ export {
   type SigningKey,
 } from './x509.js'
 export { CertsError, RenewalRefusedError, type CertsErrorCode } from './errors.js'
+export * from './acme/index.js'
