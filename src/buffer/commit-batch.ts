@@ -80,6 +80,7 @@ class CommitBatch {
       this.lease.db.transaction(() => this.#transaction()).immediate()
     } catch (err) {
       this.ledger.discard()
+      st.dropLedger?.discard()
       st.nextId = Math.max(st.nextId, this.#nextId) // ids are never reused, even uncommitted ones
       onCommitFailure(st, this.batch, err)
       return
@@ -103,6 +104,7 @@ class CommitBatch {
         this.#outcomes[i] = { ok: true, value: undefined }
       }
     }
+    this.st.dropLedger?.flush()
     this.ledger.flush()
     if (this.#nextId > this.st.idReserved) {
       this.#reserved = this.#nextId + ID_BLOCK
@@ -154,6 +156,10 @@ class CommitBatch {
     this.ledger.remove(row.queue, row.topic)
     this.#bytes -= row.size
     this.#effects.push({ t: 'delete', row, reason })
+    if (reason !== 'acked') {
+      const at = row.created_at ?? this.#now
+      this.st.dropLedger?.add({ reason, rule: row.rule, queue: row.queue, topic: row.topic, at, id: row.id })
+    }
     return true
   }
 
@@ -168,9 +174,15 @@ class CommitBatch {
     return true
   }
 
+  /** A message that is not stored (refused, or expired on arrival): counted, with no row id. */
+  #dropUnstored(reason: DropReason, m: NormalizedMessage): void {
+    this.#effects.push({ t: 'drop-only', reason, rule: m.rule, queue: m.queue })
+    this.st.dropLedger?.add({ reason, rule: m.rule, queue: m.queue, topic: m.topic, at: this.#now, id: null })
+  }
+
   #refuse(i: number, m: NormalizedMessage, fullReason: 'buffer-full' | 'disk-full' | 'too-large'): void {
     const dropReason: DropReason = fullReason === 'disk-full' ? 'disk-full' : 'refused'
-    this.#effects.push({ t: 'drop-only', reason: dropReason, rule: m.rule, queue: m.queue })
+    this.#dropUnstored(dropReason, m)
     this.#outcomes[i] = {
       ok: false,
       err: new BufferError(
@@ -186,7 +198,7 @@ class CommitBatch {
     const s = this.s
     const now = this.#now
     if (m.expiresAt !== null && m.expiresAt <= now) {
-      this.#effects.push({ t: 'drop-only', reason: 'expired', rule: m.rule, queue: m.queue })
+      this.#dropUnstored('expired', m)
       this.#outcomes[i] = { ok: true, value: { id: null, dropped: 'expired' } }
       return
     }

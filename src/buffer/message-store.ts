@@ -51,6 +51,7 @@
 //    the append is rejected (EDGE_ERR_BUFFER_FULL, retryable).
 
 import { Buffer } from 'node:buffer'
+import type { DurableDropTotals } from './drop-ledger.js'
 import { BufferError } from '../storage/index.js'
 
 /** What happens to a new message that does not fit. Default 'drop-oldest'. */
@@ -181,12 +182,14 @@ export interface BufferStats {
     readonly commits: number
     readonly failedCommits: number
   }
-  /** Drops since start. */
+  /** Drops since the process started (total, byReason, byRule) and, for a durable store, since it was created. */
   readonly drops: {
     readonly total: number
     readonly byReason: Readonly<Record<DropReason, number>>
     /** rule id ('' = no rule) → reason → count. */
     readonly byRule: Readonly<Record<string, Readonly<Partial<Record<DropReason, number>>>>>
+    /** Counted in SQLite with the drops themselves (drop-ledger.ts): survives restarts, kill -9 and power loss. */
+    readonly sinceCreated?: DurableDropTotals | null
   }
   /** Per-second rates over the last ~10 s. */
   readonly rates: { readonly appendPerSec: number; readonly takePerSec: number; readonly ackPerSec: number }

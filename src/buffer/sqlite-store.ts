@@ -74,6 +74,7 @@ import {
 import { executeBatch } from './commit-batch.js'
 import { checkIds, release, takeBatch } from './drain.js'
 import { DropAccounting } from './drop-accounting.js'
+import { DropLedger, type DurableDropTotals, type LedgerQuery, type LedgerRange } from './drop-ledger.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
 import { Maintenance } from './maintenance.js'
 import { type DeletedRow, MESSAGE_STORE_MIGRATIONS, type MessageRow, prepareStatements, rowToPeeked, type Statements } from './message-schema.js'
@@ -152,6 +153,8 @@ export interface SqliteStoreOptions {
   readonly statfs?: StatFs
   /** Timers of the group-commit window (tests). */
   readonly timers?: GroupCommitTimers
+  /** Most rows kept in the drop ledger (drop-ledger.ts); older ranges are trimmed, and counted. Default 10 000. */
+  readonly maxDropLedgerRows?: number
 }
 
 /** Database files used by a started SqliteStore of this process. */
@@ -221,6 +224,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       signal.throwIfAborted() // the catch below closes the lease
       this.#st.s = prepareStatements(lease.db)
       this.#st.ledger = new TopicLedger(this.#st.s)
+      this.#st.dropLedger = new DropLedger(lease.db, o.maxDropLedgerRows === undefined ? {} : { maxRows: o.maxDropLedgerRows })
       this.#resolveLimits()
       this.#st.load()
       this.#st.quarantine = readQuarantineLog(lease.db)
@@ -314,6 +318,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#st.doomed.clear()
     this.#st.resetDrain()
     this.#st.ledger = null
+    this.#st.dropLedger = null
     this.#st.s = null
     const lease = this.#st.lease
     this.#st.lease = null
@@ -405,6 +410,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     for (let round = 0; round < Number.MAX_SAFE_INTEGER; round++) {
       const s = this.#running()
       const ledger = this.#st.ledger as TopicLedger
+      const dropLedger = this.#st.dropLedger as DropLedger
       const db = this.database.db
       const effects: Effect[] = []
       let n = 0
@@ -416,13 +422,17 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
             if (row !== undefined) {
               ledger.remove(row.queue, row.topic)
               effects.push({ t: 'delete', row, reason: 'purged' })
+              const at = row.created_at ?? this.#st.now()
+              dropLedger.add({ reason: 'purged', rule: row.rule, queue: row.queue, topic: row.topic, at, id: row.id })
               n++
             }
           }
+          dropLedger.flush()
           ledger.flush()
         }).immediate()
       } catch (err) {
         ledger.discard()
+        dropLedger.discard()
         throw this.#st.readFailure(err, 'purge')
       }
       const ignored = new Set<string>()
@@ -509,7 +519,12 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         inFlight: this.#st.inFlight.size,
         ...this.#st.counters,
       },
-      drops: { total: this.#st.drops.total, byReason: this.#st.drops.byReason(), byRule: this.#st.drops.byRule() },
+      drops: {
+        total: this.#st.drops.total,
+        byReason: this.#st.drops.byReason(),
+        byRule: this.#st.drops.byRule(),
+        sinceCreated: this.#durableDrops(),
+      },
       rates: this.#st.rates(now),
       limits: {
         maxBytes: this.#st.maxBytes,
@@ -527,6 +542,27 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   health(): BufferHealth {
     return this.#st.health()
+  }
+
+  /** Ranges of the drop ledger, oldest first (`edge-agent buffer drops`). */
+  dropRanges(query: LedgerQuery = {}): LedgerRange[] {
+    this.#running()
+    try {
+      return (this.#st.dropLedger as DropLedger).ranges(query)
+    } catch (err) {
+      throw this.#st.readFailure(err, 'drop ledger')
+    }
+  }
+
+  #durableDrops(): DurableDropTotals | null {
+    const l = this.#st.dropLedger
+    if (l === null) return null
+    try {
+      return l.totals()
+    } catch (err) {
+      this.#st.logError(toBufferError(err, 'stats'), 'buffer stats query failed', {})
+      return null
+    }
   }
 
   #resolveLimits(): void {

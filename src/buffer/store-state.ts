@@ -7,6 +7,7 @@ import type { DiskSpace, SqliteDatabase } from '../storage/index.js'
 import { BufferError } from '../storage/index.js'
 import { toBufferError } from '../storage/index.js'
 import type { DropAccounting } from './drop-accounting.js'
+import type { DropLedger } from './drop-ledger.js'
 import type { GroupCommit } from './group-commit.js'
 import { LiveTail } from './live-tail.js'
 import { getOrSet, newMap } from './map-of.js'
@@ -72,6 +73,8 @@ export class StoreState {
   gc: GroupCommit<Op> | null = null
   disk: DiskSpace | null = null
   ledger: TopicLedger | null = null
+  /** Durable drop counts and ranges, written in the transaction that drops (drop-ledger.ts). */
+  dropLedger: DropLedger | null = null
 
   maxBytes = 0
   minFreeBytes = 0
