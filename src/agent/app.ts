@@ -438,6 +438,16 @@ function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
       ),
     )
     .counter('edge_agent_buffer_quarantined_total', 'Corrupt database files moved aside at start', b.quarantine.count)
+  const durable = b.drops.sinceCreated
+  if (durable) {
+    m.counter(
+      'edge_agent_buffer_dropped_durable_total',
+      'Messages the buffer dropped since the store was created (kept in SQLite across restarts), by rule and reason',
+      Object.entries(durable.byRule).flatMap(([rule, byReason]) =>
+        Object.entries(byReason).map(([reason, value]) => ({ labels: { rule, reason }, value: value ?? 0 })),
+      ),
+    ).gauge('edge_agent_buffer_drop_ledger_ranges', 'Ranges kept in the drop ledger (edge-agent buffer drops)', durable.ledger.rows)
+  }
   if (b.brokerState) {
     m.gauge('edge_agent_broker_retained_messages', 'Retained messages kept by the local broker', b.brokerState.retainedMessages)
       .gauge('edge_agent_broker_persistent_sessions', 'Persistent sessions kept by the local broker', b.brokerState.persistentSessions)

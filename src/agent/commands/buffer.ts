@@ -123,7 +123,19 @@ function renderLive(s: BufferStats): string {
     '',
   ]
   const drops = Object.entries(s.drops.byReason).filter(([, n]) => (n ?? 0) > 0)
-  lines.push(drops.length === 0 ? 'drops      none' : table(['DROPPED', 'MESSAGES'], drops.map(([r, n]) => [r, String(n)])))
+  const durable = s.drops.sinceCreated
+  const created = Object.entries(durable?.byReason ?? {}).filter(([, n]) => (n ?? 0) > 0)
+  if (drops.length === 0 && created.length === 0) lines.push('drops      none')
+  else {
+    const reasons = [...new Set([...drops.map(([r]) => r), ...created.map(([r]) => r)])].sort()
+    const since = durable ? ` (since ${new Date(durable.since).toISOString()})` : ''
+    lines.push(
+      table(
+        ['DROPPED', 'THIS RUN', `SINCE CREATED${since}`],
+        reasons.map((r) => [r, String(s.drops.byReason[r as keyof typeof s.drops.byReason] ?? 0), durable ? String(durable.byReason[r as keyof typeof durable.byReason] ?? 0) : '-']),
+      ),
+    )
+  }
   return lines.join('\n') + '\n'
 }
 
