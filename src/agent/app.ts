@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
 import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
-import { SqliteStore, type BufferStats, type MessageStore } from '../buffer/index.js'
+import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
@@ -120,6 +120,7 @@ export class Agent {
       publishLocal,
       logger: deps.logger,
     })
+    sqlite?.setLossReports(lossReportTargets(config, this.bridges.bridges))
     this.renewers = new Map(
       this.bridges.bridges.flatMap((bridge, i) => {
         const upstream = config.upstreams[i]
@@ -316,6 +317,19 @@ function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteSt
     ...(b.minFreeBytes > 0 ? { minFreeBytes: b.minFreeBytes } : {}),
     migrations: BROKER_STATE_MIGRATIONS,
   })
+}
+
+/** buffer ← bridges: per upstream (= buffer queue), where its loss reports go and its rules' topic filters. */
+function lossReportTargets(config: Readonly<AgentConfig>, bridges: readonly Bridge[]): Map<string, LossReportTarget> {
+  const out = new Map<string, LossReportTarget>()
+  config.upstreams.forEach((u, i) => {
+    const bridge = bridges[i]
+    if (!u.lossReport.enabled || bridge === undefined) return
+    const topic = u.lossReport.topic.replace(/\{site\}/g, config.site.name).replace(/\{upstream\}/g, u.name)
+    const ruleFilters = Object.fromEntries(bridge.rules.map((r) => [r.id, r.localFilter]))
+    out.set(u.name, { topic, site: config.site.name, ruleFilters })
+  })
+  return out
 }
 
 export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {

@@ -24,6 +24,7 @@ export {
   estimateMessageBytes,
 } from './message-store.js'
 export { MESSAGE_STORE_MIGRATIONS } from './message-schema.js'
+export { type LossReport, type LossReportTarget, LOSS_REPORT_RULE } from './loss-report.js'
 export {
   type DropEvent,
   type DurableDropTotals,

@@ -76,6 +76,7 @@ import { checkIds, release, takeBatch } from './drain.js'
 import { DropAccounting } from './drop-accounting.js'
 import { DropLedger, type DurableDropTotals, type LedgerQuery, type LedgerRange } from './drop-ledger.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
+import type { LossReportTarget } from './loss-report.js'
 import { Maintenance } from './maintenance.js'
 import { type DeletedRow, MESSAGE_STORE_MIGRATIONS, type MessageRow, prepareStatements, rowToPeeked, type Statements } from './message-schema.js'
 import {
@@ -542,6 +543,15 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   health(): BufferHealth {
     return this.#st.health()
+  }
+
+  /**
+   * Where each queue's loss reports go (loss-report.ts); queues not listed
+   * get none. No I/O: may be called before start (the agent does, once the
+   * bridges and their rules exist).
+   */
+  setLossReports(targets: ReadonlyMap<string, LossReportTarget>): void {
+    this.#st.lossReports = new Map(targets)
   }
 
   /** Ranges of the drop ledger, oldest first (`edge-agent buffer drops`). */
