@@ -492,6 +492,15 @@ function upstreamMetrics(m: MetricsText, ups: readonly BridgeStatus[], now: numb
       'Messages not forwarded, by reason (bridge and buffer drops of this upstream)',
       ups.flatMap((u) => Object.entries(u.drops).map(([reason, value]) => ({ labels: { upstream: u.name, reason }, value }))),
     )
+    .counter(
+      'edge_agent_upstream_dropped_by_rule_total',
+      'Messages not forwarded, by upstream, rule and reason (bridge and buffer drops)',
+      ups.flatMap((u) =>
+        Object.entries(u.dropsByRule ?? {}).flatMap(([rule, byReason]) =>
+          Object.entries(byReason).map(([reason, value]) => ({ labels: { upstream: u.name, rule, reason }, value })),
+        ),
+      ),
+    )
     .gauge('edge_agent_upstream_loop', '1 while forwarding is paused because it would loop back to this agent', per((u) => (u.loop === null ? 0 : 1)))
 }
 

@@ -157,6 +157,8 @@ export interface BridgeStatus {
   }
   /** Bridge drops (never stored) plus the buffer's drops of this upstream's rules, by reason. */
   readonly drops: Readonly<Record<string, number>>
+  /** The same drops per rule id (bridge drops that belong to a rule, and the buffer's). */
+  readonly dropsByRule: Readonly<Record<string, Readonly<Record<string, number>>>>
   readonly lastError: ConnectionStats['lastError']
   /** The upstream agent, if it is an edge-agent. */
   readonly peer: { readonly id: string; readonly site: string; readonly level: number } | null
@@ -216,6 +218,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly #drainBucket: TokenBucket | undefined
   readonly #rates: RateWindow
   readonly #drops = new Map<BridgeDropReason, number>()
+  /** rule id → bridge drops of that rule (the ones a rule is known for). */
+  readonly #dropsByRule = new Map<string, Map<BridgeDropReason, number>>()
   readonly #counts = { captured: 0, sent: 0, acked: 0, resent: 0, received: 0 }
 
   #started = false
@@ -409,12 +413,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       if (remote === undefined) continue
       const qos = rule.effectiveQos(packet.qos)
       if (qos === 0 && !rule.bufferQos0 && !this.connected) {
-        this.#drop('offline-qos0')
+        this.#drop('offline-qos0', rule.id)
         continue
       }
       const limiter = this.#limiters.get(rule.id)
       if (limiter !== undefined && !limiter.allow(packet.topic)) {
-        this.#drop('rate-limited')
+        this.#drop('rate-limited', rule.id)
         continue
       }
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
@@ -554,9 +558,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         this.#retryLater(1_000)
         return
       }
-      this.#drop(code === 0x95 ? 'too-large' : 'upstream-rejected')
+      this.#drop(code === 0x95 ? 'too-large' : 'upstream-rejected', m.rule)
       this.#log.warn({ topic: m.topic, reasonCode: code, rule: m.rule }, 'upstream refused a message, dropped')
-      this.#ackLater(m.id)
+      // Through the store: deleted and counted in the same transaction, with a loss report.
+      this.#store.drop([m.id], 'upstream-rejected').catch(() => this.#store.release([m.id]).catch(() => undefined))
     })
   }
 
@@ -812,8 +817,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   // ---------------------------------------------------------------------------
   // Status
 
-  #drop(reason: BridgeDropReason): void {
+  #drop(reason: BridgeDropReason, rule?: string): void {
     this.#drops.set(reason, (this.#drops.get(reason) ?? 0) + 1)
+    if (rule === undefined) return
+    const byReason = this.#dropsByRule.get(rule) ?? new Map<BridgeDropReason, number>()
+    byReason.set(reason, (byReason.get(reason) ?? 0) + 1)
+    this.#dropsByRule.set(rule, byReason)
   }
 
   #tick(): void {
@@ -828,9 +837,17 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const q = s.queues.find((x) => x.queue === this.upstream)
     const drops: Record<string, number> = Object.fromEntries(this.#drops)
     const ruleIds = new Set(this.#outRules.map((r) => r.id))
+    const dropsByRule: Record<string, Record<string, number>> = {}
+    for (const [rule, byReason] of this.#dropsByRule) dropsByRule[rule] = Object.fromEntries(byReason)
     for (const [rule, byReason] of Object.entries(s.drops.byRule)) {
       if (!ruleIds.has(rule)) continue
-      for (const [reason, n] of Object.entries(byReason)) drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
+      const r = (dropsByRule[rule] ??= {})
+      for (const [reason, n] of Object.entries(byReason)) {
+        // A refusal is counted by the bridge (reason and rule) and by the store: once here.
+        if (reason === 'upstream-rejected') continue
+        drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
+        r[reason] = (r[reason] ?? 0) + (n ?? 0)
+      }
     }
     const rates = this.#rates.rates()
     return {
@@ -847,6 +864,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       rates: { sentPerSec: rates['sent'] ?? 0, ackedPerSec: rates['acked'] ?? 0, receivedPerSec: rates['received'] ?? 0 },
       totals: { ...this.#counts, attempts: c.attempts, connects: c.connects, disconnects: c.disconnects },
       drops,
+      dropsByRule,
       lastError: c.lastError,
       peer: this.#peer === undefined ? null : { id: this.#peer.id, site: this.#peer.site, level: this.#peer.level },
       loop: this.#loopSince === null ? null : { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: this.#peer?.site ?? '', since: new Date(this.#loopSince).toISOString() },

@@ -363,6 +363,17 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     })
   }
 
+  drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void> {
+    const gc = this.#st.gc
+    if (this.#st.phase !== 'running' || gc === null) return Promise.reject(this.#st.stoppedError())
+    const valid = checkIds(ids)
+    if (valid instanceof BufferError) return Promise.reject(valid)
+    if (valid.length === 0) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      gc.enqueue({ kind: 'delete', ids: valid, reason, resolve, fail: reject })
+    })
+  }
+
   // -------------------------------------------------------------------------
   // Drain path (drain.ts)
 

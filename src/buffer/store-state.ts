@@ -47,7 +47,7 @@ export type AckOp = {
 export type DeleteOp = {
   readonly kind: 'delete'
   readonly ids: readonly number[]
-  readonly reason: 'expired' | 'conflated'
+  readonly reason: 'expired' | 'conflated' | 'upstream-rejected'
   readonly resolve: () => void
   readonly fail: (err: Error) => void
 }
