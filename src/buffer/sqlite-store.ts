@@ -156,6 +156,8 @@ export interface SqliteStoreOptions {
   readonly timers?: GroupCommitTimers
   /** Most rows kept in the drop ledger (drop-ledger.ts); older ranges are trimmed, and counted. Default 10 000. */
   readonly maxDropLedgerRows?: number
+  /** false: count drops in memory only, as before issue #19. For bench/drop-accounting.ts's comparison; never in the agent. */
+  readonly durableDrops?: boolean
 }
 
 /** Database files used by a started SqliteStore of this process. */
@@ -225,7 +227,9 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       signal.throwIfAborted() // the catch below closes the lease
       this.#st.s = prepareStatements(lease.db)
       this.#st.ledger = new TopicLedger(this.#st.s)
-      this.#st.dropLedger = new DropLedger(lease.db, o.maxDropLedgerRows === undefined ? {} : { maxRows: o.maxDropLedgerRows })
+      if (o.durableDrops !== false) {
+        this.#st.dropLedger = new DropLedger(lease.db, o.maxDropLedgerRows === undefined ? {} : { maxRows: o.maxDropLedgerRows })
+      }
       this.#resolveLimits()
       this.#st.load()
       this.#st.quarantine = readQuarantineLog(lease.db)
@@ -569,7 +573,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   dropRanges(query: LedgerQuery = {}): LedgerRange[] {
     this.#running()
     try {
-      return (this.#st.dropLedger as DropLedger).ranges(query)
+      return this.#st.dropLedger?.ranges(query) ?? []
     } catch (err) {
       throw this.#st.readFailure(err, 'drop ledger')
     }
