@@ -13,7 +13,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomInt } from 'node:crypto'
 import type { LossReport } from '../../../src/buffer/index.js'
-import { startAgent } from '../../helpers/agent-process.js'
+import { runCli, startAgent } from '../../helpers/agent-process.js'
 import { client } from '../../helpers/mqtt-clients.js'
 import { freePort, mosquittoMissing, startMosquitto } from '../../helpers/mosquitto.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
@@ -88,5 +88,19 @@ test('agent kill -9 while evicting: delivered + durable drops = committed, and t
   assert.ok(reports.every((r) => r.reason === 'evicted-full' && r.rule === 'telemetry' && r.topicFilter === 'devices/+/telemetry'))
   assert.equal(order[0], 'report', 'the report comes before the survivors (the gap is at the head)')
   assert.deepEqual(Object.keys(status['buffer']['drops']['sinceCreated']['byReason']), ['evicted-full'])
+
+  // The ledger from the CLI, on the file of the running agent.
+  const cli = await runCli(['buffer', 'drops', '--config', again.configFile, '--json'])
+  assert.equal(cli.code, 0, cli.stderr)
+  const ledger = JSON.parse(cli.stdout) as { total: number; ranges: Array<{ reason: string; rule: string; count: number; firstId: number | null }> }
+  assert.equal(ledger.total, evicted)
+  assert.ok(ledger.ranges.every((r) => r.reason === 'evicted-full' && r.rule === 'telemetry' && r.firstId !== null))
+  const table = await runCli(['buffer', 'drops', '--config', again.configFile, '--since', '1h'])
+  assert.match(table.stdout, /evicted-full\s+telemetry\s+site\s+cell-9\/devices\/dev-1\/telemetry/)
+  const none = JSON.parse((await runCli(['buffer', 'drops', '--config', again.configFile, '--rule', 'nope', '--json'])).stdout) as { total: number }
+  assert.equal(none.total, 0)
+  const bad = await runCli(['buffer', 'drops', '--config', again.configFile, '--since', 'yesterday-ish'])
+  assert.notEqual(bad.code, 0)
+  assert.match(bad.stderr, /ISO 8601/)
   t.diagnostic(`${acked} acked, ${committed} committed, ${delivered.size} delivered, ${evicted} evicted, ${reports.length} report(s)`)
 })
