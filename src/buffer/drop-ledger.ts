@@ -141,6 +141,13 @@ export class DropLedger {
   readonly #maxRows: number
   /** Rows in the ledger as of the last flush (null: not counted yet). */
   #rows: number | null = null
+  /**
+   * key → the newest range of the key, as written by this connection: saves
+   * the lookup per key and commit while a buffer evicts. Cleared on rollback
+   * (discard) and when it grows past a bound; a cached range that was trimmed
+   * meanwhile is noticed (the UPDATE changes nothing) and a new one opened.
+   */
+  readonly #newest = new Map<string, { id: number; lastAt: number }>()
 
   constructor(db: Database.Database, options: { maxRows?: number } = {}) {
     const s: Partial<Statements> = {}
@@ -176,17 +183,27 @@ export class DropLedger {
     const counts = new Map<string, { queue: string; rule: string; reason: string; n: number }>()
     let coalesced = 0
     let opened = 0
-    for (const p of this.#pending.values()) {
+    if (this.#newest.size > 4 * this.#maxRows) this.#newest.clear()
+    for (const [key, p] of this.#pending) {
       const ck = `${p.queue}\u0000${p.rule}\u0000${p.reason}`
       const c = counts.get(ck)
       if (c === undefined) counts.set(ck, { queue: p.queue, rule: p.rule, reason: p.reason, n: p.count })
       else c.n += p.count
-      const newest = s.newestOfKey.get(p.reason, p.rule, p.queue, p.topic) as { id: number; last_at: number } | undefined
-      if (newest !== undefined && p.firstAt - newest.last_at <= COALESCE_MS) {
-        s.extend.run(p.count, p.firstAt, p.lastAt, p.firstId, p.firstId, p.lastId, p.lastId, newest.id)
+      let newest = this.#newest.get(key)
+      if (newest === undefined) {
+        const r = s.newestOfKey.get(p.reason, p.rule, p.queue, p.topic) as { id: number; last_at: number } | undefined
+        if (r !== undefined) newest = { id: r.id, lastAt: r.last_at }
+      }
+      if (
+        newest !== undefined &&
+        p.firstAt - newest.lastAt <= COALESCE_MS &&
+        s.extend.run(p.count, p.firstAt, p.lastAt, p.firstId, p.firstId, p.lastId, p.lastId, newest.id).changes > 0
+      ) {
+        this.#newest.set(key, { id: newest.id, lastAt: Math.max(newest.lastAt, p.lastAt) })
         coalesced += p.count
       } else {
-        s.open.run(p.reason, p.rule, p.queue, p.topic, p.firstAt, p.lastAt, p.count, p.firstId, p.lastId)
+        const id = Number(s.open.run(p.reason, p.rule, p.queue, p.topic, p.firstAt, p.lastAt, p.count, p.firstId, p.lastId).lastInsertRowid)
+        this.#newest.set(key, { id, lastAt: p.lastAt })
         opened++
       }
     }
@@ -198,6 +215,7 @@ export class DropLedger {
 
   discard(): void {
     this.#pending.clear()
+    this.#newest.clear()
     this.#rows = null
   }
 
