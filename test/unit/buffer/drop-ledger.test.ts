@@ -13,7 +13,8 @@ import {
   SqliteStore,
   type SqliteStoreOptions,
 } from '../../../src/buffer/index.js'
-import { silentLogger } from '../../helpers/buffer-support.js'
+import { fakeClock, silentLogger } from '../../helpers/buffer-support.js'
+import { waitFor } from '../../helpers/wait.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
 const PAYLOAD = Buffer.alloc(100, 0x62)
@@ -139,4 +140,23 @@ test('no loss report for a queue that has none configured, nor for conflation', 
   const all = [...up, ...(await store.takeBatch('other', 100))]
   assert.equal(all.filter((m) => m.rule === LOSS_REPORT_RULE).length, 0)
   assert.equal(store.stats().drops.byReason.conflated, 2)
+})
+
+test('rows that expire under the drain cursor leave a report the next take still finds, before the later rows', async (t) => {
+  const now = fakeClock()
+  const store = await open(t, tmpDir(t, 'edge-drops-'), { now })
+  store.setLossReports(new Map([['up', { topic: 'x/drops', site: 's', ruleFilters: {} }]]))
+  for (let i = 0; i < 3; i++) await store.append(msg(i, { rule: 'ttl', expiresAt: now() + 1_000 }))
+  const later = (await store.append(msg(9))).id
+  now.advance(2_000)
+  // This take passes the three expired rows (they are deleted by the next commit) and hands out the fourth.
+  const first = await store.takeBatch('up', 10)
+  assert.deepEqual(first.map((m) => m.id), [later])
+  await store.release([later])
+  await waitFor(() => store.stats().drops.byReason.expired === 3, 5_000, 'the expired rows to be deleted')
+  const next = await store.takeBatch('up', 10)
+  assert.deepEqual(next.map((m) => m.rule), [LOSS_REPORT_RULE, 'r'])
+  const report = JSON.parse(next[0]?.payload.toString() ?? '') as LossReport
+  assert.equal(report.reason, 'expired')
+  assert.equal(report.count, 3)
 })
