@@ -17,7 +17,7 @@ import {
   type CertsStats,
 } from '../certs/index.js'
 import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
-import { SqliteStore, type BufferStats, type MessageStore } from '../buffer/index.js'
+import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
 import { passwordFilePath } from './config/paths.js'
 import type { AgentConfig } from './config/schema.js'
@@ -135,6 +135,7 @@ export class Agent {
       publishLocal,
       logger: deps.logger,
     })
+    sqlite?.setLossReports(lossReportTargets(config, this.bridges.bridges))
     this.renewers = new Map(
       this.bridges.bridges.flatMap((bridge, i) => {
         const upstream = config.upstreams[i]
@@ -342,6 +343,19 @@ function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteSt
   })
 }
 
+/** buffer ← bridges: per upstream (= buffer queue), where its loss reports go and its rules' topic filters. */
+function lossReportTargets(config: Readonly<AgentConfig>, bridges: readonly Bridge[]): Map<string, LossReportTarget> {
+  const out = new Map<string, LossReportTarget>()
+  config.upstreams.forEach((u, i) => {
+    const bridge = bridges[i]
+    if (!u.lossReport.enabled || bridge === undefined) return
+    const topic = u.lossReport.topic.replace(/\{site\}/g, config.site.name).replace(/\{upstream\}/g, u.name)
+    const ruleFilters = Object.fromEntries(bridge.rules.map((r) => [r.id, r.localFilter]))
+    out.set(u.name, { topic, site: config.site.name, ruleFilters })
+  })
+  return out
+}
+
 export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {
   return new Agent(config, deps)
 }
@@ -462,6 +476,16 @@ function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
       ),
     )
     .counter('edge_agent_buffer_quarantined_total', 'Corrupt database files moved aside at start', b.quarantine.count)
+  const durable = b.drops.sinceCreated
+  if (durable) {
+    m.counter(
+      'edge_agent_buffer_dropped_durable_total',
+      'Messages the buffer dropped since the store was created (kept in SQLite across restarts), by rule and reason',
+      Object.entries(durable.byRule).flatMap(([rule, byReason]) =>
+        Object.entries(byReason).map(([reason, value]) => ({ labels: { rule, reason }, value: value ?? 0 })),
+      ),
+    ).gauge('edge_agent_buffer_drop_ledger_ranges', 'Ranges kept in the drop ledger (edge-agent buffer drops)', durable.ledger.rows)
+  }
   if (b.brokerState) {
     m.gauge('edge_agent_broker_retained_messages', 'Retained messages kept by the local broker', b.brokerState.retainedMessages)
       .gauge('edge_agent_broker_persistent_sessions', 'Persistent sessions kept by the local broker', b.brokerState.persistentSessions)
@@ -491,6 +515,15 @@ function upstreamMetrics(m: MetricsText, ups: readonly BridgeStatus[], now: numb
       'edge_agent_upstream_dropped_total',
       'Messages not forwarded, by reason (bridge and buffer drops of this upstream)',
       ups.flatMap((u) => Object.entries(u.drops).map(([reason, value]) => ({ labels: { upstream: u.name, reason }, value }))),
+    )
+    .counter(
+      'edge_agent_upstream_dropped_by_rule_total',
+      'Messages not forwarded, by upstream, rule and reason (bridge and buffer drops)',
+      ups.flatMap((u) =>
+        Object.entries(u.dropsByRule ?? {}).flatMap(([rule, byReason]) =>
+          Object.entries(byReason).map(([reason, value]) => ({ labels: { upstream: u.name, rule, reason }, value })),
+        ),
+      ),
     )
     .gauge('edge_agent_upstream_loop', '1 while forwarding is paused because it would loop back to this agent', per((u) => (u.loop === null ? 0 : 1)))
 }

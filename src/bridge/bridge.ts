@@ -172,6 +172,8 @@ export interface BridgeStatus {
   }
   /** Bridge drops (never stored) plus the buffer's drops of this upstream's rules, by reason. */
   readonly drops: Readonly<Record<string, number>>
+  /** The same drops per rule id (bridge drops that belong to a rule, and the buffer's). */
+  readonly dropsByRule: Readonly<Record<string, Readonly<Record<string, number>>>>
   readonly lastError: ConnectionStats['lastError']
   /** The upstream agent, if it is an edge-agent. */
   readonly peer: { readonly id: string; readonly site: string; readonly level: number } | null
@@ -211,6 +213,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly #limiters = new Map<string, TopicRateLimiter>()
   readonly #rates: RateWindow
   readonly #drops = new Map<BridgeDropReason, number>()
+  /** rule id → bridge drops of that rule (the ones a rule is known for). */
+  readonly #dropsByRule = new Map<string, Map<BridgeDropReason, number>>()
   readonly #counts = { captured: 0, resent: 0, received: 0 }
 
   #started = false
@@ -295,7 +299,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       bucket: maxRate > 0 ? new TokenBucket(maxRate, Math.max(1, Math.ceil(maxRate / 10)), this.#now) : undefined,
       echoRules: new Set(this.rules.filter((r) => r.direction === 'both').map((r) => r.id)),
       echo: this.#echo,
-      drop: (reason) => this.#drop(reason),
+      drop: (reason, rule) => this.#drop(reason, rule),
       logger: this.#log,
       now: this.#now,
     })
@@ -404,12 +408,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       if (remote === undefined) continue
       const qos = rule.effectiveQos(packet.qos)
       if (qos === 0 && !rule.bufferQos0 && !this.connected) {
-        this.#drop('offline-qos0')
+        this.#drop('offline-qos0', rule.id)
         continue
       }
       const limiter = this.#limiters.get(rule.id)
       if (limiter !== undefined && !limiter.allow(packet.topic)) {
-        this.#drop('rate-limited')
+        this.#drop('rate-limited', rule.id)
         continue
       }
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
@@ -538,8 +542,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   // ---------------------------------------------------------------------------
   // Status
 
-  #drop(reason: BridgeDropReason): void {
+  #drop(reason: BridgeDropReason, rule?: string): void {
     this.#drops.set(reason, (this.#drops.get(reason) ?? 0) + 1)
+    if (rule === undefined) return
+    const byReason = this.#dropsByRule.get(rule) ?? new Map<BridgeDropReason, number>()
+    byReason.set(reason, (byReason.get(reason) ?? 0) + 1)
+    this.#dropsByRule.set(rule, byReason)
   }
 
   #tick(): void {
@@ -554,9 +562,17 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const q = s.queues.find((x) => x.queue === this.upstream)
     const drops: Record<string, number> = Object.fromEntries(this.#drops)
     const ruleIds = new Set(this.#outRules.map((r) => r.id))
+    const dropsByRule: Record<string, Record<string, number>> = {}
+    for (const [rule, byReason] of this.#dropsByRule) dropsByRule[rule] = Object.fromEntries(byReason)
     for (const [rule, byReason] of Object.entries(s.drops.byRule)) {
       if (!ruleIds.has(rule)) continue
-      for (const [reason, n] of Object.entries(byReason)) drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
+      const r = (dropsByRule[rule] ??= {})
+      for (const [reason, n] of Object.entries(byReason)) {
+        // A refusal is counted by the bridge (reason and rule) and by the store: once here.
+        if (reason === 'upstream-rejected') continue
+        drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
+        r[reason] = (r[reason] ?? 0) + (n ?? 0)
+      }
     }
     const rates = this.#rates.rates()
     const peer = this.#loop.peer
@@ -585,6 +601,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         disconnects: c.disconnects,
       },
       drops,
+      dropsByRule,
       lastError: c.lastError,
       peer: peer === undefined ? null : { id: peer.id, site: peer.site, level: peer.level },
       loop:

@@ -43,7 +43,7 @@ export interface DrainOptions {
   readonly echoRules: ReadonlySet<string>
   readonly echo: EchoGuard
   /** A message the upstream refused for good (acknowledged in the store, counted). */
-  readonly drop: (reason: 'too-large' | 'upstream-rejected') => void
+  readonly drop: (reason: 'too-large' | 'upstream-rejected', rule: string) => void
   readonly logger: Logger
   readonly now: () => number
 }
@@ -233,9 +233,10 @@ export class Drain {
         this.#retryLater(1_000)
         return
       }
-      this.#o.drop(code === 0x95 ? 'too-large' : 'upstream-rejected')
+      this.#o.drop(code === 0x95 ? 'too-large' : 'upstream-rejected', m.rule)
       this.#o.logger.warn({ topic: m.topic, reasonCode: code, rule: m.rule }, 'upstream refused a message, dropped')
-      this.#ackLater(m.id)
+      // Through the store: deleted and counted in the same transaction, with a loss report.
+      this.#store.drop([m.id], 'upstream-rejected').catch(() => this.#store.release([m.id]).catch(() => undefined))
     })
   }
 

@@ -9,7 +9,15 @@ import { performance } from 'node:perf_hooks'
 import type Database from 'better-sqlite3'
 import { BufferError, type BufferErrorCode, type SqliteDatabase, toBufferError } from '../storage/index.js'
 import { type DeletedRow, type Statements, WHEN_FULL_CODE } from './message-schema.js'
-import { type AppendResult, type DropReason, type NormalizedMessage, toStoredMessage } from './message-store.js'
+import { isReported, LOSS_REPORT_RULE, type ReportGroup, reportKey, reportPayload } from './loss-report.js'
+import {
+  type AppendResult,
+  type DropReason,
+  estimateMessageBytes,
+  type NormalizedMessage,
+  type StoredMessage,
+  toStoredMessage,
+} from './message-store.js'
 import type { AppendOp, Effect, Op, StoreState } from './store-state.js'
 import type { TopicLedger } from './topic-ledger.js'
 
@@ -53,6 +61,10 @@ class CommitBatch {
   #deletes = 0
   #nextId: number
   #reserved = 0
+  /** Loss reports to write at the end of the transaction, by reportKey. */
+  readonly #reports = new Map<string, ReportGroup>()
+  /** Reports written this batch: recorded as pending, and their drain cursor rewound, after the commit. */
+  readonly #written: Array<{ key: string; id: number; group: ReportGroup; reused: boolean; priority: number }> = []
 
   constructor(
     private readonly st: StoreState,
@@ -80,6 +92,7 @@ class CommitBatch {
       this.lease.db.transaction(() => this.#transaction()).immediate()
     } catch (err) {
       this.ledger.discard()
+      st.dropLedger?.discard()
       st.nextId = Math.max(st.nextId, this.#nextId) // ids are never reused, even uncommitted ones
       onCommitFailure(st, this.batch, err)
       return
@@ -103,6 +116,8 @@ class CommitBatch {
         this.#outcomes[i] = { ok: true, value: undefined }
       }
     }
+    this.#writeReports()
+    this.st.dropLedger?.flush()
     this.ledger.flush()
     if (this.#nextId > this.st.idReserved) {
       this.#reserved = this.#nextId + ID_BLOCK
@@ -124,6 +139,11 @@ class CommitBatch {
       } else if (op.kind === 'delete') {
         for (const id of op.ids) st.doomed.delete(id)
       }
+    }
+    for (const w of this.#written) {
+      st.pendingReports.set(w.key, { id: w.id, group: w.group })
+      // A reused id may lie below the drain position of its priority: read it from there again.
+      if (w.reused) st.rewind(w.group.queue, w.priority, w.id)
     }
     if (this.#diskLow) st.checkpointForSpace()
     st.counters.commits++
@@ -154,6 +174,11 @@ class CommitBatch {
     this.ledger.remove(row.queue, row.topic)
     this.#bytes -= row.size
     this.#effects.push({ t: 'delete', row, reason })
+    if (reason !== 'acked') {
+      const at = row.created_at ?? this.#now
+      this.st.dropLedger?.add({ reason, rule: row.rule, queue: row.queue, topic: row.topic, at, id: row.id })
+      this.#noteReport(reason, row.rule, row.queue, at, row.id, row.priority)
+    }
     return true
   }
 
@@ -168,9 +193,87 @@ class CommitBatch {
     return true
   }
 
+  /** A message that is not stored (refused, or expired on arrival): counted, with no row id. */
+  #dropUnstored(reason: DropReason, m: NormalizedMessage): void {
+    this.#effects.push({ t: 'drop-only', reason, rule: m.rule, queue: m.queue })
+    this.st.dropLedger?.add({ reason, rule: m.rule, queue: m.queue, topic: m.topic, at: this.#now, id: null })
+    this.#noteReport(reason, m.rule, m.queue, this.#now, null, m.priority)
+  }
+
+  #noteReport(reason: DropReason, rule: string, queue: string, at: number, id: number | null, priority: number): void {
+    if (rule === LOSS_REPORT_RULE || !isReported(reason) || !this.st.lossReports.has(queue)) return
+    const key = reportKey(queue, reason, rule)
+    let g = this.#reports.get(key)
+    if (g === undefined) {
+      g = { queue, reason, rule, count: 0, firstAt: at, lastAt: at, firstId: id, lastId: id, placeId: id, placePriority: priority }
+      this.#reports.set(key, g)
+    }
+    g.count++
+    g.firstAt = Math.min(g.firstAt, at)
+    g.lastAt = Math.max(g.lastAt, at)
+    if (id !== null) {
+      g.firstId = g.firstId === null ? id : Math.min(g.firstId, id)
+      g.lastId = g.lastId === null ? id : Math.max(g.lastId, id)
+      // The gap ends at the newest dropped row: the report takes its place.
+      if (g.placeId === null || id > g.placeId) {
+        g.placeId = id
+        g.placePriority = priority
+      }
+    }
+  }
+
+  /** One report row per key with drops in this batch, in the transaction; an earlier still-queued report of the key is folded in. */
+  #writeReports(): void {
+    const st = this.st
+    for (const [key, g] of this.#reports) {
+      const target = st.lossReports.get(g.queue)
+      if (target === undefined) continue
+      const prev = st.pendingReports.get(key)
+      if (prev !== undefined && !st.inFlight.has(prev.id) && !st.acking.has(prev.id) && !st.doomed.has(prev.id)) {
+        const row = this.s.deleteById.get(prev.id) as DeletedRow | undefined
+        if (row !== undefined && row.rule === LOSS_REPORT_RULE) {
+          this.ledger.remove(row.queue, row.topic)
+          this.#bytes -= row.size
+          this.#effects.push({ t: 'delete', row, reason: 'merged' })
+          const p = prev.group
+          g.count += p.count
+          g.firstAt = Math.min(g.firstAt, p.firstAt)
+          g.lastAt = Math.max(g.lastAt, p.lastAt)
+          g.firstId = p.firstId === null ? g.firstId : g.firstId === null ? p.firstId : Math.min(g.firstId, p.firstId)
+          g.lastId = p.lastId === null ? g.lastId : g.lastId === null ? p.lastId : Math.max(g.lastId, p.lastId)
+        }
+      }
+      const payload = reportPayload(g, target, this.#now)
+      const reused = g.placeId !== null
+      const id = g.placeId ?? this.#nextId++
+      const priority = this.ledger.add(g.queue, target.topic, g.placePriority)
+      const size = estimateMessageBytes({ queue: g.queue, topic: target.topic, payload, rule: LOSS_REPORT_RULE, propertiesJson: null })
+      this.s.insert.run(id, g.queue, target.topic, 1, 0, priority, LOSS_REPORT_RULE, 0, WHEN_FULL_CODE.refuse, this.#now, null, size, payload, null)
+      this.#bytes += size
+      const msg: StoredMessage = {
+        id,
+        queue: g.queue,
+        topic: target.topic,
+        payload,
+        qos: 1,
+        retain: false,
+        priority,
+        rule: LOSS_REPORT_RULE,
+        conflation: 'none',
+        whenFull: 'refuse',
+        createdAt: this.#now,
+        expiresAt: null,
+        properties: undefined,
+        size,
+      }
+      this.#effects.push({ t: 'insert', msg })
+      this.#written.push({ key, id, group: { ...g }, reused, priority })
+    }
+  }
+
   #refuse(i: number, m: NormalizedMessage, fullReason: 'buffer-full' | 'disk-full' | 'too-large'): void {
     const dropReason: DropReason = fullReason === 'disk-full' ? 'disk-full' : 'refused'
-    this.#effects.push({ t: 'drop-only', reason: dropReason, rule: m.rule, queue: m.queue })
+    this.#dropUnstored(dropReason, m)
     this.#outcomes[i] = {
       ok: false,
       err: new BufferError(
@@ -186,7 +289,7 @@ class CommitBatch {
     const s = this.s
     const now = this.#now
     if (m.expiresAt !== null && m.expiresAt <= now) {
-      this.#effects.push({ t: 'drop-only', reason: 'expired', rule: m.rule, queue: m.queue })
+      this.#dropUnstored('expired', m)
       this.#outcomes[i] = { ok: true, value: { id: null, dropped: 'expired' } }
       return
     }

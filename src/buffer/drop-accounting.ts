@@ -24,6 +24,7 @@ const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn'> = {
   refused: 'warn',
   'disk-full': 'warn',
   purged: 'info',
+  'upstream-rejected': 'warn',
 }
 
 export class DropAccounting {

@@ -24,6 +24,17 @@ export {
   estimateMessageBytes,
 } from './message-store.js'
 export { MESSAGE_STORE_MIGRATIONS } from './message-schema.js'
+export { type LossReport, type LossReportTarget, LOSS_REPORT_RULE } from './loss-report.js'
+export {
+  type DropEvent,
+  type DurableDropTotals,
+  type LedgerQuery,
+  type LedgerRange,
+  COALESCE_MS,
+  DEFAULT_MAX_LEDGER_ROWS,
+  readDurableTotals,
+  readRanges,
+} from './drop-ledger.js'
 export { SqliteStore, type SqliteStoreOptions } from './sqlite-store.js'
 export { MemoryStore, type MemoryStoreOptions } from './memory-store.js'
 export { BufferInspector, BUFFER_FILE_NAME, type QueueSummary } from './inspect.js'

@@ -155,6 +155,11 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
     }
   }
 
+  async drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void> {
+    this.#running()
+    for (const id of checkIds(ids)) this.#delete(id, reason)
+  }
+
   async release(ids: readonly number[]): Promise<void> {
     this.#running()
     for (const id of checkIds(ids)) {

@@ -38,6 +38,7 @@
 
 import type Database from 'better-sqlite3'
 import type { Migration } from '../storage/index.js'
+import { DROP_LEDGER_MIGRATIONS } from './drop-ledger.js'
 import {
   type Conflation,
   decodeProperties,
@@ -98,6 +99,7 @@ export const MESSAGE_STORE_MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  ...DROP_LEDGER_MIGRATIONS,
 ]
 
 /** Every column, in the order rawRowToMessage reads them. */
@@ -108,7 +110,7 @@ export const SQL = {
   insert: `INSERT INTO buffer_messages
     (id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  deleteById: 'DELETE FROM buffer_messages WHERE id = ? RETURNING id, queue, topic, priority, size, rule',
+  deleteById: 'DELETE FROM buffer_messages WHERE id = ? RETURNING id, queue, topic, priority, size, rule, created_at',
   /** Acks of in-flight rows: the store already holds what RETURNING would give (and RETURNING costs time per row). */
   deleteAcked: 'DELETE FROM buffer_messages WHERE id = ?',
   selectById: 'SELECT * FROM buffer_messages WHERE id = ?',
@@ -169,6 +171,8 @@ export interface MessageRow {
 /** Columns returned by SQL.deleteById. */
 export interface DeletedRow {
   id: number
+  /** Returned by deleteById (drops need the message time); absent for an acked in-flight row. */
+  created_at?: number
   queue: string
   topic: string
   priority: number

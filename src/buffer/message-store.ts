@@ -51,6 +51,7 @@
 //    the append is rejected (EDGE_ERR_BUFFER_FULL, retryable).
 
 import { Buffer } from 'node:buffer'
+import type { DurableDropTotals } from './drop-ledger.js'
 import { BufferError } from '../storage/index.js'
 
 /** What happens to a new message that does not fit. Default 'drop-oldest'. */
@@ -61,8 +62,9 @@ export const FULL_POLICIES: readonly FullPolicy[] = ['drop-oldest', 'drop-lowest
 export type Conflation = 'none' | 'latest-only'
 
 /** Why a message left the store without being acknowledged upstream. */
-export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged'
-export const DROP_REASONS: readonly DropReason[] = ['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged']
+/** 'upstream-rejected': handed out, then refused by the upstream for good (e.g. Maximum Packet Size); see drop(). */
+export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'upstream-rejected'
+export const DROP_REASONS: readonly DropReason[] = ['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged', 'upstream-rejected']
 
 /** MQTT 5 properties worth carrying upstream. JSON-encoded in SqliteStore. */
 export interface MessageProperties {
@@ -181,12 +183,14 @@ export interface BufferStats {
     readonly commits: number
     readonly failedCommits: number
   }
-  /** Drops since start. */
+  /** Drops since the process started (total, byReason, byRule) and, for a durable store, since it was created. */
   readonly drops: {
     readonly total: number
     readonly byReason: Readonly<Record<DropReason, number>>
     /** rule id ('' = no rule) → reason → count. */
     readonly byRule: Readonly<Record<string, Readonly<Partial<Record<DropReason, number>>>>>
+    /** Counted in SQLite with the drops themselves (drop-ledger.ts): survives restarts, kill -9 and power loss. */
+    readonly sinceCreated?: DurableDropTotals | null
   }
   /** Per-second rates over the last ~10 s. */
   readonly rates: { readonly appendPerSec: number; readonly takePerSec: number; readonly ackPerSec: number }
@@ -233,6 +237,12 @@ export interface MessageStore {
   takeBatch(queue: string, max: number): Promise<StoredMessage[]>
   /** Delete rows delivered upstream. Unknown ids are ignored. Resolves after commit. */
   ack(ids: readonly number[]): Promise<void>
+  /**
+   * Delete rows handed out that the upstream refused for good, counted as
+   * drops of their rule (durably, in the same transaction, for SqliteStore).
+   * Unknown ids are ignored. Resolves after commit.
+   */
+  drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void>
   /** Give in-flight rows back (nack): eligible again at their original position. Unknown ids ignored. */
   release(ids: readonly number[]): Promise<void>
   /** Release every in-flight row (of one queue, or all). Resolves with how many were released. */
@@ -406,5 +416,5 @@ export function decodeProperties(json: string | null): MessageProperties | undef
 
 /** Zeroed drop counters. */
 export function emptyDropCounts(): Record<DropReason, number> {
-  return { 'evicted-full': 0, expired: 0, conflated: 0, refused: 0, 'disk-full': 0, purged: 0 }
+  return { 'evicted-full': 0, expired: 0, conflated: 0, refused: 0, 'disk-full': 0, purged: 0, 'upstream-rejected': 0 }
 }

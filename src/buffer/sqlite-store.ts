@@ -58,7 +58,6 @@
 import { EventEmitter } from 'node:events'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import {
   BufferError,
   defaultStatFs,
@@ -74,9 +73,12 @@ import {
 import { executeBatch } from './commit-batch.js'
 import { checkIds, release, takeBatch } from './drain.js'
 import { DropAccounting } from './drop-accounting.js'
+import { DropLedger, type DurableDropTotals, type LedgerQuery, type LedgerRange } from './drop-ledger.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
+import type { LossReportTarget } from './loss-report.js'
+import { exportRows, peekRows, purgeRows } from './admin-ops.js'
 import { Maintenance } from './maintenance.js'
-import { type DeletedRow, MESSAGE_STORE_MIGRATIONS, type MessageRow, prepareStatements, rowToPeeked, type Statements } from './message-schema.js'
+import { MESSAGE_STORE_MIGRATIONS, prepareStatements, type Statements } from './message-schema.js'
 import {
   type AppendInput,
   type AppendResult,
@@ -91,7 +93,7 @@ import {
   type QueueStats,
   type StoredMessage,
 } from './message-store.js'
-import { type Effect, type Op, StoreState } from './store-state.js'
+import { type Op, StoreState } from './store-state.js'
 import { TopicLedger } from './topic-ledger.js'
 
 const MiB = 1024 * 1024
@@ -151,12 +153,14 @@ export interface SqliteStoreOptions {
   readonly statfs?: StatFs
   /** Timers of the group-commit window (tests). */
   readonly timers?: GroupCommitTimers
+  /** Most rows kept in the drop ledger (drop-ledger.ts); older ranges are trimmed, and counted. Default 10 000. */
+  readonly maxDropLedgerRows?: number
+  /** false: count drops in memory only, as before issue #19. For bench/drop-accounting.ts's comparison; never in the agent. */
+  readonly durableDrops?: boolean
 }
 
 /** Database files used by a started SqliteStore of this process. */
 const ownedFiles = new Set<string>()
-
-const PAGE_ROWS = 500
 
 function clamp(n: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, n))
@@ -220,6 +224,9 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       signal.throwIfAborted() // the catch below closes the lease
       this.#st.s = prepareStatements(lease.db)
       this.#st.ledger = new TopicLedger(this.#st.s)
+      if (o.durableDrops !== false) {
+        this.#st.dropLedger = new DropLedger(lease.db, o.maxDropLedgerRows === undefined ? {} : { maxRows: o.maxDropLedgerRows })
+      }
       this.#resolveLimits()
       this.#st.load()
       this.#st.quarantine = readQuarantineLog(lease.db)
@@ -313,6 +320,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#st.doomed.clear()
     this.#st.resetDrain()
     this.#st.ledger = null
+    this.#st.dropLedger = null
     this.#st.s = null
     const lease = this.#st.lease
     this.#st.lease = null
@@ -356,6 +364,17 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     })
   }
 
+  drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void> {
+    const gc = this.#st.gc
+    if (this.#st.phase !== 'running' || gc === null) return Promise.reject(this.#st.stoppedError())
+    const valid = checkIds(ids)
+    if (valid instanceof BufferError) return Promise.reject(valid)
+    if (valid.length === 0) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      gc.enqueue({ kind: 'delete', ids: valid, reason, resolve, fail: reject })
+    })
+  }
+
   // -------------------------------------------------------------------------
   // Drain path (drain.ts)
 
@@ -379,91 +398,15 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   // CLI helpers
 
   async peek(queue?: string, limit = 100): Promise<PeekedMessage[]> {
-    const s = this.#running()
-    if (!Number.isSafeInteger(limit) || limit < 1) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'limit must be an integer ≥ 1')
-    try {
-      if (queue === undefined) {
-        return (s.pageAll.all(0, limit) as MessageRow[]).map((r) => rowToPeeked(r, this.#st.inFlight.has(r.id)))
-      }
-      const ids = s.takeIds.all(queue, limit) as number[]
-      const out: PeekedMessage[] = []
-      for (const id of ids) {
-        const row = s.selectById.get(id) as MessageRow | undefined
-        if (row !== undefined) out.push(rowToPeeked(row, this.#st.inFlight.has(id)))
-      }
-      return out
-    } catch (err) {
-      throw this.#st.readFailure(err, 'peek')
-    }
+    return peekRows(this.#st, this.#running(), queue, limit)
   }
 
-  async purge(queue?: string): Promise<number> {
-    let purged = 0
-    // Chunks of PAGE_ROWS rows, one transaction each, yielding in between:
-    // the write lock is never held long and appends keep flowing.
-    for (let round = 0; round < Number.MAX_SAFE_INTEGER; round++) {
-      const s = this.#running()
-      const ledger = this.#st.ledger as TopicLedger
-      const db = this.database.db
-      const effects: Effect[] = []
-      let n = 0
-      try {
-        db.transaction(() => {
-          const ids = (queue === undefined ? s.purgeChunkAll.all(PAGE_ROWS) : s.purgeChunk.all(queue, PAGE_ROWS)) as number[]
-          for (const id of ids) {
-            const row = s.deleteById.get(id) as DeletedRow | undefined
-            if (row !== undefined) {
-              ledger.remove(row.queue, row.topic)
-              effects.push({ t: 'delete', row, reason: 'purged' })
-              n++
-            }
-          }
-          ledger.flush()
-        }).immediate()
-      } catch (err) {
-        ledger.discard()
-        throw this.#st.readFailure(err, 'purge')
-      }
-      const ignored = new Set<string>()
-      for (const e of effects) {
-        this.#st.applyEffect(e, ignored)
-        if (e.t === 'delete') {
-          this.#st.acking.delete(e.row.id)
-          this.#st.doomed.delete(e.row.id)
-        }
-      }
-      purged += n
-      if (n < PAGE_ROWS) break
-      await yieldToLoop()
-    }
-    if (purged > 0) this.#st.log.info({ queue: queue ?? null, purged }, 'buffer purged')
-    return purged
+  purge(queue?: string): Promise<number> {
+    return purgeRows(this.#st, () => this.#running(), queue)
   }
 
   async exportRows(queue?: string): Promise<MessageExport> {
-    const s = this.#running()
-    let total: number
-    try {
-      total = (queue === undefined ? s.countAll.get() : s.countByQueue.get(queue)) as number
-    } catch (err) {
-      throw this.#st.readFailure(err, 'export')
-    }
-    const self = this
-    async function* rows(): AsyncGenerator<PeekedMessage> {
-      let after = 0
-      // Keyset pages: no statement stays open between pages, so writers (and
-      // WAL checkpoints) are never held up by a slow consumer.
-      for (;;) {
-        const st = self.#running()
-        const page = (queue === undefined ? st.pageAll.all(after, PAGE_ROWS) : st.pageByQueue.all(queue, after, PAGE_ROWS)) as MessageRow[]
-        for (const r of page) yield rowToPeeked(r, self.#st.inFlight.has(r.id))
-        const last = page[page.length - 1]
-        if (last === undefined || page.length < PAGE_ROWS) return
-        after = last.id
-        await yieldToLoop()
-      }
-    }
-    return { total, rows: rows() }
+    return exportRows(this.#st, () => this.#running(), queue)
   }
 
   // -------------------------------------------------------------------------
@@ -508,7 +451,12 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         inFlight: this.#st.inFlight.size,
         ...this.#st.counters,
       },
-      drops: { total: this.#st.drops.total, byReason: this.#st.drops.byReason(), byRule: this.#st.drops.byRule() },
+      drops: {
+        total: this.#st.drops.total,
+        byReason: this.#st.drops.byReason(),
+        byRule: this.#st.drops.byRule(),
+        sinceCreated: this.#durableDrops(),
+      },
       rates: this.#st.rates(now),
       limits: {
         maxBytes: this.#st.maxBytes,
@@ -526,6 +474,36 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   health(): BufferHealth {
     return this.#st.health()
+  }
+
+  /**
+   * Where each queue's loss reports go (loss-report.ts); queues not listed
+   * get none. No I/O: may be called before start (the agent does, once the
+   * bridges and their rules exist).
+   */
+  setLossReports(targets: ReadonlyMap<string, LossReportTarget>): void {
+    this.#st.lossReports = new Map(targets)
+  }
+
+  /** Ranges of the drop ledger, oldest first (`edge-agent buffer drops`). */
+  dropRanges(query: LedgerQuery = {}): LedgerRange[] {
+    this.#running()
+    try {
+      return this.#st.dropLedger?.ranges(query) ?? []
+    } catch (err) {
+      throw this.#st.readFailure(err, 'drop ledger')
+    }
+  }
+
+  #durableDrops(): DurableDropTotals | null {
+    const l = this.#st.dropLedger
+    if (l === null) return null
+    try {
+      return l.totals()
+    } catch (err) {
+      this.#st.logError(toBufferError(err, 'stats'), 'buffer stats query failed', {})
+      return null
+    }
   }
 
   #resolveLimits(): void {

@@ -7,6 +7,8 @@ import type { DiskSpace, SqliteDatabase } from '../storage/index.js'
 import { BufferError } from '../storage/index.js'
 import { toBufferError } from '../storage/index.js'
 import type { DropAccounting } from './drop-accounting.js'
+import type { DropLedger } from './drop-ledger.js'
+import type { LossReportTarget, ReportGroup } from './loss-report.js'
 import type { GroupCommit } from './group-commit.js'
 import { LiveTail } from './live-tail.js'
 import { getOrSet, newMap } from './map-of.js'
@@ -45,7 +47,7 @@ export type AckOp = {
 export type DeleteOp = {
   readonly kind: 'delete'
   readonly ids: readonly number[]
-  readonly reason: 'expired' | 'conflated'
+  readonly reason: 'expired' | 'conflated' | 'upstream-rejected'
   readonly resolve: () => void
   readonly fail: (err: Error) => void
 }
@@ -53,7 +55,8 @@ export type Op = AppendOp | AckOp | DeleteOp
 
 export type Effect =
   | { readonly t: 'insert'; readonly msg: StoredMessage }
-  | { readonly t: 'delete'; readonly row: DeletedRow; readonly reason: DropReason | 'acked' }
+  /** 'merged': a queued loss report replaced by a newer one carrying its counts (loss-report.ts); not a drop. */
+  | { readonly t: 'delete'; readonly row: DeletedRow; readonly reason: DropReason | 'acked' | 'merged' }
   | { readonly t: 'drop-only'; readonly reason: DropReason; readonly rule: string; readonly queue: string }
 
 export type Phase = 'new' | 'starting' | 'running' | 'stopping' | 'stopped'
@@ -72,6 +75,12 @@ export class StoreState {
   gc: GroupCommit<Op> | null = null
   disk: DiskSpace | null = null
   ledger: TopicLedger | null = null
+  /** Durable drop counts and ranges, written in the transaction that drops (drop-ledger.ts). */
+  dropLedger: DropLedger | null = null
+  /** queue → where its loss reports go; queues not listed get none (loss-report.ts). */
+  lossReports: ReadonlyMap<string, LossReportTarget> = new Map()
+  /** reportKey → the newest report row written for it, while it may still be queued. */
+  readonly pendingReports = new Map<string, { readonly id: number; readonly group: ReportGroup }>()
 
   maxBytes = 0
   minFreeBytes = 0
@@ -196,7 +205,7 @@ export class StoreState {
         this.totalBytes -= e.row.size
         if (e.reason !== 'acked') {
           this.tails.get(e.row.queue)?.get(e.row.priority)?.delete(e.row.id)
-          this.drops.record(e.reason, e.row.rule, e.row.queue)
+          if (e.reason !== 'merged') this.drops.record(e.reason, e.row.rule, e.row.queue)
           this.dropInFlight(e.row.id)
         }
         return

@@ -145,6 +145,9 @@ upstreams: []
 #    status:
 #      enabled: true                # retained birth "online" on connect, last will "offline"
 #      topic: "edge-agent/{site}/status"
+#    lossReport:                    # JSON report of buffered data dropped for this upstream, in order with the data (docs/buffer.md)
+#      enabled: true                # false: this upstream's consumers want none
+#      topic: "edge-agent/{site}/drops"  # placeholders {site} and {upstream}
 #    renewCertificate:              # toward another edge-agent whose local CA issued certFile (docs/certificates.md)
 #      enabled: false               # renew certFile/keyFile over this upstream's own session before they expire
 #      atFraction: 0.66             # at this fraction of the lifetime (+ jitter up to 1/20); >= the upstream's certs.device.renewAfter

@@ -216,6 +216,17 @@ export const UpstreamStatusSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const UpstreamLossReportSchema = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: true,
+      description: 'tell this upstream when buffered data of its rules is dropped: a JSON loss report, QoS 1, in order with the data',
+    }),
+    topic: Type.String({ minLength: 1, default: 'edge-agent/{site}/drops', description: 'placeholders {site} and {upstream}' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const UpstreamRenewCertificateSchema = Type.Object(
   {
     enabled: Type.Boolean({
@@ -279,6 +290,7 @@ export const UpstreamSchema = Type.Object(
       description: 'read the upstream agent identity ($edge-agent/identity) and refuse to forward in a loop',
     }),
     status: UpstreamStatusSchema,
+    lossReport: UpstreamLossReportSchema,
     renewCertificate: UpstreamRenewCertificateSchema,
     rules: Type.Array(BridgeRuleSchema, { default: [] }),
   },

@@ -66,6 +66,9 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
       issues.push({ path: ['upstreams', i, tlsKeys[0] as string], message: 'TLS settings need an mqtts:// or wss:// url' })
     }
     issues.push(...renewCertificateIssues(u, i))
+    if (u.lossReport.enabled && (/[+#\u0000]/.test(u.lossReport.topic) || u.lossReport.topic.startsWith('$'))) {
+      issues.push({ path: ['upstreams', i, 'lossReport', 'topic'], message: 'must be a topic name without +, #, NUL or a leading $' })
+    }
   })
   issues.push(...certsIssues(config))
   return issues
