@@ -250,9 +250,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       ? u.status.topic.replace(/\{site\}/g, options.agent.site).replace(/\{upstream\}/g, u.name)
       : undefined
     this.#echo = new EchoGuard({ windowMs: 30_000, maxEntries: 10_000, now: this.#now })
-    const will = this.#statusTopic === undefined
-      ? undefined
-      : { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'connection lost', false), qos: 1 as const, retain: true }
+    const will =
+      this.#statusTopic === undefined
+        ? undefined
+        : { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'connection lost', false), qos: 1 as const, retain: true }
     this.#conn = new UpstreamConnection({
       name: u.name,
       url: this.#url,
@@ -261,7 +262,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       username: u.username !== '' ? u.username : urlUser,
       passwordFile: nonEmpty(u.passwordFile),
       password: urlPassword,
-      tls: { caFile: nonEmpty(u.caFile), certFile: nonEmpty(u.certFile), keyFile: nonEmpty(u.keyFile), serverName: nonEmpty(u.tlsServerName) },
+      tls: {
+        caFile: nonEmpty(u.caFile),
+        certFile: nonEmpty(u.certFile),
+        keyFile: nonEmpty(u.keyFile),
+        serverName: nonEmpty(u.tlsServerName),
+      },
       tlsMaterial: options.tlsMaterial,
       keepaliveSec: u.keepaliveSec,
       cleanStart: u.cleanStart,
@@ -618,7 +624,8 @@ function parseRules(u: UpstreamOptions): BridgeRule[] {
   const { rules, problems } = parseRuleSet(u.rules)
   if (problems.length === 0) return rules
   const first = problems[0] as BridgeError
-  const where = (path: readonly (string | number)[]): string => path.map((s) => (typeof s === 'number' ? `[${s}]` : `.${s}`)).join('')
+  const where = (path: readonly (string | number)[]): string =>
+    path.map((s) => (typeof s === 'number' ? `[${s}]` : `.${s}`)).join('')
   throw new BridgeError(
     'EDGE_ERR_BRIDGE_RULE_INVALID',
     `upstream ${u.name}: ${problems.map((p) => `rules${where(p.path)}: ${p.message}`).join('; ')}`,

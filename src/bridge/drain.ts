@@ -19,7 +19,8 @@
 import type { Logger } from 'pino'
 import type { MessageStore, StoredMessage } from '../buffer/index.js'
 import type { EchoGuard } from './echo-guard.js'
-import { isTransientReason, type ConnectInfo, type MqttSession, type OutboundMessage, type ProtocolVersion } from './mqtt-session.js'
+import { isTransientReason } from './mqtt-reasons.js'
+import type { ConnectInfo, MqttSession, OutboundMessage, ProtocolVersion } from './mqtt-session.js'
 import type { TokenBucket } from './rate.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 
@@ -131,7 +132,9 @@ export class Drain {
     this.#flushAcksNow()
     await this.#ackFlush
     if (left.length > 0) {
-      await this.#store.release(left).catch((err: unknown) => this.#o.logger.debug({ err }, 'release on stop failed (buffer already stopped)'))
+      await this.#store.release(left).catch((err: unknown) => {
+        this.#o.logger.debug({ err }, 'release on stop failed (buffer already stopped)')
+      })
     }
     return left.length
   }
@@ -243,15 +246,18 @@ export class Drain {
   #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
     const user: Record<string, string | string[]> = {}
     const carried = m.properties?.userProperties
-    if (carried !== undefined) for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
+    if (carried !== undefined) {
+      for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
+    }
     user[USER_PROP_VIA] = this.#o.agent.id
     user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
     const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
     if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#o.now()) / 1000))
-    if (m.properties?.contentType !== undefined) props.contentType = m.properties.contentType
-    if (m.properties?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = m.properties.payloadFormatIndicator
-    if (m.properties?.responseTopic !== undefined) props.responseTopic = m.properties.responseTopic
-    if (m.properties?.correlationData !== undefined) props.correlationData = Buffer.from(m.properties.correlationData)
+    const p = m.properties
+    if (p?.contentType !== undefined) props.contentType = p.contentType
+    if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator
+    if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic
+    if (p?.correlationData !== undefined) props.correlationData = Buffer.from(p.correlationData)
     return props
   }
 

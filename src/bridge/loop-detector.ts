@@ -16,6 +16,9 @@ import type { Logger } from 'pino'
 import { BEACON_TOPIC, decodeBeacon, formsLoop, sameBeacon, type AgentBeacon } from './beacon.js'
 import type { UpstreamConnection } from './upstream-connection.js'
 
+const LOOP_DETECTION_OFF =
+  'loop detection is off for this upstream (it does not serve $edge-agent/identity); set loopDetection: false to silence this'
+
 export interface LoopDetectorOptions {
   /** upstreams[].loopDetection */
   readonly enabled: boolean
@@ -77,8 +80,9 @@ export class LoopDetector {
     const looping = beacon !== undefined && formsLoop(this.#o.agentId, beacon)
     if (looping && this.#loopSince === null) {
       this.#loopSince = this.#o.now()
+      const peer = { peerSite: beacon.site, peerLevel: beacon.level, peerAbove: beacon.above.length }
       this.#o.logger.error(
-        { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: beacon.site, peerLevel: beacon.level, peerAbove: beacon.above.length },
+        { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', ...peer },
         'forwarding loop detected: this upstream is also one of our downstreams; forwarding to it is paused',
       )
       this.#o.onLoop(true)
@@ -127,10 +131,7 @@ export class LoopDetector {
   #off(why: string): void {
     if (this.#mode === 'off') return
     this.#mode = 'off'
-    this.#o.logger.warn(
-      { why },
-      'loop detection is off for this upstream (it does not serve $edge-agent/identity); set loopDetection: false to silence this',
-    )
+    this.#o.logger.warn({ why }, LOOP_DETECTION_OFF)
     this.#decide()
   }
 

@@ -11,7 +11,8 @@ export function isTransientReason(code: number): boolean {
 }
 
 export function rejected(code: number): BridgeError {
-  return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream refused the message (reason code 0x${code.toString(16)})`, { reasonCode: code })
+  const message = `upstream refused the message (reason code 0x${code.toString(16)})`
+  return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', message, { reasonCode: code })
 }
 
 const CONNACK_311: Record<number, string> = {
