@@ -1,0 +1,109 @@
+// Node-RED's settings object, secure by default (docs/node-red.md "Security"):
+// admin authentication always on, no palette or npm installs at run time, no
+// projects, no telemetry or diagnostics endpoint, nothing of the agent in the
+// function nodes' global context, logs into the agent's pino logger.
+import type { Logger } from 'pino'
+import type { EdgeNodesApi } from './edge-api.js'
+import type { NodeRedUser } from './state.js'
+
+export interface NodeRedSettingsInput {
+  readonly userDir: string
+  readonly nodesDir: string
+  readonly credentialSecret: string
+  readonly httpNodeRoot: string
+  readonly editor: boolean
+  readonly logLevel: string
+  readonly logger: Logger
+  readonly edgeApi: EdgeNodesApi
+  /** Reads the users file at each login, so that `nodered passwd` needs no restart. */
+  readonly users: () => Promise<NodeRedUser[]>
+  readonly verifyPassword: (password: string, hash: string) => Promise<boolean>
+  readonly cliToken: string
+}
+
+/** The key the edge nodes read their API from (RED.settings[EDGE_API_KEY]). */
+export const EDGE_API_KEY = 'edgeAgentApi'
+
+const LEVELS: Record<number, 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'> = {
+  10: 'fatal',
+  20: 'error',
+  30: 'warn',
+  40: 'info',
+  50: 'debug',
+  60: 'trace',
+}
+
+interface NodeRedLogMessage {
+  level: number
+  msg?: unknown
+  type?: string
+  id?: string
+  name?: string
+  z?: string
+}
+
+export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Record<string, unknown> {
+  const log = i.logger
+  const user = (u: NodeRedUser) => ({ username: u.username, permissions: u.permissions })
+  return {
+    userDir: i.userDir,
+    flowFile: 'flows.json',
+    flowFilePretty: true,
+    credentialSecret: i.credentialSecret,
+    nodesDir: [i.nodesDir],
+    httpAdminRoot: '/',
+    httpNodeRoot: i.httpNodeRoot === '' ? false : i.httpNodeRoot,
+    // No user, no editor: the admin API stays for the CLI's token.
+    disableEditor: !(i.editor && hasUsers),
+    adminAuth: {
+      type: 'credentials',
+      users: async (username: string) => {
+        const u = (await i.users()).find((x) => x.username === username)
+        return u === undefined ? null : user(u)
+      },
+      authenticate: async (username: string, password: string) => {
+        const u = (await i.users()).find((x) => x.username === username)
+        if (u === undefined || typeof password !== 'string') return null
+        return (await i.verifyPassword(password, u.password)) ? user(u) : null
+      },
+      tokens: async (token: string) => (token === i.cliToken ? { username: 'edge-agent-cli', permissions: '*' } : null),
+      tokenHeader: 'authorization',
+    },
+    // Function nodes see an empty global context and cannot load modules.
+    functionGlobalContext: {},
+    functionExternalModules: false,
+    exportGlobalContextKeys: false,
+    externalModules: {
+      autoInstall: false,
+      palette: { allowInstall: false, allowUpload: false },
+      modules: { allowInstall: false },
+    },
+    editorTheme: {
+      projects: { enabled: false },
+      palette: { editable: false },
+      tours: false,
+    },
+    diagnostics: { enabled: false, ui: false },
+    runtimeState: { enabled: false, ui: false },
+    telemetry: { enabled: false, updateNotification: false },
+    logging: {
+      edgeAgent: {
+        level: i.logLevel,
+        metrics: false,
+        audit: false,
+        handler: () => (m: NodeRedLogMessage) => {
+          const level = LEVELS[m.level]
+          if (level === undefined) return
+          const text = m.msg instanceof Error ? undefined : typeof m.msg === 'string' ? m.msg : JSON.stringify(m.msg)
+          const err = m.msg instanceof Error ? m.msg : undefined
+          if (m.id !== undefined) {
+            log[level]({ nodeId: m.id, nodeType: m.type, nodeName: m.name || undefined, flowId: m.z, text, err }, 'node message')
+          } else {
+            log[level]({ text, err }, 'node-red runtime')
+          }
+        },
+      },
+    },
+    [EDGE_API_KEY]: i.edgeApi,
+  }
+}
