@@ -80,7 +80,6 @@ export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Recor
     },
     editorTheme: {
       projects: { enabled: false },
-      palette: { editable: false },
       tours: false,
     },
     diagnostics: { enabled: false, ui: false },
