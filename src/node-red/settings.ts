@@ -44,6 +44,7 @@ interface NodeRedLogMessage {
 
 export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Record<string, unknown> {
   const log = i.logger
+  const limiter = new NodeLogLimiter(log)
   const user = (u: NodeRedUser) => ({ username: u.username, permissions: u.permissions })
   return {
     userDir: i.userDir,
@@ -93,6 +94,7 @@ export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Recor
         handler: () => (m: NodeRedLogMessage) => {
           const level = LEVELS[m.level]
           if (level === undefined) return
+          if (m.id !== undefined && !limiter.allow(m.id)) return
           const text = m.msg instanceof Error ? undefined : typeof m.msg === 'string' ? m.msg : JSON.stringify(m.msg)
           const err = m.msg instanceof Error ? m.msg : undefined
           if (m.id !== undefined) {
@@ -104,5 +106,39 @@ export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Recor
       },
     },
     [EDGE_API_KEY]: i.edgeApi,
+  }
+}
+
+/**
+ * A node that fails on every message must not flood the journal (nor the
+ * event loop with log writes): per node, NODE_LOG_BURST lines per window, then
+ * one line with the count of those left out.
+ */
+export const NODE_LOG_BURST = 10
+const NODE_LOG_WINDOW_MS = 10_000
+
+class NodeLogLimiter {
+  readonly #log: Logger
+  readonly #now: () => number
+  readonly #windows = new Map<string, { start: number; count: number }>()
+
+  constructor(log: Logger, now: () => number = Date.now) {
+    this.#log = log
+    this.#now = now
+  }
+
+  allow(nodeId: string): boolean {
+    const t = this.#now()
+    let w = this.#windows.get(nodeId)
+    if (w === undefined || t - w.start >= NODE_LOG_WINDOW_MS) {
+      if (w !== undefined && w.count > NODE_LOG_BURST) {
+        this.#log.warn({ nodeId, suppressed: w.count - NODE_LOG_BURST, windowMs: NODE_LOG_WINDOW_MS }, 'node messages suppressed')
+      }
+      if (this.#windows.size > 10_000) this.#windows.clear()
+      w = { start: t, count: 0 }
+      this.#windows.set(nodeId, w)
+    }
+    w.count++
+    return w.count <= NODE_LOG_BURST
   }
 }
