@@ -95,8 +95,7 @@ export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Recor
           const level = LEVELS[m.level]
           if (level === undefined) return
           if (m.id !== undefined && !limiter.allow(m.id)) return
-          const text = m.msg instanceof Error ? undefined : typeof m.msg === 'string' ? m.msg : JSON.stringify(m.msg)
-          const err = m.msg instanceof Error ? m.msg : undefined
+          const { text, err } = describe(m.msg)
           if (m.id !== undefined) {
             log[level]({ nodeId: m.id, nodeType: m.type, nodeName: m.name || undefined, flowId: m.z, text, err }, 'node message')
           } else {
@@ -141,4 +140,20 @@ class NodeLogLimiter {
     w.count++
     return w.count <= NODE_LOG_BURST
   }
+}
+
+/** Node-RED logs strings, objects and errors, some from a function node's vm realm (not `instanceof Error`). */
+function describe(msg: unknown): { text: string | undefined; err: { message: string; stack?: string } | undefined } {
+  if (typeof msg === 'string') return { text: msg, err: undefined }
+  if (msg !== null && typeof msg === 'object' && typeof (msg as { message?: unknown }).message === 'string') {
+    const e = msg as { message: string; stack?: unknown }
+    return { text: e.message, err: { message: e.message, ...(typeof e.stack === 'string' ? { stack: e.stack } : {}) } }
+  }
+  let text: string | undefined
+  try {
+    text = JSON.stringify(msg)
+  } catch {
+    text = String(msg)
+  }
+  return { text, err: undefined }
 }
