@@ -20,7 +20,7 @@ test('a throwing flow and a flooding flow leave device QoS 1 round trips under 1
     config: { log: { level: 'info' }, nodeRed: { enabled: true, host: '127.0.0.1', port: 0, maxPublishRatePerSec: 200 } },
   })
   const file = join(agent.dir, 'bad.json')
-  writeFileSync(file, JSON.stringify(badFlows(20, 5)))
+  writeFileSync(file, JSON.stringify(badFlows(20, 10)))
   const r = await runCli(['nodered', 'deploy', file, '--config', agent.configFile], { timeoutMs: 60_000 })
   assert.equal(r.code, 0, r.stderr)
   // The flood is on: edge out has published and been throttled.
