@@ -1,5 +1,6 @@
 // Public surface of the Node-RED component.
-export { NodeRed, type NodeRedOptions, type NodeRedStatus, type CliEndpoint } from './node-red.js'
+export { loadAddonModule, nodeRedInstalled, ADDON_MODULES } from './addon.js'
+export { NodeRed, type Bcrypt, type NodeRedOptions, type NodeRedStatus, type CliEndpoint } from './node-red.js'
 export type { EdgeLink, EdgeMessage, EdgeCounters } from './edge-api.js'
 export { NodeRedError, type NodeRedErrorCode } from './errors.js'
 export { NodeRedState, checkUsername, checkPassword, type NodeRedUser } from './state.js'

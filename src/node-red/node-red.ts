@@ -8,6 +8,7 @@ import { rm, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { loadAddonModule } from './addon.js'
 import { createEdgeApi, type EdgeCounters, type EdgeLink } from './edge-api.js'
 import { NodeRedError } from './errors.js'
 import { buildSettings } from './settings.js'
@@ -41,6 +42,11 @@ interface RedModule {
   stop(): Promise<void>
   readonly httpAdmin: Handler
   readonly httpNode: Handler
+}
+
+export interface Bcrypt {
+  hash(password: string, rounds: number): Promise<string>
+  compare(password: string, hash: string): Promise<boolean>
 }
 
 /** Where the CLI finds the running Node-RED: <dataDir>/node-red/cli.json (0600). */
@@ -78,12 +84,12 @@ export class NodeRed {
 
   async start(signal: AbortSignal): Promise<void> {
     if (this.#red !== undefined) return
-    const red = await loadNodeRed()
+    const red = await loadAddonModule<RedModule>('node-red')
     signal.throwIfAborted()
     await this.#state.ensureDir()
     const [secret, token, users] = await Promise.all([this.#state.credentialSecret(), this.#state.newCliToken(), this.#state.users()])
     this.#users = users.length
-    const bcrypt = await import('bcryptjs')
+    const bcrypt = await loadAddonModule<Bcrypt>('bcryptjs')
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.#route(red, req, res)
     const server = createServer(handler)
     this.#server = server
@@ -98,7 +104,7 @@ export class NodeRed {
         logger: this.#log,
         edgeApi: this.#api,
         users: () => this.#state.users(),
-        verifyPassword: (password, hash) => bcrypt.default.compare(password, hash),
+        verifyPassword: (password, hash) => bcrypt.compare(password, hash),
         cliToken: token,
       },
       users.length > 0,
@@ -175,20 +181,6 @@ export class NodeRed {
     await rm(join(this.#state.dir, 'cli.json'), { force: true })
     await rm(this.#state.tokenFile, { force: true })
     this.#url = null
-  }
-}
-
-async function loadNodeRed(): Promise<RedModule> {
-  try {
-    // A variable specifier: the package is optional and untyped.
-    const specifier = 'node-red'
-    const mod = (await import(specifier)) as { default?: RedModule } & Partial<RedModule>
-    return (mod.default ?? mod) as RedModule
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
-      throw new NodeRedError('EDGE_ERR_NODERED_NOT_INSTALLED', 'nodeRed.enabled is true but the node-red package is not installed: install the edge-agent-node-red package, or set nodeRed.enabled: false', { cause: err })
-    }
-    throw err
   }
 }
 

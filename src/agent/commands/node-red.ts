@@ -6,7 +6,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { Command } from 'commander'
-import { NodeRedError, NodeRedState, checkPassword, checkUsername, deployFlows, exportFlows, parseFlows, readCliEndpoint } from '../../node-red/index.js'
+import { NodeRedError, NodeRedState, loadAddonModule, type Bcrypt, checkPassword, checkUsername, deployFlows, exportFlows, parseFlows, readCliEndpoint } from '../../node-red/index.js'
 import type { LoadedConfig } from '../config/load.js'
 import { ExitCode, EXIT_CODES_HELP } from '../exit-codes.js'
 import { withConfigOptions, loadOrReport, type ConfigFlags } from './config-source.js'
@@ -88,14 +88,8 @@ async function passwd(ctx: CommandContext, user: string, o: ConfigFlags & { pass
       return ExitCode.USAGE
     }
     checkPassword(password)
-    let bcrypt: typeof import('bcryptjs')
-    try {
-      const specifier = 'bcryptjs'
-      bcrypt = (await import(specifier)) as typeof import('bcryptjs')
-    } catch {
-      throw new NodeRedError('EDGE_ERR_NODERED_NOT_INSTALLED', 'the Node-RED add-on is not installed (edge-agent-node-red)')
-    }
-    const hash = await bcrypt.default.hash(password, 10)
+    const bcrypt = await loadAddonModule<Bcrypt>('bcryptjs')
+    const hash = await bcrypt.hash(password, 10)
     const what = await state.setUser({ username: user, password: hash, permissions: o.readOnly ? 'read' : '*' })
     ctx.err(`edge-agent: user ${user} ${what} in ${state.usersFile}${loaded.config.nodeRed.enabled ? '' : ' (nodeRed.enabled is false in this config)'}\n`)
     return ExitCode.OK
