@@ -30,7 +30,7 @@ function releaseDir(): string {
 }
 
 function sh(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', ...opts })
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...opts })
   assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
   return r.stdout
 }
