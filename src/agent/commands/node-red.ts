@@ -19,11 +19,11 @@ export function nodeRedCommand(ctx: CommandContext, done: (code: Promise<number>
       new Command('passwd')
         .description('add a Node-RED admin user or change its password (bcrypt hash in <dataDir>/node-red/users.json, 0600)')
         .argument('<user>', 'user name')
-        .requiredOption('--password-file <file>', 'file holding the password (8-72 bytes; /dev/stdin to pipe it)')
+        .option('--password-file <file>', 'file holding the password (8-72 bytes; /dev/stdin to pipe it); required unless --delete')
         .option('--read-only', 'the user may look at flows but not deploy', false)
         .option('--delete', 'remove the user instead', false)
         .addHelpText('after', `\nExamples:\n  $ printf '%s' "$PW" | edge-agent nodered passwd admin --password-file /dev/stdin\n  $ edge-agent nodered passwd viewer --password-file pw.txt --read-only\n${EXIT_CODES_HELP}`),
-    ).action((user: string, o: ConfigFlags & { passwordFile: string; readOnly: boolean; delete: boolean }) => done(passwd(ctx, user, o))),
+    ).action((user: string, o: ConfigFlags & { passwordFile?: string; readOnly: boolean; delete: boolean }) => done(passwd(ctx, user, o))),
   )
   cmd.addCommand(
     withConfigOptions(
@@ -69,7 +69,7 @@ function report(ctx: CommandContext, err: unknown): number {
   }
 }
 
-async function passwd(ctx: CommandContext, user: string, o: ConfigFlags & { passwordFile: string; readOnly: boolean; delete: boolean }): Promise<number> {
+async function passwd(ctx: CommandContext, user: string, o: ConfigFlags & { passwordFile?: string; readOnly: boolean; delete: boolean }): Promise<number> {
   const loaded = loadOrReport(ctx, o)
   if (typeof loaded === 'number') return loaded
   const state = new NodeRedState(loaded.config.dataDir)
@@ -79,6 +79,10 @@ async function passwd(ctx: CommandContext, user: string, o: ConfigFlags & { pass
       const removed = await state.removeUser(user)
       ctx.err(removed ? `edge-agent: user ${user} removed\n` : `edge-agent: no user ${user}\n`)
       return removed ? ExitCode.OK : ExitCode.FAILURE
+    }
+    if (o.passwordFile === undefined) {
+      ctx.err('edge-agent: give --password-file FILE (or /dev/stdin), or --delete\n')
+      return ExitCode.USAGE
     }
     let password: string
     try {
