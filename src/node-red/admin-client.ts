@@ -3,13 +3,13 @@
 // writes to <dataDir>/node-red/cli.json (0600) at each start. Whoever can read
 // the state directory (the agent's user, root) can deploy; nobody else can.
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { CliEndpoint } from './node-red.js'
 import { NodeRedError } from './errors.js'
 import { checkFlows, type FlowNode } from './flows.js'
+import { NodeRedState } from './state.js'
 
 export async function readCliEndpoint(dataDir: string): Promise<CliEndpoint> {
-  const file = join(dataDir, 'node-red', 'cli.json')
+  const file = new NodeRedState(dataDir).endpointFile
   let text: string
   try {
     text = await readFile(file, 'utf8')

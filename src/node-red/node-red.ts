@@ -87,7 +87,8 @@ export class NodeRed {
     const red = await loadAddonModule<RedModule>('node-red')
     signal.throwIfAborted()
     await this.#state.ensureDir()
-    const [secret, token, users] = await Promise.all([this.#state.credentialSecret(), this.#state.newCliToken(), this.#state.users()])
+    const [secret, users] = await Promise.all([this.#state.credentialSecret(), this.#state.users()])
+    const token = this.#state.newCliToken()
     this.#users = users.length
     const bcrypt = await loadAddonModule<Bcrypt>('bcryptjs')
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.#route(red, req, res)
@@ -129,7 +130,7 @@ export class NodeRed {
     const port = (server.address() as AddressInfo).port
     this.#url = `http://${urlHost(this.#o.host)}:${port}`
     const endpoint: CliEndpoint = { url: this.#url, token }
-    await writeFile(join(this.#state.dir, 'cli.json'), JSON.stringify(endpoint) + '\n', { mode: 0o600 })
+    await writeFile(this.#state.endpointFile, JSON.stringify(endpoint) + '\n', { mode: 0o600 })
     this.#log.info(
       { url: this.#url, host: this.#o.host, port, users: users.length, editor: this.#o.editor && users.length > 0, httpNodeRoot: this.#o.httpNodeRoot || null },
       'node-red started',
@@ -178,8 +179,7 @@ export class NodeRed {
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }
-    await rm(join(this.#state.dir, 'cli.json'), { force: true })
-    await rm(this.#state.tokenFile, { force: true })
+    await rm(this.#state.endpointFile, { force: true })
     this.#url = null
   }
 }

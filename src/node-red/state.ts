@@ -30,8 +30,9 @@ export class NodeRedState {
     return join(this.dir, '.credential-secret')
   }
 
-  get tokenFile(): string {
-    return join(this.dir, '.cli-token')
+  /** The running Node-RED's URL and the CLI's bearer token (0600), while the agent runs. */
+  get endpointFile(): string {
+    return join(this.dir, 'cli.json')
   }
 
   get flowsFile(): string {
@@ -97,20 +98,9 @@ export class NodeRedState {
     return secret
   }
 
-  /** A new bearer token for the CLI, valid until the agent stops. */
-  async newCliToken(): Promise<string> {
-    const token = randomBytes(32).toString('base64url')
-    await writeSecret(this.tokenFile, token + '\n')
-    return token
-  }
-
-  async cliToken(): Promise<string | undefined> {
-    try {
-      return (await readFile(this.tokenFile, 'utf8')).trim()
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${this.tokenFile}: ${(err as Error).message} (run as the agent's user or root)`, { cause: err })
-    }
+  /** A new bearer token for the CLI, valid until the agent stops (written with the URL to cli.json). */
+  newCliToken(): string {
+    return randomBytes(32).toString('base64url')
   }
 }
 
