@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
+import { Acl, LocalBroker, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
 import {
   CertificateRenewer,
   CertsService,
@@ -20,6 +20,7 @@ import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
 import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
 import { passwordFilePath } from './config/paths.js'
+import { NodeRed, NodeRedError, type EdgeLink, type NodeRedStatus } from '../node-red/index.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
@@ -59,6 +60,8 @@ export interface AgentStatus {
   readonly upstreams: readonly UpstreamStatus[]
   /** Local CA, device certificates and clock; null without an mqtts listener. */
   readonly certs: CertsStatus | null
+  /** Node-RED in the agent (nodeRed.enabled), else null. */
+  readonly nodeRed: NodeRedStatus | null
 }
 
 export interface UpstreamStatus extends BridgeStatus {
@@ -85,6 +88,10 @@ export class Agent {
   /** Upstream client certificate renewers, by upstream name. */
   readonly renewers: ReadonlyMap<string, CertificateRenewer>
   readonly admin: AdminServer | undefined
+  /** Node-RED in the agent's process, when nodeRed.enabled. */
+  readonly nodeRed: NodeRed | undefined
+  /** The device ACL as it applies to flows (nodeRed.identity); undefined without mqtts. */
+  readonly #flowAcl: DeviceAcl | undefined
   readonly #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
   readonly #log: Logger
@@ -107,6 +114,8 @@ export class Agent {
     this.brokerState = sqlite === undefined ? undefined : new BrokerState(sqlite, deps.logger)
     const certs = config.broker.listeners.some((l) => l.protocol === 'mqtts') ? buildCerts(config, deps.logger) : undefined
     this.certs = certs
+    const acl = certs === undefined ? undefined : compileDeviceAcl(config)
+    this.#flowAcl = acl?.forDevice(config.nodeRed.identity)
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
@@ -117,7 +126,7 @@ export class Agent {
       },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
-      ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),
+      ...(certs === undefined || acl === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs, acl) }),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.
       onPublish: (packet) => this.bridges.capture(packet),
@@ -159,6 +168,21 @@ export class Agent {
           },
         })
       : undefined
+    const nr = config.nodeRed
+    this.nodeRed = nr.enabled
+      ? new NodeRed({
+          host: nr.host,
+          port: nr.port,
+          httpNodeRoot: nr.httpNodeRoot,
+          editor: nr.editor,
+          logLevel: nr.logLevel,
+          maxPublishRatePerSec: nr.maxPublishRatePerSec,
+          maxPayloadBytes: nr.maxPayloadBytes,
+          dataDir: config.dataDir,
+          link: this.#edgeLink(),
+          logger: deps.logger,
+        })
+      : undefined
     // Start order is dependency order (stop runs it backwards). Absent parts are undefined and left out.
     const order: (Component | undefined)[] = [
       this.admin, // first, so that /healthz can say "starting" during a slow start
@@ -166,6 +190,7 @@ export class Agent {
       this.brokerState, // retained messages and sessions, in the store's file
       certs, // the CA and the server certificate the broker's TLS listeners need
       this.broker, // devices connect from here on; their PUBLISHes reach the store
+      this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
       ...this.bridges.bridges, // one per upstream: drains the store upward
       ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
       this.bridges, // the agent's beacon, once the bridges know their upstreams
@@ -177,19 +202,40 @@ export class Agent {
     return this.#state
   }
 
-  /** Device identity and isolation for the broker, backed by the local CA. */
-  #deviceOptions(certs: CertsService): DeviceOptions {
-    const c = this.#config
-    const prefix = c.certs.renewal.topicPrefix
+  /**
+   * What flows reach of the agent: publish as the flow identity (the device
+   * ACL, then the bridges' capture into the buffer, awaited like a device's
+   * PUBACK, then the local broker) and in-process subscriptions.
+   */
+  #edgeLink(): EdgeLink {
     return {
-      acl: Acl.compile({
-        publish: c.devices.publish,
-        subscribe: c.devices.subscribe,
-        groups: c.devices.groups,
-        requests: [`${prefix}/csr`],
-        replies: [`${prefix}/cert`],
-        broadcast: [c.certs.crl.topic],
-      }),
+      publish: async (m) => {
+        this.#authorizeFlowPublish(m.topic)
+        const hold = this.bridges.capture(m)
+        if (hold !== undefined) await hold
+        await this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
+      },
+      subscribe: (filter, deliver) => this.broker.subscribe(filter, deliver),
+    }
+  }
+
+  /**
+   * The one place a flow's publish is authorized: the device ACL for
+   * nodeRed.identity (with mqtts listeners), and never a `$` topic or a topic
+   * only the agent publishes.
+   */
+  #authorizeFlowPublish(topic: string): void {
+    const acl = this.#flowAcl
+    if (topic.startsWith('$') || (acl !== undefined && acl.publish(topic) !== 'allow')) {
+      throw new NodeRedError('EDGE_ERR_NODERED_PUBLISH_DENIED', `flow identity ${this.#config.nodeRed.identity} may not publish to ${topic.slice(0, 200)} (devices.publish / devices.groups)`)
+    }
+  }
+
+  /** Device identity and isolation for the broker, backed by the local CA. */
+  #deviceOptions(certs: CertsService, acl: Acl): DeviceOptions {
+    const c = this.#config
+    return {
+      acl,
       identity: c.devices.identity,
       maxIdBytes: c.devices.maxIdBytes,
       onDeniedPublish: c.devices.onDeniedPublish,
@@ -285,6 +331,7 @@ export class Agent {
       buffer: { ...this.store.stats(), brokerState: this.brokerState?.stats() ?? null },
       upstreams: this.bridges.statuses().map((u) => ({ ...u, certificate: this.renewers.get(u.name)?.status() ?? null })),
       certs: this.#certsStatus(),
+      nodeRed: this.nodeRed?.status() ?? null,
     }
   }
 
@@ -320,12 +367,31 @@ export class Agent {
         .gauge('edge_agent_upstream_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', per((c) => c.failures))
     }
     if (s.certs !== null) certsMetrics(m, s.certs)
+    if (s.nodeRed !== null) {
+      const e = s.nodeRed.edge
+      m.counter('edge_agent_nodered_published_total', 'Messages published by edge out nodes', e.published)
+        .counter('edge_agent_nodered_throttled_total', 'edge out messages dropped above nodeRed.maxPublishRatePerSec', e.throttled)
+        .counter('edge_agent_nodered_failed_total', 'edge out publishes refused (ACL, size, buffer full)', e.failed)
+        .counter('edge_agent_nodered_received_total', 'Messages delivered to edge in nodes', e.received)
+    }
     return m.toString()
   }
 
   #stopTimeoutMs(): number {
     return this.#deps.stopTimeoutMs ?? 8_000
   }
+}
+
+function compileDeviceAcl(c: Readonly<AgentConfig>): Acl {
+  const prefix = c.certs.renewal.topicPrefix
+  return Acl.compile({
+    publish: c.devices.publish,
+    subscribe: c.devices.subscribe,
+    groups: c.devices.groups,
+    requests: [`${prefix}/csr`],
+    replies: [`${prefix}/cert`],
+    broadcast: [c.certs.crl.topic],
+  })
 }
 
 function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteStore {

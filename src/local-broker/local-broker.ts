@@ -25,7 +25,7 @@ import type { Duplex } from 'node:stream'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { X509Certificate } from 'node:crypto'
 import { writeToStream } from 'mqtt-packet'
-import { Aedes, type AedesOptions } from 'aedes'
+import { Aedes, type AedesOptions, type AedesPublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { LocalBrokerError } from './errors.js'
 import { PacketGuard, type GuardViolation } from './packet-guard.js'
@@ -202,6 +202,29 @@ export class LocalBroker {
       aedes.publish(
         { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
         (err?: Error) => (err ? reject(err) : resolve()),
+      )
+    })
+  }
+
+  /**
+   * Subscribes on behalf of the agent, in-process (no session, no ACL, no
+   * retained replay); resolves with the unsubscribe once the filter is active.
+   */
+  subscribe(
+    filter: string,
+    deliver: (msg: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }) => void,
+  ): Promise<() => Promise<void>> {
+    const aedes = this.#aedes
+    if (aedes === undefined || aedes.closed) return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
+    const fn = (packet: AedesPublishPacket, cb: () => void): void => {
+      cb()
+      if (packet.topic.startsWith('$SYS/')) return
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+      deliver({ topic: packet.topic, payload, qos: packet.qos, retain: packet.retain })
+    }
+    return new Promise((resolve) => {
+      aedes.subscribe(filter, fn, () =>
+        resolve(() => new Promise<void>((done) => (aedes.closed ? done() : aedes.unsubscribe(filter, fn, () => done())))),
       )
     })
   }

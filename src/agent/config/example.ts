@@ -115,6 +115,20 @@ devices:
   #    publish: ["plant/presses/{id}/#"]
   #    subscribe: ["plant/presses/cmd/#"]
 
+# Node-RED in the agent's process (needs the edge-agent-node-red package;
+# docs/node-red.md). Disabled, the module is never loaded. Admin users:
+# edge-agent nodered passwd USER; flows: edge-agent nodered deploy flows.json
+nodeRed:
+  enabled: false
+  host: 127.0.0.1           # editor and admin API; loopback unless you mean otherwise
+  port: 1880
+  httpNodeRoot: ""          # path of the flows' http in endpoints, e.g. /api; empty = off
+  identity: node-red        # identity of edge out publishes in the device ACL (devices.groups may name it)
+  maxPublishRatePerSec: 1000  # per edge out node; more are dropped and counted
+  maxPayloadBytes: 262144   # larger edge out payloads are refused
+  editor: true              # serve the editor (once a user exists)
+  logLevel: info            # Node-RED's own lines, with component: node-red
+
 # Upstream brokers (the next Purdue level up), with Mosquitto-style bridge rules:
 # local topic = localPrefix + topic, remote topic = remotePrefix + topic.
 # The agent only ever connects out; commands come down the same connection.

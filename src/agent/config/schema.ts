@@ -424,6 +424,45 @@ export const BufferSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const NodeRedSchema = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: false,
+      description: 'run Node-RED inside the agent (needs the edge-agent-node-red add-on); disabled, the module is never loaded',
+    }),
+    host: Type.String({ minLength: 1, default: '127.0.0.1', description: 'address of the editor and admin API; loopback unless you mean otherwise' }),
+    port: Port('HTTP port of the editor and admin API', 1880),
+    httpNodeRoot: Type.String({
+      pattern: '^(/[^/].*|)$',
+      default: '',
+      description: "path of the flows' own HTTP endpoints (http in nodes), e.g. /api; empty = off",
+    }),
+    identity: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$',
+      maxLength: 64,
+      default: 'node-red',
+      description: "identity of flows' edge out publishes in the device ACL (devices.groups may name it); with mqtts",
+    }),
+    maxPublishRatePerSec: Type.Number({
+      minimum: 1,
+      default: 1000,
+      description: 'messages per second each edge out node may publish; more are dropped and counted',
+    }),
+    maxPayloadBytes: Type.Integer({
+      minimum: 1,
+      maximum: 268435455,
+      default: 262144,
+      description: 'largest payload an edge out node publishes; larger is refused (node error)',
+    }),
+    editor: Type.Boolean({ default: true, description: 'serve the editor (only once a user exists: edge-agent nodered passwd USER)' }),
+    logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'], {
+      default: 'info',
+      description: "Node-RED's own log level (its lines carry component: node-red)",
+    }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const AgentConfigSchema = Type.Object(
   {
     site: Type.Object(
@@ -472,6 +511,7 @@ export const AgentConfigSchema = Type.Object(
     upstreams: Type.Array(UpstreamSchema, { default: [] }),
     certs: CertsSchema,
     devices: DevicesSchema,
+    nodeRed: NodeRedSchema,
   },
   { additionalProperties: false },
 )
@@ -484,4 +524,5 @@ export type BufferConfig = Static<typeof BufferSchema>
 export type UpstreamConfig = Static<typeof UpstreamSchema>
 export type CertsConfig = Static<typeof CertsSchema>
 export type DevicesConfig = Static<typeof DevicesSchema>
+export type NodeRedConfig = Static<typeof NodeRedSchema>
 export type BridgeRuleConfig = Static<typeof BridgeRuleSchema>

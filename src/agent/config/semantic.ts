@@ -3,6 +3,7 @@
 import { isIP } from 'node:net'
 import { parseRuleSet, topicFilterProblem } from '../../bridge/index.js'
 import { Acl, AclError } from '../../local-broker/index.js'
+import { nodeRedInstalled } from '../../node-red/index.js'
 import type { AgentConfig } from './schema.js'
 
 export interface SemanticIssue {
@@ -71,6 +72,24 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
     }
   })
   issues.push(...certsIssues(config))
+  issues.push(...nodeRedIssues(config))
+  return issues
+}
+
+function nodeRedIssues(config: AgentConfig): SemanticIssue[] {
+  const nr = config.nodeRed
+  if (!nr.enabled) return []
+  const issues: SemanticIssue[] = []
+  const taken = [
+    ...config.broker.listeners.map((l, i) => ({ host: l.host, port: l.port, what: `broker.listeners[${i}]` })),
+    ...(config.admin.enabled ? [{ host: config.admin.host, port: config.admin.port, what: 'admin.port' }] : []),
+  ]
+  const clash = nr.port === 0 ? undefined : taken.find((t) => t.port === nr.port && hostsOverlap(t.host, nr.host))
+  if (clash !== undefined) issues.push({ path: ['nodeRed', 'port'], message: `collides with ${clash.what} (${nr.port})` })
+  // Checked here so that `config validate` refuses what `run` would fail on.
+  if (!nodeRedInstalled()) {
+    issues.push({ path: ['nodeRed', 'enabled'], message: 'the Node-RED add-on is not installed: install the edge-agent-node-red package, or set it to false' })
+  }
   return issues
 }
 
