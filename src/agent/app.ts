@@ -2,10 +2,11 @@
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
+import { Acl, ClientAcl, LocalBroker, parseMosquittoAcl, type DeviceOptions } from '../local-broker/index.js'
+import { clientAclOptions } from './config/semantic.js'
 import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
@@ -158,6 +159,14 @@ export class Agent {
     return this.#state
   }
 
+  /** broker.acl, with its Mosquitto acl_file (config load has checked that it parses). */
+  async #clientAcl(): Promise<ClientAcl> {
+    const acl = this.#config.broker.acl
+    const own = clientAclOptions(acl)
+    if (acl.file === undefined) return ClientAcl.compile(own)
+    return ClientAcl.compile(ClientAcl.merge(own, parseMosquittoAcl(await readFile(acl.file, 'utf8'), acl.file)))
+  }
+
   /** Device identity and isolation for the broker, backed by the local CA. */
   #deviceOptions(certs: CertsService): DeviceOptions {
     const c = this.#config
@@ -208,6 +217,7 @@ export class Agent {
     try {
       // 0700: the state directory will hold the message store and private keys.
       await mkdir(this.#config.dataDir, { recursive: true, mode: 0o700 })
+      this.broker.setAcl(await this.#clientAcl(), this.#config.broker.acl.onDeniedPublish)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
       this.#state = 'failed'

@@ -15,6 +15,7 @@ import type { BrokerCounters } from './counters.js'
 import { commonNameOf, peerCertificate, type DeviceSession, type DeviceSessions, type IdentityReason } from './device-sessions.js'
 import type { LogLimiter } from './log-limiter.js'
 import { listenerPolicy, type Authenticator } from './auth.js'
+import type { ClientAcl, ClientRules } from './client-acl.js'
 import type { BrokerLimitOptions, DeviceOptions, PublishInterceptor } from './options.js'
 
 type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
@@ -42,6 +43,15 @@ type RefusedClient = Client & { [kRefusal]?: RefusalReason }
 
 type Done = (err?: Error | null) => void
 
+const kRules = Symbol('edge-agent.aclRules')
+type RulesClient = Client & { [kRules]?: { acl: ClientAcl; rules: ClientRules } }
+
+/** The client ACL in force and what a denied publish gets; swapped whole by LocalBroker.setAcl. */
+export interface BrokerAcl {
+  readonly rules: ClientAcl
+  readonly onDeniedPublish: 'drop' | 'disconnect'
+}
+
 const kUsername = Symbol('edge-agent.username')
 type UserClient = Client & { [kUsername]?: string }
 
@@ -59,6 +69,8 @@ export interface BrokerHooksDeps {
   readonly devices: DeviceOptions | undefined
   readonly sessions: DeviceSessions
   readonly auth: Authenticator
+  /** The client ACL in force now (hot-swappable). */
+  readonly acl: () => BrokerAcl
   readonly onPublish: PublishInterceptor | undefined
   readonly counters: BrokerCounters
   readonly limiter: LogLimiter
@@ -150,38 +162,74 @@ export class BrokerHooks {
   /** ACL, then capture; the PUBACK waits for the capture (see the file header). */
   authorizePublish(client: Client | null, packet: PublishPacket, done: Done): void {
     if (client === null) return done(null)
+    const topic = packet.topic
     const session = this.#d.sessions.sessionOf(client)
-    if (session !== undefined) {
-      const decision = session.acl.publish(packet.topic)
-      if (decision === 'request') return this.#request(client, session, packet, done)
-      if (decision === 'deny') return this.#denyPublish(client, session.id, packet, done)
-    } else if (this.#d.devices?.acl.reservedForAgent(packet.topic) === true) {
-      return this.#denyPublish(client, undefined, packet, done)
+    const decision = session?.acl.publish(topic)
+    if (decision === 'request') return this.#request(client, session!, packet, done)
+    // The agent's own spaces, and every device's reply topics, are the agent's alone.
+    if (isAgentSpace(topic) || this.#d.devices?.acl.reservedForAgent(topic) === true) {
+      return this.#denyPublish(client, packet, done, { reason: 'reservedTopic', deviceId: session?.id, mode: 'drop' })
     }
-    // Devices may not publish into the broker's own namespace (aedes#597).
-    if (packet.topic.startsWith('$')) {
-      this.#d.counters.refuse('reservedTopic')
-      this.#d.limiter.warn('reservedTopic', { clientId: client.id, topic: packet.topic.slice(0, 200) }, 'publish to a $ topic refused')
-      return done(new Error('publishing to $ topics is not allowed'))
+    if (!this.#permits(client, 'publish', topic)) {
+      // A device keeps its own setting (devices.onDeniedPublish) unless the client ACL granted it.
+      const mode = session !== undefined ? (this.#d.devices?.onDeniedPublish ?? 'disconnect') : this.#d.acl().onDeniedPublish
+      return this.#denyPublish(client, packet, done, { reason: 'aclPublish', deviceId: session?.id, mode })
     }
     this.#capture(client, packet, done)
   }
 
   authorizeSubscribe(client: Client | null, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void): void {
-    const session = this.#d.sessions.sessionOf(client)
-    if (session === undefined || session.acl.subscribe(sub.topic)) return done(null, sub)
+    if (client === null || this.#permits(client, 'subscribe', sub.topic)) return done(null, sub)
     this.#d.counters.deny('aclSubscribe')
-    this.#d.limiter.warn('aclSubscribe', { deviceId: session.id, filter: sub.topic.slice(0, 200) }, 'subscription outside the device topic space refused')
+    const session = this.#d.sessions.sessionOf(client)
+    this.#d.limiter.warn(
+      'aclSubscribe',
+      { deviceId: session?.id, clientId: client.id.slice(0, 200), username: clientUsername(client)?.slice(0, 200), filter: sub.topic.slice(0, 200) },
+      'subscription refused by the acl',
+    )
     done(null, null) // SUBACK 0x80 for this filter [MQTT-3.9.3]
   }
 
   authorizeForward<P extends { topic: string }>(client: Client | null, packet: P): P | undefined {
     if (packet.topic === SINK_TOPIC) return undefined
-    const session = this.#d.sessions.sessionOf(client)
-    // Re-checked on delivery: retained messages and restored sessions too.
-    if (session !== undefined && !session.acl.receive(packet.topic)) return undefined
+    // Re-checked on delivery: retained messages, restored sessions, `read` rules.
+    if (client !== null && !this.#permits(client, 'receive', packet.topic)) return undefined
     this.#d.counters.delivered++
     return packet
+  }
+
+  /** The client ACL's verdict on a publish by a named identity that has no connection (LocalBroker.publishAs). */
+  mayPublishAs(username: string | undefined, clientId: string, topic: string): boolean {
+    if (isAgentSpace(topic) || this.#d.devices?.acl.reservedForAgent(topic) === true) return false
+    return this.#d.acl().rules.forClient(username, clientId).publish(topic)
+  }
+
+  /**
+   * May `client` do this? A certificate-identified device: its device
+   * templates, or the client ACL's rules for its id (when the ACL is on).
+   * Any other client: the client ACL (everything when it is off).
+   */
+  #permits(client: Client, kind: 'publish' | 'subscribe' | 'receive', arg: string): boolean {
+    const session = this.#d.sessions.sessionOf(client)
+    const acl = this.#d.acl()
+    if (session !== undefined) {
+      const device =
+        kind === 'publish' ? session.acl.publish(arg) === 'allow' : kind === 'subscribe' ? session.acl.subscribe(arg) : session.acl.receive(arg)
+      if (device) return true
+      if (!acl.rules.enabled) return false
+    }
+    const rules = this.#rulesOf(client, acl, session?.id)
+    return kind === 'publish' ? rules.publish(arg) : kind === 'subscribe' ? rules.subscribe(arg) : rules.receive(arg)
+  }
+
+  /** The client's compiled rules, recompiled when the ACL was swapped since. */
+  #rulesOf(client: Client, acl: BrokerAcl, deviceId: string | undefined): ClientRules {
+    const c = client as RulesClient
+    const cached = c[kRules]
+    if (cached !== undefined && cached.acl === acl.rules) return cached.rules
+    const rules = acl.rules.forClient(deviceId ?? clientUsername(client), client.id)
+    c[kRules] = { acl: acl.rules, rules }
+    return rules
   }
 
   /** Hands an authorized PUBLISH to the capture; the acknowledgement waits for it. */
@@ -222,20 +270,33 @@ export class BrokerHooks {
     }
   }
 
-  #denyPublish(client: Client, deviceId: string | undefined, packet: PublishPacket, done: Done): void {
-    const mode = deviceId === undefined ? 'disconnect' : (this.#d.devices?.onDeniedPublish ?? 'disconnect')
-    this.#d.counters.deny('aclPublish')
+  #denyPublish(client: Client, packet: PublishPacket, done: Done, how: { reason: string; deviceId: string | undefined; mode: 'drop' | 'disconnect' }): void {
+    this.#d.counters.deny(how.reason)
     this.#d.limiter.warn(
-      'aclPublish',
-      { deviceId, clientId: client.id.slice(0, 200), topic: packet.topic.slice(0, 200), action: mode },
-      'publish outside the device topic space refused',
+      how.reason,
+      {
+        deviceId: how.deviceId,
+        clientId: client.id.slice(0, 200),
+        username: clientUsername(client)?.slice(0, 200),
+        topic: packet.topic.slice(0, 200),
+        action: how.mode,
+      },
+      how.reason === 'reservedTopic' ? "publish into the agent's own topics refused" : 'publish refused by the acl',
     )
-    if (mode === 'disconnect') return done(new Error('publish outside the device topic space'))
+    if (how.mode === 'disconnect') return done(new Error('publish refused by the acl'))
     // MQTT 3.1.1 has no negative PUBACK: acknowledge and drop [MQTT-3.3.5-2].
     packet.topic = SINK_TOPIC
     packet.retain = false
     done(null)
   }
+}
+
+/**
+ * Topics only the agent publishes: its own `$edge…` spaces and `$SYS`. Other
+ * `$` topics (device SDKs use `$aws/things/…`) go through the ACL like any.
+ */
+export function isAgentSpace(topic: string): boolean {
+  return topic.startsWith('$edge') || topic === '$SYS' || topic.startsWith('$SYS/')
 }
 
 function isLimit(reason: RefusalReason): reason is LimitReason {

@@ -132,6 +132,56 @@ export const BrokerLimitsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+const Filters = (description: string) => Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description }))
+
+const AclRuleProperties = {
+  publish: Filters('topic filters it may publish to (and use as Will topic)'),
+  subscribe: Filters('topic filters it may subscribe within'),
+  read: Filters('topics it may receive; a subscription overlapping one is allowed and only these are delivered'),
+  deny: Filters('topics refused whatever the grants (publish, subscribe, delivery)'),
+}
+
+export const BrokerAclSchema = Type.Object(
+  {
+    file: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: "Mosquitto acl_file to import (topic/user/pattern lines with read|write|readwrite|deny, %u and %c); merged with the rules below",
+      }),
+    ),
+    anonymous: Type.Optional(Type.Object(AclRuleProperties, { additionalProperties: false, description: 'rules of clients without a user name' })),
+    users: Type.Array(
+      Type.Object({ name: Type.String({ minLength: 1, description: 'user name (password file) or device id' }), ...AclRuleProperties }, { additionalProperties: false }),
+      { default: [], description: 'rules of one user each' },
+    ),
+    groups: Type.Array(
+      Type.Object(
+        {
+          name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
+          members: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'user names or device ids, * matches any run of characters' }),
+          ...AclRuleProperties,
+        },
+        { additionalProperties: false },
+      ),
+      { default: [], description: 'rules of groups of users; %u / {id} = the user name, %c = the client id' },
+    ),
+    patterns: Type.Array(Type.Object(AclRuleProperties, { additionalProperties: false }), {
+      default: [],
+      description: 'rules of every client; %u / {id} = its user name (rules using it skip anonymous clients), %c = its client id',
+    }),
+    onDeniedPublish: Type.Enum(['drop', 'disconnect'], {
+      default: 'drop',
+      description: 'a publish the ACL refuses: acknowledge and drop it (counted, logged), or close the connection',
+    }),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'one ACL for every client on every listener; off (everything allowed) until a rule or file is given, then deny by default. Certificate-identified devices keep their devices.* space and get these rules by their id too',
+  },
+)
+
 export const BrokerSchema = Type.Object(
   {
     listeners: Type.Array(ListenerSchema, {
@@ -141,6 +191,7 @@ export const BrokerSchema = Type.Object(
     }),
     limits: BrokerLimitsSchema,
     auth: BrokerAuthSchema,
+    acl: BrokerAclSchema,
   },
   { additionalProperties: false, default: {} },
 )
