@@ -152,7 +152,7 @@ function fromParts(parts: readonly AclRuleOptions[], username: string | undefine
         const expanded = substitute(f, username, clientId)
         // a deny that cannot be expanded still denies its literal parts: keep it widened to be safe
         if (expanded !== undefined) out[kind].push(expanded)
-        else if (kind === 'deny') out.deny.push(substitute(f, '+', '+') ?? f)
+        else if (kind === 'deny') out.deny.push(widen(f))
       }
     }
   }
@@ -165,14 +165,19 @@ const UNSAFE = /[/+#]/
 function substitute(filter: string, username: string | undefined, clientId: string | undefined): string | undefined {
   let out = filter
   if (out.includes('%u') || out.includes('{id}')) {
-    if (username === undefined || username === '' || (username !== '+' && UNSAFE.test(username))) return undefined
+    if (username === undefined || username === '' || UNSAFE.test(username)) return undefined
     out = out.split('%u').join(username).split('{id}').join(username)
   }
   if (out.includes('%c')) {
-    if (clientId === undefined || clientId === '' || (clientId !== '+' && UNSAFE.test(clientId))) return undefined
+    if (clientId === undefined || clientId === '' || UNSAFE.test(clientId)) return undefined
     out = out.split('%c').join(clientId)
   }
   return out
+}
+
+/** A deny whose placeholders cannot be filled denies every value of them. */
+function widen(filter: string): string {
+  return filter.split('%u').join('+').split('{id}').join('+').split('%c').join('+')
 }
 
 function joinRules(a: AclRuleOptions, b: AclRuleOptions): AclRuleOptions {

@@ -47,7 +47,7 @@ export interface StartAgentOptions {
   /** Listen on WebSocket too. */
   ws?: boolean
   /** Listen on mqtts too (device certificates; the local CA is created at first start). */
-  mqtts?: boolean | { requireClientCert?: boolean }
+  mqtts?: boolean | { requireClientCert?: boolean; useIdentityAsUsername?: boolean }
   env?: Record<string, string>
   args?: string[]
   /** Reuse this data dir (restart tests). */

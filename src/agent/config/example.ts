@@ -57,6 +57,17 @@ broker:
     #                                      # re-read on change; absent = user names are not checked
     maxFailedLogins: 5        # per client address within the window; more get CONNACK 5 unchecked
     failedLoginWindowSec: 60
+  acl:                        # one ACL for every client and listener; off until a rule or file is given,
+                              # then deny by default (devices keep their devices.* space on top)
+    # file: /etc/mosquitto/acl   # import a Mosquitto acl_file (topic/user/pattern, read|write|readwrite|deny)
+    # anonymous: { publish: [], subscribe: [], read: ["status/#"], deny: [] }   # clients without a user name
+    users: []
+    #  - { name: plc-gw-1, publish: ["plant/line1/#"], subscribe: ["plant/line1/cmd/#"] }
+    groups: []
+    #  - { name: hmis, members: ["hmi-*"], read: ["plant/#"], publish: ["plant/+/cmd/%u"] }
+    patterns: []
+    #  - { publish: ["clients/%c/#"], subscribe: ["clients/%c/#"] }   # %u user name, %c client id
+    onDeniedPublish: drop     # drop (acknowledge, count, log) | disconnect; a SUBSCRIBE gets 0x80
 
 # Store-and-forward: every message an 'out' rule sends upward is committed to
 # SQLite (<dataDir>/edge-agent.db) before the device gets its PUBACK, and kept
