@@ -105,7 +105,15 @@ export class BrokerHooks {
    * Decides the connection's fate from its CONNECT (identity, limits) and
    * records the refusal for `authenticate`, which has the CONNACK codes.
    */
-  preConnect(client: Client, packet: { clientId: string; keepalive?: number; will?: { topic: string } }, done: (e: Error | null, ok: boolean) => void): void {
+  preConnect(
+    client: Client,
+    packet: { clientId: string; keepalive?: number; clean?: boolean; will?: { topic: string } },
+    done: (e: Error | null, ok: boolean) => void,
+  ): void {
+    // aedes starts a session's packet ids at a random number; a clean session's
+    // start at 1 and increase, as a reader of a capture expects. A resumed session
+    // keeps aedes' numbering, so a new id cannot meet one of its stored in-flight ones.
+    if (packet.clean !== false) (client as Client & { _nextId: number })._nextId = 1
     const reason = this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
     if (reason) (client as RefusedClient)[kRefusal] = reason
     done(null, true)
@@ -250,8 +258,13 @@ export class BrokerHooks {
 
   #limitRefusal(keepalive: number, clientId: string): LimitReason | undefined {
     const { limits } = this.#d
-    if (limits.keepaliveMaxSec > 0 && (keepalive === 0 || keepalive > limits.keepaliveMaxSec)) return 'keepaliveMaxSec'
-    if (limits.keepaliveMinSec > 0 && keepalive < limits.keepaliveMinSec) return 'keepaliveMinSec'
+    // keepalive 0 (none) is its own choice, neither too short nor too long
+    if (keepalive === 0) {
+      if (limits.allowKeepaliveZero === false) return 'keepaliveMaxSec'
+    } else {
+      if (limits.keepaliveMaxSec > 0 && keepalive > limits.keepaliveMaxSec) return 'keepaliveMaxSec'
+      if (limits.keepaliveMinSec > 0 && keepalive < limits.keepaliveMinSec) return 'keepaliveMinSec'
+    }
     if (Buffer.byteLength(clientId) > limits.maxClientIdBytes) return 'maxClientIdBytes'
     return undefined
   }

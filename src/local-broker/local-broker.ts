@@ -108,8 +108,9 @@ export class LocalBroker {
       connectTimeout: limits.connectTimeoutMs,
       drainTimeout: limits.drainTimeoutMs,
       maxInflightInbound: limits.maxInflightPerClient,
-      // MQTT 3.1 caps client ids at 23 characters; 3.1.1 lengths are ours to set.
-      maxClientsIdLength: 23,
+      // MQTT 3.1 caps client ids at 23 characters, but Mosquitto and clients in
+      // the field use longer ones: held to maxClientIdBytes like 3.1.1 (hooks.ts).
+      maxClientsIdLength: limits.maxClientIdBytes,
       maxTopicLevels: limits.maxTopicLevels,
       ...hooks.aedesOptions(),
     }

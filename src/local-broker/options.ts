@@ -34,6 +34,8 @@ export interface BrokerLimitOptions {
   readonly keepaliveMinSec: number
   /** 0 = no upper bound. */
   readonly keepaliveMaxSec: number
+  /** Keepalive 0 (no keepalive) is accepted whatever keepaliveMaxSec says. Default true. */
+  readonly allowKeepaliveZero?: boolean
   readonly maxInflightPerClient: number
   readonly connectTimeoutMs: number
   readonly maxClientIdBytes: number

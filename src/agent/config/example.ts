@@ -46,10 +46,11 @@ broker:
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection
     preConnectMaxBytes: 65536 # largest packet before the client is authenticated
     keepaliveMinSec: 0        # refuse keepalives shorter than this (0: no minimum)
-    keepaliveMaxSec: 1200     # refuse longer keepalives, or none at all (0: no maximum)
+    keepaliveMaxSec: 1200     # refuse longer keepalives (0: no maximum)
+    allowKeepaliveZero: true  # accept keepalive 0 (no keepalive); false refuses it with CONNACK 2
     maxInflightPerClient: 100 # QoS 2 messages a client may leave unreleased
     connectTimeoutMs: 10000   # time a new connection has to send CONNECT
-    maxClientIdBytes: 256     # longest client id (MQTT 3.1 clients: 23)
+    maxClientIdBytes: 256     # longest client id, MQTT 3.1 clients too
     maxTopicLevels: 32        # deepest topic or filter
     drainTimeoutMs: 30000     # a subscriber that stops reading is dropped after this (0: never)
   auth:                       # user name / password logins (edge-agent users add|passwd|remove|list)

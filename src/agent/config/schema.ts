@@ -98,7 +98,11 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 0,
       maximum: 65535,
       default: 1200,
-      description: 'clients asking for a longer keepalive, or none, are refused; 0 allows any',
+      description: 'clients asking for a longer keepalive are refused; 0 allows any (keepalive 0: see allowKeepaliveZero)',
+    }),
+    allowKeepaliveZero: Type.Boolean({
+      default: true,
+      description: 'accept clients asking for no keepalive (0), as MQTT 3.1.1 and Mosquitto do; false refuses them with CONNACK 2',
     }),
     maxInflightPerClient: Type.Integer({
       minimum: 1,
@@ -115,7 +119,7 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 23,
       maximum: 65535,
       default: 256,
-      description: 'longest client identifier accepted (MQTT 3.1 clients are held to 23)',
+      description: 'longest client identifier accepted, MQTT 3.1 clients too (3.1 says 23; Mosquitto accepts longer)',
     }),
     maxTopicLevels: Type.Integer({
       minimum: 1,
