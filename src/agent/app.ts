@@ -97,7 +97,11 @@ export class Agent {
     // Retained messages and persistent sessions share the store's file; with
     // an injected (memory) store, the broker keeps them in memory.
     this.brokerState = sqlite === undefined ? undefined : new BrokerState(sqlite, deps.logger)
-    const certs = config.broker.listeners.some((l) => l.protocol === 'mqtts') ? buildCerts(config, deps.logger) : undefined
+    const mqtts = config.broker.listeners.filter((l) => l.protocol === 'mqtts')
+    // An mqtts listener with its own certificate, key and CA (an external PKI)
+    // needs no local CA; any other one takes what it lacks from the local CA.
+    const needsLocalCa = mqtts.some((l) => l.certFile === undefined || l.keyFile === undefined || l.caFile === undefined)
+    const certs = needsLocalCa ? buildCerts(config, deps.logger) : undefined
     this.certs = certs
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
@@ -109,7 +113,11 @@ export class Agent {
       },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
-      ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),
+      ...(certs !== undefined
+        ? { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }
+        : mqtts.length > 0
+          ? { devices: this.#deviceOptions(undefined) }
+          : {}),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.
       onPublish: (packet) => this.bridges.capture(packet),
@@ -167,9 +175,21 @@ export class Agent {
     return ClientAcl.compile(ClientAcl.merge(own, parseMosquittoAcl(await readFile(acl.file, 'utf8'), acl.file)))
   }
 
-  /** Device identity and isolation for the broker, backed by the local CA. */
-  #deviceOptions(certs: CertsService): DeviceOptions {
+  /**
+   * Device identity and isolation for the broker, backed by the local CA; with
+   * an external PKI only (no local CA) there is no renewal over MQTT, no CRL
+   * and no revocation list of ours: the device space still applies.
+   */
+  #deviceOptions(certs: CertsService | undefined): DeviceOptions {
     const c = this.#config
+    if (certs === undefined) {
+      return {
+        acl: Acl.compile({ publish: c.devices.publish, subscribe: c.devices.subscribe, groups: c.devices.groups }),
+        identity: c.devices.identity,
+        maxIdBytes: c.devices.maxIdBytes,
+        onDeniedPublish: c.devices.onDeniedPublish,
+      }
+    }
     const prefix = c.certs.renewal.topicPrefix
     return {
       acl: Acl.compile({
