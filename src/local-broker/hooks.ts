@@ -85,9 +85,11 @@ export type AedesHooks = Required<
 
 export class BrokerHooks {
   readonly #d: BrokerHooksDeps
+  readonly #retained: RetainedIndex
 
   constructor(deps: BrokerHooksDeps) {
     this.#d = deps
+    this.#retained = new RetainedIndex(deps.limits.maxRetainedMessages ?? Infinity, deps.limits.maxRetainedBytes ?? Infinity)
   }
 
   /** The hooks as aedes options. */
@@ -182,6 +184,12 @@ export class BrokerHooks {
       // A device keeps its own setting (devices.onDeniedPublish) unless the client ACL granted it.
       const mode = session !== undefined ? (this.#d.devices?.onDeniedPublish ?? 'disconnect') : this.#d.acl().onDeniedPublish
       return this.#denyPublish(client, packet, done, { reason: 'aclPublish', deviceId: session?.id, mode })
+    }
+    if (packet.retain && !this.#retained.admit(topic, packet.payload.length)) {
+      // Delivered, not kept: the retained store is at its limit.
+      packet.retain = false
+      this.#d.counters.deny('retainedLimit')
+      this.#d.limiter.warn('retainedLimit', { clientId: client.id.slice(0, 200), topic: topic.slice(0, 200) }, 'retained message not kept: retained limit reached')
     }
     this.#capture(client, packet, done)
   }
@@ -310,6 +318,38 @@ export class BrokerHooks {
  */
 export function isAgentSpace(topic: string): boolean {
   return topic.startsWith('$edge') || topic === '$SYS' || topic.startsWith('$SYS/')
+}
+
+/**
+ * Retained topics and their payload bytes, kept by clients since start, so
+ * that retained messages stay within a count and a byte budget. An empty
+ * retained payload deletes [MQTT-3.3.1-10] and always passes.
+ */
+export class RetainedIndex {
+  readonly #sizes = new Map<string, number>()
+  #bytes = 0
+
+  constructor(
+    private readonly maxCount: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** May `topic` keep a retained payload of `size` bytes? Records it if so. */
+  admit(topic: string, size: number): boolean {
+    const old = this.#sizes.get(topic)
+    if (size === 0) {
+      if (old !== undefined) {
+        this.#sizes.delete(topic)
+        this.#bytes -= old
+      }
+      return true
+    }
+    const bytes = this.#bytes - (old ?? 0) + size
+    if (bytes > this.maxBytes || (old === undefined && this.#sizes.size >= this.maxCount)) return false
+    this.#sizes.set(topic, size)
+    this.#bytes = bytes
+    return true
+  }
 }
 
 function isLimit(reason: RefusalReason): reason is LimitReason {

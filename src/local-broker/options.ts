@@ -34,6 +34,9 @@ export interface BrokerLimitOptions {
   readonly keepaliveMinSec: number
   /** 0 = no upper bound. */
   readonly keepaliveMaxSec: number
+  /** Retained messages clients may keep (topics), and their payload bytes; beyond, a retained publish is delivered but not kept. */
+  readonly maxRetainedMessages?: number
+  readonly maxRetainedBytes?: number
   /** Keepalive 0 (no keepalive) is accepted whatever keepaliveMaxSec says. Default true. */
   readonly allowKeepaliveZero?: boolean
   readonly maxInflightPerClient: number

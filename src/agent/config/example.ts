@@ -48,6 +48,8 @@ broker:
     keepaliveMinSec: 0        # refuse keepalives shorter than this (0: no minimum)
     keepaliveMaxSec: 1200     # refuse longer keepalives (0: no maximum)
     allowKeepaliveZero: true  # accept keepalive 0 (no keepalive); false refuses it with CONNACK 2
+    maxRetainedMessages: 100000   # retained topics kept; beyond, delivered but not kept (counted)
+    maxRetainedBytes: 67108864    # their payload bytes (64 MiB)
     maxInflightPerClient: 100 # QoS 2 messages a client may leave unreleased
     connectTimeoutMs: 10000   # time a new connection has to send CONNECT
     maxClientIdBytes: 256     # longest client id, MQTT 3.1 clients too

@@ -100,6 +100,16 @@ export const BrokerLimitsSchema = Type.Object(
       default: 1200,
       description: 'clients asking for a longer keepalive are refused; 0 allows any (keepalive 0: see allowKeepaliveZero)',
     }),
+    maxRetainedMessages: Type.Integer({
+      minimum: 1,
+      default: 100000,
+      description: 'retained messages (topics) clients may keep; beyond, a retained publish on a new topic is delivered but not kept (counted)',
+    }),
+    maxRetainedBytes: Type.Integer({
+      minimum: 1,
+      default: 67108864,
+      description: 'payload bytes of all retained messages clients keep; beyond, a retained publish is delivered but not kept (counted)',
+    }),
     allowKeepaliveZero: Type.Boolean({
       default: true,
       description: 'accept clients asking for no keepalive (0), as MQTT 3.1.1 and Mosquitto do; false refuses them with CONNACK 2',

@@ -103,3 +103,24 @@ test('packet ids of messages the broker sends start at 1 and increase per sessio
   }
   assert.deepEqual(ids, [1, 2, 3])
 })
+
+test('retained messages beyond broker.limits.maxRetainedMessages are delivered but not kept, and counted', async (t) => {
+  const small = await startAgent(t, { config: { broker: { limits: { maxRetainedMessages: 2 } } } })
+  const pub = await client(t, small.mqttUrl)
+  for (const i of [1, 2, 3]) await pub.publishAsync(`keep/${i}`, `v${i}`, { qos: 1, retain: true })
+  // an update of a kept topic still fits
+  await pub.publishAsync('keep/1', 'v1b', { qos: 1, retain: true })
+  const late = await client(t, small.mqttUrl)
+  const seen = new Map<string, string>()
+  late.on('message', (topic, payload) => seen.set(topic, payload.toString()))
+  const marker = nextMessage(late, 'keep-marker')
+  await late.subscribeAsync(['keep/#', 'keep-marker'], { qos: 1 })
+  await pub.publishAsync('keep-marker', 'm', { qos: 1 })
+  await marker
+  seen.delete('keep-marker')
+  assert.deepEqual([...seen].sort(), [
+    ['keep/1', 'v1b'],
+    ['keep/2', 'v2'],
+  ])
+  assert.equal((await small.status())['broker']['denied']['retainedLimit'], 1)
+})
