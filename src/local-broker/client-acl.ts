@@ -32,7 +32,8 @@ export interface AclRuleOptions {
 export interface ClientAclOptions {
   readonly anonymous?: AclRuleOptions | undefined
   readonly users?: readonly (AclRuleOptions & { readonly name: string })[] | undefined
-  readonly groups?: readonly (AclRuleOptions & { readonly name: string; readonly members: readonly string[] })[] | undefined
+  readonly groups?:
+    readonly (AclRuleOptions & { readonly name: string; readonly members: readonly string[] })[] | undefined
   readonly patterns?: readonly AclRuleOptions[] | undefined
 }
 
@@ -86,7 +87,11 @@ export class ClientAcl {
     this.#opts = opts
     this.#groups = (opts.groups ?? []).map((g) => ({ members: g.members.map(globToRegExp), rules: g }))
     this.#users = new Map((opts.users ?? []).map((u) => [u.name, u]))
-    this.enabled = opts.anonymous !== undefined || this.#users.size > 0 || this.#groups.length > 0 || (opts.patterns ?? []).length > 0
+    this.enabled =
+      opts.anonymous !== undefined ||
+      this.#users.size > 0 ||
+      this.#groups.length > 0 ||
+      (opts.patterns ?? []).length > 0
   }
 
   /** An ACL that allows everything (no rules configured). */
@@ -113,7 +118,12 @@ export class ClientAcl {
 
   /** Both ACLs' rules in one (a configured ACL and an imported acl_file). */
   static merge(a: ClientAclOptions, b: ClientAclOptions): ClientAclOptions {
-    const anonymous = a.anonymous === undefined ? b.anonymous : b.anonymous === undefined ? a.anonymous : joinRules(a.anonymous, b.anonymous)
+    const anonymous =
+      a.anonymous === undefined
+        ? b.anonymous
+        : b.anonymous === undefined
+          ? a.anonymous
+          : joinRules(a.anonymous, b.anonymous)
     const users = new Map<string, AclRuleOptions & { name: string }>()
     for (const u of [...(a.users ?? []), ...(b.users ?? [])]) {
       const prev = users.get(u.name)
@@ -134,7 +144,8 @@ export class ClientAcl {
   forClient(username: string | undefined, clientId: string): ClientRules {
     if (!this.enabled) return ALLOW_ALL
     // patterns apply to anonymous clients too, except those that need %u
-    if (username === undefined) return fromParts([this.#opts.anonymous ?? {}, ...(this.#opts.patterns ?? [])], undefined, clientId)
+    if (username === undefined)
+      return fromParts([this.#opts.anonymous ?? {}, ...(this.#opts.patterns ?? [])], undefined, clientId)
     const parts: AclRuleOptions[] = []
     const own = this.#users.get(username)
     if (own !== undefined) parts.push(own)
@@ -235,7 +246,8 @@ export function parseMosquittoAcl(text: string, where = 'acl_file'): ClientAclOp
       users.set(name, current)
       continue
     }
-    if (keyword !== 'topic' && keyword !== 'pattern') throw new AclError(`${at}: unknown keyword ${JSON.stringify(keyword.slice(0, 40))}`)
+    if (keyword !== 'topic' && keyword !== 'pattern')
+      throw new AclError(`${at}: unknown keyword ${JSON.stringify(keyword.slice(0, 40))}`)
     const am = /^(read|write|readwrite|deny)\s+(.+)$/.exec(rest)
     const access = am === null ? 'readwrite' : (am[1] ?? 'readwrite')
     const topic = am === null ? rest : (am[2] ?? '')

@@ -12,7 +12,13 @@ import type { Duplex } from 'node:stream'
 import type { AedesOptions, AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
 import type { Logger } from 'pino'
 import type { BrokerCounters } from './counters.js'
-import { commonNameOf, peerCertificate, type DeviceSession, type DeviceSessions, type IdentityReason } from './device-sessions.js'
+import {
+  commonNameOf,
+  peerCertificate,
+  type DeviceSession,
+  type DeviceSessions,
+  type IdentityReason,
+} from './device-sessions.js'
 import type { LogLimiter } from './log-limiter.js'
 import { listenerPolicy, type Authenticator } from './auth.js'
 import type { ClientAcl, ClientRules } from './client-acl.js'
@@ -89,7 +95,10 @@ export class BrokerHooks {
 
   constructor(deps: BrokerHooksDeps) {
     this.#d = deps
-    this.#retained = new RetainedIndex(deps.limits.maxRetainedMessages ?? Infinity, deps.limits.maxRetainedBytes ?? Infinity)
+    this.#retained = new RetainedIndex(
+      deps.limits.maxRetainedMessages ?? Infinity,
+      deps.limits.maxRetainedBytes ?? Infinity,
+    )
   }
 
   /** The hooks as aedes options. */
@@ -116,7 +125,8 @@ export class BrokerHooks {
     // start at 1 and increase, as a reader of a capture expects. A resumed session
     // keeps aedes' numbering, so a new id cannot meet one of its stored in-flight ones.
     if (packet.clean !== false) (client as Client & { _nextId: number })._nextId = 1
-    const reason = this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
+    const reason =
+      this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
     if (reason) (client as RefusedClient)[kRefusal] = reason
     done(null, true)
   }
@@ -129,27 +139,45 @@ export class BrokerHooks {
     done: (err: AuthenticateError | null, ok: boolean | null) => void,
   ): void {
     const { limits, counters, limiter } = this.#d
-    const reason = (client as RefusedClient)[kRefusal] ?? (this.#d.connectedClients() >= limits.maxConnections ? 'maxConnections' : undefined)
+    const reason =
+      (client as RefusedClient)[kRefusal] ??
+      (this.#d.connectedClients() >= limits.maxConnections ? 'maxConnections' : undefined)
     if (reason === undefined) {
       if (this.#d.sessions.sessionOf(client) !== undefined) return done(null, true)
       return this.#login(client, username, password, done)
     }
     counters.refuse(reason)
-    const err = Object.assign(new Error(`refused ${reason}`), { returnCode: REFUSAL_CODES[reason] }) as AuthenticateError
+    const err = Object.assign(new Error(`refused ${reason}`), {
+      returnCode: REFUSAL_CODES[reason],
+    }) as AuthenticateError
     if (isLimit(reason)) {
-      limiter.warn(reason, { clientId: client.id, limit: reason, value: limits[reason], returnCode: err.returnCode }, 'connection refused by limit')
+      limiter.warn(
+        reason,
+        { clientId: client.id, limit: reason, value: limits[reason], returnCode: err.returnCode },
+        'connection refused by limit',
+      )
     } else {
       const peer = peerCertificate(client.conn as Duplex)
       limiter.warn(
         reason,
-        { clientId: client.id.slice(0, 200), reason, certificateCn: peer ? commonNameOf(peer) : undefined, returnCode: err.returnCode },
+        {
+          clientId: client.id.slice(0, 200),
+          reason,
+          certificateCn: peer ? commonNameOf(peer) : undefined,
+          returnCode: err.returnCode,
+        },
         'device connection refused',
       )
     }
     done(err, false)
   }
 
-  #login(client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void): void {
+  #login(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (err: AuthenticateError | null, ok: boolean | null) => void,
+  ): void {
     const policy = listenerPolicy(client.conn as Duplex)
     this.#d.auth.check(policy, username, password).then(
       (r) => {
@@ -158,7 +186,13 @@ export class BrokerHooks {
           return done(null, true)
         }
         this.#d.counters.refuse(r.reason)
-        const fields = { clientId: client.id.slice(0, 200), username: username?.slice(0, 200), remote: policy?.remoteAddress, reason: r.reason, returnCode: r.returnCode }
+        const fields = {
+          clientId: client.id.slice(0, 200),
+          username: username?.slice(0, 200),
+          remote: policy?.remoteAddress,
+          reason: r.reason,
+          returnCode: r.returnCode,
+        }
         this.#d.limiter.warn(`login:${r.reason}`, fields, 'login refused')
         done(Object.assign(new Error(`refused ${r.reason}`), { returnCode: r.returnCode }) as AuthenticateError, false)
       },
@@ -182,25 +216,39 @@ export class BrokerHooks {
     }
     if (!this.#permits(client, 'publish', topic)) {
       // A device keeps its own setting (devices.onDeniedPublish) unless the client ACL granted it.
-      const mode = session !== undefined ? (this.#d.devices?.onDeniedPublish ?? 'disconnect') : this.#d.acl().onDeniedPublish
+      const mode =
+        session !== undefined ? (this.#d.devices?.onDeniedPublish ?? 'disconnect') : this.#d.acl().onDeniedPublish
       return this.#denyPublish(client, packet, done, { reason: 'aclPublish', deviceId: session?.id, mode })
     }
     if (packet.retain && !this.#retained.admit(topic, packet.payload.length)) {
       // Delivered, not kept: the retained store is at its limit.
       packet.retain = false
       this.#d.counters.deny('retainedLimit')
-      this.#d.limiter.warn('retainedLimit', { clientId: client.id.slice(0, 200), topic: topic.slice(0, 200) }, 'retained message not kept: retained limit reached')
+      this.#d.limiter.warn(
+        'retainedLimit',
+        { clientId: client.id.slice(0, 200), topic: topic.slice(0, 200) },
+        'retained message not kept: retained limit reached',
+      )
     }
     this.#capture(client, packet, done)
   }
 
-  authorizeSubscribe(client: Client | null, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void): void {
+  authorizeSubscribe(
+    client: Client | null,
+    sub: Subscription,
+    done: (err: Error | null, sub?: Subscription | null) => void,
+  ): void {
     if (client === null || this.#permits(client, 'subscribe', sub.topic)) return done(null, sub)
     this.#d.counters.deny('aclSubscribe')
     const session = this.#d.sessions.sessionOf(client)
     this.#d.limiter.warn(
       'aclSubscribe',
-      { deviceId: session?.id, clientId: client.id.slice(0, 200), username: clientUsername(client)?.slice(0, 200), filter: sub.topic.slice(0, 200) },
+      {
+        deviceId: session?.id,
+        clientId: client.id.slice(0, 200),
+        username: clientUsername(client)?.slice(0, 200),
+        filter: sub.topic.slice(0, 200),
+      },
       'subscription refused by the acl',
     )
     done(null, null) // SUBACK 0x80 for this filter [MQTT-3.9.3]
@@ -230,7 +278,11 @@ export class BrokerHooks {
     const acl = this.#d.acl()
     if (session !== undefined) {
       const device =
-        kind === 'publish' ? session.acl.publish(arg) === 'allow' : kind === 'subscribe' ? session.acl.subscribe(arg) : session.acl.receive(arg)
+        kind === 'publish'
+          ? session.acl.publish(arg) === 'allow'
+          : kind === 'subscribe'
+            ? session.acl.subscribe(arg)
+            : session.acl.receive(arg)
       if (device) return true
       if (!acl.rules.enabled) return false
     }
@@ -291,7 +343,12 @@ export class BrokerHooks {
     }
   }
 
-  #denyPublish(client: Client, packet: PublishPacket, done: Done, how: { reason: string; deviceId: string | undefined; mode: 'drop' | 'disconnect' }): void {
+  #denyPublish(
+    client: Client,
+    packet: PublishPacket,
+    done: Done,
+    how: { reason: string; deviceId: string | undefined; mode: 'drop' | 'disconnect' },
+  ): void {
     this.#d.counters.deny(how.reason)
     this.#d.limiter.warn(
       how.reason,
@@ -353,7 +410,12 @@ export class RetainedIndex {
 }
 
 function isLimit(reason: RefusalReason): reason is LimitReason {
-  return reason === 'maxConnections' || reason === 'keepaliveMinSec' || reason === 'keepaliveMaxSec' || reason === 'maxClientIdBytes'
+  return (
+    reason === 'maxConnections' ||
+    reason === 'keepaliveMinSec' ||
+    reason === 'keepaliveMaxSec' ||
+    reason === 'maxClientIdBytes'
+  )
 }
 
 const kCorked = Symbol('edge-agent.corked')

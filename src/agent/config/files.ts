@@ -14,7 +14,10 @@ export function fileIssues(config: AgentConfig): SemanticIssue[] {
     try {
       mode = statSync(l.keyFile).mode
     } catch (err) {
-      issues.push({ path: ['broker', 'listeners', i, 'keyFile'], message: `cannot read ${l.keyFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` })
+      issues.push({
+        path: ['broker', 'listeners', i, 'keyFile'],
+        message: `cannot read ${l.keyFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      })
       return
     }
     if ((mode & 0o077) !== 0) {
@@ -30,7 +33,11 @@ export function fileIssues(config: AgentConfig): SemanticIssue[] {
       parseMosquittoAcl(readFileSync(aclFile, 'utf8'), aclFile)
     } catch (err) {
       if (err instanceof AclError) issues.push({ path: ['broker', 'acl', 'file'], message: err.message })
-      else issues.push({ path: ['broker', 'acl', 'file'], message: `cannot read ${aclFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` })
+      else
+        issues.push({
+          path: ['broker', 'acl', 'file'],
+          message: `cannot read ${aclFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+        })
     }
   }
   return issues

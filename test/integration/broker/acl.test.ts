@@ -74,7 +74,21 @@ test('a denied SUBSCRIBE filter gets 0x80 and the others their QoS (mqtt.js) [MQ
 })
 
 test('mosquitto_sub -u/-P sees SUBACK 0x80 for a denied filter', async () => {
-  const r = await mosquittoClient('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(agent.mqttPort), '-u', 'plc-1', '-P', 'plc-pw', '-t', 'secret/#', '-d', '-W', '2'])
+  const r = await mosquittoClient('mosquitto_sub', [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(agent.mqttPort),
+    '-u',
+    'plc-1',
+    '-P',
+    'plc-pw',
+    '-t',
+    'secret/#',
+    '-d',
+    '-W',
+    '2',
+  ])
   assert.match(r.stdout + r.stderr, /Subscribed \(mid: \d+\): 128/)
 })
 
@@ -94,7 +108,10 @@ test('a denied PUBLISH is acknowledged and dropped; allowed ones reach a group m
   await plc.publishAsync('public/notice', 'x', { qos: 1 })
   await plc.publishAsync('plant/line1/marker', 'm', { qos: 1 })
   await marker
-  assert.deepEqual(seen.filter((s) => s !== 'plant/line1/temp' && s !== 'plant/line1/marker'), [])
+  assert.deepEqual(
+    seen.filter((s) => s !== 'plant/line1/temp' && s !== 'plant/line1/marker'),
+    [],
+  )
   // the group's %u template: hmi-1 may command as itself only
   const cmd = nextMessage(hmi, 'plant/line1/cmd/hmi-1')
   await hmi.publishAsync('plant/line1/cmd/hmi-2', 'spoof', { qos: 1 })
@@ -145,7 +162,11 @@ test('mqtts useIdentityAsUsername: two clients share one certificate, both held 
   assert.equal((await extra).payload.toString(), 'run')
   // outside both: acknowledged and dropped (devices.onDeniedPublish: drop), the session stays
   assert.deepEqual(await suback(b, 'devices/press-2/#'), [128])
-  await withTimeout(a.publishAsync('devices/press-2/temp', 'spoof', { qos: 1 }), 5_000, 'PUBACK of a denied device publish')
+  await withTimeout(
+    a.publishAsync('devices/press-2/temp', 'spoof', { qos: 1 }),
+    5_000,
+    'PUBACK of a denied device publish',
+  )
   assert.equal(a.connected, true)
   const status = await agent.status()
   assert.ok((status['broker']['denied']['aclPublish'] ?? 0) >= 1)

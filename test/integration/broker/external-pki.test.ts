@@ -32,14 +32,44 @@ function leaf(name: string, cn: string, ext: string): void {
   openssl(['req', '-new', '-key', key, '-subj', `/CN=${cn}`, '-out', join(pki, `${name}.csr`)])
   writeFileSync(join(pki, `${name}.ext`), ext)
   openssl([
-    'x509', '-req', '-in', join(pki, `${name}.csr`), '-CA', join(pki, 'ca.crt'), '-CAkey', join(pki, 'ca.key'), '-CAcreateserial',
-    '-days', '30', '-sha256', '-extfile', join(pki, `${name}.ext`), '-out', join(pki, `${name}.crt`),
+    'x509',
+    '-req',
+    '-in',
+    join(pki, `${name}.csr`),
+    '-CA',
+    join(pki, 'ca.crt'),
+    '-CAkey',
+    join(pki, 'ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '30',
+    '-sha256',
+    '-extfile',
+    join(pki, `${name}.ext`),
+    '-out',
+    join(pki, `${name}.crt`),
   ])
 }
 
 before(async () => {
   pki = tmpDir(scope, 'edge-agent-pki-')
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(pki, 'ca.key'), '-subj', '/CN=Site PKI test CA', '-days', '30', '-out', join(pki, 'ca.crt')])
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(pki, 'ca.key'),
+    '-subj',
+    '/CN=Site PKI test CA',
+    '-days',
+    '30',
+    '-out',
+    join(pki, 'ca.crt'),
+  ])
   chmodSync(join(pki, 'ca.key'), 0o600)
   leaf('server', 'gateway.test', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
   leaf('dev-1', 'dev-1', 'extendedKeyUsage=clientAuth\n')
@@ -48,7 +78,14 @@ before(async () => {
       broker: {
         listeners: [
           { protocol: 'mqtt', host: '127.0.0.1', port: 0 },
-          { protocol: 'mqtts', host: '127.0.0.1', port: 0, certFile: join(pki, 'server.crt'), keyFile: join(pki, 'server.key'), caFile: join(pki, 'ca.crt') },
+          {
+            protocol: 'mqtts',
+            host: '127.0.0.1',
+            port: 0,
+            certFile: join(pki, 'server.crt'),
+            keyFile: join(pki, 'server.key'),
+            caFile: join(pki, 'ca.crt'),
+          },
         ],
       },
     },
@@ -63,7 +100,12 @@ test('starts with no local CA and issues no server certificate of its own', asyn
 })
 
 test("serves a device whose certificate comes from the external CA, in the device's own space", async (t) => {
-  const tls = { ca: readFileSync(join(pki, 'ca.crt')), cert: readFileSync(join(pki, 'dev-1.crt')), key: readFileSync(join(pki, 'dev-1.key')), rejectUnauthorized: true }
+  const tls = {
+    ca: readFileSync(join(pki, 'ca.crt')),
+    cert: readFileSync(join(pki, 'dev-1.crt')),
+    key: readFileSync(join(pki, 'dev-1.key')),
+    rejectUnauthorized: true,
+  }
   const dev = await client(t, `mqtts://127.0.0.1:${mqttsPort}`, { ...tls, clientId: 'dev-1' })
   const got = nextMessage(dev, 'devices/dev-1/echo')
   await dev.subscribeAsync('devices/dev-1/#', { qos: 1 })
@@ -80,7 +122,14 @@ test('`config validate` refuses a listener key file its group can read, with exi
   writeFileSync(key, readFileSync(join(pki, 'server.key')))
   chmodSync(key, 0o640)
   const file = join(dir, 'config.yaml')
-  const listener = { protocol: 'mqtts', host: '127.0.0.1', port: 8883, certFile: join(pki, 'server.crt'), keyFile: key, caFile: join(pki, 'ca.crt') }
+  const listener = {
+    protocol: 'mqtts',
+    host: '127.0.0.1',
+    port: 8883,
+    certFile: join(pki, 'server.crt'),
+    keyFile: key,
+    caFile: join(pki, 'ca.crt'),
+  }
   writeFileSync(file, stringify({ dataDir: join(dir, 'data'), broker: { listeners: [listener] } }))
   const r = await runCli(['config', 'validate', '--config', file])
   assert.equal(r.code, 78, r.stderr)

@@ -39,7 +39,8 @@ function treeRss(pid: number): number {
     try {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))
       rss += Number(m?.[1] ?? 0) * 1024
-      for (const c of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/)) if (c !== '') visit(Number(c))
+      for (const c of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/))
+        if (c !== '') visit(Number(c))
     } catch {
       // gone meanwhile
     }
@@ -67,28 +68,48 @@ function scenario(rnd: () => number, n: number): Buffer[] {
       return [bytes(1 + int(1500))]
     case 1: {
       // valid packets with bytes flipped
-      const seq = Buffer.concat([connect, publishPacket(topic(), bytes(int(200)), int(2), 1 + int(100)), packet(0x82, Buffer.concat([Buffer.from([0, 1]), mqttString(topic()), Buffer.from([1])]))])
+      const seq = Buffer.concat([
+        connect,
+        publishPacket(topic(), bytes(int(200)), int(2), 1 + int(100)),
+        packet(0x82, Buffer.concat([Buffer.from([0, 1]), mqttString(topic()), Buffer.from([1])])),
+      ])
       for (let i = 0, flips = 1 + int(6); i < flips; i++) seq[int(seq.length)] = int(256)
       return [seq]
     }
     case 2: {
       // retained messages on many topics (thousands in all), QoS 0 and 1
       const out = [connect]
-      for (let i = 0, k = 1 + int(20); i < k; i++) out.push(publishPacket(topic(), bytes(int(2000)), int(2), 1 + i, 0x01))
+      for (let i = 0, k = 1 + int(20); i < k; i++)
+        out.push(publishPacket(topic(), bytes(int(2000)), int(2), 1 + i, 0x01))
       return out
     }
     case 3: // churn: connect and go
       return int(2) === 0 ? [connect] : []
     case 4: {
       // subscriptions, publishes, and acks for ids nobody used
-      const out = [connect, packet(0x82, Buffer.concat([Buffer.from([0, 1 + int(50)]), mqttString(int(2) === 0 ? 'fuzz/#' : topic()), Buffer.from([int(3)])]))]
-      for (let i = 0, k = int(10); i < k; i++) out.push(Buffer.from([[0x40, 0x50, 0x62, 0x70][int(4)]!, 2, int(256), int(256)]))
+      const out = [
+        connect,
+        packet(
+          0x82,
+          Buffer.concat([
+            Buffer.from([0, 1 + int(50)]),
+            mqttString(int(2) === 0 ? 'fuzz/#' : topic()),
+            Buffer.from([int(3)]),
+          ]),
+        ),
+      ]
+      for (let i = 0, k = int(10); i < k; i++)
+        out.push(Buffer.from([[0x40, 0x50, 0x62, 0x70][int(4)]!, 2, int(256), int(256)]))
       out.push(publishPacket(topic(), bytes(int(500)), int(3), 1 + int(1000)))
       return out
     }
     default: {
       // oversized or truncated lengths, huge remaining length before CONNECT
-      return [int(2) === 0 ? Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]) : Buffer.concat([connect.subarray(0, int(connect.length)), bytes(int(40))])]
+      return [
+        int(2) === 0
+          ? Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f])
+          : Buffer.concat([connect.subarray(0, int(connect.length)), bytes(int(40))]),
+      ]
     }
   }
 }
@@ -147,20 +168,26 @@ async function healthy(t: { after(fn: () => unknown): void }, agent: RunningAgen
   assert.equal((await got).payload.toString(), 'still serving')
 }
 
-test(`random and malformed traffic with churn for ${DURATION_MS / 1000} s: both agents stay healthy under 300 MB RSS`, { timeout: DURATION_MS + 300_000 }, async (t) => {
-  const withFlags = await startAgent(t)
-  const withoutFlags = await startAgent(t, { env: { NODE_OPTIONS: '' } })
-  const until = Date.now() + DURATION_MS
-  const [a, b] = await Promise.all([fuzz(withFlags, SEED, until), fuzz(withoutFlags, SEED + 1, until)])
-  for (const [name, r] of [
-    ['with NODE_OPTIONS', a],
-    ['without NODE_OPTIONS', b],
-  ] as const) {
-    t.diagnostic(`${name}: ${r.sessions} connections, ${(r.bytesSent / 1048576).toFixed(1)} MiB sent, max RSS ${(r.maxRss / 1048576).toFixed(0)} MB, samples ${r.samples.join(' ')}`)
-  }
-  assert.ok(a.sessions > 100 && b.sessions > 100, 'the generator ran')
-  await healthy(t, withFlags)
-  await healthy(t, withoutFlags)
-  assert.ok(a.maxRss < RSS_LIMIT, `with NODE_OPTIONS: max RSS ${a.maxRss} >= ${RSS_LIMIT}`)
-  assert.ok(b.maxRss < RSS_LIMIT, `without NODE_OPTIONS: max RSS ${b.maxRss} >= ${RSS_LIMIT}`)
-})
+test(
+  `random and malformed traffic with churn for ${DURATION_MS / 1000} s: both agents stay healthy under 300 MB RSS`,
+  { timeout: DURATION_MS + 300_000 },
+  async (t) => {
+    const withFlags = await startAgent(t)
+    const withoutFlags = await startAgent(t, { env: { NODE_OPTIONS: '' } })
+    const until = Date.now() + DURATION_MS
+    const [a, b] = await Promise.all([fuzz(withFlags, SEED, until), fuzz(withoutFlags, SEED + 1, until)])
+    for (const [name, r] of [
+      ['with NODE_OPTIONS', a],
+      ['without NODE_OPTIONS', b],
+    ] as const) {
+      t.diagnostic(
+        `${name}: ${r.sessions} connections, ${(r.bytesSent / 1048576).toFixed(1)} MiB sent, max RSS ${(r.maxRss / 1048576).toFixed(0)} MB, samples ${r.samples.join(' ')}`,
+      )
+    }
+    assert.ok(a.sessions > 100 && b.sessions > 100, 'the generator ran')
+    await healthy(t, withFlags)
+    await healthy(t, withoutFlags)
+    assert.ok(a.maxRss < RSS_LIMIT, `with NODE_OPTIONS: max RSS ${a.maxRss} >= ${RSS_LIMIT}`)
+    assert.ok(b.maxRss < RSS_LIMIT, `without NODE_OPTIONS: max RSS ${b.maxRss} >= ${RSS_LIMIT}`)
+  },
+)

@@ -5,7 +5,15 @@ import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileScope } from '../../helpers/scope.js'
 import { startAgent, type RunningAgent } from '../../helpers/agent-process.js'
-import { client, connectPacket, mqttString, packet, publishPacket, rawConnection, CONNACK_ACCEPTED } from '../../helpers/mqtt-clients.js'
+import {
+  client,
+  connectPacket,
+  mqttString,
+  packet,
+  publishPacket,
+  rawConnection,
+  CONNACK_ACCEPTED,
+} from '../../helpers/mqtt-clients.js'
 import { nextMessage, withTimeout } from '../../helpers/wait.js'
 
 const scope = fileScope()
@@ -16,7 +24,11 @@ before(async () => {
 })
 
 /** Sends `bytes` after an accepted CONNECT (or instead of one) and expects the broker to close without answering. */
-async function closedWithoutAnswer(t: { after(fn: () => unknown): void }, connect: Buffer, then?: Buffer): Promise<void> {
+async function closedWithoutAnswer(
+  t: { after(fn: () => unknown): void },
+  connect: Buffer,
+  then?: Buffer,
+): Promise<void> {
   const c = await rawConnection(t, agent.mqttPort)
   c.socket.write(connect)
   let before = 0
@@ -38,7 +50,10 @@ test('keepalive 0 is accepted by default [MQTT-3.1.2-10: 0 turns the keep alive 
 for (const [what, cp] of [
   ['U+0001 in a client id', connectPacket({ clientId: 'dev\u0001ice' })],
   ['U+001F in a user name', connectPacket({ clientId: 'cc-user', username: 'us\u001fer' })],
-  ['U+007F in a Will topic', connectPacket({ clientId: 'cc-will', will: { topic: 'will/\u007f', payload: Buffer.from('x') } })],
+  [
+    'U+007F in a Will topic',
+    connectPacket({ clientId: 'cc-will', will: { topic: 'will/\u007f', payload: Buffer.from('x') } }),
+  ],
   ['U+0085 (C1) in a client id', connectPacket({ clientId: 'dev\u0085ice' })],
 ] as const) {
   test(`closes the connection for ${what}, without a CONNACK (MQTT 3.1.1 §1.5.3, as Mosquitto 2.0.20)`, async (t) => {
@@ -47,7 +62,11 @@ for (const [what, cp] of [
 }
 
 test('closes the connection for a control character in a PUBLISH topic or a SUBSCRIBE filter (§1.5.3)', async (t) => {
-  await closedWithoutAnswer(t, connectPacket({ clientId: 'cc-pub' }), publishPacket('a/\u0007/b', Buffer.from('x'), 1, 1))
+  await closedWithoutAnswer(
+    t,
+    connectPacket({ clientId: 'cc-pub' }),
+    publishPacket('a/\u0007/b', Buffer.from('x'), 1, 1),
+  )
   const sub = packet(0x82, Buffer.concat([Buffer.from([0x00, 0x01]), mqttString('a/\u009f/#'), Buffer.from([0x01])]))
   await closedWithoutAnswer(t, connectPacket({ clientId: 'cc-sub' }), sub)
 })
@@ -55,7 +74,9 @@ test('closes the connection for a control character in a PUBLISH topic or a SUBS
 test('accepts an MQTT 3.1 (MQIsdp) CONNECT with flags 3.1.1 reserves, as Mosquitto does, and serves it', async (t) => {
   const c = await rawConnection(t, agent.mqttPort)
   // bit 0 set, Will QoS 1 and Will Retain without a Will: refused by 3.1.1 [MQTT-3.1.2-3, -13, -15], not by 3.1
-  c.socket.write(connectPacket({ protocolName: 'MQIsdp', level: 3, flags: 0x02 | 0x01 | 0x08 | 0x20, clientId: 'mqtt31-flags' }))
+  c.socket.write(
+    connectPacket({ protocolName: 'MQIsdp', level: 3, flags: 0x02 | 0x01 | 0x08 | 0x20, clientId: 'mqtt31-flags' }),
+  )
   assert.deepEqual(await c.waitForBytes(4), CONNACK_ACCEPTED)
   const watcher = await client(t, agent.mqttUrl)
   await watcher.subscribeAsync('v31/flags', { qos: 0 })

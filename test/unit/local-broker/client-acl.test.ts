@@ -60,7 +60,8 @@ test('deny wins over grants for publish, overlapping subscriptions and delivery'
 test('refuses invalid filters with EDGE_ERR_BROKER_ACL_INVALID naming where', () => {
   assert.throws(
     () => ClientAcl.compile({ users: [{ name: 'u', publish: ['a/#/b'] }] }),
-    (e: unknown) => e instanceof AclError && e.code === 'EDGE_ERR_BROKER_ACL_INVALID' && /users\[0\] \(u\)\.publish/.test(e.message),
+    (e: unknown) =>
+      e instanceof AclError && e.code === 'EDGE_ERR_BROKER_ACL_INVALID' && /users\[0\] \(u\)\.publish/.test(e.message),
   )
 })
 
