@@ -184,7 +184,14 @@ test(
         `${name}: ${r.sessions} connections, ${(r.bytesSent / 1048576).toFixed(1)} MiB sent, max RSS ${(r.maxRss / 1048576).toFixed(0)} MB, samples ${r.samples.join(' ')}`,
       )
     }
-    assert.ok(a.sessions > 100 && b.sessions > 100, 'the generator ran')
+    for (const [name, agent] of [
+    ['with NODE_OPTIONS', withFlags],
+    ['without NODE_OPTIONS', withoutFlags],
+  ] as const) {
+    const st: Record<string, any> = await agent.status().catch((err: unknown) => ({ error: String(err) }))
+    t.diagnostic(`${name}: broker ${JSON.stringify(st['broker']?.['clients'])} clients, state ${JSON.stringify(st['buffer']?.['brokerState'])}`)
+  }
+  assert.ok(a.sessions > 100 && b.sessions > 100, 'the generator ran')
     await healthy(t, withFlags)
     await healthy(t, withoutFlags)
     assert.ok(a.maxRss < RSS_LIMIT, `with NODE_OPTIONS: max RSS ${a.maxRss} >= ${RSS_LIMIT}`)
