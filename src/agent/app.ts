@@ -2,10 +2,10 @@
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, LocalBroker, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
+import { Acl, ClientAcl, LocalBroker, parseMosquittoAcl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
 import {
   CertificateRenewer,
   CertsService,
@@ -19,6 +19,7 @@ import {
 import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
 import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
+import { clientAclOptions } from './config/semantic.js'
 import { passwordFilePath } from './config/paths.js'
 import { NodeRed, NodeRedError, type EdgeLink, type NodeRedStatus } from '../node-red/index.js'
 import type { AgentConfig } from './config/schema.js'
@@ -112,7 +113,11 @@ export class Agent {
     // Retained messages and persistent sessions share the store's file; with
     // an injected (memory) store, the broker keeps them in memory.
     this.brokerState = sqlite === undefined ? undefined : new BrokerState(sqlite, deps.logger)
-    const certs = config.broker.listeners.some((l) => l.protocol === 'mqtts') ? buildCerts(config, deps.logger) : undefined
+    const mqtts = config.broker.listeners.filter((l) => l.protocol === 'mqtts')
+    // An mqtts listener with its own certificate, key and CA (an external PKI)
+    // needs no local CA; any other one takes what it lacks from the local CA.
+    const needsLocalCa = mqtts.some((l) => l.certFile === undefined || l.keyFile === undefined || l.caFile === undefined)
+    const certs = needsLocalCa ? buildCerts(config, deps.logger) : undefined
     this.certs = certs
     const acl = certs === undefined ? undefined : compileDeviceAcl(config)
     this.#flowAcl = acl?.forDevice(config.nodeRed.identity)
@@ -126,7 +131,11 @@ export class Agent {
       },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
-      ...(certs === undefined || acl === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs, acl) }),
+      ...(certs !== undefined && acl !== undefined
+        ? { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs, acl) }
+        : mqtts.length > 0
+          ? { devices: this.#deviceOptions(undefined, externalPkiAcl(config)) }
+          : {}),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.
       onPublish: (packet) => this.bridges.capture(packet),
@@ -202,6 +211,14 @@ export class Agent {
     return this.#state
   }
 
+  /** broker.acl, with its Mosquitto acl_file (config load has checked that it parses). */
+  async #clientAcl(): Promise<ClientAcl> {
+    const acl = this.#config.broker.acl
+    const own = clientAclOptions(acl)
+    if (acl.file === undefined) return ClientAcl.compile(own)
+    return ClientAcl.compile(ClientAcl.merge(own, parseMosquittoAcl(await readFile(acl.file, 'utf8'), acl.file)))
+  }
+
   /**
    * What flows reach of the agent: publish as the flow identity (the device
    * ACL, then the bridges' capture into the buffer, awaited like a device's
@@ -211,9 +228,10 @@ export class Agent {
     return {
       publish: async (m) => {
         this.#authorizeFlowPublish(m.topic)
-        const hold = this.bridges.capture(m)
-        if (hold !== undefined) await hold
-        await this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
+        // The client ACL (broker.acl) names the flow by nodeRed.identity; publishAs
+        // then passes the bridges' capture like a device's PUBLISH.
+        const identity = this.#config.nodeRed.identity
+        await this.broker.publishAs({ username: identity, clientId: identity }, m.topic, m.payload, { qos: m.qos, retain: m.retain })
       },
       subscribe: (filter, deliver) => this.broker.subscribe(filter, deliver),
     }
@@ -231,14 +249,22 @@ export class Agent {
     }
   }
 
-  /** Device identity and isolation for the broker, backed by the local CA. */
-  #deviceOptions(certs: CertsService, acl: Acl): DeviceOptions {
+  /**
+   * Device identity and isolation for the broker, backed by the local CA; with
+   * an external PKI only (no local CA) there is no renewal over MQTT, no CRL
+   * and no revocation list of ours: the device space still applies.
+   */
+  #deviceOptions(certs: CertsService | undefined, acl: Acl): DeviceOptions {
     const c = this.#config
-    return {
+    const space = {
       acl,
       identity: c.devices.identity,
       maxIdBytes: c.devices.maxIdBytes,
       onDeniedPublish: c.devices.onDeniedPublish,
+    }
+    if (certs === undefined) return space
+    return {
+      ...space,
       isRevoked: (serial) => certs.ca.isRevoked(serial),
       reservedClientId: (id) => certs.isKnownDevice(id),
       now: () => certs.guard.trustedNow(),
@@ -273,6 +299,7 @@ export class Agent {
     try {
       // 0700: the state directory will hold the message store and private keys.
       await mkdir(this.#config.dataDir, { recursive: true, mode: 0o700 })
+      this.broker.setAcl(await this.#clientAcl(), this.#config.broker.acl.onDeniedPublish)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
       this.#state = 'failed'
@@ -380,6 +407,11 @@ export class Agent {
   #stopTimeoutMs(): number {
     return this.#deps.stopTimeoutMs ?? 8_000
   }
+}
+
+/** The device space without the local CA's renewal and CRL topics (external PKI only). */
+function externalPkiAcl(c: Readonly<AgentConfig>): Acl {
+  return Acl.compile({ publish: c.devices.publish, subscribe: c.devices.subscribe, groups: c.devices.groups })
 }
 
 function compileDeviceAcl(c: Readonly<AgentConfig>): Acl {

@@ -44,7 +44,11 @@ export interface AuthOptions {
 
 export type AuthResult =
   | { readonly ok: true; readonly username: string | undefined }
-  | { readonly ok: false; readonly reason: 'badCredentials' | 'loginRateLimited' | 'anonymousRefused'; readonly returnCode: 4 | 5 }
+  | {
+      readonly ok: false
+      readonly reason: 'badCredentials' | 'loginRateLimited' | 'anonymousRefused'
+      readonly returnCode: 4 | 5
+    }
 
 const kPolicy = Symbol('edge-agent.listenerPolicy')
 type PolicyConn = Duplex & { [kPolicy]?: ListenerPolicy }
@@ -121,11 +125,17 @@ export class Authenticator {
     return this.#reloading
   }
 
-  async check(policy: ListenerPolicy | undefined, username: string | undefined, password: Buffer | undefined): Promise<AuthResult> {
+  async check(
+    policy: ListenerPolicy | undefined,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): Promise<AuthResult> {
     const allowAnonymous = policy?.allowAnonymous ?? true
     const file = this.#file
     if (username === undefined || file === undefined) {
-      return allowAnonymous ? { ok: true, username: undefined } : { ok: false, reason: 'anonymousRefused', returnCode: 5 }
+      return allowAnonymous
+        ? { ok: true, username: undefined }
+        : { ok: false, reason: 'anonymousRefused', returnCode: 5 }
     }
     const address = policy?.remoteAddress ?? '?'
     if (this.#limited(address)) return { ok: false, reason: 'loginRateLimited', returnCode: 5 }
@@ -182,7 +192,8 @@ export class Authenticator {
       text = await readFile(path, 'utf8')
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        if (this.#file !== undefined) this.#log.warn({ path }, 'password file removed: user names are no longer checked')
+        if (this.#file !== undefined)
+          this.#log.warn({ path }, 'password file removed: user names are no longer checked')
         this.#file = undefined
         return
       }

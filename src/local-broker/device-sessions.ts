@@ -17,7 +17,8 @@ import { listenerPolicy } from './auth.js'
 import { certificateDeviceId, normalizeSerial, type DeviceCredential } from './tls.js'
 
 /** Identity refusals: no certificate, client id not the certificate's, a device's id taken by another, Will outside the space. */
-export type IdentityReason = 'certificateRequired' | 'identityMismatch' | 'identityInvalid' | 'clientIdReserved' | 'willDenied'
+export type IdentityReason =
+  'certificateRequired' | 'identityMismatch' | 'identityInvalid' | 'clientIdReserved' | 'willDenied'
 
 /** An identified session: who it is, what it may do, until when. */
 export interface DeviceSession {
@@ -94,7 +95,10 @@ export class DeviceSessions {
    * On a listener with useIdentityAsUsername the CN names the device and the
    * client id is free (two clients may share one certificate).
    */
-  identify(client: Client, packet: { clientId: string; will?: { topic: string } | undefined }): IdentityReason | undefined {
+  identify(
+    client: Client,
+    packet: { clientId: string; will?: { topic: string } | undefined },
+  ): IdentityReason | undefined {
     const devices = this.#devices
     const peer = peerCertificate(client.conn as Duplex)
     if (peer === undefined || peer === null) {
@@ -112,7 +116,13 @@ export class DeviceSessions {
     if (packet.will !== undefined && acl.publish(packet.will.topic) !== 'allow') return 'willDenied'
     if (packet.clientId === '' && !asUsername) packet.clientId = result.id // clientId := CN
     const c = result.credential
-    ;(client as SessionClient)[kSession] = { id: result.id, acl, serials: new Set([c.serial]), current: c, notAfter: c.notAfter }
+    ;(client as SessionClient)[kSession] = {
+      id: result.id,
+      acl,
+      serials: new Set([c.serial]),
+      current: c,
+      notAfter: c.notAfter,
+    }
     return undefined
   }
 
@@ -135,7 +145,8 @@ export class DeviceSessions {
     this.#revoked = new Set([...serials].map(normalizeSerial))
     for (const client of [...this.#sessions.values()]) {
       const session = client[kSession]
-      if (session !== undefined && [...session.serials].some((s) => this.#revoked.has(s))) this.#close(client, 'revoked')
+      if (session !== undefined && [...session.serials].some((s) => this.#revoked.has(s)))
+        this.#close(client, 'revoked')
     }
   }
 
@@ -153,7 +164,8 @@ export class DeviceSessions {
     if (session === undefined) return
     session.serials.add(normalizeSerial(credential.serial))
     session.notAfter = Math.max(session.notAfter, credential.notAfter)
-    if (credential.notBefore >= session.current.notBefore) session.current = { ...credential, serial: normalizeSerial(credential.serial) }
+    if (credential.notBefore >= session.current.notBefore)
+      session.current = { ...credential, serial: normalizeSerial(credential.serial) }
   }
 
   /** Closes the sessions whose credential has expired (by the devices' clock). */

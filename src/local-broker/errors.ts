@@ -5,6 +5,7 @@ export type LocalBrokerErrorCode =
   | 'EDGE_ERR_BROKER_TLS'
   | 'EDGE_ERR_BROKER_ACL_INVALID'
   | 'EDGE_ERR_BROKER_PASSWORD_FILE'
+  | 'EDGE_ERR_BROKER_ACL_DENIED'
 
 export class LocalBrokerError extends Error {
   override readonly name: string = 'LocalBrokerError'

@@ -12,9 +12,16 @@ import type { Duplex } from 'node:stream'
 import type { AedesOptions, AuthenticateError, Client, PublishPacket, Subscription } from 'aedes'
 import type { Logger } from 'pino'
 import type { BrokerCounters } from './counters.js'
-import { commonNameOf, peerCertificate, type DeviceSession, type DeviceSessions, type IdentityReason } from './device-sessions.js'
+import {
+  commonNameOf,
+  peerCertificate,
+  type DeviceSession,
+  type DeviceSessions,
+  type IdentityReason,
+} from './device-sessions.js'
 import type { LogLimiter } from './log-limiter.js'
 import { listenerPolicy, type Authenticator } from './auth.js'
+import type { ClientAcl, ClientRules } from './client-acl.js'
 import type { BrokerLimitOptions, DeviceOptions, PublishInterceptor } from './options.js'
 
 type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
@@ -42,6 +49,15 @@ type RefusedClient = Client & { [kRefusal]?: RefusalReason }
 
 type Done = (err?: Error | null) => void
 
+const kRules = Symbol('edge-agent.aclRules')
+type RulesClient = Client & { [kRules]?: { acl: ClientAcl; rules: ClientRules } }
+
+/** The client ACL in force and what a denied publish gets; swapped whole by LocalBroker.setAcl. */
+export interface BrokerAcl {
+  readonly rules: ClientAcl
+  readonly onDeniedPublish: 'drop' | 'disconnect'
+}
+
 const kUsername = Symbol('edge-agent.username')
 type UserClient = Client & { [kUsername]?: string }
 
@@ -59,6 +75,8 @@ export interface BrokerHooksDeps {
   readonly devices: DeviceOptions | undefined
   readonly sessions: DeviceSessions
   readonly auth: Authenticator
+  /** The client ACL in force now (hot-swappable). */
+  readonly acl: () => BrokerAcl
   readonly onPublish: PublishInterceptor | undefined
   readonly counters: BrokerCounters
   readonly limiter: LogLimiter
@@ -73,9 +91,14 @@ export type AedesHooks = Required<
 
 export class BrokerHooks {
   readonly #d: BrokerHooksDeps
+  readonly #retained: RetainedIndex
 
   constructor(deps: BrokerHooksDeps) {
     this.#d = deps
+    this.#retained = new RetainedIndex(
+      deps.limits.maxRetainedMessages ?? Infinity,
+      deps.limits.maxRetainedBytes ?? Infinity,
+    )
   }
 
   /** The hooks as aedes options. */
@@ -93,8 +116,17 @@ export class BrokerHooks {
    * Decides the connection's fate from its CONNECT (identity, limits) and
    * records the refusal for `authenticate`, which has the CONNACK codes.
    */
-  preConnect(client: Client, packet: { clientId: string; keepalive?: number; will?: { topic: string } }, done: (e: Error | null, ok: boolean) => void): void {
-    const reason = this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
+  preConnect(
+    client: Client,
+    packet: { clientId: string; keepalive?: number; clean?: boolean; will?: { topic: string } },
+    done: (e: Error | null, ok: boolean) => void,
+  ): void {
+    // aedes starts a session's packet ids at a random number; a clean session's
+    // start at 1 and increase, as a reader of a capture expects. A resumed session
+    // keeps aedes' numbering, so a new id cannot meet one of its stored in-flight ones.
+    if (packet.clean !== false) (client as Client & { _nextId: number })._nextId = 1
+    const reason =
+      this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
     if (reason) (client as RefusedClient)[kRefusal] = reason
     done(null, true)
   }
@@ -107,27 +139,45 @@ export class BrokerHooks {
     done: (err: AuthenticateError | null, ok: boolean | null) => void,
   ): void {
     const { limits, counters, limiter } = this.#d
-    const reason = (client as RefusedClient)[kRefusal] ?? (this.#d.connectedClients() >= limits.maxConnections ? 'maxConnections' : undefined)
+    const reason =
+      (client as RefusedClient)[kRefusal] ??
+      (this.#d.connectedClients() >= limits.maxConnections ? 'maxConnections' : undefined)
     if (reason === undefined) {
       if (this.#d.sessions.sessionOf(client) !== undefined) return done(null, true)
       return this.#login(client, username, password, done)
     }
     counters.refuse(reason)
-    const err = Object.assign(new Error(`refused ${reason}`), { returnCode: REFUSAL_CODES[reason] }) as AuthenticateError
+    const err = Object.assign(new Error(`refused ${reason}`), {
+      returnCode: REFUSAL_CODES[reason],
+    }) as AuthenticateError
     if (isLimit(reason)) {
-      limiter.warn(reason, { clientId: client.id, limit: reason, value: limits[reason], returnCode: err.returnCode }, 'connection refused by limit')
+      limiter.warn(
+        reason,
+        { clientId: client.id, limit: reason, value: limits[reason], returnCode: err.returnCode },
+        'connection refused by limit',
+      )
     } else {
       const peer = peerCertificate(client.conn as Duplex)
       limiter.warn(
         reason,
-        { clientId: client.id.slice(0, 200), reason, certificateCn: peer ? commonNameOf(peer) : undefined, returnCode: err.returnCode },
+        {
+          clientId: client.id.slice(0, 200),
+          reason,
+          certificateCn: peer ? commonNameOf(peer) : undefined,
+          returnCode: err.returnCode,
+        },
         'device connection refused',
       )
     }
     done(err, false)
   }
 
-  #login(client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void): void {
+  #login(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (err: AuthenticateError | null, ok: boolean | null) => void,
+  ): void {
     const policy = listenerPolicy(client.conn as Duplex)
     this.#d.auth.check(policy, username, password).then(
       (r) => {
@@ -136,7 +186,13 @@ export class BrokerHooks {
           return done(null, true)
         }
         this.#d.counters.refuse(r.reason)
-        const fields = { clientId: client.id.slice(0, 200), username: username?.slice(0, 200), remote: policy?.remoteAddress, reason: r.reason, returnCode: r.returnCode }
+        const fields = {
+          clientId: client.id.slice(0, 200),
+          username: username?.slice(0, 200),
+          remote: policy?.remoteAddress,
+          reason: r.reason,
+          returnCode: r.returnCode,
+        }
         this.#d.limiter.warn(`login:${r.reason}`, fields, 'login refused')
         done(Object.assign(new Error(`refused ${r.reason}`), { returnCode: r.returnCode }) as AuthenticateError, false)
       },
@@ -150,38 +206,98 @@ export class BrokerHooks {
   /** ACL, then capture; the PUBACK waits for the capture (see the file header). */
   authorizePublish(client: Client | null, packet: PublishPacket, done: Done): void {
     if (client === null) return done(null)
+    const topic = packet.topic
     const session = this.#d.sessions.sessionOf(client)
-    if (session !== undefined) {
-      const decision = session.acl.publish(packet.topic)
-      if (decision === 'request') return this.#request(client, session, packet, done)
-      if (decision === 'deny') return this.#denyPublish(client, session.id, packet, done)
-    } else if (this.#d.devices?.acl.reservedForAgent(packet.topic) === true) {
-      return this.#denyPublish(client, undefined, packet, done)
+    const decision = session?.acl.publish(topic)
+    if (decision === 'request') return this.#request(client, session!, packet, done)
+    // The agent's own spaces, and every device's reply topics, are the agent's alone.
+    if (isAgentSpace(topic) || this.#d.devices?.acl.reservedForAgent(topic) === true) {
+      return this.#denyPublish(client, packet, done, { reason: 'reservedTopic', deviceId: session?.id, mode: 'drop' })
     }
-    // Devices may not publish into the broker's own namespace (aedes#597).
-    if (packet.topic.startsWith('$')) {
-      this.#d.counters.refuse('reservedTopic')
-      this.#d.limiter.warn('reservedTopic', { clientId: client.id, topic: packet.topic.slice(0, 200) }, 'publish to a $ topic refused')
-      return done(new Error('publishing to $ topics is not allowed'))
+    if (!this.#permits(client, 'publish', topic)) {
+      // A device keeps its own setting (devices.onDeniedPublish) unless the client ACL granted it.
+      const mode =
+        session !== undefined ? (this.#d.devices?.onDeniedPublish ?? 'disconnect') : this.#d.acl().onDeniedPublish
+      return this.#denyPublish(client, packet, done, { reason: 'aclPublish', deviceId: session?.id, mode })
+    }
+    if (packet.retain && !this.#retained.admit(topic, packet.payload.length)) {
+      // Delivered, not kept: the retained store is at its limit.
+      packet.retain = false
+      this.#d.counters.deny('retainedLimit')
+      this.#d.limiter.warn(
+        'retainedLimit',
+        { clientId: client.id.slice(0, 200), topic: topic.slice(0, 200) },
+        'retained message not kept: retained limit reached',
+      )
     }
     this.#capture(client, packet, done)
   }
 
-  authorizeSubscribe(client: Client | null, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void): void {
-    const session = this.#d.sessions.sessionOf(client)
-    if (session === undefined || session.acl.subscribe(sub.topic)) return done(null, sub)
+  authorizeSubscribe(
+    client: Client | null,
+    sub: Subscription,
+    done: (err: Error | null, sub?: Subscription | null) => void,
+  ): void {
+    if (client === null || this.#permits(client, 'subscribe', sub.topic)) return done(null, sub)
     this.#d.counters.deny('aclSubscribe')
-    this.#d.limiter.warn('aclSubscribe', { deviceId: session.id, filter: sub.topic.slice(0, 200) }, 'subscription outside the device topic space refused')
+    const session = this.#d.sessions.sessionOf(client)
+    this.#d.limiter.warn(
+      'aclSubscribe',
+      {
+        deviceId: session?.id,
+        clientId: client.id.slice(0, 200),
+        username: clientUsername(client)?.slice(0, 200),
+        filter: sub.topic.slice(0, 200),
+      },
+      'subscription refused by the acl',
+    )
     done(null, null) // SUBACK 0x80 for this filter [MQTT-3.9.3]
   }
 
   authorizeForward<P extends { topic: string }>(client: Client | null, packet: P): P | undefined {
     if (packet.topic === SINK_TOPIC) return undefined
-    const session = this.#d.sessions.sessionOf(client)
-    // Re-checked on delivery: retained messages and restored sessions too.
-    if (session !== undefined && !session.acl.receive(packet.topic)) return undefined
+    // Re-checked on delivery: retained messages, restored sessions, `read` rules.
+    if (client !== null && !this.#permits(client, 'receive', packet.topic)) return undefined
     this.#d.counters.delivered++
     return packet
+  }
+
+  /** The client ACL's verdict on a publish by a named identity that has no connection (LocalBroker.publishAs). */
+  mayPublishAs(username: string | undefined, clientId: string, topic: string): boolean {
+    if (isAgentSpace(topic) || this.#d.devices?.acl.reservedForAgent(topic) === true) return false
+    return this.#d.acl().rules.forClient(username, clientId).publish(topic)
+  }
+
+  /**
+   * May `client` do this? A certificate-identified device: its device
+   * templates, or the client ACL's rules for its id (when the ACL is on).
+   * Any other client: the client ACL (everything when it is off).
+   */
+  #permits(client: Client, kind: 'publish' | 'subscribe' | 'receive', arg: string): boolean {
+    const session = this.#d.sessions.sessionOf(client)
+    const acl = this.#d.acl()
+    if (session !== undefined) {
+      const device =
+        kind === 'publish'
+          ? session.acl.publish(arg) === 'allow'
+          : kind === 'subscribe'
+            ? session.acl.subscribe(arg)
+            : session.acl.receive(arg)
+      if (device) return true
+      if (!acl.rules.enabled) return false
+    }
+    const rules = this.#rulesOf(client, acl, session?.id)
+    return kind === 'publish' ? rules.publish(arg) : kind === 'subscribe' ? rules.subscribe(arg) : rules.receive(arg)
+  }
+
+  /** The client's compiled rules, recompiled when the ACL was swapped since. */
+  #rulesOf(client: Client, acl: BrokerAcl, deviceId: string | undefined): ClientRules {
+    const c = client as RulesClient
+    const cached = c[kRules]
+    if (cached !== undefined && cached.acl === acl.rules) return cached.rules
+    const rules = acl.rules.forClient(deviceId ?? clientUsername(client), client.id)
+    c[kRules] = { acl: acl.rules, rules }
+    return rules
   }
 
   /** Hands an authorized PUBLISH to the capture; the acknowledgement waits for it. */
@@ -202,8 +318,13 @@ export class BrokerHooks {
 
   #limitRefusal(keepalive: number, clientId: string): LimitReason | undefined {
     const { limits } = this.#d
-    if (limits.keepaliveMaxSec > 0 && (keepalive === 0 || keepalive > limits.keepaliveMaxSec)) return 'keepaliveMaxSec'
-    if (limits.keepaliveMinSec > 0 && keepalive < limits.keepaliveMinSec) return 'keepaliveMinSec'
+    // keepalive 0 (none) is its own choice, neither too short nor too long
+    if (keepalive === 0) {
+      if (limits.allowKeepaliveZero === false) return 'keepaliveMaxSec'
+    } else {
+      if (limits.keepaliveMaxSec > 0 && keepalive > limits.keepaliveMaxSec) return 'keepaliveMaxSec'
+      if (limits.keepaliveMinSec > 0 && keepalive < limits.keepaliveMinSec) return 'keepaliveMinSec'
+    }
     if (Buffer.byteLength(clientId) > limits.maxClientIdBytes) return 'maxClientIdBytes'
     return undefined
   }
@@ -222,15 +343,25 @@ export class BrokerHooks {
     }
   }
 
-  #denyPublish(client: Client, deviceId: string | undefined, packet: PublishPacket, done: Done): void {
-    const mode = deviceId === undefined ? 'disconnect' : (this.#d.devices?.onDeniedPublish ?? 'disconnect')
-    this.#d.counters.deny('aclPublish')
+  #denyPublish(
+    client: Client,
+    packet: PublishPacket,
+    done: Done,
+    how: { reason: string; deviceId: string | undefined; mode: 'drop' | 'disconnect' },
+  ): void {
+    this.#d.counters.deny(how.reason)
     this.#d.limiter.warn(
-      'aclPublish',
-      { deviceId, clientId: client.id.slice(0, 200), topic: packet.topic.slice(0, 200), action: mode },
-      'publish outside the device topic space refused',
+      how.reason,
+      {
+        deviceId: how.deviceId,
+        clientId: client.id.slice(0, 200),
+        username: clientUsername(client)?.slice(0, 200),
+        topic: packet.topic.slice(0, 200),
+        action: how.mode,
+      },
+      how.reason === 'reservedTopic' ? "publish into the agent's own topics refused" : 'publish refused by the acl',
     )
-    if (mode === 'disconnect') return done(new Error('publish outside the device topic space'))
+    if (how.mode === 'disconnect') return done(new Error('publish refused by the acl'))
     // MQTT 3.1.1 has no negative PUBACK: acknowledge and drop [MQTT-3.3.5-2].
     packet.topic = SINK_TOPIC
     packet.retain = false
@@ -238,8 +369,53 @@ export class BrokerHooks {
   }
 }
 
+/**
+ * Topics only the agent publishes: its own `$edge…` spaces and `$SYS`. Other
+ * `$` topics (device SDKs use `$aws/things/…`) go through the ACL like any.
+ */
+export function isAgentSpace(topic: string): boolean {
+  return topic.startsWith('$edge') || topic === '$SYS' || topic.startsWith('$SYS/')
+}
+
+/**
+ * Retained topics and their payload bytes, kept by clients since start, so
+ * that retained messages stay within a count and a byte budget. An empty
+ * retained payload deletes [MQTT-3.3.1-10] and always passes.
+ */
+export class RetainedIndex {
+  readonly #sizes = new Map<string, number>()
+  #bytes = 0
+
+  constructor(
+    private readonly maxCount: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** May `topic` keep a retained payload of `size` bytes? Records it if so. */
+  admit(topic: string, size: number): boolean {
+    const old = this.#sizes.get(topic)
+    if (size === 0) {
+      if (old !== undefined) {
+        this.#sizes.delete(topic)
+        this.#bytes -= old
+      }
+      return true
+    }
+    const bytes = this.#bytes - (old ?? 0) + size
+    if (bytes > this.maxBytes || (old === undefined && this.#sizes.size >= this.maxCount)) return false
+    this.#sizes.set(topic, size)
+    this.#bytes = bytes
+    return true
+  }
+}
+
 function isLimit(reason: RefusalReason): reason is LimitReason {
-  return reason === 'maxConnections' || reason === 'keepaliveMinSec' || reason === 'keepaliveMaxSec' || reason === 'maxClientIdBytes'
+  return (
+    reason === 'maxConnections' ||
+    reason === 'keepaliveMinSec' ||
+    reason === 'keepaliveMaxSec' ||
+    reason === 'maxClientIdBytes'
+  )
 }
 
 const kCorked = Symbol('edge-agent.corked')

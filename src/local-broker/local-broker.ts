@@ -33,7 +33,8 @@ import { guardConnection, connectionGuard } from './guard-connection.js'
 import { LogLimiter } from './log-limiter.js'
 import { BrokerCounters } from './counters.js'
 import { DeviceSessions, setPeerCertificate } from './device-sessions.js'
-import { BrokerHooks } from './hooks.js'
+import { BrokerHooks, type BrokerAcl } from './hooks.js'
+import { ClientAcl } from './client-acl.js'
 import { Authenticator, setListenerPolicy } from './auth.js'
 import type { BoundListener, ListenerOptions, LocalBrokerOptions, LocalBrokerStats } from './options.js'
 import {
@@ -67,6 +68,8 @@ export class LocalBroker {
   readonly #counters = new BrokerCounters()
   readonly #sessions: DeviceSessions
   readonly #auth: Authenticator
+  #acl: BrokerAcl
+  #hooks: BrokerHooks | undefined
   #aedes: Aedes | undefined
   #servers: { close(): Promise<void> }[] = []
   #bound: BoundListener[] = []
@@ -78,6 +81,7 @@ export class LocalBroker {
     this.#log = opts.logger.child({ component: 'local-broker' })
     this.#limiter = new LogLimiter(this.#log)
     this.#sessions = new DeviceSessions(opts.devices, this.#log, this.#counters)
+    this.#acl = opts.acl ?? { rules: ClientAcl.off(), onDeniedPublish: 'drop' }
     this.#auth = new Authenticator(opts.auth ?? { maxFailedLogins: 5, failedLoginWindowMs: 60_000 }, this.#log)
   }
 
@@ -88,23 +92,25 @@ export class LocalBroker {
     // 1 GB gateway the memory matters more. Process-wide, by design of mqtt-packet.
     writeToStream.cacheNumbers = false
     const { limits } = this.#opts
-    const hooks = new BrokerHooks({
+    const hooks = (this.#hooks = new BrokerHooks({
       limits,
       devices: this.#opts.devices,
       sessions: this.#sessions,
       auth: this.#auth,
+      acl: () => this.#acl,
       onPublish: this.#opts.onPublish,
       counters: this.#counters,
       limiter: this.#limiter,
       log: this.#log,
       connectedClients: () => this.#aedes?.connectedClients ?? 0,
-    })
+    }))
     const options: AedesOptions = {
       connectTimeout: limits.connectTimeoutMs,
       drainTimeout: limits.drainTimeoutMs,
       maxInflightInbound: limits.maxInflightPerClient,
-      // MQTT 3.1 caps client ids at 23 characters; 3.1.1 lengths are ours to set.
-      maxClientsIdLength: 23,
+      // MQTT 3.1 caps client ids at 23 characters, but Mosquitto and clients in
+      // the field use longer ones: held to maxClientIdBytes like 3.1.1 (hooks.ts).
+      maxClientsIdLength: limits.maxClientIdBytes,
       maxTopicLevels: limits.maxTopicLevels,
       ...hooks.aedesOptions(),
     }
@@ -169,6 +175,51 @@ export class LocalBroker {
    */
   setRevokedSerials(serials: Iterable<string>): void {
     this.#sessions.setRevokedSerials(serials)
+  }
+
+  /**
+   * Puts another client ACL in force, e.g. after a config reload. Connected
+   * clients get the new rules from their next packet on; subscriptions they
+   * hold are not re-checked, but every delivery is.
+   */
+  setAcl(acl: ClientAcl, onDeniedPublish: 'drop' | 'disconnect' = this.#acl.onDeniedPublish): void {
+    this.#acl = { rules: acl, onDeniedPublish }
+  }
+
+  /**
+   * Publishes as a named identity (e.g. a Node-RED flow) the way a client's
+   * PUBLISH is handled: through the client ACL (as user `identity.username`,
+   * client id `identity.clientId`), then the capture (the buffer commit), then
+   * delivery. Resolves once captured and routed; rejects with
+   * EDGE_ERR_BROKER_ACL_DENIED when the ACL refuses it (nothing is stored),
+   * EDGE_ERR_BROKER_STOPPED when the broker is not running, or the capture's
+   * own error (nothing was acknowledged).
+   */
+  async publishAs(
+    identity: { readonly username?: string; readonly clientId: string },
+    topic: string,
+    payload: Buffer | string,
+    opts: { qos?: 0 | 1 | 2; retain?: boolean } = {},
+  ): Promise<void> {
+    const aedes = this.#aedes
+    if (aedes === undefined || aedes.closed || this.#hooks === undefined) {
+      throw new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running')
+    }
+    if (!this.#hooks.mayPublishAs(identity.username, identity.clientId, topic)) {
+      this.#counters.deny('aclPublish')
+      throw new LocalBrokerError('EDGE_ERR_BROKER_ACL_DENIED', `${identity.username ?? 'anonymous'} may not publish to ${topic.slice(0, 200)}`)
+    }
+    const packet = {
+      cmd: 'publish' as const,
+      topic,
+      payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+      qos: opts.qos ?? 1,
+      retain: opts.retain ?? false,
+      dup: false,
+    }
+    this.#counters.received++
+    await this.#opts.onPublish?.(packet, identity.clientId)
+    await new Promise<void>((resolve, reject) => aedes.publish(packet, (err?: Error) => (err ? reject(err) : resolve())))
   }
 
   /**

@@ -3,6 +3,7 @@ import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import type { Acl } from './acl.js'
 import type { AuthOptions } from './auth.js'
+import type { ClientAcl } from './client-acl.js'
 import type { DeviceCredential, IdentityMode, TlsMaterial } from './tls.js'
 
 export interface ListenerOptions {
@@ -33,6 +34,11 @@ export interface BrokerLimitOptions {
   readonly keepaliveMinSec: number
   /** 0 = no upper bound. */
   readonly keepaliveMaxSec: number
+  /** Retained messages clients may keep (topics), and their payload bytes; beyond, a retained publish is delivered but not kept. */
+  readonly maxRetainedMessages?: number
+  readonly maxRetainedBytes?: number
+  /** Keepalive 0 (no keepalive) is accepted whatever keepaliveMaxSec says. Default true. */
+  readonly allowKeepaliveZero?: boolean
   readonly maxInflightPerClient: number
   readonly connectTimeoutMs: number
   readonly maxClientIdBytes: number
@@ -62,6 +68,8 @@ export interface LocalBrokerOptions {
   readonly tls?: () => TlsMaterial
   /** Username/password logins: the password file and failed-login limits. Default: no password file. */
   readonly auth?: AuthOptions
+  /** The client ACL for every listener, and what a denied publish gets. Default: off (everything allowed). */
+  readonly acl?: { readonly rules: ClientAcl; readonly onDeniedPublish: 'drop' | 'disconnect' }
   /** Certificate-identified devices: identity binding and topic isolation. */
   readonly devices?: DeviceOptions
 }

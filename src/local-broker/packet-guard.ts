@@ -45,6 +45,7 @@
  */
 import {
   scanString,
+  STR_CONTROL,
   STR_HASH_PLACEMENT,
   STR_NUL,
   STR_OK,
@@ -53,61 +54,21 @@ import {
   STR_WILDCARD,
 } from './mqtt-strings.js'
 
-/** Size limits, in bytes. Remaining lengths exclude the fixed header. */
-export interface PacketGuardLimits {
-  /**
-   * Maximum remaining length of any packet fed before `authenticated()`: the
-   * CONNECT (with its Will payload) and anything pipelined behind it. Also caps
-   * SUBSCRIBE and UNSUBSCRIBE after authentication. Default 65536 (64 KiB).
-   */
-  readonly preConnectMaxBytes: number
-  /** Maximum PUBLISH application payload. Default 262144 (256 KiB). */
-  readonly maxPayloadBytes: number
-}
+import {
+  DEFAULT_PACKET_GUARD_LIMITS,
+  type GuardResult,
+  type GuardViolation,
+  type GuardViolationReason,
+  type PacketGuardLimits,
+} from './guard-types.js'
 
-export const DEFAULT_PACKET_GUARD_LIMITS: Readonly<PacketGuardLimits> = Object.freeze({
-  preConnectMaxBytes: 65_536,
-  maxPayloadBytes: 262_144,
-})
-
-/**
- * - `packet-too-large`: a remaining length or payload above a limit (`limit` names it).
- * - `malformed`: the bytes do not decode into a well-formed packet (lengths,
- *   reserved bits, QoS 3, ill-formed UTF-8 or U+0000).
- * - `protocol-violation`: the packet decodes but is not allowed here (packet
- *   order, packet types a client never sends, wildcards in a topic name,
- *   empty topic, packet identifier 0, unknown protocol name).
- * - `unsupported-protocol-version`: CONNECT with a protocol level we do not speak
- *   (CONNACK 0x01).
- * - `identifier-rejected`: CONNECT with a client id we must refuse (CONNACK 0x02).
- */
-export type GuardViolationReason =
-  | 'packet-too-large'
-  | 'malformed'
-  | 'protocol-violation'
-  | 'unsupported-protocol-version'
-  | 'identifier-rejected'
-
-export interface GuardViolation {
-  readonly reason: GuardViolationReason
-  /** Normative statement of MQTT 3.1.1, e.g. `'[MQTT-3.1.2-14]'`, where one exists. */
-  readonly rule?: string
-  /** Short constant phrase for logs. */
-  readonly detail: string
-  readonly limit?: 'preConnectMaxBytes' | 'maxPayloadBytes'
-  /** Set only where the spec says to answer with a CONNACK before closing. */
-  readonly connackReturnCode?: number
-  /** Control packet type from the fixed header (1 = CONNECT … 14 = DISCONNECT). */
-  readonly packetType: number
-  /** The client id from the CONNECT, once it has been read. */
-  readonly clientId?: string
-}
-
-export interface GuardResult {
-  /** How many leading bytes of the fed chunk may be passed on. */
-  readonly pass: number
-  readonly violation?: GuardViolation
-}
+export {
+  DEFAULT_PACKET_GUARD_LIMITS,
+  type GuardResult,
+  type GuardViolation,
+  type GuardViolationReason,
+  type PacketGuardLimits,
+} from './guard-types.js'
 
 // Packet types, MQTT 3.1.1 §2.2.1
 const CONNECT = 1
@@ -152,6 +113,13 @@ export class PacketGuard {
   #need = 0
   #acc: Buffer | null = null
   #accLength = 0
+  /**
+   * Where an accumulated CONNECT's bytes lie in the chunks already passed on
+   * (mqtt-packet keeps those very Buffers until the packet completes), so an
+   * MQTT 3.1 CONNECT's flags can be normalized in place: [chunk, chunk offset,
+   * region offset, length].
+   */
+  #pieces: [Buffer, number, number, number][] | null = null
   #connectSeen = false
   #authenticated = false
   #clientId: string | undefined = undefined
@@ -242,12 +210,14 @@ export class PacketGuard {
               this.#acc = buf
             }
             chunk.copy(buf, have, i, i + take)
+            if (this.#byte1 >> 4 === CONNECT) (this.#pieces ??= []).push([chunk, i, have, take])
             this.#accLength = have + take
             i += take
             if (have + take === need) {
               this.#acc = null
               this.#accLength = 0
               v = this.#onRegion(buf, 0, need)
+              this.#pieces = null
             }
           }
           break
@@ -365,7 +335,8 @@ export class PacketGuard {
       case PUBREL:
       case PUBCOMP:
         if (rl !== 2) return this.#fail('malformed', undefined, 'remaining length is not 2')
-        this.#state = S_SKIP
+        this.#need = 2
+        this.#state = S_REGION
         return undefined
       default: // PINGREQ, DISCONNECT: the only other types #checkFirstByte lets through
         if (rl !== 0) return this.#fail('malformed', undefined, 'remaining length is not 0')
@@ -399,6 +370,14 @@ export class PacketGuard {
       case SUBSCRIBE:
         this.#state = S_TYPE
         return this.#checkSubscribe(b, s, e)
+      case PUBACK:
+      case PUBREC:
+      case PUBREL:
+      case PUBCOMP:
+        this.#state = S_TYPE
+        // no session ever uses packet identifier 0, so an acknowledgement of it is one it never sent
+        if (((b[s]! << 8) | b[s + 1]!) === 0) return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
+        return undefined
       default: // UNSUBSCRIBE
         this.#state = S_TYPE
         return this.#checkUnsubscribe(b, s, e)
@@ -410,6 +389,8 @@ export class PacketGuard {
     switch (scanString(b, s, topicEnd, STR_WILDCARD)) {
       case STR_NUL:
         return this.#fail('malformed', '[MQTT-4.7.3-2]', 'topic contains U+0000')
+      case STR_CONTROL:
+        return this.#fail('malformed', undefined, 'topic contains a control character (MQTT 3.1.1 §1.5.3)')
       case STR_UTF8:
         return this.#fail('malformed', '[MQTT-1.5.3-1]', 'topic is not well-formed UTF-8')
       case STR_WILDCARD:
@@ -448,16 +429,30 @@ export class PacketGuard {
         connackReturnCode: 0x01,
       })
     }
-    const flags = b[p + 1]!
+    let flags = b[p + 1]!
+    const flagsAt = p + 1 - s
     p += 4
-    if ((flags & 0x01) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-3]', 'CONNECT reserved flag is set')
     const will = (flags & 0x04) !== 0
     const willQos = (flags >> 3) & 3
-    if (will) {
-      if (willQos === 3) return this.#fail('malformed', '[MQTT-3.1.2-14]', 'Will QoS is 3')
+    if (level === 3) {
+      // MQTT 3.1 reserves bit 0 without requiring it to be 0, and says nothing
+      // of Will QoS/Retain without a Will; Mosquitto accepts such a CONNECT.
+      // mqtt-packet applies 3.1.1's rules to every level, so the bits that
+      // 3.1.1 forbids are cleared in the bytes it will parse.
+      const normalized = will ? flags & ~0x01 : flags & ~0x39
+      if (normalized !== flags) {
+        this.#patch(b, s, flagsAt, normalized)
+        flags = normalized
+      }
+      if (will && willQos === 3) return this.#fail('malformed', undefined, 'Will QoS is 3')
     } else {
-      if (willQos !== 0) return this.#fail('malformed', '[MQTT-3.1.2-13]', 'Will QoS set without the Will flag')
-      if ((flags & 0x20) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
+      if ((flags & 0x01) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-3]', 'CONNECT reserved flag is set')
+      if (will) {
+        if (willQos === 3) return this.#fail('malformed', '[MQTT-3.1.2-14]', 'Will QoS is 3')
+      } else {
+        if (willQos !== 0) return this.#fail('malformed', '[MQTT-3.1.2-13]', 'Will QoS set without the Will flag')
+        if ((flags & 0x20) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
+      }
     }
     const hasUser = (flags & 0x80) !== 0
     const hasPassword = (flags & 0x40) !== 0
@@ -472,6 +467,8 @@ export class PacketGuard {
     switch (scanString(b, p, p + idLength, STR_OK)) {
       case STR_NUL:
         return this.#fail('malformed', '[MQTT-1.5.3-2]', 'client identifier contains U+0000')
+      case STR_CONTROL:
+        return this.#fail('malformed', undefined, 'client identifier contains a control character (MQTT 3.1.1 §1.5.3)')
       case STR_UTF8:
         return this.#fail('malformed', '[MQTT-1.5.3-1]', 'client identifier is not well-formed UTF-8')
     }
@@ -488,6 +485,8 @@ export class PacketGuard {
       switch (scanString(b, p, p + topicLength, STR_WILDCARD)) {
         case STR_NUL:
           return this.#fail('malformed', '[MQTT-4.7.3-2]', 'Will Topic contains U+0000', known)
+        case STR_CONTROL:
+          return this.#fail('malformed', undefined, 'Will Topic contains a control character (MQTT 3.1.1 §1.5.3)', known)
         case STR_UTF8:
           return this.#fail('malformed', '[MQTT-1.5.3-1]', 'Will Topic is not well-formed UTF-8', known)
         case STR_WILDCARD:
@@ -508,6 +507,8 @@ export class PacketGuard {
       switch (scanString(b, p, p + userLength, STR_OK)) {
         case STR_NUL:
           return this.#fail('malformed', '[MQTT-1.5.3-2]', 'user name contains U+0000', known)
+        case STR_CONTROL:
+          return this.#fail('malformed', undefined, 'user name contains a control character (MQTT 3.1.1 §1.5.3)', known)
         case STR_UTF8:
           return this.#fail('malformed', '[MQTT-3.1.3-11]', 'user name is not well-formed UTF-8', known)
       }
@@ -540,6 +541,14 @@ export class PacketGuard {
     }
     this.#clientId = clientId
     return undefined
+  }
+
+  /** Writes one byte of the CONNECT region, in the inspected copy and in the chunks passed on. */
+  #patch(b: Buffer, s: number, at: number, value: number): void {
+    b[s + at] = value
+    for (const [chunk, start, regionOffset, length] of this.#pieces ?? []) {
+      if (at >= regionOffset && at < regionOffset + length) chunk[start + at - regionOffset] = value
+    }
   }
 
   #checkSubscribe(b: Buffer, s: number, e: number): GuardViolation | undefined {
@@ -585,6 +594,8 @@ export class PacketGuard {
     switch (scanString(b, s, e, STR_HASH_PLACEMENT)) {
       case STR_NUL:
         return this.#fail('malformed', '[MQTT-4.7.3-2]', 'topic filter contains U+0000')
+      case STR_CONTROL:
+        return this.#fail('malformed', undefined, 'topic filter contains a control character (MQTT 3.1.1 §1.5.3)')
       case STR_UTF8:
         return this.#fail('malformed', '[MQTT-1.5.3-1]', 'topic filter is not well-formed UTF-8')
       // aedes 1.2 validateTopic() misses these next to the start or end (`a#`, `+a`, `a+/b`, `a/+b`)

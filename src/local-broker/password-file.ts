@@ -129,7 +129,12 @@ export class PasswordFile {
 
   /** A copy without `username`. */
   without(username: string): PasswordFile {
-    return PasswordFile.parse(this.#entries.filter((e) => e.username !== username).map((e) => `${e.username}:${e.hash}`).join('\n'))
+    return PasswordFile.parse(
+      this.#entries
+        .filter((e) => e.username !== username)
+        .map((e) => `${e.username}:${e.hash}`)
+        .join('\n'),
+    )
   }
 
   /** The file's text, one line per user. */
@@ -145,7 +150,12 @@ export async function hashPassword(password: Buffer, iterations = PBKDF2_ITERATI
   return `$7$${iterations}$${salt.toString('base64')}$${key.toString('base64')}`
 }
 
-const DUMMY: Hash = { kind: 'pbkdf2', iterations: PBKDF2_ITERATIONS, salt: Buffer.alloc(SALT_BYTES), key: Buffer.alloc(KEY_BYTES) }
+const DUMMY: Hash = {
+  kind: 'pbkdf2',
+  iterations: PBKDF2_ITERATIONS,
+  salt: Buffer.alloc(SALT_BYTES),
+  key: Buffer.alloc(KEY_BYTES),
+}
 
 function derive(password: Buffer, h: Hash): Promise<Buffer> {
   if (h.kind === 'pbkdf2') return pbkdf2Async(password, h.salt, h.iterations, h.key.length, 'sha512')
@@ -156,10 +166,12 @@ const B64 = /^[A-Za-z0-9+/]+={0,2}$/
 
 function parseHash(s: string): Hash | string {
   const parts = s.split('$')
-  if (parts[0] !== '' || parts.length < 4) return 'not a $6$ or $7$ hash (plain-text passwords are not accepted: hash the file with mosquitto_passwd -U or use edge-agent users)'
+  if (parts[0] !== '' || parts.length < 4)
+    return 'not a $6$ or $7$ hash (plain-text passwords are not accepted: hash the file with mosquitto_passwd -U or use edge-agent users)'
   if (parts[1] === '7' && parts.length === 5) {
     const iterations = Number(parts[2])
-    if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) return 'iteration count out of range'
+    if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS)
+      return 'iteration count out of range'
     const salt = parts[3] ?? ''
     const key = parts[4] ?? ''
     if (!B64.test(salt) || !B64.test(key)) return 'salt or hash is not base64'

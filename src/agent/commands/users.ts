@@ -27,32 +27,40 @@ ${CONFIG_HELP}`
 export function usersCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   const users = new Command('users').description('users of the local broker (user name and password logins)')
   users.addHelpText('after', HELP)
-  withConfigOptions(users.command('add').argument('<username>').description('add a user (fails if the user exists)')).action(
-    (username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'add')),
-  )
+  withConfigOptions(
+    users.command('add').argument('<username>').description('add a user (fails if the user exists)'),
+  ).action((username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'add')))
   withConfigOptions(users.command('passwd').argument('<username>').description("change a user's password")).action(
     (username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'passwd')),
   )
-  withConfigOptions(users.command('remove').argument('<username>').description('remove a user')).action((username: string, o: ConfigFlags) =>
-    done(remove(ctx, o, username)),
+  withConfigOptions(users.command('remove').argument('<username>').description('remove a user')).action(
+    (username: string, o: ConfigFlags) => done(remove(ctx, o, username)),
   )
-  withConfigOptions(users.command('list').description('list the users and their hash types').option('--json', 'JSON output', false)).action(
-    (o: ConfigFlags & { json: boolean }) => done(list(ctx, o)),
-  )
+  withConfigOptions(
+    users.command('list').description('list the users and their hash types').option('--json', 'JSON output', false),
+  ).action((o: ConfigFlags & { json: boolean }) => done(list(ctx, o)))
   return users
 }
 
-async function setPassword(ctx: CommandContext, o: ConfigFlags, username: string, mode: 'add' | 'passwd'): Promise<number> {
+async function setPassword(
+  ctx: CommandContext,
+  o: ConfigFlags,
+  username: string,
+  mode: 'add' | 'passwd',
+): Promise<number> {
   const path = pathOrCode(ctx, o)
   if (typeof path === 'number') return path
   const problem = usernameProblem(username)
   if (problem !== undefined) return usage(ctx, `user name ${problem}`)
   const file = await readOrReport(ctx, path)
   if (typeof file === 'number') return file
-  if (mode === 'add' && file.has(username)) return failure(ctx, `${username} exists in ${path}; use \`edge-agent users passwd ${username}\``)
-  if (mode === 'passwd' && !file.has(username)) return failure(ctx, `${username} is not in ${path}; use \`edge-agent users add ${username}\``)
+  if (mode === 'add' && file.has(username))
+    return failure(ctx, `${username} exists in ${path}; use \`edge-agent users passwd ${username}\``)
+  if (mode === 'passwd' && !file.has(username))
+    return failure(ctx, `${username} is not in ${path}; use \`edge-agent users add ${username}\``)
   const password = await ctx.readSecret(`password for ${username}: `, true)
-  if (password === undefined || password.length === 0) return usage(ctx, 'no password given (a prompt on a terminal, else the first line of stdin)')
+  if (password === undefined || password.length === 0)
+    return usage(ctx, 'no password given (a prompt on a terminal, else the first line of stdin)')
   const next = await file.withPassword(username, Buffer.from(password, 'utf8'))
   await save(path, next)
   ctx.err(`${mode === 'add' ? 'added' : 'changed the password of'} ${username} in ${path}\n`)
@@ -78,7 +86,13 @@ async function list(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Pr
   const rows = file.entries().map((e) => ({ username: e.username, hash: file.kindOf(e.username) ?? '' }))
   if (o.json) ctx.out(JSON.stringify({ file: path, users: rows }, null, 2) + '\n')
   else if (rows.length === 0) ctx.err(`no users in ${path}\n`)
-  else ctx.out(table(['USERNAME', 'HASH'], rows.map((r) => [r.username, r.hash])))
+  else
+    ctx.out(
+      table(
+        ['USERNAME', 'HASH'],
+        rows.map((r) => [r.username, r.hash]),
+      ),
+    )
   return ExitCode.OK
 }
 

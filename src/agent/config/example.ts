@@ -46,10 +46,13 @@ broker:
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection
     preConnectMaxBytes: 65536 # largest packet before the client is authenticated
     keepaliveMinSec: 0        # refuse keepalives shorter than this (0: no minimum)
-    keepaliveMaxSec: 1200     # refuse longer keepalives, or none at all (0: no maximum)
+    keepaliveMaxSec: 1200     # refuse longer keepalives (0: no maximum)
+    allowKeepaliveZero: true  # accept keepalive 0 (no keepalive); false refuses it with CONNACK 2
+    maxRetainedMessages: 100000   # retained topics kept; beyond, delivered but not kept (counted)
+    maxRetainedBytes: 67108864    # their payload bytes (64 MiB)
     maxInflightPerClient: 100 # QoS 2 messages a client may leave unreleased
     connectTimeoutMs: 10000   # time a new connection has to send CONNECT
-    maxClientIdBytes: 256     # longest client id (MQTT 3.1 clients: 23)
+    maxClientIdBytes: 256     # longest client id, MQTT 3.1 clients too
     maxTopicLevels: 32        # deepest topic or filter
     drainTimeoutMs: 30000     # a subscriber that stops reading is dropped after this (0: never)
   auth:                       # user name / password logins (edge-agent users add|passwd|remove|list)
@@ -57,6 +60,17 @@ broker:
     #                                      # re-read on change; absent = user names are not checked
     maxFailedLogins: 5        # per client address within the window; more get CONNACK 5 unchecked
     failedLoginWindowSec: 60
+  acl:                        # one ACL for every client and listener; off until a rule or file is given,
+                              # then deny by default (devices keep their devices.* space on top)
+    # file: /etc/mosquitto/acl   # import a Mosquitto acl_file (topic/user/pattern, read|write|readwrite|deny)
+    # anonymous: { publish: [], subscribe: [], read: ["status/#"], deny: [] }   # clients without a user name
+    users: []
+    #  - { name: plc-gw-1, publish: ["plant/line1/#"], subscribe: ["plant/line1/cmd/#"] }
+    groups: []
+    #  - { name: hmis, members: ["hmi-*"], read: ["plant/#"], publish: ["plant/+/cmd/%u"] }
+    patterns: []
+    #  - { publish: ["clients/%c/#"], subscribe: ["clients/%c/#"] }   # %u user name, %c client id
+    onDeniedPublish: drop     # drop (acknowledge, count, log) | disconnect; a SUBSCRIBE gets 0x80
 
 # Store-and-forward: every message an 'out' rule sends upward is committed to
 # SQLite (<dataDir>/edge-agent.db) before the device gets its PUBACK, and kept

@@ -98,7 +98,21 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 0,
       maximum: 65535,
       default: 1200,
-      description: 'clients asking for a longer keepalive, or none, are refused; 0 allows any',
+      description: 'clients asking for a longer keepalive are refused; 0 allows any (keepalive 0: see allowKeepaliveZero)',
+    }),
+    maxRetainedMessages: Type.Integer({
+      minimum: 1,
+      default: 100000,
+      description: 'retained messages (topics) clients may keep; beyond, a retained publish on a new topic is delivered but not kept (counted)',
+    }),
+    maxRetainedBytes: Type.Integer({
+      minimum: 1,
+      default: 67108864,
+      description: 'payload bytes of all retained messages clients keep; beyond, a retained publish is delivered but not kept (counted)',
+    }),
+    allowKeepaliveZero: Type.Boolean({
+      default: true,
+      description: 'accept clients asking for no keepalive (0), as MQTT 3.1.1 and Mosquitto do; false refuses them with CONNACK 2',
     }),
     maxInflightPerClient: Type.Integer({
       minimum: 1,
@@ -115,7 +129,7 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 23,
       maximum: 65535,
       default: 256,
-      description: 'longest client identifier accepted (MQTT 3.1 clients are held to 23)',
+      description: 'longest client identifier accepted, MQTT 3.1 clients too (3.1 says 23; Mosquitto accepts longer)',
     }),
     maxTopicLevels: Type.Integer({
       minimum: 1,
@@ -132,6 +146,56 @@ export const BrokerLimitsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+const Filters = (description: string) => Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description }))
+
+const AclRuleProperties = {
+  publish: Filters('topic filters it may publish to (and use as Will topic)'),
+  subscribe: Filters('topic filters it may subscribe within'),
+  read: Filters('topics it may receive; a subscription overlapping one is allowed and only these are delivered'),
+  deny: Filters('topics refused whatever the grants (publish, subscribe, delivery)'),
+}
+
+export const BrokerAclSchema = Type.Object(
+  {
+    file: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: "Mosquitto acl_file to import (topic/user/pattern lines with read|write|readwrite|deny, %u and %c); merged with the rules below",
+      }),
+    ),
+    anonymous: Type.Optional(Type.Object(AclRuleProperties, { additionalProperties: false, description: 'rules of clients without a user name' })),
+    users: Type.Array(
+      Type.Object({ name: Type.String({ minLength: 1, description: 'user name (password file) or device id' }), ...AclRuleProperties }, { additionalProperties: false }),
+      { default: [], description: 'rules of one user each' },
+    ),
+    groups: Type.Array(
+      Type.Object(
+        {
+          name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
+          members: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'user names or device ids, * matches any run of characters' }),
+          ...AclRuleProperties,
+        },
+        { additionalProperties: false },
+      ),
+      { default: [], description: 'rules of groups of users; %u / {id} = the user name, %c = the client id' },
+    ),
+    patterns: Type.Array(Type.Object(AclRuleProperties, { additionalProperties: false }), {
+      default: [],
+      description: 'rules of every client; %u / {id} = its user name (rules using it skip anonymous clients), %c = its client id',
+    }),
+    onDeniedPublish: Type.Enum(['drop', 'disconnect'], {
+      default: 'drop',
+      description: 'a publish the ACL refuses: acknowledge and drop it (counted, logged), or close the connection',
+    }),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'one ACL for every client on every listener; off (everything allowed) until a rule or file is given, then deny by default. Certificate-identified devices keep their devices.* space and get these rules by their id too',
+  },
+)
+
 export const BrokerSchema = Type.Object(
   {
     listeners: Type.Array(ListenerSchema, {
@@ -141,6 +205,7 @@ export const BrokerSchema = Type.Object(
     }),
     limits: BrokerLimitsSchema,
     auth: BrokerAuthSchema,
+    acl: BrokerAclSchema,
   },
   { additionalProperties: false, default: {} },
 )

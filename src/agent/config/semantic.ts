@@ -2,7 +2,7 @@
 // whose validity depends on their meaning (loopback-only admin, MQTT filters).
 import { isIP } from 'node:net'
 import { parseRuleSet, topicFilterProblem } from '../../bridge/index.js'
-import { Acl, AclError } from '../../local-broker/index.js'
+import { Acl, AclError, ClientAcl, type ClientAclOptions } from '../../local-broker/index.js'
 import { nodeRedInstalled } from '../../node-red/index.js'
 import type { AgentConfig } from './schema.js'
 
@@ -148,6 +148,12 @@ function certsIssues(config: AgentConfig): SemanticIssue[] {
     if (!(err instanceof AclError)) throw err
     issues.push({ path: ['devices'], message: err.message })
   }
+  try {
+    ClientAcl.compile(clientAclOptions(broker.acl))
+  } catch (err) {
+    if (!(err instanceof AclError)) throw err
+    issues.push({ path: ['broker', 'acl'], message: err.message })
+  }
   const groups = new Map<string, number>()
   devices.groups.forEach((g, i) => {
     const first = groups.get(g.name)
@@ -155,9 +161,10 @@ function certsIssues(config: AgentConfig): SemanticIssue[] {
     else groups.set(g.name, i)
   })
   broker.listeners.forEach((l, i) => {
-    const tlsKeys = (['requireClientCert', 'certFile', 'keyFile', 'caFile'] as const).filter((k) => l[k] !== undefined)
+    const tlsKeys: string[] = (['requireClientCert', 'certFile', 'keyFile', 'caFile'] as const).filter((k) => l[k] !== undefined)
+    if (l.useIdentityAsUsername) tlsKeys.push('useIdentityAsUsername')
     if (l.protocol !== 'mqtts' && tlsKeys.length > 0) {
-      issues.push({ path: ['broker', 'listeners', i, tlsKeys[0] as string], message: 'only for protocol mqtts' })
+      issues.push({ path: ['broker', 'listeners', i, tlsKeys[0] ?? ''], message: 'only for protocol mqtts' })
     }
     if ((l.certFile === undefined) !== (l.keyFile === undefined)) {
       issues.push({ path: ['broker', 'listeners', i, l.certFile === undefined ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' })
@@ -179,4 +186,9 @@ export function isLoopback(host: string): boolean {
 function hostsOverlap(a: string, b: string): boolean {
   const wildcard = (h: string) => h === '0.0.0.0' || h === '::'
   return a === b || wildcard(a) || wildcard(b)
+}
+
+/** broker.acl (without its file) as the broker's ACL options. */
+export function clientAclOptions(acl: AgentConfig['broker']['acl']): ClientAclOptions {
+  return { ...(acl.anonymous === undefined ? {} : { anonymous: acl.anonymous }), users: acl.users, groups: acl.groups, patterns: acl.patterns }
 }

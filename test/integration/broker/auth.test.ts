@@ -64,12 +64,16 @@ c.loop_stop()
 print(done[0] if done else -1)
 `
   return new Promise((resolve, reject) => {
-    const proc = spawn(PYTHON, ['-c', script, String(port), username ?? '-', password ?? '-'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(PYTHON, ['-c', script, String(port), username ?? '-', password ?? '-'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let out = ''
     let err = ''
     proc.stdout.setEncoding('utf8').on('data', (c: string) => (out += c))
     proc.stderr.setEncoding('utf8').on('data', (c: string) => (err += c))
-    proc.once('close', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`paho exited ${code}: ${err}`))))
+    proc.once('close', (code) =>
+      code === 0 ? resolve(Number(out.trim())) : reject(new Error(`paho exited ${code}: ${err}`)),
+    )
   })
 }
 
@@ -100,13 +104,43 @@ test("accepts mosquitto_passwd's $7$ and $6$ hashes from mosquitto_pub -u/-P", a
     ['alice', 'alice-secret'],
     ['bob', 'bob:with colon'],
   ]) {
-    const r = await mosquittoClient('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(closedPort), '-u', u!, '-P', p!, '-t', `auth/${u}`, '-m', 'x', '-q', '1'])
+    const r = await mosquittoClient('mosquitto_pub', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(closedPort),
+      '-u',
+      u!,
+      '-P',
+      p!,
+      '-t',
+      `auth/${u}`,
+      '-m',
+      'x',
+      '-q',
+      '1',
+    ])
     assert.equal(r.code, 0, `${u}: ${r.stderr}`)
   }
 })
 
 test('a subscriber logged in with mosquitto_sub receives what a password user publishes', async (t) => {
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(closedPort), '-u', 'alice', '-P', 'alice-secret', '-t', 'auth/sub', '-C', '1', '-q', '1'])
+  const sub = spawn('mosquitto_sub', [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(closedPort),
+    '-u',
+    'alice',
+    '-P',
+    'alice-secret',
+    '-t',
+    'auth/sub',
+    '-C',
+    '1',
+    '-q',
+    '1',
+  ])
   t.after(() => sub.kill('SIGKILL'))
   let out = ''
   sub.stdout.setEncoding('utf8').on('data', (c: string) => (out += c))
@@ -122,9 +156,25 @@ test('a subscriber logged in with mosquitto_sub receives what a password user pu
 test('refuses a bad password and an unknown user with CONNACK 4 (mqtt.js and mosquitto_pub)', async () => {
   const bad = await refusedConnect(`mqtt://127.0.0.1:${closedPort}`, { username: 'alice', password: 'wrong' })
   assert.equal(bad.code, 4)
-  const unknown = await refusedConnect(`mqtt://127.0.0.1:${closedPort}`, { username: 'mallory', password: 'alice-secret' })
+  const unknown = await refusedConnect(`mqtt://127.0.0.1:${closedPort}`, {
+    username: 'mallory',
+    password: 'alice-secret',
+  })
   assert.equal(unknown.code, 4)
-  const r = await mosquittoClient('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(closedPort), '-u', 'alice', '-P', 'nope', '-t', 'auth/x', '-m', 'x'])
+  const r = await mosquittoClient('mosquitto_pub', [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(closedPort),
+    '-u',
+    'alice',
+    '-P',
+    'nope',
+    '-t',
+    'auth/x',
+    '-m',
+    'x',
+  ])
   assert.notEqual(r.code, 0)
   assert.match(r.stderr, /not authori[sz]ed|bad user ?name or password/i)
 })
@@ -174,7 +224,9 @@ test('`users add` while the agent runs applies without a restart; `users remove`
   const rm = await cli(['users', 'remove', 'carol', ...set], '')
   assert.equal(rm.code, 0, rm.stderr)
   await waitFor(
-    async () => (await refusedConnect(url, { username: 'carol', password: 'carol-secret-1' }).catch(() => ({ code: 0 }))).code === 4,
+    async () =>
+      (await refusedConnect(url, { username: 'carol', password: 'carol-secret-1' }).catch(() => ({ code: 0 }))).code ===
+      4,
     15_000,
     'carol to be refused after removal',
     200,
@@ -192,7 +244,8 @@ test('`users add` refuses an existing user, and a password on argv is not an opt
 
 test('the log never contains a password', async () => {
   const text = JSON.stringify(agent.logs)
-  for (const secret of ['alice-secret', 'bob:with colon', 'carol-secret-1', 'wrong']) assert.ok(!text.includes(secret), secret)
+  for (const secret of ['alice-secret', 'bob:with colon', 'carol-secret-1', 'wrong'])
+    assert.ok(!text.includes(secret), secret)
   assert.ok(agent.logs.some((l) => l.msg === 'login refused' && l['reason'] === 'badCredentials'))
 })
 
@@ -200,8 +253,11 @@ test('failed logins per address are limited: past the limit even a good password
   const dir = tmpDir(t)
   const file = join(dir, 'passwd')
   mosquittoPasswd(['-c', '-b', file, 'alice', 'alice-secret'])
-  const a = await startAgent(t, { config: { broker: { auth: { passwordFile: file, maxFailedLogins: 3, failedLoginWindowSec: 3600 } } } })
-  for (let i = 0; i < 3; i++) assert.equal((await refusedConnect(a.mqttUrl, { username: 'alice', password: `bad${i}` })).code, 4)
+  const a = await startAgent(t, {
+    config: { broker: { auth: { passwordFile: file, maxFailedLogins: 3, failedLoginWindowSec: 3600 } } },
+  })
+  for (let i = 0; i < 3; i++)
+    assert.equal((await refusedConnect(a.mqttUrl, { username: 'alice', password: `bad${i}` })).code, 4)
   assert.equal((await refusedConnect(a.mqttUrl, { username: 'alice', password: 'alice-secret' })).code, 5)
   const refused = (await a.status())['broker']['refused'] as Record<string, number>
   assert.equal(refused['badCredentials'], 3)

@@ -2,7 +2,12 @@
 // our own hashes, and the lines it refuses.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { PasswordFile, PasswordFileError, hashPassword, usernameProblem } from '../../../src/local-broker/password-file.js'
+import {
+  PasswordFile,
+  PasswordFileError,
+  hashPassword,
+  usernameProblem,
+} from '../../../src/local-broker/password-file.js'
 
 // Written by Debian's mosquitto_passwd 2.0.11 (alice: default $7$; bob: -H sha512).
 const MOSQUITTO = [
@@ -37,12 +42,20 @@ test('refuses plain-text passwords, unknown hash types, duplicates and bad base6
     ['alice:secret', /line 1.*not a \$6\$ or \$7\$ hash/],
     ['alice:$2b$10$abc', /line 1.*unknown hash type/],
     ['# c\nalice:$7$101$!!!$abc', /line 2.*base64/],
-    ['alice:$7$0$qkXUURny257Nudtx$peButU4q50ZqNxA1Fa6mM1vw9CX0HPAXJ8zLK84v32p2tfA98fNbeMjAMkbOAE0IQ7r7T1TgYfdzeua7JLyFPA==', /iteration/],
+    [
+      'alice:$7$0$qkXUURny257Nudtx$peButU4q50ZqNxA1Fa6mM1vw9CX0HPAXJ8zLK84v32p2tfA98fNbeMjAMkbOAE0IQ7r7T1TgYfdzeua7JLyFPA==',
+      /iteration/,
+    ],
     [`${MOSQUITTO.split('\n')[1]}\n${MOSQUITTO.split('\n')[1]}`, /appears twice/],
     ['nocolon', /expected username:hash/],
   ]
   for (const [text, re] of bad) {
-    assert.throws(() => PasswordFile.parse(text), (e: unknown) => e instanceof PasswordFileError && e.code === 'EDGE_ERR_BROKER_PASSWORD_FILE' && re.test(e.message), text)
+    assert.throws(
+      () => PasswordFile.parse(text),
+      (e: unknown) =>
+        e instanceof PasswordFileError && e.code === 'EDGE_ERR_BROKER_PASSWORD_FILE' && re.test(e.message),
+      text,
+    )
   }
 })
 
