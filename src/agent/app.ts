@@ -15,6 +15,8 @@ import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
 import { MetricsText, byLabel } from './metrics.js'
 import { RateMeter } from './rate-meter.js'
+import { AcmeWiring } from './acme-wiring.js'
+import type { GatewayCertificateStatus } from '../certs/index.js'
 
 export interface AgentDeps {
   readonly logger: Logger
@@ -49,11 +51,17 @@ export interface AgentStatus {
   readonly upstreams: readonly UpstreamStatus[]
   /** Local CA, device certificates and clock; null without an mqtts listener. */
   readonly certs: CertsStatus | null
+  /** The gateway's own certificate from certs.acme; null without certs.acme. */
+  readonly gatewayCertificate: GatewayCertificateStatus | null
 }
 
 export interface UpstreamStatus extends BridgeStatus {
   /** The upstream client certificate's renewal (renewCertificate.enabled), else null. */
   readonly certificate: CertificateRenewerStatus | null
+  /** files or acme (upstreams[].clientCertificate). */
+  readonly clientCertificate: 'files' | 'acme'
+  /** Why the connection is held (e.g. the gateway certificate expired), else null; messages keep being buffered. */
+  readonly held: string | null
 }
 
 export interface CertsStatus extends CertsStats {
@@ -74,6 +82,8 @@ export class Agent {
   readonly bridges: BridgeGroup
   /** Upstream client certificate renewers, by upstream name. */
   readonly renewers: ReadonlyMap<string, CertificateRenewer>
+  /** The gateway's own ACME certificate and its users; built with certs.acme. */
+  readonly acme: AcmeWiring | undefined
   readonly admin: AdminServer | undefined
   readonly #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
@@ -109,12 +119,22 @@ export class Agent {
     })
     // One bridge per upstream; inbound messages enter the local broker as the
     // agent's own publishes, which never pass onPublish (no re-capture, no loop).
+    const acme = config.certs.acme === undefined ? undefined : new AcmeWiring(config, config.certs.acme, deps.logger)
+    this.acme = acme
     const agentInfo = { id: randomUUID(), site: config.site.name, level: config.site.level, version: deps.version }
     const publishLocal = (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> =>
       this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
     this.bridges = new BridgeGroup({
       bridges: config.upstreams.map(
-        (upstream) => new Bridge({ upstream, agent: agentInfo, store: this.store, publishLocal, logger: deps.logger }),
+        (upstream) =>
+          new Bridge({
+            upstream,
+            agent: agentInfo,
+            store: this.store,
+            publishLocal,
+            logger: deps.logger,
+            ...(acme !== undefined && upstream.clientCertificate === 'acme' ? { tlsMaterial: acme.material() } : {}),
+          }),
       ),
       agent: agentInfo,
       publishLocal,
@@ -127,6 +147,11 @@ export class Agent {
       }),
     )
     if (certs !== undefined) this.#wireCerts(certs)
+    if (acme !== undefined) {
+      this.bridges.bridges.forEach((b, i) => {
+        if (config.upstreams[i]?.clientCertificate === 'acme') acme.use(b)
+      })
+    }
     this.#rates = new RateMeter(() => {
       const s = this.broker.stats()
       return { received: s.messagesReceived, delivered: s.messagesDelivered }
@@ -140,12 +165,13 @@ export class Agent {
             healthy: () => this.health(),
             status: () => this.status(),
             metrics: () => this.metrics(),
+            ...(acme === undefined ? {} : { renewGateway: () => acme.gateway.renewNow().then((promoted) => ({ promoted, ...acme.gateway.status() })) }),
           },
         })
       : undefined
     // Start order is dependency order; the admin endpoint comes first so that
     // /healthz can say "starting" during a slow start.
-    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
+    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), ...(acme ? [acme] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
   }
 
   get state(): AgentState {
@@ -258,8 +284,14 @@ export class Agent {
         deliveredPerSec: round(rates['delivered'] ?? 0),
       },
       buffer: { ...this.store.stats(), brokerState: this.brokerState?.stats() ?? null },
-      upstreams: this.bridges.statuses().map((u) => ({ ...u, certificate: this.renewers.get(u.name)?.status() ?? null })),
+      upstreams: this.bridges.statuses().map((u, i) => ({
+        ...u,
+        certificate: this.renewers.get(u.name)?.status() ?? null,
+        clientCertificate: this.#config.upstreams[i]?.clientCertificate ?? 'files',
+        held: this.bridges.bridges[i]?.held ?? null,
+      })),
       certs: this.#certsStatus(),
+      gatewayCertificate: this.acme?.gateway.status() ?? null,
     }
   }
 
@@ -295,6 +327,10 @@ export class Agent {
         .gauge('edge_agent_upstream_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', per((c) => c.failures))
     }
     if (s.certs !== null) certsMetrics(m, s.certs)
+    if (s.gatewayCertificate !== null) {
+      gatewayCertMetrics(m, s.gatewayCertificate)
+      m.gauge('edge_agent_upstream_held', '1 while the upstream connection is held (gateway certificate expired or not yet issued); buffering continues', s.upstreams.map((u) => ({ labels: { upstream: u.name }, value: u.held === null ? 0 : 1 })))
+    }
     return m.toString()
   }
 
@@ -411,6 +447,14 @@ function certsMetrics(m: MetricsText, c: CertsStatus): void {
     .gauge('edge_agent_broker_devices', 'Certificate-identified device sessions connected now', c.devicesConnected)
     .counter('edge_agent_broker_tls_refused_total', 'TLS connections refused before MQTT, by reason', byLabel('reason', c.refusedHandshakes))
     .counter('edge_agent_broker_device_denied_total', 'Device ACL denials and sessions closed by credential, by reason', byLabel('reason', c.denied))
+}
+
+function gatewayCertMetrics(m: MetricsText, g: GatewayCertificateStatus): void {
+  m.gauge('edge_agent_gateway_certificate_expiry_seconds', "Seconds until the gateway's ACME certificate expires (negative: expired; absent before the first issuance)", g.expiresInSec === null ? [] : g.expiresInSec)
+    .gauge('edge_agent_gateway_certificate_expiry_days', "Days until the gateway's ACME certificate expires", g.expiresInSec === null ? [] : Math.floor(g.expiresInSec / 86400))
+    .gauge('edge_agent_gateway_certificate_valid', '1 while the gateway certificate is valid (expiring included), 0 when expired or not yet issued', g.state === 'valid' || g.state === 'expiring' ? 1 : 0)
+    .counter('edge_agent_gateway_certificate_renewals_total', 'Gateway certificates promoted by the running agent', g.renewals)
+    .gauge('edge_agent_gateway_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', g.failures)
 }
 
 /** The buffer's families: depth, bytes and oldest age per queue; rates; drops by reason and rule. */

@@ -4,6 +4,7 @@ import { isIP } from 'node:net'
 import { parseRuleSet, topicFilterProblem } from '../../bridge/index.js'
 import { Acl, AclError } from '../../local-broker/index.js'
 import type { AgentConfig } from './schema.js'
+import { acmeIssues } from './acme-issues.js'
 
 export interface SemanticIssue {
   readonly path: (string | number)[]
@@ -68,6 +69,7 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
     issues.push(...renewCertificateIssues(u, i))
   })
   issues.push(...certsIssues(config))
+  issues.push(...acmeIssues(config))
   return issues
 }
 

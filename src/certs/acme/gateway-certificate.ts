@@ -43,8 +43,8 @@ export interface GatewayCertificateOptions {
   readonly rotateKey: boolean
   /** Warn this long before expiry. */
   readonly warnBeforeMs: number
-  /** CAs the issued chain must lead to; undefined: consistency only. */
-  readonly trustPem?: string | undefined
+  /** CAs the issued chain must lead to (PEM file, read at start); undefined: consistency only. */
+  readonly trustFile?: string | undefined
   /** Tries the candidate against every upstream that uses it; empty = none does. */
   readonly tryCandidate?: (m: { cert: string; key: string }) => Promise<readonly (HandshakeResult & { upstream: string })[]>
   readonly logger: Logger
@@ -102,6 +102,7 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
   #lastTest: readonly (HandshakeResult & { upstream: string })[] = []
   #expired = false
   #warned = false
+  #trustPem: string | undefined
 
   constructor(o: GatewayCertificateOptions) {
     super()
@@ -131,6 +132,13 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
     this.#started = true
     await mkdir(this.#o.dir, { recursive: true, mode: 0o700 })
     await rm(join(this.#o.dir, 'gateway.next.pem'), { force: true })
+    if (this.#o.trustFile !== undefined) {
+      try {
+        this.#trustPem = await readFile(this.#o.trustFile, 'utf8')
+      } catch (err) {
+        throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read trustFile ${this.#o.trustFile}: ${(err as Error).message}`, { cause: err })
+      }
+    }
     const loaded = await this.#load()
     if (loaded !== undefined) {
       this.#current = loaded.material
@@ -242,7 +250,7 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
         chainPem: chain,
         keyPem: key,
         identifiers: this.#o.identifiers,
-        trustPem: this.#o.trustPem,
+        trustPem: this.#trustPem,
         now: this.#clock.now(),
         toleranceMs: 300_000,
       })

@@ -32,12 +32,12 @@ let pebble: RunningPebble
 let httpPort: number
 let tlsPort: number
 
-function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: string[]; maxIntervalMs?: number; retryMaxMs?: number; trustPem?: string; count?: { now: number; max: number; total: number } }): GatewayCertificate {
+function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: string[]; maxIntervalMs?: number; retryMaxMs?: number; trustFile?: string; count?: { now: number; max: number; total: number } }): GatewayCertificate {
   const dir = tmpDir(t, 'edge-agent-acme-')
   const issuer = new AcmeIssuer({
     directoryUrl: pebble.directoryUrl,
     email: 'ot@example.test',
-    caPem: readFileSync(pebble.httpsCaFile, 'utf8'),
+    caFile: pebble.httpsCaFile,
     dir,
     responder: o.responder,
     logger: log,
@@ -67,7 +67,7 @@ function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: stri
     retryMaxMs: o.retryMaxMs ?? 2_000,
     rotateKey: true,
     warnBeforeMs: 7 * 86_400_000,
-    trustPem: o.trustPem,
+    trustFile: o.trustFile,
     logger: log,
   })
   t.after(() => g.stop())
@@ -221,8 +221,8 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   })
 
   it('refuses a certificate that does not chain to the configured trust, and keeps none', async (t) => {
-    const other = readFileSync(pebble.httpsCaFile, 'utf8') // some CA that is not pebble's
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-trust.edge.test'], trustPem: other })
+    const other = pebble.httpsCaFile // some CA that is not pebble's
+    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-trust.edge.test'], trustFile: other })
     await g.start(AbortSignal.timeout(10_000))
     const st = await waitFor(() => (g.status().failures >= 1 ? g.status() : undefined), 60_000, 'a refused certificate')
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_CERT_INVALID')
