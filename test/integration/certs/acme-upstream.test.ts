@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as x509 from '@peculiar/x509'
-import { startAgent } from '../../helpers/agent-process.js'
+import { runCli, startAgent } from '../../helpers/agent-process.js'
 import { client } from '../../helpers/mqtt-clients.js'
 import { freePort, mosquittoMissing, startMosquitto, type RunningMosquitto } from '../../helpers/mosquitto.js'
 import { makeTestTls, pebbleMissing, startPebble, type RunningPebble } from '../../helpers/pebble.js'
@@ -114,6 +114,12 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     assert.equal(up.held, null)
     serials = new Set([...serials, (st['gatewayCertificate'] as { serial: string }).serial])
     assert.ok(serials.size >= 3)
+    const list = await runCli(['certs', 'list', '--config', agent.configFile])
+    assert.equal(list.code, 0, list.stderr)
+    const current = ((await agent.status())['gatewayCertificate'] as { serial: string }).serial
+    assert.match(list.stdout, /gateway certificate \(certs\.acme\):/)
+    assert.match(list.stdout, /issuer +CN=Pebble Intermediate CA/)
+    assert.match(list.stdout, new RegExp(`serial +${current}`))
     const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text()
     assert.match(metrics, /^edge_agent_gateway_certificate_expiry_days \d+$/m)
     assert.match(metrics, /^edge_agent_gateway_certificate_renewals_total [4-9]$/m)
@@ -130,8 +136,9 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     // The CA is rekeyed (pebble makes a new root at every start); Mosquitto still trusts only the old root.
     await pebble.stop()
     await pebble.start()
-    const res = await fetch(`${agent.adminUrl}/certs/renew-gateway`, { method: 'POST' })
-    const out = (await res.json()) as { promoted: boolean; serial: string; lastError: { code: string; message: string } | null }
+    const cli = await runCli(['certs', 'renew-gateway', '--config', agent.configFile, '--url', agent.adminUrl, '--json'], { timeoutMs: 120_000 })
+    assert.equal(cli.code, 1, 'a renewal that was not promoted exits 1')
+    const out = JSON.parse(cli.stdout) as { promoted: boolean; serial: string; lastError: { code: string; message: string } | null }
     assert.equal(out.promoted, false)
     assert.equal(out.serial, first)
     assert.equal(out.lastError?.code, 'EDGE_ERR_ACME_UPSTREAM_REFUSED')
@@ -149,6 +156,17 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     assert.equal(st.serial, first)
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_UPSTREAM_REFUSED')
     assert.deepEqual(st.lastTest.map((x) => [x.upstream, x.ok]), [['plant', false]])
+  })
+
+  it('config validate refuses what run would refuse for certs.acme (exit 78), and run exits 78 too', async (t) => {
+    const dir = tmpDir(t)
+    const file = join(dir, 'site.yaml')
+    writeFileSync(file, `dataDir: ${join(dir, 'data')}\ncerts:\n  acme:\n    directoryUrl: ${pebble.directoryUrl}\n    identifiers: [gw.edge.test]\n    challenge: dns-01\n`)
+    const validate = await runCli(['config', 'validate', '--config', file])
+    assert.equal(validate.code, 78)
+    assert.match(validate.stderr + validate.stdout, /certs\.acme\.dns01\.command/)
+    const run = await runCli(['run', '--config', file])
+    assert.equal(run.code, 78)
   })
 
   it('an expired certificate holds the upstream without a restart loop, and buffering continues', async (t) => {
