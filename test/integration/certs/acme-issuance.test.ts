@@ -119,16 +119,16 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
     const dir = tmpDir(t)
     const hook = join(dir, 'dns-hook')
     const calls = join(dir, 'calls')
+    // The hook an operator would write for their DNS server; here it sets the TXT record in challtestsrv.
     writeFileSync(
       hook,
       [
-        '#!/bin/sh',
-        'set -e',
-        `echo "$1 $2" >> ${calls}`,
-        'case "$1" in',
-        `  present) curl -sf -X POST -d "{\\"host\\":\\"$2.\\",\\"value\\":\\"$3\\"}" ${pebble.challtestsrvUrl}/set-txt ;;`,
-        `  cleanup) curl -sf -X POST -d "{\\"host\\":\\"$2.\\"}" ${pebble.challtestsrvUrl}/clear-txt ;;`,
-        'esac',
+        `#!${process.execPath}`,
+        "const [action, name, value] = process.argv.slice(2)",
+        `require('node:fs').appendFileSync(${JSON.stringify(calls)}, action + ' ' + name + '\\n')`,
+        `const url = ${JSON.stringify(pebble.challtestsrvUrl)} + (action === 'present' ? '/set-txt' : '/clear-txt')`,
+        "const body = JSON.stringify(action === 'present' ? { host: name + '.', value } : { host: name + '.' })",
+        "fetch(url, { method: 'POST', body }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(2))",
         '',
       ].join('\n'),
     )
