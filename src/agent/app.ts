@@ -107,20 +107,21 @@ export class Agent {
     this.brokerState = sqlite === undefined ? undefined : new BrokerState(sqlite, deps.logger)
     const certs = config.broker.listeners.some((l) => l.protocol === 'mqtts') ? buildCerts(config, deps.logger) : undefined
     this.certs = certs
+    const acme = config.certs.acme === undefined ? undefined : new AcmeWiring(config, config.certs.acme, deps.logger)
+    this.acme = acme
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
       ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),
+      ...(acme === undefined ? {} : { serverCertificate: () => acme.gateway.material() }),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.
       onPublish: (packet) => this.bridges.capture(packet),
     })
     // One bridge per upstream; inbound messages enter the local broker as the
     // agent's own publishes, which never pass onPublish (no re-capture, no loop).
-    const acme = config.certs.acme === undefined ? undefined : new AcmeWiring(config, config.certs.acme, deps.logger)
-    this.acme = acme
     const agentInfo = { id: randomUUID(), site: config.site.name, level: config.site.level, version: deps.version }
     const publishLocal = (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> =>
       this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
@@ -148,6 +149,8 @@ export class Agent {
     )
     if (certs !== undefined) this.#wireCerts(certs)
     if (acme !== undefined) {
+      // certs.acme → mqtts listeners with serverCertificate: acme, swapped in place.
+      acme.gateway.on('promoted', (m) => this.broker.setServerCertificate(m))
       this.bridges.bridges.forEach((b, i) => {
         if (config.upstreams[i]?.clientCertificate === 'acme') acme.use(b)
       })

@@ -54,6 +54,8 @@ export interface ListenerOptions {
   readonly keyFile?: string
   /** mqtts: trust anchors for client certificates; default: the local CA. */
   readonly caFile?: string
+  /** mqtts: 'acme' = the gateway's own certificate (options.serverCertificate) as server certificate. */
+  readonly serverCertificate?: 'local-ca' | 'acme'
 }
 
 export interface BrokerLimitOptions {
@@ -91,6 +93,8 @@ export interface LocalBrokerOptions {
   readonly onPublish?: PublishInterceptor
   /** The local CA's TLS material for mqtts listeners without files of their own. */
   readonly tls?: () => TlsMaterial
+  /** The gateway's own certificate (certs.acme) for listeners with serverCertificate 'acme'; until there is one, the local CA's. */
+  readonly serverCertificate?: () => { readonly cert: string; readonly key: string } | undefined
   /** Certificate-identified devices: identity binding and topic isolation. */
   readonly devices?: DeviceOptions
 }
@@ -192,8 +196,8 @@ interface TlsListener {
   readonly requireClientCert: boolean
   /** Follows the local CA's material for what its own files do not give. */
   readonly followsLocalCa: boolean
-  /** What the listener's own files gave. */
-  readonly own: Partial<TlsMaterial>
+  /** What the listener's own files gave (or the gateway certificate, for serverCertificate 'acme'). */
+  own: Partial<TlsMaterial>
   anchors: X509Certificate[]
 }
 
@@ -359,6 +363,22 @@ export class LocalBroker {
     }
     const swapped = this.#tlsListeners.filter((t) => t.followsLocalCa).length
     if (swapped > 0) this.#log.info({ listeners: swapped }, 'tls material updated')
+  }
+
+  /**
+   * Swaps the gateway's renewed certificate (certs.acme) into the mqtts
+   * listeners with serverCertificate 'acme', in place: new handshakes use it,
+   * connected devices keep their sessions.
+   */
+  setServerCertificate(material: { readonly cert: string; readonly key: string }): void {
+    let swapped = 0
+    for (const t of this.#tlsListeners) {
+      if (t.listener.serverCertificate !== 'acme') continue
+      t.own = { ...t.own, cert: material.cert, key: material.key }
+      t.server.setSecureContext(secureContextOptions(mergeMaterial(t.own, this.#opts.tls?.())))
+      swapped++
+    }
+    if (swapped > 0) this.#log.info({ listeners: swapped }, 'server certificate swapped')
   }
 
   /**
@@ -566,6 +586,8 @@ export class LocalBroker {
     let own: Partial<TlsMaterial>
     try {
       own = await readListenerFiles(l)
+      const gateway = l.serverCertificate === 'acme' ? this.#opts.serverCertificate?.() : undefined
+      if (gateway !== undefined) own = { ...own, cert: gateway.cert, key: gateway.key }
       material = mergeMaterial(own, l.certFile !== undefined && l.keyFile !== undefined && l.caFile !== undefined ? undefined : this.#opts.tls?.())
     } catch (err) {
       throw new LocalBrokerError('EDGE_ERR_BROKER_TLS', `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })

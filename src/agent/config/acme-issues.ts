@@ -1,4 +1,5 @@
-// certs.acme and its users (upstreams[].clientCertificate): relations the schema cannot express, and the files it
+// certs.acme and its users (upstreams[].clientCertificate, mqtts listeners'
+// serverCertificate): relations the schema cannot express, and the files it
 // names, read here so that `config validate` refuses what `run` would.
 import { accessSync, constants, readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
@@ -15,6 +16,14 @@ export function acmeIssues(config: AgentConfig): SemanticIssue[] {
     if (!/^(mqtts|wss):/.test(u.url)) issues.push({ path, message: 'acme needs an mqtts:// or wss:// url (the certificate authenticates this gateway)' })
     if (u.certFile !== '' || u.keyFile !== '') issues.push({ path, message: 'acme replaces certFile/keyFile: remove them' })
     if (u.renewCertificate.enabled) issues.push({ path, message: 'acme and renewCertificate.enabled exclude each other' })
+  })
+  config.broker.listeners.forEach((l, i) => {
+    if (l.serverCertificate === undefined) return
+    const path = ['broker', 'listeners', i, 'serverCertificate']
+    if (l.protocol !== 'mqtts') issues.push({ path, message: 'only for protocol mqtts' })
+    if (l.serverCertificate !== 'acme') return
+    if (acme === undefined) issues.push({ path, message: 'acme needs certs.acme' })
+    if (l.certFile !== undefined || l.keyFile !== undefined) issues.push({ path, message: 'acme replaces certFile/keyFile: remove them' })
   })
   if (acme === undefined) return issues
   const base = ['certs', 'acme']

@@ -37,6 +37,7 @@ broker:
     #   certFile: /etc/edge-agent/server.crt   # optional: own server certificate + chain (PEM) ...
     #   keyFile: /etc/edge-agent/server.key    # ... and key; default: issued by the local CA, rotated
     #   caFile: /etc/edge-agent/devices-ca.pem # optional: CAs device certificates must chain to; default the local CA
+    #   serverCertificate: local-ca           # local-ca | acme (the gateway certificate of certs.acme, swapped when renewed)
   limits:
     maxConnections: 10000     # more get CONNACK 3 (server unavailable)
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection

@@ -36,6 +36,12 @@ export const ListenerSchema = Type.Object(
     caFile: Type.Optional(
       Type.String({ minLength: 1, description: 'mqtts only: CAs that device certificates must chain to (PEM); default the local CA' }),
     ),
+    serverCertificate: Type.Optional(
+      Type.Enum(['local-ca', 'acme'], {
+        description:
+          "mqtts only: local-ca = issued by the local CA and rotated (default); acme = the gateway's certificate from certs.acme, swapped in place when renewed (the local CA's until the first issuance)",
+      }),
+    ),
   },
   { additionalProperties: false },
 )

@@ -5,6 +5,8 @@
 import { describe, it, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { join } from 'node:path'
 import * as x509 from '@peculiar/x509'
 import { runCli, startAgent } from '../../helpers/agent-process.js'
@@ -156,6 +158,34 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     assert.equal(st.serial, first)
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_UPSTREAM_REFUSED')
     assert.deepEqual(st.lastTest.map((x) => [x.upstream, x.ok]), [['plant', false]])
+  })
+
+  it('an mqtts listener serves the gateway certificate and swaps it in place on renewal', async (t) => {
+    const root = await pebble.root()
+    const agent = await startAgent(t, {
+      mqtts: { requireClientCert: false, serverCertificate: 'acme' } as { requireClientCert: boolean },
+      config: { certs: { acme: acmeConfig() } },
+    })
+    const port = agent.mqttsPort as number
+    const first = await waitFor(async () => ((await agent.status())['gatewayCertificate'] as { serial: string | null }).serial, 60_000, 'the first issuance')
+    // The listener may have started with the local CA's certificate if the order finished after it: wait for the swap.
+    const served = async (): Promise<{ serial: string; socket: TLSSocket }> => {
+      const socket = tlsConnect({ host: '127.0.0.1', port, ca: root, servername: 'gw.edge.test' })
+      t.after(() => socket.destroy())
+      const ready = once(socket, 'secureConnect')
+      socket.on('error', () => undefined) // the broker closes a connection that sends no CONNECT; only the handshake matters here
+      await ready
+      return { serial: socket.getPeerX509Certificate()?.serialNumber ?? '', socket }
+    }
+    await waitFor(async () => (await served()).serial === first, 30_000, 'the listener serving the gateway certificate')
+    const old = await served()
+    const cli = await runCli(['certs', 'renew-gateway', '--config', agent.configFile, '--url', agent.adminUrl], { timeoutMs: 120_000 })
+    assert.equal(cli.code, 0, cli.stderr)
+    assert.match(cli.stdout, /^renewed: serial /)
+    const second = ((await agent.status())['gatewayCertificate'] as { serial: string }).serial
+    assert.notEqual(second, first)
+    assert.equal((await served()).serial, second, 'new handshakes get the renewed certificate')
+    assert.equal(old.socket.destroyed, false, 'a connection made before the swap stays open')
   })
 
   it('config validate refuses what run would refuse for certs.acme (exit 78), and run exits 78 too', async (t) => {
