@@ -8,6 +8,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
+import * as acme from 'acme-client'
 import pino from 'pino'
 import {
   AcmeIssuer,
@@ -218,6 +219,34 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
     const port = (srv.address() as { port: number }).port
     const notAcme = new AcmeIssuer({ directoryUrl: `http://127.0.0.1:${port}/dir`, email: '', dir, responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), logger: log, requestTimeoutMs: 5_000 })
     await assert.rejects(notAcme.issue({ keyPem: '', identifiers: ['x.edge.test'] }), { code: 'EDGE_ERR_ACME_NOT_ACME' })
+  })
+
+  it('external account binding: a wrong HMAC key is a refusal with a clear code, the right one issues', async (t) => {
+    const eabHttp = await freePort()
+    const key = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W'
+    const eabPebble = await startPebble(t, { httpPort: eabHttp, tlsPort: await freePort(), eab: { 'kid-1': key } })
+    const dir = tmpDir(t)
+    writeFileSync(join(dir, 'good.key'), `${key}\n`)
+    writeFileSync(join(dir, 'bad.key'), 'b10lLJs8l1GPIzsLP0s6pMt8O0XVGnfTaCeROxQM0BIt2XrJMDHJZBM5NuQmQJQH\n')
+    const issuer = (hmacKeyFile: string, state: string) =>
+      new AcmeIssuer({
+        directoryUrl: eabPebble.directoryUrl,
+        email: '',
+        caFile: eabPebble.httpsCaFile,
+        eab: { kid: 'kid-1', hmacKeyFile },
+        dir: state,
+        responder: new Http01Responder({ host: '127.0.0.1', port: eabHttp }),
+        logger: log,
+        requestTimeoutMs: 10_000,
+      })
+    const keyPem = (await acme.crypto.createPrivateEcdsaKey('P-256')).toString()
+    await assert.rejects(issuer(join(dir, 'bad.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'EDGE_ERR_ACME_REFUSED')
+      assert.match(err.message, /account registration refused/)
+      return true
+    })
+    const chain = await issuer(join(dir, 'good.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] })
+    assert.equal(new X509Certificate(chain).checkHost('gw-eab.edge.test', { subject: 'never' }), 'gw-eab.edge.test')
   })
 
   it('refuses a certificate that does not chain to the configured trust, and keeps none', async (t) => {

@@ -59,3 +59,14 @@ test('schema errors: a directory URL that is not http(s), no identifiers, an unk
   const paths = found.map((i) => i.path).sort()
   assert.deepEqual(paths, ['certs.acme.challenge', 'certs.acme.directoryUrl', 'certs.acme.identifiers'])
 })
+
+test('serverCertificate: acme is for mqtts listeners only, needs certs.acme and replaces certFile', (t) => {
+  const found = issues(
+    tmpDir(t),
+    'broker:\n  listeners:\n    - { protocol: mqtt, port: 1883, serverCertificate: acme }\n    - { protocol: mqtts, port: 8883, serverCertificate: acme, certFile: /s.crt, keyFile: /s.key }\n',
+  )
+  const messages = found.map((i) => `${i.path}: ${i.message}`)
+  assert.ok(messages.some((m) => /listeners\[0\]\.serverCertificate: only for protocol mqtts/.test(m)))
+  assert.ok(messages.some((m) => /listeners\[1\]\.serverCertificate: acme needs certs\.acme/.test(m)))
+  assert.ok(messages.some((m) => /listeners\[1\]\.serverCertificate: acme replaces certFile/.test(m)))
+})
