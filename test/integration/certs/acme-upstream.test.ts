@@ -127,7 +127,7 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     assert.match(list.stdout, new RegExp(`serial +(${before}|${after})`))
     const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text()
     assert.match(metrics, /^edge_agent_gateway_certificate_expiry_days \d+$/m)
-    assert.match(metrics, /^edge_agent_gateway_certificate_renewals_total [4-9]$/m)
+    assert.match(metrics, /^edge_agent_gateway_certificate_renewals_total ([4-9]|\d{2,})$/m)
   })
 
   it('does not promote a certificate the upstream refuses; the old one keeps working and status says why', async (t) => {
