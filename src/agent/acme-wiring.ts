@@ -52,19 +52,27 @@ export class AcmeWiring {
       rotateKey: acme.rotateKey,
       warnBeforeMs: acme.warnBeforeSec * 1000,
       trustFile: acme.trustFile === '' ? undefined : acme.trustFile,
-      ...(acme.testUpstreams && users.length > 0 ? { tryCandidate: (m: { cert: string; key: string }) => tryUpstreams(users, m, acme.requestTimeoutMs) } : {}),
+      ...(acme.testUpstreams && users.length > 0
+        ? { tryCandidate: (m: { cert: string; key: string }) => tryUpstreams(users, m, acme.requestTimeoutMs) }
+        : {}),
       logger,
     })
     this.gateway.on('promoted', () => {
       for (const b of this.#bridges) {
-        if (b.held !== null) void b.hold(null) // hold() with null only releases; it cannot fail
-        else b.reconnect().catch((err: unknown) => this.#log.warn({ err, upstream: b.upstream }, 'reconnect with the new certificate failed'))
+        if (b.held !== null)
+          void b.hold(null) // hold() with null only releases; it cannot fail
+        else
+          b.reconnect().catch((err: unknown) =>
+            this.#log.warn({ err, upstream: b.upstream }, 'reconnect with the new certificate failed'),
+          )
       }
     })
     this.gateway.on('expired', (expired) => {
       if (!expired) return
       for (const b of this.#bridges) {
-        b.hold(CERT_EXPIRED).catch((err: unknown) => this.#log.warn({ err, upstream: b.upstream }, 'upstream hold failed'))
+        b.hold(CERT_EXPIRED).catch((err: unknown) =>
+          this.#log.warn({ err, upstream: b.upstream }, 'upstream hold failed'),
+        )
       }
     })
   }
@@ -117,7 +125,11 @@ async function tryUpstreams(users: readonly UpstreamConfig[], m: { cert: string;
       } catch (err) {
         return { upstream: u.name, ok: false, error: `cannot read caFile: ${(err as Error).message}` }
       }
-      const r = await tryClientCertificate({ host, port, ca, serverName: u.tlsServerName === '' ? undefined : u.tlsServerName }, m, timeoutMs)
+      const r = await tryClientCertificate(
+        { host, port, ca, serverName: u.tlsServerName === '' ? undefined : u.tlsServerName },
+        m,
+        timeoutMs,
+      )
       return { upstream: u.name, ...r }
     }),
   )

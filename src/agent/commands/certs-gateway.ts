@@ -83,7 +83,10 @@ export function renderGateway(g: GatewayRow, human: (sec: number) => string): st
 }
 
 /** `certs renew-gateway`: asks the running agent to renew now and waits for the outcome. */
-export async function renewGateway(ctx: CommandContext, o: ConfigFlags & { url?: string; json: boolean }): Promise<number> {
+export async function renewGateway(
+  ctx: CommandContext,
+  o: ConfigFlags & { url?: string; json: boolean },
+): Promise<number> {
   const loaded = loadOrReport(ctx, o)
   if (typeof loaded === 'number') return loaded
   if (loaded.config.certs.acme === undefined) {
@@ -98,22 +101,32 @@ export async function renewGateway(ctx: CommandContext, o: ConfigFlags & { url?:
     res = await fetch(new URL('/certs/renew-gateway', base), { method: 'POST', signal: AbortSignal.timeout(600_000) })
   } catch (e) {
     const why = e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e)
-    ctx.err(`edge-agent: no agent answering at ${base} (${why})\nrenew-gateway asks the running agent; a starting agent without a certificate orders one at once.\n`)
+    ctx.err(
+      `edge-agent: no agent answering at ${base} (${why})\n` +
+        'renew-gateway asks the running agent; a starting agent without a certificate orders one at once.\n',
+    )
     return ExitCode.UNAVAILABLE
   }
-  const body = (await res.json().catch(() => ({}))) as Partial<GatewayCertificateStatus> & { promoted?: boolean; error?: string }
+  const body = (await res.json().catch(() => ({}))) as Partial<GatewayCertificateStatus> & {
+    promoted?: boolean
+    error?: string
+  }
   if (o.json) ctx.out(JSON.stringify(body, null, 2) + '\n')
   if (!res.ok) {
     if (!o.json) ctx.err(`edge-agent: ${body.error ?? `HTTP ${res.status}`}\n`)
     return ExitCode.FAILURE
   }
   if (body.promoted === true) {
-    if (!o.json) ctx.out(`renewed: serial ${body.serial ?? '?'}, not after ${body.notAfter ?? '?'}; upstreams reconnect with it\n`)
+    if (!o.json)
+      ctx.out(`renewed: serial ${body.serial ?? '?'}, not after ${body.notAfter ?? '?'}; upstreams reconnect with it\n`)
     return ExitCode.OK
   }
   if (!o.json) {
     const e = body.lastError
-    ctx.err(`edge-agent: renewal failed, the current certificate stays: ${e === null || e === undefined ? 'unknown error' : `${e.message} (${e.code})`}\nNext attempt: ${body.nextRenewalAt ?? '?'}\n`)
+    const why = e === null || e === undefined ? 'unknown error' : `${e.message} (${e.code})`
+    ctx.err(
+      `edge-agent: renewal failed, the current certificate stays: ${why}\nNext attempt: ${body.nextRenewalAt ?? '?'}\n`,
+    )
   }
   return ExitCode.FAILURE
 }

@@ -12,10 +12,17 @@ export function acmeIssues(config: AgentConfig): SemanticIssue[] {
   config.upstreams.forEach((u, i) => {
     if (u.clientCertificate !== 'acme') return
     const path = ['upstreams', i, 'clientCertificate']
-    if (acme === undefined) issues.push({ path, message: 'acme needs certs.acme (the ACME CA that issues the gateway certificate)' })
-    if (!/^(mqtts|wss):/.test(u.url)) issues.push({ path, message: 'acme needs an mqtts:// or wss:// url (the certificate authenticates this gateway)' })
-    if (u.certFile !== '' || u.keyFile !== '') issues.push({ path, message: 'acme replaces certFile/keyFile: remove them' })
-    if (u.renewCertificate.enabled) issues.push({ path, message: 'acme and renewCertificate.enabled exclude each other' })
+    if (acme === undefined)
+      issues.push({ path, message: 'acme needs certs.acme (the ACME CA that issues the gateway certificate)' })
+    if (!/^(mqtts|wss):/.test(u.url))
+      issues.push({
+        path,
+        message: 'acme needs an mqtts:// or wss:// url (the certificate authenticates this gateway)',
+      })
+    if (u.certFile !== '' || u.keyFile !== '')
+      issues.push({ path, message: 'acme replaces certFile/keyFile: remove them' })
+    if (u.renewCertificate.enabled)
+      issues.push({ path, message: 'acme and renewCertificate.enabled exclude each other' })
   })
   config.broker.listeners.forEach((l, i) => {
     if (l.serverCertificate === undefined) return
@@ -23,15 +30,22 @@ export function acmeIssues(config: AgentConfig): SemanticIssue[] {
     if (l.protocol !== 'mqtts') issues.push({ path, message: 'only for protocol mqtts' })
     if (l.serverCertificate !== 'acme') return
     if (acme === undefined) issues.push({ path, message: 'acme needs certs.acme' })
-    if (l.certFile !== undefined || l.keyFile !== undefined) issues.push({ path, message: 'acme replaces certFile/keyFile: remove them' })
+    if (l.certFile !== undefined || l.keyFile !== undefined)
+      issues.push({ path, message: 'acme replaces certFile/keyFile: remove them' })
   })
   if (acme === undefined) return issues
   const base = ['certs', 'acme']
   if (acme.challenge === 'dns-01') {
-    if (acme.dns01.command === '') issues.push({ path: [...base, 'dns01', 'command'], message: 'is required for challenge dns-01' })
-    else if (!executable(acme.dns01.command)) issues.push({ path: [...base, 'dns01', 'command'], message: `is not an executable file (${acme.dns01.command})` })
+    if (acme.dns01.command === '')
+      issues.push({ path: [...base, 'dns01', 'command'], message: 'is required for challenge dns-01' })
+    else if (!executable(acme.dns01.command))
+      issues.push({ path: [...base, 'dns01', 'command'], message: `is not an executable file (${acme.dns01.command})` })
   }
-  if (acme.retryMinMs > acme.retryMaxMs) issues.push({ path: [...base, 'retryMinMs'], message: `must not exceed certs.acme.retryMaxMs (${acme.retryMaxMs})` })
+  if (acme.retryMinMs > acme.retryMaxMs)
+    issues.push({
+      path: [...base, 'retryMinMs'],
+      message: `must not exceed certs.acme.retryMaxMs (${acme.retryMaxMs})`,
+    })
   if (acme.challenge === 'http-01' && acme.http01.port === config.admin.port && config.admin.enabled) {
     issues.push({ path: [...base, 'http01', 'port'], message: `collides with admin.port ${config.admin.port}` })
   }
@@ -44,7 +58,8 @@ export function acmeIssues(config: AgentConfig): SemanticIssue[] {
     const f = acme.eab.hmacKeyFile
     try {
       const key = readFileSync(f, 'utf8').trim()
-      if (!/^[A-Za-z0-9_-]+={0,2}$/.test(key)) issues.push({ path: [...base, 'eab', 'hmacKeyFile'], message: `does not hold a base64url HMAC key (${f})` })
+      if (!/^[A-Za-z0-9_-]+={0,2}$/.test(key))
+        issues.push({ path: [...base, 'eab', 'hmacKeyFile'], message: `does not hold a base64url HMAC key (${f})` })
     } catch (err) {
       issues.push({ path: [...base, 'eab', 'hmacKeyFile'], message: `cannot be read: ${(err as Error).message}` })
     }

@@ -53,10 +53,14 @@ export class AcmeIssuer {
     const r = await getJson(url, { ca: await this.#caPem(), timeoutMs: this.#o.requestTimeoutMs })
     const d = r.body as Partial<Record<string, unknown>> | undefined
     if (r.status !== 200 || d === undefined || typeof d !== 'object' || d === null) {
-      throw new AcmeError('EDGE_ERR_ACME_NOT_ACME', `${url} answered HTTP ${r.status} without an ACME directory (JSON with newNonce, newAccount, newOrder)`)
+      throw new AcmeError(
+        'EDGE_ERR_ACME_NOT_ACME',
+        `${url} answered HTTP ${r.status} without an ACME directory (JSON with newNonce, newAccount, newOrder)`,
+      )
     }
     for (const k of ['newNonce', 'newAccount', 'newOrder']) {
-      if (typeof d[k] !== 'string') throw new AcmeError('EDGE_ERR_ACME_NOT_ACME', `${url} is not an ACME directory: no ${k}`)
+      if (typeof d[k] !== 'string')
+        throw new AcmeError('EDGE_ERR_ACME_NOT_ACME', `${url} is not an ACME directory: no ${k}`)
     }
     return {
       newNonce: d['newNonce'] as string,
@@ -72,11 +76,22 @@ export class AcmeIssuer {
     if (dir.renewalInfo === undefined) return undefined
     const id = ariCertId(chainPem)
     if (id === undefined) return undefined
-    const r = await getJson(`${dir.renewalInfo.replace(/\/$/, '')}/${id}`, { ca: await this.#caPem(), timeoutMs: this.#o.requestTimeoutMs })
+    const r = await getJson(`${dir.renewalInfo.replace(/\/$/, '')}/${id}`, {
+      ca: await this.#caPem(),
+      timeoutMs: this.#o.requestTimeoutMs,
+    })
     if (r.status !== 200) return undefined
     const retryAfter = r.headers['retry-after']
     const info = parseRenewalInfo(r.body, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, Date.now())
-    if (info !== undefined) this.#log.info({ start: new Date(info.window.start).toISOString(), end: new Date(info.window.end).toISOString(), explanationUrl: info.explanationUrl }, 'acme renewal window')
+    if (info !== undefined)
+      this.#log.info(
+        {
+          start: new Date(info.window.start).toISOString(),
+          end: new Date(info.window.end).toISOString(),
+          explanationUrl: info.explanationUrl,
+        },
+        'acme renewal window',
+      )
     return info?.window
   }
 
@@ -98,7 +113,10 @@ export class AcmeIssuer {
     const register = async (): Promise<acme.Client> => {
       const c = newClient(undefined)
       try {
-        await c.createAccount({ termsOfServiceAgreed: true, ...(this.#o.email === '' ? {} : { contact: [`mailto:${this.#o.email}`] }) })
+        await c.createAccount({
+          termsOfServiceAgreed: true,
+          ...(this.#o.email === '' ? {} : { contact: [`mailto:${this.#o.email}`] }),
+        })
       } catch (err) {
         throw classify(err, 'account registration refused')
       }
@@ -120,10 +138,20 @@ export class AcmeIssuer {
           skipChallengeVerification: true,
           challengeCreateFn: async (authz, challenge, keyAuthorization) => {
             this.#log.debug({ identifier: authz.identifier.value, type: challenge.type }, 'acme challenge presented')
-            await r.present({ identifier: authz.identifier.value, token: (challenge as { token: string }).token, keyAuthorization, authz })
+            await r.present({
+              identifier: authz.identifier.value,
+              token: (challenge as { token: string }).token,
+              keyAuthorization,
+              authz,
+            })
           },
           challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
-            await r.cleanup({ identifier: authz.identifier.value, token: (challenge as { token: string }).token, keyAuthorization, authz })
+            await r.cleanup({
+              identifier: authz.identifier.value,
+              token: (challenge as { token: string }).token,
+              keyAuthorization,
+              authz,
+            })
           },
         })
       try {
@@ -132,7 +160,10 @@ export class AcmeIssuer {
         // A CA that lost its accounts (a rebuilt step-ca, a restarted test
         // CA) no longer knows the saved URL: register again, once.
         if (saved === undefined || !accountGone(err)) throw err
-        this.#log.warn({ account: saved, err: (err as Error).message }, 'acme account unknown to the CA; registering again')
+        this.#log.warn(
+          { account: saved, err: (err as Error).message },
+          'acme account unknown to the CA; registering again',
+        )
         return await order(await register())
       }
     } catch (err) {
@@ -150,7 +181,9 @@ export class AcmeIssuer {
     try {
       return await readFile(file, 'utf8')
     } catch (err) {
-      throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err })
+      throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${what} ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
   }
 
@@ -161,13 +194,16 @@ export class AcmeIssuer {
       this.#accountKey = await readFile(file)
       return this.#accountKey
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${file}`, { cause: err })
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${file}`, { cause: err })
     }
     const key = await acme.crypto.createPrivateEcdsaKey('P-256')
     try {
       await writeAtomic(file, key, 0o600)
     } catch (err) {
-      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, { cause: err })
+      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
     this.#log.info({ file }, 'acme account key created')
     this.#accountKey = key
@@ -192,7 +228,9 @@ export class AcmeIssuer {
     try {
       await writeAtomic(file, data, 0o600)
     } catch (err) {
-      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, { cause: err })
+      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
     this.#log.info({ account: url }, 'acme account registered')
   }
@@ -203,7 +241,17 @@ function accountGone(err: unknown): boolean {
   return /account/i.test(m) && /not found|not exist|does not exist|no existing|unknown/i.test(m)
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPIPE'])
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'EPIPE',
+])
 
 function classify(err: unknown, what: string): AcmeError {
   if (isAcmeError(err)) return err

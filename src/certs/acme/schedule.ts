@@ -34,7 +34,8 @@ export function nextRenewal(p: RenewalPlan): number {
   // RFC 9773 §4.2: a uniformly random time inside the suggested window; it
   // may only bring the renewal forward (a CA asking for early renewal, e.g.
   // before a revocation).
-  if (p.ari !== undefined && p.ari.end >= p.ari.start) at = Math.min(at, p.ari.start + p.random() * (p.ari.end - p.ari.start))
+  if (p.ari !== undefined && p.ari.end >= p.ari.start)
+    at = Math.min(at, p.ari.start + p.random() * (p.ari.end - p.ari.start))
   return Math.max(p.now, at)
 }
 

@@ -33,7 +33,17 @@ let pebble: RunningPebble
 let httpPort: number
 let tlsPort: number
 
-function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: string[]; maxIntervalMs?: number; retryMaxMs?: number; trustFile?: string; count?: { now: number; max: number; total: number } }): GatewayCertificate {
+function gateway(
+  t: Scope,
+  o: {
+    responder: ChallengeResponder
+    identifiers: string[]
+    maxIntervalMs?: number
+    retryMaxMs?: number
+    trustFile?: string
+    count?: { now: number; max: number; total: number }
+  },
+): GatewayCertificate {
   const dir = tmpDir(t, 'edge-agent-acme-')
   const issuer = new AcmeIssuer({
     directoryUrl: pebble.directoryUrl,
@@ -76,7 +86,11 @@ function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: stri
 }
 
 function promoted(g: GatewayCertificate, ms = 60_000): Promise<GatewayMaterial> {
-  return withTimeout(new Promise<GatewayMaterial>((resolve) => g.once('promoted', resolve)), ms, 'a certificate to be promoted')
+  return withTimeout(
+    new Promise<GatewayMaterial>((resolve) => g.once('promoted', resolve)),
+    ms,
+    'a certificate to be promoted',
+  )
 }
 
 function assertFor(m: GatewayMaterial, names: string[], rootPem: string): void {
@@ -110,7 +124,10 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   })
 
   it('is issued with tls-alpn-01 served by the agent', async (t) => {
-    const g = gateway(t, { responder: new TlsAlpn01Responder({ host: '127.0.0.1', port: tlsPort }), identifiers: ['gw-alpn.edge.test'] })
+    const g = gateway(t, {
+      responder: new TlsAlpn01Responder({ host: '127.0.0.1', port: tlsPort }),
+      identifiers: ['gw-alpn.edge.test'],
+    })
     const first = promoted(g)
     await g.start(AbortSignal.timeout(10_000))
     assertFor(await first, ['gw-alpn.edge.test'], await pebble.root())
@@ -125,7 +142,7 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
       hook,
       [
         `#!${process.execPath}`,
-        "const [action, name, value] = process.argv.slice(2)",
+        'const [action, name, value] = process.argv.slice(2)',
         `require('node:fs').appendFileSync(${JSON.stringify(calls)}, action + ' ' + name + '\\n')`,
         `const url = ${JSON.stringify(pebble.challtestsrvUrl)} + (action === 'present' ? '/set-txt' : '/clear-txt')`,
         "const body = JSON.stringify(action === 'present' ? { host: name + '.', value } : { host: name + '.' })",
@@ -134,7 +151,10 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
       ].join('\n'),
     )
     chmodSync(hook, 0o755)
-    const g = gateway(t, { responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }), identifiers: ['gw-dns.edge.test', 'alt-dns.edge.test'] })
+    const g = gateway(t, {
+      responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }),
+      identifiers: ['gw-dns.edge.test', 'alt-dns.edge.test'],
+    })
     const first = promoted(g)
     await g.start(AbortSignal.timeout(10_000))
     assertFor(await first, ['gw-dns.edge.test', 'alt-dns.edge.test'], await pebble.root())
@@ -152,7 +172,10 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
     const hook = join(dir, 'dns-hook')
     writeFileSync(hook, '#!/bin/sh\necho "no such zone" >&2\nexit 3\n')
     chmodSync(hook, 0o755)
-    const g = gateway(t, { responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }), identifiers: ['gw-bad.edge.test'] })
+    const g = gateway(t, {
+      responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }),
+      identifiers: ['gw-bad.edge.test'],
+    })
     await g.start(AbortSignal.timeout(10_000))
     const st = await waitFor(() => (g.status().failures >= 2 ? g.status() : undefined), 60_000, 'two failed attempts')
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_CHALLENGE_FAILED')
@@ -161,7 +184,11 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   })
 
   it('renews three times in a row on an accelerated schedule, with a new key each time', async (t) => {
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-renew.edge.test'], maxIntervalMs: 1_500 })
+    const g = gateway(t, {
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      identifiers: ['gw-renew.edge.test'],
+      maxIntervalMs: 1_500,
+    })
     const seen: GatewayMaterial[] = []
     const four = withTimeout(
       new Promise<void>((resolve) => {
@@ -182,7 +209,12 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
 
   it('keeps the current certificate while pebble is down, one attempt at a time, and renews within the backoff bound once it is back', async (t) => {
     const count = { now: 0, max: 0, total: 0 }
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-outage.edge.test'], retryMaxMs: 2_000, count })
+    const g = gateway(t, {
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      identifiers: ['gw-outage.edge.test'],
+      retryMaxMs: 2_000,
+      count,
+    })
     const first = promoted(g)
     await g.start(AbortSignal.timeout(10_000))
     const current = await first
@@ -211,14 +243,34 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   it('says unreachable for a closed port and not-ACME for a directory that is not one', async (t) => {
     const closed = await freePort()
     const dir = tmpDir(t)
-    const unreachable = new AcmeIssuer({ directoryUrl: `https://127.0.0.1:${closed}/dir`, email: '', dir, responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), logger: log, requestTimeoutMs: 5_000 })
-    await assert.rejects(unreachable.issue({ keyPem: '', identifiers: ['x.edge.test'] }), { code: 'EDGE_ERR_ACME_UNREACHABLE' })
-    const srv = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":"world"}'))
+    const unreachable = new AcmeIssuer({
+      directoryUrl: `https://127.0.0.1:${closed}/dir`,
+      email: '',
+      dir,
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      logger: log,
+      requestTimeoutMs: 5_000,
+    })
+    await assert.rejects(unreachable.issue({ keyPem: '', identifiers: ['x.edge.test'] }), {
+      code: 'EDGE_ERR_ACME_UNREACHABLE',
+    })
+    const srv = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":"world"}'),
+    )
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
     t.after(() => new Promise<void>((r) => srv.close(() => r())))
     const port = (srv.address() as { port: number }).port
-    const notAcme = new AcmeIssuer({ directoryUrl: `http://127.0.0.1:${port}/dir`, email: '', dir, responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), logger: log, requestTimeoutMs: 5_000 })
-    await assert.rejects(notAcme.issue({ keyPem: '', identifiers: ['x.edge.test'] }), { code: 'EDGE_ERR_ACME_NOT_ACME' })
+    const notAcme = new AcmeIssuer({
+      directoryUrl: `http://127.0.0.1:${port}/dir`,
+      email: '',
+      dir,
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      logger: log,
+      requestTimeoutMs: 5_000,
+    })
+    await assert.rejects(notAcme.issue({ keyPem: '', identifiers: ['x.edge.test'] }), {
+      code: 'EDGE_ERR_ACME_NOT_ACME',
+    })
   })
 
   it('external account binding: a wrong HMAC key is a refusal with a clear code, the right one issues', async (t) => {
@@ -240,18 +292,25 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
         requestTimeoutMs: 10_000,
       })
     const keyPem = (await acme.crypto.createPrivateEcdsaKey('P-256')).toString()
-    await assert.rejects(issuer(join(dir, 'bad.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] }), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'EDGE_ERR_ACME_REFUSED')
-      assert.match(err.message, /account registration refused/)
-      return true
-    })
+    await assert.rejects(
+      issuer(join(dir, 'bad.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'EDGE_ERR_ACME_REFUSED')
+        assert.match(err.message, /account registration refused/)
+        return true
+      },
+    )
     const chain = await issuer(join(dir, 'good.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] })
     assert.equal(new X509Certificate(chain).checkHost('gw-eab.edge.test', { subject: 'never' }), 'gw-eab.edge.test')
   })
 
   it('refuses a certificate that does not chain to the configured trust, and keeps none', async (t) => {
     const other = pebble.httpsCaFile // some CA that is not pebble's
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-trust.edge.test'], trustFile: other })
+    const g = gateway(t, {
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      identifiers: ['gw-trust.edge.test'],
+      trustFile: other,
+    })
     await g.start(AbortSignal.timeout(10_000))
     const st = await waitFor(() => (g.status().failures >= 1 ? g.status() : undefined), 60_000, 'a refused certificate')
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_CERT_INVALID')

@@ -29,7 +29,13 @@ let serverTls: ReturnType<typeof makeTestTls>
 async function upstream(t: Scope, clientCaFile: string): Promise<RunningMosquitto & { tlsPort: number }> {
   const port = await freePort()
   const m = await startMosquitto(t, {
-    extra: [`listener ${port} 127.0.0.1`, `cafile ${clientCaFile}`, `certfile ${serverTls.certFile}`, `keyfile ${serverTls.keyFile}`, 'require_certificate true'],
+    extra: [
+      `listener ${port} 127.0.0.1`,
+      `cafile ${clientCaFile}`,
+      `certfile ${serverTls.certFile}`,
+      `keyfile ${serverTls.keyFile}`,
+      'require_certificate true',
+    ],
   })
   return { ...m, tlsPort: port }
 }
@@ -69,8 +75,15 @@ async function observe(t: Scope, m: RunningMosquitto): Promise<number[]> {
 
 function assertInOrderNoLoss(seen: readonly number[], n: number, inflight: number): void {
   const unique = [...new Set(seen)]
-  assert.deepEqual(unique, Array.from({ length: n }, (_, i) => i), 'every message arrived, in order')
-  assert.ok(seen.length - unique.length <= inflight * 4, `duplicates (${seen.length - unique.length}) stay within the in-flight window per swap`)
+  assert.deepEqual(
+    unique,
+    Array.from({ length: n }, (_, i) => i),
+    'every message arrived, in order',
+  )
+  assert.ok(
+    seen.length - unique.length <= inflight * 4,
+    `duplicates (${seen.length - unique.length}) stay within the in-flight window per swap`,
+  )
 }
 
 describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_000 }, () => {
@@ -87,8 +100,14 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     writeFileSync(rootFile, await pebble.root())
     const m = await upstream(t, rootFile)
     const seen = await observe(t, m)
-    const agent = await startAgent(t, { config: { certs: { acme: acmeConfig({ maxIntervalSec: 4 }) }, upstreams: [bridgeTo(m)] } })
-    await agent.waitForLog((l) => l.msg === 'upstream connected', 60_000, 'the bridge connected with the first certificate')
+    const agent = await startAgent(t, {
+      config: { certs: { acme: acmeConfig({ maxIntervalSec: 4 }) }, upstreams: [bridgeTo(m)] },
+    })
+    await agent.waitForLog(
+      (l) => l.msg === 'upstream connected',
+      60_000,
+      'the bridge connected with the first certificate',
+    )
     const device = await client(t, agent.mqttUrl)
     let sent = 0
     let serials = new Set<string>()
@@ -105,19 +124,31 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
       }
     }
     const st = await agent.status()
-    assert.ok((st['gatewayCertificate'] as { renewals: number }).renewals >= 4, `three swaps after the first issuance within ${sent} messages`)
+    assert.ok(
+      (st['gatewayCertificate'] as { renewals: number }).renewals >= 4,
+      `three swaps after the first issuance within ${sent} messages`,
+    )
     await waitFor(() => new Set(seen).size >= sent, 60_000, `all ${sent} messages at the upstream`)
     assertInOrderNoLoss(seen, sent, 100)
     // The last swap's reconnect may still be under way when its promotion shows in status.
-    const up = await waitFor(async () => {
-      const u = (await agent.status())['upstreams'][0] as { totals: { connects: number }; held: string | null; connected: boolean }
-      return u.totals.connects >= 4 && u.connected ? u : undefined
-    }, 30_000, 'a reconnect with each new certificate')
+    const up = await waitFor(
+      async () => {
+        const u = (await agent.status())['upstreams'][0] as {
+          totals: { connects: number }
+          held: string | null
+          connected: boolean
+        }
+        return u.totals.connects >= 4 && u.connected ? u : undefined
+      },
+      30_000,
+      'a reconnect with each new certificate',
+    )
     assert.equal(up.held, null)
     serials = new Set([...serials, (st['gatewayCertificate'] as { serial: string }).serial])
     assert.ok(serials.size >= 3)
     // Renewals go on every few seconds here: the listed serial is the one current before or after the listing.
-    const serialNow = async (): Promise<string> => ((await agent.status())['gatewayCertificate'] as { serial: string }).serial
+    const serialNow = async (): Promise<string> =>
+      ((await agent.status())['gatewayCertificate'] as { serial: string }).serial
     const before = await serialNow()
     const list = await runCli(['certs', 'list', '--config', agent.configFile])
     const after = await serialNow()
@@ -136,31 +167,60 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     writeFileSync(rootFile, await pebble.root())
     const m = await upstream(t, rootFile)
     const agent = await startAgent(t, { config: { certs: { acme: acmeConfig() }, upstreams: [bridgeTo(m)] } })
-    await agent.waitForLog((l) => l.msg === 'upstream connected', 60_000, 'the bridge connected with the first certificate')
+    await agent.waitForLog(
+      (l) => l.msg === 'upstream connected',
+      60_000,
+      'the bridge connected with the first certificate',
+    )
     const first = ((await agent.status())['gatewayCertificate'] as { serial: string }).serial
     // The CA is rekeyed (pebble makes a new root at every start); Mosquitto still trusts only the old root.
     await pebble.stop()
     await pebble.start()
-    const cli = await runCli(['certs', 'renew-gateway', '--config', agent.configFile, '--url', agent.adminUrl, '--json'], { timeoutMs: 120_000 })
+    const cli = await runCli(
+      ['certs', 'renew-gateway', '--config', agent.configFile, '--url', agent.adminUrl, '--json'],
+      { timeoutMs: 120_000 },
+    )
     assert.equal(cli.code, 1, 'a renewal that was not promoted exits 1')
-    const out = JSON.parse(cli.stdout) as { promoted: boolean; serial: string; lastError: { code: string; message: string } | null }
+    const out = JSON.parse(cli.stdout) as {
+      promoted: boolean
+      serial: string
+      lastError: { code: string; message: string } | null
+    }
     assert.equal(out.promoted, false)
     assert.equal(out.serial, first)
     assert.equal(out.lastError?.code, 'EDGE_ERR_ACME_UPSTREAM_REFUSED')
     assert.match(out.lastError?.message ?? '', /upstream plant/)
-    await agent.waitForLog((l) => l.msg === 'gateway certificate renewal failed; keeping the current certificate' && l['code'] === 'EDGE_ERR_ACME_UPSTREAM_REFUSED', 10_000, 'the refusal in the log', true)
+    await agent.waitForLog(
+      (l) =>
+        l.msg === 'gateway certificate renewal failed; keeping the current certificate' &&
+        l['code'] === 'EDGE_ERR_ACME_UPSTREAM_REFUSED',
+      10_000,
+      'the refusal in the log',
+      true,
+    )
     // The old certificate keeps working, also for a fresh connection.
-    const reconnected = agent.waitForLog((l) => l.msg === 'upstream connected', 30_000, 'reconnected with the old certificate')
+    const reconnected = agent.waitForLog(
+      (l) => l.msg === 'upstream connected',
+      30_000,
+      'reconnected with the old certificate',
+    )
     await m.restart()
     await reconnected
     const seen = await observe(t, m)
     const device = await client(t, agent.mqttUrl)
     for (let i = 0; i < 20; i++) await device.publishAsync('data/seq', String(i), { qos: 1 })
     await waitFor(() => new Set(seen).size >= 20, 30_000, 'messages with the old certificate')
-    const st = (await agent.status())['gatewayCertificate'] as { serial: string; lastError: { code: string } | null; lastTest: { upstream: string; ok: boolean }[] }
+    const st = (await agent.status())['gatewayCertificate'] as {
+      serial: string
+      lastError: { code: string } | null
+      lastTest: { upstream: string; ok: boolean }[]
+    }
     assert.equal(st.serial, first)
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_UPSTREAM_REFUSED')
-    assert.deepEqual(st.lastTest.map((x) => [x.upstream, x.ok]), [['plant', false]])
+    assert.deepEqual(
+      st.lastTest.map((x) => [x.upstream, x.ok]),
+      [['plant', false]],
+    )
   })
 
   it('an mqtts listener serves the gateway certificate and swaps it in place on renewal', async (t) => {
@@ -170,7 +230,11 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
       config: { certs: { acme: acmeConfig() } },
     })
     const port = agent.mqttsPort as number
-    const first = await waitFor(async () => ((await agent.status())['gatewayCertificate'] as { serial: string | null }).serial, 60_000, 'the first issuance')
+    const first = await waitFor(
+      async () => ((await agent.status())['gatewayCertificate'] as { serial: string | null }).serial,
+      60_000,
+      'the first issuance',
+    )
     // The listener may have started with the local CA's certificate if the order finished after it: wait for the swap.
     const served = async (): Promise<{ serial: string; socket: TLSSocket }> => {
       const socket = tlsConnect({ host: '127.0.0.1', port, ca: root, servername: 'gw.edge.test' })
@@ -182,7 +246,9 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     }
     await waitFor(async () => (await served()).serial === first, 30_000, 'the listener serving the gateway certificate')
     const old = await served()
-    const cli = await runCli(['certs', 'renew-gateway', '--config', agent.configFile, '--url', agent.adminUrl], { timeoutMs: 120_000 })
+    const cli = await runCli(['certs', 'renew-gateway', '--config', agent.configFile, '--url', agent.adminUrl], {
+      timeoutMs: 120_000,
+    })
     assert.equal(cli.code, 0, cli.stderr)
     assert.match(cli.stdout, /^renewed: serial /)
     const second = ((await agent.status())['gatewayCertificate'] as { serial: string }).serial
@@ -194,7 +260,10 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
   it('config validate refuses what run would refuse for certs.acme (exit 78), and run exits 78 too', async (t) => {
     const dir = tmpDir(t)
     const file = join(dir, 'site.yaml')
-    writeFileSync(file, `dataDir: ${join(dir, 'data')}\ncerts:\n  acme:\n    directoryUrl: ${pebble.directoryUrl}\n    identifiers: [gw.edge.test]\n    challenge: dns-01\n`)
+    writeFileSync(
+      file,
+      `dataDir: ${join(dir, 'data')}\ncerts:\n  acme:\n    directoryUrl: ${pebble.directoryUrl}\n    identifiers: [gw.edge.test]\n    challenge: dns-01\n`,
+    )
     const validate = await runCli(['config', 'validate', '--config', file])
     assert.equal(validate.code, 78)
     assert.match(validate.stderr + validate.stdout, /certs\.acme\.dns01\.command/)
@@ -214,17 +283,29 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     const closed = await freePort()
     const agent = await startAgent(t, {
       dir: agentDir,
-      config: { certs: { acme: acmeConfig({ directoryUrl: `https://127.0.0.1:${closed}/dir` }) }, upstreams: [bridgeTo(m)] },
+      config: {
+        certs: { acme: acmeConfig({ directoryUrl: `https://127.0.0.1:${closed}/dir` }) },
+        upstreams: [bridgeTo(m)],
+      },
     })
     const device = await client(t, agent.mqttUrl)
     for (let i = 0; i < 25; i++) await device.publishAsync('data/seq', String(i), { qos: 1 })
-    const st = await waitFor(async () => {
-      const s = await agent.status()
-      const g = s['gatewayCertificate'] as { failures: number }
-      return g.failures >= 2 ? s : undefined
-    }, 30_000, 'renewal attempts failing')
+    const st = await waitFor(
+      async () => {
+        const s = await agent.status()
+        const g = s['gatewayCertificate'] as { failures: number }
+        return g.failures >= 2 ? s : undefined
+      },
+      30_000,
+      'renewal attempts failing',
+    )
     const g = st['gatewayCertificate'] as { state: string; lastError: { code: string } }
-    const up = st['upstreams'][0] as { held: string | null; connected: boolean; backlog: { depth: number }; totals: { attempts: number } }
+    const up = st['upstreams'][0] as {
+      held: string | null
+      connected: boolean
+      backlog: { depth: number }
+      totals: { attempts: number }
+    }
     assert.equal(g.state, 'expired')
     assert.equal(g.lastError.code, 'EDGE_ERR_ACME_UNREACHABLE')
     assert.match(up.held ?? '', /EDGE_ERR_ACME_EXPIRED/)
@@ -232,7 +313,12 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
     assert.equal(up.totals.attempts, 0, 'no handshake attempts with an expired certificate')
     assert.equal(up.backlog.depth, 25, 'messages are buffered')
     assert.equal(agent.proc.exitCode, null, 'the agent keeps running')
-    await agent.waitForLog((l) => l.msg === 'gateway certificate expired' && l['code'] === 'EDGE_ERR_ACME_EXPIRED', 5_000, 'the expiry in the log', true)
+    await agent.waitForLog(
+      (l) => l.msg === 'gateway certificate expired' && l['code'] === 'EDGE_ERR_ACME_EXPIRED',
+      5_000,
+      'the expiry in the log',
+      true,
+    )
   })
 })
 

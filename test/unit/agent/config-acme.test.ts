@@ -20,7 +20,8 @@ function issues(dir: string, yaml: string): { path: string; message: string }[] 
   return []
 }
 
-const ACME = 'certs:\n  acme:\n    directoryUrl: https://ca.plant.example/acme/directory\n    identifiers: [gw.plant.example]\n'
+const ACME =
+  'certs:\n  acme:\n    directoryUrl: https://ca.plant.example/acme/directory\n    identifiers: [gw.plant.example]\n'
 
 test('a minimal certs.acme with an acme upstream is valid', (t) => {
   const up = 'upstreams:\n  - { name: plant, url: "mqtts://10.0.3.10:8883", clientCertificate: acme }\n'
@@ -44,7 +45,8 @@ test('dns-01 needs an executable hook; unreadable or non-PEM files are named', (
   writeFileSync(join(dir, 'not-pem'), 'hello\n')
   const found = issues(
     dir,
-    ACME + `    challenge: dns-01\n    caFile: ${join(dir, 'missing.pem')}\n    trustFile: ${join(dir, 'not-pem')}\n    eab: { kid: k1, hmacKeyFile: ${join(dir, 'nokey')} }\n    retryMinMs: 5000\n    retryMaxMs: 1000\n`,
+    ACME +
+      `    challenge: dns-01\n    caFile: ${join(dir, 'missing.pem')}\n    trustFile: ${join(dir, 'not-pem')}\n    eab: { kid: k1, hmacKeyFile: ${join(dir, 'nokey')} }\n    retryMinMs: 5000\n    retryMaxMs: 1000\n`,
   )
   const by = new Map(found.map((i) => [i.path, i.message]))
   assert.match(by.get('certs.acme.dns01.command') ?? '', /required for challenge dns-01/)
@@ -55,7 +57,10 @@ test('dns-01 needs an executable hook; unreadable or non-PEM files are named', (
 })
 
 test('schema errors: a directory URL that is not http(s), no identifiers, an unknown challenge', (t) => {
-  const found = issues(tmpDir(t), 'certs:\n  acme:\n    directoryUrl: ftp://ca\n    identifiers: []\n    challenge: smtp-01\n')
+  const found = issues(
+    tmpDir(t),
+    'certs:\n  acme:\n    directoryUrl: ftp://ca\n    identifiers: []\n    challenge: smtp-01\n',
+  )
   const paths = found.map((i) => i.path).sort()
   assert.deepEqual(paths, ['certs.acme.challenge', 'certs.acme.directoryUrl', 'certs.acme.identifiers'])
 })

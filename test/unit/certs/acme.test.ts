@@ -6,7 +6,14 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as x509 from '@peculiar/x509'
-import { JITTER_FRACTION, ariCertId, issuedProblems, nextRenewal, parseRenewalInfo, retryDelay } from '../../../src/certs/index.js'
+import {
+  JITTER_FRACTION,
+  ariCertId,
+  issuedProblems,
+  nextRenewal,
+  parseRenewalInfo,
+  retryDelay,
+} from '../../../src/certs/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
 const DAY = 86_400_000
@@ -43,11 +50,26 @@ test('never schedules in the past', () => {
 })
 
 test('retry delays double from min to max, with jitter in the upper half', () => {
-  assert.equal(retryDelay(1, 1000, 60_000, () => 0), 500)
-  assert.equal(retryDelay(1, 1000, 60_000, () => 1), 1000)
-  assert.equal(retryDelay(3, 1000, 60_000, () => 1), 4000)
-  assert.equal(retryDelay(50, 1000, 60_000, () => 1), 60_000)
-  assert.ok(retryDelay(50, 1000, 60_000, () => 0) >= 30_000, 'after an outage the cap is not hammered with short retries')
+  assert.equal(
+    retryDelay(1, 1000, 60_000, () => 0),
+    500,
+  )
+  assert.equal(
+    retryDelay(1, 1000, 60_000, () => 1),
+    1000,
+  )
+  assert.equal(
+    retryDelay(3, 1000, 60_000, () => 1),
+    4000,
+  )
+  assert.equal(
+    retryDelay(50, 1000, 60_000, () => 1),
+    60_000,
+  )
+  assert.ok(
+    retryDelay(50, 1000, 60_000, () => 0) >= 30_000,
+    'after an outage the cap is not hammered with short retries',
+  )
 })
 
 test('the ARI certificate id is computed as in RFC 9773 §4.1', async () => {
@@ -70,12 +92,26 @@ test('the ARI certificate id is computed as in RFC 9773 §4.1', async () => {
 
 test('parses a renewalInfo answer and its Retry-After; refuses malformed ones', () => {
   const info = parseRenewalInfo(
-    { suggestedWindow: { start: '2026-01-03T00:00:00Z', end: '2026-01-04T00:00:00Z' }, explanationURL: 'https://ca.example/why' },
+    {
+      suggestedWindow: { start: '2026-01-03T00:00:00Z', end: '2026-01-04T00:00:00Z' },
+      explanationURL: 'https://ca.example/why',
+    },
     '21600',
     T0,
   )
-  assert.deepEqual(info, { window: { start: T0 + 2 * DAY, end: T0 + 3 * DAY }, explanationUrl: 'https://ca.example/why', retryAt: T0 + 21_600_000 })
-  assert.equal(parseRenewalInfo({ suggestedWindow: { start: '2026-01-04T00:00:00Z', end: '2026-01-03T00:00:00Z' } }, undefined, T0), undefined)
+  assert.deepEqual(info, {
+    window: { start: T0 + 2 * DAY, end: T0 + 3 * DAY },
+    explanationUrl: 'https://ca.example/why',
+    retryAt: T0 + 21_600_000,
+  })
+  assert.equal(
+    parseRenewalInfo(
+      { suggestedWindow: { start: '2026-01-04T00:00:00Z', end: '2026-01-03T00:00:00Z' } },
+      undefined,
+      T0,
+    ),
+    undefined,
+  )
   assert.equal(parseRenewalInfo({ suggestedWindow: { start: 'soon' } }, undefined, T0), undefined)
   assert.equal(parseRenewalInfo('<html>', undefined, T0), undefined)
 })
@@ -86,10 +122,55 @@ function openssl(args: string[]): void {
 
 /** root -> leaf for `name`, made with openssl; returns PEMs. */
 function chain(dir: string, name: string, days = 2): { root: string; leaf: string; key: string; otherKey: string } {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.pem'), '-days', '2', '-subj', '/CN=test root'])
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'leaf.key'), '-out', join(dir, 'leaf.csr'), '-subj', `/CN=${name}`])
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'ca.key'),
+    '-out',
+    join(dir, 'ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=test root',
+  ])
+  openssl([
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'leaf.key'),
+    '-out',
+    join(dir, 'leaf.csr'),
+    '-subj',
+    `/CN=${name}`,
+  ])
   writeFileSync(join(dir, 'ext'), `subjectAltName=DNS:${name}\nbasicConstraints=CA:FALSE\n`)
-  openssl(['x509', '-req', '-in', join(dir, 'leaf.csr'), '-CA', join(dir, 'ca.pem'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-out', join(dir, 'leaf.pem'), '-days', String(days), '-extfile', join(dir, 'ext')])
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    join(dir, 'leaf.csr'),
+    '-CA',
+    join(dir, 'ca.pem'),
+    '-CAkey',
+    join(dir, 'ca.key'),
+    '-CAcreateserial',
+    '-out',
+    join(dir, 'leaf.pem'),
+    '-days',
+    String(days),
+    '-extfile',
+    join(dir, 'ext'),
+  ])
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(dir, 'other.key')])
   const r = (f: string) => readFileSync(join(dir, f), 'utf8')
   return { root: r('ca.pem'), leaf: r('leaf.pem'), key: r('leaf.key'), otherKey: r('other.key') }
@@ -98,14 +179,27 @@ function chain(dir: string, name: string, days = 2): { root: string; leaf: strin
 test('a good chain, key and identifiers pass; each kind of defect is named', (t) => {
   const c = chain(tmpDir(t), 'gw.edge.test')
   const now = Date.now()
-  const ok = { chainPem: c.leaf + c.root, keyPem: c.key, identifiers: ['gw.edge.test'], trustPem: c.root, now, toleranceMs: 60_000 }
+  const ok = {
+    chainPem: c.leaf + c.root,
+    keyPem: c.key,
+    identifiers: ['gw.edge.test'],
+    trustPem: c.root,
+    now,
+    toleranceMs: 60_000,
+  }
   assert.deepEqual(issuedProblems(ok), [])
   assert.match(issuedProblems({ ...ok, keyPem: c.otherKey }).join(), /not for our key/)
-  assert.match(issuedProblems({ ...ok, identifiers: ['gw.edge.test', 'other.edge.test'] }).join(), /identifier other\.edge\.test is not in the certificate/)
+  assert.match(
+    issuedProblems({ ...ok, identifiers: ['gw.edge.test', 'other.edge.test'] }).join(),
+    /identifier other\.edge\.test is not in the certificate/,
+  )
   assert.match(issuedProblems({ ...ok, now: now + 10 * DAY }).join(), /expired at/)
   assert.match(issuedProblems({ ...ok, chainPem: c.root + c.leaf }).join(), /not signed by element 1|the leaf is a CA/)
   const other = chain(tmpDir(t), 'x.edge.test')
   assert.match(issuedProblems({ ...ok, trustPem: other.root }).join(), /does not lead to a configured CA/)
-  assert.match(issuedProblems({ ...ok, chainPem: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' }).join(), /does not parse/)
+  assert.match(
+    issuedProblems({ ...ok, chainPem: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' }).join(),
+    /does not parse/,
+  )
   assert.deepEqual(issuedProblems({ ...ok, chainPem: 'not pem' }), ['no certificate in the download'])
 })

@@ -15,7 +15,23 @@ const log = pino({ level: 'silent' })
 /** Signs a certificate for the given key with a throwaway CA (openssl). */
 function testCa(dir: string): CertificateSource & { calls: number; fail: Error | undefined } {
   const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' })
-  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.pem'), '-days', '2', '-subj', '/CN=unit CA'])
+  run([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    join(dir, 'ca.key'),
+    '-out',
+    join(dir, 'ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=unit CA',
+  ])
   writeFileSync(join(dir, 'ext'), 'subjectAltName=DNS:gw.unit.test\nbasicConstraints=CA:FALSE\n')
   const source = {
     calls: 0,
@@ -25,7 +41,23 @@ function testCa(dir: string): CertificateSource & { calls: number; fail: Error |
       if (source.fail !== undefined) throw source.fail
       writeFileSync(join(dir, 'k.pem'), o.keyPem)
       run(['req', '-new', '-key', join(dir, 'k.pem'), '-out', join(dir, 'k.csr'), '-subj', '/CN=gw.unit.test'])
-      run(['x509', '-req', '-in', join(dir, 'k.csr'), '-CA', join(dir, 'ca.pem'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-out', join(dir, 'k.crt'), '-days', '1', '-extfile', join(dir, 'ext')])
+      run([
+        'x509',
+        '-req',
+        '-in',
+        join(dir, 'k.csr'),
+        '-CA',
+        join(dir, 'ca.pem'),
+        '-CAkey',
+        join(dir, 'ca.key'),
+        '-CAcreateserial',
+        '-out',
+        join(dir, 'k.crt'),
+        '-days',
+        '1',
+        '-extfile',
+        join(dir, 'ext'),
+      ])
       return readFileSync(join(dir, 'k.crt'), 'utf8') + readFileSync(join(dir, 'ca.pem'), 'utf8')
     },
   }
@@ -64,7 +96,10 @@ test('a write that fails keeps the current certificate, says EDGE_ERR_ACME_WRITE
   assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_WRITE_FAILED')
   assert.equal(st.failures, 1)
   assert.equal(g.material()?.summary.serial, current)
-  assert.ok(st.nextRenewalAt !== null && Date.parse(st.nextRenewalAt) > Date.now() + 25_000, 'the retry waits for the backoff')
+  assert.ok(
+    st.nextRenewalAt !== null && Date.parse(st.nextRenewalAt) > Date.now() + 25_000,
+    'the retry waits for the backoff',
+  )
 })
 
 test('concurrent requests join the attempt in flight; a refused order keeps the pair and counts failures', async (t) => {
@@ -106,5 +141,8 @@ test('a restart loads the promoted pair from gateway.pem and does not order agai
   assert.equal(g2.material()?.summary.serial, g1.material()?.summary.serial)
   assert.equal(source.calls, calls)
   const next = g2.status().nextRenewalAt
-  assert.ok(next !== null && Date.parse(next) > Date.now() + 3_600_000, 'the next renewal is planned at 2/3 of the lifetime, not now')
+  assert.ok(
+    next !== null && Date.parse(next) > Date.now() + 3_600_000,
+    'the next renewal is planned at 2/3 of the lifetime, not now',
+  )
 })
