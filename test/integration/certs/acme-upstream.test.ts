@@ -9,6 +9,7 @@ import { once } from 'node:events'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { join } from 'node:path'
 import * as x509 from '@peculiar/x509'
+import { normalizeSerial } from '../../../src/certs/index.js'
 import { runCli, startAgent } from '../../helpers/agent-process.js'
 import { client } from '../../helpers/mqtt-clients.js'
 import { freePort, mosquittoMissing, startMosquitto, type RunningMosquitto } from '../../helpers/mosquitto.js'
@@ -242,7 +243,7 @@ describe('gateway ACME certificate used by an upstream', { skip, timeout: 200_00
       const ready = once(socket, 'secureConnect')
       socket.on('error', () => undefined) // the broker closes a connection that sends no CONNECT; only the handshake matters here
       await ready
-      return { serial: socket.getPeerX509Certificate()?.serialNumber ?? '', socket }
+      return { serial: normalizeSerial(socket.getPeerX509Certificate()?.serialNumber ?? ''), socket }
     }
     await waitFor(async () => (await served()).serial === first, 30_000, 'the listener serving the gateway certificate')
     const old = await served()
