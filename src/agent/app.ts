@@ -27,6 +27,8 @@ import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
 import { MetricsText, byLabel } from './metrics.js'
 import { RateMeter } from './rate-meter.js'
+import { AcmeWiring } from './acme-wiring.js'
+import type { GatewayCertificateStatus } from '../certs/index.js'
 
 export interface AgentDeps {
   readonly logger: Logger
@@ -63,11 +65,17 @@ export interface AgentStatus {
   readonly certs: CertsStatus | null
   /** Node-RED in the agent (nodeRed.enabled), else null. */
   readonly nodeRed: NodeRedStatus | null
+  /** The gateway's own certificate from certs.acme; null without certs.acme. */
+  readonly gatewayCertificate: GatewayCertificateStatus | null
 }
 
 export interface UpstreamStatus extends BridgeStatus {
   /** The upstream client certificate's renewal (renewCertificate.enabled), else null. */
   readonly certificate: CertificateRenewerStatus | null
+  /** files or acme (upstreams[].clientCertificate). */
+  readonly clientCertificate: 'files' | 'acme'
+  /** Why the connection is held (e.g. the gateway certificate expired), else null; messages keep being buffered. */
+  readonly held: string | null
 }
 
 export interface CertsStatus extends CertsStats {
@@ -88,6 +96,8 @@ export class Agent {
   readonly bridges: BridgeGroup
   /** Upstream client certificate renewers, by upstream name. */
   readonly renewers: ReadonlyMap<string, CertificateRenewer>
+  /** The gateway's own ACME certificate and its users; built with certs.acme. */
+  readonly acme: AcmeWiring | undefined
   readonly admin: AdminServer | undefined
   /** Node-RED in the agent's process, when nodeRed.enabled. */
   readonly nodeRed: NodeRed | undefined
@@ -121,6 +131,8 @@ export class Agent {
     this.certs = certs
     const acl = certs === undefined ? undefined : compileDeviceAcl(config)
     this.#flowAcl = acl?.forDevice(config.nodeRed.identity)
+    const acme = config.certs.acme === undefined ? undefined : new AcmeWiring(config, config.certs.acme, deps.logger)
+    this.acme = acme
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
@@ -136,6 +148,7 @@ export class Agent {
         : mqtts.length > 0
           ? { devices: this.#deviceOptions(undefined, externalPkiAcl(config)) }
           : {}),
+      ...(acme === undefined ? {} : { serverCertificate: () => acme.gateway.material() }),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.
       onPublish: (packet) => this.bridges.capture(packet),
@@ -147,7 +160,15 @@ export class Agent {
       this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
     this.bridges = new BridgeGroup({
       bridges: config.upstreams.map(
-        (upstream) => new Bridge({ upstream, agent: agentInfo, store: this.store, publishLocal, logger: deps.logger }),
+        (upstream) =>
+          new Bridge({
+            upstream,
+            agent: agentInfo,
+            store: this.store,
+            publishLocal,
+            logger: deps.logger,
+            ...(acme !== undefined && upstream.clientCertificate === 'acme' ? { tlsMaterial: acme.material() } : {}),
+          }),
       ),
       agent: agentInfo,
       publishLocal,
@@ -161,6 +182,13 @@ export class Agent {
       }),
     )
     if (certs !== undefined) this.#wireCerts(certs)
+    if (acme !== undefined) {
+      // certs.acme → mqtts listeners with serverCertificate: acme, swapped in place.
+      acme.gateway.on('promoted', (m) => this.broker.setServerCertificate(m))
+      this.bridges.bridges.forEach((b, i) => {
+        if (config.upstreams[i]?.clientCertificate === 'acme') acme.use(b)
+      })
+    }
     this.#rates = new RateMeter(() => {
       const s = this.broker.stats()
       return { received: s.messagesReceived, delivered: s.messagesDelivered }
@@ -174,6 +202,7 @@ export class Agent {
             healthy: () => this.health(),
             status: () => this.status(),
             metrics: () => this.metrics(),
+            ...(acme === undefined ? {} : { renewGateway: () => acme.gateway.renewNow().then((promoted) => ({ promoted, ...acme.gateway.status() })) }),
           },
         })
       : undefined
@@ -198,6 +227,7 @@ export class Agent {
       this.store, // the buffer: captures need it before any device connects
       this.brokerState, // retained messages and sessions, in the store's file
       certs, // the CA and the server certificate the broker's TLS listeners need
+      acme, // the gateway certificate (certs.acme): listeners and upstreams may use it
       this.broker, // devices connect from here on; their PUBLISHes reach the store
       this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
       ...this.bridges.bridges, // one per upstream: drains the store upward
@@ -356,9 +386,15 @@ export class Agent {
         deliveredPerSec: round(rates['delivered'] ?? 0),
       },
       buffer: { ...this.store.stats(), brokerState: this.brokerState?.stats() ?? null },
-      upstreams: this.bridges.statuses().map((u) => ({ ...u, certificate: this.renewers.get(u.name)?.status() ?? null })),
+      upstreams: this.bridges.statuses().map((u, i) => ({
+        ...u,
+        certificate: this.renewers.get(u.name)?.status() ?? null,
+        clientCertificate: this.#config.upstreams[i]?.clientCertificate ?? 'files',
+        held: this.bridges.bridges[i]?.held ?? null,
+      })),
       certs: this.#certsStatus(),
       nodeRed: this.nodeRed?.status() ?? null,
+      gatewayCertificate: this.acme?.gateway.status() ?? null,
     }
   }
 
@@ -400,6 +436,10 @@ export class Agent {
         .counter('edge_agent_nodered_throttled_total', 'edge out messages dropped above nodeRed.maxPublishRatePerSec', e.throttled)
         .counter('edge_agent_nodered_failed_total', 'edge out publishes refused (ACL, size, buffer full)', e.failed)
         .counter('edge_agent_nodered_received_total', 'Messages delivered to edge in nodes', e.received)
+    }
+    if (s.gatewayCertificate !== null) {
+      gatewayCertMetrics(m, s.gatewayCertificate)
+      m.gauge('edge_agent_upstream_held', '1 while the upstream connection is held (gateway certificate expired or not yet issued); buffering continues', s.upstreams.map((u) => ({ labels: { upstream: u.name }, value: u.held === null ? 0 : 1 })))
     }
     return m.toString()
   }
@@ -547,6 +587,14 @@ function certsMetrics(m: MetricsText, c: CertsStatus): void {
     .gauge('edge_agent_broker_devices', 'Certificate-identified device sessions connected now', c.devicesConnected)
     .counter('edge_agent_broker_tls_refused_total', 'TLS connections refused before MQTT, by reason', byLabel('reason', c.refusedHandshakes))
     .counter('edge_agent_broker_device_denied_total', 'Device ACL denials and sessions closed by credential, by reason', byLabel('reason', c.denied))
+}
+
+function gatewayCertMetrics(m: MetricsText, g: GatewayCertificateStatus): void {
+  m.gauge('edge_agent_gateway_certificate_expiry_seconds', "Seconds until the gateway's ACME certificate expires (negative: expired; absent before the first issuance)", g.expiresInSec === null ? [] : g.expiresInSec)
+    .gauge('edge_agent_gateway_certificate_expiry_days', "Days until the gateway's ACME certificate expires", g.expiresInSec === null ? [] : Math.floor(g.expiresInSec / 86400))
+    .gauge('edge_agent_gateway_certificate_valid', '1 while the gateway certificate is valid (expiring included), 0 when expired or not yet issued', g.state === 'valid' || g.state === 'expiring' ? 1 : 0)
+    .counter('edge_agent_gateway_certificate_renewals_total', 'Gateway certificates promoted by the running agent', g.renewals)
+    .gauge('edge_agent_gateway_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', g.failures)
 }
 
 /** The buffer's families: depth, bytes and oldest age per queue; rates; drops by reason and rule. */

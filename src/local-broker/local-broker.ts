@@ -55,8 +55,8 @@ interface TlsListener {
   readonly requireClientCert: boolean
   /** Follows the local CA's material for what its own files do not give. */
   readonly followsLocalCa: boolean
-  /** What the listener's own files gave. */
-  readonly own: Partial<TlsMaterial>
+  /** What the listener's own files gave (or the gateway certificate, for serverCertificate 'acme'). */
+  own: Partial<TlsMaterial>
   anchors: X509Certificate[]
 }
 
@@ -167,6 +167,22 @@ export class LocalBroker {
     }
     const swapped = this.#tlsListeners.filter((t) => t.followsLocalCa).length
     if (swapped > 0) this.#log.info({ listeners: swapped }, 'tls material updated')
+  }
+
+  /**
+   * Swaps the gateway's renewed certificate (certs.acme) into the mqtts
+   * listeners with serverCertificate 'acme', in place: new handshakes use it,
+   * connected devices keep their sessions.
+   */
+  setServerCertificate(material: { readonly cert: string; readonly key: string }): void {
+    let swapped = 0
+    for (const t of this.#tlsListeners) {
+      if (t.listener.serverCertificate !== 'acme') continue
+      t.own = { ...t.own, cert: material.cert, key: material.key }
+      t.server.setSecureContext(secureContextOptions(mergeMaterial(t.own, this.#opts.tls?.())))
+      swapped++
+    }
+    if (swapped > 0) this.#log.info({ listeners: swapped }, 'server certificate swapped')
   }
 
   /**
@@ -355,6 +371,8 @@ export class LocalBroker {
     let own: Partial<TlsMaterial>
     try {
       own = await readListenerFiles(l)
+      const gateway = l.serverCertificate === 'acme' ? this.#opts.serverCertificate?.() : undefined
+      if (gateway !== undefined) own = { ...own, cert: gateway.cert, key: gateway.key }
       material = mergeMaterial(own, l.certFile !== undefined && l.keyFile !== undefined && l.caFile !== undefined ? undefined : this.#opts.tls?.())
     } catch (err) {
       throw new LocalBrokerError('EDGE_ERR_BROKER_TLS', `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })

@@ -20,6 +20,8 @@ export interface ListenerOptions {
   readonly keyFile?: string
   /** mqtts: trust anchors for client certificates; default: the local CA. */
   readonly caFile?: string
+  /** mqtts: 'acme' = the gateway's own certificate (options.serverCertificate) as server certificate. */
+  readonly serverCertificate?: 'local-ca' | 'acme'
   /** Clients without credentials (no user name, no certificate identity) may connect. Default true. */
   readonly allowAnonymous?: boolean
   /** mqtts: the certificate's identity names the client for the ACL and the client id is free (Mosquitto's use_identity_as_username). */
@@ -66,6 +68,8 @@ export interface LocalBrokerOptions {
   readonly onPublish?: PublishInterceptor
   /** The local CA's TLS material for mqtts listeners without files of their own. */
   readonly tls?: () => TlsMaterial
+  /** The gateway's own certificate (certs.acme) for listeners with serverCertificate 'acme'; until there is one, the local CA's. */
+  readonly serverCertificate?: () => { readonly cert: string; readonly key: string } | undefined
   /** Username/password logins: the password file and failed-login limits. Default: no password file. */
   readonly auth?: AuthOptions
   /** The client ACL for every listener, and what a denied publish gets. Default: off (everything allowed). */

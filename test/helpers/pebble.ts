@@ -43,7 +43,10 @@ export interface RunningPebble {
 }
 
 /** A throwaway CA and a server certificate for 127.0.0.1/localhost, made with openssl. */
-export function makeTestTls(dir: string, name = 'test'): { caFile: string; certFile: string; keyFile: string; caKeyFile: string } {
+export function makeTestTls(
+  dir: string,
+  name = 'test',
+): { caFile: string; certFile: string; keyFile: string; caKeyFile: string } {
   const caKeyFile = join(dir, `${name}-ca.key`)
   const caFile = join(dir, `${name}-ca.pem`)
   const keyFile = join(dir, `${name}-server.key`)
@@ -51,10 +54,58 @@ export function makeTestTls(dir: string, name = 'test'): { caFile: string; certF
   const csr = join(dir, `${name}-server.csr`)
   const ext = join(dir, `${name}-server.ext`)
   const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' })
-  run(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', caKeyFile, '-out', caFile, '-days', '2', '-subj', `/CN=${name} test CA`])
-  run(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', csr, '-subj', '/CN=localhost'])
-  writeFileSync(ext, 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n')
-  run(['x509', '-req', '-in', csr, '-CA', caFile, '-CAkey', caKeyFile, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', ext])
+  run([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    caKeyFile,
+    '-out',
+    caFile,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name} test CA`,
+  ])
+  run([
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-out',
+    csr,
+    '-subj',
+    '/CN=localhost',
+  ])
+  writeFileSync(
+    ext,
+    'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n',
+  )
+  run([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    caFile,
+    '-CAkey',
+    caKeyFile,
+    '-CAcreateserial',
+    '-out',
+    certFile,
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+  ])
   return { caFile, certFile, keyFile, caKeyFile }
 }
 
@@ -63,7 +114,12 @@ export async function startPebble(t: Scope, o: PebbleOptions): Promise<RunningPe
   if (missing !== undefined) throw new Error(missing)
   const dir = tmpDir(t, 'edge-agent-pebble-')
   const tls = makeTestTls(dir, 'pebble')
-  const [acmePort, mgmtPort, dnsPort, challMgmtPort] = [await freePort(), await freePort(), await freePort(), await freePort()]
+  const [acmePort, mgmtPort, dnsPort, challMgmtPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ]
   const conf = join(dir, 'pebble.json')
   writeFileSync(
     conf,
@@ -83,7 +139,13 @@ export async function startPebble(t: Scope, o: PebbleOptions): Promise<RunningPe
   )
   let output = ''
   const procs: { p: ChildProcess; exited: Promise<unknown> }[] = []
-  const launch = async (cmd: string, args: string[], env: Record<string, string>, ready: RegExp, what: string): Promise<void> => {
+  const launch = async (
+    cmd: string,
+    args: string[],
+    env: Record<string, string>,
+    ready: RegExp,
+    what: string,
+  ): Promise<void> => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     const exited = once(p, 'exit')
     procs.push({ p, exited })
@@ -107,7 +169,20 @@ export async function startPebble(t: Scope, o: PebbleOptions): Promise<RunningPe
   }
   await launch(
     CHALLTESTSRV,
-    ['-http01', '', '-https01', '', '-tlsalpn01', '', '-dns01', `127.0.0.1:${dnsPort}`, '-management', `127.0.0.1:${challMgmtPort}`, '-defaultIPv6', ''],
+    [
+      '-http01',
+      '',
+      '-https01',
+      '',
+      '-tlsalpn01',
+      '',
+      '-dns01',
+      `127.0.0.1:${dnsPort}`,
+      '-management',
+      `127.0.0.1:${challMgmtPort}`,
+      '-defaultIPv6',
+      '',
+    ],
     {},
     /Starting management server/,
     'pebble-challtestsrv',
@@ -153,7 +228,9 @@ function httpsGet(url: string, caFile: string): Promise<string> {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => (body += c))
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${url}: HTTP ${res.statusCode}`))))
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${url}: HTTP ${res.statusCode}`)),
+      )
     })
     req.on('error', reject)
     req.end()

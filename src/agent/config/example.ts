@@ -41,6 +41,7 @@ broker:
     #   caFile: /etc/edge-agent/devices-ca.pem # optional: CAs device certificates must chain to; default the local CA
     #   allowAnonymous: false
     #   useIdentityAsUsername: false  # true: the certificate names the device, the client id is free
+    #   serverCertificate: local-ca           # local-ca | acme (the gateway certificate of certs.acme, swapped when renewed)
   limits:
     maxConnections: 10000     # more get CONNACK 3 (server unavailable)
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection
@@ -107,6 +108,29 @@ certs:
     enabled: true
     topicPrefix: "devices/{id}/$certs"  # device publishes <prefix>/csr, gets <prefix>/cert
     minRequestIntervalSec: 10           # per-device rate limit on requests
+  # The gateway's own certificate from the site's ACME CA (step-ca, Vault, EJBCA, ...),
+  # for upstreams with clientCertificate: acme (docs/certificates.md, "ACME"):
+  # acme:
+  #   directoryUrl: https://ca.plant.example:9000/acme/acme/directory
+  #   email: ""                  # account contact (optional)
+  #   identifiers: [gw-cell2.plant.example]   # DNS names in the certificate
+  #   challenge: http-01         # http-01 | tls-alpn-01 (served by the agent while an order is pending) | dns-01 (hook)
+  #   http01: { host: 0.0.0.0, port: 80 }
+  #   tlsAlpn01: { host: 0.0.0.0, port: 443 }
+  #   dns01:
+  #     command: ""              # /usr/local/bin/dns-hook present|cleanup <name> <value>
+  #     timeoutSec: 300
+  #   renewAt: 0.667             # fraction of the lifetime (minus jitter); earlier if the CA publishes ARI
+  #   maxIntervalSec: 0          # renew at least this often; 0 = by renewAt only
+  #   rotateKey: true            # new key at every renewal
+  #   caFile: ""                 # extra trust for the ACME server's HTTPS (PEM)
+  #   trustFile: ""              # CAs the issued chain must lead to (PEM); checked before promotion
+  #   eab: { kid: "", hmacKeyFile: "" }   # external account binding, if the CA requires it
+  #   retryMinMs: 60000          # after a failure: retry after this, doubling with jitter ...
+  #   retryMaxMs: 3600000        # ... up to this
+  #   requestTimeoutMs: 30000
+  #   warnBeforeSec: 604800      # warn this long before expiry
+  #   testUpstreams: true        # test handshake to each upstream using it before promotion
   crl:
     topic: "$edge/ca/crl"   # CRL (PEM), retained; any device may subscribe
     validitySec: 86400      # nextUpdate; re-signed at half
@@ -184,6 +208,7 @@ upstreams: []
 #      timeoutMs: 30000             # wait for the upstream's reply
 #      retryMinMs: 10000            # after a failure: retry after this, doubling ...
 #      retryMaxMs: 600000           # ... up to this (or when the upstream says, e.g. too early)
+#    clientCertificate: files       # files (certFile/keyFile) | acme (the gateway certificate of certs.acme; mqtts/wss)
 #    rules:
 #      - topic: "devices/+/telemetry"
 #        direction: out             # out (up) | in (down) | both

@@ -46,6 +46,12 @@ export const ListenerSchema = Type.Object(
       description:
         "mqtts only: the certificate's identity names the client for the ACL and the client id is free, so several clients may share one certificate (Mosquitto's use_identity_as_username); false = the client id must be the identity",
     }),
+    serverCertificate: Type.Optional(
+      Type.Enum(['local-ca', 'acme'], {
+        description:
+          "mqtts only: local-ca = issued by the local CA and rotated (default); acme = the gateway's certificate from certs.acme, swapped in place when renewed (the local CA's until the first issuance)",
+      }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -357,7 +363,86 @@ export const UpstreamSchema = Type.Object(
     status: UpstreamStatusSchema,
     lossReport: UpstreamLossReportSchema,
     renewCertificate: UpstreamRenewCertificateSchema,
+    clientCertificate: Type.Enum(['files', 'acme'], {
+      default: 'files',
+      description:
+        "files = certFile/keyFile (if set); acme = the gateway's own certificate from certs.acme (mqtts/wss only; reconnects when it is renewed)",
+    }),
     rules: Type.Array(BridgeRuleSchema, { default: [] }),
+  },
+  { additionalProperties: false },
+)
+
+export const AcmeSchema = Type.Object(
+  {
+    directoryUrl: Type.String({ pattern: '^https?://', description: "the ACME CA's directory URL, e.g. https://ca.plant.example:9000/acme/acme/directory (step-ca)" }),
+    email: Type.String({ default: '', description: 'contact address of the ACME account (optional)' }),
+    identifiers: Type.Array(Type.String({ minLength: 1, pattern: '^[A-Za-z0-9*][A-Za-z0-9.-]*$' }), {
+      minItems: 1,
+      description: 'DNS names in the gateway certificate (the first is its main name)',
+    }),
+    challenge: Type.Enum(['http-01', 'tls-alpn-01', 'dns-01'], {
+      default: 'http-01',
+      description: 'http-01 and tls-alpn-01 are served by the agent itself while an order is pending; dns-01 runs dns01.command',
+    }),
+    http01: Type.Object(
+      {
+        host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the http-01 responder binds' }),
+        port: Port('port the CA connects to for http-01 (80 unless the CA is told otherwise)', 80),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    tlsAlpn01: Type.Object(
+      {
+        host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the tls-alpn-01 responder binds' }),
+        port: Port('port the CA connects to for tls-alpn-01 (443 unless the CA is told otherwise)', 443),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    dns01: Type.Object(
+      {
+        command: Type.String({
+          default: '',
+          description: 'hook run as `<command> present|cleanup <record name> <TXT value>` (no shell); present returns once the record is published',
+        }),
+        timeoutSec: Type.Integer({ minimum: 1, default: 300, description: 'a hook run taking longer is killed and the attempt fails' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    renewAt: Type.Number({
+      minimum: 0.1,
+      maximum: 0.95,
+      default: 0.667,
+      description: "renew once this fraction of the certificate's lifetime has passed (minus jitter up to 1/20), or earlier if the CA's renewal information (ARI) says so",
+    }),
+    maxIntervalSec: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'renew at least this often whatever the lifetime; 0 = only by renewAt and ARI',
+    }),
+    rotateKey: Type.Boolean({ default: true, description: 'a new key at every renewal (false: keep the current key)' }),
+    caFile: Type.String({ default: '', description: "extra CAs to trust for the ACME server's own HTTPS (PEM); default the system roots" }),
+    trustFile: Type.String({
+      default: '',
+      description: 'CAs the issued chain must lead to (PEM), checked before promotion; default: the chain need only be consistent',
+    }),
+    eab: Type.Optional(
+      Type.Object(
+        {
+          kid: Type.String({ minLength: 1, description: 'external account binding key id, from the CA' }),
+          hmacKeyFile: Type.String({ minLength: 1, description: 'file holding the base64url HMAC key of the binding' }),
+        },
+        { additionalProperties: false, description: 'external account binding, for CAs that require one' },
+      ),
+    ),
+    retryMinMs: Type.Integer({ minimum: 100, default: 60000, description: 'first retry after a failed attempt; doubles per failure, with jitter' }),
+    retryMaxMs: Type.Integer({ minimum: 100, default: 3600000, description: 'longest wait between attempts while the CA or the link is down' }),
+    requestTimeoutMs: Type.Integer({ minimum: 1000, default: 30000, description: 'timeout of one HTTP request to the CA' }),
+    warnBeforeSec: Type.Integer({ minimum: 0, default: 604800, description: 'warn (log, status "expiring") this long before the certificate expires' }),
+    testUpstreams: Type.Boolean({
+      default: true,
+      description: 'before promotion, a test handshake to every upstream with clientCertificate: acme; a refusal keeps the current certificate',
+    }),
   },
   { additionalProperties: false },
 )
@@ -409,6 +494,7 @@ export const CertsSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    acme: Type.Optional(AcmeSchema),
     crl: Type.Object(
       {
         topic: Type.String({ minLength: 1, default: '$edge/ca/crl', description: 'the CRL (PEM) is published retained here; every device may subscribe' }),
@@ -588,6 +674,7 @@ export type BrokerLimits = Static<typeof BrokerLimitsSchema>
 export type BufferConfig = Static<typeof BufferSchema>
 export type UpstreamConfig = Static<typeof UpstreamSchema>
 export type CertsConfig = Static<typeof CertsSchema>
+export type AcmeConfig = Static<typeof AcmeSchema>
 export type DevicesConfig = Static<typeof DevicesSchema>
 export type NodeRedConfig = Static<typeof NodeRedSchema>
 export type BridgeRuleConfig = Static<typeof BridgeRuleSchema>

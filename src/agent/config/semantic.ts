@@ -5,6 +5,7 @@ import { parseRuleSet, topicFilterProblem } from '../../bridge/index.js'
 import { Acl, AclError, ClientAcl, type ClientAclOptions } from '../../local-broker/index.js'
 import { nodeRedInstalled } from '../../node-red/index.js'
 import type { AgentConfig } from './schema.js'
+import { acmeIssues } from './acme-issues.js'
 
 export interface SemanticIssue {
   readonly path: (string | number)[]
@@ -73,6 +74,7 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
   })
   issues.push(...certsIssues(config))
   issues.push(...nodeRedIssues(config))
+  issues.push(...acmeIssues(config))
   return issues
 }
 

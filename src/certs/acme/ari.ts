@@ -12,7 +12,8 @@ export function ariCertId(certPem: string): string | undefined {
   let serial = cert.serialNumber.toLowerCase()
   if (serial.length % 2 === 1) serial = `0${serial}`
   // The DER INTEGER's content: positive, so a leading 00 when the top bit is set.
-  while (serial.startsWith('00') && serial.length > 2 && Number.parseInt(serial.slice(2, 4), 16) < 0x80) serial = serial.slice(2)
+  while (serial.startsWith('00') && serial.length > 2 && Number.parseInt(serial.slice(2, 4), 16) < 0x80)
+    serial = serial.slice(2)
   if (Number.parseInt(serial.slice(0, 2), 16) >= 0x80) serial = `00${serial}`
   return `${Buffer.from(aki.keyId, 'hex').toString('base64url')}.${Buffer.from(serial, 'hex').toString('base64url')}`
 }
@@ -33,7 +34,11 @@ export function parseRenewalInfo(body: unknown, retryAfter: string | undefined, 
   const end = Date.parse(String((w as { end?: unknown }).end))
   if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) return undefined
   const url = (body as { explanationURL?: unknown }).explanationURL
-  return { window: { start, end }, explanationUrl: typeof url === 'string' ? url : undefined, retryAt: parseRetryAfter(retryAfter, now) }
+  return {
+    window: { start, end },
+    explanationUrl: typeof url === 'string' ? url : undefined,
+    retryAt: parseRetryAfter(retryAfter, now),
+  }
 }
 
 function parseRetryAfter(v: string | undefined, now: number): number | undefined {

@@ -4,7 +4,12 @@
 // pending (open() before the challenges, close() after).
 import { execFile } from 'node:child_process'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
-import { createServer as createTlsServer, createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls'
+import {
+  createServer as createTlsServer,
+  createSecureContext,
+  type SecureContext,
+  type Server as TlsServer,
+} from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import * as acme from 'acme-client'
 import { AcmeError } from './errors.js'
@@ -76,7 +81,10 @@ export class Http01Responder implements ChallengeResponder {
   }
 }
 
-/** tls-alpn-01 (RFC 8737): a self-signed certificate with the acmeIdentifier extension, per SNI name, ALPN acme-tls/1 only. */
+/**
+ * tls-alpn-01 (RFC 8737): a self-signed certificate with the acmeIdentifier
+ * extension, per SNI name, ALPN acme-tls/1 only.
+ */
 export class TlsAlpn01Responder implements ChallengeResponder {
   readonly type = 'tls-alpn-01'
   readonly #host: string
@@ -153,12 +161,23 @@ export class Dns01HookResponder implements ChallengeResponder {
   #run(action: 'present' | 'cleanup', t: ChallengeTask): Promise<void> {
     const name = `_acme-challenge.${t.identifier.replace(/^\*\./, '')}`
     return new Promise<void>((resolve, reject) => {
-      execFile(this.#command, [action, name, t.keyAuthorization], { timeout: this.#timeoutMs, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
-        if (err === null) return resolve()
-        const why = err.killed ? `timed out after ${this.#timeoutMs} ms` : `exit ${String(err.code ?? err.signal)}`
-        const detail = stderr.trim().slice(0, 500)
-        reject(new AcmeError('EDGE_ERR_ACME_CHALLENGE_FAILED', `dns-01 hook ${action} ${name} failed: ${why}${detail === '' ? '' : `: ${detail}`}`, { cause: err }))
-      })
+      execFile(
+        this.#command,
+        [action, name, t.keyAuthorization],
+        { timeout: this.#timeoutMs, killSignal: 'SIGKILL' },
+        (err, _stdout, stderr) => {
+          if (err === null) return resolve()
+          const why = err.killed ? `timed out after ${this.#timeoutMs} ms` : `exit ${String(err.code ?? err.signal)}`
+          const detail = stderr.trim().slice(0, 500)
+          reject(
+            new AcmeError(
+              'EDGE_ERR_ACME_CHALLENGE_FAILED',
+              `dns-01 hook ${action} ${name} failed: ${why}${detail === '' ? '' : `: ${detail}`}`,
+              { cause: err },
+            ),
+          )
+        },
+      )
     })
   }
 }
@@ -166,7 +185,13 @@ export class Dns01HookResponder implements ChallengeResponder {
 function listen(server: HttpServer | TlsServer, host: string, port: number, what: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
-      reject(new AcmeError('EDGE_ERR_ACME_CHALLENGE_FAILED', `cannot listen for ${what} on ${host}:${port}: ${err.message}`, { cause: err }))
+      reject(
+        new AcmeError(
+          'EDGE_ERR_ACME_CHALLENGE_FAILED',
+          `cannot listen for ${what} on ${host}:${port}: ${err.message}`,
+          { cause: err },
+        ),
+      )
     }
     server.once('error', onError)
     server.listen(port, host, () => {

@@ -31,7 +31,8 @@ export function issuedProblems(c: IssuedCheck): string[] {
     problems.push(`the key does not load: ${(err as Error).message}`)
   }
   for (const id of c.identifiers) {
-    if (leaf.checkHost(id, { subject: 'never' }) === undefined) problems.push(`identifier ${id} is not in the certificate`)
+    if (leaf.checkHost(id, { subject: 'never' }) === undefined)
+      problems.push(`identifier ${id} is not in the certificate`)
   }
   const notBefore = Date.parse(leaf.validFrom)
   const notAfter = Date.parse(leaf.validTo)
@@ -41,7 +42,8 @@ export function issuedProblems(c: IssuedCheck): string[] {
   for (let i = 0; i + 1 < certs.length; i++) {
     const child = certs[i] as X509Certificate
     const parent = certs[i + 1] as X509Certificate
-    if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) problems.push(`chain element ${i} is not signed by element ${i + 1}`)
+    if (!child.checkIssued(parent) || !child.verify(parent.publicKey))
+      problems.push(`chain element ${i} is not signed by element ${i + 1}`)
   }
   if (c.trustPem !== undefined) {
     const top = certs[certs.length - 1] as X509Certificate
@@ -51,8 +53,11 @@ export function issuedProblems(c: IssuedCheck): string[] {
     } catch (err) {
       problems.push(`the trust file does not parse: ${(err as Error).message}`)
     }
-    const trusted = anchors.some((a) => a.fingerprint256 === top.fingerprint256 || (top.checkIssued(a) && top.verify(a.publicKey)))
-    if (!trusted) problems.push(`the chain does not lead to a configured CA (top issuer: ${top.issuer.replace(/\n/g, ', ')})`)
+    const trusted = anchors.some(
+      (a) => a.fingerprint256 === top.fingerprint256 || (top.checkIssued(a) && top.verify(a.publicKey)),
+    )
+    if (!trusted)
+      problems.push(`the chain does not lead to a configured CA (top issuer: ${top.issuer.replace(/\n/g, ', ')})`)
   }
   return problems
 }

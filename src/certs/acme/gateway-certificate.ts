@@ -15,7 +15,7 @@ import { splitPem, summarize, type CertSummary } from '../x509.js'
 import { MAX_TIMER_MS, systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { AcmeError, isAcmeError, type AcmeErrorCode } from './errors.js'
 import { issuedProblems } from './check.js'
-import { nextRenewal, retryDelay, type RenewalWindow } from './schedule.js'
+import { nextRenewal, acmeRetryDelay, type RenewalWindow } from './schedule.js'
 import type { HandshakeResult } from './handshake.js'
 
 /** What issues certificates: AcmeIssuer in production. */
@@ -43,10 +43,13 @@ export interface GatewayCertificateOptions {
   readonly rotateKey: boolean
   /** Warn this long before expiry. */
   readonly warnBeforeMs: number
-  /** CAs the issued chain must lead to; undefined: consistency only. */
-  readonly trustPem?: string | undefined
+  /** CAs the issued chain must lead to (PEM file, read at start); undefined: consistency only. */
+  readonly trustFile?: string | undefined
   /** Tries the candidate against every upstream that uses it; empty = none does. */
-  readonly tryCandidate?: (m: { cert: string; key: string }) => Promise<readonly (HandshakeResult & { upstream: string })[]>
+  readonly tryCandidate?: (m: {
+    cert: string
+    key: string
+  }) => Promise<readonly (HandshakeResult & { upstream: string })[]>
   readonly logger: Logger
   readonly clock?: Clock
   readonly random?: () => number
@@ -102,6 +105,7 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
   #lastTest: readonly (HandshakeResult & { upstream: string })[] = []
   #expired = false
   #warned = false
+  #trustPem: string | undefined
 
   constructor(o: GatewayCertificateOptions) {
     super()
@@ -131,6 +135,17 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
     this.#started = true
     await mkdir(this.#o.dir, { recursive: true, mode: 0o700 })
     await rm(join(this.#o.dir, 'gateway.next.pem'), { force: true })
+    if (this.#o.trustFile !== undefined) {
+      try {
+        this.#trustPem = await readFile(this.#o.trustFile, 'utf8')
+      } catch (err) {
+        throw new AcmeError(
+          'EDGE_ERR_ACME_STATE',
+          `cannot read trustFile ${this.#o.trustFile}: ${(err as Error).message}`,
+          { cause: err },
+        )
+      }
+    }
     const loaded = await this.#load()
     if (loaded !== undefined) {
       this.#current = loaded.material
@@ -152,7 +167,7 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
     return Promise.resolve()
   }
 
-  /** Renews now (`certs renew-gateway`); joins an attempt already in flight. Resolves true if a certificate was promoted. */
+  /** Renews now (`certs renew-gateway`), or joins the attempt in flight; true if a certificate was promoted. */
   renewNow(): Promise<boolean> {
     return this.#attempt('requested')
   }
@@ -175,7 +190,8 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
       renewals: this.#renewals,
       failures: this.#failures,
       lastAttemptAt: iso(this.#lastAttemptAt),
-      lastError: this.#lastError === undefined ? null : { ...this.#lastError, at: new Date(this.#lastError.at).toISOString() },
+      lastError:
+        this.#lastError === undefined ? null : { ...this.#lastError, at: new Date(this.#lastError.at).toISOString() },
       lastTest: this.#lastTest,
     }
   }
@@ -232,21 +248,31 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
   async #renew(reason: string): Promise<boolean> {
     this.#lastAttemptAt = this.#clock.now()
     const log = this.#log.child({ attempt: this.#failures + 1 })
-    log.info({ reason, identifiers: this.#o.identifiers, current: this.#current?.summary.serial }, 'gateway certificate renewal started')
+    log.info(
+      { reason, identifiers: this.#o.identifiers, current: this.#current?.summary.serial },
+      'gateway certificate renewal started',
+    )
     const next = join(this.#o.dir, 'gateway.next.pem')
     try {
-      const keyPem = this.#o.rotateKey || this.#current === undefined ? await acme.crypto.createPrivateEcdsaKey('P-256') : this.#current.key
+      const keyPem =
+        this.#o.rotateKey || this.#current === undefined
+          ? await acme.crypto.createPrivateEcdsaKey('P-256')
+          : this.#current.key
       const key = keyPem.toString()
       const chain = await this.#o.source.issue({ keyPem: key, identifiers: this.#o.identifiers })
       const problems = issuedProblems({
         chainPem: chain,
         keyPem: key,
         identifiers: this.#o.identifiers,
-        trustPem: this.#o.trustPem,
+        trustPem: this.#trustPem,
         now: this.#clock.now(),
         toleranceMs: 300_000,
       })
-      if (problems.length > 0) throw new AcmeError('EDGE_ERR_ACME_CERT_INVALID', `the issued certificate does not check out: ${problems.join('; ')}`)
+      if (problems.length > 0)
+        throw new AcmeError(
+          'EDGE_ERR_ACME_CERT_INVALID',
+          `the issued certificate does not check out: ${problems.join('; ')}`,
+        )
       const candidate = { cert: splitPem(chain).join(''), key: ensureNewline(key) }
       // Beside the current pair: a crash from here on leaves the current one in place.
       await this.#write(next, `${candidate.key}${candidate.cert}`)
@@ -256,14 +282,17 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
       if (refused.length > 0) {
         throw new AcmeError(
           'EDGE_ERR_ACME_UPSTREAM_REFUSED',
-          `upstream ${refused.map((t) => `${t.upstream} (${t.error ?? 'refused'})`).join(', ')} refused the new certificate; keeping the current one`,
+          `upstream ${refused.map((t) => `${t.upstream} (${t.error ?? 'refused'})`).join(', ')} refused the new ` +
+            'certificate; keeping the current one',
         )
       }
       if (this.#stopped) return false
       try {
         await renameAtomic(next, this.file)
       } catch (err) {
-        throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot promote ${next}: ${(err as Error).message}`, { cause: err })
+        throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot promote ${next}: ${(err as Error).message}`, {
+          cause: err,
+        })
       }
       const summary = summarize(candidate.cert)
       this.#current = { ...candidate, summary }
@@ -273,23 +302,43 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
       this.#lastError = undefined
       this.#warned = false
       log.info(
-        { serial: summary.serial, issuer: summary.issuer, notAfter: new Date(summary.notAfter).toISOString(), upstreamsTested: tests.map((t) => t.upstream) },
+        {
+          serial: summary.serial,
+          issuer: summary.issuer,
+          notAfter: new Date(summary.notAfter).toISOString(),
+          upstreamsTested: tests.map((t) => t.upstream),
+        },
         'gateway certificate promoted',
       )
       this.#checkExpiry()
       this.emit('promoted', this.#current)
       const window = await this.#ariWindow(chain)
-      this.#schedule(window === undefined ? this.#planned() : Math.min(this.#planned(), Math.max(this.#clock.now(), window.start + this.#random() * (window.end - window.start))))
+      this.#schedule(
+        window === undefined
+          ? this.#planned()
+          : Math.min(
+              this.#planned(),
+              Math.max(this.#clock.now(), window.start + this.#random() * (window.end - window.start)),
+            ),
+      )
       return true
     } catch (err) {
       await rm(next, { force: true }).catch(() => undefined)
-      const e = isAcmeError(err) ? err : new AcmeError('EDGE_ERR_ACME_REFUSED', (err as Error).message ?? String(err), { cause: err })
+      const e = isAcmeError(err)
+        ? err
+        : new AcmeError('EDGE_ERR_ACME_REFUSED', (err as Error).message ?? String(err), { cause: err })
       this.#failures++
       this.#lastError = { code: e.code, message: e.message, at: this.#clock.now() }
-      const delay = retryDelay(this.#failures, this.#o.retryMinMs, this.#o.retryMaxMs, this.#random)
+      const delay = acmeRetryDelay(this.#failures, this.#o.retryMinMs, this.#o.retryMaxMs, this.#random)
       const at = this.#clock.now() + delay
       log.warn(
-        { code: e.code, err: e.message, failures: this.#failures, retryInMs: delay, current: this.#current?.summary.serial ?? null },
+        {
+          code: e.code,
+          err: e.message,
+          failures: this.#failures,
+          retryInMs: delay,
+          current: this.#current?.summary.serial ?? null,
+        },
         'gateway certificate renewal failed; keeping the current certificate',
       )
       this.#schedule(at)
@@ -311,7 +360,9 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
     try {
       await writeAtomic(file, data, 0o600)
     } catch (err) {
-      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, { cause: err })
+      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
   }
 
@@ -329,7 +380,10 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
     const certs = splitPem(text)
     if (key === undefined || certs.length === 0) {
       // Corrupt: treated as absent, so that a new one is issued; the file stays for inspection.
-      this.#log.error({ file: this.file, code: 'EDGE_ERR_ACME_STATE' }, 'gateway certificate file is corrupt; issuing a new one')
+      this.#log.error(
+        { file: this.file, code: 'EDGE_ERR_ACME_STATE' },
+        'gateway certificate file is corrupt; issuing a new one',
+      )
       return undefined
     }
     const cert = certs.join('')
@@ -345,16 +399,27 @@ export class GatewayCertificate extends EventEmitter<GatewayCertificateEvents> {
     const expired = c.notAfter <= now
     if (expired !== this.#expired) {
       this.#expired = expired
-      if (expired) this.#log.error({ code: 'EDGE_ERR_ACME_EXPIRED', serial: c.serial, notAfter: new Date(c.notAfter).toISOString() }, 'gateway certificate expired')
+      if (expired)
+        this.#log.error(
+          { code: 'EDGE_ERR_ACME_EXPIRED', serial: c.serial, notAfter: new Date(c.notAfter).toISOString() },
+          'gateway certificate expired',
+        )
       this.emit('expired', expired)
     }
     if (!expired && !this.#warned && c.notAfter - now <= this.#o.warnBeforeMs) {
       this.#warned = true
-      this.#log.warn({ serial: c.serial, notAfter: new Date(c.notAfter).toISOString(), lastError: this.#lastError?.code }, 'gateway certificate expires soon')
+      this.#log.warn(
+        { serial: c.serial, notAfter: new Date(c.notAfter).toISOString(), lastError: this.#lastError?.code },
+        'gateway certificate expires soon',
+      )
     }
     if (expired) return
-    const nextCheck = c.notAfter - now > this.#o.warnBeforeMs ? c.notAfter - this.#o.warnBeforeMs - now : c.notAfter - now
-    this.#expiryTimer = this.#clock.setTimeout(() => this.#checkExpiry(), Math.min(MAX_TIMER_MS, Math.max(0, nextCheck) + 1))
+    const nextCheck =
+      c.notAfter - now > this.#o.warnBeforeMs ? c.notAfter - this.#o.warnBeforeMs - now : c.notAfter - now
+    this.#expiryTimer = this.#clock.setTimeout(
+      () => this.#checkExpiry(),
+      Math.min(MAX_TIMER_MS, Math.max(0, nextCheck) + 1),
+    )
   }
 }
 

@@ -20,7 +20,11 @@ export interface HandshakeResult {
   readonly error?: string | undefined
 }
 
-export function tryClientCertificate(t: HandshakeTarget, material: { cert: string; key: string }, timeoutMs: number): Promise<HandshakeResult> {
+export function tryClientCertificate(
+  t: HandshakeTarget,
+  material: { cert: string; key: string },
+  timeoutMs: number,
+): Promise<HandshakeResult> {
   return new Promise<HandshakeResult>((resolve) => {
     const servername = t.serverName ?? t.host
     const ip = /^[\d.]+$/.test(servername) || servername.includes(':')
@@ -45,10 +49,14 @@ export function tryClientCertificate(t: HandshakeTarget, material: { cert: strin
       resolve(r)
     }
     const timer = setTimeout(() => finish({ ok: false, error: `no answer within ${timeoutMs} ms` }), timeoutMs)
-    socket.once('secureConnect', () => socket.write(connectPacket(`edge-agent-certcheck-${randomBytes(6).toString('hex')}`)))
+    socket.once('secureConnect', () =>
+      socket.write(connectPacket(`edge-agent-certcheck-${randomBytes(6).toString('hex')}`)),
+    )
     socket.once('data', () => finish({ ok: true }))
     socket.once('error', (err) => finish({ ok: false, error: err.message }))
-    socket.once('close', () => finish({ ok: false, error: 'connection closed by the upstream before CONNACK (certificate refused?)' }))
+    socket.once('close', () =>
+      finish({ ok: false, error: 'connection closed by the upstream before CONNACK (certificate refused?)' }),
+    )
   })
 }
 

@@ -15,7 +15,12 @@ export function getJson(url: string, o: { ca?: string | undefined; timeoutMs: nu
     const u = new URL(url)
     const fail = (err: Error): void =>
       reject(new AcmeError('EDGE_ERR_ACME_UNREACHABLE', `cannot reach ${u.origin}: ${err.message}`, { cause: err }))
-    const opts = { method: 'GET', timeout: o.timeoutMs, headers: { accept: 'application/json' }, ...(o.ca === undefined ? {} : { ca: o.ca }) }
+    const opts = {
+      method: 'GET',
+      timeout: o.timeoutMs,
+      headers: { accept: 'application/json' },
+      ...(o.ca === undefined ? {} : { ca: o.ca }),
+    }
     const req = (u.protocol === 'http:' ? httpRequest : httpsRequest)(u, opts, (res) => {
       const chunks: Buffer[] = []
       let size = 0

@@ -16,9 +16,10 @@ import type { RenewalWindow } from './schedule.js'
 export interface AcmeIssuerOptions {
   readonly directoryUrl: string
   readonly email: string
-  /** Extra trust for the ACME server's own HTTPS (PEM). */
-  readonly caPem?: string | undefined
-  readonly eab?: { readonly kid: string; readonly hmacKey: string } | undefined
+  /** Extra trust for the ACME server's own HTTPS (PEM file), read at each order. */
+  readonly caFile?: string | undefined
+  /** External account binding; the HMAC key (base64url) is read from its file at each order. */
+  readonly eab?: { readonly kid: string; readonly hmacKeyFile: string } | undefined
   /** Where account.key and account.json live. */
   readonly dir: string
   readonly responder: ChallengeResponder
@@ -49,13 +50,17 @@ export class AcmeIssuer {
   /** Reads the directory: unreachable and not-ACME are told apart here. */
   async directory(): Promise<AcmeDirectory> {
     const url = this.#o.directoryUrl
-    const r = await getJson(url, { ca: this.#o.caPem, timeoutMs: this.#o.requestTimeoutMs })
+    const r = await getJson(url, { ca: await this.#caPem(), timeoutMs: this.#o.requestTimeoutMs })
     const d = r.body as Partial<Record<string, unknown>> | undefined
     if (r.status !== 200 || d === undefined || typeof d !== 'object' || d === null) {
-      throw new AcmeError('EDGE_ERR_ACME_NOT_ACME', `${url} answered HTTP ${r.status} without an ACME directory (JSON with newNonce, newAccount, newOrder)`)
+      throw new AcmeError(
+        'EDGE_ERR_ACME_NOT_ACME',
+        `${url} answered HTTP ${r.status} without an ACME directory (JSON with newNonce, newAccount, newOrder)`,
+      )
     }
     for (const k of ['newNonce', 'newAccount', 'newOrder']) {
-      if (typeof d[k] !== 'string') throw new AcmeError('EDGE_ERR_ACME_NOT_ACME', `${url} is not an ACME directory: no ${k}`)
+      if (typeof d[k] !== 'string')
+        throw new AcmeError('EDGE_ERR_ACME_NOT_ACME', `${url} is not an ACME directory: no ${k}`)
     }
     return {
       newNonce: d['newNonce'] as string,
@@ -71,56 +76,114 @@ export class AcmeIssuer {
     if (dir.renewalInfo === undefined) return undefined
     const id = ariCertId(chainPem)
     if (id === undefined) return undefined
-    const r = await getJson(`${dir.renewalInfo.replace(/\/$/, '')}/${id}`, { ca: this.#o.caPem, timeoutMs: this.#o.requestTimeoutMs })
+    const r = await getJson(`${dir.renewalInfo.replace(/\/$/, '')}/${id}`, {
+      ca: await this.#caPem(),
+      timeoutMs: this.#o.requestTimeoutMs,
+    })
     if (r.status !== 200) return undefined
     const retryAfter = r.headers['retry-after']
     const info = parseRenewalInfo(r.body, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, Date.now())
-    if (info !== undefined) this.#log.info({ start: new Date(info.window.start).toISOString(), end: new Date(info.window.end).toISOString(), explanationUrl: info.explanationUrl }, 'acme renewal window')
+    if (info !== undefined)
+      this.#log.info(
+        {
+          start: new Date(info.window.start).toISOString(),
+          end: new Date(info.window.end).toISOString(),
+          explanationUrl: info.explanationUrl,
+        },
+        'acme renewal window',
+      )
     return info?.window
   }
 
   /** One order: account (created or found by its key), challenges, finalization; resolves with the PEM chain. */
   async issue(o: { keyPem: string; identifiers: readonly string[] }): Promise<string> {
     await this.directory()
-    configureHttp(this.#o)
+    configureHttp(this.#o.requestTimeoutMs, await this.#caPem())
     const accountKey = await this.#loadAccountKey()
-    const client = new acme.Client({
-      directoryUrl: this.#o.directoryUrl,
-      accountKey,
-      ...POLL,
-      ...(this.#o.eab === undefined ? {} : { externalAccountBinding: { kid: this.#o.eab.kid, hmacKey: this.#o.eab.hmacKey } }),
-    })
-    // The account is looked up by its key at every order: a CA that lost its
-    // database (or a test CA restarted) gets a fresh registration, no stale URL.
-    try {
-      await client.createAccount({ termsOfServiceAgreed: true, ...(this.#o.email === '' ? {} : { contact: [`mailto:${this.#o.email}`] }) })
-    } catch (err) {
-      throw classify(err, 'account registration refused')
+    const eab = this.#o.eab
+    const hmacKey = eab === undefined ? undefined : (await this.#read(eab.hmacKeyFile, 'EAB HMAC key file')).trim()
+    const newClient = (accountUrl: string | undefined): acme.Client =>
+      new acme.Client({
+        directoryUrl: this.#o.directoryUrl,
+        accountKey,
+        ...POLL,
+        ...(accountUrl === undefined ? {} : { accountUrl }),
+        ...(eab === undefined || hmacKey === undefined ? {} : { externalAccountBinding: { kid: eab.kid, hmacKey } }),
+      })
+    const register = async (): Promise<acme.Client> => {
+      const c = newClient(undefined)
+      try {
+        await c.createAccount({
+          termsOfServiceAgreed: true,
+          ...(this.#o.email === '' ? {} : { contact: [`mailto:${this.#o.email}`] }),
+        })
+      } catch (err) {
+        throw classify(err, 'account registration refused')
+      }
+      await this.#saveAccount(c.getAccountUrl())
+      return c
     }
-    await this.#saveAccount(client.getAccountUrl())
+    const saved = await this.#savedAccountUrl()
+    const client = saved === undefined ? await register() : newClient(saved)
     const [, csr] = await acme.crypto.createCsr({ altNames: [...o.identifiers] }, o.keyPem)
     const r = this.#o.responder
     await r.open()
     try {
-      const chain = await client.auto({
-        csr,
-        ...(this.#o.email === '' ? {} : { email: this.#o.email }),
-        termsOfServiceAgreed: true,
-        challengePriority: [r.type],
-        skipChallengeVerification: true,
-        challengeCreateFn: async (authz, challenge, keyAuthorization) => {
-          this.#log.debug({ identifier: authz.identifier.value, type: challenge.type }, 'acme challenge presented')
-          await r.present({ identifier: authz.identifier.value, token: (challenge as { token: string }).token, keyAuthorization, authz })
-        },
-        challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
-          await r.cleanup({ identifier: authz.identifier.value, token: (challenge as { token: string }).token, keyAuthorization, authz })
-        },
-      })
-      return chain
+      const order = (c: acme.Client): Promise<string> =>
+        c.auto({
+          csr,
+          ...(this.#o.email === '' ? {} : { email: this.#o.email }),
+          termsOfServiceAgreed: true,
+          challengePriority: [r.type],
+          skipChallengeVerification: true,
+          challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+            this.#log.debug({ identifier: authz.identifier.value, type: challenge.type }, 'acme challenge presented')
+            await r.present({
+              identifier: authz.identifier.value,
+              token: (challenge as { token: string }).token,
+              keyAuthorization,
+              authz,
+            })
+          },
+          challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
+            await r.cleanup({
+              identifier: authz.identifier.value,
+              token: (challenge as { token: string }).token,
+              keyAuthorization,
+              authz,
+            })
+          },
+        })
+      try {
+        return await order(client)
+      } catch (err) {
+        // A CA that lost its accounts (a rebuilt step-ca, a restarted test
+        // CA) no longer knows the saved URL: register again, once.
+        if (saved === undefined || !accountGone(err)) throw err
+        this.#log.warn(
+          { account: saved, err: (err as Error).message },
+          'acme account unknown to the CA; registering again',
+        )
+        return await order(await register())
+      }
     } catch (err) {
       throw classify(err, 'order failed')
     } finally {
       await r.close()
+    }
+  }
+
+  async #caPem(): Promise<string | undefined> {
+    return this.#o.caFile === undefined ? undefined : await this.#read(this.#o.caFile, 'CA file')
+  }
+
+  async #read(file: string, what: string): Promise<string> {
+    try {
+      return await readFile(file, 'utf8')
+    } catch (err) {
+      throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${what} ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
   }
 
@@ -131,17 +194,30 @@ export class AcmeIssuer {
       this.#accountKey = await readFile(file)
       return this.#accountKey
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${file}`, { cause: err })
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new AcmeError('EDGE_ERR_ACME_STATE', `cannot read ${file}`, { cause: err })
     }
     const key = await acme.crypto.createPrivateEcdsaKey('P-256')
     try {
       await writeAtomic(file, key, 0o600)
     } catch (err) {
-      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, { cause: err })
+      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
     this.#log.info({ file }, 'acme account key created')
     this.#accountKey = key
     return key
+  }
+
+  async #savedAccountUrl(): Promise<string | undefined> {
+    const file = join(this.#o.dir, 'account.json')
+    try {
+      const j = JSON.parse(await readFile(file, 'utf8')) as { directoryUrl?: unknown; url?: unknown }
+      return j.directoryUrl === this.#o.directoryUrl && typeof j.url === 'string' ? j.url : undefined
+    } catch {
+      return undefined
+    }
   }
 
   async #saveAccount(url: string): Promise<void> {
@@ -152,13 +228,30 @@ export class AcmeIssuer {
     try {
       await writeAtomic(file, data, 0o600)
     } catch (err) {
-      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, { cause: err })
+      throw new AcmeError('EDGE_ERR_ACME_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
     this.#log.info({ account: url }, 'acme account registered')
   }
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPIPE'])
+function accountGone(err: unknown): boolean {
+  const m = String((err as Error).message)
+  return /account/i.test(m) && /not found|not exist|does not exist|no existing|unknown/i.test(m)
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'EPIPE',
+])
 
 function classify(err: unknown, what: string): AcmeError {
   if (isAcmeError(err)) return err
@@ -177,10 +270,10 @@ function classify(err: unknown, what: string): AcmeError {
  * goes on it (one ACME CA per agent), and its own retries are cut to one
  * because the agent has its own backoff (never two layers of retries).
  */
-function configureHttp(o: AcmeIssuerOptions): void {
+function configureHttp(timeoutMs: number, caPem: string | undefined): void {
   const ax = acme.axios
-  ax.defaults.timeout = o.requestTimeoutMs
-  ax.defaults.httpsAgent = new HttpsAgent({ keepAlive: false, ...(o.caPem === undefined ? {} : { ca: o.caPem }) })
+  ax.defaults.timeout = timeoutMs
+  ax.defaults.httpsAgent = new HttpsAgent({ keepAlive: false, ...(caPem === undefined ? {} : { ca: caPem }) })
   const settings = (ax.defaults as unknown as { acmeSettings: Record<string, number> }).acmeSettings
   settings['retryMaxAttempts'] = 1
   settings['retryDefaultDelay'] = 1

@@ -34,7 +34,8 @@ export function nextRenewal(p: RenewalPlan): number {
   // RFC 9773 §4.2: a uniformly random time inside the suggested window; it
   // may only bring the renewal forward (a CA asking for early renewal, e.g.
   // before a revocation).
-  if (p.ari !== undefined && p.ari.end >= p.ari.start) at = Math.min(at, p.ari.start + p.random() * (p.ari.end - p.ari.start))
+  if (p.ari !== undefined && p.ari.end >= p.ari.start)
+    at = Math.min(at, p.ari.start + p.random() * (p.ari.end - p.ari.start))
   return Math.max(p.now, at)
 }
 
@@ -43,7 +44,7 @@ export function nextRenewal(p: RenewalPlan): number {
  * exponential from minMs, capped at maxMs, with "full jitter" in its upper
  * half so that gateways that lost the CA together do not come back together.
  */
-export function retryDelay(failures: number, minMs: number, maxMs: number, random: () => number): number {
+export function acmeRetryDelay(failures: number, minMs: number, maxMs: number, random: () => number): number {
   const exp = Math.min(maxMs, minMs * 2 ** Math.min(30, Math.max(0, failures - 1)))
   return Math.round(exp / 2 + random() * (exp / 2))
 }

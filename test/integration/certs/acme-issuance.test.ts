@@ -8,6 +8,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
+import * as acme from 'acme-client'
 import pino from 'pino'
 import {
   AcmeIssuer,
@@ -32,12 +33,22 @@ let pebble: RunningPebble
 let httpPort: number
 let tlsPort: number
 
-function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: string[]; maxIntervalMs?: number; retryMaxMs?: number; trustPem?: string; count?: { now: number; max: number; total: number } }): GatewayCertificate {
+function gateway(
+  t: Scope,
+  o: {
+    responder: ChallengeResponder
+    identifiers: string[]
+    maxIntervalMs?: number
+    retryMaxMs?: number
+    trustFile?: string
+    count?: { now: number; max: number; total: number }
+  },
+): GatewayCertificate {
   const dir = tmpDir(t, 'edge-agent-acme-')
   const issuer = new AcmeIssuer({
     directoryUrl: pebble.directoryUrl,
     email: 'ot@example.test',
-    caPem: readFileSync(pebble.httpsCaFile, 'utf8'),
+    caFile: pebble.httpsCaFile,
     dir,
     responder: o.responder,
     logger: log,
@@ -67,7 +78,7 @@ function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: stri
     retryMaxMs: o.retryMaxMs ?? 2_000,
     rotateKey: true,
     warnBeforeMs: 7 * 86_400_000,
-    trustPem: o.trustPem,
+    trustFile: o.trustFile,
     logger: log,
   })
   t.after(() => g.stop())
@@ -75,7 +86,11 @@ function gateway(t: Scope, o: { responder: ChallengeResponder; identifiers: stri
 }
 
 function promoted(g: GatewayCertificate, ms = 60_000): Promise<GatewayMaterial> {
-  return withTimeout(new Promise<GatewayMaterial>((resolve) => g.once('promoted', resolve)), ms, 'a certificate to be promoted')
+  return withTimeout(
+    new Promise<GatewayMaterial>((resolve) => g.once('promoted', resolve)),
+    ms,
+    'a certificate to be promoted',
+  )
 }
 
 function assertFor(m: GatewayMaterial, names: string[], rootPem: string): void {
@@ -109,7 +124,10 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   })
 
   it('is issued with tls-alpn-01 served by the agent', async (t) => {
-    const g = gateway(t, { responder: new TlsAlpn01Responder({ host: '127.0.0.1', port: tlsPort }), identifiers: ['gw-alpn.edge.test'] })
+    const g = gateway(t, {
+      responder: new TlsAlpn01Responder({ host: '127.0.0.1', port: tlsPort }),
+      identifiers: ['gw-alpn.edge.test'],
+    })
     const first = promoted(g)
     await g.start(AbortSignal.timeout(10_000))
     assertFor(await first, ['gw-alpn.edge.test'], await pebble.root())
@@ -119,21 +137,24 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
     const dir = tmpDir(t)
     const hook = join(dir, 'dns-hook')
     const calls = join(dir, 'calls')
+    // The hook an operator would write for their DNS server; here it sets the TXT record in challtestsrv.
     writeFileSync(
       hook,
       [
-        '#!/bin/sh',
-        'set -e',
-        `echo "$1 $2" >> ${calls}`,
-        'case "$1" in',
-        `  present) curl -sf -X POST -d "{\\"host\\":\\"$2.\\",\\"value\\":\\"$3\\"}" ${pebble.challtestsrvUrl}/set-txt ;;`,
-        `  cleanup) curl -sf -X POST -d "{\\"host\\":\\"$2.\\"}" ${pebble.challtestsrvUrl}/clear-txt ;;`,
-        'esac',
+        `#!${process.execPath}`,
+        'const [action, name, value] = process.argv.slice(2)',
+        `require('node:fs').appendFileSync(${JSON.stringify(calls)}, action + ' ' + name + '\\n')`,
+        `const url = ${JSON.stringify(pebble.challtestsrvUrl)} + (action === 'present' ? '/set-txt' : '/clear-txt')`,
+        "const body = JSON.stringify(action === 'present' ? { host: name + '.', value } : { host: name + '.' })",
+        "fetch(url, { method: 'POST', body }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(2))",
         '',
       ].join('\n'),
     )
     chmodSync(hook, 0o755)
-    const g = gateway(t, { responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }), identifiers: ['gw-dns.edge.test', 'alt-dns.edge.test'] })
+    const g = gateway(t, {
+      responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }),
+      identifiers: ['gw-dns.edge.test', 'alt-dns.edge.test'],
+    })
     const first = promoted(g)
     await g.start(AbortSignal.timeout(10_000))
     assertFor(await first, ['gw-dns.edge.test', 'alt-dns.edge.test'], await pebble.root())
@@ -151,7 +172,10 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
     const hook = join(dir, 'dns-hook')
     writeFileSync(hook, '#!/bin/sh\necho "no such zone" >&2\nexit 3\n')
     chmodSync(hook, 0o755)
-    const g = gateway(t, { responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }), identifiers: ['gw-bad.edge.test'] })
+    const g = gateway(t, {
+      responder: new Dns01HookResponder({ command: hook, timeoutMs: 10_000 }),
+      identifiers: ['gw-bad.edge.test'],
+    })
     await g.start(AbortSignal.timeout(10_000))
     const st = await waitFor(() => (g.status().failures >= 2 ? g.status() : undefined), 60_000, 'two failed attempts')
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_CHALLENGE_FAILED')
@@ -160,7 +184,11 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   })
 
   it('renews three times in a row on an accelerated schedule, with a new key each time', async (t) => {
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-renew.edge.test'], maxIntervalMs: 1_500 })
+    const g = gateway(t, {
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      identifiers: ['gw-renew.edge.test'],
+      maxIntervalMs: 1_500,
+    })
     const seen: GatewayMaterial[] = []
     const four = withTimeout(
       new Promise<void>((resolve) => {
@@ -181,7 +209,12 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
 
   it('keeps the current certificate while pebble is down, one attempt at a time, and renews within the backoff bound once it is back', async (t) => {
     const count = { now: 0, max: 0, total: 0 }
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-outage.edge.test'], retryMaxMs: 2_000, count })
+    const g = gateway(t, {
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      identifiers: ['gw-outage.edge.test'],
+      retryMaxMs: 2_000,
+      count,
+    })
     const first = promoted(g)
     await g.start(AbortSignal.timeout(10_000))
     const current = await first
@@ -210,19 +243,74 @@ describe('gateway certificate from pebble', { skip, timeout: 180_000 }, () => {
   it('says unreachable for a closed port and not-ACME for a directory that is not one', async (t) => {
     const closed = await freePort()
     const dir = tmpDir(t)
-    const unreachable = new AcmeIssuer({ directoryUrl: `https://127.0.0.1:${closed}/dir`, email: '', dir, responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), logger: log, requestTimeoutMs: 5_000 })
-    await assert.rejects(unreachable.issue({ keyPem: '', identifiers: ['x.edge.test'] }), { code: 'EDGE_ERR_ACME_UNREACHABLE' })
-    const srv = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":"world"}'))
+    const unreachable = new AcmeIssuer({
+      directoryUrl: `https://127.0.0.1:${closed}/dir`,
+      email: '',
+      dir,
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      logger: log,
+      requestTimeoutMs: 5_000,
+    })
+    await assert.rejects(unreachable.issue({ keyPem: '', identifiers: ['x.edge.test'] }), {
+      code: 'EDGE_ERR_ACME_UNREACHABLE',
+    })
+    const srv = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"hello":"world"}'),
+    )
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
     t.after(() => new Promise<void>((r) => srv.close(() => r())))
     const port = (srv.address() as { port: number }).port
-    const notAcme = new AcmeIssuer({ directoryUrl: `http://127.0.0.1:${port}/dir`, email: '', dir, responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), logger: log, requestTimeoutMs: 5_000 })
-    await assert.rejects(notAcme.issue({ keyPem: '', identifiers: ['x.edge.test'] }), { code: 'EDGE_ERR_ACME_NOT_ACME' })
+    const notAcme = new AcmeIssuer({
+      directoryUrl: `http://127.0.0.1:${port}/dir`,
+      email: '',
+      dir,
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      logger: log,
+      requestTimeoutMs: 5_000,
+    })
+    await assert.rejects(notAcme.issue({ keyPem: '', identifiers: ['x.edge.test'] }), {
+      code: 'EDGE_ERR_ACME_NOT_ACME',
+    })
+  })
+
+  it('external account binding: a wrong HMAC key is a refusal with a clear code, the right one issues', async (t) => {
+    const eabHttp = await freePort()
+    const key = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W'
+    const eabPebble = await startPebble(t, { httpPort: eabHttp, tlsPort: await freePort(), eab: { 'kid-1': key } })
+    const dir = tmpDir(t)
+    writeFileSync(join(dir, 'good.key'), `${key}\n`)
+    writeFileSync(join(dir, 'bad.key'), 'b10lLJs8l1GPIzsLP0s6pMt8O0XVGnfTaCeROxQM0BIt2XrJMDHJZBM5NuQmQJQH\n')
+    const issuer = (hmacKeyFile: string, state: string) =>
+      new AcmeIssuer({
+        directoryUrl: eabPebble.directoryUrl,
+        email: '',
+        caFile: eabPebble.httpsCaFile,
+        eab: { kid: 'kid-1', hmacKeyFile },
+        dir: state,
+        responder: new Http01Responder({ host: '127.0.0.1', port: eabHttp }),
+        logger: log,
+        requestTimeoutMs: 10_000,
+      })
+    const keyPem = (await acme.crypto.createPrivateEcdsaKey('P-256')).toString()
+    await assert.rejects(
+      issuer(join(dir, 'bad.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'EDGE_ERR_ACME_REFUSED')
+        assert.match(err.message, /account registration refused/)
+        return true
+      },
+    )
+    const chain = await issuer(join(dir, 'good.key'), tmpDir(t)).issue({ keyPem, identifiers: ['gw-eab.edge.test'] })
+    assert.equal(new X509Certificate(chain).checkHost('gw-eab.edge.test', { subject: 'never' }), 'gw-eab.edge.test')
   })
 
   it('refuses a certificate that does not chain to the configured trust, and keeps none', async (t) => {
-    const other = readFileSync(pebble.httpsCaFile, 'utf8') // some CA that is not pebble's
-    const g = gateway(t, { responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }), identifiers: ['gw-trust.edge.test'], trustPem: other })
+    const other = pebble.httpsCaFile // some CA that is not pebble's
+    const g = gateway(t, {
+      responder: new Http01Responder({ host: '127.0.0.1', port: httpPort }),
+      identifiers: ['gw-trust.edge.test'],
+      trustFile: other,
+    })
     await g.start(AbortSignal.timeout(10_000))
     const st = await waitFor(() => (g.status().failures >= 1 ? g.status() : undefined), 60_000, 'a refused certificate')
     assert.equal(st.lastError?.code, 'EDGE_ERR_ACME_CERT_INVALID')
