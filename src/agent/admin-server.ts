@@ -1,6 +1,8 @@
 // The admin endpoint: loopback HTTP serving /healthz, /status and /metrics.
 // It has no authentication, which is why the config refuses a non-loopback
-// host. Read-only: nothing here changes the agent.
+// host. Read-only, but for POST /reload, which makes the agent read its own
+// config file again (what the request could change is nothing the file's
+// owner did not write; the same as SIGHUP).
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
@@ -10,6 +12,8 @@ export interface AdminHandlers {
   healthy(): { ok: boolean; detail: Record<string, unknown> }
   status(): unknown
   metrics(): string
+  /** Re-reads and applies the config; absent when the agent was built without one (tests). */
+  reload?: () => Promise<{ ok: boolean } & Record<string, unknown>>
 }
 
 export interface AdminServerOptions {
@@ -38,6 +42,20 @@ export class AdminServer {
     const { handlers, logger } = this.#opts
     const server = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://admin')
+      if (url.pathname === '/reload') {
+        if (req.method !== 'POST' || handlers.reload === undefined) {
+          res.writeHead(405, { allow: handlers.reload === undefined ? '' : 'POST' }).end()
+          return
+        }
+        handlers.reload().then(
+          (r) => sendJson(res, r.ok ? 200 : 422, r),
+          (err: unknown) => {
+            logger.error({ err }, 'reload failed')
+            sendJson(res, 500, { ok: false, error: err instanceof Error ? err.message : String(err) })
+          },
+        )
+        return
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end()
         return

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
+import { Acl, LocalBroker, RESTART_LIMITS, type DeviceOptions } from '../local-broker/index.js'
 import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
@@ -27,6 +27,8 @@ export interface AgentDeps {
    * configured from `buffer` (tests may pass a MemoryStore).
    */
   readonly store?: MessageStore & Component
+  /** POST /reload on the admin endpoint: re-read the config and apply it (run.ts). */
+  readonly reload?: () => Promise<{ ok: boolean } & Record<string, unknown>>
 }
 
 export type AgentState = 'built' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
@@ -49,6 +51,14 @@ export interface AgentStatus {
   readonly upstreams: readonly UpstreamStatus[]
   /** Local CA, device certificates and clock; null without an mqtts listener. */
   readonly certs: CertsStatus | null
+}
+
+/** What a reload did: applied live, or waiting for a restart (never silently ignored). */
+export interface ReloadResult {
+  /** Config paths whose new value is in effect. */
+  readonly applied: readonly string[]
+  /** Config paths that changed but take effect only after a restart. */
+  readonly needsRestart: readonly string[]
 }
 
 export interface UpstreamStatus extends BridgeStatus {
@@ -75,10 +85,13 @@ export class Agent {
   /** Upstream client certificate renewers, by upstream name. */
   readonly renewers: ReadonlyMap<string, CertificateRenewer>
   readonly admin: AdminServer | undefined
-  readonly #config: Readonly<AgentConfig>
+  #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
   readonly #log: Logger
-  readonly #components: Component[]
+  #components: Component[]
+  readonly #agentInfo: { id: string; site: string; level: number; version: string }
+  readonly #publishLocal: (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }) => Promise<void>
+  #reloading: Promise<unknown> = Promise.resolve()
   readonly #rates: RateMeter
   readonly #now: () => number
   #state: AgentState = 'built'
@@ -112,6 +125,8 @@ export class Agent {
     const agentInfo = { id: randomUUID(), site: config.site.name, level: config.site.level, version: deps.version }
     const publishLocal = (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> =>
       this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
+    this.#agentInfo = agentInfo
+    this.#publishLocal = publishLocal
     this.bridges = new BridgeGroup({
       bridges: config.upstreams.map(
         (upstream) => new Bridge({ upstream, agent: agentInfo, store: this.store, publishLocal, logger: deps.logger }),
@@ -140,12 +155,123 @@ export class Agent {
             healthy: () => this.health(),
             status: () => this.status(),
             metrics: () => this.metrics(),
+            ...(deps.reload === undefined ? {} : { reload: deps.reload }),
           },
         })
       : undefined
     // Start order is dependency order; the admin endpoint comes first so that
     // /healthz can say "starting" during a slow start.
-    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
+    this.#components = this.#componentList()
+  }
+
+  #componentList(): Component[] {
+    const certs = this.certs
+    return [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
+  }
+
+  /** The config in effect (the started one with what reloads applied). */
+  get config(): Readonly<AgentConfig> {
+    return this.#config
+  }
+
+  /**
+   * Applies a new, already validated config to the running agent: bridge
+   * rules and upstream settings (the changed upstream's bridge is replaced:
+   * it reconnects, its buffered rows stay in the store), broker limits that
+   * are checked per connection, device grants and groups. Device connections
+   * stay up. What cannot change live is listed in needsRestart. Reloads run
+   * one at a time. log.level is the caller's (it owns the root logger).
+   */
+  reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(next, signal))
+    this.#reloading = run.catch(() => undefined)
+    return run
+  }
+
+  async #reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
+    const cur = this.#config
+    const applied: string[] = []
+    const needsRestart: string[] = []
+    const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b)
+    for (const key of ['dataDir', 'site', 'admin', 'buffer', 'certs'] as const) if (differs(cur[key], next[key])) needsRestart.push(key)
+    if (differs(cur.broker.listeners, next.broker.listeners)) needsRestart.push('broker.listeners')
+    if (cur.log.format !== next.log.format) needsRestart.push('log.format')
+    if (cur.log.level !== next.log.level) applied.push('log.level')
+
+    // Broker limits: the live ones now, the rest at the next start.
+    const limits = { ...cur.broker.limits }
+    for (const k of Object.keys(next.broker.limits) as (keyof typeof limits)[]) {
+      if (cur.broker.limits[k] === next.broker.limits[k]) continue
+      if (RESTART_LIMITS.includes(k)) needsRestart.push(`broker.limits.${k}`)
+      else {
+        ;(limits as Record<string, unknown>)[k] = next.broker.limits[k]
+        applied.push(`broker.limits.${k}`)
+      }
+    }
+    if (differs(limits, cur.broker.limits)) this.broker.reconfigure({ limits })
+
+    // Device grants and groups: a new ACL for new and connected devices.
+    let devices = cur.devices
+    if (differs(cur.devices, next.devices)) {
+      const live = ['publish', 'subscribe', 'groups', 'onDeniedPublish'] as const
+      for (const k of Object.keys(next.devices) as (keyof typeof next.devices)[]) {
+        if (!differs(cur.devices[k], next.devices[k])) continue
+        if ((live as readonly string[]).includes(k) && this.certs !== undefined) applied.push(`devices.${k}`)
+        else needsRestart.push(`devices.${k}`)
+      }
+      if (this.certs !== undefined) {
+        const prefix = cur.certs.renewal.topicPrefix
+        const acl = Acl.compile({
+          publish: next.devices.publish,
+          subscribe: next.devices.subscribe,
+          groups: next.devices.groups,
+          requests: [`${prefix}/csr`],
+          replies: [`${prefix}/cert`],
+          broadcast: [cur.certs.crl.topic],
+        })
+        this.broker.reconfigure({ acl, onDeniedPublish: next.devices.onDeniedPublish })
+        devices = { ...cur.devices, publish: next.devices.publish, subscribe: next.devices.subscribe, groups: next.devices.groups, onDeniedPublish: next.devices.onDeniedPublish }
+      }
+    }
+
+    // Upstreams: keep the bridges of unchanged upstreams, replace the rest.
+    // One with certificate renewal is tied to its renewer: restart.
+    const upstreams: AgentConfig['upstreams'][number][] = []
+    const bridges: Bridge[] = []
+    const byName = new Map(cur.upstreams.map((u, i) => [u.name, { u, bridge: this.bridges.bridges[i] as Bridge }] as const))
+    for (const u of next.upstreams) {
+      const old = byName.get(u.name)
+      byName.delete(u.name)
+      if (old !== undefined && !differs(old.u, u)) {
+        upstreams.push(old.u)
+        bridges.push(old.bridge)
+      } else if (u.renewCertificate.enabled || old?.u.renewCertificate.enabled === true) {
+        needsRestart.push(`upstreams.${u.name}`)
+        if (old !== undefined) {
+          upstreams.push(old.u)
+          bridges.push(old.bridge)
+        }
+      } else {
+        upstreams.push(u)
+        bridges.push(new Bridge({ upstream: u, agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#deps.logger }))
+        applied.push(`upstreams.${u.name}`)
+      }
+    }
+    for (const { u, bridge } of byName.values()) {
+      if (u.renewCertificate.enabled) {
+        needsRestart.push(`upstreams.${u.name}`)
+        upstreams.push(u)
+        bridges.push(bridge)
+      } else applied.push(`upstreams.${u.name} (removed; its buffered messages stay in the buffer)`)
+    }
+    if (bridges.length !== this.bridges.bridges.length || bridges.some((b, i) => b !== this.bridges.bridges[i])) {
+      await this.bridges.reconfigure(bridges, signal)
+      this.#components = this.#componentList()
+    }
+
+    this.#config = frozen({ ...cur, log: { ...cur.log, level: next.log.level }, broker: { ...cur.broker, limits }, devices, upstreams })
+    this.#log.info({ applied, needsRestart }, applied.length + needsRestart.length === 0 ? 'config reloaded, nothing changed' : 'config reloaded')
+    return { applied, needsRestart }
   }
 
   get state(): AgentState {
@@ -301,6 +427,10 @@ export class Agent {
   #stopTimeoutMs(): number {
     return this.#deps.stopTimeoutMs ?? 8_000
   }
+}
+
+function frozen<T extends object>(value: T): Readonly<T> {
+  return Object.freeze(value)
 }
 
 function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteStore {

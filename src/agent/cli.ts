@@ -10,6 +10,75 @@ import { statusCommand } from './commands/status.js'
 import { bufferCommand } from './commands/buffer.js'
 import { certsCommand } from './commands/certs.js'
 import { deviceCommand } from './commands/device.js'
+import { reloadCommand } from './commands/reload.js'
+import { implicitStateProblem, loadOrReport, type ConfigFlags } from './commands/config-source.js'
+import { DataDirLock } from './data-lock.js'
+import { ExitCode } from './exit-codes.js'
+
+type CommandFactory = (ctx: CommandContext, done: (code: Promise<number>) => void) => Command
+
+/** Every top-level command, in help order: one line per command. */
+const COMMANDS: readonly CommandFactory[] = [
+  runCommand,
+  reloadCommand,
+  configCommand,
+  statusCommand,
+  bufferCommand,
+  certsCommand,
+  deviceCommand,
+]
+
+/**
+ * Commands that read or write the data directory: with no config found they
+ * refuse instead of creating ./data (config-source.ts implicitStateProblem).
+ * 'group' covers all its subcommands; 'group sub' one of them.
+ */
+export const STATE_COMMANDS: Set<string> = new Set(['certs', 'buffer', 'device add', 'device list', 'device remove'])
+
+/**
+ * Offline commands that must not run beside a running agent on the same data
+ * dir (they replace what it holds open). Issuing and revoking certificates
+ * coordinate through the CA's own lock and are not listed.
+ */
+export const EXCLUSIVE_COMMANDS: Set<string> = new Set(['buffer purge', 'certs init', 'certs import-ca'])
+
+/** A command refused before its action ran; runCli prints it and exits with code. */
+class Refused extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message)
+  }
+}
+
+function commandPath(cmd: Command): string {
+  const names: string[] = []
+  for (let c: Command | null = cmd; c !== null && c.parent !== null; c = c.parent) names.unshift(c.name())
+  return names.join(' ')
+}
+
+function guardState(ctx: CommandContext, action: Command): void {
+  const path = commandPath(action)
+  const group = path.split(' ')[0] ?? ''
+  const flags = action.opts<Partial<ConfigFlags>>()
+  if (STATE_COMMANDS.has(path) || STATE_COMMANDS.has(group)) {
+    const problem = implicitStateProblem(ctx, flags)
+    if (problem !== undefined) throw new Refused(`edge-agent ${path}: ${problem}`, ExitCode.CONFIG)
+  }
+  if (EXCLUSIVE_COMMANDS.has(path)) {
+    const loaded = loadOrReport(ctx, { set: [], ...flags })
+    if (typeof loaded === 'number') throw new Refused('', loaded)
+    const held = DataDirLock.isHeld(loaded.config.dataDir)
+    if (held.held) {
+      throw new Refused(
+        `edge-agent ${path}: EDGE_ERR_DATA_DIR_LOCKED: the agent${held.pid === undefined ? '' : ` (PID ${held.pid})`} is running on ` +
+          `${loaded.config.dataDir}; stop it first (systemctl stop edge-agent), then run this again`,
+        ExitCode.TEMPFAIL,
+      )
+    }
+  }
+}
 
 export function buildProgram(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   const program = new Command('edge-agent')
@@ -23,7 +92,8 @@ export function buildProgram(ctx: CommandContext, done: (code: Promise<number>) 
       'after',
       `\nExamples:\n  $ edge-agent run                       # defaults: MQTT on :1883, state in ./data\n  $ edge-agent config init > site.yaml   # commented example config\n  $ edge-agent run --config site.yaml\n  $ edge-agent status\n${EXIT_CODES_HELP}`,
     )
-  for (const make of [runCommand, configCommand, statusCommand, bufferCommand, certsCommand, deviceCommand]) program.addCommand(make(ctx, done))
+  for (const make of COMMANDS) program.addCommand(make(ctx, done))
+  program.hook('preAction', (_program, action) => guardState(ctx, action))
   return program
 }
 
@@ -44,6 +114,10 @@ export async function runCli(argv: readonly string[], ctx: CommandContext): Prom
   try {
     await program.parseAsync([...argv])
   } catch (err) {
+    if (err instanceof Refused) {
+      if (err.message !== '') ctx.err(`${err.message}\n`)
+      return err.exitCode
+    }
     // Help asked for, or --version: 0. Help shown because a command was
     // missing, or any parse error: a usage error (64).
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 64

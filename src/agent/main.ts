@@ -12,6 +12,7 @@ const version = (createRequire(import.meta.url)('../../package.json') as { versi
 
 const ctx: CommandContext = {
   version,
+  pid: process.pid,
   env: process.env,
   cwd: process.cwd(),
   stdoutIsTty: process.stdout.isTTY,
@@ -24,6 +25,14 @@ const ctx: CommandContext = {
     process.on('unhandledRejection', (e) => handler('unhandledRejection', e))
   },
   exitNow: (code) => process.exit(code),
+  kill: (pid, signal) => {
+    try {
+      process.kill(pid, signal)
+      return true
+    } catch {
+      return false
+    }
+  },
   confirm: async (question) => {
     if (!process.stdin.isTTY) return false
     const rl = createInterface({ input: process.stdin, output: process.stderr })

@@ -1,5 +1,5 @@
 // Public surface of the local broker.
-export { LocalBroker } from './local-broker.js'
+export { LocalBroker, RESTART_LIMITS } from './local-broker.js'
 export type {
   LocalBrokerOptions,
   ListenerOptions,
@@ -9,6 +9,7 @@ export type {
   PublishInterceptor,
   DeviceOptions,
   DeviceRequest,
+  BrokerReconfigure,
 } from './local-broker.js'
 export { Acl, AclError, DeviceAcl, topicMatches, filterCovers, type AclOptions, type AclGroupOptions, type PublishDecision } from './acl.js'
 export type { TlsMaterial, DeviceCredential, IdentityMode, TlsRefusal } from './tls.js'

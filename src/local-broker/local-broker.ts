@@ -95,6 +95,23 @@ export interface LocalBrokerOptions {
   readonly devices?: DeviceOptions
 }
 
+/** What LocalBroker.reconfigure can change live. */
+export interface BrokerReconfigure {
+  readonly limits?: BrokerLimitOptions
+  readonly acl?: Acl
+  readonly onDeniedPublish?: 'disconnect' | 'drop'
+}
+
+/** Limits read once at start (aedes options, listener sockets); changing them needs a restart. */
+export const RESTART_LIMITS: readonly (keyof BrokerLimitOptions)[] = [
+  'maxConnections',
+  'maxPayloadBytes',
+  'maxInflightPerClient',
+  'connectTimeoutMs',
+  'maxTopicLevels',
+  'drainTimeoutMs',
+]
+
 /** Certificate-identified devices on mqtts listeners. */
 export interface DeviceOptions {
   readonly acl: Acl
@@ -199,7 +216,7 @@ interface TlsListener {
 
 export class LocalBroker {
   readonly name = 'local-broker'
-  readonly #opts: LocalBrokerOptions
+  #opts: LocalBrokerOptions
   readonly #log: Logger
   readonly #limiter: LogLimiter
   #aedes: Aedes | undefined
@@ -403,6 +420,36 @@ export class LocalBroker {
         (err?: Error) => (err ? reject(err) : resolve()),
       )
     })
+  }
+
+  /**
+   * Live reload: limits checked per connection (keepalive bounds, client id
+   * length, pre-CONNECT bytes) and the
+   * device ACL apply at once, to connected devices too (their next publish,
+   * subscribe or delivery). Limits built into aedes or the listeners at start
+   * (RESTART_LIMITS) are taken only by a restart: the agent reports them.
+   */
+  reconfigure(update: BrokerReconfigure): void {
+    const devices = this.#opts.devices
+    this.#opts = {
+      ...this.#opts,
+      ...(update.limits === undefined ? {} : { limits: update.limits }),
+      ...(devices === undefined || (update.acl === undefined && update.onDeniedPublish === undefined)
+        ? {}
+        : {
+            devices: {
+              ...devices,
+              ...(update.acl === undefined ? {} : { acl: update.acl }),
+              ...(update.onDeniedPublish === undefined ? {} : { onDeniedPublish: update.onDeniedPublish }),
+            },
+          }),
+    }
+    const acl = update.acl
+    if (acl === undefined) return
+    for (const client of this.#sessions.values()) {
+      const session = client[kSession]
+      if (session !== undefined) client[kSession] = { ...session, acl: acl.forDevice(session.id) }
+    }
   }
 
   stop(): Promise<void> {

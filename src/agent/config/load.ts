@@ -20,6 +20,8 @@ const validateSchema = ajv.compile<AgentConfig>(AgentConfigSchema)
 export const ENV_PREFIX = 'EDGE_AGENT_'
 /** Environment variable naming the config file (not a config key). */
 export const ENV_CONFIG_FILE = 'EDGE_AGENT_CONFIG'
+/** EDGE_AGENT_* variables that are not config keys (locate.ts, tests, packagers). */
+export const NON_CONFIG_ENV: ReadonlySet<string> = new Set([ENV_CONFIG_FILE, 'EDGE_AGENT_SYSCONFDIR'])
 
 export interface LoadConfigOptions {
   /** Path of the YAML file; undefined runs on defaults. */
@@ -61,7 +63,7 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   const origins = new Map<string, string>()
   const issues: ConfigIssue[] = []
   for (const [name, value] of Object.entries(opts.env)) {
-    if (!name.startsWith(ENV_PREFIX) || name === ENV_CONFIG_FILE || value === undefined) continue
+    if (!name.startsWith(ENV_PREFIX) || NON_CONFIG_ENV.has(name) || value === undefined) continue
     const source = `env ${name}`
     const path = envNameToPath(name.slice(ENV_PREFIX.length))
     if (typeof path === 'string') {
@@ -91,6 +93,11 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   }
 
   const locate = (path: Path, key?: string): string => {
+    // An unknown key set by a flag or env names that flag, not its parent's source.
+    if (key !== undefined) {
+      const p = formatPath([...path, key])
+      for (const [k, origin] of origins) if (k === p || k.startsWith(`${p}.`) || k.startsWith(`${p}[`)) return origin
+    }
     for (let n = path.length; n >= 0; n--) {
       const origin = origins.get(formatPath(path.slice(0, n)))
       if (origin !== undefined) return origin
