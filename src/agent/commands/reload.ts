@@ -41,7 +41,10 @@ ${EXIT_CODES_HELP}`,
 
 async function reload(ctx: CommandContext, o: Flags): Promise<number> {
   const loaded = loadOrReport(ctx, o, { json: o.json, announce: true })
-  if (typeof loaded === 'number') return loaded
+  if (typeof loaded === 'number') {
+    if (!o.json) ctx.err('reload not sent: the running agent keeps its config\n')
+    return loaded
+  }
   const { admin, dataDir } = loaded.config
   if (o.url === undefined && !admin.enabled) return signalAgent(ctx, dataDir, o.json)
   const host = admin.host.includes(':') ? `[${admin.host}]` : admin.host

@@ -51,6 +51,7 @@ function dataDirIssues(dataDir: string, source: string): ConfigIssue[] {
   // The directory, or the nearest parent that exists, must let us write.
   let dir = dataDir
   while (statOrUndefined(dir) === undefined && dirname(dir) !== dir) dir = dirname(dir)
+  if (statOrUndefined(dir)?.isDirectory() === false) return [{ source, path: 'dataDir', message: `cannot create ${dataDir}: ${dir} is not a directory` }]
   try {
     accessSync(dir, constants.W_OK | constants.X_OK)
   } catch {
