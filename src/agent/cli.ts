@@ -11,6 +11,7 @@ import { bufferCommand } from './commands/buffer.js'
 import { certsCommand } from './commands/certs.js'
 import { deviceCommand } from './commands/device.js'
 import { reloadCommand } from './commands/reload.js'
+import { bridgeCommand } from './commands/bridge.js'
 import { implicitStateProblem, loadOrReport, type ConfigFlags } from './commands/config-source.js'
 import { DataDirLock } from './data-lock.js'
 import { ExitCode } from './exit-codes.js'
@@ -26,6 +27,7 @@ const COMMANDS: readonly CommandFactory[] = [
   bufferCommand,
   certsCommand,
   deviceCommand,
+  bridgeCommand,
 ]
 
 /**

@@ -32,6 +32,8 @@ export interface LoadConfigOptions {
   readonly sets?: readonly string[]
   /** Directory that relative paths given outside a file resolve against. */
   readonly cwd: string
+  /** The file's text, already in hand (an edit checked before it is written); file still names it. */
+  readonly text?: string
 }
 
 export interface LoadedConfig {
@@ -56,7 +58,7 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   let doc: Document | undefined
   let lines: LineCounter | undefined
   if (file !== undefined) {
-    ;({ raw, doc, lines } = readYaml(file))
+    ;({ raw, doc, lines } = readYaml(file, opts.text))
   }
 
   // Remember which layer set which path, so that an error names its source.
@@ -124,10 +126,10 @@ export function defaultDataDir(env: Readonly<Record<string, string | undefined>>
   return state ? resolve(cwd, state) : resolve(cwd, 'data')
 }
 
-function readYaml(file: string): { raw: Record<string, unknown>; doc: Document; lines: LineCounter } {
+function readYaml(file: string, given?: string): { raw: Record<string, unknown>; doc: Document; lines: LineCounter } {
   let text: string
   try {
-    text = readFileSync(file, 'utf8')
+    text = given ?? readFileSync(file, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     throw new ConfigError(
