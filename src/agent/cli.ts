@@ -12,6 +12,7 @@ import { certsCommand } from './commands/certs.js'
 import { deviceCommand } from './commands/device.js'
 import { reloadCommand } from './commands/reload.js'
 import { bridgeCommand } from './commands/bridge.js'
+import { siteCommand } from './commands/site.js'
 import { implicitStateProblem, loadOrReport, type ConfigFlags } from './commands/config-source.js'
 import { DataDirLock } from './data-lock.js'
 import { ExitCode } from './exit-codes.js'
@@ -28,6 +29,7 @@ const COMMANDS: readonly CommandFactory[] = [
   certsCommand,
   deviceCommand,
   bridgeCommand,
+  siteCommand,
 ]
 
 /**

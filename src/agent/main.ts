@@ -3,12 +3,17 @@
 // handles signals and decides the exit code (see exit-codes.ts).
 import './quiet-debug.js'
 import { createRequire } from 'node:module'
-import { createInterface } from 'node:readline/promises'
+import { createInterface, type Interface } from 'node:readline/promises'
 import { runCli } from './cli.js'
 import { ExitCode } from './exit-codes.js'
 import type { CommandContext } from './commands/context.js'
 
 const version = (createRequire(import.meta.url)('../../package.json') as { version: string }).version
+
+// One readline for every question of a command: a second one would lose
+// what the first had already read ahead from a pipe or pseudo-terminal.
+let prompt: Interface | undefined
+const rl = (): Interface => (prompt ??= createInterface({ input: process.stdin, output: process.stderr }))
 
 const ctx: CommandContext = {
   version,
@@ -33,19 +38,20 @@ const ctx: CommandContext = {
       return false
     }
   },
+  stdinIsTty: process.stdin.isTTY,
+  ask: async (question, fallback) => {
+    const answer = (await rl().question(fallback === '' ? `${question}: ` : `${question} [${fallback}]: `)).trim()
+    return answer === '' ? fallback : answer
+  },
   confirm: async (question) => {
     if (!process.stdin.isTTY) return false
-    const rl = createInterface({ input: process.stdin, output: process.stderr })
-    try {
-      return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim())
-    } finally {
-      rl.close()
-    }
+    return /^y(es)?$/i.test((await rl().question(`${question} [y/N] `)).trim())
   },
 }
 
 runCli(process.argv, ctx).then(
   (code) => {
+    prompt?.close()
     process.exitCode = code
     // `run` may leave handles (timers of libraries) behind after a clean stop.
     if (process.argv[2] === 'run') setImmediate(() => process.exit(code))

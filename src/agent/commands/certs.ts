@@ -159,7 +159,7 @@ async function guarded(ctx: CommandContext, fn: () => Promise<number>): Promise<
   }
 }
 
-async function init(ctx: CommandContext, o: Flags & { name?: string; lifetime?: string; csr?: string; force: boolean }): Promise<number> {
+export async function init(ctx: CommandContext, o: Flags & { name?: string; lifetime?: string; csr?: string; force: boolean }): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
@@ -209,7 +209,7 @@ async function importCa(ctx: CommandContext, o: Flags & { cert: string; key?: st
   })
 }
 
-async function issue(ctx: CommandContext, id: string, o: Flags & { out: string; lifetime?: string; force: boolean }): Promise<number> {
+export async function issue(ctx: CommandContext, id: string, o: Flags & { out: string; lifetime?: string; force: boolean }): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   const problem = deviceIdProblem(id, s.config.devices.maxIdBytes)
@@ -260,32 +260,58 @@ async function sign(ctx: CommandContext, file: string, o: Flags & { out?: string
   })
 }
 
+export interface CertRow {
+  readonly id: string
+  readonly profile: 'server' | 'device'
+  readonly serial: string
+  readonly notBefore: string
+  readonly notAfter: string
+  readonly status: 'revoked' | 'expired' | 'valid'
+  readonly expiresInSec: number
+}
+
+/** The issued certificates (newest valid per device unless all), or an exit code after printing why not. */
+export async function certRows(ctx: CommandContext, o: Flags & { all: boolean }): Promise<CertRow[] | number> {
+  const s = await setup(ctx, o)
+  if (typeof s === 'number') return s
+  let rows: CertRow[] = []
+  const code = await guarded(ctx, async () => {
+    rows = await rowsOf(s, o.all)
+    return ExitCode.OK
+  })
+  return code === ExitCode.OK ? rows : code
+}
+
+async function rowsOf(s: Setup, all: boolean): Promise<CertRow[]> {
+  const ca = await openCa(s)
+  const now = s.guard.trustedNow()
+  let records: IssuedRecord[] = ca.list()
+  if (!all) {
+    const newest = new Map<string, IssuedRecord>()
+    for (const r of records) {
+      if (r.notAfter <= now) continue
+      const key = `${r.profile}:${r.id}`
+      const prev = newest.get(key)
+      if (prev === undefined || r.notBefore > prev.notBefore) newest.set(key, r)
+    }
+    records = [...newest.values()]
+  }
+  return records.map((r) => ({
+    id: r.id,
+    profile: r.profile === 'server' ? 'server' : 'device',
+    serial: r.serial,
+    notBefore: new Date(r.notBefore).toISOString(),
+    notAfter: new Date(r.notAfter).toISOString(),
+    status: ca.isRevoked(r.serial) ? 'revoked' : r.notAfter <= now ? 'expired' : 'valid',
+    expiresInSec: Math.round((r.notAfter - now) / 1000),
+  }))
+}
+
 async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolean }): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
-    const ca = await openCa(s)
-    const now = s.guard.trustedNow()
-    let records: IssuedRecord[] = ca.list()
-    if (!o.all) {
-      const newest = new Map<string, IssuedRecord>()
-      for (const r of records) {
-        if (r.notAfter <= now) continue
-        const key = `${r.profile}:${r.id}`
-        const prev = newest.get(key)
-        if (prev === undefined || r.notBefore > prev.notBefore) newest.set(key, r)
-      }
-      records = [...newest.values()]
-    }
-    const rows = records.map((r) => ({
-      id: r.id,
-      profile: r.profile === 'server' ? 'server' : 'device',
-      serial: r.serial,
-      notBefore: new Date(r.notBefore).toISOString(),
-      notAfter: new Date(r.notAfter).toISOString(),
-      status: ca.isRevoked(r.serial) ? 'revoked' : r.notAfter <= now ? 'expired' : 'valid',
-      expiresInSec: Math.round((r.notAfter - now) / 1000),
-    }))
+    const rows = await rowsOf(s, o.all)
     if (o.json) {
       ctx.out(JSON.stringify(rows, null, 2) + '\n')
       return ExitCode.OK
@@ -304,7 +330,7 @@ async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolea
   })
 }
 
-async function revoke(ctx: CommandContext, id: string | undefined, o: Flags & { serial?: string; reason: string }): Promise<number> {
+export async function revoke(ctx: CommandContext, id: string | undefined, o: Flags & { serial?: string; reason: string }): Promise<number> {
   if (id === undefined && o.serial === undefined) return usage(ctx, 'give a device id or --serial')
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s

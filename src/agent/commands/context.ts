@@ -20,6 +20,10 @@ export interface CommandContext {
   exitNow(code: number): never
   /** Sends a signal to a process (reload without an admin endpoint); false if there is none. */
   kill(pid: number, signal: NodeJS.Signals): boolean
+  /** True when stdin is a terminal (interactive prompts). */
+  readonly stdinIsTty: boolean
+  /** Asks for a line on the terminal; resolves with the answer (default when empty). */
+  ask(question: string, fallback: string): Promise<string>
   /** Asks a yes/no question on the terminal; false when not interactive. */
   confirm(question: string): Promise<boolean>
 }
