@@ -18,6 +18,7 @@ import { CertsError, PendingKey, RenewalRefusedError, installCertificate, renewO
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
 import type { CommandContext } from './context.js'
+import { addDeviceRegistry } from './device-registry.js'
 
 interface RenewFlags {
   cert: string
@@ -34,7 +35,7 @@ interface RenewFlags {
 }
 
 export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
-  const device = new Command('device').description('device-side tools (reference implementations of the gateway protocols)')
+  const device = new Command('device').description('the devices of this gateway (add, list, remove) and device-side tools (renew)')
   device
     .command('renew')
     .description("renew a device certificate over MQTT from the gateway's local CA (works with the upstream down)")
@@ -56,6 +57,7 @@ export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>)
         'Output: one JSON line per renewal.',
     )
     .action((o: RenewFlags) => done(renew(ctx, o)))
+  addDeviceRegistry(device, ctx, done)
   return device
 }
 
