@@ -13,6 +13,7 @@ import { deviceCommand } from './commands/device.js'
 import { reloadCommand } from './commands/reload.js'
 import { bridgeCommand } from './commands/bridge.js'
 import { siteCommand } from './commands/site.js'
+import { doctorCommand } from './commands/doctor.js'
 import { implicitStateProblem, loadOrReport, type ConfigFlags } from './commands/config-source.js'
 import { DataDirLock } from './data-lock.js'
 import { ExitCode } from './exit-codes.js'
@@ -30,6 +31,7 @@ const COMMANDS: readonly CommandFactory[] = [
   deviceCommand,
   bridgeCommand,
   siteCommand,
+  doctorCommand,
 ]
 
 /**
