@@ -1,36 +1,14 @@
 // Shared by every command that reads the site config: --config/--set options,
 // where the config comes from (config/locate.ts), and printing config errors
 // the same way.
-import { Option, type Command } from 'commander'
 import { loadConfig, type LoadedConfig } from '../config/load.js'
 import { locateConfig, describeLocation, defaultConfigPath, type ConfigLocation } from '../config/locate.js'
 import { ConfigError } from '../config/errors.js'
 import { ExitCode } from '../exit-codes.js'
 import type { CommandContext } from './context.js'
+import type { ConfigFlags } from './config-options.js'
 
-export interface ConfigFlags {
-  config?: string
-  set: string[]
-}
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value]
-}
-
-export function withConfigOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('-c, --config <file>', 'site config file (YAML)'))
-    .addOption(new Option('-s, --set <key=value>', 'override one config key (repeatable)').argParser(collect).default([]))
-}
-
-export const CONFIG_HELP = `
-Config: the file given by --config, else $EDGE_AGENT_CONFIG, else
-$CONFIGURATION_DIRECTORY/config.yaml under systemd, else
-/etc/edge-agent/config.yaml when it exists, else built-in defaults.
-Any key can be overridden, in this order of precedence (last wins):
-  defaults < file < environment < --set
-  env:   EDGE_AGENT_BROKER__LIMITS__MAX_CONNECTIONS=500   (levels split by __)
-  flag:  --set broker.limits.maxConnections=500 --set 'broker.listeners[0].port=1884'`
+export { withConfigOptions, CONFIG_HELP, type ConfigFlags } from './config-options.js'
 
 /** The config file: see config/locate.ts for the order. */
 export function configFile(ctx: CommandContext, flag: string | undefined): string | undefined {
