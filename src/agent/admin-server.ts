@@ -16,6 +16,12 @@ export interface AdminHandlers {
   reload?: () => Promise<{ ok: boolean } & Record<string, unknown>>
 }
 
+/** The admin endpoint could not listen (port in use, address missing). */
+export class AdminServerError extends Error {
+  readonly code = 'EDGE_ERR_ADMIN_LISTEN_FAILED'
+  override readonly name = 'AdminServerError'
+}
+
 export interface AdminServerOptions {
   readonly host: string
   readonly port: number
@@ -83,9 +89,13 @@ export class AdminServer {
     })
     server.keepAliveTimeout = 5_000
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const { host, port } = this.#opts
+        const why = err.code === 'EADDRINUSE' ? 'address in use (another agent or program holds it)' : (err.code ?? err.message)
+        reject(new AdminServerError(`admin endpoint http://${host}:${port}: ${why}; change admin.port or set admin.enabled: false`, { cause: err }))
+      })
       server.listen(this.#opts.port, this.#opts.host, () => {
-        server.off('error', reject)
+        server.removeAllListeners('error')
         resolve()
       })
     })

@@ -359,8 +359,19 @@ export class Agent {
     return this.#stopping
   }
 
+  /**
+   * ok while every component runs. An upstream that is down does not make it
+   * unhealthy (the agent buffers, that is its job, and the watchdog must not
+   * restart it for that) but degraded: /healthz still answers 200, says so
+   * and names the upstreams.
+   */
   health(): { ok: boolean; detail: Record<string, unknown> } {
-    return { ok: this.#state === 'running', detail: { state: this.#state } }
+    const running = this.#state === 'running'
+    const down = running ? this.bridges.bridges.filter((b) => !b.connected).map((b) => b.upstream) : []
+    return {
+      ok: running,
+      detail: { ...(down.length > 0 ? { status: 'degraded', upstreamsDown: down } : {}), state: this.#state },
+    }
   }
 
   status(): AgentStatus {

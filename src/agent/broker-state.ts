@@ -19,7 +19,7 @@ export class BrokerState {
   async start(): Promise<void> {
     this.#persistence ??= new SqlitePersistence({
       db: this.store.database.db,
-      logger: this.logger.child({ component: 'broker-state' }),
+      logger: this.logger, // the persistence adds its own component
     })
   }
 
