@@ -48,6 +48,9 @@ async function buildRoot(opts: LoggerOptions, onChild: (child: Logger) => void):
   const base = {
     onChild,
     level: opts.level,
+    // The cause as a nested object, not appended to the message: our errors
+    // already quote their cause, which the default serializer then repeated.
+    serializers: { err: pino.stdSerializers.errWithCause },
     redact: { paths: REDACT, censor: '[redacted]' },
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,

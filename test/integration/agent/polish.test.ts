@@ -83,3 +83,18 @@ test('bash and zsh completion scripts complete commands, subcommands and options
   assert.match(zsh.stdout, /^#compdef edge-agent/)
   assert.match(zsh.stdout, /bashcompinit/)
 })
+
+test('a listener that cannot bind is reported once, with its code', async (t) => {
+  const busy = createServer()
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise<void>((resolve) => busy.close(() => resolve())))
+  const port = (busy.address() as { port: number }).port
+  const dir = tmpDir(t)
+  const file = join(dir, 'site.yaml')
+  writeFileSync(file, `dataDir: ${join(dir, 'data')}\nlog: { format: json }\nadmin: { port: 0 }\nbroker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: ${port} } ] }\n`)
+  const r = await runCli(['run', '--config', file], { timeoutMs: 30_000 })
+  assert.equal(r.code, 1)
+  const fatal = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; err?: { code: string; message: string } }).find((l) => l.msg === 'agent failed to start')
+  assert.equal(fatal?.err?.code, 'EDGE_ERR_BROKER_LISTEN_FAILED')
+  assert.equal(fatal.err.message.split('EADDRINUSE').length - 1, 1, `EADDRINUSE once in: ${fatal.err.message}`)
+})
