@@ -87,7 +87,8 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .command('list')
       .description('list issued certificates with their expiry (the newest per device unless --all)')
       .option('--all', 'every certificate on record, expired and superseded ones too', false)
-      .option('--json', 'print JSON', false),
+      .option('--json', 'print JSON', false)
+      .addHelpText('after', '\nExamples:\n  $ edge-agent certs list\n  $ edge-agent certs list --all --json | jq \'.[] | select(.status == "expired")\''),
   ).action((o: Flags & { all: boolean; json: boolean }) => done(list(ctx, o)))
 
   withConfigOptions(
@@ -105,10 +106,16 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .command('crl')
       .description('print the current CRL (PEM), or write it as DER')
       .option('-o, --out <file>', 'write to this file')
-      .option('--der', 'DER instead of PEM', false),
+      .option('--der', 'DER instead of PEM', false)
+      .addHelpText('after', '\nExamples:\n  $ edge-agent certs crl | openssl crl -noout -text\n  $ edge-agent certs crl --der --out /srv/www/crl.der'),
   ).action((o: Flags & { out?: string; der: boolean }) => done(crl(ctx, o)))
 
-  withConfigOptions(certs.command('ca').description('print the CA certificate and its issuers (what devices trust)')).action((o: Flags) =>
+  withConfigOptions(
+    certs
+      .command('ca')
+      .description('print the CA certificate and its issuers (what devices trust)')
+      .addHelpText('after', '\nExamples:\n  $ edge-agent certs ca > ca.crt\n  $ edge-agent certs ca | openssl x509 -noout -subject -enddate'),
+  ).action((o: Flags) =>
     done(caBundle(ctx, o)),
   )
 
@@ -116,7 +123,7 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
     certs
       .command('trust-clock')
       .description('accept the current system time after a suspicious clock jump (issuance resumes)')
-      .addHelpText('after', '\nCheck the time first (date -u; timedatectl). A running agent picks this up within seconds.'),
+      .addHelpText('after', '\nCheck the time first (date -u; timedatectl). A running agent picks this up within seconds.\n\nExamples:\n  $ timedatectl && sudo -u edge-agent edge-agent certs trust-clock'),
   ).action((o: Flags) => done(trustClock(ctx, o)))
 
   return certs

@@ -37,6 +37,7 @@ export function configCommand(ctx: CommandContext, done: (code: Promise<number>)
   config
     .command('schema')
     .description('print the JSON Schema of the config (for editors: yaml-language-server)')
+    .addHelpText('after', '\nExamples:\n  $ edge-agent config schema > edge-agent.schema.json\n  # then, first line of the config: # yaml-language-server: $schema=./edge-agent.schema.json')
     .action(() => done(schema(ctx)))
   return config
 }

@@ -99,3 +99,21 @@ test('reload and SIGHUP add bridge rules while a device keeps publishing QoS 1; 
   assert.equal(closed, 0, 'the device connection never dropped')
   assert.ok(agent.logs.every((l) => l.msg !== 'agent stopping'), 'the agent never stopped')
 })
+
+test('reload reports what needs a restart and applies the rest', { timeout: 60_000 }, async (t) => {
+  const agent = await startAgent(t)
+  const config = parse(readFileSync(agent.configFile, 'utf8')) as Record<string, any>
+  config['broker'].listeners[0].port = 1
+  config['log'].level = 'warn'
+  config['broker'].limits = { keepaliveMaxSec: 60, maxPayloadBytes: 1000 }
+  writeFileSync(agent.configFile, stringify(config))
+  const r = await runCli(['reload', '--json', '--config', agent.configFile, '--url', agent.adminUrl])
+  assert.equal(r.code, 0, r.stderr)
+  const body = JSON.parse(r.stdout) as { applied: string[]; needsRestart: string[] }
+  assert.deepEqual(body.applied.sort(), ['broker.limits.keepaliveMaxSec', 'log.level'])
+  assert.deepEqual(body.needsRestart.sort(), ['broker.limits.maxPayloadBytes', 'broker.listeners'])
+  assert.ok(agent.logs.some((l) => l.msg === 'config changes that need a restart'))
+  // The device listener did not move.
+  const status = await agent.status()
+  assert.equal(status['broker'].listeners[0].port, agent.mqttPort)
+})
