@@ -39,10 +39,11 @@ export const STATE_COMMANDS: Set<string> = new Set(['certs', 'buffer', 'device a
 
 /**
  * Offline commands that must not run beside a running agent on the same data
- * dir (they replace what it holds open). Issuing and revoking certificates
- * coordinate through the CA's own lock and are not listed.
+ * dir (they replace the CA it holds in memory). Issuing and revoking
+ * certificates coordinate through the CA's own lock, and `buffer purge`
+ * through SQLite (the running agent sees the purge): not listed.
  */
-export const EXCLUSIVE_COMMANDS: Set<string> = new Set(['buffer purge', 'certs init', 'certs import-ca'])
+export const EXCLUSIVE_COMMANDS: Set<string> = new Set(['certs init', 'certs import-ca'])
 
 /** A command refused before its action ran; runCli prints it and exits with code. */
 class Refused extends Error {

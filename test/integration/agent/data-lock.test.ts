@@ -21,9 +21,10 @@ test('a second agent on the same data dir exits 75 naming the PID; the first kee
   assert.match(second.stderr, /EDGE_ERR_DATA_DIR_LOCKED/)
   assert.match(second.stderr, new RegExp(`in use by another edge-agent \\(PID ${agent.pid}\\)`))
 
-  const purge = await runCli(['buffer', 'purge', '--yes', '--config', agent.configFile])
-  assert.equal(purge.code, 75, purge.stderr)
-  assert.match(purge.stderr, new RegExp(`the agent \\(PID ${agent.pid}\\) is running`))
+  // Replacing the CA under a running agent is refused (issuing coordinates through the CA's lock).
+  const init = await runCli(['certs', 'init', '--force', '--config', agent.configFile])
+  assert.equal(init.code, 75, init.stderr)
+  assert.match(init.stderr, new RegExp(`the agent \\(PID ${agent.pid}\\) is running`))
 
   const status = await agent.status()
   assert.equal(status['agent'].state, 'running')

@@ -4,6 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
@@ -46,10 +47,16 @@ test('JSON log lines carry each key once', { timeout: 60_000 }, async (t) => {
       `broker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: 0 }, { protocol: mqtts, host: 127.0.0.1, port: 0 } ] }\n`,
   )
   const proc = spawn(process.execPath, [AGENT_MAIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => void proc.kill('SIGKILL'))
+  const exited = once(proc, 'exit')
   let out = ''
   proc.stdout.setEncoding('utf8').on('data', (c: string) => (out += c))
-  await waitFor(() => out.includes('"msg":"agent started"'), 30_000, 'agent started')
+  try {
+    await waitFor(() => out.includes('"msg":"agent started"'), 30_000, 'agent started')
+  } finally {
+    // Before the temp dir's cleanup (after-hooks run in registration order).
+    proc.kill('SIGKILL')
+    await exited
+  }
   for (const line of out.split('\n').filter(Boolean)) {
     // Top-level keys: a string key right after { or , at depth 1.
     const keys: string[] = []
