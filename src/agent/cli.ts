@@ -72,7 +72,7 @@ async function guardState(ctx: CommandContext, action: Command): Promise<void> {
     if (problem !== undefined) throw new Refused(`edge-agent ${path}: ${problem}`, ExitCode.CONFIG)
   }
   if (EXCLUSIVE_COMMANDS.has(path)) {
-    const loaded = loadOrReport(ctx, { set: [], ...flags })
+    const loaded = loadOrReport(ctx, { set: [], ...flags }, { announce: false })
     if (typeof loaded === 'number') throw new Refused('', loaded)
     const { DataDirLock } = await import('./data-lock.js')
     const held = DataDirLock.isHeld(loaded.config.dataDir)

@@ -22,15 +22,21 @@ export interface LocatedConfig extends LoadedConfig {
 export interface LoadOptions {
   /** Print errors as JSON on stdout (commands with --json). */
   readonly json?: boolean
-  /** Say which config was used as the first line on stderr, when it is a terminal. */
+  /** Say which config was used as the first line on stderr, when it is a terminal (default true). */
   readonly announce?: boolean
 }
+
+/** The announcement is made once per command, however often it loads the config. */
+let announced = false
 
 /** Loads the config, or prints why not and returns the exit code (78). */
 export function loadOrReport(ctx: CommandContext, flags: ConfigFlags, opts: boolean | LoadOptions = false): LocatedConfig | number {
   const o: LoadOptions = typeof opts === 'boolean' ? { json: opts } : opts
   const location = locateConfig(ctx.env, ctx.cwd, flags.config)
-  if (o.announce === true && ctx.stderrIsTty && o.json !== true) ctx.err(`${describeLocation(location)}\n`)
+  if (o.announce !== false && ctx.stderrIsTty && o.json !== true && !announced) {
+    announced = true
+    ctx.err(`${describeLocation(location)}\n`)
+  }
   try {
     return { ...loadConfig({ file: location.file, env: ctx.env, sets: flags.set, cwd: ctx.cwd }), location }
   } catch (e) {

@@ -40,7 +40,7 @@ export function doctorCommand(ctx: CommandContext, done: (code: Promise<number>)
 }
 
 async function doctor(ctx: CommandContext, o: ConfigFlags & { json: boolean; offline: boolean }): Promise<number> {
-  const loaded = loadOrReport(ctx, o, { json: o.json })
+  const loaded = loadOrReport(ctx, o, { json: o.json, announce: false })
   if (typeof loaded === 'number') return loaded
   const { config } = loaded
   const checks: CheckResult[] = []

@@ -51,7 +51,7 @@ async function run(ctx: CommandContext, flags: ConfigFlags): Promise<number> {
 
 /** Loads the config and refuses what start would refuse (preflight.ts): exit 78 either way. */
 function loadChecked(ctx: CommandContext, flags: ConfigFlags): ReturnType<typeof loadOrReport> {
-  const loaded = loadOrReport(ctx, flags)
+  const loaded = loadOrReport(ctx, flags, { announce: false })
   if (typeof loaded === 'number') return loaded
   try {
     preflight(loaded.config, loaded.file)

@@ -204,7 +204,7 @@ function dirOf(file: string): string {
 }
 
 async function show(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Promise<number> {
-  const loaded = loadOrReport(ctx, o, { json: o.json })
+  const loaded = loadOrReport(ctx, o, { json: o.json, announce: false })
   if (typeof loaded === 'number') return loaded
   const c = loaded.config
   const lock = existsSync(c.dataDir) ? DataDirLock.isHeld(c.dataDir) : { held: false as const }
