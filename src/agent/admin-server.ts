@@ -1,6 +1,8 @@
 // The admin endpoint: loopback HTTP serving /healthz, /status and /metrics.
 // It has no authentication, which is why the config refuses a non-loopback
-// host. Read-only: nothing here changes the agent.
+// host. Read-only, but for POST /reload, which makes the agent read its own
+// config file again (what the request could change is nothing the file's
+// owner did not write; the same as SIGHUP).
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
@@ -12,6 +14,14 @@ export interface AdminHandlers {
   metrics(): string
   /** POST /certs/renew-gateway: renew the gateway certificate now; resolves with the outcome. */
   renewGateway?(): Promise<unknown>
+  /** Re-reads and applies the config; absent when the agent was built without one (tests). */
+  reload?: () => Promise<{ ok: boolean } & Record<string, unknown>>
+}
+
+/** The admin endpoint could not listen (port in use, address missing). */
+export class AdminServerError extends Error {
+  readonly code = 'EDGE_ERR_ADMIN_LISTEN_FAILED'
+  override readonly name = 'AdminServerError'
 }
 
 export interface AdminServerOptions {
@@ -44,6 +54,20 @@ export class AdminServer {
         renewGateway(req.method, handlers, res, logger)
         return
       }
+      if (url.pathname === '/reload') {
+        if (req.method !== 'POST' || handlers.reload === undefined) {
+          res.writeHead(405, { allow: handlers.reload === undefined ? '' : 'POST' }).end()
+          return
+        }
+        handlers.reload().then(
+          (r) => sendJson(res, r.ok ? 200 : 422, r),
+          (err: unknown) => {
+            logger.error({ err }, 'reload failed')
+            sendJson(res, 500, { ok: false, error: err instanceof Error ? err.message : String(err) })
+          },
+        )
+        return
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end()
         return
@@ -71,9 +95,13 @@ export class AdminServer {
     })
     server.keepAliveTimeout = 5_000
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const { host, port } = this.#opts
+        const why = err.code === 'EADDRINUSE' ? 'address in use (another agent or program holds it)' : (err.code ?? err.message)
+        reject(new AdminServerError(`admin endpoint http://${host}:${port}: ${why}; change admin.port or set admin.enabled: false`, { cause: err }))
+      })
       server.listen(this.#opts.port, this.#opts.host, () => {
-        server.off('error', reject)
+        server.removeAllListeners('error')
         resolve()
       })
     })

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { mkdir, readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, ClientAcl, LocalBroker, parseMosquittoAcl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
+import { Acl, ClientAcl, LocalBroker, RESTART_LIMITS, parseMosquittoAcl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
 import {
   CertificateRenewer,
   CertsService,
@@ -41,6 +41,8 @@ export interface AgentDeps {
    * configured from `buffer` (tests may pass a MemoryStore).
    */
   readonly store?: MessageStore & Component
+  /** POST /reload on the admin endpoint: re-read the config and apply it (run.ts). */
+  readonly reload?: () => Promise<{ ok: boolean } & Record<string, unknown>>
 }
 
 export type AgentState = 'built' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
@@ -67,6 +69,14 @@ export interface AgentStatus {
   readonly nodeRed: NodeRedStatus | null
   /** The gateway's own certificate from certs.acme; null without certs.acme. */
   readonly gatewayCertificate: GatewayCertificateStatus | null
+}
+
+/** What a reload did: applied live, or waiting for a restart (never silently ignored). */
+export interface ReloadResult {
+  /** Config paths whose new value is in effect. */
+  readonly applied: readonly string[]
+  /** Config paths that changed but take effect only after a restart. */
+  readonly needsRestart: readonly string[]
 }
 
 export interface UpstreamStatus extends BridgeStatus {
@@ -103,10 +113,13 @@ export class Agent {
   readonly nodeRed: NodeRed | undefined
   /** The device ACL as it applies to flows (nodeRed.identity); undefined without mqtts. */
   readonly #flowAcl: DeviceAcl | undefined
-  readonly #config: Readonly<AgentConfig>
+  #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
   readonly #log: Logger
-  readonly #components: Component[]
+  #components: Component[]
+  readonly #agentInfo: { id: string; site: string; level: number; version: string }
+  readonly #publishLocal: (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }) => Promise<void>
+  #reloading: Promise<unknown> = Promise.resolve()
   readonly #rates: RateMeter
   readonly #now: () => number
   #state: AgentState = 'built'
@@ -158,6 +171,8 @@ export class Agent {
     const agentInfo = { id: randomUUID(), site: config.site.name, level: config.site.level, version: deps.version }
     const publishLocal = (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> =>
       this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
+    this.#agentInfo = agentInfo
+    this.#publishLocal = publishLocal
     this.bridges = new BridgeGroup({
       bridges: config.upstreams.map(
         (upstream) =>
@@ -202,6 +217,7 @@ export class Agent {
             healthy: () => this.health(),
             status: () => this.status(),
             metrics: () => this.metrics(),
+            ...(deps.reload === undefined ? {} : { reload: deps.reload }),
             ...(acme === undefined ? {} : { renewGateway: () => acme.gateway.renewNow().then((promoted) => ({ promoted, ...acme.gateway.status() })) }),
           },
         })
@@ -221,20 +237,144 @@ export class Agent {
           logger: deps.logger,
         })
       : undefined
-    // Start order is dependency order (stop runs it backwards). Absent parts are undefined and left out.
+    this.#components = this.#componentList()
+  }
+
+  /** Start order is dependency order (stop runs it backwards). Absent parts are left out. */
+  #componentList(): Component[] {
     const order: (Component | undefined)[] = [
-      this.admin, // first, so that /healthz can say "starting" during a slow start
-      this.store, // the buffer: captures need it before any device connects
-      this.brokerState, // retained messages and sessions, in the store's file
-      certs, // the CA and the server certificate the broker's TLS listeners need
-      acme, // the gateway certificate (certs.acme): listeners and upstreams may use it
-      this.broker, // devices connect from here on; their PUBLISHes reach the store
-      this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
-      ...this.bridges.bridges, // one per upstream: drains the store upward
-      ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
-      this.bridges, // the agent's beacon, once the bridges know their upstreams
-    ]
-    this.#components = order.filter((c): c is Component => c !== undefined)
+    this.admin, // first, so that /healthz can say "starting" during a slow start
+    this.store, // the buffer: captures need it before any device connects
+    this.brokerState, // retained messages and sessions, in the store's file
+    this.certs, // the CA and the server certificate the broker's TLS listeners need
+    this.acme, // the gateway certificate (certs.acme): listeners and upstreams may use it
+    this.broker, // devices connect from here on; their PUBLISHes reach the store
+    this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
+    ...this.bridges.bridges, // one per upstream: drains the store upward
+    ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
+    this.bridges, // the agent's beacon, once the bridges know their upstreams
+  ]
+    return order.filter((c): c is Component => c !== undefined)
+  }
+
+  /** The config in effect (the started one with what reloads applied). */
+  get config(): Readonly<AgentConfig> {
+    return this.#config
+  }
+
+  /**
+   * Applies a new, already validated config to the running agent: bridge
+   * rules and upstream settings (the changed upstream's bridge is replaced:
+   * it reconnects, its buffered rows stay in the store), broker limits that
+   * are checked per connection, device grants and groups. Device connections
+   * stay up. What cannot change live is listed in needsRestart. Reloads run
+   * one at a time. log.level is the caller's (it owns the root logger).
+   */
+  reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
+    const run = this.#reloading.then(() => this.#reload(next, signal))
+    this.#reloading = run.catch(() => undefined)
+    return run
+  }
+
+  async #reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
+    const cur = this.#config
+    const applied: string[] = []
+    const needsRestart: string[] = []
+    const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b)
+    for (const key of ['dataDir', 'site', 'admin', 'buffer', 'certs', 'nodeRed'] as const) {
+      if (differs(cur[key], next[key])) needsRestart.push(key)
+    }
+    let auth = cur.broker.auth
+    if (cur.broker.auth.passwordFile !== next.broker.auth.passwordFile) {
+      await this.broker.setPasswordFile(passwordFilePath(next))
+      const { passwordFile: _old, ...rest } = auth
+      auth = next.broker.auth.passwordFile === undefined ? rest : { ...rest, passwordFile: next.broker.auth.passwordFile }
+      applied.push('broker.auth.passwordFile')
+    }
+    for (const k of ['maxFailedLogins', 'failedLoginWindowSec'] as const) {
+      if (cur.broker.auth[k] !== next.broker.auth[k]) needsRestart.push(`broker.auth.${k}`)
+    }
+    if (differs(cur.broker.listeners, next.broker.listeners)) needsRestart.push('broker.listeners')
+    if (cur.log.format !== next.log.format) needsRestart.push('log.format')
+    if (cur.log.level !== next.log.level) applied.push('log.level')
+
+    // Broker limits: the live ones now, the rest at the next start.
+    const limits = { ...cur.broker.limits }
+    for (const k of Object.keys(next.broker.limits) as (keyof typeof limits)[]) {
+      if (cur.broker.limits[k] === next.broker.limits[k]) continue
+      if (RESTART_LIMITS.includes(k)) needsRestart.push(`broker.limits.${k}`)
+      else {
+        ;(limits as Record<string, unknown>)[k] = next.broker.limits[k]
+        applied.push(`broker.limits.${k}`)
+      }
+    }
+    if (differs(limits, cur.broker.limits)) this.broker.reconfigure({ limits })
+
+    // Device grants and groups: a new ACL for new and connected devices.
+    let devices = cur.devices
+    if (differs(cur.devices, next.devices)) {
+      const live = ['publish', 'subscribe', 'groups', 'onDeniedPublish'] as const
+      for (const k of Object.keys(next.devices) as (keyof typeof next.devices)[]) {
+        if (!differs(cur.devices[k], next.devices[k])) continue
+        if ((live as readonly string[]).includes(k) && this.certs !== undefined) applied.push(`devices.${k}`)
+        else needsRestart.push(`devices.${k}`)
+      }
+      if (this.certs !== undefined) {
+        // Renewal and CRL topics stay those of the running certs section.
+        const acl = compileDeviceAcl({ ...next, certs: cur.certs })
+        this.broker.reconfigure({ acl, onDeniedPublish: next.devices.onDeniedPublish })
+        devices = { ...cur.devices, publish: next.devices.publish, subscribe: next.devices.subscribe, groups: next.devices.groups, onDeniedPublish: next.devices.onDeniedPublish }
+      }
+    }
+
+    // The client ACL (broker.acl, its acl_file re-read): swapped for every listener.
+    let brokerAcl = cur.broker.acl
+    if (differs(cur.broker.acl, next.broker.acl) || next.broker.acl.file !== undefined) {
+      const compiled = await this.#clientAcl(next)
+      this.broker.setAcl(compiled, next.broker.acl.onDeniedPublish)
+      brokerAcl = next.broker.acl
+      if (differs(cur.broker.acl, next.broker.acl)) applied.push('broker.acl')
+    }
+
+    // Upstreams: keep the bridges of unchanged upstreams, replace the rest.
+    // One with certificate renewal is tied to its renewer: restart.
+    const upstreams: AgentConfig['upstreams'][number][] = []
+    const bridges: Bridge[] = []
+    const byName = new Map(cur.upstreams.map((u, i) => [u.name, { u, bridge: this.bridges.bridges[i] as Bridge }] as const))
+    for (const u of next.upstreams) {
+      const old = byName.get(u.name)
+      byName.delete(u.name)
+      if (old !== undefined && !differs(old.u, u)) {
+        upstreams.push(old.u)
+        bridges.push(old.bridge)
+      } else if (tiedToCertificate(u) || (old !== undefined && tiedToCertificate(old.u))) {
+        needsRestart.push(`upstreams.${u.name}`)
+        if (old !== undefined) {
+          upstreams.push(old.u)
+          bridges.push(old.bridge)
+        }
+      } else {
+        upstreams.push(u)
+        bridges.push(new Bridge({ upstream: u, agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#deps.logger }))
+        applied.push(`upstreams.${u.name}`)
+      }
+    }
+    for (const { u, bridge } of byName.values()) {
+      if (tiedToCertificate(u)) {
+        needsRestart.push(`upstreams.${u.name}`)
+        upstreams.push(u)
+        bridges.push(bridge)
+      } else applied.push(`upstreams.${u.name} (removed; its buffered messages stay in the buffer)`)
+    }
+    if (bridges.length !== this.bridges.bridges.length || bridges.some((b, i) => b !== this.bridges.bridges[i])) {
+      if (this.store instanceof SqliteStore) this.store.setLossReports(lossReportTargets({ ...next, upstreams }, bridges))
+      await this.bridges.reconfigure(bridges, signal)
+      this.#components = this.#componentList()
+    }
+
+    this.#config = frozen({ ...cur, log: { ...cur.log, level: next.log.level }, broker: { ...cur.broker, limits, auth, acl: brokerAcl }, devices, upstreams })
+    this.#log.info({ applied, needsRestart }, applied.length + needsRestart.length === 0 ? 'config reloaded, nothing changed' : 'config reloaded')
+    return { applied, needsRestart }
   }
 
   get state(): AgentState {
@@ -242,8 +382,8 @@ export class Agent {
   }
 
   /** broker.acl, with its Mosquitto acl_file (config load has checked that it parses). */
-  async #clientAcl(): Promise<ClientAcl> {
-    const acl = this.#config.broker.acl
+  async #clientAcl(config: Readonly<AgentConfig> = this.#config): Promise<ClientAcl> {
+    const acl = config.broker.acl
     const own = clientAclOptions(acl)
     if (acl.file === undefined) return ClientAcl.compile(own)
     return ClientAcl.compile(ClientAcl.merge(own, parseMosquittoAcl(await readFile(acl.file, 'utf8'), acl.file)))
@@ -361,8 +501,19 @@ export class Agent {
     return this.#stopping
   }
 
+  /**
+   * ok while every component runs. An upstream that is down does not make it
+   * unhealthy (the agent buffers, that is its job, and the watchdog must not
+   * restart it for that) but degraded: /healthz still answers 200, says so
+   * and names the upstreams.
+   */
   health(): { ok: boolean; detail: Record<string, unknown> } {
-    return { ok: this.#state === 'running', detail: { state: this.#state } }
+    const running = this.#state === 'running'
+    const down = running ? this.bridges.bridges.filter((b) => !b.connected).map((b) => b.upstream) : []
+    return {
+      ok: running,
+      detail: { ...(down.length > 0 ? { status: 'degraded', upstreamsDown: down } : {}), state: this.#state },
+    }
   }
 
   status(): AgentStatus {
@@ -464,6 +615,15 @@ function compileDeviceAcl(c: Readonly<AgentConfig>): Acl {
     replies: [`${prefix}/cert`],
     broadcast: [c.certs.crl.topic],
   })
+}
+
+/** An upstream whose client certificate another component keeps (renewer, ACME) is replaced only by a restart. */
+function tiedToCertificate(u: AgentConfig['upstreams'][number]): boolean {
+  return u.renewCertificate.enabled || u.clientCertificate === 'acme'
+}
+
+function frozen<T extends object>(value: T): Readonly<T> {
+  return Object.freeze(value)
 }
 
 function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteStore {

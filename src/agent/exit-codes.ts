@@ -8,6 +8,8 @@ export const ExitCode = {
   USAGE: 64,
   /** The agent could not be reached, e.g. `status` with no agent running (EX_UNAVAILABLE). */
   UNAVAILABLE: 69,
+  /** Temporary: the data directory is in use by another agent (EX_TEMPFAIL). */
+  TEMPFAIL: 75,
   /** Invalid config: fix the file; systemd does not restart (EX_CONFIG, RestartPreventExitStatus=78). */
   CONFIG: 78,
 } as const
@@ -19,4 +21,5 @@ Exit codes:
   1   runtime failure; for status: the agent reports a problem
   64  bad command line
   69  agent not reachable (status)
+  75  data directory in use by another agent (run)
   78  invalid config (systemd does not restart on this code)`

@@ -21,9 +21,36 @@ const REDACT = [
   'config.upstreams[*].password',
 ]
 
+/** The children of each root logger, so that a reload can change their level too. */
+const families = new WeakMap<Logger, Set<WeakRef<Logger>>>()
+
+/**
+ * Sets the level of a root logger and of every child made from it (pino
+ * copies the level into a child when it is made; live reload of log.level).
+ */
+export function setLogLevel(root: Logger, level: string): void {
+  root.level = level
+  for (const ref of families.get(root) ?? []) {
+    const child = ref.deref()
+    if (child === undefined) families.get(root)?.delete(ref)
+    else child.level = level
+  }
+}
+
 export async function createRootLogger(opts: LoggerOptions): Promise<Logger> {
+  const children = new Set<WeakRef<Logger>>()
+  const root = await buildRoot(opts, (child) => void children.add(new WeakRef(child)))
+  families.set(root, children)
+  return root
+}
+
+async function buildRoot(opts: LoggerOptions, onChild: (child: Logger) => void): Promise<Logger> {
   const base = {
+    onChild,
     level: opts.level,
+    // The cause as a nested object, not appended to the message: our errors
+    // already quote their cause, which the default serializer then repeated.
+    serializers: { err: pino.stdSerializers.errWithCause },
     redact: { paths: REDACT, censor: '[redacted]' },
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,

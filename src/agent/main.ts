@@ -4,14 +4,20 @@
 import './quiet-debug.js'
 import { createRequire } from 'node:module'
 import { spawn } from 'node:child_process'
-import { createInterface } from 'node:readline/promises'
+import { createInterface, type Interface } from 'node:readline/promises'
 import { ExitCode } from './exit-codes.js'
 import type { CommandContext } from './commands/context.js'
 
 const version = (createRequire(import.meta.url)('../../package.json') as { version: string }).version
 
+// One readline for every question of a command: a second one would lose
+// what the first had already read ahead from a pipe or pseudo-terminal.
+let prompt: Interface | undefined
+const rl = (): Interface => (prompt ??= createInterface({ input: process.stdin, output: process.stderr }))
+
 const ctx: CommandContext = {
   version,
+  pid: process.pid,
   env: process.env,
   cwd: process.cwd(),
   stdoutIsTty: process.stdout.isTTY,
@@ -24,14 +30,22 @@ const ctx: CommandContext = {
     process.on('unhandledRejection', (e) => handler('unhandledRejection', e))
   },
   exitNow: (code) => process.exit(code),
+  kill: (pid, signal) => {
+    try {
+      process.kill(pid, signal)
+      return true
+    } catch {
+      return false
+    }
+  },
+  stdinIsTty: process.stdin.isTTY,
+  ask: async (question, fallback) => {
+    const answer = (await rl().question(fallback === '' ? `${question}: ` : `${question} [${fallback}]: `)).trim()
+    return answer === '' ? fallback : answer
+  },
   confirm: async (question) => {
     if (!process.stdin.isTTY) return false
-    const rl = createInterface({ input: process.stdin, output: process.stderr })
-    try {
-      return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim())
-    } finally {
-      rl.close()
-    }
+    return /^y(es)?$/i.test((await rl().question(`${question} [y/N] `)).trim())
   },
   readSecret: async (prompt, twice) => {
     if (!process.stdin.isTTY) return firstLine(process.stdin)
@@ -134,6 +148,7 @@ const exitCode = relayed === undefined ? runCli() : relayed.then((code) => (code
 
 exitCode.then(
   (code) => {
+    prompt?.close()
     process.exitCode = code
     // `run` may leave handles (timers of libraries) behind after a clean stop.
     if (process.argv[2] === 'run') setImmediate(() => process.exit(code))

@@ -5,7 +5,9 @@ import type { AgentStatus } from './app.js'
 export function renderStatus(s: AgentStatus): string {
   const a = s.agent
   const lines: string[] = []
-  lines.push(`edge-agent ${a.version}  site ${a.site.name} (Purdue level ${a.site.level})  ${a.state}${a.startedAt ? `, up ${duration(a.uptimeSec)}` : ''}`)
+  const down = a.state === 'running' ? (s.upstreams ?? []).filter((u) => !u.connected).map((u) => u.name) : []
+  const state = down.length > 0 ? `${a.state}, degraded (upstream down: ${down.join(', ')})` : a.state
+  lines.push(`edge-agent ${a.version}  site ${a.site.name} (Purdue level ${a.site.level})  ${state}${a.startedAt ? `, up ${duration(a.uptimeSec)}` : ''}`)
   lines.push(`process    pid ${s.process.pid}  rss ${mb(s.process.rssBytes)}  heap ${mb(s.process.heapUsedBytes)}  node ${s.process.node}`)
   lines.push(`data dir   ${a.dataDir}`)
   lines.push('')

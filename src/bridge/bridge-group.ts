@@ -16,7 +16,8 @@ export interface BridgeGroupOptions {
 export class BridgeGroup {
   /** The component's name in /status (kept from when the beacon was called the identity). */
   readonly name = 'bridge-identity'
-  readonly bridges: readonly Bridge[]
+  /** Replaced as a whole by reconfigure(); capture reads it at each call. */
+  bridges: readonly Bridge[]
   readonly #o: BridgeGroupOptions
   readonly #log: Logger
   #published: AgentBeacon | undefined
@@ -58,6 +59,25 @@ export class BridgeGroup {
   async stop(): Promise<void> {
     this.#started = false
     await this.#publishing
+  }
+
+  /**
+   * Live reload: `next` becomes the set of bridges. Captures go to it at once
+   * (a bridge stores into the buffer whether started or not); bridges no
+   * longer in it are stopped (their in-flight rows go back to the buffer),
+   * then the new ones started, in that order so that an upstream's old and
+   * new bridge never hold its client id or drain its queue together.
+   */
+  async reconfigure(next: readonly Bridge[], signal: AbortSignal): Promise<void> {
+    const prev = this.bridges
+    this.bridges = next
+    for (const b of prev) if (!next.includes(b)) await b.stop()
+    for (const b of next) {
+      if (prev.includes(b)) continue
+      if (this.#started) b.on('peer', () => this.#republish())
+      await b.start(signal)
+    }
+    this.#republish()
   }
 
   beacon(): AgentBeacon {

@@ -24,6 +24,7 @@ export class BrokerState {
   ) {}
 
   async start(): Promise<void> {
+    // The persistence adds its own component to the logger.
     this.#persistence ??= new BrokerStatePersistence({ db: this.owner.database.db, logger: this.logger })
   }
 

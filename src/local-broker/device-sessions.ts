@@ -53,7 +53,7 @@ export function commonNameOf(cert: X509Certificate): string {
 }
 
 export class DeviceSessions {
-  readonly #devices: DeviceOptions | undefined
+  #devices: DeviceOptions | undefined
   readonly #log: Logger
   readonly #counters: BrokerCounters
   /** Identified sessions by client id. */
@@ -65,6 +65,19 @@ export class DeviceSessions {
     this.#devices = devices
     this.#log = log
     this.#counters = counters
+  }
+
+  /**
+   * Live reload: new device options (ACL, onDeniedPublish); connected sessions
+   * take the new ACL at once (their next publish, subscribe or delivery).
+   */
+  reconfigure(devices: DeviceOptions | undefined): void {
+    this.#devices = devices
+    if (devices === undefined) return
+    for (const client of this.#sessions.values()) {
+      const session = client[kSession]
+      if (session !== undefined) client[kSession] = { ...session, acl: devices.acl.forDevice(session.id) }
+    }
   }
 
   /** Certificate-identified sessions connected now. */

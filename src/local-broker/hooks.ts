@@ -90,7 +90,7 @@ export type AedesHooks = Required<
 >
 
 export class BrokerHooks {
-  readonly #d: BrokerHooksDeps
+  #d: BrokerHooksDeps
   readonly #retained: RetainedIndex
 
   constructor(deps: BrokerHooksDeps) {
@@ -99,6 +99,11 @@ export class BrokerHooks {
       deps.limits.maxRetainedMessages ?? Infinity,
       deps.limits.maxRetainedBytes ?? Infinity,
     )
+  }
+
+  /** Live reload: the limits and device options that hooks read per connection and per packet. */
+  reconfigure(update: Pick<BrokerHooksDeps, 'limits' | 'devices'>): void {
+    this.#d = { ...this.#d, ...update }
   }
 
   /** The hooks as aedes options. */

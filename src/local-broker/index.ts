@@ -4,6 +4,7 @@
 // LocalBroker.setPasswordFile(path). Publishing as a named identity through
 // the ACL and the capture (e.g. a Node-RED flow): LocalBroker.publishAs().
 export { LocalBroker } from './local-broker.js'
+export { RESTART_LIMITS } from './options.js'
 export type {
   LocalBrokerOptions,
   ListenerOptions,
@@ -13,6 +14,7 @@ export type {
   PublishInterceptor,
   DeviceOptions,
   DeviceRequest,
+  BrokerReconfigure,
 } from './options.js'
 export { Acl, AclError, DeviceAcl, topicMatches, filterCovers, type AclOptions, type AclGroupOptions, type PublishDecision } from './acl.js'
 export type { TlsMaterial, DeviceCredential, IdentityMode, TlsRefusal } from './tls.js'

@@ -36,7 +36,7 @@ import { DeviceSessions, setPeerCertificate } from './device-sessions.js'
 import { BrokerHooks, type BrokerAcl } from './hooks.js'
 import { ClientAcl } from './client-acl.js'
 import { Authenticator, setListenerPolicy } from './auth.js'
-import type { BoundListener, ListenerOptions, LocalBrokerOptions, LocalBrokerStats } from './options.js'
+import type { BoundListener, BrokerReconfigure, ListenerOptions, LocalBrokerOptions, LocalBrokerStats } from './options.js'
 import {
   checkPeer,
   classifyTlsError,
@@ -62,7 +62,7 @@ interface TlsListener {
 
 export class LocalBroker {
   readonly name = 'local-broker'
-  readonly #opts: LocalBrokerOptions
+  #opts: LocalBrokerOptions
   readonly #log: Logger
   readonly #limiter: LogLimiter
   readonly #counters = new BrokerCounters()
@@ -294,6 +294,32 @@ export class LocalBroker {
         resolve(() => new Promise<void>((done) => (aedes.closed ? done() : aedes.unsubscribe(filter, fn, () => done())))),
       )
     })
+  }
+
+  /**
+   * Live reload: limits checked per connection (keepalive bounds, client id
+   * length, pre-CONNECT bytes) and the device ACL apply at once, to connected
+   * devices too (their next publish, subscribe or delivery). Limits built into
+   * aedes or the listeners at start (RESTART_LIMITS) are taken only by a
+   * restart: the agent reports them.
+   */
+  reconfigure(update: BrokerReconfigure): void {
+    const devices = this.#opts.devices
+    const nextDevices =
+      devices === undefined || (update.acl === undefined && update.onDeniedPublish === undefined)
+        ? devices
+        : {
+            ...devices,
+            ...(update.acl === undefined ? {} : { acl: update.acl }),
+            ...(update.onDeniedPublish === undefined ? {} : { onDeniedPublish: update.onDeniedPublish }),
+          }
+    this.#opts = {
+      ...this.#opts,
+      ...(update.limits === undefined ? {} : { limits: update.limits }),
+      ...(nextDevices === undefined ? {} : { devices: nextDevices }),
+    }
+    this.#hooks?.reconfigure({ limits: this.#opts.limits, devices: nextDevices })
+    if (update.acl !== undefined) this.#sessions.reconfigure(nextDevices)
   }
 
   stop(): Promise<void> {

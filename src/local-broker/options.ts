@@ -128,3 +128,20 @@ export interface LocalBrokerStats {
   /** Publishes and subscriptions refused by the device ACL, and sessions closed by credential. */
   readonly denied: Readonly<Record<string, number>>
 }
+
+/** What LocalBroker.reconfigure can change live. */
+export interface BrokerReconfigure {
+  readonly limits?: BrokerLimitOptions
+  readonly acl?: Acl
+  readonly onDeniedPublish?: 'disconnect' | 'drop'
+}
+
+/** Limits read once at start (aedes options, listener sockets); changing them needs a restart. */
+export const RESTART_LIMITS: readonly (keyof BrokerLimitOptions)[] = [
+  'maxConnections',
+  'maxPayloadBytes',
+  'maxInflightPerClient',
+  'connectTimeoutMs',
+  'maxTopicLevels',
+  'drainTimeoutMs',
+]

@@ -88,7 +88,8 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .command('list')
       .description('list issued certificates with their expiry (the newest per device unless --all)')
       .option('--all', 'every certificate on record, expired and superseded ones too', false)
-      .option('--json', 'print JSON', false),
+      .option('--json', 'print JSON', false)
+      .addHelpText('after', '\nExamples:\n  $ edge-agent certs list\n  $ edge-agent certs list --all --json | jq \'.[] | select(.status == "expired")\''),
   ).action((o: Flags & { all: boolean; json: boolean }) => done(list(ctx, o)))
 
   withConfigOptions(
@@ -106,10 +107,16 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .command('crl')
       .description('print the current CRL (PEM), or write it as DER')
       .option('-o, --out <file>', 'write to this file')
-      .option('--der', 'DER instead of PEM', false),
+      .option('--der', 'DER instead of PEM', false)
+      .addHelpText('after', '\nExamples:\n  $ edge-agent certs crl | openssl crl -noout -text\n  $ edge-agent certs crl --der --out /srv/www/crl.der'),
   ).action((o: Flags & { out?: string; der: boolean }) => done(crl(ctx, o)))
 
-  withConfigOptions(certs.command('ca').description('print the CA certificate and its issuers (what devices trust)')).action((o: Flags) =>
+  withConfigOptions(
+    certs
+      .command('ca')
+      .description('print the CA certificate and its issuers (what devices trust)')
+      .addHelpText('after', '\nExamples:\n  $ edge-agent certs ca > ca.crt\n  $ edge-agent certs ca | openssl x509 -noout -subject -enddate'),
+  ).action((o: Flags) =>
     done(caBundle(ctx, o)),
   )
 
@@ -126,7 +133,7 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
     certs
       .command('trust-clock')
       .description('accept the current system time after a suspicious clock jump (issuance resumes)')
-      .addHelpText('after', '\nCheck the time first (date -u; timedatectl). A running agent picks this up within seconds.'),
+      .addHelpText('after', '\nCheck the time first (date -u; timedatectl). A running agent picks this up within seconds.\n\nExamples:\n  $ timedatectl && sudo -u edge-agent edge-agent certs trust-clock'),
   ).action((o: Flags) => done(trustClock(ctx, o)))
 
   return certs
@@ -169,7 +176,7 @@ async function guarded(ctx: CommandContext, fn: () => Promise<number>): Promise<
   }
 }
 
-async function init(ctx: CommandContext, o: Flags & { name?: string; lifetime?: string; csr?: string; force: boolean }): Promise<number> {
+export async function init(ctx: CommandContext, o: Flags & { name?: string; lifetime?: string; csr?: string; force: boolean }): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
@@ -219,7 +226,7 @@ async function importCa(ctx: CommandContext, o: Flags & { cert: string; key?: st
   })
 }
 
-async function issue(ctx: CommandContext, id: string, o: Flags & { out: string; lifetime?: string; force: boolean }): Promise<number> {
+export async function issue(ctx: CommandContext, id: string, o: Flags & { out: string; lifetime?: string; force: boolean }): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   const problem = deviceIdProblem(id, s.config.devices.maxIdBytes)
@@ -270,37 +277,63 @@ async function sign(ctx: CommandContext, file: string, o: Flags & { out?: string
   })
 }
 
+export interface CertRow {
+  readonly id: string
+  readonly profile: 'server' | 'device'
+  readonly serial: string
+  readonly notBefore: string
+  readonly notAfter: string
+  readonly status: 'revoked' | 'expired' | 'valid'
+  readonly expiresInSec: number
+}
+
+/** The issued certificates (newest valid per device unless all), or an exit code after printing why not. */
+export async function certRows(ctx: CommandContext, o: Flags & { all: boolean }): Promise<CertRow[] | number> {
+  const s = await setup(ctx, o)
+  if (typeof s === 'number') return s
+  let rows: CertRow[] = []
+  const code = await guarded(ctx, async () => {
+    rows = await rowsOf(s, o.all)
+    return ExitCode.OK
+  })
+  return code === ExitCode.OK ? rows : code
+}
+
+async function rowsOf(s: Setup, all: boolean): Promise<CertRow[]> {
+  // An agent with only an ACME certificate may have no local CA.
+  const ca = await openCa(s).catch((err: unknown) => {
+    if (s.config.certs.acme !== undefined && err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CA_MISSING') return undefined
+    throw err
+  })
+  const now = s.guard.trustedNow()
+  let records: IssuedRecord[] = ca?.list() ?? []
+  if (!all) {
+    const newest = new Map<string, IssuedRecord>()
+    for (const r of records) {
+      if (r.notAfter <= now) continue
+      const key = `${r.profile}:${r.id}`
+      const prev = newest.get(key)
+      if (prev === undefined || r.notBefore > prev.notBefore) newest.set(key, r)
+    }
+    records = [...newest.values()]
+  }
+  return records.map((r) => ({
+    id: r.id,
+    profile: r.profile === 'server' ? 'server' : 'device',
+    serial: r.serial,
+    notBefore: new Date(r.notBefore).toISOString(),
+    notAfter: new Date(r.notAfter).toISOString(),
+    status: ca?.isRevoked(r.serial) === true ? 'revoked' : r.notAfter <= now ? 'expired' : 'valid',
+    expiresInSec: Math.round((r.notAfter - now) / 1000),
+  }))
+}
+
 async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolean }): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
-    const now = s.guard.trustedNow()
-    const gateway = await gatewayRow(s.config, now)
-    // An agent with only an ACME certificate may have no local CA.
-    const ca = await openCa(s).catch((err: unknown) => {
-      if (s.config.certs.acme !== undefined && err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CA_MISSING') return undefined
-      throw err
-    })
-    let records: IssuedRecord[] = ca?.list() ?? []
-    if (!o.all) {
-      const newest = new Map<string, IssuedRecord>()
-      for (const r of records) {
-        if (r.notAfter <= now) continue
-        const key = `${r.profile}:${r.id}`
-        const prev = newest.get(key)
-        if (prev === undefined || r.notBefore > prev.notBefore) newest.set(key, r)
-      }
-      records = [...newest.values()]
-    }
-    const rows = records.map((r) => ({
-      id: r.id,
-      profile: r.profile === 'server' ? 'server' : 'device',
-      serial: r.serial,
-      notBefore: new Date(r.notBefore).toISOString(),
-      notAfter: new Date(r.notAfter).toISOString(),
-      status: ca?.isRevoked(r.serial) === true ? 'revoked' : r.notAfter <= now ? 'expired' : 'valid',
-      expiresInSec: Math.round((r.notAfter - now) / 1000),
-    }))
+    const gateway = await gatewayRow(s.config, s.guard.trustedNow())
+    const rows = await rowsOf(s, o.all)
     if (o.json) {
       ctx.out(JSON.stringify(gateway === undefined ? rows : [gateway, ...rows], null, 2) + '\n')
       return ExitCode.OK
@@ -319,7 +352,7 @@ async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolea
   })
 }
 
-async function revoke(ctx: CommandContext, id: string | undefined, o: Flags & { serial?: string; reason: string }): Promise<number> {
+export async function revoke(ctx: CommandContext, id: string | undefined, o: Flags & { serial?: string; reason: string }): Promise<number> {
   if (id === undefined && o.serial === undefined) return usage(ctx, 'give a device id or --serial')
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s

@@ -6,6 +6,8 @@ import { AgentConfigSchema } from '../config/schema.js'
 import { EXAMPLE_CONFIG } from '../config/example.js'
 import { redactConfig } from '../config/redact.js'
 import { ExitCode } from '../exit-codes.js'
+import { preflightIssues } from '../config/preflight.js'
+import { ConfigError } from '../config/errors.js'
 import { withConfigOptions, loadOrReport, CONFIG_HELP, type ConfigFlags } from './config-source.js'
 import type { CommandContext } from './context.js'
 
@@ -35,6 +37,7 @@ export function configCommand(ctx: CommandContext, done: (code: Promise<number>)
   config
     .command('schema')
     .description('print the JSON Schema of the config (for editors: yaml-language-server)')
+    .addHelpText('after', '\nExamples:\n  $ edge-agent config schema > edge-agent.schema.json\n  # then, first line of the config: # yaml-language-server: $schema=./edge-agent.schema.json')
     .action(() => done(schema(ctx)))
   return config
 }
@@ -54,15 +57,23 @@ async function init(ctx: CommandContext, file: string | undefined, force: boolea
 }
 
 async function validate(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Promise<number> {
-  const loaded = loadOrReport(ctx, o, o.json)
+  const loaded = loadOrReport(ctx, o, { json: o.json, announce: true })
   if (typeof loaded === 'number') return loaded
-  if (o.json) ctx.out(JSON.stringify({ valid: true, file: loaded.file ?? null }) + '\n')
+  // What run would refuse on this machine (missing CA, unreadable files, data dir).
+  const issues = preflightIssues(loaded.config, loaded.file ?? 'defaults')
+  if (issues.length > 0) {
+    const e = new ConfigError('EDGE_ERR_CONFIG_INVALID', issues, loaded.file)
+    if (o.json) ctx.out(JSON.stringify({ valid: false, code: e.code, file: e.file ?? null, config: loaded.location, issues }, null, 2) + '\n')
+    else ctx.err(`edge-agent: ${e.message}\n`)
+    return ExitCode.CONFIG
+  }
+  if (o.json) ctx.out(JSON.stringify({ valid: true, file: loaded.file ?? null, config: loaded.location }) + '\n')
   else ctx.out(`config ok${loaded.file ? `: ${loaded.file}` : ' (built-in defaults)'}\n`)
   return ExitCode.OK
 }
 
 async function show(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Promise<number> {
-  const loaded = loadOrReport(ctx, o, o.json)
+  const loaded = loadOrReport(ctx, o, { json: o.json, announce: true })
   if (typeof loaded === 'number') return loaded
   const shown = redactConfig(loaded.config)
   ctx.out(o.json ? JSON.stringify(shown, null, 2) + '\n' : toYaml(shown))

@@ -3,6 +3,8 @@
 // process.exit or read process.env themselves.
 export interface CommandContext {
   readonly version: string
+  /** This process's id (the data-dir lock records it). */
+  readonly pid: number
   readonly env: Readonly<Record<string, string | undefined>>
   readonly cwd: string
   readonly stdoutIsTty: boolean
@@ -16,6 +18,12 @@ export interface CommandContext {
   onFatal(handler: (kind: 'uncaughtException' | 'unhandledRejection', err: unknown) => void): void
   /** Exits now, without waiting: for a second signal or a stop deadline. */
   exitNow(code: number): never
+  /** Sends a signal to a process (reload without an admin endpoint); false if there is none. */
+  kill(pid: number, signal: NodeJS.Signals): boolean
+  /** True when stdin is a terminal (interactive prompts). */
+  readonly stdinIsTty: boolean
+  /** Asks for a line on the terminal; resolves with the answer (default when empty). */
+  ask(question: string, fallback: string): Promise<string>
   /** Asks a yes/no question on the terminal; false when not interactive. */
   confirm(question: string): Promise<boolean>
   /**

@@ -18,6 +18,7 @@ import { CertsError, PendingKey, RenewalRefusedError, installCertificate, renewO
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
 import type { CommandContext } from './context.js'
+import { addDeviceRegistry } from './device-registry.js'
 
 interface RenewFlags {
   cert: string
@@ -34,7 +35,7 @@ interface RenewFlags {
 }
 
 export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
-  const device = new Command('device').description('device-side tools (reference implementations of the gateway protocols)')
+  const device = new Command('device').description('the devices of this gateway (add, list, remove) and device-side tools (renew)')
   device
     .command('renew')
     .description("renew a device certificate over MQTT from the gateway's local CA (works with the upstream down)")
@@ -53,9 +54,11 @@ export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>)
       'after',
       '\nExamples:\n  $ edge-agent device renew --cert press-7.crt --key press-7.key --ca ca.crt --url mqtts://gw:8883\n' +
         '  $ edge-agent device renew --cert d.crt --key d.key --ca ca.crt --url mqtts://gw:8883 --watch\n' +
-        'Output: one JSON line per renewal.',
+        'Output: one JSON line per renewal ({"status":"renewed",…}), or {"status":"not-due"} (exit 0) while the\n' +
+        'certificate is too young to renew, or {"status":"failed","code":…} (exit 1; 69 when the gateway is unreachable).',
     )
     .action((o: RenewFlags) => done(renew(ctx, o)))
+  addDeviceRegistry(device, ctx, done)
   return device
 }
 
@@ -103,7 +106,9 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
   try {
     client = await connect(o, id, certPem, keyPem, caPem)
   } catch (err) {
-    ctx.err(`edge-agent: cannot connect to ${o.url} as ${id}: ${err instanceof Error ? err.message : String(err)}\n`)
+    const message = err instanceof Error ? err.message : String(err)
+    ctx.out(`${JSON.stringify({ id, status: 'failed', code: 'EDGE_ERR_CERT_RENEWAL_FAILED', message: `cannot connect to ${o.url}: ${message}` })}\n`)
+    ctx.err(`edge-agent: cannot connect to ${o.url} as ${id}: ${message}\n`)
     return ExitCode.UNAVAILABLE
   }
   // A new key waits on disk until its certificate is installed: a run that
@@ -138,8 +143,14 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
           if (stopping) return ExitCode.OK
           continue
         }
+        if (err instanceof RenewalRefusedError && err.error === 'too-early') {
+          // A fresh certificate: nothing to do yet, which is not a failure.
+          ctx.out(`${JSON.stringify({ id, status: 'not-due', retryAfterSec: err.retryAfterSec ?? null, message: err.message })}\n`)
+          return ExitCode.OK
+        }
         if (err instanceof CertsError) {
           const detail = err instanceof RenewalRefusedError ? `${err.error}: ${err.message}` : err.message
+          ctx.out(`${JSON.stringify({ id, status: 'failed', code: err.code, ...(err instanceof RenewalRefusedError ? { error: err.error } : {}), message: err.message })}\n`)
           ctx.err(`edge-agent: renewal failed: ${detail}\n`)
           return ExitCode.FAILURE
         }

@@ -21,6 +21,8 @@ const validateSchema = ajv.compile<AgentConfig>(AgentConfigSchema)
 export const ENV_PREFIX = 'EDGE_AGENT_'
 /** Environment variable naming the config file (not a config key). */
 export const ENV_CONFIG_FILE = 'EDGE_AGENT_CONFIG'
+/** EDGE_AGENT_* variables that are not config keys (locate.ts, tests, packagers). */
+export const NON_CONFIG_ENV: ReadonlySet<string> = new Set([ENV_CONFIG_FILE, 'EDGE_AGENT_SYSCONFDIR'])
 
 export interface LoadConfigOptions {
   /** Path of the YAML file; undefined runs on defaults. */
@@ -31,6 +33,8 @@ export interface LoadConfigOptions {
   readonly sets?: readonly string[]
   /** Directory that relative paths given outside a file resolve against. */
   readonly cwd: string
+  /** The file's text, already in hand (an edit checked before it is written); file still names it. */
+  readonly text?: string
 }
 
 export interface LoadedConfig {
@@ -55,14 +59,14 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   let doc: Document | undefined
   let lines: LineCounter | undefined
   if (file !== undefined) {
-    ;({ raw, doc, lines } = readYaml(file))
+    ;({ raw, doc, lines } = readYaml(file, opts.text))
   }
 
   // Remember which layer set which path, so that an error names its source.
   const origins = new Map<string, string>()
   const issues: ConfigIssue[] = []
   for (const [name, value] of Object.entries(opts.env)) {
-    if (!name.startsWith(ENV_PREFIX) || name === ENV_CONFIG_FILE || value === undefined) continue
+    if (!name.startsWith(ENV_PREFIX) || NON_CONFIG_ENV.has(name) || value === undefined) continue
     const source = `env ${name}`
     const path = envNameToPath(name.slice(ENV_PREFIX.length))
     if (typeof path === 'string') {
@@ -92,6 +96,11 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   }
 
   const locate = (path: Path, key?: string): string => {
+    // An unknown key set by a flag or env names that flag, not its parent's source.
+    if (key !== undefined) {
+      const p = formatPath([...path, key])
+      for (const [k, origin] of origins) if (k === p || k.startsWith(`${p}.`) || k.startsWith(`${p}[`)) return origin
+    }
     for (let n = path.length; n >= 0; n--) {
       const origin = origins.get(formatPath(path.slice(0, n)))
       if (origin !== undefined) return origin
@@ -118,10 +127,10 @@ export function defaultDataDir(env: Readonly<Record<string, string | undefined>>
   return state ? resolve(cwd, state) : resolve(cwd, 'data')
 }
 
-function readYaml(file: string): { raw: Record<string, unknown>; doc: Document; lines: LineCounter } {
+function readYaml(file: string, given?: string): { raw: Record<string, unknown>; doc: Document; lines: LineCounter } {
   let text: string
   try {
-    text = readFileSync(file, 'utf8')
+    text = given ?? readFileSync(file, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     throw new ConfigError(
