@@ -8,7 +8,7 @@ import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { TLSSocket } from 'node:tls'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { generateKeyPair, renewOverMqtt } from '../src/certs/index.js'
+import { RenewalRefusedError, generateKeyPair, renewOverMqtt } from '../src/certs/index.js'
 import type { SentStream } from './lib/accounting.js'
 import type { DeviceSpec, DevicesInput, DevicesProgress, DevicesToParent, ParentToDevices, SoakPayload, StreamKind } from './lib/devices-protocol.js'
 
@@ -102,6 +102,7 @@ const state = {
   minCertMarginSec: null as number | null,
   minServerMarginSec: null as number | null,
   lastError: null as string | null,
+  renewalErrors: {} as Record<string, number>,
 }
 
 const dayOf = (t: number): number => {
@@ -123,6 +124,7 @@ function progress(): DevicesProgress {
     minCertMarginSec: state.minCertMarginSec,
     minServerMarginSec: state.minServerMarginSec,
     lastError: state.lastError,
+    renewalErrors: state.renewalErrors,
   }
 }
 
@@ -223,7 +225,9 @@ async function renew(d: Device): Promise<void> {
     d.next.reconnect = Math.min(d.next.reconnect, Date.now() + Math.random() * d.input.daySec * 100)
   } catch (err) {
     state.renewalFailures++
-    state.lastError = `${d.spec.id} renewal: ${err instanceof Error ? err.message : String(err)}`
+    const why = err instanceof RenewalRefusedError ? `refused: ${err.error}` : err instanceof Error ? err.message.replace(/devices\/[^/]+\//, 'devices/<id>/') : String(err)
+    state.renewalErrors[why] = (state.renewalErrors[why] ?? 0) + 1
+    state.lastError = `${d.spec.id} renewal: ${why}`
     d.next.renew = Date.now() + 1000
   } finally {
     d.renewing = false

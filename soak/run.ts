@@ -334,6 +334,9 @@ interface Sample extends PlotRow {
   readonly connected: boolean
   readonly clients: number
   readonly issuedCerts: number
+  /** The buffer's own byte count (estimateMessageBytes) and message count. */
+  readonly bufferBytes: number
+  readonly bufferMessages: number
 }
 
 /** A counter that restarts at 0 in every agent process, summed over the run. */
@@ -559,6 +562,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
         connected: up?.connected === true,
         clients: s.broker?.clients ?? 0,
         issuedCerts: f.issuedCerts,
+        bufferBytes: s.buffer?.totals?.bytes ?? 0,
+        bufferMessages: s.buffer?.totals?.messages ?? 0,
       })
     }
     if (Math.floor(d) > lastProgressDay) {
@@ -627,7 +632,12 @@ async function month(o: Options, w: World): Promise<RunResult> {
   // --- the end: publishing stops, every acknowledgement is awaited, the backlog drains
   toDevices({ type: 'stop-publishing' })
   toDevices({ type: 'finish', ackTimeoutMs: 60_000 })
-  await waitUntil('the devices to report', 120_000, undefined, () => final !== undefined, 200)
+  const finishDeadline = Date.now() + 120_000
+  while (final === undefined && Date.now() < finishDeadline) {
+    await sample()
+    await sleep(500)
+  }
+  if (final === undefined) throw new Error('timed out after 120 s waiting for the devices to report')
   const drainDeadline = Date.now() + 600_000
   let depth = Infinity
   while (Date.now() < drainDeadline) {
@@ -690,6 +700,10 @@ async function month(o: Options, w: World): Promise<RunResult> {
     options: o,
     devices: { tls: o.tlsDevices, plain: o.plainDevices },
     budgetBytes: w.maxBytes,
+    bufferAtPeak: (() => {
+      const top = samples.reduce<Sample | undefined>((a, b) => (a === undefined || b.bufferBytes > a.bufferBytes ? b : a), undefined)
+      return top === undefined ? null : { day: top.day, bytes: top.bufferBytes, messages: top.bufferMessages }
+    })(),
     accounts,
     accountingExactness: drops.durable
       ? 'exact: drop counts are durable totals'
@@ -756,6 +770,8 @@ function table(o: Options, s: Record<string, unknown> & { accounts: Accounts }, 
     checks: { name: string; ok: boolean; detail: string }[]
     accountingExactness: string
     budgetBytes: number
+    bufferAtPeak: { day: number; bytes: number; messages: number } | null
+    devicesAtEnd: DevicesProgress
     notes: string[]
   }
   const simH = (sec: number | null) => (sec === null ? '-' : `${((sec / o.daySec) * 24).toFixed(1)} simulated h (${sec.toFixed(0)} s)`)
@@ -775,8 +791,13 @@ function table(o: Options, s: Record<string, unknown> & { accounts: Accounts }, 
     ['accounting', `${a.verdict} (difference ${a.difference}); ${x.accountingExactness}`],
     ['per-topic order upstream', a.outOfOrder === 0 ? 'kept' : `${a.outOfOrder} out of order`],
     ['QoS 0 (bufferQos0; not in the equation)', `sent ${x.qos0.sent}, delivered ${x.qos0.delivered}, dropped ${x.qos0.dropped}`],
-    ['buffer budget / full from', `${mb(x.budgetBytes)} / ${x.firstEvictionDay === null ? 'never' : `day ${x.firstEvictionDay.toFixed(1)}`}`],
+    [
+      'buffer budget / fullest / evicting from',
+      `${mb(x.budgetBytes)} / ${x.bufferAtPeak === null ? '-' : `${mb(x.bufferAtPeak.bytes)}, ${x.bufferAtPeak.messages} messages (day ${x.bufferAtPeak.day.toFixed(1)})`} / ` +
+        `${x.firstEvictionDay === null ? 'never' : `day ${x.firstEvictionDay.toFixed(1)}`}`,
+    ],
     ['device certificates', `${x.certificates.renewals} renewals, ${x.certificates.renewalFailures} failed attempts, ${x.certificates.lapses.length} lapsed; least time left ${simH(x.certificates.minCertMarginSec)}`],
+    ['failed renewal attempts by cause', Object.entries(x.devicesAtEnd.renewalErrors).map(([k, n]) => `${k}: ${n}`).join('; ') || 'none'],
     ['server certificate', `${x.certificates.serverRotations} rotations (${x.certificates.serverSerialsSeen} serials seen); least time left at a connect ${simH(x.certificates.minServerMarginSec)}`],
     ['certificates kept by the CA at the end', String(x.certificates.issuedFilesAtEnd ?? '-')],
     ...x.restarts.map((r): [string, string] => [

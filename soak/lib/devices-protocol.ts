@@ -55,6 +55,8 @@ export interface DevicesProgress {
   /** Smallest time left on the server certificate seen at a connect, seconds. */
   readonly minServerMarginSec: number | null
   readonly lastError: string | null
+  /** Failed renewal attempts by cause. */
+  readonly renewalErrors: Readonly<Record<string, number>>
 }
 
 export type DevicesToParent =
