@@ -206,6 +206,7 @@ async function renew(d: Device): Promise<void> {
   const client = d.client
   if (client === undefined || !client.connected || d.renewing) return
   d.renewing = true
+  const again = d.pendingKeyPem !== undefined
   try {
     d.pendingKeyPem ??= (await generateKeyPair()).privateKeyPem
     // A short wait: a reply lost to an agent restart must leave time to ask again before the certificate lapses.
@@ -225,7 +226,7 @@ async function renew(d: Device): Promise<void> {
     d.next.reconnect = Math.min(d.next.reconnect, Date.now() + Math.random() * d.input.daySec * 100)
   } catch (err) {
     state.renewalFailures++
-    const why = err instanceof RenewalRefusedError ? `refused: ${err.error}` : err instanceof Error ? err.message.replace(/devices\/[^/]+\//, 'devices/<id>/') : String(err)
+    const why = err instanceof RenewalRefusedError ? `refused: ${err.error} (${again ? 'key of an unanswered request' : 'new key'})` : err instanceof Error ? err.message.replace(/devices\/[^/]+\//, 'devices/<id>/') : String(err)
     state.renewalErrors[why] = (state.renewalErrors[why] ?? 0) + 1
     state.lastError = `${d.spec.id} renewal: ${why}`
     d.next.renew = Date.now() + 1000
