@@ -305,7 +305,7 @@ async function finish(ackTimeoutMs: number): Promise<void> {
   clearInterval(reporter)
   const final = progress()
   const s = streams()
-  await Promise.all(state.devices.map((d) => d.client?.endAsync(true).catch(() => undefined)))
+  await Promise.all(state.devices.map((d) => (d.client === undefined ? Promise.resolve() : d.client.endAsync(true).catch(() => undefined))))
   process.send?.({ type: 'final', progress: final, streams: s, qos0Sent: state.qos0Sent } satisfies DevicesToParent, undefined, {}, () =>
     process.disconnect?.(),
   )

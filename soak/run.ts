@@ -655,7 +655,7 @@ async function month(o: Options, w: World): Promise<RunResult> {
   if (!stopOk) notes.push(`the agent did not exit 0 on SIGTERM at the end: ${String(agent.lifetimes.at(-1)?.exitCode)}`)
 
   // --- the books
-  const f = final as unknown as { progress: DevicesProgress; streams: readonly SentStream[]; qos0Sent: number }
+  const f = final
   const total = drops.total()
   const qos1Dropped = QOS1_RULES.reduce((n, r) => n + sumOf(total.byRule[r] ?? {}), 0) + sumOf(total.bridge)
   // A message stored and never acknowledged to its device (in flight at a kill, or held by a device whose
