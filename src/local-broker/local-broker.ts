@@ -120,7 +120,7 @@ export interface DeviceRequest {
   readonly clientId: string
   readonly topic: string
   readonly payload: Buffer
-  /** The session's current credential. */
+  /** The certificate the session's TLS handshake presented (not one it renewed to since). */
   readonly credential: DeviceCredential
 }
 
@@ -173,6 +173,13 @@ interface DeviceSession {
   readonly serials: Set<string>
   /** The newest of those credentials (the certificate it last renewed to). */
   current: DeviceCredential
+  /**
+   * The certificate of the TLS handshake: what the device still holds if the
+   * reply to its renewal was lost. Renewal requests carry this one, so that a
+   * retry with the key of that lost reply gets the certificate again instead of
+   * "too-early" against the certificate it never received.
+   */
+  readonly handshake: DeviceCredential
   notAfter: number
 }
 
@@ -451,7 +458,14 @@ export class LocalBroker {
     // A Will is a publish made later on the device's behalf: check it now [MQTT-3.1.2-8].
     if (packet.will !== undefined && acl.publish(packet.will.topic) !== 'allow') return 'willDenied'
     if (packet.clientId === '') packet.clientId = result.id // clientId := CN
-    client[kSession] = { id: result.id, acl, serials: new Set([result.credential.serial]), current: result.credential, notAfter: result.credential.notAfter }
+    client[kSession] = {
+      id: result.id,
+      acl,
+      serials: new Set([result.credential.serial]),
+      current: result.credential,
+      handshake: result.credential,
+      notAfter: result.credential.notAfter,
+    }
     return undefined
   }
 
@@ -463,7 +477,7 @@ export class LocalBroker {
     packet.retain = false
     done(null)
     try {
-      this.#opts.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential: session.current })
+      this.#opts.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential: session.handshake })
     } catch (err) {
       this.#log.error({ err, deviceId: session.id, topic }, 'device request handler failed')
     }
