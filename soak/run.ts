@@ -498,9 +498,18 @@ async function month(o: Options, w: World): Promise<RunResult> {
     (w.specs.length * o.telemetryPerDay + w.specs.filter((s) => s.bursts).length * o.burstSize) / o.daySec,
   )
 
+  let statusFailures = 0
+  let statusGapStart: number | null = null
+  let longestStatusGapMs = 0
   const poll = async (): Promise<StatusView | undefined> => {
     const r = await getJson(w.ports.admin, '/status', 3000).catch(() => undefined)
-    if (r === undefined || r.status !== 200) return undefined
+    if (r === undefined || r.status !== 200) {
+      statusFailures++
+      statusGapStart ??= Date.now()
+      longestStatusGapMs = Math.max(longestStatusGapMs, Date.now() - statusGapStart)
+      return undefined
+    }
+    statusGapStart = null
     const s = r.body as StatusView
     dropsBeforePrev = dropsBeforeLast
     const counts = readDropCounts(r.body)
@@ -569,7 +578,7 @@ async function month(o: Options, w: World): Promise<RunResult> {
       lastProgressDay = Math.floor(d)
       const pr = progress
       log(
-        `day ${d.toFixed(1)}  link ${relay.mode}  depth ${depth}  rss ${p === undefined ? '-' : mb(p.rssBytes)}  db ${mb(f.dbBytes)}  wal ${mb(f.walBytes)}  ` +
+        `day ${d.toFixed(1)}  link ${relay.mode}  depth ${s === undefined ? '- (/status unanswered)' : depth}  rss ${p === undefined ? '-' : mb(p.rssBytes)}  db ${mb(f.dbBytes)}  wal ${mb(f.walBytes)}  ` +
           `dropped ${sumOf(total.byReason)}  devices ${pr?.connected ?? 0}/${w.specs.length}  acked ${pr?.acked ?? 0}/${pr?.sent ?? 0}  ` +
           `renewed ${pr?.renewals ?? 0}  lapses ${pr?.lapses.length ?? 0}  cpu ${cpuPct.toFixed(0)} %`,
       )
@@ -584,6 +593,7 @@ async function month(o: Options, w: World): Promise<RunResult> {
     else stopOk = await agent.stopCleanly('clean stop')
     endOfLife()
     const l = await agent.start(day(), ev.action === 'kill-9' ? 'kill -9' : 'clean stop')
+    statusGapStart = null
     restarts.push({ day: ev.day, kind: ev.action === 'kill-9' ? 'kill -9' : 'SIGTERM', listeningMs: l.listeningMs, healthyMs: l.healthyMs, droppingBefore, ...(stopOk === undefined ? {} : { stopOk }) })
     log(`${ev.note}: listening again after ${l.listeningMs.toFixed(0)} ms`)
   }
@@ -674,6 +684,12 @@ async function month(o: Options, w: World): Promise<RunResult> {
   const store20 = size(20, 21)
   const store30 = size(30, 31)
   const rssGrowth = rss5 === null || rss30 === null ? null : rss30 - rss5
+  // RSS slope within each process, after its first day (a restart resets RSS, which day 5 vs day 30 can hide).
+  const starts = [...agent.lifetimes.map((l) => l.startedAtDay), Infinity]
+  const rssSlopes = agent.lifetimes.map((l, i) => {
+    const xs = samples.filter((x) => x.day >= l.startedAtDay + 1 && x.day < (starts[i + 1] ?? Infinity))
+    return { fromDay: l.startedAtDay, mbPerDay: slope(xs.map((x) => [x.day, x.rssBytes / 1048576])) }
+  })
   const maxRate = linkUpAt === null ? 0 : sink.maxRate(linkUpAt, drainedAt ?? endAt, 5)
   const expiredHandshakes = Object.entries(refusedHandshakes).filter(([k]) => /expir/i.test(k)).reduce((n, [, v]) => n + v, 0)
   const lapses = f.progress.lapses.length + expiredHandshakes
@@ -729,7 +745,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
     restarts,
     lifetimes: agent.lifetimes,
     firstEvictionDay,
-    rss: { day5: rss5, day30: rss30, growth: rssGrowth, peak: Math.max(...samples.map((s) => s.rssBytes)) },
+    rss: { day5: rss5, day30: rss30, growth: rssGrowth, peak: Math.max(...samples.map((s) => s.rssBytes)), slopes: rssSlopes },
+    admin: { statusFailures, longestStatusGapSec: longestStatusGapMs / 1000 },
     store: { day20: store20, day30: store30, peak: Math.max(...samples.map((s) => s.dbBytes + s.walBytes)) },
     drain: { linkUpAt, drainedAt, seconds: linkUpAt === null || drainedAt === null ? null : (drainedAt - linkUpAt) / 1000, maxRate5s: maxRate, limit: o.maxRatePerSec },
     cpu: { meanPct: mean(samples.map((s) => s.cpuPct)) },
@@ -753,6 +770,21 @@ async function month(o: Options, w: World): Promise<RunResult> {
   return { exitCode: failed.length === 0 ? 0 : 1 }
 }
 
+/** Least-squares slope of y over x, or null with fewer than 2 points. */
+function slope(points: readonly (readonly [number, number])[]): number | null {
+  if (points.length < 2) return null
+  const n = points.length
+  const mx = points.reduce((a, [x]) => a + x, 0) / n
+  const my = points.reduce((a, [, y]) => a + y, 0) / n
+  let num = 0
+  let den = 0
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my)
+    den += (x - mx) ** 2
+  }
+  return den === 0 ? null : num / den
+}
+
 /** Without gnuplot the samples are still written, for plotting elsewhere. */
 function plot0(dir: string, rows: readonly PlotRow[]): void {
   writeFileSync(join(dir, 'samples.json'), JSON.stringify(rows) + '\n')
@@ -766,7 +798,8 @@ function table(o: Options, s: Record<string, unknown> & { accounts: Accounts }, 
     certificates: { renewals: number; renewalFailures: number; lapses: unknown[]; minCertMarginSec: number | null; minServerMarginSec: number | null; serverRotations: number; serverSerialsSeen: number; issuedFilesAtEnd: number | null }
     restarts: { day: number; kind: string; listeningMs: number; healthyMs: number; droppingBefore: boolean }[]
     firstEvictionDay: number | null
-    rss: { day5: number | null; day30: number | null; growth: number | null; peak: number }
+    rss: { day5: number | null; day30: number | null; growth: number | null; peak: number; slopes: { fromDay: number; mbPerDay: number | null }[] }
+    admin: { statusFailures: number; longestStatusGapSec: number }
     store: { day20: number | null; day30: number | null; peak: number }
     drain: { seconds: number | null; maxRate5s: number; limit: number }
     cpu: { meanPct: number | null }
@@ -808,6 +841,8 @@ function table(o: Options, s: Record<string, unknown> & { accounts: Accounts }, 
       `listening after ${r.listeningMs.toFixed(0)} ms, /healthz after ${r.healthyMs.toFixed(0)} ms${r.kind === 'kill -9' ? (r.droppingBefore ? ', buffer already dropping' : ', before any drop') : ''}`,
     ]),
     ['RSS day 5 / day 30 / peak', `${m(x.rss.day5)} / ${m(x.rss.day30)} / ${m(x.rss.peak)} (growth ${x.rss.growth === null ? '-' : m(x.rss.growth)})`],
+    ['RSS slope within each process (MB per simulated day)', x.rss.slopes.map((r) => `from day ${r.fromDay.toFixed(1)}: ${r.mbPerDay === null ? '-' : r.mbPerDay.toFixed(2)}`).join('; ')],
+    ['/status polls unanswered (3 s timeout)', `${x.admin.statusFailures}, longest gap ${x.admin.longestStatusGapSec.toFixed(0)} s`],
     ['database + WAL day 20 / day 30 / peak', `${m(x.store.day20)} / ${m(x.store.day30)} / ${m(x.store.peak)}`],
     ['drain after the upstream returned', `${x.drain.seconds === null ? 'not finished' : `${x.drain.seconds.toFixed(1)} s`}; highest 5 s rate ${x.drain.maxRate5s.toFixed(0)}/s (limit ${x.drain.limit}/s)`],
     ['agent CPU, mean', x.cpu.meanPct === null ? '-' : `${x.cpu.meanPct.toFixed(0)} % of one core`],
