@@ -99,7 +99,11 @@ export async function renewOverMqtt(o: RenewOverMqttOptions): Promise<RenewResul
     }
     o.client.on('message', onMessage)
   })
-  await o.client.publishAsync(request, JSON.stringify({ v: PROTOCOL_VERSION, requestId, csr }), { qos: 1 })
+  // The deadline runs from the subscription: a publish that fails, or that the
+  // client holds until a reconnect (QoS 1 while the connection is down), must
+  // neither leave the deadline's rejection unobserved nor outlast it.
+  answer.catch(() => undefined)
+  await Promise.race([o.client.publishAsync(request, JSON.stringify({ v: PROTOCOL_VERSION, requestId, csr }), { qos: 1 }), answer])
   const r = await answer
 
   const problem = checkIssued(r.certificate, o.id, keyPem, o.caPem)

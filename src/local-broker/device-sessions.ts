@@ -28,6 +28,13 @@ export interface DeviceSession {
   readonly serials: Set<string>
   /** The newest of those credentials (the certificate it last renewed to). */
   current: DeviceCredential
+  /**
+   * The certificate of the TLS handshake: what the device still holds if the
+   * reply to its renewal was lost. Renewal requests carry this one, so that a
+   * retry with the key of that lost reply gets the certificate again instead of
+   * "too-early" against the certificate it never received.
+   */
+  readonly handshake: DeviceCredential
   notAfter: number
 }
 
@@ -134,6 +141,7 @@ export class DeviceSessions {
       acl,
       serials: new Set([c.serial]),
       current: c,
+      handshake: c,
       notAfter: c.notAfter,
     }
     return undefined

@@ -103,7 +103,7 @@ export interface DeviceRequest {
   readonly clientId: string
   readonly topic: string
   readonly payload: Buffer
-  /** The session's current credential. */
+  /** The certificate the session's TLS handshake presented (not one it renewed to since). */
   readonly credential: DeviceCredential
 }
 
