@@ -31,13 +31,22 @@ const batches: [string[], number][] = [
   [files.filter((f) => !long.includes(f)), 240_000],
   [long, Number(process.env['EDGE_TEST_LONG_TIMEOUT_MS'] ?? 1_800_000)],
 ]
+// Each batch prints its own summary; the last line sums them all.
+const totals = { passed: 0, failed: 0, skipped: 0 }
 for (const [batch, timeout] of batches) {
   if (batch.length === 0) continue
   const stream = run({ files: batch, concurrency: suite === 'unit' ? 2 : 1, timeout })
-  stream.on('test:fail', () => {
+  stream.on('test:pass', (t) => {
+    if (t.details.type === 'suite') return
+    if (t.skip !== undefined && t.skip !== false) totals.skipped++
+    else totals.passed++
+  })
+  stream.on('test:fail', (t) => {
     process.exitCode = 1
+    if (t.details.type !== 'suite') totals.failed++
   })
   const out = stream.compose(new spec())
   out.pipe(process.stdout, { end: false })
   await new Promise((resolve) => out.once('end', resolve))
 }
+console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`)
