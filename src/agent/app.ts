@@ -20,7 +20,7 @@ import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
 import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
 import { clientAclOptions } from './config/semantic.js'
-import { passwordFilePath } from './config/paths.js'
+import { needsLocalCa, passwordFilePath } from './config/paths.js'
 import { NodeRed, NodeRedError, type EdgeLink, type NodeRedStatus } from '../node-red/index.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
@@ -139,8 +139,7 @@ export class Agent {
     const mqtts = config.broker.listeners.filter((l) => l.protocol === 'mqtts')
     // An mqtts listener with its own certificate, key and CA (an external PKI)
     // needs no local CA; any other one takes what it lacks from the local CA.
-    const needsLocalCa = mqtts.some((l) => l.certFile === undefined || l.keyFile === undefined || l.caFile === undefined)
-    const certs = needsLocalCa ? buildCerts(config, deps.logger) : undefined
+    const certs = needsLocalCa(config) ? buildCerts(config, deps.logger) : undefined
     this.certs = certs
     const acl = certs === undefined ? undefined : compileDeviceAcl(config)
     this.#flowAcl = acl?.forDevice(config.nodeRed.identity)

@@ -1,5 +1,6 @@
 // What `run` would refuse at start that depends on the machine rather than
-// on the config's text: the local CA an mqtts listener needs, the files a
+// on the config's text: the local CA an mqtts listener needs (unless it
+// brings its own certificate, key and CA), the files a
 // listener names, a data directory that can be written. `config validate`
 // and `run` both call it, so that validate refuses everything run refuses
 // and run exits 78 (fix the config, no restart loop) instead of 1.
@@ -8,6 +9,7 @@ import { dirname, join } from 'node:path'
 import type { AgentConfig } from './schema.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { formatPath } from './load.js'
+import { needsLocalCa } from './paths.js'
 
 /** Where the local CA keeps its key and certificate (src/certs caPaths: <dataDir>/certs/ca.{key,crt}). */
 function caFiles(dataDir: string): string[] {
@@ -20,8 +22,7 @@ export function preflightIssues(config: Readonly<AgentConfig>, source: string): 
 
   issues.push(...dataDirIssues(config.dataDir, source))
 
-  const mqtts = config.broker.listeners.some((l) => l.protocol === 'mqtts')
-  if (mqtts && !config.certs.autoInit && !caFiles(config.dataDir).every(exists)) {
+  if (needsLocalCa(config) && !config.certs.autoInit && !caFiles(config.dataDir).every(exists)) {
     add(
       ['certs', 'autoInit'],
       `an mqtts listener needs the local CA and there is none in ${join(config.dataDir, 'certs')}: ` +
