@@ -215,11 +215,12 @@ export class BrokerHooks {
     const session = this.#d.sessions.sessionOf(client)
     const decision = session?.acl.publish(topic)
     if (decision === 'request') return this.#request(client, session!, packet, done)
-    // The agent's own spaces, and every device's reply topics, are the agent's alone.
-    if (isAgentSpace(topic) || this.#d.devices?.acl.reservedForAgent(topic) === true) {
+    // The agent's own `$` spaces are the agent's alone: acknowledged and dropped, as clients expect a PUBACK.
+    if (isAgentSpace(topic)) {
       return this.#denyPublish(client, packet, done, { reason: 'reservedTopic', deviceId: session?.id, mode: 'drop' })
     }
-    if (!this.#permits(client, 'publish', topic)) {
+    // Every device's reply topics are the agent's too; a publish there is an ACL denial like any other.
+    if (this.#d.devices?.acl.reservedForAgent(topic) === true || !this.#permits(client, 'publish', topic)) {
       // A device keeps its own setting (devices.onDeniedPublish) unless the client ACL granted it.
       const mode =
         session !== undefined ? (this.#d.devices?.onDeniedPublish ?? 'disconnect') : this.#d.acl().onDeniedPublish

@@ -124,7 +124,7 @@ test('isolation holds for subscriptions: wildcards, $SYS, other devices get 0x80
   assert.deepEqual(await grants(c, filters), filters.map(() => 0x80))
   assert.deepEqual(await grants(c, ['devices/d1/#', 'devices/d1/+/x', 'devices/d1//x', '$edge/ca/crl']), [1, 1, 1, 1])
   assert.ok(c.connected, 'refused subscriptions do not disconnect')
-  const line = await shared.waitForLog((l) => l.msg === 'subscription outside the device topic space refused', 5_000, 'the denial log')
+  const line = await shared.waitForLog((l) => l.msg === 'subscription refused by the acl', 5_000, 'the denial log')
   assert.equal(line['deviceId'], 'd1')
   // With mosquitto_sub too.
   const m = await mosquittoClient('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(shared.mqttsPort), '--cafile', d1.ca, '--cert', d1.crt, '--key', d1.key, '-i', 'd1', '-t', '#', '-C', '1', '-W', '3'])
@@ -228,7 +228,7 @@ test('with onDeniedPublish: drop, a publish outside the space is acknowledged, d
   await marker
   assert.equal(leaked, false)
   assert.ok(c.connected)
-  await agent.waitForLog((l) => l.msg === 'publish outside the device topic space refused' && l['action'] === 'drop' && l['deviceId'] === 'd7', 5_000, 'the drop log')
+  await agent.waitForLog((l) => l.msg === 'publish refused by the acl' && l['action'] === 'drop' && l['deviceId'] === 'd7', 5_000, 'the drop log')
 
   // Without a certificate: admitted, but not as a device.
   const anon = await client(t, mqttsUrl(agent), { clientId: 'anon-1', protocolVersion: 4, ca: readFileSync(dev.ca) })
