@@ -2,13 +2,12 @@
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
 import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
-import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
+import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, mkdirDurable, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
@@ -201,7 +200,8 @@ export class Agent {
     this.#state = 'starting'
     try {
       // 0700: the state directory will hold the message store and private keys.
-      await mkdir(this.#config.dataDir, { recursive: true, mode: 0o700 })
+      // Durable: a name never fsync'd into its parent is lost in a power cut with all below it.
+      mkdirDurable(this.#config.dataDir, 0o700)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
       this.#state = 'failed'

@@ -67,11 +67,12 @@
 // Permissions: the directory is created 0700 and the database file 0600;
 // SQLite creates -wal and -shm with the database file's mode.
 
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, realpathSync, renameSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, openSync, realpathSync, renameSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Logger } from 'pino'
 import { BufferError, isCorruptionCode, sqliteCodeOf, toBufferError } from './errors.js'
+import { fsyncDir, mkdirDurable } from './dir-sync.js'
 import { WalSync } from './wal-sync.js'
 
 export type Durability = 'full' | 'normal' | 'off'
@@ -361,9 +362,11 @@ function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
 function prepareFiles(path: string, log: Logger): void {
   const dir = dirname(path)
   try {
-    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 })
-    if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600))
-    else tightenMode(path, log)
+    mkdirDurable(dir, 0o700)
+    if (!existsSync(path)) {
+      closeSync(openSync(path, 'a', 0o600))
+      fsyncDir(dir)
+    } else tightenMode(path, log)
   } catch (err) {
     throw new BufferError('EDGE_ERR_BUFFER_IO', `cannot prepare database file: ${(err as Error).message}`, { cause: err })
   }
@@ -451,6 +454,7 @@ function quarantine(path: string, reason: string, at: number, log: Logger): Quar
       renameSync(path + suffix, movedTo + suffix)
       files.push(movedTo + suffix)
     }
+    fsyncDir(dirname(path))
   } catch (err) {
     throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', `database is corrupt and could not be moved aside: ${(err as Error).message}`, {
       cause: err,

@@ -42,4 +42,5 @@ export {
   type SqlitePersistenceOptions,
   type SqlitePersistenceStats,
 } from './aedes-persistence.js'
+export { fsyncDir, mkdirDurable } from './dir-sync.js'
 export { BufferInspector, BUFFER_FILE_NAME, type QueueSummary } from './inspect.js'
