@@ -103,6 +103,12 @@ export interface OpenDatabaseOptions {
   readonly busyTimeoutMs?: number
   /** WAL is truncated to this size after checkpoints, bytes. Default 64 MiB. */
   readonly journalSizeLimitBytes?: number
+  /**
+   * A previous run used this file (continuity.ts): an empty file or one
+   * without our schema is what a power cut left of it, quarantined like a
+   * corrupt one rather than silently recreated. Default false.
+   */
+  readonly mustHoldStore?: boolean
   /** Clock for quarantine timestamps, epoch ms. Default Date.now. */
   readonly now?: () => number
 }
@@ -286,7 +292,7 @@ function openShared(path: string, durability: Durability, options: OpenDatabaseO
     // Check first on a read-only connection: closing it never checkpoints or
     // deletes the -wal, so a corrupt file is quarantined exactly as found
     // (a read-write close would checkpoint the WAL into the damaged file).
-    checkIntegrity(path, options.startupCheck ?? 'quick')
+    checkIntegrity(path, options.startupCheck ?? 'quick', options.mustHoldStore === true)
     db = openAndConfigure(path, durability, options)
   } catch (err) {
     const code = sqliteCodeOf(err)
@@ -332,8 +338,11 @@ function openShared(path: string, durability: Durability, options: OpenDatabaseO
  * connection. Throws on corruption; any other failure of the read-only open
  * (e.g. no permission to create the -shm) is left to the read-write open.
  */
-function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
-  if (statSync(path).size === 0) return
+function checkIntegrity(path: string, mode: 'quick' | 'none', mustHoldStore: boolean): void {
+  if (statSync(path).size === 0) {
+    if (mustHoldStore) throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', NO_STORE)
+    return
+  }
   let ro: Database.Database
   try {
     ro = new Database(path, { readonly: true, fileMustExist: true })
@@ -343,6 +352,9 @@ function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
   }
   try {
     ro.pragma('page_count', { simple: true })
+    if (mustHoldStore && ro.prepare("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").get() === undefined) {
+      throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', NO_STORE)
+    }
     if (mode === 'quick') {
       const rows = ro.pragma('quick_check') as Array<{ quick_check: string }>
       if (rows.length !== 1 || rows[0]?.quick_check !== 'ok') {
@@ -357,6 +369,8 @@ function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
     ro.close()
   }
 }
+
+const NO_STORE = 'the file no longer holds the store (empty or without its schema), although a previous run used it'
 
 /** Directory 0700 (when we create it), file 0600 (created empty so SQLite keeps its mode). */
 function prepareFiles(path: string, log: Logger): void {

@@ -17,13 +17,14 @@ interface Window {
 
 // Conflation drops are the feature working as configured, and a purge is an
 // operator's action: neither deserves a warning.
-const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn'> = {
+const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn' | 'error'> = {
   'evicted-full': 'warn',
   expired: 'warn',
   conflated: 'debug',
   refused: 'warn',
   'disk-full': 'warn',
   purged: 'info',
+  'power-loss': 'error',
 }
 
 export class DropAccounting {

@@ -43,4 +43,5 @@ export {
   type SqlitePersistenceStats,
 } from './aedes-persistence.js'
 export { fsyncDir, mkdirDurable } from './dir-sync.js'
+export { RUN_FILE_NAME, type LastRun, type PowerLoss } from './continuity.js'
 export { BufferInspector, BUFFER_FILE_NAME, type QueueSummary } from './inspect.js'

@@ -51,6 +51,7 @@
 //    the append is rejected (EDGE_ERR_BUFFER_FULL, retryable).
 
 import { Buffer } from 'node:buffer'
+import type { LastRun } from './continuity.js'
 import { BufferError } from './errors.js'
 
 /** What happens to a new message that does not fit. Default 'drop-oldest'. */
@@ -61,8 +62,9 @@ export const FULL_POLICIES: readonly FullPolicy[] = ['drop-oldest', 'drop-lowest
 export type Conflation = 'none' | 'latest-only'
 
 /** Why a message left the store without being acknowledged upstream. */
-export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged'
-export const DROP_REASONS: readonly DropReason[] = ['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged']
+/** 'power-loss': acknowledged messages a power cut took from the store, found at the next start (continuity.ts). */
+export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'power-loss'
+export const DROP_REASONS: readonly DropReason[] = ['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged', 'power-loss']
 
 /** MQTT 5 properties worth carrying upstream. JSON-encoded in SqliteStore. */
 export interface MessageProperties {
@@ -188,6 +190,8 @@ export interface BufferStats {
     /** rule id ('' = no rule) → reason → count. */
     readonly byRule: Readonly<Record<string, Readonly<Partial<Record<DropReason, number>>>>>
   }
+  /** How the previous run ended and what it lost (SqliteStore; continuity.ts). */
+  readonly lastRun?: LastRun | null
   /** Per-second rates over the last ~10 s. */
   readonly rates: { readonly appendPerSec: number; readonly takePerSec: number; readonly ackPerSec: number }
   readonly limits: {
@@ -406,5 +410,5 @@ export function decodeProperties(json: string | null): MessageProperties | undef
 
 /** Zeroed drop counters. */
 export function emptyDropCounts(): Record<DropReason, number> {
-  return { 'evicted-full': 0, expired: 0, conflated: 0, refused: 0, 'disk-full': 0, purged: 0 }
+  return { 'evicted-full': 0, expired: 0, conflated: 0, refused: 0, 'disk-full': 0, purged: 0, 'power-loss': 0 }
 }

@@ -64,6 +64,7 @@ import type Database from 'better-sqlite3'
 import type { Logger } from 'pino'
 import { type Durability, type Migration, openDatabase, readQuarantineLog, type SqliteDatabase } from './database.js'
 import { defaultStatFs, DiskSpace, type StatFs } from './disk-space.js'
+import { RunContinuity, type LastRun } from './continuity.js'
 import { DropAccounting } from './drop-accounting.js'
 import { BufferError, type BufferErrorCode, toBufferError } from './errors.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
@@ -257,6 +258,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   #lastWalCheckAt = 0
   #lastVacuumAt = 0
   #quarantine: { count: number; last: { movedTo: string; at: number; reason: string } | null } = { count: 0, last: null }
+  #continuity: RunContinuity | null = null
+  #lastRun: LastRun | null = null
 
   /** Fsyncs whose appends wait (durability 'full'); stop() waits for them. */
   readonly #syncing = new Set<Promise<void>>()
@@ -290,7 +293,9 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#state = 'starting'
     const o = this.#o
     try {
+      const continuity = new RunContinuity({ dataDir: o.dataDir, durability: o.durability ?? 'full', logger: this.#log, now: this.#now })
       const lease = openDatabase(this.path, {
+        mustHoldStore: continuity.storeExisted,
         logger: this.#log,
         durability: o.durability ?? 'full',
         migrations: [...MESSAGE_STORE_MIGRATIONS, ...(o.migrations ?? [])],
@@ -313,6 +318,9 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#resolveLimits()
       this.#load()
       this.#quarantine = readQuarantineLog(lease.db)
+      this.#lastRun = continuity.begin({ nextId: this.#nextId, quarantined: lease.quarantined !== null }, this.#totalRows)
+      this.#continuity = continuity
+      if (this.#lastRun.loss !== null) this.#drops.record('power-loss', '', '', this.#lastRun.loss.count)
       this.#gc = new GroupCommit<Op>({
         maxBatch: o.maxBatch ?? 256,
         windowMs: o.batchWindowMs ?? 0,
@@ -373,6 +381,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     await Promise.allSettled([...this.#syncing])
     this.#drops.flush()
     this.#closeDatabase()
+    this.#continuity?.end(this.#totalRows)
     this.#state = 'stopped'
     this.#log.info({ rows: this.#totalRows, bytes: this.#totalBytes }, 'buffer stopped')
   }
@@ -424,7 +433,11 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     return new Promise<AppendResult>((resolve, reject) => {
-      gc.enqueue({ kind: 'append', msg, resolve, fail: reject })
+      const acked = (r: AppendResult): void => {
+        if (r.id !== null) this.#continuity?.noteAcked(r.id)
+        resolve(r)
+      }
+      gc.enqueue({ kind: 'append', msg, resolve: acked, fail: reject })
     })
   }
 
@@ -604,7 +617,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         }
         ledger.flush()
         if (nextId > this.#idReserved) {
-          reserved = nextId + ID_BLOCK
+          // 'normal'/'off': exact, so that continuity.ts can tell which acknowledged ids a cut rolled back.
+          reserved = nextId + (lease.durability === 'full' ? ID_BLOCK : 0)
           s.setMeta.run('next_id', reserved)
         }
       }).immediate()
@@ -1048,6 +1062,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         freeBytes: this.#disk?.freeBytes ?? null,
       },
       quarantine: this.#quarantine,
+      lastRun: this.#lastRun,
     }
   }
 
@@ -1116,6 +1131,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       if (diskLow) this.#checkpointForSpace()
       if (now - this.#lastSweepAt >= (o.sweepIntervalMs ?? 5000)) this.#sweep(now)
       this.#drops.tick()
+      this.#continuity?.save(this.#totalRows)
       if (this.#pressureCap !== null && now - this.#pressureSince >= (o.diskFullRetryMs ?? 5000)) this.#probeDisk(now)
       this.#checkForeignWrites()
       if (now - this.#lastWalCheckAt >= 30_000) this.#checkWal(now)
