@@ -54,6 +54,8 @@ export interface Acked {
   publisher: number
   round: number
   seq: number
+  /** When the PUBACK arrived (epoch ms). */
+  at: number
 }
 
 /**
@@ -82,7 +84,7 @@ export async function startLoad(
       } catch {
         return
       }
-      acked.push({ publisher: i, round, seq })
+      acked.push({ publisher: i, round, seq, at: Date.now() })
     }
   })
   return {
