@@ -101,6 +101,15 @@ export class Agent {
       limits: config.broker.limits,
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
+      // A PUBACK waits until the retained message or offline-queue copy it stands for is durable.
+      ...(this.brokerState === undefined
+        ? {}
+        : {
+            stateSync: {
+              needed: (p) => this.brokerState?.needsSync(p) === true,
+              sync: () => this.brokerState?.sync() ?? Promise.resolve(),
+            },
+          }),
       ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.

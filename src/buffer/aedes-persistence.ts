@@ -865,6 +865,11 @@ export class SqlitePersistence {
   }
 
   /** QoS > 0 subscriptions matching a published topic: answered from memory. */
+  /** A persistent session has a QoS > 0 subscription matching `topic` (a publish to it will be queued). Synchronous. */
+  hasQueuingSubscribers(topic: string): boolean {
+    return this.#trie.match(topic).length > 0
+  }
+
   subscriptionsByTopic(topic: string): Promise<TopicSubscriber[]> {
     try {
       this.#ready()

@@ -79,6 +79,13 @@ export interface BrokerLimitOptions {
 /** The PUBACK waits for the returned promise (its value is ignored); a rejection withholds it. */
 export type PublishInterceptor = (packet: Readonly<PublishPacket>, clientId: string) => Promise<unknown> | void
 
+export interface StateSync {
+  /** Whether aedes will store this publish (retained, or a persistent session subscribed). */
+  needed(packet: Readonly<PublishPacket>): boolean
+  /** Resolves once everything the broker stored so far is on stable storage. */
+  sync(): Promise<void>
+}
+
 export interface LocalBrokerOptions {
   readonly listeners: readonly ListenerOptions[]
   readonly limits: BrokerLimitOptions
@@ -89,6 +96,13 @@ export interface LocalBrokerOptions {
    */
   readonly persistence?: unknown
   readonly onPublish?: PublishInterceptor
+  /**
+   * Durable broker state (retained messages, offline queues). aedes sends a
+   * QoS 1 PUBACK before it stores the message; with this, a PUBACK that a
+   * stored message needs is held (the connection corked) until `sync()`
+   * after the store: a power cut after the PUBACK cannot take it.
+   */
+  readonly stateSync?: StateSync
   /** The local CA's TLS material for mqtts listeners without files of their own. */
   readonly tls?: () => TlsMaterial
   /** Certificate-identified devices: identity binding and topic isolation. */
@@ -203,6 +217,8 @@ export class LocalBroker {
   readonly #log: Logger
   readonly #limiter: LogLimiter
   #aedes: Aedes | undefined
+  /** Held PUBACKs (stateSync), by the publish's payload object (aedes' copy of the packet keeps it). */
+  readonly #storedGates = new Map<unknown, () => void>()
   #servers: { close(): Promise<void> }[] = []
   #bound: BoundListener[] = []
   #stopping: Promise<void> | undefined
@@ -278,12 +294,16 @@ export class LocalBroker {
         }
         this.#received++
         const hold = this.#opts.onPublish?.(packet, client.id)
-        if (hold === undefined) return done(null)
+        if (hold === undefined) {
+          this.#holdAckUntilStored(client, packet)
+          return done(null)
+        }
         hold.then(
           () => {
             // One commit resolves the holds of many publishes at once: their
             // PUBACKs leave in one write per device instead of one each.
             corkForTick((client as unknown as { conn: Duplex }).conn)
+            this.#holdAckUntilStored(client, packet)
             done(null)
           },
           (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
@@ -309,6 +329,13 @@ export class LocalBroker {
     if (persistence !== undefined) options.persistence = persistence
     const aedes = await Aedes.createBroker(options)
     this.#aedes = aedes
+    // After aedes stored a held publish (its chain emits 'publish' last): sync, then let the PUBACK out.
+    aedes.on('publish', (packet) => {
+      const release = this.#storedGates.get(packet.payload)
+      if (release === undefined) return
+      this.#storedGates.delete(packet.payload)
+      release()
+    })
     this.#watch(aedes)
     if (this.#opts.devices !== undefined) {
       this.#sweep = setInterval(() => this.#sweepSessions(), this.#opts.devices.sweepIntervalMs ?? 1000)
@@ -453,6 +480,34 @@ export class LocalBroker {
     if (packet.clientId === '') packet.clientId = result.id // clientId := CN
     client[kSession] = { id: result.id, acl, serials: new Set([result.credential.serial]), current: result.credential, notAfter: result.credential.notAfter }
     return undefined
+  }
+
+  /** stateSync: cork the connection so the PUBACK aedes writes next waits for the store and its sync. */
+  #holdAckUntilStored(client: Client, packet: PublishPacket): void {
+    const ss = this.#opts.stateSync
+    if (ss === undefined || packet.qos === 0 || !ss.needed(packet)) return
+    const conn = (client as unknown as { conn: Duplex }).conn
+    // A backed-up socket makes aedes wait for 'drain' before it stores: corked, that never comes.
+    if (conn.destroyed || conn.writableLength > conn.writableHighWaterMark / 2) return
+    if (this.#storedGates.has(packet.payload)) return // a shared empty payload: cannot tell them apart
+    conn.cork()
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
+      clearTimeout(timer)
+      this.#storedGates.delete(packet.payload)
+      if (!conn.destroyed) conn.uncork()
+    }
+    // Never hold an ack for ever: past this the state is synced by the idle timer.
+    const timer = setTimeout(release, 5_000)
+    timer.unref()
+    this.#storedGates.set(packet.payload, () => {
+      ss.sync().then(release, (err: unknown) => {
+        this.#opts.logger.error({ err }, 'broker state sync failed')
+        release()
+      })
+    })
   }
 
   #request(client: Client, session: DeviceSession, packet: PublishPacket, done: (err?: Error | null) => void): void {
