@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
+import { CertsService, PendingKey, completeInstall, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
 import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
 import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, mkdirDurable, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
 import { BrokerState } from './broker-state.js'
@@ -205,12 +205,22 @@ export class Agent {
     })
   }
 
+  /** An upstream certificate install that a power cut interrupted is finished before the bridges read the files. */
+  async #completeInstalls(): Promise<void> {
+    for (const u of this.#config.upstreams) {
+      if (u.certFile === undefined || u.keyFile === undefined) continue
+      const files = { cert: u.certFile, key: u.keyFile }
+      if (await completeInstall(files)) this.#log.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
+    }
+  }
+
   async start(signal: AbortSignal): Promise<void> {
     this.#state = 'starting'
     try {
       // 0700: the state directory will hold the message store and private keys.
       // Durable: a name never fsync'd into its parent is lost in a power cut with all below it.
       mkdirDurable(this.#config.dataDir, 0o700)
+      await this.#completeInstalls()
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
       this.#state = 'failed'

@@ -6,7 +6,7 @@ export { ClockGuard, systemClock, MAX_TIMER_MS, type Clock, type ClockStatus, ty
 export { RenewalService, type RenewalInput, type RenewalOutcome, type RenewalStats } from './renewal-service.js'
 export { ServerCertRotation, type ServerTlsMaterial, type ServerCertStats } from './rotation.js'
 export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult, type RenewalTransport } from './renewal-client.js'
-export { installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
+export { completeInstall, installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
 export { PendingKey, type PendingKeyTake } from './pending-key.js'
 export {
   PROTOCOL_VERSION,
