@@ -97,7 +97,7 @@ for (const [name, sequence] of [
       else await disk.cutDone()
       await disk.mount()
       // What the next run does first (device renew, agent start).
-      if (await completeInstall(files)) outcomes.completed++
+      if (await completeInstall(files)) outcomes['completed'] = (outcomes['completed'] ?? 0) + 1
       const certPem = readFileSync(files.cert, 'utf8')
       const which = certPem === next.certPem ? 'new' : certPem === readFileSync(old.crt, 'utf8') ? 'old' : 'torn'
       assert.notEqual(which, 'torn', `${where}: the certificate is neither the old nor the new one`)
@@ -105,7 +105,7 @@ for (const [name, sequence] of [
       await connects(t, agent, files, where)
       await disk.unmount()
     }
-    t.diagnostic(`old pair kept ${outcomes.old}, new pair installed ${outcomes.new}, interrupted installs completed ${outcomes.completed}`)
+    t.diagnostic(`old pair kept ${outcomes['old']}, new pair installed ${outcomes['new']}, interrupted installs completed ${outcomes['completed']}`)
   })
 }
 
