@@ -85,12 +85,14 @@ export class PowerCutDisk {
 
   /**
    * Mount from the image. cutAfterOps: the filesystem cuts by itself at that
-   * mutating operation (then await `cutDone()`).
+   * mutating operation (then await `cutDone()`). durableMetadata: names are
+   * durable at once, data at fsync (a journaling file system; see powercut_fs.py).
    */
-  async mount(opts: { cutAfterOps?: number } = {}): Promise<void> {
+  async mount(opts: { cutAfterOps?: number; durableMetadata?: boolean } = {}): Promise<void> {
     if (this.#proc !== null) throw new Error('already mounted')
     const args = ['-W', 'ignore', FS_SCRIPT, this.path, this.image]
     if (opts.cutAfterOps !== undefined) args.push('--cut-after-ops', String(opts.cutAfterOps))
+    if (opts.durableMetadata === true) args.push('--durable-metadata')
     const proc = spawn(PYTHON, args, { stdio: ['pipe', 'pipe', 'pipe'] })
     this.#proc = proc
     this.#out = ''

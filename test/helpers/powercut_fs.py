@@ -25,6 +25,12 @@ EOF on stdin is a cut as well (the test process died).
 A clean unmount (fusermount3 -u) is a clean shutdown: the current state is
 written to IMAGE, as `sync` before a power-off would.
 
+--durable-metadata: a second model, of a journaling file system that
+commits its metadata in order (ext4 data=ordered between two commits):
+every create, mkdir, rename, unlink is durable at once, file data still
+only at fsync. It finds what the strict model cannot: a rename that landed
+before the data it names, and the state between two renames.
+
 --cut-after-ops N: cut by itself at the N-th mutating operation, before it
 takes effect (the caller that made it sees ENOTCONN). Lets a test cut at an
 exact point inside a sequence of file operations.
@@ -32,7 +38,7 @@ exact point inside a sequence of file operations.
 The mount does not use direct_io, so the kernel page cache sits on top and
 shared writable mmap works (SQLite's WAL index, the -shm file).
 
-usage: powercut_fs.py MOUNTPOINT IMAGE [--cut-after-ops N]
+usage: powercut_fs.py MOUNTPOINT IMAGE [--cut-after-ops N] [--durable-metadata]
 """
 import errno
 import os
@@ -70,7 +76,8 @@ ROOT = 1
 class PowerCutFs(Operations):
     use_ns = False
 
-    def __init__(self, image, cut_after_ops):
+    def __init__(self, image, cut_after_ops, durable_metadata=False):
+        self.durable_metadata = durable_metadata
         self.image = image
         self.mutex = threading.RLock()
         self.nodes = {}
@@ -137,6 +144,12 @@ class PowerCutFs(Operations):
             os._exit(0)
 
     # ---- helpers -----------------------------------------------------------
+    def _meta(self, *dirs):
+        if self.durable_metadata:
+            for ino in dirs:
+                n = self.nodes[ino]
+                n.d_entries = dict(n.entries)
+
     def _mutating(self):
         self.ops += 1
         if self.cut_after_ops is not None and self.ops >= self.cut_after_ops:
@@ -238,6 +251,7 @@ class PowerCutFs(Operations):
             self._mutating()
             ino = self._new('d', stat.S_IFDIR | (mode & 0o7777))
             self.nodes[pino].entries[name] = ino
+            self._meta(pino)
 
     def rmdir(self, path):
         with self.mutex:
@@ -249,6 +263,7 @@ class PowerCutFs(Operations):
                 raise FuseOSError(errno.ENOTEMPTY)
             self._mutating()
             del self.nodes[pino].entries[name]
+            self._meta(pino)
             self._gc(ino)
 
     def fsyncdir(self, path, datasync, fh):
@@ -271,6 +286,7 @@ class PowerCutFs(Operations):
                 self._mutating()
                 ino = self._new('f', stat.S_IFREG | (mode & 0o7777))
                 parent.entries[name] = ino
+                self._meta(pino)
             return self._open_fh(ino)
 
     def open(self, path, flags):
@@ -336,6 +352,7 @@ class PowerCutFs(Operations):
                 raise FuseOSError(errno.EISDIR)
             self._mutating()
             del self.nodes[pino].entries[name]
+            self._meta(pino)
             self._gc(ino)
 
     def rename(self, old, new):
@@ -351,6 +368,7 @@ class PowerCutFs(Operations):
             self._mutating()
             del self.nodes[opino].entries[oname]
             self.nodes[npino].entries[nname] = ino
+            self._meta(opino, npino)
             if target is not None and target != ino:
                 self._gc(target)
 
@@ -379,9 +397,10 @@ def commands(fs):
 def main():
     mountpoint, image = sys.argv[1], sys.argv[2]
     cut_after = None
-    if len(sys.argv) > 4 and sys.argv[3] == '--cut-after-ops':
-        cut_after = int(sys.argv[4])
-    fs = PowerCutFs(image, cut_after)
+    rest = sys.argv[3:]
+    if '--cut-after-ops' in rest:
+        cut_after = int(rest[rest.index('--cut-after-ops') + 1])
+    fs = PowerCutFs(image, cut_after, '--durable-metadata' in rest)
     threading.Thread(target=commands, args=(fs,), daemon=True).start()
     FUSE(fs, mountpoint, foreground=True, nothreads=False, fsname='powercut', default_permissions=False)
 

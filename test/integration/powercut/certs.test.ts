@@ -1,6 +1,8 @@
 // Power cuts at random points of a certificate install: the real install code
 // runs on the power-cut disk, which cuts by itself at a random file operation
-// (--cut-after-ops). Afterwards the party still has a working pair, old or
+// (--cut-after-ops), every other round with names durable at once (the
+// journaling model of powercut_fs.py, where a cut between two renames keeps
+// the first). Afterwards the party still has a working pair, old or
 // new, never a torn file or a key without its certificate:
 // - a device renewal and the gateway's upstream-certificate renewal (the
 //   sequences of `edge-agent device renew` and the bridge renewer: pending key,
@@ -89,9 +91,12 @@ for (const [name, sequence] of [
     const outcomes: Record<string, number> = { old: 0, new: 0, completed: 0 }
     for (let round = 0; round < ROUNDS; round++) {
       const files = await prepare(disk, round, old)
-      const cutAt = rnd.int(1, total)
-      const where = `seed ${rnd.seed}, round ${round + 1}, cut at operation ${cutAt} of ${total}`
-      await disk.mount({ cutAfterOps: cutAt })
+      // Every other round on the journaling model, where the state between the two renames can survive;
+      // those rounds walk the last operations of the sequence (the renames), the others cut anywhere.
+      const durableMetadata = round % 2 === 1
+      const cutAt = durableMetadata ? Math.max(1, total - (round - 1) / 2) : rnd.int(1, total)
+      const where = `seed ${rnd.seed}, round ${round + 1}, cut at operation ${cutAt} of ${total}${durableMetadata ? ', durable metadata' : ''}`
+      await disk.mount({ cutAfterOps: cutAt, durableMetadata })
       await sequence(files, next).catch(() => undefined) // the disk went away under it
       if (!disk.cutHappened) await disk.cut()
       else await disk.cutDone()
@@ -159,7 +164,7 @@ test(`${ROUNDS} power cuts at random points of a server-certificate rotation: th
 
   for (let round = 0; round < ROUNDS; round++) {
     const cutAt = rnd.int(1, total)
-    const where = `seed ${rnd.seed}, round ${round + 1}, cut at operation ${cutAt} of ${total}`
+    const where = `seed ${rnd.seed}, round ${round + 1}, cut at operation ${cutAt} of ${total}${round % 2 === 1 ? ', durable metadata' : ''}`
     // The start's own operations, counted on a dry run, then the cut inside the rotation after them.
     await disk.mount()
     const svc2 = service()
@@ -167,7 +172,7 @@ test(`${ROUNDS} power cuts at random points of a server-certificate rotation: th
     const startOps = (await disk.stats()).ops
     await svc2.stop()
     await disk.unmount()
-    await disk.mount({ cutAfterOps: startOps + cutAt })
+    await disk.mount({ cutAfterOps: startOps + cutAt, durableMetadata: round % 2 === 1 })
     const svc3 = service()
     await svc3.start(AbortSignal.timeout(60_000)).catch(() => undefined)
     await svc3.server.rotateNow('power-cut test').catch(() => undefined)
