@@ -210,7 +210,9 @@ export class Agent {
     for (const u of this.#config.upstreams) {
       if (u.certFile === undefined || u.keyFile === undefined) continue
       const files = { cert: u.certFile, key: u.keyFile }
-      if (await completeInstall(files)) this.#log.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
+      if (await completeInstall(files)) {
+        this.#log.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
+      }
     }
   }
 

@@ -41,7 +41,13 @@ export function renderStatus(s: AgentStatus): string {
           ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v ?? 0)}`).join(', ')],
           ...(f.quarantine.count > 0 ? [['corrupt files moved aside', num(f.quarantine.count)]] : []),
           ...(f.lastRun?.loss
-            ? [['last run', `ended by a power cut: ${num(f.lastRun.loss.count)} acknowledged messages lost (${f.lastRun.loss.durability})`]]
+            ? [
+                [
+                  'last run',
+                  `ended by a power cut: ${num(f.lastRun.loss.count)} acknowledged messages lost ` +
+                    `(${f.lastRun.loss.durability})`,
+                ],
+              ]
             : f.lastRun?.ended === 'unclean'
               ? [['last run', 'did not stop cleanly, nothing lost detected']]
               : []),

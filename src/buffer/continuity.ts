@@ -101,7 +101,8 @@ export class RunContinuity {
     if (!existsSync(this.#path)) return null
     try {
       const r = JSON.parse(readFileSync(this.#path, 'utf8')) as RunRecord
-      if (r.v === 1 && (r.state === 'running' || r.state === 'clean') && Number.isSafeInteger(r.ackedHighId)) this.#previous = r
+      if (r.v === 1 && (r.state === 'running' || r.state === 'clean') && Number.isSafeInteger(r.ackedHighId))
+        this.#previous = r
     } catch (err) {
       // Written atomically: unreadable means tampered with, not torn.
       this.#o.logger.warn({ err, path: this.#path }, 'run record unreadable, ignored')
@@ -122,7 +123,12 @@ export class RunContinuity {
     let last: LastRun = { ended: 'first', durability: null, startedAt: null, loss: null }
     if (prev !== null) {
       const loss = assess(prev, store)
-      last = { ended: prev.state === 'clean' ? 'clean' : 'unclean', durability: prev.durability, startedAt: prev.startedAt, loss }
+      last = {
+        ended: prev.state === 'clean' ? 'clean' : 'unclean',
+        durability: prev.durability,
+        startedAt: prev.startedAt,
+        loss,
+      }
       if (loss !== null) {
         log.error(
           {
@@ -138,7 +144,11 @@ export class RunContinuity {
         )
       } else if (last.ended === 'unclean') {
         log.warn(
-          { durability: prev.durability, startedAt: new Date(prev.startedAt).toISOString(), lastSavedAt: new Date(prev.savedAt).toISOString() },
+          {
+            durability: prev.durability,
+            startedAt: new Date(prev.startedAt).toISOString(),
+            lastSavedAt: new Date(prev.savedAt).toISOString(),
+          },
           prev.durability === 'full'
             ? 'the last run did not stop cleanly (crash, kill or power cut); nothing acknowledged was lost'
             : 'the last run did not stop cleanly (crash, kill or power cut); no loss detected, but the last second before it is not tracked',
@@ -237,7 +247,13 @@ export function assess(prev: RunRecord, store: StoreAtStart): PowerLoss | null {
   const lostFile = store.quarantined || (store.nextId <= 1 && (prev.ackedHighId > 0 || prev.rows > 0))
   if (lostFile) {
     if (prev.rows === 0) return null // nothing was waiting in it at the last save
-    return { durability: prev.durability, count: Math.max(prev.rows, 0), ids: null, after: prev.savedAt, cause: 'store-lost' }
+    return {
+      durability: prev.durability,
+      count: Math.max(prev.rows, 0),
+      ids: null,
+      after: prev.savedAt,
+      cause: 'store-lost',
+    }
   }
   if (prev.ackedHighId < store.nextId) return null
   return {

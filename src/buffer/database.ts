@@ -352,7 +352,8 @@ function checkIntegrity(path: string, mode: 'quick' | 'none', mustHoldStore: boo
   }
   try {
     ro.pragma('page_count', { simple: true })
-    if (mustHoldStore && ro.prepare("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").get() === undefined) {
+    const schema = ro.prepare("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'")
+    if (mustHoldStore && schema.get() === undefined) {
       throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', NO_STORE)
     }
     if (mode === 'quick') {

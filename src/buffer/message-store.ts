@@ -64,7 +64,15 @@ export type Conflation = 'none' | 'latest-only'
 /** Why a message left the store without being acknowledged upstream. */
 /** 'power-loss': acknowledged messages a power cut took from the store, found at the next start (continuity.ts). */
 export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'power-loss'
-export const DROP_REASONS: readonly DropReason[] = ['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged', 'power-loss']
+export const DROP_REASONS: readonly DropReason[] = [
+  'evicted-full',
+  'expired',
+  'conflated',
+  'refused',
+  'disk-full',
+  'purged',
+  'power-loss',
+]
 
 /** MQTT 5 properties worth carrying upstream. JSON-encoded in SqliteStore. */
 export interface MessageProperties {

@@ -293,7 +293,12 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#state = 'starting'
     const o = this.#o
     try {
-      const continuity = new RunContinuity({ dataDir: o.dataDir, durability: o.durability ?? 'full', logger: this.#log, now: this.#now })
+      const continuity = new RunContinuity({
+        dataDir: o.dataDir,
+        durability: o.durability ?? 'full',
+        logger: this.#log,
+        now: this.#now,
+      })
       const lease = openDatabase(this.path, {
         mustHoldStore: continuity.storeExisted,
         logger: this.#log,
@@ -318,7 +323,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#resolveLimits()
       this.#load()
       this.#quarantine = readQuarantineLog(lease.db)
-      this.#lastRun = continuity.begin({ nextId: this.#nextId, quarantined: lease.quarantined !== null }, this.#totalRows)
+      const atStart = { nextId: this.#nextId, quarantined: lease.quarantined !== null }
+      this.#lastRun = continuity.begin(atStart, this.#totalRows)
       this.#continuity = continuity
       if (this.#lastRun.loss !== null) this.#drops.record('power-loss', '', '', this.#lastRun.loss.count)
       this.#gc = new GroupCommit<Op>({

@@ -62,7 +62,11 @@ export async function installCertificate(files: CertificateFiles, pair: { readon
  * certificate is moved in. Returns whether it did. Anything else is left alone.
  */
 export async function completeInstall(files: CertificateFiles): Promise<boolean> {
-  const [certPem, keyPem, newCertPem] = await Promise.all([readOptional(files.cert), readOptional(files.key), readOptional(`${files.cert}.new`)])
+  const [certPem, keyPem, newCertPem] = await Promise.all([
+    readOptional(files.cert),
+    readOptional(files.key),
+    readOptional(`${files.cert}.new`),
+  ])
   if (keyPem === undefined || newCertPem === undefined) return false
   if (certPem !== undefined && matches(certPem, keyPem)) return false
   if (!matches(newCertPem, keyPem)) return false

@@ -36,7 +36,8 @@ export function powerCutUnsupported(): Promise<string | null> {
 async function probe(): Promise<string | null> {
   if (!existsSync('/dev/fuse')) return 'no /dev/fuse on this machine: power-cut tests need FUSE'
   if (spawnSync('fusermount3', ['-V']).status !== 0) return 'fusermount3 missing (Debian package fuse3)'
-  if (spawnSync(PYTHON, ['-c', 'import fusepy']).status !== 0) return `${PYTHON} cannot import fusepy (Debian package python3-fusepy)`
+  if (spawnSync(PYTHON, ['-c', 'import fusepy']).status !== 0)
+    return `${PYTHON} cannot import fusepy (Debian package python3-fusepy)`
   const root = mkdtempSync(join(tmpdir(), 'edge-powercut-probe-'))
   const disk = new PowerCutDisk(root)
   try {

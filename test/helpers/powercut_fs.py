@@ -21,7 +21,8 @@ Commands, one per line on stdin (answers on stdout):
            process exits at once without unmounting (the mount is left
            disconnected; the caller detaches it with fusermount3 -u -z).
   stats    'stats <mutating ops> <fsyncs> <fsyncdirs>'.
-EOF on stdin is a cut as well (the test process died).
+EOF on stdin is a cut as well (the test process died), and the mount is
+detached here since nobody else will.
 A clean unmount (fusermount3 -u) is a clean shutdown: the current state is
 written to IMAGE, as `sync` before a power-off would.
 
@@ -44,6 +45,7 @@ import errno
 import os
 import pickle
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -391,7 +393,13 @@ def commands(fs):
             with fs.mutex:
                 sys.stdout.write('stats %d %d %d\n' % (fs.ops, fs.fsyncs, fs.fsyncdirs))
                 sys.stdout.flush()
-    fs.cut()
+    # The test process is gone: cut, then detach the mount (nobody else will).
+    with fs.mutex:
+        if not fs.cut_done:
+            fs.cut_done = True  # destroy() must not save the current state now
+            fs._save(durable=True)
+    subprocess.run(['fusermount3', '-u', '-z', fs.mountpoint], check=False)
+    os._exit(0)
 
 
 def main():
@@ -401,6 +409,7 @@ def main():
     if '--cut-after-ops' in rest:
         cut_after = int(rest[rest.index('--cut-after-ops') + 1])
     fs = PowerCutFs(image, cut_after, '--durable-metadata' in rest)
+    fs.mountpoint = mountpoint
     threading.Thread(target=commands, args=(fs,), daemon=True).start()
     FUSE(fs, mountpoint, foreground=True, nothreads=False, fsname='powercut', default_permissions=False)
 

@@ -15,7 +15,11 @@ import { withTimeout } from '../../helpers/wait.js'
 test('buffer export --out prints the number of messages written, with and without a terminal', async (t) => {
   const dir = tmpDir(t)
   const upstreams = [
-    { name: 'site', url: `mqtt://127.0.0.1:${await freePort()}`, rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }] },
+    {
+      name: 'site',
+      url: `mqtt://127.0.0.1:${await freePort()}`,
+      rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }],
+    },
   ]
   const agent = await startAgent(t, { dir, config: { upstreams } })
   const dev = await client(t, agent.mqttUrl, { clientId: 'pump-7' })
@@ -31,7 +35,9 @@ test('buffer export --out prints the number of messages written, with and withou
 
   // A terminal: script(1) gives the CLI a pseudo-terminal for stdio.
   const viaTty = join(dir, 'tty.jsonl')
-  const cmd = [process.execPath, AGENT_MAIN, 'buffer', 'export', '--config', agent.configFile, '--out', viaTty].map(sh).join(' ')
+  const cmd = [process.execPath, AGENT_MAIN, 'buffer', 'export', '--config', agent.configFile, '--out', viaTty]
+    .map(sh)
+    .join(' ')
   const proc = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))

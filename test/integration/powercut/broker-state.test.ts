@@ -69,9 +69,17 @@ test(`${CUTS} power cuts while retained and queued QoS 1 messages are published:
     back.on('error', () => undefined)
     const got: string[] = []
     back.on('message', (_topic, p: Buffer) => got.push(p.toString()))
-    const connack = await withTimeout(new Promise<{ sessionPresent: boolean }>((r) => back.once('connect', r)), 10_000, 'reconnect')
+    const connack = await withTimeout(
+      new Promise<{ sessionPresent: boolean }>((r) => back.once('connect', r)),
+      10_000,
+      'reconnect',
+    )
     assert.equal(connack.sessionPresent, true, `${where}: the session survived`)
-    await waitFor(() => got.length >= alarms.length, 20_000, `${alarms.length} queued alarms (got ${got.length}; ${where})`).catch(() => undefined)
+    await waitFor(
+      () => got.length >= alarms.length,
+      20_000,
+      `${alarms.length} queued alarms (got ${got.length}; ${where})`,
+    ).catch(() => undefined)
     const thisRound = got.filter((g) => g.startsWith(`a${round}-`))
     assert.deepEqual(thisRound.slice(0, alarms.length), alarms, `${where}: queued alarms`)
     await back.endAsync()
@@ -83,7 +91,9 @@ test(`${CUTS} power cuts while retained and queued QoS 1 messages are published:
       if (packet.retain) seen.set(Number(topic.split('/')[2]), Number(p.toString()))
     })
     await late.subscribeAsync('plant/state/#', { qos: 1 })
-    await waitFor(() => [...retained.keys()].every((k) => seen.has(k)), 10_000, `retained values (${where})`).catch(() => undefined)
+    await waitFor(() => [...retained.keys()].every((k) => seen.has(k)), 10_000, `retained values (${where})`).catch(
+      () => undefined,
+    )
     for (const [k, v] of retained) {
       assert.ok((seen.get(k) ?? -1) >= v, `${where}: retained plant/state/${k} is ${seen.get(k)}, acknowledged ${v}`)
     }

@@ -6,7 +6,16 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { PowerCutDisk, powerCutUnsupported } from '../../helpers/powercut.js'
 import { waitFor } from '../../helpers/wait.js'
-import { agentOnDisk, compare, readStore, runSeed, seeded, startLoad, unreachableUpstreams, type Acked } from './support.js'
+import {
+  agentOnDisk,
+  compare,
+  readStore,
+  runSeed,
+  seeded,
+  startLoad,
+  unreachableUpstreams,
+  type Acked,
+} from './support.js'
 
 const CUTS = 20
 const PUBLISHERS = 10

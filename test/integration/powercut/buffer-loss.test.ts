@@ -9,7 +9,16 @@ import { test } from 'node:test'
 import { RUN_FILE_NAME } from '../../../src/buffer/index.js'
 import { PowerCutDisk, powerCutUnsupported } from '../../helpers/powercut.js'
 import { waitFor } from '../../helpers/wait.js'
-import { agentOnDisk, compare, readStore, runSeed, seeded, startLoad, unreachableUpstreams, type Acked } from './support.js'
+import {
+  agentOnDisk,
+  compare,
+  readStore,
+  runSeed,
+  seeded,
+  startLoad,
+  unreachableUpstreams,
+  type Acked,
+} from './support.js'
 
 const CUTS = 3
 const PUBLISHERS = 10
@@ -86,14 +95,24 @@ for (const durability of ['normal', 'off'] as const) {
       const tracked = missing.filter((m) => m.at < savedAt).length
       if (quarantined === 0) {
         // Only the newest commits: nothing of an earlier round, and per publisher a tail, never a hole.
-        assert.deepEqual(missing.filter((m) => m.round !== round).slice(0, 5), [], `${where}: an earlier round lost messages`)
+        assert.deepEqual(
+          missing.filter((m) => m.round !== round).slice(0, 5),
+          [],
+          `${where}: an earlier round lost messages`,
+        )
         for (let p = 0; p < PUBLISHERS; p++) {
           const kept = (view.byPublisher.get(p) ?? []).filter(([r]) => r === round).map(([, s]) => s)
           kept.forEach((s, i) => assert.equal(s, i, `${where}: publisher ${p} has a hole before seq ${s}`))
         }
-        assert.ok(reported <= missingNow.length + PUBLISHERS, `${where}: reported ${reported}, lost ${missingNow.length}`)
+        assert.ok(
+          reported <= missingNow.length + PUBLISHERS,
+          `${where}: reported ${reported}, lost ${missingNow.length}`,
+        )
       }
-      assert.ok(reported >= tracked, `${where}: lost ${missing.length} (${tracked} acknowledged before the last record save), reported ${reported}`)
+      assert.ok(
+        reported >= tracked,
+        `${where}: lost ${missing.length} (${tracked} acknowledged before the last record save), reported ${reported}`,
+      )
       if (reported > 0) {
         assert.ok(errorLine !== undefined, `${where}: an error line with reason power-loss`)
         assert.equal(status['buffer']['drops']['byReason']['power-loss'], reported, `${where}: drop count`)

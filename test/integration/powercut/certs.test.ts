@@ -51,7 +51,11 @@ const gatewayRenewal: Sequence = async (files, next) => {
 }
 
 /** Mounts, puts `old` in a fresh directory and makes it durable (clean unmount): the state before the renewal. */
-async function prepare(disk: PowerCutDisk, round: number, old: DeviceFiles): Promise<{ cert: string; key: string; ca: string }> {
+async function prepare(
+  disk: PowerCutDisk,
+  round: number,
+  old: DeviceFiles,
+): Promise<{ cert: string; key: string; ca: string }> {
   await disk.mount()
   const dir = join(disk.path, `r${round}`)
   mkdirSync(dir)
@@ -110,14 +114,23 @@ for (const [name, sequence] of [
       await connects(t, agent, files, where)
       await disk.unmount()
     }
-    t.diagnostic(`old pair kept ${outcomes['old']}, new pair installed ${outcomes['new']}, interrupted installs completed ${outcomes['completed']}`)
+    t.diagnostic(
+      `old pair kept ${outcomes['old']}, new pair installed ${outcomes['new']}, interrupted installs completed ${outcomes['completed']}`,
+    )
   })
 }
 
-async function connects(t: Scope, agent: RunningAgent, files: { cert: string; key: string; ca: string }, where: string): Promise<void> {
-  const c = await deviceClient(t, agent, { id: 'dev-1', crt: files.cert, key: files.key, ca: files.ca }).catch((err: unknown) => {
-    throw new Error(`${where}: the device cannot connect with the pair on its disk: ${(err as Error).message}`)
-  })
+async function connects(
+  t: Scope,
+  agent: RunningAgent,
+  files: { cert: string; key: string; ca: string },
+  where: string,
+): Promise<void> {
+  const c = await deviceClient(t, agent, { id: 'dev-1', crt: files.cert, key: files.key, ca: files.ca }).catch(
+    (err: unknown) => {
+      throw new Error(`${where}: the device cannot connect with the pair on its disk: ${(err as Error).message}`)
+    },
+  )
   await c.endAsync()
 }
 

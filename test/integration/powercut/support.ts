@@ -113,7 +113,10 @@ export function readStore(dataDir: string): StoredView {
     let rows = 0
     const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'buffer_messages'").get() !== undefined
     if (hasTable) {
-      for (const p of db.prepare('SELECT payload FROM buffer_messages ORDER BY id').pluck().iterate() as IterableIterator<Buffer>) {
+      for (const p of db
+        .prepare('SELECT payload FROM buffer_messages ORDER BY id')
+        .pluck()
+        .iterate() as IterableIterator<Buffer>) {
         const [r, pub, s] = p.toString().split(':').map(Number)
         let list = byPublisher.get(pub ?? -1)
         if (list === undefined) byPublisher.set(pub ?? -1, (list = []))

@@ -10,7 +10,9 @@ import { SqliteStore } from '../../../src/buffer/index.js'
 import { captureLogger, silentLogger } from '../../helpers/buffer-support.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
-const record = (o: Partial<{ state: 'running' | 'clean'; ackedHighId: number; rows: number; durability: 'full' | 'normal' | 'off' }>) => ({
+const record = (
+  o: Partial<{ state: 'running' | 'clean'; ackedHighId: number; rows: number; durability: 'full' | 'normal' | 'off' }>,
+) => ({
   v: 1 as const,
   state: o.state ?? 'running',
   durability: o.durability ?? 'normal',
@@ -48,7 +50,12 @@ test('a run record: unclean end and loss logged at start, clean after end()', (t
   const { logger, lines } = captureLogger()
   const first = new RunContinuity({ dataDir: dir, durability: 'normal', logger, now: () => 5_000 })
   assert.equal(first.storeExisted, false)
-  assert.deepEqual(first.begin({ nextId: 1, quarantined: false }, 0), { ended: 'first', durability: null, startedAt: null, loss: null })
+  assert.deepEqual(first.begin({ nextId: 1, quarantined: false }, 0), {
+    ended: 'first',
+    durability: null,
+    startedAt: null,
+    loss: null,
+  })
   first.noteAcked(10)
   first.noteAcked(7)
   first.end(10)
@@ -58,7 +65,10 @@ test('a run record: unclean end and loss logged at start, clean after end()', (t
   assert.equal(second.storeExisted, true)
   assert.equal(second.begin({ nextId: 11, quarantined: false }, 10).ended, 'clean')
   second.noteAcked(40) // then the power goes: no end(); simulate the last periodic save
-  writeFileSync(join(dir, RUN_FILE_NAME), JSON.stringify({ ...record({ ackedHighId: 40, rows: 40 }), startedAt: 6_000 }))
+  writeFileSync(
+    join(dir, RUN_FILE_NAME),
+    JSON.stringify({ ...record({ ackedHighId: 40, rows: 40 }), startedAt: 6_000 }),
+  )
 
   const third = new RunContinuity({ dataDir: dir, durability: 'normal', logger, now: () => 7_000 })
   const last = third.begin({ nextId: 31, quarantined: false }, 30)
@@ -71,7 +81,13 @@ test('a run record: unclean end and loss logged at start, clean after end()', (t
 
 test('SqliteStore counts a detected loss as a power-loss drop and reports lastRun', async (t) => {
   const dataDir = tmpDir(t)
-  const a = new SqliteStore({ dataDir, logger: silentLogger(), durability: 'normal', minFreeBytes: 0, maxBytes: 1 << 20 })
+  const a = new SqliteStore({
+    dataDir,
+    logger: silentLogger(),
+    durability: 'normal',
+    minFreeBytes: 0,
+    maxBytes: 1 << 20,
+  })
   await a.start(AbortSignal.timeout(5_000))
   await a.append({ queue: 'up', topic: 't', payload: Buffer.from('x'), qos: 1 })
   await a.stop()
@@ -79,7 +95,13 @@ test('SqliteStore counts a detected loss as a power-loss drop and reports lastRu
   const file = join(dataDir, RUN_FILE_NAME)
   assert.ok(existsSync(file))
   writeFileSync(file, JSON.stringify(record({ ackedHighId: 25, rows: 25 })))
-  const b = new SqliteStore({ dataDir, logger: silentLogger(), durability: 'normal', minFreeBytes: 0, maxBytes: 1 << 20 })
+  const b = new SqliteStore({
+    dataDir,
+    logger: silentLogger(),
+    durability: 'normal',
+    minFreeBytes: 0,
+    maxBytes: 1 << 20,
+  })
   await b.start(AbortSignal.timeout(5_000))
   t.after(() => b.stop())
   const s = b.stats()
