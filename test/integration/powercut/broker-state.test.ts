@@ -9,7 +9,7 @@ import { PowerCutDisk, powerCutUnsupported } from '../../helpers/powercut.js'
 import { waitFor, withTimeout } from '../../helpers/wait.js'
 import { agentOnDisk, runSeed, seeded } from './support.js'
 
-const CUTS = 6
+const CUTS = 5
 const KEYS = 5
 
 test(`${CUTS} power cuts while retained and queued QoS 1 messages are published: every acknowledged one survives`, async (t) => {
