@@ -25,6 +25,9 @@
 //            not written back (typically up to ~30 s of dirty pages) is
 //            lost, and the file itself may be corrupted — the next start
 //            then quarantines it, so everything in it is set aside.
+// What a power cut took is reported at the next start (continuity.ts):
+// acknowledged ids the file does not reach, or a file that no longer holds
+// the store (quarantined: mustHoldStore), as drops with reason 'power-loss'.
 //
 // better-sqlite3 is compiled with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1: every
 // connection opened on an existing WAL database starts at NORMAL, silently
