@@ -24,9 +24,9 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import pino from 'pino'
-import { openDatabase } from '../src/buffer/database.js'
+import { type Durability, openDatabase } from '../src/storage/index.js'
 import { MESSAGE_STORE_MIGRATIONS, SQL } from '../src/buffer/message-schema.js'
-import { type Durability, estimateMessageBytes, SqliteStore } from '../src/buffer/index.js'
+import { estimateMessageBytes, SqliteStore } from '../src/buffer/index.js'
 import { printTable, type Row } from './lib/table.js'
 
 const MESSAGES = Number(process.env['EDGE_BENCH_BUFFER_MESSAGES'] ?? 30_000)

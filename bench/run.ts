@@ -66,7 +66,9 @@ const scenarios: Scenario[] = [
   optionalBench('buffer-append', './buffer-append.ts', 'runBufferBench', 'SQLite store-and-forward append throughput'),
   optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest through the agent, beside raw SQLite and Mosquitto'),
   optionalBench('bridge', './bridge.ts', 'runBridgeBench', 'device → agent → upstream bridge, beside a Mosquitto bridge'),
+  { ...optionalBench('drop-accounting', './drop-accounting.ts', 'runDropAccountingBench', 'durable drop counting on a full buffer evicting at 2,000 msg/s, beside in-memory counting'), byDefault: false },
   optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest with the upstream down, PUBACK latency at 2,000 msg/s, RSS while a backlog builds'),
+  { ...optionalBench('node-red', './node-red.ts', 'runNodeRedBench', 'Node-RED in the agent: idle RSS, CPU per message, edge nodes against mqtt nodes'), byDefault: false },
   {
     name: 'memory-levers',
     byDefault: false,

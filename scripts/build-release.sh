@@ -3,16 +3,23 @@
 #
 #   scripts/build-release.sh arm64|amd64        -> release/edge-agent-<v>-linux-<arch>.tar.gz
 #                                                   release/edge-agent_<v>_<arch>.deb
+#                                                   release/edge-agent-node-red-<v>.tar.gz
+#                                                   release/edge-agent-node-red_<v>_all.deb
 #   scripts/build-release.sh --fingerprint ARCH -> print the inputs' hash and exit
 #   scripts/build-release.sh --force ARCH       -> rebuild even if the artifacts are up to date
 #
 # Each release holds: dist/ (tsc output), the production node_modules (npm ci
 # --omit=dev --omit=optional: Node-RED, an optionalDependency, is left out of the
-# base release), better-sqlite3 compiled for the target (cross-compiled with
+# base release; it is the add-on, below), better-sqlite3 compiled for the target (cross-compiled with
 # Debian's aarch64 toolchain for arm64), the Node.js runtime for the target from
 # the npm package node-linux-<arch> (same version as the headers the addon is
 # built against), and bin/edge-agent, a sh launcher that runs the bundled node on
 # the bundled dist.
+#
+# The Node-RED add-on is node-red and exactly what it needs at run time, from the
+# same lockfile (scripts/lib/node-red-addon.mjs), under addons/node-red/node_modules
+# of the release tree, where the agent looks for it (src/node-red/addon.ts). It is
+# pure JavaScript, hence one tarball and one Architecture: all .deb for both arches.
 #
 # Environment (all optional; not EDGE_AGENT_*, which the agent reads as config):
 #   RELEASE_NODE_VERSION  Node.js to bundle (default below; same major as the build machine)
@@ -114,12 +121,15 @@ VERSION=${RELEASE_VERSION:-$(node -p "require('./package.json').version")}
 DEB_VERSION=${VERSION//-/\~}
 NAME=edge-agent-$VERSION-linux-$ARCH
 DEB_NAME=edge-agent_${DEB_VERSION}_$ARCH.deb
+ADDON_NAME=edge-agent-node-red-$VERSION
+ADDON_DEB_NAME=edge-agent-node-red_${DEB_VERSION}_all.deb
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
 FINGERPRINT=$(fingerprint)
 mkdir -p "$CACHE/downloads" "$CACHE/node" "$CACHE/deps" "$OUT"
 log "edge-agent $VERSION for linux-$ARCH, bundling Node.js $NODE_VERSION (inputs $FINGERPRINT)"
 if [ "$FORCE" = 0 ] && [ -f "$OUT/$NAME.tar.gz" ] && [ -f "$OUT/$DEB_NAME" ] \
+   && [ -f "$OUT/$ADDON_NAME.tar.gz" ] && [ -f "$OUT/$ADDON_DEB_NAME" ] \
    && grep -qx "inputs=$FINGERPRINT" "$OUT/$NAME.buildinfo" 2>/dev/null; then
   log "up to date: $OUT/$NAME.tar.gz and $DEB_NAME (--force rebuilds)"
   exit 0
@@ -198,6 +208,27 @@ else
 fi
 addon_machine=$(LC_ALL=C readelf -h "$DEPS_DIR/node_modules/better-sqlite3/build/Release/better_sqlite3.node" | sed -n 's/^ *Machine: *//p')
 case "$addon_machine" in *"$ELF_MACHINE"*) ;; *) die "better_sqlite3.node is '$addon_machine', not $ELF_MACHINE" ;; esac
+
+# --- 3b. the Node-RED add-on tree (pure JavaScript: no target build) ---------------------
+ADDON_DIR=$CACHE/deps/node-red-$DEPS_KEY
+if [ -f "$ADDON_DIR/.complete" ]; then
+  step "Node-RED add-on node_modules: cached ($ADDON_DIR)"
+else
+  step "npm ci --omit=dev (with the optional Node-RED, staging copy)"
+  stage=$(mktemp -d "$CACHE/deps/.tmp.XXXXXX")
+  cp package.json package-lock.json "$stage/"
+  (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --silent >&2) \
+    || die "npm ci (with Node-RED) failed in $stage"
+  node scripts/lib/node-red-addon.mjs "$stage" "$stage/addon" >"$stage/addon.json" \
+    || die "laying out the Node-RED add-on failed"
+  if find "$stage/addon" -name '*.node' | grep -q .; then die "the Node-RED add-on holds a native addon: it would not be Architecture: all"; fi
+  rm -rf "$ADDON_DIR"
+  mkdir -p "$ADDON_DIR"
+  mv "$stage/addon/node_modules" "$ADDON_DIR/node_modules"
+  mv "$stage/addon.json" "$ADDON_DIR/addon.json"
+  rm -rf "$stage"
+  touch "$ADDON_DIR/.complete"
+fi
 
 # --- 4. assemble the release tree -------------------------------------------------------
 step "assembling $NAME"
@@ -330,6 +361,30 @@ mv "$DEB.tmp" "$DEB"
 cp "$APP/BUILDINFO" "$OUT/$NAME.buildinfo"
 rm -rf "$STAGE"
 
+# --- 7b. the Node-RED add-on: tarball (unpack in the release tree) and .deb ------------------
+step "writing $ADDON_NAME.tar.gz and $ADDON_DEB_NAME"
+ASTAGE=$OUT/.stage-addon
+rm -rf "$ASTAGE"
+mkdir -p "$ASTAGE/tree/addons/node-red"
+cp -R "$ADDON_DIR/node_modules" "$ASTAGE/tree/addons/node-red/node_modules"
+ADDON_TARBALL=$OUT/$ADDON_NAME.tar.gz
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
+    -C "$ASTAGE/tree" -cf - addons | gzip -n -6 >"$ADDON_TARBALL.tmp"
+mv "$ADDON_TARBALL.tmp" "$ADDON_TARBALL"
+APKG=$ASTAGE/deb
+mkdir -p "$APKG/DEBIAN" "$APKG/opt/edge-agent" "$APKG/usr/share/doc/edge-agent-node-red"
+cp -al "$ASTAGE/tree/addons" "$APKG/opt/edge-agent/addons"
+NODE_RED_VERSION=$(node -p "require('$ADDON_DIR/node_modules/node-red/package.json').version")
+sed -e "s/@NODE_RED_VERSION@/$NODE_RED_VERSION/g" packaging/deb-node-red/copyright >"$APKG/usr/share/doc/edge-agent-node-red/copyright"
+ADDON_INSTALLED_SIZE=$(du -sk --apparent-size "$APKG" | cut -f1)
+sed -e "s/@VERSION@/$DEB_VERSION/g" -e "s/@INSTALLED_SIZE@/$ADDON_INSTALLED_SIZE/" \
+    -e "s/@NODE_RED_VERSION@/$NODE_RED_VERSION/" \
+    -e "s/@MAINTAINER@/${RELEASE_MAINTAINER:-edge-agent maintainers <maintainers@edge-agent.invalid>}/" \
+    packaging/deb-node-red/control.in >"$APKG/DEBIAN/control"
+dpkg-deb --root-owner-group -Zxz --build "$APKG" "$OUT/$ADDON_DEB_NAME.tmp" >/dev/null
+mv "$OUT/$ADDON_DEB_NAME.tmp" "$OUT/$ADDON_DEB_NAME"
+rm -rf "$ASTAGE"
+
 # --- 8. report ----------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN { printf "%7.1f MiB", b / 1048576 }'; }
 bytes() { stat -c %s "$1"; }
@@ -346,5 +401,8 @@ step "done in $(( $(date +%s) - T0 ))s"
   printf '%-46s %s\n' "unpacked (/opt/edge-agent + unit + config)" "$(mib "$unpacked")"
   printf '%-46s %s\n' "  node runtime (node/bin/node)" "$(mib "$NODE_SHIPPED_BYTES") (unstripped $(mib "$(bytes "$NODE_DIR/bin/node")" | tr -s ' '))"
   printf '%-46s %s\n' "  node_modules after pruning" "$(mib "$nm_after") (pruning saved $(mib "$saved" | tr -s ' '))"
+  printf '%-46s %s\n' "$(basename "$ADDON_TARBALL")" "$(mib "$(bytes "$ADDON_TARBALL")")"
+  printf '%-46s %s\n' "$ADDON_DEB_NAME" "$(mib "$(bytes "$OUT/$ADDON_DEB_NAME")")"
+  printf '%-46s %s\n' "  unpacked (addons/node-red, Node-RED $NODE_RED_VERSION)" "$(mib "$(( ADDON_INSTALLED_SIZE * 1024 ))")"
   echo
 } >&2

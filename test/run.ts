@@ -24,8 +24,20 @@ if (files.length === 0) {
 }
 // Unit files run in parallel; integration files one at a time, so that brokers
 // on a 2-core machine do not compete for CPU and turn into flaky timeouts.
-const stream = run({ files, concurrency: suite === 'unit' ? 2 : 1, timeout: 240_000 })
-stream.on('test:fail', () => {
-  process.exitCode = 1
-})
-stream.compose(new spec()).pipe(process.stdout)
+// Soak tests (*.long.test.ts, e.g. the broker fuzz run) come last, with a
+// timeout of their own (EDGE_TEST_LONG_TIMEOUT_MS, default 30 min).
+const long = files.filter((f) => f.endsWith('.long.test.ts'))
+const batches: [string[], number][] = [
+  [files.filter((f) => !long.includes(f)), 240_000],
+  [long, Number(process.env['EDGE_TEST_LONG_TIMEOUT_MS'] ?? 1_800_000)],
+]
+for (const [batch, timeout] of batches) {
+  if (batch.length === 0) continue
+  const stream = run({ files: batch, concurrency: suite === 'unit' ? 2 : 1, timeout })
+  stream.on('test:fail', () => {
+    process.exitCode = 1
+  })
+  const out = stream.compose(new spec())
+  out.pipe(process.stdout, { end: false })
+  await new Promise((resolve) => out.once('end', resolve))
+}

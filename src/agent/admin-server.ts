@@ -10,6 +10,8 @@ export interface AdminHandlers {
   healthy(): { ok: boolean; detail: Record<string, unknown> }
   status(): unknown
   metrics(): string
+  /** POST /certs/renew-gateway: renew the gateway certificate now; resolves with the outcome. */
+  renewGateway?(): Promise<unknown>
 }
 
 export interface AdminServerOptions {
@@ -38,6 +40,10 @@ export class AdminServer {
     const { handlers, logger } = this.#opts
     const server = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://admin')
+      if (url.pathname === '/certs/renew-gateway') {
+        renewGateway(req.method, handlers, res, logger)
+        return
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end()
         return
@@ -90,4 +96,22 @@ export class AdminServer {
 
 function sendJson(res: import('node:http').ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }).end(JSON.stringify(body) + '\n')
+}
+
+function renewGateway(method: string | undefined, handlers: AdminHandlers, res: import('node:http').ServerResponse, logger: Logger): void {
+  if (method !== 'POST') {
+    res.writeHead(405, { allow: 'POST' }).end()
+    return
+  }
+  if (handlers.renewGateway === undefined) {
+    sendJson(res, 404, { error: 'no gateway certificate: certs.acme is not configured' })
+    return
+  }
+  handlers.renewGateway().then(
+    (out) => sendJson(res, 200, out),
+    (err: unknown) => {
+      logger.error({ err }, 'admin request failed')
+      sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) })
+    },
+  )
 }

@@ -2,18 +2,35 @@
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, LocalBroker, type DeviceOptions } from '../local-broker/index.js'
-import { CertsService, PendingKey, completeInstall, installCertificate, renewOverMqtt, systemClock, type CertsStats } from '../certs/index.js'
-import { Bridge, BridgeGroup, CertificateRenewer, type BridgeStatus, type CertificateRenewerStatus } from '../bridge/index.js'
-import { SqliteStore, AEDES_PERSISTENCE_MIGRATIONS, mkdirDurable, type BufferStats, type MessageStore, type SqlitePersistenceStats } from '../buffer/index.js'
-import { BrokerState } from './broker-state.js'
+import { Acl, ClientAcl, LocalBroker, parseMosquittoAcl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
+import {
+  CertificateRenewer,
+  CertsService,
+  PendingKey,
+  completeInstall,
+  installCertificate,
+  renewOverMqtt,
+  systemClock,
+  type CertificateRenewerStatus,
+  type CertsStats,
+} from '../certs/index.js'
+import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
+import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
+import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
+import { mkdirDurable } from '../storage/index.js'
+import { clientAclOptions } from './config/semantic.js'
+import { passwordFilePath } from './config/paths.js'
+import { NodeRed, NodeRedError, type EdgeLink, type NodeRedStatus } from '../node-red/index.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
 import { MetricsText, byLabel } from './metrics.js'
 import { RateMeter } from './rate-meter.js'
+import { AcmeWiring } from './acme-wiring.js'
+import type { GatewayCertificateStatus } from '../certs/index.js'
 
 export interface AgentDeps {
   readonly logger: Logger
@@ -43,16 +60,24 @@ export interface AgentStatus {
   readonly components: readonly { readonly name: string; readonly state: string }[]
   readonly broker: ReturnType<LocalBroker['stats']> & { readonly receivedPerSec: number; readonly deliveredPerSec: number }
   /** The store-and-forward buffer, and the broker state kept in the same file. */
-  readonly buffer: BufferStats & { readonly brokerState: SqlitePersistenceStats | null }
+  readonly buffer: BufferStats & { readonly brokerState: BrokerStateStats | null }
   /** One entry per configured upstream (bridge). */
   readonly upstreams: readonly UpstreamStatus[]
   /** Local CA, device certificates and clock; null without an mqtts listener. */
   readonly certs: CertsStatus | null
+  /** Node-RED in the agent (nodeRed.enabled), else null. */
+  readonly nodeRed: NodeRedStatus | null
+  /** The gateway's own certificate from certs.acme; null without certs.acme. */
+  readonly gatewayCertificate: GatewayCertificateStatus | null
 }
 
 export interface UpstreamStatus extends BridgeStatus {
   /** The upstream client certificate's renewal (renewCertificate.enabled), else null. */
   readonly certificate: CertificateRenewerStatus | null
+  /** files or acme (upstreams[].clientCertificate). */
+  readonly clientCertificate: 'files' | 'acme'
+  /** Why the connection is held (e.g. the gateway certificate expired), else null; messages keep being buffered. */
+  readonly held: string | null
 }
 
 export interface CertsStatus extends CertsStats {
@@ -73,7 +98,13 @@ export class Agent {
   readonly bridges: BridgeGroup
   /** Upstream client certificate renewers, by upstream name. */
   readonly renewers: ReadonlyMap<string, CertificateRenewer>
+  /** The gateway's own ACME certificate and its users; built with certs.acme. */
+  readonly acme: AcmeWiring | undefined
   readonly admin: AdminServer | undefined
+  /** Node-RED in the agent's process, when nodeRed.enabled. */
+  readonly nodeRed: NodeRed | undefined
+  /** The device ACL as it applies to flows (nodeRed.identity); undefined without mqtts. */
+  readonly #flowAcl: DeviceAcl | undefined
   readonly #config: Readonly<AgentConfig>
   readonly #deps: AgentDeps
   readonly #log: Logger
@@ -94,11 +125,24 @@ export class Agent {
     // Retained messages and persistent sessions share the store's file; with
     // an injected (memory) store, the broker keeps them in memory.
     this.brokerState = sqlite === undefined ? undefined : new BrokerState(sqlite, deps.logger)
-    const certs = config.broker.listeners.some((l) => l.protocol === 'mqtts') ? buildCerts(config, deps.logger) : undefined
+    const mqtts = config.broker.listeners.filter((l) => l.protocol === 'mqtts')
+    // An mqtts listener with its own certificate, key and CA (an external PKI)
+    // needs no local CA; any other one takes what it lacks from the local CA.
+    const needsLocalCa = mqtts.some((l) => l.certFile === undefined || l.keyFile === undefined || l.caFile === undefined)
+    const certs = needsLocalCa ? buildCerts(config, deps.logger) : undefined
     this.certs = certs
+    const acl = certs === undefined ? undefined : compileDeviceAcl(config)
+    this.#flowAcl = acl?.forDevice(config.nodeRed.identity)
+    const acme = config.certs.acme === undefined ? undefined : new AcmeWiring(config, config.certs.acme, deps.logger)
+    this.acme = acme
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
       limits: config.broker.limits,
+      auth: {
+        passwordFile: passwordFilePath(config),
+        maxFailedLogins: config.broker.auth.maxFailedLogins,
+        failedLoginWindowMs: config.broker.auth.failedLoginWindowSec * 1000,
+      },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
       // A PUBACK waits until the retained message or offline-queue copy it stands for is durable.
@@ -110,7 +154,12 @@ export class Agent {
               sync: () => this.brokerState?.sync() ?? Promise.resolve(),
             },
           }),
-      ...(certs === undefined ? {} : { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs) }),
+      ...(certs !== undefined && acl !== undefined
+        ? { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs, acl) }
+        : mqtts.length > 0
+          ? { devices: this.#deviceOptions(undefined, externalPkiAcl(config)) }
+          : {}),
+      ...(acme === undefined ? {} : { serverCertificate: () => acme.gateway.material() }),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
       // until each matching `out` rule's copy is committed to the store.
       onPublish: (packet) => this.bridges.capture(packet),
@@ -122,12 +171,21 @@ export class Agent {
       this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
     this.bridges = new BridgeGroup({
       bridges: config.upstreams.map(
-        (upstream) => new Bridge({ upstream, agent: agentInfo, store: this.store, publishLocal, logger: deps.logger }),
+        (upstream) =>
+          new Bridge({
+            upstream,
+            agent: agentInfo,
+            store: this.store,
+            publishLocal,
+            logger: deps.logger,
+            ...(acme !== undefined && upstream.clientCertificate === 'acme' ? { tlsMaterial: acme.material() } : {}),
+          }),
       ),
       agent: agentInfo,
       publishLocal,
       logger: deps.logger,
     })
+    sqlite?.setLossReports(lossReportTargets(config, this.bridges.bridges))
     this.renewers = new Map(
       this.bridges.bridges.flatMap((bridge, i) => {
         const upstream = config.upstreams[i]
@@ -135,6 +193,13 @@ export class Agent {
       }),
     )
     if (certs !== undefined) this.#wireCerts(certs)
+    if (acme !== undefined) {
+      // certs.acme → mqtts listeners with serverCertificate: acme, swapped in place.
+      acme.gateway.on('promoted', (m) => this.broker.setServerCertificate(m))
+      this.bridges.bridges.forEach((b, i) => {
+        if (config.upstreams[i]?.clientCertificate === 'acme') acme.use(b)
+      })
+    }
     this.#rates = new RateMeter(() => {
       const s = this.broker.stats()
       return { received: s.messagesReceived, delivered: s.messagesDelivered }
@@ -148,34 +213,99 @@ export class Agent {
             healthy: () => this.health(),
             status: () => this.status(),
             metrics: () => this.metrics(),
+            ...(acme === undefined ? {} : { renewGateway: () => acme.gateway.renewNow().then((promoted) => ({ promoted, ...acme.gateway.status() })) }),
           },
         })
       : undefined
-    // Start order is dependency order; the admin endpoint comes first so that
-    // /healthz can say "starting" during a slow start.
-    this.#components = [...(this.admin ? [this.admin] : []), this.store, ...(this.brokerState ? [this.brokerState] : []), ...(certs ? [certs] : []), this.broker, ...this.bridges.bridges, ...this.renewers.values(), this.bridges]
+    const nr = config.nodeRed
+    this.nodeRed = nr.enabled
+      ? new NodeRed({
+          host: nr.host,
+          port: nr.port,
+          httpNodeRoot: nr.httpNodeRoot,
+          editor: nr.editor,
+          logLevel: nr.logLevel,
+          maxPublishRatePerSec: nr.maxPublishRatePerSec,
+          maxPayloadBytes: nr.maxPayloadBytes,
+          dataDir: config.dataDir,
+          link: this.#edgeLink(),
+          logger: deps.logger,
+        })
+      : undefined
+    // Start order is dependency order (stop runs it backwards). Absent parts are undefined and left out.
+    const order: (Component | undefined)[] = [
+      this.admin, // first, so that /healthz can say "starting" during a slow start
+      this.store, // the buffer: captures need it before any device connects
+      this.brokerState, // retained messages and sessions, in the store's file
+      certs, // the CA and the server certificate the broker's TLS listeners need
+      acme, // the gateway certificate (certs.acme): listeners and upstreams may use it
+      this.broker, // devices connect from here on; their PUBLISHes reach the store
+      this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
+      ...this.bridges.bridges, // one per upstream: drains the store upward
+      ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
+      this.bridges, // the agent's beacon, once the bridges know their upstreams
+    ]
+    this.#components = order.filter((c): c is Component => c !== undefined)
   }
 
   get state(): AgentState {
     return this.#state
   }
 
-  /** Device identity and isolation for the broker, backed by the local CA. */
-  #deviceOptions(certs: CertsService): DeviceOptions {
-    const c = this.#config
-    const prefix = c.certs.renewal.topicPrefix
+  /** broker.acl, with its Mosquitto acl_file (config load has checked that it parses). */
+  async #clientAcl(): Promise<ClientAcl> {
+    const acl = this.#config.broker.acl
+    const own = clientAclOptions(acl)
+    if (acl.file === undefined) return ClientAcl.compile(own)
+    return ClientAcl.compile(ClientAcl.merge(own, parseMosquittoAcl(await readFile(acl.file, 'utf8'), acl.file)))
+  }
+
+  /**
+   * What flows reach of the agent: publish as the flow identity (the device
+   * ACL, then the bridges' capture into the buffer, awaited like a device's
+   * PUBACK, then the local broker) and in-process subscriptions.
+   */
+  #edgeLink(): EdgeLink {
     return {
-      acl: Acl.compile({
-        publish: c.devices.publish,
-        subscribe: c.devices.subscribe,
-        groups: c.devices.groups,
-        requests: [`${prefix}/csr`],
-        replies: [`${prefix}/cert`],
-        broadcast: [c.certs.crl.topic],
-      }),
+      publish: async (m) => {
+        this.#authorizeFlowPublish(m.topic)
+        // The client ACL (broker.acl) names the flow by nodeRed.identity; publishAs
+        // then passes the bridges' capture like a device's PUBLISH.
+        const identity = this.#config.nodeRed.identity
+        await this.broker.publishAs({ username: identity, clientId: identity }, m.topic, m.payload, { qos: m.qos, retain: m.retain })
+      },
+      subscribe: (filter, deliver) => this.broker.subscribe(filter, deliver),
+    }
+  }
+
+  /**
+   * The one place a flow's publish is authorized: the device ACL for
+   * nodeRed.identity (with mqtts listeners), and never a `$` topic or a topic
+   * only the agent publishes.
+   */
+  #authorizeFlowPublish(topic: string): void {
+    const acl = this.#flowAcl
+    if (topic.startsWith('$') || (acl !== undefined && acl.publish(topic) !== 'allow')) {
+      throw new NodeRedError('EDGE_ERR_NODERED_PUBLISH_DENIED', `flow identity ${this.#config.nodeRed.identity} may not publish to ${topic.slice(0, 200)} (devices.publish / devices.groups)`)
+    }
+  }
+
+  /**
+   * Device identity and isolation for the broker, backed by the local CA; with
+   * an external PKI only (no local CA) there is no renewal over MQTT, no CRL
+   * and no revocation list of ours: the device space still applies.
+   */
+  #deviceOptions(certs: CertsService | undefined, acl: Acl): DeviceOptions {
+    const c = this.#config
+    const space = {
+      acl,
       identity: c.devices.identity,
       maxIdBytes: c.devices.maxIdBytes,
       onDeniedPublish: c.devices.onDeniedPublish,
+    }
+    if (certs === undefined) return space
+    return {
+      ...space,
       isRevoked: (serial) => certs.ca.isRevoked(serial),
       reservedClientId: (id) => certs.isKnownDevice(id),
       now: () => certs.guard.trustedNow(),
@@ -223,6 +353,7 @@ export class Agent {
       // Durable: a name never fsync'd into its parent is lost in a power cut with all below it.
       mkdirDurable(this.#config.dataDir, 0o700)
       await this.#completeInstalls()
+      this.broker.setAcl(await this.#clientAcl(), this.#config.broker.acl.onDeniedPublish)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
       this.#state = 'failed'
@@ -232,7 +363,7 @@ export class Agent {
     this.#rates.start()
     this.#state = 'running'
     if (this.certs !== undefined) {
-      // The CRL, retained, for devices and anything downstream (research note D6).
+      // The CRL, retained, for devices and anything downstream (docs/certificates.md).
       const crl = await this.certs.currentCrl()
       if (crl.pem !== '') await this.broker.publish(crl.topic, crl.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
     }
@@ -279,8 +410,15 @@ export class Agent {
         deliveredPerSec: round(rates['delivered'] ?? 0),
       },
       buffer: { ...this.store.stats(), brokerState: this.brokerState?.stats() ?? null },
-      upstreams: this.bridges.statuses().map((u) => ({ ...u, certificate: this.renewers.get(u.name)?.status() ?? null })),
+      upstreams: this.bridges.statuses().map((u, i) => ({
+        ...u,
+        certificate: this.renewers.get(u.name)?.status() ?? null,
+        clientCertificate: this.#config.upstreams[i]?.clientCertificate ?? 'files',
+        held: this.bridges.bridges[i]?.held ?? null,
+      })),
       certs: this.#certsStatus(),
+      nodeRed: this.nodeRed?.status() ?? null,
+      gatewayCertificate: this.acme?.gateway.status() ?? null,
     }
   }
 
@@ -316,12 +454,40 @@ export class Agent {
         .gauge('edge_agent_upstream_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', per((c) => c.failures))
     }
     if (s.certs !== null) certsMetrics(m, s.certs)
+    if (s.nodeRed !== null) {
+      const e = s.nodeRed.edge
+      m.counter('edge_agent_nodered_published_total', 'Messages published by edge out nodes', e.published)
+        .counter('edge_agent_nodered_throttled_total', 'edge out messages dropped above nodeRed.maxPublishRatePerSec', e.throttled)
+        .counter('edge_agent_nodered_failed_total', 'edge out publishes refused (ACL, size, buffer full)', e.failed)
+        .counter('edge_agent_nodered_received_total', 'Messages delivered to edge in nodes', e.received)
+    }
+    if (s.gatewayCertificate !== null) {
+      gatewayCertMetrics(m, s.gatewayCertificate)
+      m.gauge('edge_agent_upstream_held', '1 while the upstream connection is held (gateway certificate expired or not yet issued); buffering continues', s.upstreams.map((u) => ({ labels: { upstream: u.name }, value: u.held === null ? 0 : 1 })))
+    }
     return m.toString()
   }
 
   #stopTimeoutMs(): number {
     return this.#deps.stopTimeoutMs ?? 8_000
   }
+}
+
+/** The device space without the local CA's renewal and CRL topics (external PKI only). */
+function externalPkiAcl(c: Readonly<AgentConfig>): Acl {
+  return Acl.compile({ publish: c.devices.publish, subscribe: c.devices.subscribe, groups: c.devices.groups })
+}
+
+function compileDeviceAcl(c: Readonly<AgentConfig>): Acl {
+  const prefix = c.certs.renewal.topicPrefix
+  return Acl.compile({
+    publish: c.devices.publish,
+    subscribe: c.devices.subscribe,
+    groups: c.devices.groups,
+    requests: [`${prefix}/csr`],
+    replies: [`${prefix}/cert`],
+    broadcast: [c.certs.crl.topic],
+  })
 }
 
 function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteStore {
@@ -335,8 +501,21 @@ function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteSt
     // 0 in the config means "size it from the disk", which the store does when unset.
     ...(b.maxBytes > 0 ? { maxBytes: b.maxBytes } : {}),
     ...(b.minFreeBytes > 0 ? { minFreeBytes: b.minFreeBytes } : {}),
-    migrations: AEDES_PERSISTENCE_MIGRATIONS,
+    migrations: BROKER_STATE_MIGRATIONS,
   })
+}
+
+/** buffer ← bridges: per upstream (= buffer queue), where its loss reports go and its rules' topic filters. */
+function lossReportTargets(config: Readonly<AgentConfig>, bridges: readonly Bridge[]): Map<string, LossReportTarget> {
+  const out = new Map<string, LossReportTarget>()
+  config.upstreams.forEach((u, i) => {
+    const bridge = bridges[i]
+    if (!u.lossReport.enabled || bridge === undefined) return
+    const topic = u.lossReport.topic.replace(/\{site\}/g, config.site.name).replace(/\{upstream\}/g, u.name)
+    const ruleFilters = Object.fromEntries(bridge.rules.map((r) => [r.id, r.localFilter]))
+    out.set(u.name, { topic, site: config.site.name, ruleFilters })
+  })
+  return out
 }
 
 export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {
@@ -434,6 +613,14 @@ function certsMetrics(m: MetricsText, c: CertsStatus): void {
     .counter('edge_agent_broker_device_denied_total', 'Device ACL denials and sessions closed by credential, by reason', byLabel('reason', c.denied))
 }
 
+function gatewayCertMetrics(m: MetricsText, g: GatewayCertificateStatus): void {
+  m.gauge('edge_agent_gateway_certificate_expiry_seconds', "Seconds until the gateway's ACME certificate expires (negative: expired; absent before the first issuance)", g.expiresInSec === null ? [] : g.expiresInSec)
+    .gauge('edge_agent_gateway_certificate_expiry_days', "Days until the gateway's ACME certificate expires", g.expiresInSec === null ? [] : Math.floor(g.expiresInSec / 86400))
+    .gauge('edge_agent_gateway_certificate_valid', '1 while the gateway certificate is valid (expiring included), 0 when expired or not yet issued', g.state === 'valid' || g.state === 'expiring' ? 1 : 0)
+    .counter('edge_agent_gateway_certificate_renewals_total', 'Gateway certificates promoted by the running agent', g.renewals)
+    .gauge('edge_agent_gateway_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', g.failures)
+}
+
 /** The buffer's families: depth, bytes and oldest age per queue; rates; drops by reason and rule. */
 function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
   const perQueue = (f: (q: BufferStats['queues'][number]) => number) => b.queues.map((q) => ({ labels: { queue: q.queue }, value: f(q) }))
@@ -459,6 +646,16 @@ function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
       ),
     )
     .counter('edge_agent_buffer_quarantined_total', 'Corrupt database files moved aside at start', b.quarantine.count)
+  const durable = b.drops.sinceCreated
+  if (durable) {
+    m.counter(
+      'edge_agent_buffer_dropped_durable_total',
+      'Messages the buffer dropped since the store was created (kept in SQLite across restarts), by rule and reason',
+      Object.entries(durable.byRule).flatMap(([rule, byReason]) =>
+        Object.entries(byReason).map(([reason, value]) => ({ labels: { rule, reason }, value: value ?? 0 })),
+      ),
+    ).gauge('edge_agent_buffer_drop_ledger_ranges', 'Ranges kept in the drop ledger (edge-agent buffer drops)', durable.ledger.rows)
+  }
   if (b.brokerState) {
     m.gauge('edge_agent_broker_retained_messages', 'Retained messages kept by the local broker', b.brokerState.retainedMessages)
       .gauge('edge_agent_broker_persistent_sessions', 'Persistent sessions kept by the local broker', b.brokerState.persistentSessions)
@@ -488,6 +685,15 @@ function upstreamMetrics(m: MetricsText, ups: readonly BridgeStatus[], now: numb
       'edge_agent_upstream_dropped_total',
       'Messages not forwarded, by reason (bridge and buffer drops of this upstream)',
       ups.flatMap((u) => Object.entries(u.drops).map(([reason, value]) => ({ labels: { upstream: u.name, reason }, value }))),
+    )
+    .counter(
+      'edge_agent_upstream_dropped_by_rule_total',
+      'Messages not forwarded, by upstream, rule and reason (bridge and buffer drops)',
+      ups.flatMap((u) =>
+        Object.entries(u.dropsByRule ?? {}).flatMap(([rule, byReason]) =>
+          Object.entries(byReason).map(([reason, value]) => ({ labels: { upstream: u.name, rule, reason }, value })),
+        ),
+      ),
     )
     .gauge('edge_agent_upstream_loop', '1 while forwarding is paused because it would loop back to this agent', per((u) => (u.loop === null ? 0 : 1)))
 }

@@ -10,6 +10,8 @@ import { statusCommand } from './commands/status.js'
 import { bufferCommand } from './commands/buffer.js'
 import { certsCommand } from './commands/certs.js'
 import { deviceCommand } from './commands/device.js'
+import { usersCommand } from './commands/users.js'
+import { nodeRedCommand } from './commands/node-red.js'
 
 export function buildProgram(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   const program = new Command('edge-agent')
@@ -23,7 +25,7 @@ export function buildProgram(ctx: CommandContext, done: (code: Promise<number>) 
       'after',
       `\nExamples:\n  $ edge-agent run                       # defaults: MQTT on :1883, state in ./data\n  $ edge-agent config init > site.yaml   # commented example config\n  $ edge-agent run --config site.yaml\n  $ edge-agent status\n${EXIT_CODES_HELP}`,
     )
-  for (const make of [runCommand, configCommand, statusCommand, bufferCommand, certsCommand, deviceCommand]) program.addCommand(make(ctx, done))
+  for (const make of [runCommand, configCommand, statusCommand, bufferCommand, certsCommand, deviceCommand, usersCommand, nodeRedCommand]) program.addCommand(make(ctx, done))
   return program
 }
 

@@ -3,8 +3,8 @@
 // handles signals and decides the exit code (see exit-codes.ts).
 import './quiet-debug.js'
 import { createRequire } from 'node:module'
+import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline/promises'
-import { runCli } from './cli.js'
 import { ExitCode } from './exit-codes.js'
 import type { CommandContext } from './commands/context.js'
 
@@ -33,9 +33,106 @@ const ctx: CommandContext = {
       rl.close()
     }
   },
+  readSecret: async (prompt, twice) => {
+    if (!process.stdin.isTTY) return firstLine(process.stdin)
+    const first = await promptHidden(prompt)
+    if (!twice || first === undefined) return first
+    const again = await promptHidden('again: ')
+    return again === first ? first : undefined
+  },
 }
 
-runCli(process.argv, ctx).then(
+/** Reads a line from the terminal without echoing it; undefined on Ctrl-C or Ctrl-D. */
+function promptHidden(prompt: string): Promise<string | undefined> {
+  process.stderr.write(prompt)
+  const stdin = process.stdin
+  stdin.setRawMode(true)
+  stdin.resume()
+  return new Promise((resolve) => {
+    let text = ''
+    const finish = (value: string | undefined): void => {
+      stdin.off('data', onData)
+      stdin.setRawMode(false)
+      stdin.pause()
+      process.stderr.write('\n')
+      resolve(value)
+    }
+    const onData = (chunk: Buffer): void => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') return finish(text)
+        if (ch === '\u0003' || ch === '\u0004') return finish(undefined)
+        if (ch === '\u007f' || ch === '\b') text = text.slice(0, -1)
+        else text += ch
+      }
+    }
+    stdin.on('data', onData)
+  })
+}
+
+/** The first line of a stream (without its newline), or undefined if it is empty. */
+async function firstLine(stream: NodeJS.ReadableStream): Promise<string | undefined> {
+  const rl = createInterface({ input: stream, crlfDelay: Infinity, terminal: false })
+  try {
+    for await (const line of rl) return line
+    return undefined
+  } finally {
+    rl.close()
+  }
+}
+
+/**
+ * The heap flags of systemd/edge-agent.service. Without a heap cap V8 sizes
+ * the heap from the machine's memory and lets garbage pile up to gigabytes
+ * under connection churn before collecting it; the unit sets these through
+ * NODE_OPTIONS, and `run` started any other way gets them too.
+ */
+const HEAP_FLAGS = '--max-old-space-size=256 --max-semi-space-size=2'
+
+/**
+ * V8 fixes the heap limits when the process starts (v8.setFlagsFromString
+ * afterwards changes nothing), so `run` without a heap cap in NODE_OPTIONS or
+ * the node flags re-executes itself once with HEAP_FLAGS. The parent only
+ * relays signals and the exit code; the child dies with the parent (an IPC
+ * channel closes when the parent does, even on SIGKILL), so killing the PID a
+ * supervisor knows still ends the agent.
+ */
+function reexecWithHeapCap(): Promise<number> | undefined {
+  if (process.argv[2] !== 'run') return undefined
+  const options = `${process.env['NODE_OPTIONS'] ?? ''} ${process.execArgv.join(' ')}`
+  if (options.includes('--max-old-space-size')) {
+    if (process.send !== undefined) {
+      // the re-executed child: go down hard with the parent, as it did
+      process.on('disconnect', () => process.kill(process.pid, 'SIGKILL'))
+    }
+    return undefined
+  }
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} ${HEAP_FLAGS}`.trim() },
+  })
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) {
+    process.on(signal, () => child.kill(signal))
+  }
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? (signal === null ? ExitCode.FAILURE : 128 + (signalNumber(signal) ?? 1))))
+    child.once('error', (err) => {
+      process.stderr.write(`edge-agent: cannot start with a heap cap (${err.message}); running without\n`)
+      resolve(-1)
+    })
+  })
+}
+
+function signalNumber(signal: NodeJS.Signals): number | undefined {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal]
+}
+
+// The CLI (and with it the whole agent) loads only where it runs: a parent
+// that re-executes stays a small process.
+const runCli = async (): Promise<number> => (await import('./cli.js')).runCli(process.argv, ctx)
+const relayed = reexecWithHeapCap()
+const exitCode = relayed === undefined ? runCli() : relayed.then((code) => (code === -1 ? runCli() : code))
+
+exitCode.then(
   (code) => {
     process.exitCode = code
     // `run` may leave handles (timers of libraries) behind after a clean stop.

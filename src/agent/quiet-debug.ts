@@ -1,9 +1,10 @@
 // Imported first by main.ts, before anything loads aedes or mqtt-packet.
 //
 // mqtt-packet (aedes's parser and encoder for every device connection) calls
-// the `debug` package on every packet and on every field it encodes. Even with nothing enabled, each call allocates an
-// array for its arguments: 2.7 KB per bridged message, 14 % of everything
-// the agent allocated in the bridge benchmark. `debug` reads DEBUG once, when
+// the `debug` package on every packet and on every field it encodes. Even with
+// nothing enabled, each call allocates an array for its arguments, a visible
+// share of what the agent allocates per bridged message (docs/benchmarks.md,
+// "Figures behind choices in the code"). `debug` reads DEBUG once, when
 // it loads, so with DEBUG unset nothing can turn its output on later; a
 // no-op takes its place in the module cache. With DEBUG set (troubleshooting
 // a library), the real package loads and prints as usual.

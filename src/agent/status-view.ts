@@ -73,6 +73,20 @@ export function renderStatus(s: AgentStatus): string {
       ),
     )
   }
+  const g = s.gatewayCertificate
+  if (g !== null && g !== undefined) {
+    lines.push('')
+    const left = g.expiresInSec
+    const expiry = left === null ? 'not issued yet' : left <= 0 ? `EXPIRED ${g.notAfter ?? ''}` : `expires in ${duration(left)} (${g.notAfter ?? ''})${g.state === 'expiring' ? ' SOON' : ''}`
+    const rows: string[][] = [
+      ['certificate', `${g.state}, ${g.subject ?? '-'}, serial ${g.serial ?? '-'}`],
+      ['issuer', g.issuer ?? '-'],
+      ['expiry', expiry],
+      ['renewal', `${num(g.renewals)} done${g.renewing ? ', one in progress' : ''}${g.nextRenewalAt === null ? '' : `, next ${g.nextRenewalAt}`}${g.failures > 0 ? `, ${num(g.failures)} failed in a row` : ''}`],
+    ]
+    if (g.lastError !== null) rows.push(['renewal error', `${g.lastError.message} (${g.lastError.code})`])
+    lines.push(table(['GATEWAY CERTIFICATE (ACME)', ''], rows))
+  }
   for (const u of s.upstreams ?? []) {
     lines.push('')
     const since = Math.max(0, Math.round((Date.now() - Date.parse(u.since)) / 1000))
@@ -88,6 +102,7 @@ export function renderStatus(s: AgentStatus): string {
       ['connects', `${num(u.totals.connects)} of ${num(u.totals.attempts)} attempts, ${num(u.totals.resent)} resent`],
       ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v)}`).join(', ')],
     ]
+    if (u.held !== null && u.held !== undefined) rows.push(['held', u.held])
     if (u.lastError !== null && !u.connected) rows.push(['last error', `${u.lastError.message} (${u.lastError.code})`])
     const c = u.certificate
     if (c !== null && c !== undefined) {

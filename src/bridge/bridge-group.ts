@@ -1,10 +1,10 @@
 // The bridges of one agent, seen together: the capture hook that fans a
-// device's PUBLISH out to every upstream's rules, and this agent's identity
-// message (identity.ts), republished on the local broker whenever what is
-// known about the agents above changes.
+// device's PUBLISH out to every upstream's rules, and this agent's beacon
+// (beacon.ts), republished on the local broker whenever what is known about
+// the agents above changes.
 import type { Logger } from 'pino'
 import type { AgentInfo, Bridge, BridgeStatus, CapturedPublish, LocalMessage } from './bridge.js'
-import { IDENTITY_TOPIC, composeIdentity, encodeIdentity, sameIdentity, type AgentIdentity } from './identity.js'
+import { BEACON_TOPIC, composeBeacon, encodeBeacon, sameBeacon, type AgentBeacon } from './beacon.js'
 
 export interface BridgeGroupOptions {
   readonly bridges: readonly Bridge[]
@@ -14,11 +14,12 @@ export interface BridgeGroupOptions {
 }
 
 export class BridgeGroup {
+  /** The component's name in /status (kept from when the beacon was called the identity). */
   readonly name = 'bridge-identity'
   readonly bridges: readonly Bridge[]
   readonly #o: BridgeGroupOptions
   readonly #log: Logger
-  #published: AgentIdentity | undefined
+  #published: AgentBeacon | undefined
   #publishing: Promise<void> = Promise.resolve()
   #started = false
 
@@ -44,7 +45,7 @@ export class BridgeGroup {
     return pending.length === 1 ? pending[0] : Promise.all(pending)
   }
 
-  /** Publishes this agent's identity (retained, local) and keeps it current. */
+  /** Publishes this agent's beacon (retained, local) and keeps it current. */
   async start(signal: AbortSignal): Promise<void> {
     signal.throwIfAborted()
     if (this.#started) return
@@ -59,9 +60,9 @@ export class BridgeGroup {
     await this.#publishing
   }
 
-  identity(): AgentIdentity {
+  beacon(): AgentBeacon {
     const a = this.#o.agent
-    return composeIdentity({ id: a.id, site: a.site, level: a.level }, this.bridges.map((b) => b.upstreamIdentity))
+    return composeBeacon({ id: a.id, site: a.site, level: a.level }, this.bridges.map((b) => b.upstreamBeacon))
   }
 
   statuses(): BridgeStatus[] {
@@ -70,14 +71,14 @@ export class BridgeGroup {
 
   #republish(): void {
     if (!this.#started) return
-    const identity = this.identity()
-    if (sameIdentity(identity, this.#published)) return
-    this.#published = identity
+    const beacon = this.beacon()
+    if (sameBeacon(beacon, this.#published)) return
+    this.#published = beacon
     this.#publishing = this.#publishing
-      .then(() => this.#o.publishLocal({ topic: IDENTITY_TOPIC, payload: encodeIdentity(identity), qos: 1, retain: true }))
+      .then(() => this.#o.publishLocal({ topic: BEACON_TOPIC, payload: encodeBeacon(beacon), qos: 1, retain: true }))
       .then(
-        () => this.#log.debug({ above: identity.above.length }, 'agent identity published'),
-        (err: unknown) => this.#log.warn({ err }, 'publishing the agent identity failed'),
+        () => this.#log.debug({ above: beacon.above.length }, 'agent beacon published'),
+        (err: unknown) => this.#log.warn({ err }, 'publishing the agent beacon failed'),
       )
   }
 }

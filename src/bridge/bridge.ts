@@ -18,7 +18,12 @@
 // device PUBLISH packets only), so nothing that came from an upstream is
 // ever sent upward again: no loop through one agent.
 //
-// Loops between agents (A → B → A, any cycle): see identity.ts. On MQTT 5
+// Parts: drain.ts sends rows from the buffer and writes the acks back;
+// loop-detector.ts reads the upstream agent's beacon; upstream-connection.ts
+// keeps the MQTT session (mqtt-session.ts) connected. This class wires them,
+// captures, delivers inbound messages and reports status.
+//
+// Loops between agents (A → B → A, any cycle): see beacon.ts. On MQTT 5
 // upstreams, subscriptions carry No Local and messages carry the
 // `edge-agent-via` user property; on MQTT 3.1.1, `both` rules use the echo
 // guard and the CONNECT carries the bridge bit (Mosquitto's try_private).
@@ -28,58 +33,68 @@
 // connection keeps that order upstream.
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import type { MessageStore, StoredMessage } from '../buffer/index.js'
+import type { MessageStore } from '../buffer/index.js'
+import { BEACON_TOPIC, type AgentBeacon } from './beacon.js'
+import { UpstreamControl, type ControlChannel } from './control-channel.js'
+import { Drain, USER_PROP_VIA } from './drain.js'
 import { EchoGuard } from './echo-guard.js'
 import { BridgeError } from './errors.js'
-import { IDENTITY_TOPIC, decodeIdentity, formsLoop, sameIdentity, type AgentIdentity } from './identity.js'
-import { isTransientReason, type ConnectInfo, type InboundMessage, type MqttSession, type OutboundMessage, type ProtocolVersion } from './mqtt-session.js'
+import { LoopDetector } from './loop-detector.js'
+import type { ConnectInfo, InboundMessage, OutboundMessage, ProtocolVersion } from './mqtt-session.js'
 import { RateWindow, TokenBucket, TopicRateLimiter } from './rate.js'
 import { parseRuleSet, type BridgeRule, type BridgeRuleInput } from './rule.js'
 import type { TlsMaterial } from './transport.js'
 import { UpstreamConnection, redactUrl, type ConnectionStats, type UpstreamState } from './upstream-connection.js'
 
-/** One upstream as configured (the agent's config slice, defaults applied). */
+/**
+ * One upstream as configured: the agent's config slice (upstreams[]),
+ * validated and with the schema's defaults applied. The schema
+ * (src/agent/config/schema.ts) is the only place defaults are written down.
+ */
 export interface UpstreamOptions {
   readonly name: string
   readonly url: string
-  /** 5 (default) or 4 (MQTT 3.1.1). */
-  readonly protocolVersion?: number
-  /** Default `edge-agent.<site>.<name>`. */
-  readonly clientId?: string
-  readonly username?: string
-  readonly passwordFile?: string
-  readonly caFile?: string
-  readonly certFile?: string
-  readonly keyFile?: string
-  readonly tlsServerName?: string
-  /** Default 30. */
-  readonly keepaliveSec?: number
-  /** Default false: resume the session so downward subscriptions survive reconnects. */
-  readonly cleanStart?: boolean
-  /** MQTT 5 session expiry, seconds. Default 604800 (7 days). */
-  readonly sessionExpirySec?: number
-  /** Default 10000. */
-  readonly connectTimeoutMs?: number
-  readonly reconnect?: {
-    readonly minMs?: number
-    readonly maxMs?: number
-    readonly resetAfterMs?: number
-    readonly probeIntervalMs?: number
+  /** 5 (MQTT 5) or 4 (MQTT 3.1.1). */
+  readonly protocolVersion: number
+  /** '' = `edge-agent.<site>.<name>`. */
+  readonly clientId: string
+  /** '' = none, or the user in the URL. */
+  readonly username: string
+  /** '' = none, or the password in the URL. */
+  readonly passwordFile: string
+  /** '' = the system roots. */
+  readonly caFile: string
+  /** '' = no client certificate (unless tlsMaterial gives one). */
+  readonly certFile: string
+  readonly keyFile: string
+  /** '' = the URL's host. */
+  readonly tlsServerName: string
+  readonly keepaliveSec: number
+  /** false resumes the session, so downward subscriptions survive reconnects. */
+  readonly cleanStart: boolean
+  /** MQTT 5 session expiry, seconds. */
+  readonly sessionExpirySec: number
+  readonly connectTimeoutMs: number
+  readonly reconnect: {
+    readonly minMs: number
+    readonly maxMs: number
+    readonly resetAfterMs: number
+    readonly probeIntervalMs: number
   }
-  /** In-flight window cap; the upstream's Receive Maximum may lower it. Default 100. */
-  readonly inflight?: number
-  /** Messages per second sent upstream at most (all rules together); 0 = no limit. Default 0. */
-  readonly maxRatePerSec?: number
-  /** MQTT 3.1.1: set the bridge bit in CONNECT. Default true. */
-  readonly bridgeFlag?: boolean
-  /** Subscribe to the upstream agent's identity and refuse to forward in a loop. Default true. */
-  readonly loopDetection?: boolean
-  readonly status?: {
-    readonly enabled?: boolean
-    /** Placeholders {site}, {upstream}. Default 'edge-agent/{site}/status'. */
-    readonly topic?: string
+  /** In-flight window cap; the upstream's Receive Maximum may lower it. */
+  readonly inflight: number
+  /** Messages per second sent upstream at most (all rules together); 0 = no limit. */
+  readonly maxRatePerSec: number
+  /** MQTT 3.1.1: set the bridge bit in CONNECT. */
+  readonly bridgeFlag: boolean
+  /** Read the upstream agent's beacon and refuse to forward in a loop. */
+  readonly loopDetection: boolean
+  readonly status: {
+    readonly enabled: boolean
+    /** Placeholders {site}, {upstream}. */
+    readonly topic: string
   }
-  readonly rules?: readonly BridgeRuleInput[]
+  readonly rules: readonly BridgeRuleInput[]
 }
 
 /** A message the bridge asks the local broker to deliver (inbound). */
@@ -99,7 +114,7 @@ export interface CapturedPublish {
 }
 
 export interface AgentInfo {
-  /** Random per process (identity.ts). */
+  /** Random per process (beacon.ts). */
   readonly id: string
   readonly site: string
   readonly level: number
@@ -117,7 +132,7 @@ export interface BridgeOptions {
   readonly tlsMaterial?: () => TlsMaterial | undefined
   /** On stop, how long in-flight messages may take to be acknowledged, ms. Default 3000. */
   readonly stopGraceMs?: number
-  /** After SUBACK, how long to wait for the upstream's identity before forwarding, ms. Default 300. */
+  /** After SUBACK, how long to wait for the upstream's beacon before forwarding, ms. Default 300. */
   readonly identityWaitMs?: number
   readonly now?: () => number
   readonly random?: () => number
@@ -157,6 +172,8 @@ export interface BridgeStatus {
   }
   /** Bridge drops (never stored) plus the buffer's drops of this upstream's rules, by reason. */
   readonly drops: Readonly<Record<string, number>>
+  /** The same drops per rule id (bridge drops that belong to a rule, and the buffer's). */
+  readonly dropsByRule: Readonly<Record<string, Readonly<Record<string, number>>>>
   readonly lastError: ConnectionStats['lastError']
   /** The upstream agent, if it is an edge-agent. */
   readonly peer: { readonly id: string; readonly site: string; readonly level: number } | null
@@ -165,34 +182,15 @@ export interface BridgeStatus {
   readonly rules: number
 }
 
-/**
- * The upstream session as a small MQTT client for the agent's own
- * request/reply exchanges with the upstream (the certificate renewal of
- * certificate-renewer.ts). Its messages bypass the buffer and the rules, in
- * both directions; messages on its topics go to its listeners only.
- * Structurally an mqtt.js client for these four calls.
- */
-export interface ControlChannel {
-  /** Subscribes to one topic name (no wildcards) on the current connection. */
-  subscribeAsync(topic: string, opts: { qos: 0 | 1 | 2 }): Promise<void>
-  /** Resolves on PUBACK (QoS 1/2) or once written (QoS 0); rejects when not connected or refused. */
-  publishAsync(topic: string, payload: string | Buffer, opts: { qos: 0 | 1 | 2 }): Promise<void>
-  on(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
-  off(event: 'message', listener: (topic: string, payload: Buffer) => void): unknown
-}
-
 export interface BridgeEvents {
   connected: [info: ConnectInfo]
   disconnected: [err: Error | undefined]
-  /** The upstream agent's identity changed (undefined: none / not an edge-agent). */
-  peer: [identity: AgentIdentity | undefined]
+  /** The upstream agent's beacon changed (undefined: none / not an edge-agent). */
+  peer: [beacon: AgentBeacon | undefined]
   /** Forwarding paused (true) or resumed (false) because of a loop. */
   loop: [looping: boolean]
 }
 
-const USER_PROP_VIA = 'edge-agent-via'
-const USER_PROP_ID = 'edge-agent-id'
-const MAX_TAKE = 500
 
 export class Bridge extends EventEmitter<BridgeEvents> {
   readonly name: string
@@ -204,52 +202,28 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly #store: MessageStore
   readonly #outRules: BridgeRule[]
   readonly #inRules: BridgeRule[]
-  /** Ids of `both` rules: their messages are remembered by the echo guard (MQTT 3.1.1). */
-  readonly #bothRules: ReadonlySet<string>
   readonly #conn: UpstreamConnection
+  readonly #drain: Drain
+  readonly #loop: LoopDetector
   readonly #version: ProtocolVersion
   readonly #clientId: string
   readonly #url: URL
   readonly #statusTopic: string | undefined
   readonly #echo: EchoGuard
   readonly #limiters = new Map<string, TopicRateLimiter>()
-  readonly #drainBucket: TokenBucket | undefined
   readonly #rates: RateWindow
   readonly #drops = new Map<BridgeDropReason, number>()
-  readonly #counts = { captured: 0, sent: 0, acked: 0, resent: 0, received: 0 }
+  /** rule id → bridge drops of that rule (the ones a rule is known for). */
+  readonly #dropsByRule = new Map<string, Map<BridgeDropReason, number>>()
+  readonly #counts = { captured: 0, resent: 0, received: 0 }
 
   #started = false
   #stopping: Promise<void> | undefined
-  #stopRequested = false
   #timer: NodeJS.Timeout | undefined
-  #retryTimer: NodeJS.Timeout | undefined
-  #dirty = false
-  #pumping = false
-  /** Rows taken from the store and not yet sent, in order (#ahead[#aheadHead] is next). */
-  readonly #ahead: StoredMessage[] = []
-  #aheadHead = 0
-  #acks: number[] = []
-  #ackScheduled = false
-  #ackFlush: Promise<void> = Promise.resolve()
   #subscribedOnce = false
-  #peer: AgentIdentity | undefined
-  #identityKnown: boolean
-  #identityTimer: NodeJS.Timeout | undefined
-  #identityMode: 'on' | 'off'
-  #identityFailures = 0
-  #loopSince: number | null = null
-  #inflightWaiters: (() => void)[] = []
-  readonly #controlTopics = new Set<string>()
-  readonly #controlEvents = new EventEmitter<{ message: [topic: string, payload: Buffer] }>()
-  /** See ControlChannel. */
-  readonly control: ControlChannel = {
-    subscribeAsync: (topic, opts) => this.#controlSubscribe(topic, opts.qos),
-    publishAsync: (topic, payload, opts) => this.#controlPublish(topic, payload, opts.qos),
-    on: (event, listener) => this.#controlEvents.on(event, listener),
-    off: (event, listener) => this.#controlEvents.off(event, listener),
-  }
+  readonly #control: UpstreamControl
   readonly #onAppended = (queues: readonly string[]): void => {
-    if (queues.includes(this.upstream)) this.#kick()
+    if (queues.includes(this.upstream)) this.#drain.kick()
   }
 
   constructor(options: BridgeOptions) {
@@ -261,71 +235,113 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     this.#now = options.now ?? Date.now
     this.#log = options.logger.child({ component: 'bridge', upstream: u.name })
     this.#store = options.store
-    const { rules, problems } = parseRuleSet(u.rules ?? [])
-    if (problems.length > 0) {
-      const first = problems[0] as BridgeError
-      throw new BridgeError('EDGE_ERR_BRIDGE_RULE_INVALID', `upstream ${u.name}: ${problems.map((p) => `rules${p.path.map((s) => (typeof s === 'number' ? `[${s}]` : `.${s}`)).join('')}: ${p.message}`).join('; ')}`, {
-        path: ['rules', ...first.path],
-      })
+    this.rules = parseRules(u)
+    this.#outRules = this.rules.filter((r) => r.forwardsOut)
+    this.#inRules = this.rules.filter((r) => r.forwardsIn)
+    for (const r of this.#outRules) {
+      if (r.maxRatePerTopic > 0) this.#limiters.set(r.id, new TopicRateLimiter(r.maxRatePerTopic, this.#now))
     }
-    this.rules = rules
-    this.#outRules = rules.filter((r) => r.forwardsOut)
-    this.#inRules = rules.filter((r) => r.forwardsIn)
-    this.#bothRules = new Set(rules.filter((r) => r.direction === 'both').map((r) => r.id))
-    for (const r of this.#outRules) if (r.maxRatePerTopic > 0) this.#limiters.set(r.id, new TopicRateLimiter(r.maxRatePerTopic, this.#now))
     this.#version = u.protocolVersion === 4 ? 4 : 5
     this.#url = new URL(u.url)
     const urlUser = this.#url.username === '' ? undefined : decodeURIComponent(this.#url.username)
     const urlPassword = this.#url.password === '' ? undefined : Buffer.from(decodeURIComponent(this.#url.password))
-    this.#clientId = u.clientId !== undefined && u.clientId !== '' ? u.clientId : `edge-agent.${options.agent.site}.${u.name}`
-    const statusEnabled = u.status?.enabled ?? true
-    this.#statusTopic = statusEnabled
-      ? (u.status?.topic ?? 'edge-agent/{site}/status').replace(/\{site\}/g, options.agent.site).replace(/\{upstream\}/g, u.name)
+    this.#clientId = u.clientId !== '' ? u.clientId : `edge-agent.${options.agent.site}.${u.name}`
+    this.#statusTopic = u.status.enabled
+      ? u.status.topic.replace(/\{site\}/g, options.agent.site).replace(/\{upstream\}/g, u.name)
       : undefined
-    this.#identityKnown = !(u.loopDetection ?? true)
-    this.#identityMode = (u.loopDetection ?? true) ? 'on' : 'off'
     this.#echo = new EchoGuard({ windowMs: 30_000, maxEntries: 10_000, now: this.#now })
-    const maxRate = u.maxRatePerSec ?? 0
-    this.#drainBucket = maxRate > 0 ? new TokenBucket(maxRate, Math.max(1, Math.ceil(maxRate / 10)), this.#now) : undefined
-    const r = u.reconnect ?? {}
+    const will =
+      this.#statusTopic === undefined
+        ? undefined
+        : { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'connection lost', false), qos: 1 as const, retain: true }
     this.#conn = new UpstreamConnection({
       name: u.name,
       url: this.#url,
       protocolVersion: this.#version,
       clientId: this.#clientId,
-      username: u.username !== undefined && u.username !== '' ? u.username : urlUser,
-      passwordFile: u.passwordFile !== undefined && u.passwordFile !== '' ? u.passwordFile : undefined,
+      username: u.username !== '' ? u.username : urlUser,
+      passwordFile: nonEmpty(u.passwordFile),
       password: urlPassword,
-      tls: { caFile: nonEmpty(u.caFile), certFile: nonEmpty(u.certFile), keyFile: nonEmpty(u.keyFile), serverName: nonEmpty(u.tlsServerName) },
-      tlsMaterial: options.tlsMaterial,
-      keepaliveSec: u.keepaliveSec ?? 30,
-      cleanStart: u.cleanStart ?? false,
-      sessionExpirySec: u.sessionExpirySec ?? 604_800,
-      connectTimeoutMs: u.connectTimeoutMs ?? 10_000,
-      maxInflight: u.inflight ?? 100,
-      bridgeFlag: u.bridgeFlag ?? true,
-      will: this.#statusTopic === undefined ? undefined : { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'connection lost', false), qos: 1, retain: true },
-      reconnect: {
-        minMs: r.minMs ?? 1_000,
-        maxMs: r.maxMs ?? 60_000,
-        resetAfterMs: r.resetAfterMs ?? 30_000,
-        probeIntervalMs: r.probeIntervalMs ?? 500,
+      tls: {
+        caFile: nonEmpty(u.caFile),
+        certFile: nonEmpty(u.certFile),
+        keyFile: nonEmpty(u.keyFile),
+        serverName: nonEmpty(u.tlsServerName),
       },
+      tlsMaterial: options.tlsMaterial,
+      keepaliveSec: u.keepaliveSec,
+      cleanStart: u.cleanStart,
+      sessionExpirySec: u.sessionExpirySec,
+      connectTimeoutMs: u.connectTimeoutMs,
+      maxInflight: u.inflight,
+      bridgeFlag: u.bridgeFlag,
+      will,
+      reconnect: u.reconnect,
       onMessage: (msg) => this.#onInbound(msg),
       logger: this.#log,
       now: this.#now,
       ...(options.random === undefined ? {} : { random: options.random }),
     })
-    this.#rates = new RateWindow(() => ({ sent: this.#counts.sent, acked: this.#counts.acked, received: this.#counts.received }), this.#now)
+    this.#control = new UpstreamControl(this.#conn)
+    this.#loop = new LoopDetector({
+      enabled: u.loopDetection,
+      agentId: options.agent.id,
+      conn: this.#conn,
+      waitMs: options.identityWaitMs ?? 300,
+      logger: this.#log,
+      now: this.#now,
+      onDecided: () => this.#drain.kick(),
+      onPeer: (beacon) => this.emit('peer', beacon),
+      onLoop: (looping) => this.emit('loop', looping),
+    })
+    const maxRate = u.maxRatePerSec
+    this.#drain = new Drain({
+      queue: u.name,
+      store: options.store,
+      conn: this.#conn,
+      version: this.#version,
+      agent: options.agent,
+      mayForward: () => this.#loop.allowsForwarding,
+      bucket: maxRate > 0 ? new TokenBucket(maxRate, Math.max(1, Math.ceil(maxRate / 10)), this.#now) : undefined,
+      echoRules: new Set(this.rules.filter((r) => r.direction === 'both').map((r) => r.id)),
+      echo: this.#echo,
+      drop: (reason, rule) => this.#drop(reason, rule),
+      logger: this.#log,
+      now: this.#now,
+    })
+    this.#rates = new RateWindow(
+      () => ({ sent: this.#drain.sent, acked: this.#drain.acked, received: this.#counts.received }),
+      this.#now,
+    )
   }
 
-  /** The upstream agent's identity, if it is an edge-agent that published one. */
-  get upstreamIdentity(): AgentIdentity | undefined {
-    return this.#peer
+  /** The upstream session for the agent's own request/reply exchanges (control-channel.ts). */
+  get control(): ControlChannel {
+    return this.#control
+  }
+
+  /** The upstream agent's beacon, if it is an edge-agent that published one. */
+  get upstreamBeacon(): AgentBeacon | undefined {
+    return this.#loop.peer
   }
 
   get connected(): boolean {
     return this.#conn.state === 'connected'
+  }
+
+  /** Reconnects at once (e.g. with a renewed client certificate); buffered and in-flight messages are kept. */
+  reconnect(): Promise<void> {
+    return this.#conn.reconnect()
+  }
+
+  /** hold(reason) closes the upstream connection and stops connecting until hold(null); capture continues. */
+  hold(reason: string | null): Promise<void> {
+    return this.#conn.hold(reason)
+  }
+
+  /** Why the connection is held, or null. */
+  get held(): string | null {
+    return this.#conn.held
   }
 
   /** Starts connecting; resolves at once (an unreachable upstream is a state, reported in status). */
@@ -336,10 +352,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     this.#store.on('appended', this.#onAppended)
     this.#conn.on('connected', (info) => this.#onConnected(info))
     this.#conn.on('disconnected', (err) => {
-      this.#notifyInflight()
+      this.#drain.disconnected()
       this.emit('disconnected', err)
     })
-    this.#conn.on('drain', () => this.#kick())
+    this.#conn.on('drain', () => this.#drain.kick())
     this.#timer = setInterval(() => this.#tick(), 1_000)
     this.#timer.unref()
     this.#rates.sample()
@@ -361,37 +377,25 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   }
 
   async #stop(): Promise<void> {
-    this.#stopRequested = true
+    this.#drain.stop()
     this.#store.off('appended', this.#onAppended)
     clearInterval(this.#timer)
-    clearTimeout(this.#retryTimer)
-    clearTimeout(this.#identityTimer)
+    this.#loop.stop()
     if (!this.#started) return
     const session = this.#conn.session
-    if (session.connected && session.inflight > 0) {
-      await this.#waitInflightEmpty(this.#o.stopGraceMs ?? 3_000)
-    }
+    const graceMs = this.#o.stopGraceMs ?? 3_000
+    if (session.connected && session.inflight > 0) await this.#drain.waitInflightEmpty(graceMs)
     if (session.connected && this.#statusTopic !== undefined) {
       await this.#publishDirect(
         { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'stopped'), qos: 1, retain: true },
-        Math.min(1_000, this.#o.stopGraceMs ?? 3_000),
+        Math.min(1_000, graceMs),
       )
     }
     await this.#conn.stop()
     // What is still unacknowledged goes back to the buffer for the next start.
-    const left: number[] = this.#unsentAhead()
-    this.#releaseOnAbandon = left
-    session.abandonInflight()
-    this.#releaseOnAbandon = undefined
-    this.#flushAcksNow()
-    await this.#ackFlush
-    if (left.length > 0) {
-      await this.#store.release(left).catch((err: unknown) => this.#log.debug({ err }, 'release on stop failed (buffer already stopped)'))
-    }
-    this.#log.info({ inflightReleased: left.length, sent: this.#counts.sent, acked: this.#counts.acked }, 'bridge stopped')
+    const released = await this.#drain.close()
+    this.#log.info({ inflightReleased: released, sent: this.#drain.sent, acked: this.#drain.acked }, 'bridge stopped')
   }
-
-  #releaseOnAbandon: number[] | undefined
 
   // ---------------------------------------------------------------------------
   // Capture (local → buffer), called by the local broker for every device PUBLISH.
@@ -399,8 +403,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   /**
    * Stores the message for every matching `out` rule of this upstream.
    * Returns undefined when no rule matches (the broker acknowledges at once),
-   * else a promise the device's PUBACK waits for (its value means nothing); it rejects when the buffer
-   * refused the message (the broker then withholds the ack).
+   * else a promise the device's PUBACK waits for (its value means nothing);
+   * it rejects when the buffer refused the message (the broker then withholds
+   * the ack).
    */
   capture(packet: CapturedPublish): Promise<unknown> | undefined {
     let pending: Promise<unknown> | undefined
@@ -409,12 +414,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       if (remote === undefined) continue
       const qos = rule.effectiveQos(packet.qos)
       if (qos === 0 && !rule.bufferQos0 && !this.connected) {
-        this.#drop('offline-qos0')
+        this.#drop('offline-qos0', rule.id)
         continue
       }
       const limiter = this.#limiters.get(rule.id)
       if (limiter !== undefined && !limiter.allow(packet.topic)) {
-        this.#drop('rate-limited')
+        this.#drop('rate-limited', rule.id)
         continue
       }
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
@@ -438,182 +443,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   }
 
   // ---------------------------------------------------------------------------
-  // Drain (buffer → upstream)
-
-  #canSend(): boolean {
-    return !this.#stopRequested && this.#conn.session.connected && this.#identityKnown && this.#loopSince === null
-  }
-
-  #kick(): void {
-    this.#dirty = true
-    if (!this.#pumping) void this.#pump()
-  }
-
-  /**
-   * Sends while the window has room, from rows read ahead of the window.
-   *
-   * Sending is eager: a slot freed by a PUBACK is refilled at once. Waiting
-   * for a larger chunk leaves the link idle between chunks (measured 6k
-   * msg/s with quarter-window refills against 20k eager, Mosquitto upstream,
-   * window 100): PUBACKs then trickle in behind delayed TCP ACKs and the
-   * upstream's Nagle. Reading is batched: rows are taken from the store up to
-   * one window ahead and refilled when half of that is used, so the store is
-   * read once per half window instead of once per acknowledgement. Rows read
-   * ahead are in flight for the store (no other reader takes them) and keep
-   * their order: they go after the session's own resends and before anything
-   * taken later.
-   */
-  async #pump(): Promise<void> {
-    this.#pumping = true
-    try {
-      while (this.#dirty && this.#canSend()) {
-        this.#dirty = false
-        const session = this.#conn.session
-        this.#sendAhead(session)
-        const window = session.info?.window ?? 1
-        const ahead = this.#ahead.length - this.#aheadHead
-        if (ahead > window >> 1) break
-        const batch = await this.#store.takeBatch(this.upstream, Math.min(MAX_TAKE, window - ahead))
-        if (batch.length === 0) break
-        for (const m of batch) this.#ahead.push(m)
-        this.#dirty = true
-      }
-    } catch (err) {
-      this.#log.error({ err }, 'reading the buffer failed, retrying')
-      this.#retryLater(1_000)
-    } finally {
-      this.#pumping = false
-    }
-  }
-
-  /** Sends read-ahead rows while the window, the transport and the rate limit allow. */
-  #sendAhead(session: MqttSession): void {
-    const ahead = this.#ahead
-    while (this.#aheadHead < ahead.length && this.#canSend()) {
-      const m = ahead[this.#aheadHead] as StoredMessage
-      if (m.qos > 0 && session.quota === 0) break
-      if (!session.writable) break
-      if (this.#drainBucket !== undefined && !this.#drainBucket.tryTake()) {
-        this.#retryLater(this.#drainBucket.msUntilToken())
-        break
-      }
-      this.#aheadHead++
-      this.#send(m)
-    }
-    if (this.#aheadHead === ahead.length) {
-      ahead.length = 0
-      this.#aheadHead = 0
-    } else if (this.#aheadHead > 1024) {
-      ahead.splice(0, this.#aheadHead)
-      this.#aheadHead = 0
-    }
-  }
-
-  /** Ids of rows read ahead and not sent (given back to the store on stop). */
-  #unsentAhead(): number[] {
-    const ids = this.#ahead.slice(this.#aheadHead).map((m) => m.id)
-    this.#ahead.length = 0
-    this.#aheadHead = 0
-    return ids
-  }
-
-  #retryLater(ms: number): void {
-    if (this.#retryTimer !== undefined || this.#stopRequested) return
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = undefined
-      this.#kick()
-    }, ms)
-    this.#retryTimer.unref()
-  }
-
-  #send(m: StoredMessage): void {
-    const session = this.#conn.session
-    const info = session.info as ConnectInfo
-    const msg: OutboundMessage = {
-      topic: m.topic,
-      payload: m.payload,
-      qos: Math.min(m.qos, info.maximumQoS) as 0 | 1 | 2,
-      retain: m.retain && info.retainAvailable,
-      properties: this.#version === 5 ? this.#properties(m) : undefined,
-    }
-    if (this.#version === 4 && this.#bothRules.has(m.rule)) this.#echo.sent(m.topic, m.payload)
-    this.#counts.sent++
-    session.publish(msg, (err, code) => {
-      if (err === undefined) {
-        this.#counts.acked++
-        this.#ackLater(m.id)
-        return
-      }
-      if (err.code === 'EDGE_ERR_BRIDGE_STOPPED') {
-        this.#releaseOnAbandon?.push(m.id)
-        return
-      }
-      if (isTransientReason(code)) {
-        // e.g. quota exceeded: give it back and try again a little later.
-        this.#store.release([m.id]).catch(() => undefined)
-        this.#retryLater(1_000)
-        return
-      }
-      this.#drop(code === 0x95 ? 'too-large' : 'upstream-rejected')
-      this.#log.warn({ topic: m.topic, reasonCode: code, rule: m.rule }, 'upstream refused a message, dropped')
-      this.#ackLater(m.id)
-    })
-  }
-
-  #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
-    const user: Record<string, string | string[]> = {}
-    const carried = m.properties?.userProperties
-    if (carried !== undefined) for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
-    user[USER_PROP_VIA] = this.#o.agent.id
-    user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
-    const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
-    if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#now()) / 1000))
-    if (m.properties?.contentType !== undefined) props.contentType = m.properties.contentType
-    if (m.properties?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = m.properties.payloadFormatIndicator
-    if (m.properties?.responseTopic !== undefined) props.responseTopic = m.properties.responseTopic
-    if (m.properties?.correlationData !== undefined) props.correlationData = Buffer.from(m.properties.correlationData)
-    return props
-  }
-
-  #ackLater(id: number): void {
-    this.#acks.push(id)
-    if (!this.#ackScheduled) {
-      this.#ackScheduled = true
-      setImmediate(() => this.#flushAcksNow())
-    }
-    this.#notifyInflight()
-    this.#kick()
-  }
-
-  #flushAcksNow(): void {
-    this.#ackScheduled = false
-    if (this.#acks.length === 0) return
-    const ids = this.#acks
-    this.#acks = []
-    this.#ackFlush = this.#store.ack(ids).catch((err: unknown) => {
-      // The rows stay and are sent again later: duplicates, never loss.
-      this.#log.error({ err, rows: ids.length }, 'acknowledging rows in the buffer failed')
-    })
-  }
-
-  #waitInflightEmpty(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const check = (): void => {
-        if (this.#conn.session.inflight === 0 || !this.#conn.session.connected) done()
-      }
-      const done = (): void => {
-        clearTimeout(timer)
-        this.#inflightWaiters = this.#inflightWaiters.filter((w) => w !== check)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.#inflightWaiters.push(check)
-    })
-  }
-
-  #notifyInflight(): void {
-    for (const w of [...this.#inflightWaiters]) w()
-  }
+  // Status messages (birth, last will, offline on stop)
 
   /** Publishes outside the buffer (status messages); resolves on ack or after `ms`. */
   #publishDirect(msg: OutboundMessage, ms: number): Promise<void> {
@@ -658,7 +488,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const session = this.#conn.session
     // Birth first, so that the status upstream precedes the data.
     if (this.#statusTopic !== undefined) {
-      void this.#publishDirect({ topic: this.#statusTopic, payload: this.#statusPayload('online'), qos: 1, retain: true }, 5_000)
+      const birth = { topic: this.#statusTopic, payload: this.#statusPayload('online'), qos: 1 as const, retain: true }
+      void this.#publishDirect(birth, 5_000)
     }
     // A resumed session still has our subscriptions; subscribe again only
     // once per process (the rules may have changed) or when it was lost: a
@@ -677,71 +508,20 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         )
       } else this.#subscribedOnce = true
     }
-    if (this.#identityMode === 'on') this.#subscribeIdentity()
+    this.#loop.connected()
     this.emit('connected', info)
-    this.#kick()
-  }
-
-  /**
-   * The upstream agent's identity (loop detection), in a SUBSCRIBE of its
-   * own: some cloud brokers close the connection on a filter they do not
-   * allow (AWS IoT Core does for '$' topics). A refusal (SUBACK 0x80) or two
-   * connections closed while it was pending turn loop detection off for
-   * this upstream, with a warning, instead of a reconnect loop.
-   */
-  #subscribeIdentity(): void {
-    const session = this.#conn.session
-    let settled = false
-    const onClose = (): void => {
-      if (settled) return
-      settled = true
-      if (++this.#identityFailures >= 2) this.#identityOff('the upstream closed the connection on the identity subscription')
-    }
-    this.#conn.once('disconnected', onClose)
-    session.subscribe([{ topic: IDENTITY_TOPIC, qos: 1, nl: true, rap: true, rh: 0 }]).then(
-      ([granted]) => {
-        settled = true
-        this.#conn.off('disconnected', onClose)
-        this.#identityFailures = 0
-        if (granted === undefined || granted >= 0x80) {
-          this.#identityOff(`the upstream refused the identity subscription (reason code ${granted ?? 'none'})`)
-          return
-        }
-        if (!this.#identityKnown) {
-          // The upstream's retained identity, if any, follows the SUBACK; give it a moment.
-          clearTimeout(this.#identityTimer)
-          this.#identityTimer = setTimeout(() => this.#identityDecided(), this.#o.identityWaitMs ?? 300)
-          this.#identityTimer.unref()
-        }
-      },
-      () => undefined, // disconnected: onClose counts it
-    )
-  }
-
-  #identityOff(why: string): void {
-    if (this.#identityMode === 'off') return
-    this.#identityMode = 'off'
-    this.#log.warn({ why }, 'loop detection is off for this upstream (it does not serve $edge-agent/identity); set loopDetection: false to silence this')
-    this.#identityDecided()
-  }
-
-  #identityDecided(): void {
-    if (this.#identityKnown) return
-    this.#identityKnown = true
-    this.#kick()
+    this.#drain.kick()
   }
 
   async #onInbound(msg: InboundMessage): Promise<void> {
-    if (msg.topic === IDENTITY_TOPIC) {
-      this.#onIdentity(msg.payload)
+    if (msg.topic === BEACON_TOPIC) {
+      this.#loop.received(msg.payload)
       return
     }
-    if (this.#controlTopics.has(msg.topic)) {
-      this.#controlEvents.emit('message', msg.topic, msg.payload)
-      return
-    }
+    if (this.#control.deliver(msg.topic, msg.payload)) return
+    const self = this.#o.agent.id
     const via = msg.userProperties?.[USER_PROP_VIA]
-    if (via !== undefined && (via === this.#o.agent.id || (Array.isArray(via) && via.includes(this.#o.agent.id)))) {
+    if (via !== undefined && (via === self || (Array.isArray(via) && via.includes(self)))) {
       this.#drop('loop')
       return
     }
@@ -766,54 +546,14 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   }
 
   // ---------------------------------------------------------------------------
-  // Control channel (ControlChannel)
-
-  async #controlSubscribe(topic: string, qos: 0 | 1 | 2): Promise<void> {
-    // Registered before the SUBSCRIBE: a retained or queued message may follow the SUBACK at once.
-    this.#controlTopics.add(topic)
-    const [granted] = await this.#conn.session.subscribe([{ topic, qos, nl: true, rap: false, rh: 0 }])
-    if (granted === undefined || granted >= 0x80) {
-      throw new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `the upstream refused the subscription to ${topic}`, { reasonCode: granted ?? 0x80 })
-    }
-  }
-
-  #controlPublish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const msg: OutboundMessage = { topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain: false }
-      try {
-        this.#conn.session.publish(msg, (err) => (err === undefined ? resolve() : reject(err)))
-      } catch (err) {
-        reject(err instanceof Error ? err : new Error(String(err)))
-      }
-    })
-  }
-
-  #onIdentity(payload: Buffer): void {
-    const identity = payload.length === 0 ? undefined : decodeIdentity(payload)
-    const changed = !sameIdentity(identity, this.#peer)
-    this.#peer = identity
-    const looping = identity !== undefined && formsLoop(this.#o.agent.id, identity)
-    if (looping && this.#loopSince === null) {
-      this.#loopSince = this.#now()
-      this.#log.error(
-        { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: identity.site, peerLevel: identity.level, peerAbove: identity.above.length },
-        'forwarding loop detected: this upstream is also one of our downstreams; forwarding to it is paused',
-      )
-      this.emit('loop', true)
-    } else if (!looping && this.#loopSince !== null) {
-      this.#loopSince = null
-      this.#log.info('forwarding loop cleared, forwarding resumed')
-      this.emit('loop', false)
-    }
-    if (changed) this.emit('peer', identity)
-    this.#identityDecided()
-  }
-
-  // ---------------------------------------------------------------------------
   // Status
 
-  #drop(reason: BridgeDropReason): void {
+  #drop(reason: BridgeDropReason, rule?: string): void {
     this.#drops.set(reason, (this.#drops.get(reason) ?? 0) + 1)
+    if (rule === undefined) return
+    const byReason = this.#dropsByRule.get(rule) ?? new Map<BridgeDropReason, number>()
+    byReason.set(reason, (byReason.get(reason) ?? 0) + 1)
+    this.#dropsByRule.set(rule, byReason)
   }
 
   #tick(): void {
@@ -828,11 +568,22 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const q = s.queues.find((x) => x.queue === this.upstream)
     const drops: Record<string, number> = Object.fromEntries(this.#drops)
     const ruleIds = new Set(this.#outRules.map((r) => r.id))
+    const dropsByRule: Record<string, Record<string, number>> = {}
+    for (const [rule, byReason] of this.#dropsByRule) dropsByRule[rule] = Object.fromEntries(byReason)
     for (const [rule, byReason] of Object.entries(s.drops.byRule)) {
       if (!ruleIds.has(rule)) continue
-      for (const [reason, n] of Object.entries(byReason)) drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
+      const r = (dropsByRule[rule] ??= {})
+      for (const [reason, n] of Object.entries(byReason)) {
+        // A refusal is counted by the bridge (reason and rule) and by the store: once here.
+        if (reason === 'upstream-rejected') continue
+        drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
+        r[reason] = (r[reason] ?? 0) + (n ?? 0)
+      }
     }
     const rates = this.#rates.rates()
+    const peer = this.#loop.peer
+    const loopSince = this.#loop.loopSince
+    const counts = this.#counts
     return {
       name: this.upstream,
       url: redactUrl(this.#url),
@@ -845,16 +596,43 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       window: c.window,
       backlog: { depth: q?.depth ?? 0, bytes: q?.bytes ?? 0, oldestAgeMs: q?.oldestAgeMs ?? null },
       rates: { sentPerSec: rates['sent'] ?? 0, ackedPerSec: rates['acked'] ?? 0, receivedPerSec: rates['received'] ?? 0 },
-      totals: { ...this.#counts, attempts: c.attempts, connects: c.connects, disconnects: c.disconnects },
+      totals: {
+        captured: counts.captured,
+        sent: this.#drain.sent,
+        acked: this.#drain.acked,
+        resent: counts.resent,
+        received: counts.received,
+        attempts: c.attempts,
+        connects: c.connects,
+        disconnects: c.disconnects,
+      },
       drops,
+      dropsByRule,
       lastError: c.lastError,
-      peer: this.#peer === undefined ? null : { id: this.#peer.id, site: this.#peer.site, level: this.#peer.level },
-      loop: this.#loopSince === null ? null : { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: this.#peer?.site ?? '', since: new Date(this.#loopSince).toISOString() },
+      peer: peer === undefined ? null : { id: peer.id, site: peer.site, level: peer.level },
+      loop:
+        loopSince === null
+          ? null
+          : { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: peer?.site ?? '', since: new Date(loopSince).toISOString() },
       rules: this.rules.length,
     }
   }
 }
 
-function nonEmpty(s: string | undefined): string | undefined {
-  return s === undefined || s === '' ? undefined : s
+/** The upstream's rules, parsed; every problem at once in one error naming the keys. */
+function parseRules(u: UpstreamOptions): BridgeRule[] {
+  const { rules, problems } = parseRuleSet(u.rules)
+  if (problems.length === 0) return rules
+  const first = problems[0] as BridgeError
+  const where = (path: readonly (string | number)[]): string =>
+    path.map((s) => (typeof s === 'number' ? `[${s}]` : `.${s}`)).join('')
+  throw new BridgeError(
+    'EDGE_ERR_BRIDGE_RULE_INVALID',
+    `upstream ${u.name}: ${problems.map((p) => `rules${where(p.path)}: ${p.message}`).join('; ')}`,
+    { path: ['rules', ...first.path] },
+  )
+}
+
+function nonEmpty(s: string): string | undefined {
+  return s === '' ? undefined : s
 }

@@ -7,27 +7,15 @@ export type {
   BridgeOptions,
   BridgeStatus,
   CapturedPublish,
-  ControlChannel,
   LocalMessage,
   UpstreamOptions,
 } from './bridge.js'
+export type { ControlChannel } from './control-channel.js'
 export { BridgeGroup, type BridgeGroupOptions } from './bridge-group.js'
 export { BridgeRule, parseRuleSet, DEFAULT_TTL_SEC, type BridgeRuleInput, type Direction, type Qos, type WhenFull } from './rule.js'
 export { Backoff, jittered, type BackoffOptions } from './backoff.js'
 export { BridgeError, isBridgeError, type BridgeErrorCode } from './errors.js'
-export { IDENTITY_TOPIC, composeIdentity, decodeIdentity, encodeIdentity, formsLoop, type AgentIdentity } from './identity.js'
+export { BEACON_TOPIC, composeBeacon, decodeBeacon, encodeBeacon, formsLoop, type AgentBeacon } from './beacon.js'
 export { topicFilterProblem, topicMatches, filtersOverlap } from './topic.js'
 export type { UpstreamState } from './upstream-connection.js'
 export type { TlsMaterial } from './transport.js'
-export {
-  CertificateRenewer,
-  renewalTime,
-  retryDelay,
-  type CertificateRenewerOptions,
-  type CertificateRenewerStatus,
-  type CurrentCertificate,
-  type RenewedCertificate,
-  type RenewerClock,
-  type RenewerLink,
-  type RenewerState,
-} from './certificate-renewer.js'

@@ -4,9 +4,9 @@
 // Why: mqtt-packet's writeToStream writes a PUBLISH as 8-12 separate chunks
 // (header, each length, topic, each property...), each one a buffered request
 // in the corked stream, plus a debug() call per field; its parser runs every
-// 4-byte PUBACK through a BufferList. Measured on the bridge benchmark, the
-// upstream side of that allocated about 8 KB per bridged message, a third of
-// all the agent allocated, and GC was 30 % of its CPU.
+// 4-byte PUBACK through a BufferList. On the bridge benchmark that was a
+// large share of all the agent allocated, and of its CPU in GC
+// (docs/benchmarks.md, "Figures behind choices in the code").
 //
 // Scope: PUBLISH (MQTT 3.1.1 and 5, with the properties the bridge sets) and
 // the four acknowledgements. Anything else, or a PUBLISH carrying a property

@@ -26,6 +26,12 @@
 //    until PUBREL (method B of [MQTT-4.3.3]).
 // 4. Liveness: a PINGREQ goes out when nothing was heard for ¾ keepalive, and
 //    the connection is declared dead when nothing was heard for 1½ keepalive.
+//
+// Parts: mqtt-codec.ts (framing, the hot encoders), output-batch.ts (one write
+// per tick), keepalive.ts, mqtt-reasons.ts. The session stays one class of
+// about 450 lines on purpose: every packet touches the in-flight table, the
+// packet ids and the connection state together, and invariants 1-3 are
+// easier to check in one place than across classes.
 import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
 import mqttPacket, {
@@ -39,6 +45,11 @@ import mqttPacket, {
 import type { Logger } from 'pino'
 import { BridgeError } from './errors.js'
 import { INBOUND_ACK, MalformedLengthError, PacketFramer, encodeAck, encodePublish, type AckType } from './mqtt-codec.js'
+import { connackText, disconnectText, rejected } from './mqtt-reasons.js'
+import { OutputBatch } from './output-batch.js'
+import { Keepalive } from './keepalive.js'
+
+export { isTransientReason } from './mqtt-reasons.js'
 
 export type ProtocolVersion = 4 | 5
 
@@ -125,13 +136,6 @@ export interface MqttSessionEvents {
   drain: []
 }
 
-/** MQTT 5 reason codes a PUBACK/PUBREC may carry that mean "try again later", not "never". */
-const TRANSIENT_REASONS = new Set([0x91 /* packet id in use */, 0x97 /* quota exceeded */])
-
-export function isTransientReason(code: number): boolean {
-  return TRANSIENT_REASONS.has(code)
-}
-
 export class MqttSession extends EventEmitter<MqttSessionEvents> {
   readonly #o: MqttSessionOptions
   readonly #log: Logger
@@ -144,17 +148,14 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   #stream: Duplex | null = null
   #connected = false
   #info: ConnectInfo | null = null
-  #keepaliveTimer: NodeJS.Timeout | undefined
-  #lastReceived = 0
-  #pingOutstanding = false
+  readonly #keepalive: Keepalive
   #inbound: Promise<void> = Promise.resolve()
   /** Set by disconnect(): the close that follows is ours, not an error. */
   #ending = false
   #password: Buffer | undefined
   #writeOpts: { protocolVersion: ProtocolVersion }
-  /** Packets written this tick, sent together at its end (see #write). */
-  #out: Buffer[] = []
-  #outBytes = 0
+  /** Packets written this tick, sent together at its end. */
+  readonly #out = new OutputBatch(() => this.#stream)
 
   constructor(options: MqttSessionOptions) {
     super()
@@ -163,6 +164,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     this.#now = options.now ?? Date.now
     this.#writeOpts = { protocolVersion: options.protocolVersion }
     this.#password = options.password
+    this.#keepalive = new Keepalive(this.#now)
   }
 
   /** Password for the next CONNECT (read from a file by the caller at each attempt). */
@@ -186,7 +188,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   /** False while the transport holds more than 1 MiB unsent (QoS 0 has no window); wait for 'drain'. */
   get writable(): boolean {
     const s = this.#stream
-    return s !== null && this.#connected && s.writableLength + this.#outBytes < 1_048_576
+    return s !== null && this.#connected && s.writableLength + this.#out.bytes < 1_048_576
   }
 
   /** Free slots of the window now (0 while disconnected). */
@@ -227,8 +229,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       parser.on('error', malformed)
       parser.on('packet', (packet: Packet) => {
         if (this.#stream !== stream) return
-        this.#lastReceived = this.#now()
-        this.#pingOutstanding = false
+        this.#keepalive.heard()
         if (!settled) {
           if (packet.cmd !== 'connack') {
             fail(new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `expected CONNACK, got ${packet.cmd.toUpperCase()} [MQTT-3.2.0-1]`))
@@ -252,8 +253,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         if (settled && end - start === 4 && buf[start + 1] === 2 && this.#stream === stream) {
           const type = INBOUND_ACK.get(buf[start] as number)
           if (type !== undefined && type !== 'pubrel') {
-            this.#lastReceived = this.#now()
-            this.#pingOutstanding = false
+            this.#keepalive.heard()
             this.#onAck(stream, type, buf.readUInt16BE(start + 2), 0)
             return
           }
@@ -289,22 +289,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         if (this.#stream === stream) this.emit('drain')
       })
 
-      const connect: IConnectPacket & { bridgeMode?: boolean } = {
-        cmd: 'connect',
-        protocolId: 'MQTT',
-        protocolVersion: o.protocolVersion,
-        clean: o.cleanStart,
-        clientId: o.clientId,
-        keepalive: o.keepaliveSec,
-      }
-      if (o.username !== undefined) connect.username = o.username
-      if (this.#password !== undefined) connect.password = this.#password
-      if (o.will !== undefined) connect.will = { ...o.will }
-      if (o.protocolVersion === 5) {
-        connect.properties = { sessionExpiryInterval: o.sessionExpirySec }
-      } else if (o.bridgeFlag) {
-        connect.bridgeMode = true
-      }
+      const connect = connectPacket(o, this.#password)
       this.#write(stream, connect)
     })
   }
@@ -378,12 +363,12 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       return
     }
     if (msg.qos === 0) {
-      this.#send(bytes)
+      this.#out.push(bytes)
       cb(undefined, 0)
       return
     }
     this.#inflight.set(packet.messageId as number, { packet, state: 'publish', cb })
-    this.#send(bytes)
+    this.#out.push(bytes)
   }
 
   /** Subscribes; resolves with the granted QoS / reason code per filter (≥ 0x80 = refused). */
@@ -410,7 +395,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       const packet: Packet =
         this.#o.protocolVersion === 5 ? { cmd: 'disconnect', reasonCode: opts.withWill === true ? 0x04 : 0x00 } : { cmd: 'disconnect' }
       this.#write(stream, packet)
-      this.#flush()
+      this.#out.flush()
     }
     this.#connected = false
     this.#ending = true
@@ -458,7 +443,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
 
   #write(stream: Duplex, packet: Packet): void {
     if (stream.destroyed) return
-    this.#send(this.#encode(packet))
+    this.#out.push(this.#encode(packet))
   }
 
   #encode(packet: Packet): Buffer {
@@ -469,36 +454,6 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       if (packet.properties === undefined) buf = encodeAck(packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0, v)
     }
     return buf ?? mqttPacket.generate(packet, this.#writeOpts)
-  }
-
-  /**
-   * Queues bytes for the current connection. Packets written in one tick
-   * leave in one write: one syscall and one TCP segment for a window's worth
-   * of publishes or acknowledgements.
-   */
-  #send(buf: Buffer): void {
-    if (this.#out.length === 0) process.nextTick(() => this.#flush())
-    this.#out.push(buf)
-    this.#outBytes += buf.length
-  }
-
-  /** Writes what #write gathered to the current connection (a torn-down one has had it dropped). */
-  #flush(): void {
-    const out = this.#out
-    const stream = this.#stream
-    if (out.length === 0 || stream === null) return
-    const bytes = this.#outBytes
-    this.#out = []
-    this.#outBytes = 0
-    if (stream.destroyed) return
-    if (out.length === 1) stream.write(out[0])
-    else if (bytes <= 65_536) stream.write(Buffer.concat(out, bytes))
-    else {
-      // Large messages are not copied together: one writev instead.
-      stream.cork()
-      for (const b of out) stream.write(b)
-      stream.uncork()
-    }
   }
 
   #handle(stream: Duplex, packet: Packet): void {
@@ -602,37 +557,25 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   }
 
   #startKeepalive(stream: Duplex, keepaliveSec: number): void {
-    clearInterval(this.#keepaliveTimer)
-    if (keepaliveSec <= 0) return
-    const ms = keepaliveSec * 1000
-    this.#lastReceived = this.#now()
-    this.#pingOutstanding = false
-    this.#keepaliveTimer = setInterval(
-      () => {
-        if (this.#stream !== stream) return
-        const silent = this.#now() - this.#lastReceived
-        if (silent >= ms * 1.5) {
-          this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', `nothing heard from the upstream for ${Math.round(silent / 1000)} s (keepalive)`))
-        } else if (silent >= ms * 0.75 && !this.#pingOutstanding) {
-          this.#pingOutstanding = true
-          this.#write(stream, { cmd: 'pingreq' })
-        }
+    this.#keepalive.start(keepaliveSec, {
+      ping: () => {
+        if (this.#stream === stream) this.#write(stream, { cmd: 'pingreq' })
       },
-      Math.max(100, Math.floor(ms / 4)),
-    )
-    this.#keepaliveTimer.unref()
+      dead: (silentMs) => {
+        const why = `nothing heard from the upstream for ${Math.round(silentMs / 1000)} s (keepalive)`
+        if (this.#stream === stream) this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', why))
+      },
+    })
   }
 
   #teardown(stream: Duplex, err: Error | undefined): void {
     if (this.#stream !== stream) return
     this.#stream = null
-    this.#out = []
-    this.#outBytes = 0
+    this.#out.clear()
     const wasConnected = this.#connected || this.#info !== null
     this.#connected = false
     this.#info = null
-    clearInterval(this.#keepaliveTimer)
-    this.#keepaliveTimer = undefined
+    this.#keepalive.stop()
     this.#inbound = Promise.resolve()
     const subErr = err ?? new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'disconnected')
     for (const s of this.#subscribes.values()) s.reject(subErr)
@@ -644,48 +587,23 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   }
 }
 
-function rejected(code: number): BridgeError {
-  return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream refused the message (reason code 0x${code.toString(16)})`, { reasonCode: code })
-}
-
-const CONNACK_311: Record<number, string> = {
-  1: 'unacceptable protocol version',
-  2: 'identifier rejected',
-  3: 'server unavailable',
-  4: 'bad user name or password',
-  5: 'not authorized',
-}
-
-const REASONS_5: Record<number, string> = {
-  0x80: 'unspecified error',
-  0x81: 'malformed packet',
-  0x82: 'protocol error',
-  0x83: 'implementation specific error',
-  0x84: 'unsupported protocol version',
-  0x85: 'client identifier not valid',
-  0x86: 'bad user name or password',
-  0x87: 'not authorized',
-  0x88: 'server unavailable',
-  0x89: 'server busy',
-  0x8a: 'banned',
-  0x8b: 'server shutting down',
-  0x8c: 'bad authentication method',
-  0x8d: 'keep alive timeout',
-  0x8e: 'session taken over',
-  0x93: 'receive maximum exceeded',
-  0x95: 'packet too large',
-  0x97: 'quota exceeded',
-  0x98: 'administrative action',
-  0x9c: 'use another server',
-  0x9d: 'server moved',
-  0x9f: 'connection rate exceeded',
-}
-
-export function connackText(version: ProtocolVersion, code: number): string {
-  const text = version === 5 ? REASONS_5[code] : CONNACK_311[code]
-  return `${version === 5 ? 'reason' : 'return'} code ${code}${text === undefined ? '' : `, ${text}`}`
-}
-
-function disconnectText(code: number): string {
-  return `reason code 0x${code.toString(16)}${REASONS_5[code] === undefined ? '' : `, ${REASONS_5[code]}`}`
+/** CONNECT for this session: MQTT 5 with its Session Expiry, 3.1.1 with the bridge bit if asked. */
+function connectPacket(o: MqttSessionOptions, password: Buffer | undefined): IConnectPacket {
+  const connect: IConnectPacket & { bridgeMode?: boolean } = {
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: o.protocolVersion,
+    clean: o.cleanStart,
+    clientId: o.clientId,
+    keepalive: o.keepaliveSec,
+  }
+  if (o.username !== undefined) connect.username = o.username
+  if (password !== undefined) connect.password = password
+  if (o.will !== undefined) connect.will = { ...o.will }
+  if (o.protocolVersion === 5) {
+    connect.properties = { sessionExpiryInterval: o.sessionExpirySec }
+  } else if (o.bridgeFlag) {
+    connect.bridgeMode = true
+  }
+  return connect
 }

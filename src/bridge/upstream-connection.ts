@@ -108,6 +108,11 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
   /** Wakes a pending wait (stop, or a probe that found the port open). */
   #wake: (() => void) | undefined
   #attemptAbort: AbortController | undefined
+  /** Set by reconnect(): the close that follows is ours and the next attempt comes at once. */
+  #recycling = false
+  /** Set by hold(): no connection attempts until released (e.g. an expired client certificate). */
+  #held: string | null = null
+  #release: (() => void) | undefined
 
   constructor(options: UpstreamConnectionOptions) {
     super()
@@ -185,6 +190,38 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
     this.#setState('stopped')
   }
 
+  /**
+   * Ends the current connection gracefully (DISCONNECT, no Will) and connects
+   * again at once, e.g. to present a renewed client certificate. In-flight
+   * messages are sent again on the new connection, as after any reconnect.
+   */
+  async reconnect(): Promise<void> {
+    if (this.#stopped || !this.session.connected) return
+    this.#recycling = true
+    await this.session.disconnect()
+  }
+
+  /** Why connecting is held, or null. */
+  get held(): string | null {
+    return this.#held
+  }
+
+  /**
+   * hold(reason): closes the connection and makes no attempt until
+   * hold(null). Messages keep being buffered meanwhile.
+   */
+  async hold(reason: string | null): Promise<void> {
+    if (reason === null) {
+      this.#held = null
+      this.#release?.()
+      return
+    }
+    this.#held = reason
+    this.#attemptAbort?.abort()
+    this.#wake?.()
+    if (this.session.connected) await this.session.disconnect()
+  }
+
   // ---------------------------------------------------------------------------
 
   async #run(): Promise<void> {
@@ -196,23 +233,45 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
     // client id; only the former makes a probe fail); plain backoff.
     let next: 'now' | 'probe' | 'watch' | 'backoff' = 'now'
     while (!this.#stopped) {
+      if (this.#held !== null) {
+        this.#setState('waiting')
+        await new Promise<void>((resolve) => {
+          this.#release = resolve
+          this.#wake = resolve
+        })
+        this.#release = undefined
+        this.#wake = undefined
+        if (this.#stopped) break
+        if (this.#held !== null) continue
+        next = 'now'
+      }
       if (next !== 'now') {
         const delay = this.#backoff.next()
         this.#setState('waiting')
         this.#log.debug({ delayMs: delay, probing: next }, 'upstream reconnect scheduled')
         await this.#wait(delay, next === 'backoff' ? 'off' : next === 'probe' ? 'open' : 'reopened')
         if (this.#stopped) break
+        if (this.#held !== null) continue
       }
       const result = await this.#attempt(next === 'probe')
       if (this.#stopped) {
         if (result.ok) this.session.destroy()
         break
       }
+      if (this.#held !== null) {
+        if (result.ok) await this.session.disconnect()
+        continue
+      }
       if (!result.ok) {
         next = result.kind === 'retry' ? 'now' : result.kind === 'transport' ? 'probe' : 'backoff'
         continue
       }
       const upForMs = await this.#connectedUntilClosed(result.info)
+      if (this.#recycling) {
+        this.#recycling = false
+        next = 'now'
+        continue
+      }
       this.#backoff.connectionEnded(upForMs)
       // A stable connection that dropped: try again at once (the upstream may
       // only have restarted); a flapping one backs off.
@@ -297,8 +356,8 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
     this.#connectedAt = null
     this.#disconnects++
     if (err !== undefined) this.#recordError(err)
-    if (this.#stopped) {
-      this.#log.info({ upForMs }, 'upstream disconnected')
+    if (this.#stopped || this.#recycling || this.#held !== null) {
+      this.#log.info({ upForMs, reason: this.#held ?? (this.#recycling ? 'reconnect' : 'stop') }, 'upstream disconnected')
     } else {
       this.#log.warn({ err: err === undefined ? undefined : errInfo(err), upForMs, inflight: this.session.inflight }, 'upstream connection lost')
     }

@@ -27,7 +27,7 @@ import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, w
 import { open, rename } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Logger } from 'pino'
-import { fsyncDir } from './dir-sync.js'
+import { fsyncDir } from '../storage/index.js'
 
 export const RUN_FILE_NAME = 'edge-agent.run.json'
 

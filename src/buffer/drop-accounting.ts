@@ -24,6 +24,7 @@ const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn' | 'error'> = {
   refused: 'warn',
   'disk-full': 'warn',
   purged: 'info',
+  'upstream-rejected': 'warn',
   'power-loss': 'error',
 }
 

@@ -7,7 +7,8 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import { BufferError } from './errors.js'
+import { BufferError } from '../storage/index.js'
+import { type DurableDropTotals, type LedgerQuery, type LedgerRange, readDurableTotals, readRanges } from './drop-ledger.js'
 import { rowToPeeked, type MessageRow } from './message-schema.js'
 import type { PeekedMessage } from './message-store.js'
 
@@ -37,7 +38,7 @@ export class BufferInspector {
     try {
       db = new Database(path, { readonly: opts.write !== true, fileMustExist: true, timeout: 5_000 })
       if (opts.write) db.pragma('synchronous = FULL')
-      db.pragma('cache_size = -1024') // a large export must not grow the CLI by the 16 MB default
+      db.pragma('cache_size = -1024') // a large export must not grow the CLI by the default page cache
       const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_messages'").get()
       if (hasTable === undefined) throw new BufferError('EDGE_ERR_BUFFER_INVALID', `${path} holds no message buffer`)
     } catch (err) {
@@ -83,11 +84,41 @@ export class BufferInspector {
     // The per-topic ledger (message-schema.ts) goes with the rows it counts.
     const hasLedger = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_topics'").get() !== undefined
     const ledger = hasLedger ? db.prepare(queue === undefined ? 'DELETE FROM buffer_topics' : 'DELETE FROM buffer_topics WHERE queue = ?') : undefined
+    // Counted as 'purged' drops in the same transaction (drop-ledger.ts), when the file has the tables.
+    const hasDrops = this.#hasDropLedger()
+    const where = queue === undefined ? '' : 'WHERE queue = ?'
+    const args = queue === undefined ? [] : [queue]
+    const count = hasDrops
+      ? db.prepare(`INSERT INTO buffer_drop_counts (queue, rule, reason, count)
+          SELECT queue, rule, 'purged', count(*) FROM buffer_messages ${where} GROUP BY queue, rule
+          ON CONFLICT (queue, rule, reason) DO UPDATE SET count = count + excluded.count`)
+      : undefined
+    const range = hasDrops
+      ? db.prepare(`INSERT INTO buffer_drop_ledger (reason, rule, queue, topic, first_at, last_at, count, first_id, last_id)
+          SELECT 'purged', rule, queue, topic, min(created_at), max(created_at), count(*), min(id), max(id)
+          FROM buffer_messages ${where} GROUP BY rule, queue, topic`)
+      : undefined
     return db.transaction(() => {
+      count?.run(...args)
+      range?.run(...args)
       const n = (queue === undefined ? st.run() : st.run(queue)).changes
       if (ledger !== undefined) queue === undefined ? ledger.run() : ledger.run(queue)
       return n
     })()
+  }
+
+  /** Drop ranges, oldest first; empty for a file older than the ledger. */
+  drops(query: LedgerQuery = {}): LedgerRange[] {
+    return this.#hasDropLedger() ? readRanges(this.#db, query) : []
+  }
+
+  /** Drop totals since the store was created; null for a file older than the ledger. */
+  dropTotals(): DurableDropTotals | null {
+    return readDurableTotals(this.#db)
+  }
+
+  #hasDropLedger(): boolean {
+    return this.#db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_drop_ledger'").get() !== undefined
   }
 
   close(): void {

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { DropAccounting } from './drop-accounting.js'
-import { BufferError } from './errors.js'
+import { BufferError } from '../storage/index.js'
 import {
   type AppendInput,
   type AppendResult,
@@ -153,6 +153,11 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#bytes -= r.msg.size
       this.#counters.acked++
     }
+  }
+
+  async drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void> {
+    this.#running()
+    for (const id of checkIds(ids)) this.#delete(id, reason)
   }
 
   async release(ids: readonly number[]): Promise<void> {

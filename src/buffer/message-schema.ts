@@ -14,8 +14,8 @@
 //   buffer_messages_evict    (priority) WHERE when_full <> 2     eviction candidates (oldest per priority)
 //   buffer_messages_expiry   (expires_at) WHERE NOT NULL         TTL sweep
 // A full (queue, topic, priority) index, what per-topic order would naively
-// need, doubled the cost of append + ack (bench, 100 B rows: 30 → 16 µs per
-// message); per-topic order is kept by buffer_topics instead.
+// need, doubled the cost of append + ack (docs/benchmarks.md); per-topic
+// order is kept by buffer_topics instead.
 //
 // Table buffer_topics — one row per (queue, topic) with queued rows: how
 // many (n) and the lowest priority among them. An append of that topic with
@@ -37,7 +37,8 @@
 // again anyway (at-least-once).
 
 import type Database from 'better-sqlite3'
-import type { Migration } from './database.js'
+import type { Migration } from '../storage/index.js'
+import { DROP_LEDGER_MIGRATIONS } from './drop-ledger.js'
 import {
   type Conflation,
   decodeProperties,
@@ -98,6 +99,7 @@ export const MESSAGE_STORE_MIGRATIONS: readonly Migration[] = [
       `)
     },
   },
+  ...DROP_LEDGER_MIGRATIONS,
 ]
 
 /** Every column, in the order rawRowToMessage reads them. */
@@ -108,8 +110,8 @@ export const SQL = {
   insert: `INSERT INTO buffer_messages
     (id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  deleteById: 'DELETE FROM buffer_messages WHERE id = ? RETURNING id, queue, topic, priority, size, rule',
-  /** Acks of in-flight rows: the store already holds what RETURNING would give (and RETURNING costs 3 µs a row). */
+  deleteById: 'DELETE FROM buffer_messages WHERE id = ? RETURNING id, queue, topic, priority, size, rule, created_at',
+  /** Acks of in-flight rows: the store already holds what RETURNING would give (and RETURNING costs time per row). */
   deleteAcked: 'DELETE FROM buffer_messages WHERE id = ?',
   selectById: 'SELECT * FROM buffer_messages WHERE id = ?',
   /** Drain: the next rows of one (queue, priority) after a cursor, in id order. */
@@ -169,6 +171,8 @@ export interface MessageRow {
 /** Columns returned by SQL.deleteById. */
 export interface DeletedRow {
   id: number
+  /** Returned by deleteById (drops need the message time); absent for an acked in-flight row. */
+  created_at?: number
   queue: string
   topic: string
   priority: number
@@ -241,7 +245,8 @@ export type Statements = { readonly [K in keyof typeof SQL]: Database.Statement 
 
 /**
  * Statements that return arrays (MESSAGE_COLUMNS order) instead of objects:
- * the drain reads every row once, and an object per row cost 1.5 µs more.
+ * the drain reads every row once, and an object per row cost more
+ * (docs/benchmarks.md).
  */
 const RAW: ReadonlySet<keyof typeof SQL> = new Set<keyof typeof SQL>(['takeRange'])
 

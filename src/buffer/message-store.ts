@@ -52,7 +52,8 @@
 
 import { Buffer } from 'node:buffer'
 import type { LastRun } from './continuity.js'
-import { BufferError } from './errors.js'
+import type { DurableDropTotals } from './drop-ledger.js'
+import { BufferError } from '../storage/index.js'
 
 /** What happens to a new message that does not fit. Default 'drop-oldest'. */
 export type FullPolicy = 'drop-oldest' | 'drop-lowest-priority' | 'refuse'
@@ -62,8 +63,17 @@ export const FULL_POLICIES: readonly FullPolicy[] = ['drop-oldest', 'drop-lowest
 export type Conflation = 'none' | 'latest-only'
 
 /** Why a message left the store without being acknowledged upstream. */
+/** 'upstream-rejected': handed out, then refused by the upstream for good (e.g. Maximum Packet Size); see drop(). */
 /** 'power-loss': acknowledged messages a power cut took from the store, found at the next start (continuity.ts). */
-export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'power-loss'
+export type DropReason =
+  | 'evicted-full'
+  | 'expired'
+  | 'conflated'
+  | 'refused'
+  | 'disk-full'
+  | 'purged'
+  | 'upstream-rejected'
+  | 'power-loss'
 export const DROP_REASONS: readonly DropReason[] = [
   'evicted-full',
   'expired',
@@ -71,6 +81,7 @@ export const DROP_REASONS: readonly DropReason[] = [
   'refused',
   'disk-full',
   'purged',
+  'upstream-rejected',
   'power-loss',
 ]
 
@@ -191,12 +202,14 @@ export interface BufferStats {
     readonly commits: number
     readonly failedCommits: number
   }
-  /** Drops since start. */
+  /** Drops since the process started (total, byReason, byRule) and, for a durable store, since it was created. */
   readonly drops: {
     readonly total: number
     readonly byReason: Readonly<Record<DropReason, number>>
     /** rule id ('' = no rule) → reason → count. */
     readonly byRule: Readonly<Record<string, Readonly<Partial<Record<DropReason, number>>>>>
+    /** Counted in SQLite with the drops themselves (drop-ledger.ts): survives restarts, kill -9 and power loss. */
+    readonly sinceCreated?: DurableDropTotals | null
   }
   /** How the previous run ended and what it lost (SqliteStore; continuity.ts). */
   readonly lastRun?: LastRun | null
@@ -245,6 +258,12 @@ export interface MessageStore {
   takeBatch(queue: string, max: number): Promise<StoredMessage[]>
   /** Delete rows delivered upstream. Unknown ids are ignored. Resolves after commit. */
   ack(ids: readonly number[]): Promise<void>
+  /**
+   * Delete rows handed out that the upstream refused for good, counted as
+   * drops of their rule (durably, in the same transaction, for SqliteStore).
+   * Unknown ids are ignored. Resolves after commit.
+   */
+  drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void>
   /** Give in-flight rows back (nack): eligible again at their original position. Unknown ids ignored. */
   release(ids: readonly number[]): Promise<void>
   /** Release every in-flight row (of one queue, or all). Resolves with how many were released. */
@@ -270,10 +289,10 @@ export interface MessageStore {
  * (~6 B), and the index entries' fixed parts (priority, rowid, expiry,
  * headers; ~12 B each). Page slack and free pages are NOT included.
  * Checked with bench/buffer-append.ts (file size after a TRUNCATE
- * checkpoint ÷ rows): 100-byte payloads, estimate 275 B, file 273 B per
- * message; 1 KiB payloads, estimate 1199 B, file 1457 B (three ~1.2 KB
- * cells fill a 4 KiB page, so slack grows with payload size). Size
- * maxBytes with that margin, or cap the file itself with maxFileBytes.
+ * checkpoint ÷ rows; figures in docs/benchmarks.md): close for small
+ * payloads, below the file for payloads near 1 KiB (a few such cells fill a
+ * 4 KiB page, so slack grows with payload size). Size maxBytes with that
+ * margin, or cap the file itself with maxFileBytes.
  */
 export const ROW_OVERHEAD_BYTES = 80
 
@@ -319,7 +338,7 @@ export interface NormalizedMessage {
 
 const MAX_NAME_BYTES = 255
 const MAX_TOPIC_BYTES = 65535 // MQTT topic length field is 16 bits [MQTT-1.5.3]
-const MAX_PRIORITY = 1_000_000
+export const MAX_PRIORITY = 1_000_000
 
 /** The stored form of an accepted append (what a read of its row gives back). */
 export function toStoredMessage(m: NormalizedMessage, id: number, priority: number, createdAt: number): StoredMessage {
@@ -418,5 +437,14 @@ export function decodeProperties(json: string | null): MessageProperties | undef
 
 /** Zeroed drop counters. */
 export function emptyDropCounts(): Record<DropReason, number> {
-  return { 'evicted-full': 0, expired: 0, conflated: 0, refused: 0, 'disk-full': 0, purged: 0, 'power-loss': 0 }
+  return {
+    'evicted-full': 0,
+    expired: 0,
+    conflated: 0,
+    refused: 0,
+    'disk-full': 0,
+    purged: 0,
+    'upstream-rejected': 0,
+    'power-loss': 0,
+  }
 }

@@ -6,6 +6,18 @@ export { ClockGuard, systemClock, MAX_TIMER_MS, type Clock, type ClockStatus, ty
 export { RenewalService, type RenewalInput, type RenewalOutcome, type RenewalStats } from './renewal-service.js'
 export { ServerCertRotation, type ServerTlsMaterial, type ServerCertStats } from './rotation.js'
 export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult, type RenewalTransport } from './renewal-client.js'
+export {
+  CertificateRenewer,
+  renewalTime,
+  retryDelay,
+  type CertificateRenewerOptions,
+  type CertificateRenewerStatus,
+  type CurrentCertificate,
+  type RenewedCertificate,
+  type RenewerClock,
+  type RenewerLink,
+  type RenewerState,
+} from './certificate-renewer.js'
 export { completeInstall, installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
 export { PendingKey, type PendingKeyTake } from './pending-key.js'
 export {
@@ -34,3 +46,4 @@ export {
   type SigningKey,
 } from './x509.js'
 export { CertsError, RenewalRefusedError, type CertsErrorCode } from './errors.js'
+export * from './acme/index.js'

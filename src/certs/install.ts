@@ -1,6 +1,6 @@
 // Installing a renewed certificate over the files a client connects with,
 // shared by `edge-agent device renew` and the bridge's upstream certificate
-// renewer (src/bridge/certificate-renewer.ts).
+// renewer (src/certs/certificate-renewer.ts).
 //
 // Two phases (thin-edge): the new pair is first written next to the current
 // one as `<file>.new` (each written to a temporary name and renamed, so a

@@ -62,7 +62,10 @@ export interface ErrorReply {
   readonly status: 'error'
   readonly error: RenewalErrorCode
   readonly message: string
+  /** Never shorter than the time until this device may send again (the rate limit). */
   readonly retryAfterSec?: number
+  /** 'too-early': when renewal opens, ISO 8601. */
+  readonly renewableFrom?: string
 }
 
 export type RenewalReply = IssuedReply | ErrorReply

@@ -18,7 +18,10 @@
 // until its old certificate expires, and then for good. The reference
 // clients keep the key of an unanswered request for their retries.
 // Every refusal is a reply with a stable error code and, where waiting helps,
-// retryAfterSec; the device never has to guess.
+// retryAfterSec; the device never has to guess. A hint is never shorter than
+// the rate limit still in force for the device, so a device that retries
+// exactly as advised is never refused as 'rate-limited'; 'too-early' also
+// says when renewal opens (renewableFrom).
 //
 // The identity is the one the broker bound to the session from the
 // certificate: it is never taken from the payload or the topic.
@@ -114,7 +117,11 @@ export class RenewalService {
     this.#requests++
     const { reply: replyTopic } = renewalTopics(this.#o.topicPrefix, input.id)
     const requestId = requestIdOf(input.payload)
-    const refuse = (error: RenewalErrorCode, message: string, retryAfterSec?: number): RenewalOutcome => {
+    let stamped: number | undefined
+    const refuse = (error: RenewalErrorCode, message: string, hintSec?: number, extra: { renewableFrom?: string } = {}): RenewalOutcome => {
+      // The request was counted against the rate limit: coming back sooner is refused.
+      const limitSec = stamped === undefined ? 0 : (stamped + this.#o.minRequestIntervalMs - this.#o.monotonic()) / 1000
+      const retryAfterSec = hintSec === undefined ? undefined : Math.max(hintSec, limitSec)
       this.#refused.set(error, (this.#refused.get(error) ?? 0) + 1)
       this.#log.warn({ deviceId: input.id, error, retryAfterSec, requestId }, 'certificate renewal refused')
       const reply: ErrorReply = {
@@ -124,6 +131,7 @@ export class RenewalService {
         error,
         message,
         ...(retryAfterSec === undefined ? {} : { retryAfterSec: Math.max(1, Math.ceil(retryAfterSec)) }),
+        ...extra,
       }
       return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply }
     }
@@ -136,6 +144,7 @@ export class RenewalService {
       return refuse('rate-limited', 'too many renewal requests', (this.#o.minRequestIntervalMs - (mono - last)) / 1000)
     }
     this.#lastRequest.set(input.id, mono)
+    stamped = mono
     this.#prune(mono)
 
     if (this.#o.ca.isRevoked(input.credential.serial)) return refuse('revoked', 'the certificate of this session is revoked')
@@ -174,7 +183,8 @@ export class RenewalService {
           const reply = this.#issuedReply(request.requestId, again.certPem, again)
           return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply }
         }
-        return refuse('too-early', `renewal opens at ${new Date(from).toISOString()}`, (from - now) / 1000)
+        const opens = new Date(from).toISOString()
+        return refuse('too-early', `renewal opens at ${opens}`, (from - now) / 1000, { renewableFrom: opens })
       }
     }
 

@@ -21,6 +21,8 @@
 //   are subscribable by their own device and publishable by nobody but the agent.
 // - Broadcast topics (the CRL) are subscribable by every identified device.
 
+import { LocalBrokerError } from './errors.js'
+
 export interface AclGroupOptions {
   readonly name: string
   /** Device ids, exact or with `*` wildcards (`press-*`). */
@@ -44,9 +46,12 @@ export interface AclOptions {
 
 export type PublishDecision = 'allow' | 'deny' | 'request'
 
-export class AclError extends Error {
+/** A template or rule that is not a valid topic filter: EDGE_ERR_BROKER_ACL_INVALID. */
+export class AclError extends LocalBrokerError {
   override readonly name = 'AclError'
-  readonly code = 'EDGE_ERR_BROKER_ACL_INVALID'
+  constructor(message: string) {
+    super('EDGE_ERR_BROKER_ACL_INVALID', message)
+  }
 }
 
 type Levels = readonly string[]

@@ -30,8 +30,8 @@
  * - After the first violation the guard is closed for good: every later feed
  *   passes 0 bytes and returns that same violation.
  *
- * `guardConnection()` wires a guard into a connection by wrapping its `read()`
- * (see the comment there for why not a Transform). The broker must call
+ * `guardConnection()` (guard-connection.ts) wires a guard into a connection
+ * by wrapping its `read()` (see the comment there for why not a Transform). The broker must call
  * `guard.authenticated()` (or `connectionGuard(conn)?.authenticated()`) once it
  * has sent CONNACK 0, e.g. from aedes's `connackSent` event:
  *
@@ -43,64 +43,32 @@
  * between the two; bytes pipelined in the same read as the CONNECT are fed
  * before it and held to the pre-connect limit.
  */
-import { isUtf8 } from 'node:buffer'
-import type { Duplex } from 'node:stream'
+import {
+  scanString,
+  STR_CONTROL,
+  STR_HASH_PLACEMENT,
+  STR_NUL,
+  STR_OK,
+  STR_PLUS_PLACEMENT,
+  STR_UTF8,
+  STR_WILDCARD,
+} from './mqtt-strings.js'
 
-/** Size limits, in bytes. Remaining lengths exclude the fixed header. */
-export interface PacketGuardLimits {
-  /**
-   * Maximum remaining length of any packet fed before `authenticated()`: the
-   * CONNECT (with its Will payload) and anything pipelined behind it. Also caps
-   * SUBSCRIBE and UNSUBSCRIBE after authentication. Default 65536 (64 KiB).
-   */
-  readonly preConnectMaxBytes: number
-  /** Maximum PUBLISH application payload. Default 262144 (256 KiB). */
-  readonly maxPayloadBytes: number
-}
+import {
+  DEFAULT_PACKET_GUARD_LIMITS,
+  type GuardResult,
+  type GuardViolation,
+  type GuardViolationReason,
+  type PacketGuardLimits,
+} from './guard-types.js'
 
-export const DEFAULT_PACKET_GUARD_LIMITS: Readonly<PacketGuardLimits> = Object.freeze({
-  preConnectMaxBytes: 65_536,
-  maxPayloadBytes: 262_144,
-})
-
-/**
- * - `packet-too-large`: a remaining length or payload above a limit (`limit` names it).
- * - `malformed`: the bytes do not decode into a well-formed packet (lengths,
- *   reserved bits, QoS 3, ill-formed UTF-8 or U+0000).
- * - `protocol-violation`: the packet decodes but is not allowed here (packet
- *   order, packet types a client never sends, wildcards in a topic name,
- *   empty topic, packet identifier 0, unknown protocol name).
- * - `unsupported-protocol-version`: CONNECT with a protocol level we do not speak
- *   (CONNACK 0x01).
- * - `identifier-rejected`: CONNECT with a client id we must refuse (CONNACK 0x02).
- */
-export type GuardViolationReason =
-  | 'packet-too-large'
-  | 'malformed'
-  | 'protocol-violation'
-  | 'unsupported-protocol-version'
-  | 'identifier-rejected'
-
-export interface GuardViolation {
-  readonly reason: GuardViolationReason
-  /** Normative statement of MQTT 3.1.1, e.g. `'[MQTT-3.1.2-14]'`, where one exists. */
-  readonly rule?: string
-  /** Short constant phrase for logs. */
-  readonly detail: string
-  readonly limit?: 'preConnectMaxBytes' | 'maxPayloadBytes'
-  /** Set only where the spec says to answer with a CONNACK before closing. */
-  readonly connackReturnCode?: number
-  /** Control packet type from the fixed header (1 = CONNECT … 14 = DISCONNECT). */
-  readonly packetType: number
-  /** The client id from the CONNECT, once it has been read. */
-  readonly clientId?: string
-}
-
-export interface GuardResult {
-  /** How many leading bytes of the fed chunk may be passed on. */
-  readonly pass: number
-  readonly violation?: GuardViolation
-}
+export {
+  DEFAULT_PACKET_GUARD_LIMITS,
+  type GuardResult,
+  type GuardViolation,
+  type GuardViolationReason,
+  type PacketGuardLimits,
+} from './guard-types.js'
 
 // Packet types, MQTT 3.1.1 §2.2.1
 const CONNECT = 1
@@ -131,14 +99,6 @@ const MAX_PUBLISH_HEADER = 2 + 65_535 + 2
 const EMPTY = Buffer.alloc(0)
 const VARINT_WEIGHT = [1, 128, 16_384, 2_097_152]
 
-// scanString results
-const STR_OK = 0
-const STR_NUL = 1
-const STR_UTF8 = 2
-const STR_WILDCARD = 3
-const STR_HASH_PLACEMENT = 4
-const STR_PLUS_PLACEMENT = 5
-
 export class PacketGuard {
   readonly #preConnectMax: number
   readonly #maxPayload: number
@@ -153,6 +113,13 @@ export class PacketGuard {
   #need = 0
   #acc: Buffer | null = null
   #accLength = 0
+  /**
+   * Where an accumulated CONNECT's bytes lie in the chunks already passed on
+   * (mqtt-packet keeps those very Buffers until the packet completes), so an
+   * MQTT 3.1 CONNECT's flags can be normalized in place: [chunk, chunk offset,
+   * region offset, length].
+   */
+  #pieces: [Buffer, number, number, number][] | null = null
   #connectSeen = false
   #authenticated = false
   #clientId: string | undefined = undefined
@@ -243,12 +210,14 @@ export class PacketGuard {
               this.#acc = buf
             }
             chunk.copy(buf, have, i, i + take)
+            if (this.#byte1 >> 4 === CONNECT) (this.#pieces ??= []).push([chunk, i, have, take])
             this.#accLength = have + take
             i += take
             if (have + take === need) {
               this.#acc = null
               this.#accLength = 0
               v = this.#onRegion(buf, 0, need)
+              this.#pieces = null
             }
           }
           break
@@ -366,7 +335,8 @@ export class PacketGuard {
       case PUBREL:
       case PUBCOMP:
         if (rl !== 2) return this.#fail('malformed', undefined, 'remaining length is not 2')
-        this.#state = S_SKIP
+        this.#need = 2
+        this.#state = S_REGION
         return undefined
       default: // PINGREQ, DISCONNECT: the only other types #checkFirstByte lets through
         if (rl !== 0) return this.#fail('malformed', undefined, 'remaining length is not 0')
@@ -400,6 +370,14 @@ export class PacketGuard {
       case SUBSCRIBE:
         this.#state = S_TYPE
         return this.#checkSubscribe(b, s, e)
+      case PUBACK:
+      case PUBREC:
+      case PUBREL:
+      case PUBCOMP:
+        this.#state = S_TYPE
+        // no session ever uses packet identifier 0, so an acknowledgement of it is one it never sent
+        if (((b[s]! << 8) | b[s + 1]!) === 0) return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
+        return undefined
       default: // UNSUBSCRIBE
         this.#state = S_TYPE
         return this.#checkUnsubscribe(b, s, e)
@@ -411,6 +389,8 @@ export class PacketGuard {
     switch (scanString(b, s, topicEnd, STR_WILDCARD)) {
       case STR_NUL:
         return this.#fail('malformed', '[MQTT-4.7.3-2]', 'topic contains U+0000')
+      case STR_CONTROL:
+        return this.#fail('malformed', undefined, 'topic contains a control character (MQTT 3.1.1 §1.5.3)')
       case STR_UTF8:
         return this.#fail('malformed', '[MQTT-1.5.3-1]', 'topic is not well-formed UTF-8')
       case STR_WILDCARD:
@@ -449,16 +429,30 @@ export class PacketGuard {
         connackReturnCode: 0x01,
       })
     }
-    const flags = b[p + 1]!
+    let flags = b[p + 1]!
+    const flagsAt = p + 1 - s
     p += 4
-    if ((flags & 0x01) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-3]', 'CONNECT reserved flag is set')
     const will = (flags & 0x04) !== 0
     const willQos = (flags >> 3) & 3
-    if (will) {
-      if (willQos === 3) return this.#fail('malformed', '[MQTT-3.1.2-14]', 'Will QoS is 3')
+    if (level === 3) {
+      // MQTT 3.1 reserves bit 0 without requiring it to be 0, and says nothing
+      // of Will QoS/Retain without a Will; Mosquitto accepts such a CONNECT.
+      // mqtt-packet applies 3.1.1's rules to every level, so the bits that
+      // 3.1.1 forbids are cleared in the bytes it will parse.
+      const normalized = will ? flags & ~0x01 : flags & ~0x39
+      if (normalized !== flags) {
+        this.#patch(b, s, flagsAt, normalized)
+        flags = normalized
+      }
+      if (will && willQos === 3) return this.#fail('malformed', undefined, 'Will QoS is 3')
     } else {
-      if (willQos !== 0) return this.#fail('malformed', '[MQTT-3.1.2-13]', 'Will QoS set without the Will flag')
-      if ((flags & 0x20) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
+      if ((flags & 0x01) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-3]', 'CONNECT reserved flag is set')
+      if (will) {
+        if (willQos === 3) return this.#fail('malformed', '[MQTT-3.1.2-14]', 'Will QoS is 3')
+      } else {
+        if (willQos !== 0) return this.#fail('malformed', '[MQTT-3.1.2-13]', 'Will QoS set without the Will flag')
+        if ((flags & 0x20) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
+      }
     }
     const hasUser = (flags & 0x80) !== 0
     const hasPassword = (flags & 0x40) !== 0
@@ -473,6 +467,8 @@ export class PacketGuard {
     switch (scanString(b, p, p + idLength, STR_OK)) {
       case STR_NUL:
         return this.#fail('malformed', '[MQTT-1.5.3-2]', 'client identifier contains U+0000')
+      case STR_CONTROL:
+        return this.#fail('malformed', undefined, 'client identifier contains a control character (MQTT 3.1.1 §1.5.3)')
       case STR_UTF8:
         return this.#fail('malformed', '[MQTT-1.5.3-1]', 'client identifier is not well-formed UTF-8')
     }
@@ -489,6 +485,8 @@ export class PacketGuard {
       switch (scanString(b, p, p + topicLength, STR_WILDCARD)) {
         case STR_NUL:
           return this.#fail('malformed', '[MQTT-4.7.3-2]', 'Will Topic contains U+0000', known)
+        case STR_CONTROL:
+          return this.#fail('malformed', undefined, 'Will Topic contains a control character (MQTT 3.1.1 §1.5.3)', known)
         case STR_UTF8:
           return this.#fail('malformed', '[MQTT-1.5.3-1]', 'Will Topic is not well-formed UTF-8', known)
         case STR_WILDCARD:
@@ -509,6 +507,8 @@ export class PacketGuard {
       switch (scanString(b, p, p + userLength, STR_OK)) {
         case STR_NUL:
           return this.#fail('malformed', '[MQTT-1.5.3-2]', 'user name contains U+0000', known)
+        case STR_CONTROL:
+          return this.#fail('malformed', undefined, 'user name contains a control character (MQTT 3.1.1 §1.5.3)', known)
         case STR_UTF8:
           return this.#fail('malformed', '[MQTT-3.1.3-11]', 'user name is not well-formed UTF-8', known)
       }
@@ -541,6 +541,14 @@ export class PacketGuard {
     }
     this.#clientId = clientId
     return undefined
+  }
+
+  /** Writes one byte of the CONNECT region, in the inspected copy and in the chunks passed on. */
+  #patch(b: Buffer, s: number, at: number, value: number): void {
+    b[s + at] = value
+    for (const [chunk, start, regionOffset, length] of this.#pieces ?? []) {
+      if (at >= regionOffset && at < regionOffset + length) chunk[start + at - regionOffset] = value
+    }
   }
 
   #checkSubscribe(b: Buffer, s: number, e: number): GuardViolation | undefined {
@@ -586,6 +594,8 @@ export class PacketGuard {
     switch (scanString(b, s, e, STR_HASH_PLACEMENT)) {
       case STR_NUL:
         return this.#fail('malformed', '[MQTT-4.7.3-2]', 'topic filter contains U+0000')
+      case STR_CONTROL:
+        return this.#fail('malformed', undefined, 'topic filter contains a control character (MQTT 3.1.1 §1.5.3)')
       case STR_UTF8:
         return this.#fail('malformed', '[MQTT-1.5.3-1]', 'topic filter is not well-formed UTF-8')
       // aedes 1.2 validateTopic() misses these next to the start or end (`a#`, `+a`, `a+/b`, `a/+b`)
@@ -597,151 +607,3 @@ export class PacketGuard {
     return undefined
   }
 }
-
-/**
- * Checks b[s, e) as an MQTT UTF-8 string. `wildcards`: STR_OK ignores '+'/'#',
- * STR_WILDCARD refuses them (topic names), STR_HASH_PLACEMENT checks their
- * placement (topic filters). One pass in JS; isUtf8 only runs when a byte is
- * >= 0x80, since short ASCII topics are the common case and the native call
- * costs more than the loop. '+', '#', '/' and 0x00 cannot occur inside a
- * multi-byte sequence, so matching them byte-wise is exact.
- */
-function scanString(b: Buffer, s: number, e: number, wildcards: number): number {
-  let high = false
-  for (let k = s; k < e; k++) {
-    const c = b[k]!
-    if (c >= 0x80) {
-      high = true
-    } else if (c === 0x00) {
-      return STR_NUL
-    } else if (c === 0x23 /* # */ || c === 0x2b /* + */) {
-      if (wildcards === STR_WILDCARD) return STR_WILDCARD
-      if (wildcards === STR_HASH_PLACEMENT) {
-        const alone = (k === s || b[k - 1] === 0x2f) && (k === e - 1 || b[k + 1] === 0x2f)
-        if (c === 0x23 && (k !== e - 1 || !alone)) return STR_HASH_PLACEMENT // [MQTT-4.7.1-2]
-        if (c === 0x2b && !alone) return STR_PLUS_PLACEMENT // [MQTT-4.7.1-3]
-      }
-    }
-  }
-  if (high && !isUtf8(b.subarray(s, e))) return STR_UTF8
-  return STR_OK
-}
-
-// ---------------------------------------------------------------------------
-// Connection adapter
-
-export interface GuardConnectionOptions {
-  /**
-   * After a CONNACK has been written and `end()` called, destroy the connection
-   * if it has not finished within this many milliseconds (a peer that does not
-   * read, or a WebSocket close handshake the peer never answers). Default 1000.
-   */
-  readonly closeTimeoutMs?: number
-}
-
-interface GuardedState {
-  readonly guard: PacketGuard
-  readonly read: Duplex['read']
-  readonly onViolation: (violation: GuardViolation) => void
-  readonly closeTimeoutMs: number
-}
-
-const kGuarded = Symbol('edge-agent.packetGuard')
-type GuardedConnection = Duplex & { [kGuarded]?: GuardedState }
-
-/**
- * Puts `guard` between `conn` and whoever calls `conn.read()` (aedes calls
- * `conn.read(null)` on each 'readable'; see aedes lib/client.js). Install it
- * before `broker.handle(conn)`.
- *
- * Why wrap `read` rather than pipe through a Transform: a Transform is two more
- * stream states with their own buffers (up to a highWaterMark each way) and
- * listeners per connection, and it turns one read into a read, a push and a
- * second read. With thousands of mostly idle devices that is real memory; the
- * wrapper adds one small record per connection, shares a single `read`
- * function across all of them, and hands aedes the very Buffer the socket
- * produced (or a zero-copy subarray of it). It works for anything whose
- * bytes come out through `read()`: net.Socket, tls.TLSSocket (their own `read`
- * is kept and called) and the Duplex from ws's `createWebSocketStream`.
- * It does not guard 'data' listeners, which Node emits from inside the original
- * `read` with the unguarded chunk: aedes uses none, and a connection already
- * flowing is refused.
- *
- * On a violation the wrapped read returns the bytes before the invalid packet
- * (or null), calls `onViolation` (which must not throw; it runs while the
- * connection can still report its remote address), then closes: if the
- * violation carries a CONNACK return code it writes `20 02 00 <code>`, ends the
- * connection and destroys it once that has flushed ('finish') or after
- * `closeTimeoutMs`; otherwise it destroys at once. It stops reading in the
- * meantime, so a peer that keeps sending meets TCP back-pressure instead of
- * more buffering.
- */
-export function guardConnection(
-  conn: Duplex,
-  guard: PacketGuard,
-  onViolation: (violation: GuardViolation) => void,
-  options: GuardConnectionOptions = {},
-): void {
-  const c = conn as GuardedConnection
-  if (c[kGuarded] !== undefined) throw new TypeError('connection is already guarded')
-  if (c.readableObjectMode || c.readableEncoding !== null) {
-    throw new TypeError('connection must yield Buffers: not in object mode, no encoding set')
-  }
-  if (c.readableFlowing === true) throw new TypeError('connection is already flowing; its data would bypass the guard')
-  c[kGuarded] = {
-    guard,
-    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(conn)
-    read: c.read,
-    onViolation,
-    closeTimeoutMs: options.closeTimeoutMs ?? 1000,
-  }
-  c.read = guardedRead
-}
-
-/** The guard installed on `conn` by guardConnection, e.g. to call `authenticated()` from aedes hooks. */
-export function connectionGuard(conn: Duplex): PacketGuard | undefined {
-  return (conn as GuardedConnection)[kGuarded]?.guard
-}
-
-function guardedRead(this: GuardedConnection, size?: number): Buffer | null {
-  const state = this[kGuarded]
-  if (state === undefined) return null
-  // closed: leave the rest unread so the socket stops pulling from the kernel
-  if (state.guard.violation !== undefined) return null
-  const data: unknown = state.read.call(this, size)
-  if (data === null) return null
-  // guardConnection refused object mode and encodings, so this is a Buffer
-  const chunk = data as Buffer
-  const result = state.guard.feed(chunk)
-  if (result.violation === undefined) return chunk
-  try {
-    state.onViolation(result.violation)
-  } finally {
-    closeAfterViolation(this, state, result.violation)
-  }
-  return result.pass === 0 ? null : chunk.subarray(0, result.pass)
-}
-
-function closeAfterViolation(conn: Duplex, state: GuardedState, violation: GuardViolation): void {
-  // an EPIPE from the CONNACK write must not become an unhandled 'error'
-  conn.on('error', noop)
-  const code = violation.connackReturnCode
-  if (code === undefined || !conn.writable) {
-    conn.destroy()
-    return
-  }
-  conn.write(Buffer.from([0x20, 0x02, 0x00, code]))
-  conn.end()
-  const timer = setTimeout(destroy, state.closeTimeoutMs, conn)
-  timer.unref()
-  conn.once('finish', () => {
-    clearTimeout(timer)
-    conn.destroy()
-  })
-}
-
-function destroy(conn: Duplex): void {
-  conn.destroy()
-}
-
-function noop(): void {}

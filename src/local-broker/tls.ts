@@ -162,11 +162,12 @@ export type IdentityResult =
   | { readonly ok: false; readonly reason: 'identity-mismatch' | 'identity-invalid'; readonly names: readonly string[] }
 
 /**
- * The device identity of a session: the client id, which must equal the
- * certificate's CN (or, in 'cn-or-san' mode, one of its DNS/URI SANs). An
- * empty client id takes the CN. The identity must be able to name one topic level.
+ * The device id a certificate gives a session: the client id, which must
+ * equal the certificate's CN (or, in 'cn-or-san' mode, one of its DNS/URI
+ * SANs). An empty client id takes the CN. The id must be able to name one
+ * topic level.
  */
-export function identityFor(cert: X509Certificate, clientId: string, mode: IdentityMode, maxIdBytes: number): IdentityResult {
+export function certificateDeviceId(cert: X509Certificate, clientId: string, mode: IdentityMode, maxIdBytes: number): IdentityResult {
   const cn = commonName(cert.subject)
   const names = [cn, ...(mode === 'cn-or-san' ? sanNames(cert.subjectAltName ?? '') : [])].filter((n) => n !== '')
   const id = clientId === '' ? cn : clientId

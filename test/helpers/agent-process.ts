@@ -10,6 +10,9 @@ import type { Scope } from './scope.js'
 import { stringify } from 'yaml'
 import { withTimeout } from './wait.js'
 
+/** NODE_OPTIONS of systemd/edge-agent.service. */
+export const UNIT_NODE_OPTIONS = '--max-old-space-size=256 --max-semi-space-size=2'
+
 export const AGENT_MAIN = resolve(import.meta.dirname, '../../dist/agent/main.js')
 
 export interface LogLine {
@@ -47,7 +50,7 @@ export interface StartAgentOptions {
   /** Listen on WebSocket too. */
   ws?: boolean
   /** Listen on mqtts too (device certificates; the local CA is created at first start). */
-  mqtts?: boolean | { requireClientCert?: boolean }
+  mqtts?: boolean | { requireClientCert?: boolean; useIdentityAsUsername?: boolean }
   env?: Record<string, string>
   args?: string[]
   /** Reuse this data dir (restart tests). */
@@ -80,7 +83,10 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
   writeFileSync(configFile, stringify(config))
   const argv = [...(opts.prefix ?? []), process.execPath, AGENT_MAIN, 'run', '--config', configFile, ...(opts.args ?? [])]
   const proc = spawn(argv[0] as string, argv.slice(1), {
-    env: { ...process.env, ...opts.env },
+    // The unit's heap flags, as in production; without a heap cap `run`
+    // re-executes itself (main.ts) and the PID here would be a relay.
+    // opts.env can drop them: { NODE_OPTIONS: '' }.
+    env: { NODE_OPTIONS: UNIT_NODE_OPTIONS, ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }))

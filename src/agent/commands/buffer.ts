@@ -1,4 +1,4 @@
-// `edge-agent buffer stats|peek|purge|export`: look into the store-and-forward
+// `edge-agent buffer stats|peek|purge|export|drops`: look into the store-and-forward
 // buffer. stats asks the running agent first (live counters, drops, health)
 // and falls back to reading the file; the others read the file, which is safe
 // while the agent runs.
@@ -6,7 +6,7 @@ import { createWriteStream, type WriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { isUtf8 } from 'node:buffer'
 import { Command, InvalidArgumentError } from 'commander'
-import { BufferInspector, isBufferError, type BufferStats, type PeekedMessage } from '../../buffer/index.js'
+import { BufferInspector, isBufferError, type BufferStats, type LedgerRange, type PeekedMessage } from '../../buffer/index.js'
 import type { AgentStatus } from '../app.js'
 import { table } from '../status-view.js'
 import { ExitCode } from '../exit-codes.js'
@@ -57,6 +57,15 @@ export function bufferCommand(ctx: CommandContext, done: (code: Promise<number>)
       .option('-o, --out <file>', 'write to this file instead of stdout')
       .addHelpText('after', '\nExamples:\n  $ edge-agent buffer export --out backlog.jsonl\n  $ edge-agent buffer export --queue site-broker | gzip > site.jsonl.gz'),
   ).action((o: ConfigFlags & { queue?: string; out?: string }) => done(exportRows(ctx, o)))
+  withConfigOptions(
+    buffer
+      .command('drops')
+      .description('what was dropped, as ranges: reason, rule, topic, message times, count and ids (kept across restarts)')
+      .option('--since <time>', 'only ranges whose last drop is at or after this time (ISO 8601, or a duration like 2h / 30m / 7d)', sinceTime)
+      .option('--rule <id>', 'only this bridge rule')
+      .option('--json', 'print JSON', false)
+      .addHelpText('after', '\nExamples:\n  $ edge-agent buffer drops --since 24h\n  $ edge-agent buffer drops --rule telemetry --json | jq .total'),
+  ).action((o: ConfigFlags & { since?: number; rule?: string; json: boolean }) => done(drops(ctx, o)))
   return buffer
 }
 
@@ -114,7 +123,19 @@ function renderLive(s: BufferStats): string {
     '',
   ]
   const drops = Object.entries(s.drops.byReason).filter(([, n]) => (n ?? 0) > 0)
-  lines.push(drops.length === 0 ? 'drops      none' : table(['DROPPED', 'MESSAGES'], drops.map(([r, n]) => [r, String(n)])))
+  const durable = s.drops.sinceCreated
+  const created = Object.entries(durable?.byReason ?? {}).filter(([, n]) => (n ?? 0) > 0)
+  if (drops.length === 0 && created.length === 0) lines.push('drops      none')
+  else {
+    const reasons = [...new Set([...drops.map(([r]) => r), ...created.map(([r]) => r)])].sort()
+    const since = durable ? ` (since ${new Date(durable.since).toISOString()})` : ''
+    lines.push(
+      table(
+        ['DROPPED', 'THIS RUN', `SINCE CREATED${since}`],
+        reasons.map((r) => [r, String(s.drops.byReason[r as keyof typeof s.drops.byReason] ?? 0), durable ? String(durable.byReason[r as keyof typeof durable.byReason] ?? 0) : '-']),
+      ),
+    )
+  }
   return lines.join('\n') + '\n'
 }
 
@@ -205,6 +226,63 @@ async function exportRows(ctx: CommandContext, o: ConfigFlags & { queue?: string
   } finally {
     inspector.close()
   }
+}
+
+/** ISO 8601 time or a duration back from now ('90s', '30m', '2h', '7d') → epoch ms. */
+function sinceTime(v: string): number {
+  const d = /^(\d+)(s|m|h|d)$/.exec(v)
+  if (d !== null) return Date.now() - Number(d[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[d[2] as 's' | 'm' | 'h' | 'd']
+  const t = Date.parse(v)
+  if (Number.isNaN(t)) throw new InvalidArgumentError('expected an ISO 8601 time (2026-01-31T08:00:00Z) or a duration (30m, 2h, 7d)')
+  return t
+}
+
+async function drops(ctx: CommandContext, o: ConfigFlags & { since?: number; rule?: string; json: boolean }): Promise<number> {
+  const inspector = openInspector(ctx, o)
+  if (typeof inspector === 'number') return inspector
+  try {
+    const ranges = inspector.drops({ ...(o.since === undefined ? {} : { since: o.since }), ...(o.rule === undefined ? {} : { rule: o.rule }) })
+    const totals = inspector.dropTotals()
+    const total = ranges.reduce((n, r) => n + r.count, 0)
+    if (o.json) {
+      const out = {
+        total,
+        ranges: ranges.map(rangeJson),
+        sinceCreated: totals,
+      }
+      ctx.out(JSON.stringify(out, null, 2) + '\n')
+      return ExitCode.OK
+    }
+    if (ranges.length === 0) ctx.out('no drops recorded' + (o.since !== undefined || o.rule !== undefined ? ' matching the filter' : '') + '\n')
+    else {
+      ctx.out(
+        table(
+          ['REASON', 'RULE', 'QUEUE', 'TOPIC', 'FIRST', 'LAST', 'COUNT', 'IDS'],
+          ranges.map((r) => [r.reason, r.rule || '-', r.queue, r.topic, iso(r.firstAt), iso(r.lastAt), String(r.count), ids(r)]),
+        ) + '\n',
+      )
+      ctx.out(`\n${total} message${total === 1 ? '' : 's'} dropped in ${ranges.length} range${ranges.length === 1 ? '' : 's'}\n`)
+    }
+    if (totals !== null && (totals.ledger.trimmedRows > 0)) {
+      ctx.out(`(${totals.ledger.trimmedRows} older ranges, ${totals.ledger.trimmedDrops} drops, were trimmed from the ledger; totals still count them)\n`)
+    }
+    return ExitCode.OK
+  } finally {
+    inspector.close()
+  }
+}
+
+function rangeJson(r: LedgerRange): Record<string, unknown> {
+  return { ...r, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }
+}
+
+function ids(r: LedgerRange): string {
+  if (r.firstId === null || r.lastId === null) return '-'
+  return r.firstId === r.lastId ? String(r.firstId) : `${r.firstId}-${r.lastId}`
+}
+
+function iso(t: number): string {
+  return new Date(t).toISOString()
 }
 
 function exportLine(r: PeekedMessage): Record<string, unknown> {

@@ -1,4 +1,4 @@
-// `edge-agent certs init|import-ca|issue|sign|list|revoke|crl|ca|trust-clock`:
+// `edge-agent certs init|import-ca|issue|sign|list|revoke|crl|ca|trust-clock|renew-gateway`:
 // the local issuing CA, run as the service user on the gateway. These work on
 // the state directory directly, with or without a running agent; a running
 // agent picks up revocations (and a trusted clock) from there at once.
@@ -24,6 +24,7 @@ import { ExitCode } from '../exit-codes.js'
 import { table } from '../status-view.js'
 import { withConfigOptions, loadOrReport, CONFIG_HELP, type ConfigFlags } from './config-source.js'
 import type { CommandContext } from './context.js'
+import { gatewayRow, renderGateway, renewGateway } from './certs-gateway.js'
 
 type Flags = ConfigFlags
 
@@ -111,6 +112,15 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
   withConfigOptions(certs.command('ca').description('print the CA certificate and its issuers (what devices trust)')).action((o: Flags) =>
     done(caBundle(ctx, o)),
   )
+
+  withConfigOptions(
+    certs
+      .command('renew-gateway')
+      .description("renew the gateway's own ACME certificate now (certs.acme), through the running agent's admin endpoint")
+      .option('--url <url>', 'admin endpoint (default: from the config)')
+      .option('--json', 'print JSON', false)
+      .addHelpText('after', '\nWaits for the order; a certificate an upstream refuses is not promoted (the current one stays).'),
+  ).action((o: Flags & { url?: string; json: boolean }) => done(renewGateway(ctx, o)))
 
   withConfigOptions(
     certs
@@ -264,9 +274,14 @@ async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolea
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
-    const ca = await openCa(s)
     const now = s.guard.trustedNow()
-    let records: IssuedRecord[] = ca.list()
+    const gateway = await gatewayRow(s.config, now)
+    // An agent with only an ACME certificate may have no local CA.
+    const ca = await openCa(s).catch((err: unknown) => {
+      if (s.config.certs.acme !== undefined && err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CA_MISSING') return undefined
+      throw err
+    })
+    let records: IssuedRecord[] = ca?.list() ?? []
     if (!o.all) {
       const newest = new Map<string, IssuedRecord>()
       for (const r of records) {
@@ -283,23 +298,23 @@ async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolea
       serial: r.serial,
       notBefore: new Date(r.notBefore).toISOString(),
       notAfter: new Date(r.notAfter).toISOString(),
-      status: ca.isRevoked(r.serial) ? 'revoked' : r.notAfter <= now ? 'expired' : 'valid',
+      status: ca?.isRevoked(r.serial) === true ? 'revoked' : r.notAfter <= now ? 'expired' : 'valid',
       expiresInSec: Math.round((r.notAfter - now) / 1000),
     }))
     if (o.json) {
-      ctx.out(JSON.stringify(rows, null, 2) + '\n')
+      ctx.out(JSON.stringify(gateway === undefined ? rows : [gateway, ...rows], null, 2) + '\n')
       return ExitCode.OK
     }
-    if (rows.length === 0) {
-      ctx.out('no certificates\n')
-      return ExitCode.OK
+    if (rows.length === 0) ctx.out(gateway === undefined ? 'no certificates\n' : 'no device certificates\n')
+    else {
+      ctx.out(
+        table(
+          ['ID', 'KIND', 'STATUS', 'EXPIRES', 'IN', 'SERIAL'],
+          rows.map((r) => [r.id, r.profile, r.status, r.notAfter, r.status === 'valid' ? human(r.expiresInSec) : '-', r.serial]),
+        ) + '\n',
+      )
     }
-    ctx.out(
-      table(
-        ['ID', 'KIND', 'STATUS', 'EXPIRES', 'IN', 'SERIAL'],
-        rows.map((r) => [r.id, r.profile, r.status, r.notAfter, r.status === 'valid' ? human(r.expiresInSec) : '-', r.serial]),
-      ) + '\n',
-    )
+    if (gateway !== undefined) ctx.out(renderGateway(gateway, human))
     return ExitCode.OK
   })
 }

@@ -18,6 +18,11 @@ export interface CommandContext {
   exitNow(code: number): never
   /** Asks a yes/no question on the terminal; false when not interactive. */
   confirm(question: string): Promise<boolean>
+  /**
+   * Reads a secret: on a terminal, a prompt without echo (asked twice when
+   * `twice`; undefined if the two differ); otherwise the first line of stdin.
+   */
+  readSecret(prompt: string, twice: boolean): Promise<string | undefined>
 }
 
 /** A command's action: resolves with the process exit code. */

@@ -183,7 +183,7 @@ function summary(id: string, r: RenewResult): Record<string, unknown> {
 
 async function connect(o: RenewFlags, id: string, cert: string, key: string, ca: string): Promise<MqttClient> {
   // Imported here, not at the top: every command module is loaded at start,
-  // and `run` has no use for mqtt.js (5–8 MB of a running agent's memory).
+  // and `run` has no use for mqtt.js (its memory: docs/benchmarks.md).
   const { default: mqtt } = await import('mqtt')
   const client = await mqtt.connectAsync(o.url, {
     clientId: id,

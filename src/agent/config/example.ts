@@ -27,8 +27,10 @@ admin:                    # /healthz /status /metrics (Prometheus); no authentic
 
 broker:
   listeners:              # where devices connect (MQTT 3.1 and 3.1.1)
-    - { protocol: mqtt, host: 0.0.0.0, port: 1883 }
-    # - { protocol: ws, host: 0.0.0.0, port: 8080, path: /mqtt }   # MQTT over WebSocket
+    # allowAnonymous: clients without a user name (or certificate identity) may connect;
+    # false = only users of the password file (edge-agent users add) and identified devices
+    - { protocol: mqtt, host: 0.0.0.0, port: 1883, allowAnonymous: true }
+    # - { protocol: ws, host: 0.0.0.0, port: 8080, path: /mqtt, allowAnonymous: false }   # MQTT over WebSocket
     # MQTT over TLS with device certificates from the local CA (see certs: and devices:):
     # - protocol: mqtts
     #   host: 0.0.0.0
@@ -37,17 +39,39 @@ broker:
     #   certFile: /etc/edge-agent/server.crt   # optional: own server certificate + chain (PEM) ...
     #   keyFile: /etc/edge-agent/server.key    # ... and key; default: issued by the local CA, rotated
     #   caFile: /etc/edge-agent/devices-ca.pem # optional: CAs device certificates must chain to; default the local CA
+    #   allowAnonymous: false
+    #   useIdentityAsUsername: false  # true: the certificate names the device, the client id is free
+    #   serverCertificate: local-ca           # local-ca | acme (the gateway certificate of certs.acme, swapped when renewed)
   limits:
     maxConnections: 10000     # more get CONNACK 3 (server unavailable)
     maxPayloadBytes: 262144   # larger PUBLISH payloads close the connection
     preConnectMaxBytes: 65536 # largest packet before the client is authenticated
     keepaliveMinSec: 0        # refuse keepalives shorter than this (0: no minimum)
-    keepaliveMaxSec: 1200     # refuse longer keepalives, or none at all (0: no maximum)
+    keepaliveMaxSec: 1200     # refuse longer keepalives (0: no maximum)
+    allowKeepaliveZero: true  # accept keepalive 0 (no keepalive); false refuses it with CONNACK 2
+    maxRetainedMessages: 100000   # retained topics kept; beyond, delivered but not kept (counted)
+    maxRetainedBytes: 67108864    # their payload bytes (64 MiB)
     maxInflightPerClient: 100 # QoS 2 messages a client may leave unreleased
     connectTimeoutMs: 10000   # time a new connection has to send CONNECT
-    maxClientIdBytes: 256     # longest client id (MQTT 3.1 clients: 23)
+    maxClientIdBytes: 256     # longest client id, MQTT 3.1 clients too
     maxTopicLevels: 32        # deepest topic or filter
     drainTimeoutMs: 30000     # a subscriber that stops reading is dropped after this (0: never)
+  auth:                       # user name / password logins (edge-agent users add|passwd|remove|list)
+    # passwordFile: /etc/mosquitto/passwd  # Mosquitto's format ($7$, $6$); default <dataDir>/passwd;
+    #                                      # re-read on change; absent = user names are not checked
+    maxFailedLogins: 5        # per client address within the window; more get CONNACK 5 unchecked
+    failedLoginWindowSec: 60
+  acl:                        # one ACL for every client and listener; off until a rule or file is given,
+                              # then deny by default (devices keep their devices.* space on top)
+    # file: /etc/mosquitto/acl   # import a Mosquitto acl_file (topic/user/pattern, read|write|readwrite|deny)
+    # anonymous: { publish: [], subscribe: [], read: ["status/#"], deny: [] }   # clients without a user name
+    users: []
+    #  - { name: plc-gw-1, publish: ["plant/line1/#"], subscribe: ["plant/line1/cmd/#"] }
+    groups: []
+    #  - { name: hmis, members: ["hmi-*"], read: ["plant/#"], publish: ["plant/+/cmd/%u"] }
+    patterns: []
+    #  - { publish: ["clients/%c/#"], subscribe: ["clients/%c/#"] }   # %u user name, %c client id
+    onDeniedPublish: drop     # drop (acknowledge, count, log) | disconnect; a SUBSCRIBE gets 0x80
 
 # Store-and-forward: every message an 'out' rule sends upward is committed to
 # SQLite (<dataDir>/edge-agent.db) before the device gets its PUBACK, and kept
@@ -84,6 +108,29 @@ certs:
     enabled: true
     topicPrefix: "devices/{id}/$certs"  # device publishes <prefix>/csr, gets <prefix>/cert
     minRequestIntervalSec: 10           # per-device rate limit on requests
+  # The gateway's own certificate from the site's ACME CA (step-ca, Vault, EJBCA, ...),
+  # for upstreams with clientCertificate: acme (docs/certificates.md, "ACME"):
+  # acme:
+  #   directoryUrl: https://ca.plant.example:9000/acme/acme/directory
+  #   email: ""                  # account contact (optional)
+  #   identifiers: [gw-cell2.plant.example]   # DNS names in the certificate
+  #   challenge: http-01         # http-01 | tls-alpn-01 (served by the agent while an order is pending) | dns-01 (hook)
+  #   http01: { host: 0.0.0.0, port: 80 }
+  #   tlsAlpn01: { host: 0.0.0.0, port: 443 }
+  #   dns01:
+  #     command: ""              # /usr/local/bin/dns-hook present|cleanup <name> <value>
+  #     timeoutSec: 300
+  #   renewAt: 0.667             # fraction of the lifetime (minus jitter); earlier if the CA publishes ARI
+  #   maxIntervalSec: 0          # renew at least this often; 0 = by renewAt only
+  #   rotateKey: true            # new key at every renewal
+  #   caFile: ""                 # extra trust for the ACME server's HTTPS (PEM)
+  #   trustFile: ""              # CAs the issued chain must lead to (PEM); checked before promotion
+  #   eab: { kid: "", hmacKeyFile: "" }   # external account binding, if the CA requires it
+  #   retryMinMs: 60000          # after a failure: retry after this, doubling with jitter ...
+  #   retryMaxMs: 3600000        # ... up to this
+  #   requestTimeoutMs: 30000
+  #   warnBeforeSec: 604800      # warn this long before expiry
+  #   testUpstreams: true        # test handshake to each upstream using it before promotion
   crl:
     topic: "$edge/ca/crl"   # CRL (PEM), retained; any device may subscribe
     validitySec: 86400      # nextUpdate; re-signed at half
@@ -105,6 +152,20 @@ devices:
   #    members: ["press-*"]          # device ids; * matches any run of characters
   #    publish: ["plant/presses/{id}/#"]
   #    subscribe: ["plant/presses/cmd/#"]
+
+# Node-RED in the agent's process (needs the edge-agent-node-red package;
+# docs/node-red.md). Disabled, the module is never loaded. Admin users:
+# edge-agent nodered passwd USER; flows: edge-agent nodered deploy flows.json
+nodeRed:
+  enabled: false
+  host: 127.0.0.1           # editor and admin API; loopback unless you mean otherwise
+  port: 1880
+  httpNodeRoot: ""          # path of the flows' http in endpoints, e.g. /api; empty = off
+  identity: node-red        # identity of edge out publishes in the device ACL (devices.groups may name it)
+  maxPublishRatePerSec: 1000  # per edge out node; more are dropped and counted
+  maxPayloadBytes: 262144   # larger edge out payloads are refused
+  editor: true              # serve the editor (once a user exists)
+  logLevel: info            # Node-RED's own lines, with component: node-red
 
 # Upstream brokers (the next Purdue level up), with Mosquitto-style bridge rules:
 # local topic = localPrefix + topic, remote topic = remotePrefix + topic.
@@ -136,6 +197,9 @@ upstreams: []
 #    status:
 #      enabled: true                # retained birth "online" on connect, last will "offline"
 #      topic: "edge-agent/{site}/status"
+#    lossReport:                    # JSON report of buffered data dropped for this upstream, in order with the data (docs/buffer.md)
+#      enabled: true                # false: this upstream's consumers want none
+#      topic: "edge-agent/{site}/drops"  # placeholders {site} and {upstream}
 #    renewCertificate:              # toward another edge-agent whose local CA issued certFile (docs/certificates.md)
 #      enabled: false               # renew certFile/keyFile over this upstream's own session before they expire
 #      atFraction: 0.66             # at this fraction of the lifetime (+ jitter up to 1/20); >= the upstream's certs.device.renewAfter
@@ -144,6 +208,7 @@ upstreams: []
 #      timeoutMs: 30000             # wait for the upstream's reply
 #      retryMinMs: 10000            # after a failure: retry after this, doubling ...
 #      retryMaxMs: 600000           # ... up to this (or when the upstream says, e.g. too early)
+#    clientCertificate: files       # files (certFile/keyFile) | acme (the gateway certificate of certs.acme; mqtts/wss)
 #    rules:
 #      - topic: "devices/+/telemetry"
 #        direction: out             # out (up) | in (down) | both

@@ -11,6 +11,7 @@ import { LineCounter, isMap, isNode, isPair, isScalar, parse as parseYamlValue, 
 import { AgentConfigSchema, type AgentConfig } from './schema.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { semanticIssues } from './semantic.js'
+import { fileIssues } from './files.js'
 
 // ajv ships CommonJS with a default export; under NodeNext it arrives wrapped.
 const Ajv = AjvModule.default
@@ -103,7 +104,7 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
     for (const e of condenseErrors(validateSchema.errors ?? [])) issues.push(describeAjvError(e, raw, locate))
   }
   if (issues.length === 0) {
-    for (const s of semanticIssues(raw as AgentConfig)) {
+    for (const s of [...semanticIssues(raw as AgentConfig), ...fileIssues(raw as AgentConfig)]) {
       issues.push({ source: locate(s.path), path: formatPath(s.path), message: s.message })
     }
   }

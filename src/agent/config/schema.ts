@@ -36,8 +36,43 @@ export const ListenerSchema = Type.Object(
     caFile: Type.Optional(
       Type.String({ minLength: 1, description: 'mqtts only: CAs that device certificates must chain to (PEM); default the local CA' }),
     ),
+    allowAnonymous: Type.Boolean({
+      default: true,
+      description:
+        'clients without credentials (no user name, no certificate identity) may connect; false = only users of the password file and certificate-identified devices',
+    }),
+    useIdentityAsUsername: Type.Boolean({
+      default: false,
+      description:
+        "mqtts only: the certificate's identity names the client for the ACL and the client id is free, so several clients may share one certificate (Mosquitto's use_identity_as_username); false = the client id must be the identity",
+    }),
+    serverCertificate: Type.Optional(
+      Type.Enum(['local-ca', 'acme'], {
+        description:
+          "mqtts only: local-ca = issued by the local CA and rotated (default); acme = the gateway's certificate from certs.acme, swapped in place when renewed (the local CA's until the first issuance)",
+      }),
+    ),
   },
   { additionalProperties: false },
+)
+
+export const BrokerAuthSchema = Type.Object(
+  {
+    passwordFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "password file in Mosquitto's format ($7$ PBKDF2-SHA512 and $6$ lines; edit with `edge-agent users`); default <dataDir>/passwd; re-read when it changes; while it does not exist, user names are not checked",
+      }),
+    ),
+    maxFailedLogins: Type.Integer({
+      minimum: 1,
+      default: 5,
+      description: 'failed logins per client address within failedLoginWindowSec; more are refused (CONNACK 5) without checking',
+    }),
+    failedLoginWindowSec: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'window of maxFailedLogins' }),
+  },
+  { additionalProperties: false, default: {} },
 )
 
 export const BrokerLimitsSchema = Type.Object(
@@ -69,7 +104,21 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 0,
       maximum: 65535,
       default: 1200,
-      description: 'clients asking for a longer keepalive, or none, are refused; 0 allows any',
+      description: 'clients asking for a longer keepalive are refused; 0 allows any (keepalive 0: see allowKeepaliveZero)',
+    }),
+    maxRetainedMessages: Type.Integer({
+      minimum: 1,
+      default: 100000,
+      description: 'retained messages (topics) clients may keep; beyond, a retained publish on a new topic is delivered but not kept (counted)',
+    }),
+    maxRetainedBytes: Type.Integer({
+      minimum: 1,
+      default: 67108864,
+      description: 'payload bytes of all retained messages clients keep; beyond, a retained publish is delivered but not kept (counted)',
+    }),
+    allowKeepaliveZero: Type.Boolean({
+      default: true,
+      description: 'accept clients asking for no keepalive (0), as MQTT 3.1.1 and Mosquitto do; false refuses them with CONNACK 2',
     }),
     maxInflightPerClient: Type.Integer({
       minimum: 1,
@@ -86,7 +135,7 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 23,
       maximum: 65535,
       default: 256,
-      description: 'longest client identifier accepted (MQTT 3.1 clients are held to 23)',
+      description: 'longest client identifier accepted, MQTT 3.1 clients too (3.1 says 23; Mosquitto accepts longer)',
     }),
     maxTopicLevels: Type.Integer({
       minimum: 1,
@@ -103,6 +152,56 @@ export const BrokerLimitsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+const Filters = (description: string) => Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description }))
+
+const AclRuleProperties = {
+  publish: Filters('topic filters it may publish to (and use as Will topic)'),
+  subscribe: Filters('topic filters it may subscribe within'),
+  read: Filters('topics it may receive; a subscription overlapping one is allowed and only these are delivered'),
+  deny: Filters('topics refused whatever the grants (publish, subscribe, delivery)'),
+}
+
+export const BrokerAclSchema = Type.Object(
+  {
+    file: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: "Mosquitto acl_file to import (topic/user/pattern lines with read|write|readwrite|deny, %u and %c); merged with the rules below",
+      }),
+    ),
+    anonymous: Type.Optional(Type.Object(AclRuleProperties, { additionalProperties: false, description: 'rules of clients without a user name' })),
+    users: Type.Array(
+      Type.Object({ name: Type.String({ minLength: 1, description: 'user name (password file) or device id' }), ...AclRuleProperties }, { additionalProperties: false }),
+      { default: [], description: 'rules of one user each' },
+    ),
+    groups: Type.Array(
+      Type.Object(
+        {
+          name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
+          members: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'user names or device ids, * matches any run of characters' }),
+          ...AclRuleProperties,
+        },
+        { additionalProperties: false },
+      ),
+      { default: [], description: 'rules of groups of users; %u / {id} = the user name, %c = the client id' },
+    ),
+    patterns: Type.Array(Type.Object(AclRuleProperties, { additionalProperties: false }), {
+      default: [],
+      description: 'rules of every client; %u / {id} = its user name (rules using it skip anonymous clients), %c = its client id',
+    }),
+    onDeniedPublish: Type.Enum(['drop', 'disconnect'], {
+      default: 'drop',
+      description: 'a publish the ACL refuses: acknowledge and drop it (counted, logged), or close the connection',
+    }),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'one ACL for every client on every listener; off (everything allowed) until a rule or file is given, then deny by default. Certificate-identified devices keep their devices.* space and get these rules by their id too',
+  },
+)
+
 export const BrokerSchema = Type.Object(
   {
     listeners: Type.Array(ListenerSchema, {
@@ -111,6 +210,8 @@ export const BrokerSchema = Type.Object(
       description: 'where devices connect',
     }),
     limits: BrokerLimitsSchema,
+    auth: BrokerAuthSchema,
+    acl: BrokerAclSchema,
   },
   { additionalProperties: false, default: {} },
 )
@@ -186,6 +287,17 @@ export const UpstreamStatusSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const UpstreamLossReportSchema = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: true,
+      description: 'tell this upstream when buffered data of its rules is dropped: a JSON loss report, QoS 1, in order with the data',
+    }),
+    topic: Type.String({ minLength: 1, default: 'edge-agent/{site}/drops', description: 'placeholders {site} and {upstream}' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const UpstreamRenewCertificateSchema = Type.Object(
   {
     enabled: Type.Boolean({
@@ -249,8 +361,88 @@ export const UpstreamSchema = Type.Object(
       description: 'read the upstream agent identity ($edge-agent/identity) and refuse to forward in a loop',
     }),
     status: UpstreamStatusSchema,
+    lossReport: UpstreamLossReportSchema,
     renewCertificate: UpstreamRenewCertificateSchema,
+    clientCertificate: Type.Enum(['files', 'acme'], {
+      default: 'files',
+      description:
+        "files = certFile/keyFile (if set); acme = the gateway's own certificate from certs.acme (mqtts/wss only; reconnects when it is renewed)",
+    }),
     rules: Type.Array(BridgeRuleSchema, { default: [] }),
+  },
+  { additionalProperties: false },
+)
+
+export const AcmeSchema = Type.Object(
+  {
+    directoryUrl: Type.String({ pattern: '^https?://', description: "the ACME CA's directory URL, e.g. https://ca.plant.example:9000/acme/acme/directory (step-ca)" }),
+    email: Type.String({ default: '', description: 'contact address of the ACME account (optional)' }),
+    identifiers: Type.Array(Type.String({ minLength: 1, pattern: '^[A-Za-z0-9*][A-Za-z0-9.-]*$' }), {
+      minItems: 1,
+      description: 'DNS names in the gateway certificate (the first is its main name)',
+    }),
+    challenge: Type.Enum(['http-01', 'tls-alpn-01', 'dns-01'], {
+      default: 'http-01',
+      description: 'http-01 and tls-alpn-01 are served by the agent itself while an order is pending; dns-01 runs dns01.command',
+    }),
+    http01: Type.Object(
+      {
+        host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the http-01 responder binds' }),
+        port: Port('port the CA connects to for http-01 (80 unless the CA is told otherwise)', 80),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    tlsAlpn01: Type.Object(
+      {
+        host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address the tls-alpn-01 responder binds' }),
+        port: Port('port the CA connects to for tls-alpn-01 (443 unless the CA is told otherwise)', 443),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    dns01: Type.Object(
+      {
+        command: Type.String({
+          default: '',
+          description: 'hook run as `<command> present|cleanup <record name> <TXT value>` (no shell); present returns once the record is published',
+        }),
+        timeoutSec: Type.Integer({ minimum: 1, default: 300, description: 'a hook run taking longer is killed and the attempt fails' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    renewAt: Type.Number({
+      minimum: 0.1,
+      maximum: 0.95,
+      default: 0.667,
+      description: "renew once this fraction of the certificate's lifetime has passed (minus jitter up to 1/20), or earlier if the CA's renewal information (ARI) says so",
+    }),
+    maxIntervalSec: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'renew at least this often whatever the lifetime; 0 = only by renewAt and ARI',
+    }),
+    rotateKey: Type.Boolean({ default: true, description: 'a new key at every renewal (false: keep the current key)' }),
+    caFile: Type.String({ default: '', description: "extra CAs to trust for the ACME server's own HTTPS (PEM); default the system roots" }),
+    trustFile: Type.String({
+      default: '',
+      description: 'CAs the issued chain must lead to (PEM), checked before promotion; default: the chain need only be consistent',
+    }),
+    eab: Type.Optional(
+      Type.Object(
+        {
+          kid: Type.String({ minLength: 1, description: 'external account binding key id, from the CA' }),
+          hmacKeyFile: Type.String({ minLength: 1, description: 'file holding the base64url HMAC key of the binding' }),
+        },
+        { additionalProperties: false, description: 'external account binding, for CAs that require one' },
+      ),
+    ),
+    retryMinMs: Type.Integer({ minimum: 100, default: 60000, description: 'first retry after a failed attempt; doubles per failure, with jitter' }),
+    retryMaxMs: Type.Integer({ minimum: 100, default: 3600000, description: 'longest wait between attempts while the CA or the link is down' }),
+    requestTimeoutMs: Type.Integer({ minimum: 1000, default: 30000, description: 'timeout of one HTTP request to the CA' }),
+    warnBeforeSec: Type.Integer({ minimum: 0, default: 604800, description: 'warn (log, status "expiring") this long before the certificate expires' }),
+    testUpstreams: Type.Boolean({
+      default: true,
+      description: 'before promotion, a test handshake to every upstream with clientCertificate: acme; a refusal keeps the current certificate',
+    }),
   },
   { additionalProperties: false },
 )
@@ -302,6 +494,7 @@ export const CertsSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    acme: Type.Optional(AcmeSchema),
     crl: Type.Object(
       {
         topic: Type.String({ minLength: 1, default: '$edge/ca/crl', description: 'the CRL (PEM) is published retained here; every device may subscribe' }),
@@ -382,6 +575,45 @@ export const BufferSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const NodeRedSchema = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: false,
+      description: 'run Node-RED inside the agent (needs the edge-agent-node-red add-on); disabled, the module is never loaded',
+    }),
+    host: Type.String({ minLength: 1, default: '127.0.0.1', description: 'address of the editor and admin API; loopback unless you mean otherwise' }),
+    port: Port('HTTP port of the editor and admin API', 1880),
+    httpNodeRoot: Type.String({
+      pattern: '^(/[^/].*|)$',
+      default: '',
+      description: "path of the flows' own HTTP endpoints (http in nodes), e.g. /api; empty = off",
+    }),
+    identity: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$',
+      maxLength: 64,
+      default: 'node-red',
+      description: "identity of flows' edge out publishes in the device ACL (devices.groups may name it); with mqtts",
+    }),
+    maxPublishRatePerSec: Type.Number({
+      minimum: 1,
+      default: 1000,
+      description: 'messages per second each edge out node may publish; more are dropped and counted',
+    }),
+    maxPayloadBytes: Type.Integer({
+      minimum: 1,
+      maximum: 268435455,
+      default: 262144,
+      description: 'largest payload an edge out node publishes; larger is refused (node error)',
+    }),
+    editor: Type.Boolean({ default: true, description: 'serve the editor (only once a user exists: edge-agent nodered passwd USER)' }),
+    logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'], {
+      default: 'info',
+      description: "Node-RED's own log level (its lines carry component: node-red)",
+    }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const AgentConfigSchema = Type.Object(
   {
     site: Type.Object(
@@ -430,6 +662,7 @@ export const AgentConfigSchema = Type.Object(
     upstreams: Type.Array(UpstreamSchema, { default: [] }),
     certs: CertsSchema,
     devices: DevicesSchema,
+    nodeRed: NodeRedSchema,
   },
   { additionalProperties: false },
 )
@@ -441,5 +674,7 @@ export type BrokerLimits = Static<typeof BrokerLimitsSchema>
 export type BufferConfig = Static<typeof BufferSchema>
 export type UpstreamConfig = Static<typeof UpstreamSchema>
 export type CertsConfig = Static<typeof CertsSchema>
+export type AcmeConfig = Static<typeof AcmeSchema>
 export type DevicesConfig = Static<typeof DevicesSchema>
+export type NodeRedConfig = Static<typeof NodeRedSchema>
 export type BridgeRuleConfig = Static<typeof BridgeRuleSchema>

@@ -2,8 +2,10 @@
 // whose validity depends on their meaning (loopback-only admin, MQTT filters).
 import { isIP } from 'node:net'
 import { parseRuleSet, topicFilterProblem } from '../../bridge/index.js'
-import { Acl, AclError } from '../../local-broker/index.js'
+import { Acl, AclError, ClientAcl, type ClientAclOptions } from '../../local-broker/index.js'
+import { nodeRedInstalled } from '../../node-red/index.js'
 import type { AgentConfig } from './schema.js'
+import { acmeIssues } from './acme-issues.js'
 
 export interface SemanticIssue {
   readonly path: (string | number)[]
@@ -66,8 +68,30 @@ export function semanticIssues(config: AgentConfig): SemanticIssue[] {
       issues.push({ path: ['upstreams', i, tlsKeys[0] as string], message: 'TLS settings need an mqtts:// or wss:// url' })
     }
     issues.push(...renewCertificateIssues(u, i))
+    if (u.lossReport.enabled && (/[+#\u0000]/.test(u.lossReport.topic) || u.lossReport.topic.startsWith('$'))) {
+      issues.push({ path: ['upstreams', i, 'lossReport', 'topic'], message: 'must be a topic name without +, #, NUL or a leading $' })
+    }
   })
   issues.push(...certsIssues(config))
+  issues.push(...nodeRedIssues(config))
+  issues.push(...acmeIssues(config))
+  return issues
+}
+
+function nodeRedIssues(config: AgentConfig): SemanticIssue[] {
+  const nr = config.nodeRed
+  if (!nr.enabled) return []
+  const issues: SemanticIssue[] = []
+  const taken = [
+    ...config.broker.listeners.map((l, i) => ({ host: l.host, port: l.port, what: `broker.listeners[${i}]` })),
+    ...(config.admin.enabled ? [{ host: config.admin.host, port: config.admin.port, what: 'admin.port' }] : []),
+  ]
+  const clash = nr.port === 0 ? undefined : taken.find((t) => t.port === nr.port && hostsOverlap(t.host, nr.host))
+  if (clash !== undefined) issues.push({ path: ['nodeRed', 'port'], message: `collides with ${clash.what} (${nr.port})` })
+  // Checked here so that `config validate` refuses what `run` would fail on.
+  if (!nodeRedInstalled()) {
+    issues.push({ path: ['nodeRed', 'enabled'], message: 'the Node-RED add-on is not installed: install the edge-agent-node-red package, or set it to false' })
+  }
   return issues
 }
 
@@ -126,6 +150,12 @@ function certsIssues(config: AgentConfig): SemanticIssue[] {
     if (!(err instanceof AclError)) throw err
     issues.push({ path: ['devices'], message: err.message })
   }
+  try {
+    ClientAcl.compile(clientAclOptions(broker.acl))
+  } catch (err) {
+    if (!(err instanceof AclError)) throw err
+    issues.push({ path: ['broker', 'acl'], message: err.message })
+  }
   const groups = new Map<string, number>()
   devices.groups.forEach((g, i) => {
     const first = groups.get(g.name)
@@ -133,9 +163,10 @@ function certsIssues(config: AgentConfig): SemanticIssue[] {
     else groups.set(g.name, i)
   })
   broker.listeners.forEach((l, i) => {
-    const tlsKeys = (['requireClientCert', 'certFile', 'keyFile', 'caFile'] as const).filter((k) => l[k] !== undefined)
+    const tlsKeys: string[] = (['requireClientCert', 'certFile', 'keyFile', 'caFile'] as const).filter((k) => l[k] !== undefined)
+    if (l.useIdentityAsUsername) tlsKeys.push('useIdentityAsUsername')
     if (l.protocol !== 'mqtts' && tlsKeys.length > 0) {
-      issues.push({ path: ['broker', 'listeners', i, tlsKeys[0] as string], message: 'only for protocol mqtts' })
+      issues.push({ path: ['broker', 'listeners', i, tlsKeys[0] ?? ''], message: 'only for protocol mqtts' })
     }
     if ((l.certFile === undefined) !== (l.keyFile === undefined)) {
       issues.push({ path: ['broker', 'listeners', i, l.certFile === undefined ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together' })
@@ -157,4 +188,9 @@ export function isLoopback(host: string): boolean {
 function hostsOverlap(a: string, b: string): boolean {
   const wildcard = (h: string) => h === '0.0.0.0' || h === '::'
   return a === b || wildcard(a) || wildcard(b)
+}
+
+/** broker.acl (without its file) as the broker's ACL options. */
+export function clientAclOptions(acl: AgentConfig['broker']['acl']): ClientAclOptions {
+  return { ...(acl.anonymous === undefined ? {} : { anonymous: acl.anonymous }), users: acl.users, groups: acl.groups, patterns: acl.patterns }
 }

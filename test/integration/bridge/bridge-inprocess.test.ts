@@ -14,9 +14,10 @@ import { once } from 'node:events'
 import { Aedes } from 'aedes'
 import pino from 'pino'
 import { MemoryStore, isBufferError } from '../../../src/buffer/index.js'
-import { Bridge, IDENTITY_TOPIC, encodeIdentity, type LocalMessage, type UpstreamOptions } from '../../../src/bridge/index.js'
+import { Bridge, BEACON_TOPIC, encodeBeacon, type LocalMessage } from '../../../src/bridge/index.js'
 import type { Scope } from '../../helpers/scope.js'
 import { client } from '../../helpers/mqtt-clients.js'
+import { upstreamOptions } from '../../helpers/upstream-options.js'
 import { nextMessage, waitFor, withTimeout } from '../../helpers/wait.js'
 
 const silent = pino({ level: 'silent' })
@@ -67,12 +68,12 @@ interface Harness {
   readonly local: LocalMessage[]
 }
 
-async function bridge(t: Scope, up: Upstream | string, u: Partial<UpstreamOptions> = {}, agentId = 'agent-under-test'): Promise<Harness> {
+async function bridge(t: Scope, up: Upstream | string, u: Partial<Parameters<typeof upstreamOptions>[0]> = {}, agentId = 'agent-under-test'): Promise<Harness> {
   const store = new MemoryStore({ maxBytes: 1_000_000 })
   await store.start(new AbortController().signal)
   const local: LocalMessage[] = []
   const b = new Bridge({
-    upstream: {
+    upstream: upstreamOptions({
       name: 'up',
       url: typeof up === 'string' ? up : up.url,
       protocolVersion: 4,
@@ -81,7 +82,7 @@ async function bridge(t: Scope, up: Upstream | string, u: Partial<UpstreamOption
       reconnect: { minMs: 50, maxMs: 200, resetAfterMs: 1000, probeIntervalMs: 50 },
       rules: [],
       ...u,
-    },
+    }),
     agent: { id: agentId, site: 'cell-2', level: 2, version: 'test' },
     store,
     publishLocal: async (m) => {
@@ -201,7 +202,7 @@ test('an upstream that lists this agent above itself is a loop: forwarding pause
   // The upstream "agent" says: my upstreams include agent-under-test.
   await new Promise<void>((resolve) =>
     up.broker.publish(
-      { cmd: 'publish', topic: IDENTITY_TOPIC, payload: encodeIdentity({ id: 'agent-b', site: 'site-b', level: 3, above: ['agent-under-test'] }), qos: 1, retain: true, dup: false },
+      { cmd: 'publish', topic: BEACON_TOPIC, payload: encodeBeacon({ id: 'agent-b', site: 'site-b', level: 3, above: ['agent-under-test'] }), qos: 1, retain: true, dup: false },
       () => resolve(),
     ),
   )
@@ -237,7 +238,12 @@ test("a full buffer with whenFull 'refuse' rejects the capture, so the device ke
   const store = new MemoryStore({ maxBytes: 400 })
   await store.start(new AbortController().signal)
   const b = new Bridge({
-    upstream: { name: 'up', url: 'mqtt://127.0.0.1:1', rules: [{ topic: 'x/#', direction: 'out', whenFull: 'refuse' }], reconnect: { minMs: 1000, maxMs: 1000 } },
+    upstream: upstreamOptions({
+      name: 'up',
+      url: 'mqtt://127.0.0.1:1',
+      rules: [{ topic: 'x/#', direction: 'out', whenFull: 'refuse' }],
+      reconnect: { minMs: 1000, maxMs: 1000 },
+    }),
     agent: { id: 'a', site: 's', level: 2, version: 't' },
     store,
     publishLocal: async () => undefined,

@@ -213,11 +213,9 @@ test('refuses connections beyond broker.limits.maxConnections with CONNACK 3 and
   assert.equal(line['clientId'], 'three')
 })
 
-test('refuses a keepalive above broker.limits.keepaliveMaxSec (and none at all) with CONNACK 2, logging the limit', async () => {
+test('refuses a keepalive above broker.limits.keepaliveMaxSec with CONNACK 2, logging the limit', async () => {
   const tooLong = await refusedConnect(agent.mqttUrl, { clientId: 'sleepy', keepalive: 3600 })
   assert.equal(tooLong.code, 2)
-  const none = await refusedConnect(agent.mqttUrl, { clientId: 'never-pings', keepalive: 0 })
-  assert.equal(none.code, 2)
   await agent.waitForLog((l) => l['limit'] === 'keepaliveMaxSec' && l['clientId'] === 'sleepy', 5_000, 'the keepaliveMaxSec log line')
 })
 
@@ -227,6 +225,6 @@ test('counts refusals by reason in /status', async () => {
   assert.ok((refused['maxPayloadBytes'] ?? 0) >= 1)
   assert.ok((refused['malformed'] ?? 0) >= 1)
   assert.ok((refused['protocol-violation'] ?? 0) >= 1)
-  assert.ok((refused['keepaliveMaxSec'] ?? 0) >= 2)
+  assert.ok((refused['keepaliveMaxSec'] ?? 0) >= 1)
   await waitFor(async () => (await agent.status())['broker']['clients'] === 2, 5_000, 'only the two well-behaved clients to remain')
 })

@@ -180,17 +180,32 @@ test('a plain HTTP request to the WebSocket listener gets 426, not a hang', asyn
   assert.equal(res.status, 426)
 })
 
-test('refuses publishing into $SYS [aedes#597] and closes that client only', async (t) => {
-  const bystander = await client(t, shared.mqttUrl)
-  await bystander.subscribeAsync('sys/check', { qos: 1 })
-  const bad = await client(t, shared.mqttUrl)
-  const closed = new Promise<void>((r) => bad.once('close', () => r()))
-  bad.publish('$SYS/fake/new/clients', 'victim', { qos: 1 })
-  await withTimeout(closed, 5_000, 'the $SYS publisher to be disconnected')
-  const got = nextMessage(bystander, 'sys/check')
-  const pub = await client(t, shared.mqttUrl)
-  await pub.publishAsync('sys/check', 'still fine', { qos: 1 })
+test("acknowledges and drops a publish into $SYS or the agent's $edge space [aedes#597], keeping the connection", async (t) => {
+  const watcher = await client(t, shared.mqttUrl)
+  await watcher.subscribeAsync(['$SYS/fake/#', '$edge/x/#'], { qos: 1 })
+  const seen: string[] = []
+  watcher.on('message', (topic) => seen.push(topic))
+  const bad = await client(t, shared.mqttUrl, { clientId: 'sys-publisher' })
+  await withTimeout(bad.publishAsync('$SYS/fake/new/clients', 'victim', { qos: 1 }), 5_000, 'the PUBACK of the $SYS publish')
+  await withTimeout(bad.publishAsync('$edge/x/y', 'victim', { qos: 1 }), 5_000, 'the PUBACK of the $edge publish')
+  assert.equal(bad.connected, true)
+  // a marker behind them on the same connection arrives; the dropped ones never do
+  await watcher.subscribeAsync('sys/check', { qos: 1 })
+  const got = nextMessage(watcher, 'sys/check')
+  await bad.publishAsync('sys/check', 'still fine', { qos: 1 })
   assert.equal((await got).payload.toString(), 'still fine')
+  assert.deepEqual(seen.filter((x) => x !== 'sys/check'), [])
+  const denied = (await shared.status())['broker']['denied'] as Record<string, number>
+  assert.ok((denied['reservedTopic'] ?? 0) >= 2)
+})
+
+test('a publish to another $ topic (device SDK spaces such as $aws/things/...) is routed like any topic', async (t) => {
+  const sub = await client(t, shared.mqttUrl)
+  await sub.subscribeAsync('$aws/things/press-1/shadow/update', { qos: 1 })
+  const got = nextMessage(sub, '$aws/things/press-1/shadow/update')
+  const pub = await client(t, shared.mqttUrl)
+  await pub.publishAsync('$aws/things/press-1/shadow/update', '{"state":{}}', { qos: 1 })
+  assert.equal((await got).payload.toString(), '{"state":{}}')
 })
 
 test('raw TCP: a socket that connects and sends nothing is closed after connectTimeoutMs', async (t) => {

@@ -29,7 +29,7 @@ function configError(fn: () => unknown): ConfigError {
 test('runs on built-in defaults without a file: MQTT on 0.0.0.0:1883, state in ./data', () => {
   const { config, file } = loadConfig({ env: {}, cwd: '/srv/x' })
   assert.equal(file, undefined)
-  assert.deepEqual(config.broker.listeners, [{ protocol: 'mqtt', host: '0.0.0.0', port: 1883, path: '/mqtt' }])
+  assert.deepEqual(config.broker.listeners, [{ protocol: 'mqtt', host: '0.0.0.0', port: 1883, path: '/mqtt', allowAnonymous: true, useIdentityAsUsername: false }])
   assert.equal(config.dataDir, '/srv/x/data')
   assert.equal(config.admin.host, '127.0.0.1')
   assert.equal(config.admin.port, 9180)

@@ -368,7 +368,7 @@ test('notices rows deleted by another connection and recounts', async (t) => {
 })
 
 test('shares its connection with another owner of the same file', async (t) => {
-  const { openDatabase } = await import('../../../src/buffer/index.js')
+  const { openDatabase } = await import('../../../src/storage/index.js')
   const store = await open(t)
   const other = openDatabase(store.path, {
     logger: silentLogger(),

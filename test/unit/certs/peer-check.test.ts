@@ -5,7 +5,7 @@ import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { X509Certificate } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
-import { checkPeer, identityFor, type PeerCheck } from '../../../src/local-broker/tls.js'
+import { checkPeer, certificateDeviceId, type PeerCheck } from '../../../src/local-broker/tls.js'
 import { caSigner, certPem, createSelfSignedCa, generateKeyPair, newSerial, signLeaf, type CaSigner } from '../../../src/certs/x509.js'
 
 const NOW = Date.UTC(2026, 10, 25, 12, 0, 0)
@@ -92,7 +92,7 @@ test('dates are judged by the trusted clock, not by the wall clock OpenSSL read'
 test('the client id must be the CN or, in cn-or-san mode, a DNS SAN; empty takes the CN', async () => {
   const c = await leaf(ca, { cn: 'press-7', dns: ['press-7.plant.local'] })
   const id = (clientId: string, mode: 'cn' | 'cn-or-san') => {
-    const r = identityFor(c, clientId, mode, 128)
+    const r = certificateDeviceId(c, clientId, mode, 128)
     return r.ok ? r.id : r.reason
   }
   assert.equal(id('press-7', 'cn'), 'press-7')
@@ -101,6 +101,6 @@ test('the client id must be the CN or, in cn-or-san mode, a DNS SAN; empty takes
   assert.equal(id('press-7.plant.local', 'cn-or-san'), 'press-7.plant.local')
   assert.equal(id('press-8', 'cn-or-san'), 'identity-mismatch')
   const slashy = await leaf(ca, { cn: 'a/b' })
-  const r = identityFor(slashy, 'a/b', 'cn', 128)
+  const r = certificateDeviceId(slashy, 'a/b', 'cn', 128)
   assert.equal(r.ok ? 'ok' : r.reason, 'identity-invalid')
 })

@@ -14,13 +14,8 @@ import net from 'node:net'
 import { duplexPair, type Duplex } from 'node:stream'
 import { describe, test } from 'node:test'
 import mqttPacket from 'mqtt-packet'
-import {
-  PacketGuard,
-  connectionGuard,
-  guardConnection,
-  type GuardViolation,
-  type PacketGuardLimits,
-} from '../../../src/local-broker/packet-guard.js'
+import { PacketGuard, type GuardViolation, type PacketGuardLimits } from '../../../src/local-broker/packet-guard.js'
+import { connectionGuard, guardConnection } from '../../../src/local-broker/guard-connection.js'
 
 // --- encoders ---------------------------------------------------------------
 
