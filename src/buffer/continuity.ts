@@ -86,7 +86,8 @@ export class RunContinuity {
   #ackedHighId = 0
   #rows = 0
   #savedHighId = -1
-  #saving = false
+  /** The save in progress, if any: a clean stop waits for it (no temp file left behind, no rename after 'clean'). */
+  #saving: Promise<void> | null = null
   #ended = false
 
   constructor(options: RunContinuityOptions) {
@@ -171,17 +172,22 @@ export class RunContinuity {
   /** Save the high-water mark if it moved (from the owner's timer; never throws, one save at a time). */
   save(rows: number): void {
     this.#rows = rows
-    if (this.#saving || this.#ended || this.#ackedHighId === this.#savedHighId) return
-    this.#saving = true
+    if (this.#saving !== null || this.#ended || this.#ackedHighId === this.#savedHighId) return
     const high = this.#ackedHighId
-    void this.#writeAsync(this.#record('running'))
+    // Not awaited here (the maintenance tick is synchronous); settled() is, at stop.
+    this.#saving = this.#writeAsync(this.#record('running'))
       .then(() => {
         this.#savedHighId = high
       })
       .catch((err: unknown) => this.#o.logger.warn({ err, path: this.#path }, 'run record save failed'))
       .finally(() => {
-        this.#saving = false
+        this.#saving = null
       })
+  }
+
+  /** Resolves once no save is in progress (call before end()). */
+  async settled(): Promise<void> {
+    await this.#saving
   }
 
   /** A clean stop, after the store is closed (checkpointed): nothing acknowledged can be lost any more. */

@@ -327,6 +327,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     await Promise.allSettled([...this.#st.syncing])
     this.#st.drops.flush()
     this.#closeDatabase()
+    await this.#st.continuity?.settled()
     this.#st.continuity?.end(this.#st.totalRows)
     this.#st.phase = 'stopped'
     this.#st.log.info({ rows: this.#st.totalRows, bytes: this.#st.totalBytes }, 'buffer stopped')
