@@ -2,8 +2,9 @@
 // directory entry that names it: a file created (or renamed) after the
 // directory was last fsync'd can vanish in a power cut together with
 // everything fsync'd into it. SQLite syncs the directory when it creates a
-// -wal, not when the main file is created; the store's directory and file
-// are created here, so their names are made durable here
+// -wal, not when the main file is created; the data directory and the
+// database file are created by database.ts (and the agent), which make their
+// names durable with these; quarantine.ts syncs its renames the same way
 // (test/integration/powercut found the data directory gone after a cut).
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
