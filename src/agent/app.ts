@@ -2,7 +2,7 @@
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
-import { mkdir, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { Acl, ClientAcl, LocalBroker, RESTART_LIMITS, parseMosquittoAcl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
@@ -10,6 +10,7 @@ import {
   CertificateRenewer,
   CertsService,
   PendingKey,
+  completeInstall,
   installCertificate,
   renewOverMqtt,
   systemClock,
@@ -19,6 +20,7 @@ import {
 import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
 import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
 import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
+import { mkdirDurable } from '../storage/index.js'
 import { clientAclOptions } from './config/semantic.js'
 import { needsLocalCa, passwordFilePath } from './config/paths.js'
 import { NodeRed, NodeRedError, type EdgeLink, type NodeRedStatus } from '../node-red/index.js'
@@ -155,6 +157,15 @@ export class Agent {
       },
       logger: deps.logger,
       persistence: () => this.brokerState?.persistence,
+      // A PUBACK waits until the retained message or offline-queue copy it stands for is durable.
+      ...(this.brokerState === undefined
+        ? {}
+        : {
+            stateSync: {
+              needed: (p) => this.brokerState?.needsSync(p) === true,
+              sync: () => this.brokerState?.sync() ?? Promise.resolve(),
+            },
+          }),
       ...(certs !== undefined && acl !== undefined
         ? { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs, acl) }
         : mqtts.length > 0
@@ -463,11 +474,24 @@ export class Agent {
     })
   }
 
+  /** An upstream certificate install that a power cut interrupted is finished before the bridges read the files. */
+  async #completeInstalls(): Promise<void> {
+    for (const u of this.#config.upstreams) {
+      if (u.certFile === undefined || u.keyFile === undefined) continue
+      const files = { cert: u.certFile, key: u.keyFile }
+      if (await completeInstall(files)) {
+        this.#log.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
+      }
+    }
+  }
+
   async start(signal: AbortSignal): Promise<void> {
     this.#state = 'starting'
     try {
       // 0700: the state directory will hold the message store and private keys.
-      await mkdir(this.#config.dataDir, { recursive: true, mode: 0o700 })
+      // Durable: a name never fsync'd into its parent is lost in a power cut with all below it.
+      mkdirDurable(this.#config.dataDir, 0o700)
+      await this.#completeInstalls()
       this.broker.setAcl(await this.#clientAcl(), this.#config.broker.acl.onDeniedPublish)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {

@@ -42,6 +42,17 @@ export function renderStatus(s: AgentStatus): string {
           ['rates', `${f.rates.appendPerSec.toFixed(1)}/s in, ${f.rates.ackPerSec.toFixed(1)}/s out`],
           ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v ?? 0)}`).join(', ')],
           ...(f.quarantine.count > 0 ? [['corrupt files moved aside', num(f.quarantine.count)]] : []),
+          ...(f.lastRun?.loss
+            ? [
+                [
+                  'last run',
+                  `ended by a power cut: ${num(f.lastRun.loss.count)} acknowledged messages lost ` +
+                    `(${f.lastRun.loss.durability})`,
+                ],
+              ]
+            : f.lastRun?.ended === 'unclean'
+              ? [['last run', 'did not stop cleanly, nothing lost detected']]
+              : []),
         ],
       ),
     )

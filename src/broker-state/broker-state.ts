@@ -33,6 +33,16 @@ export class BrokerState {
     return this.#persistence
   }
 
+  /** For LocalBroker's `stateSync`: will aedes store this publish? */
+  needsSync(packet: { readonly topic: string; readonly retain: boolean }): boolean {
+    return packet.retain || this.#persistence?.hasQueuingSubscribers(packet.topic) === true
+  }
+
+  /** Everything stored so far made durable (durability 'full'; at once otherwise). */
+  sync(): Promise<void> {
+    return this.owner.database.syncWal()
+  }
+
   stats(): BrokerStateStats | undefined {
     return this.#persistence?.stats()
   }

@@ -16,11 +16,12 @@
 // 1. Committed on resolve. Every write is one synchronous better-sqlite3
 //    transaction; when a method's promise resolves its rows are committed.
 //    On power loss: with durability 'full' the WAL is fsync'd within 200 ms
-//    of any write (database.ts, wal-sync.ts), so broker state (retained
-//    messages, subscriptions, offline queues) may lose its last 200 ms; the
-//    upstream buffer, whose appends wait for their fsync, loses nothing
-//    acknowledged. (aedes sends a QoS 1 PUBACK before it stores anything
-//    anyway.) Several rows handed over at once (outgoingEnqueueCombi to N
+//    of any write (storage/database.ts, wal-sync.ts). aedes sends a QoS 1
+//    PUBACK before it stores the message; the local broker holds that PUBACK
+//    until the retained message or offline-queue copy is stored and synced
+//    (LocalBroker's stateSync, hasQueuingSubscribers below), so only state
+//    nobody was acknowledged for (subscriptions, deliveries) may lose its
+//    last 200 ms. Several rows handed over at once (outgoingEnqueueCombi to N
 //    subscribers, addSubscriptions, cleanSubscriptions) are one transaction.
 // 2. Write-through. SQLite is written first and memory second: if a statement
 //    throws, the in-memory index is left as it was.
@@ -217,6 +218,11 @@ export class BrokerStatePersistence extends BrokerStateTables {
     for (const topic of removed) this.#trie.remove(topic, { clientId, topic })
   }
 
+
+  /** A persistent session has a QoS > 0 subscription matching `topic` (a publish to it will be queued). Synchronous. */
+  hasQueuingSubscribers(topic: string): boolean {
+    return this.#trie.match(topic).length > 0
+  }
 
   /** QoS > 0 subscriptions matching a published topic: answered from memory. */
   subscriptionsByTopic(topic: string): Promise<TopicSubscriber[]> {

@@ -14,11 +14,12 @@ import {
   type AppendResult,
   type DropReason,
   estimateMessageBytes,
+  MAX_PRIORITY,
   type NormalizedMessage,
   type StoredMessage,
   toStoredMessage,
 } from './message-store.js'
-import type { AppendOp, Effect, Op, StoreState } from './store-state.js'
+import type { AppendOp, Effect, LostOp, Op, StoreState } from './store-state.js'
 import type { TopicLedger } from './topic-ledger.js'
 
 const MiB = 1024 * 1024
@@ -111,6 +112,9 @@ class CommitBatch {
       } else if (op.kind === 'ack') {
         for (const id of op.ids) if (this.#ackRow(id)) this.#acks++
         this.#outcomes[i] = { ok: true, value: undefined }
+      } else if (op.kind === 'lost') {
+        this.#lost(op)
+        this.#outcomes[i] = { ok: true, value: undefined }
       } else {
         for (const id of op.ids) if (this.#deleteRow(id, op.reason)) this.#deletes++
         this.#outcomes[i] = { ok: true, value: undefined }
@@ -120,7 +124,8 @@ class CommitBatch {
     this.st.dropLedger?.flush()
     this.ledger.flush()
     if (this.#nextId > this.st.idReserved) {
-      this.#reserved = this.#nextId + ID_BLOCK
+      // 'normal'/'off': exact, so that continuity.ts can tell which acknowledged ids a cut rolled back.
+      this.#reserved = this.#nextId + (this.lease.durability === 'full' ? ID_BLOCK : 0)
       this.s.setMeta.run('next_id', this.#reserved)
     }
   }
@@ -200,7 +205,36 @@ class CommitBatch {
     this.#noteReport(reason, m.rule, m.queue, this.#now, null, m.priority)
   }
 
-  #noteReport(reason: DropReason, rule: string, queue: string, at: number, id: number | null, priority: number): void {
+  /** Messages a power cut took (LostOp): one durable drop of `count`, and a loss report on every reporting queue. */
+  #lost(op: LostOp): void {
+    const rule = ''
+    const topic = ''
+    this.#effects.push({ t: 'drop-only', reason: 'power-loss', rule, queue: op.queue, count: op.count })
+    const dl = this.st.dropLedger
+    dl?.add({ reason: 'power-loss', rule, queue: op.queue, topic, at: op.at, id: op.ids?.from ?? null }, op.count)
+    if (op.ids !== null) dl?.add({ reason: 'power-loss', rule, queue: op.queue, topic, at: op.at, id: op.ids.to }, 0)
+    // Fresh ids (placeId null) at the highest priority: the lost messages were the newest, gone before anything queued now.
+    for (const queue of this.st.lossReports.keys()) {
+      if (op.ids === null) {
+        this.#noteReport('power-loss', rule, queue, op.at, null, MAX_PRIORITY, op.count)
+      } else {
+        this.#noteReport('power-loss', rule, queue, op.at, op.ids.from, MAX_PRIORITY, op.count)
+        this.#noteReport('power-loss', rule, queue, op.at, op.ids.to, MAX_PRIORITY, 0)
+      }
+      const g = this.#reports.get(reportKey(queue, 'power-loss', rule))
+      if (g !== undefined) g.placeId = null
+    }
+  }
+
+  #noteReport(
+    reason: DropReason,
+    rule: string,
+    queue: string,
+    at: number,
+    id: number | null,
+    priority: number,
+    count = 1,
+  ): void {
     if (rule === LOSS_REPORT_RULE || !isReported(reason) || !this.st.lossReports.has(queue)) return
     const key = reportKey(queue, reason, rule)
     let g = this.#reports.get(key)
@@ -208,7 +242,7 @@ class CommitBatch {
       g = { queue, reason, rule, count: 0, firstAt: at, lastAt: at, firstId: id, lastId: id, placeId: id, placePriority: priority }
       this.#reports.set(key, g)
     }
-    g.count++
+    g.count += count
     g.firstAt = Math.min(g.firstAt, at)
     g.lastAt = Math.max(g.lastAt, at)
     if (id !== null) {

@@ -17,7 +17,7 @@ interface Window {
 
 // Conflation drops are the feature working as configured, and a purge is an
 // operator's action: neither deserves a warning.
-const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn'> = {
+const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn' | 'error'> = {
   'evicted-full': 'warn',
   expired: 'warn',
   conflated: 'debug',
@@ -25,6 +25,7 @@ const LEVEL: Record<DropReason, 'debug' | 'info' | 'warn'> = {
   'disk-full': 'warn',
   purged: 'info',
   'upstream-rejected': 'warn',
+  'power-loss': 'error',
 }
 
 export class DropAccounting {

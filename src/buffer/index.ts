@@ -37,4 +37,5 @@ export {
 } from './drop-ledger.js'
 export { SqliteStore, type SqliteStoreOptions } from './sqlite-store.js'
 export { MemoryStore, type MemoryStoreOptions } from './memory-store.js'
+export { RUN_FILE_NAME, type LastRun, type PowerLoss } from './continuity.js'
 export { BufferInspector, BUFFER_FILE_NAME, type QueueSummary } from './inspect.js'

@@ -44,6 +44,7 @@ export class Maintenance {
       if (diskLow) this.st.checkpointForSpace()
       if (now - this.#lastSweepAt >= (o.sweepIntervalMs ?? 5000)) this.#sweep(now)
       this.st.drops.tick()
+      this.st.continuity?.save(this.st.totalRows)
       if (this.st.pressureCap !== null && now - this.st.pressureSince >= (o.diskFullRetryMs ?? 5000)) this.#probeDisk(now)
       this.#checkForeignWrites()
       if (now - this.#lastWalCheckAt >= 30_000) this.#checkWal(now)

@@ -51,6 +51,7 @@
 //    the append is rejected (EDGE_ERR_BUFFER_FULL, retryable).
 
 import { Buffer } from 'node:buffer'
+import type { LastRun } from './continuity.js'
 import type { DurableDropTotals } from './drop-ledger.js'
 import { BufferError } from '../storage/index.js'
 
@@ -63,8 +64,26 @@ export type Conflation = 'none' | 'latest-only'
 
 /** Why a message left the store without being acknowledged upstream. */
 /** 'upstream-rejected': handed out, then refused by the upstream for good (e.g. Maximum Packet Size); see drop(). */
-export type DropReason = 'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'upstream-rejected'
-export const DROP_REASONS: readonly DropReason[] = ['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged', 'upstream-rejected']
+/** 'power-loss': acknowledged messages a power cut took from the store, found at the next start (continuity.ts). */
+export type DropReason =
+  | 'evicted-full'
+  | 'expired'
+  | 'conflated'
+  | 'refused'
+  | 'disk-full'
+  | 'purged'
+  | 'upstream-rejected'
+  | 'power-loss'
+export const DROP_REASONS: readonly DropReason[] = [
+  'evicted-full',
+  'expired',
+  'conflated',
+  'refused',
+  'disk-full',
+  'purged',
+  'upstream-rejected',
+  'power-loss',
+]
 
 /** MQTT 5 properties worth carrying upstream. JSON-encoded in SqliteStore. */
 export interface MessageProperties {
@@ -192,6 +211,8 @@ export interface BufferStats {
     /** Counted in SQLite with the drops themselves (drop-ledger.ts): survives restarts, kill -9 and power loss. */
     readonly sinceCreated?: DurableDropTotals | null
   }
+  /** How the previous run ended and what it lost (SqliteStore; continuity.ts). */
+  readonly lastRun?: LastRun | null
   /** Per-second rates over the last ~10 s. */
   readonly rates: { readonly appendPerSec: number; readonly takePerSec: number; readonly ackPerSec: number }
   readonly limits: {
@@ -317,7 +338,7 @@ export interface NormalizedMessage {
 
 const MAX_NAME_BYTES = 255
 const MAX_TOPIC_BYTES = 65535 // MQTT topic length field is 16 bits [MQTT-1.5.3]
-const MAX_PRIORITY = 1_000_000
+export const MAX_PRIORITY = 1_000_000
 
 /** The stored form of an accepted append (what a read of its row gives back). */
 export function toStoredMessage(m: NormalizedMessage, id: number, priority: number, createdAt: number): StoredMessage {
@@ -416,5 +437,14 @@ export function decodeProperties(json: string | null): MessageProperties | undef
 
 /** Zeroed drop counters. */
 export function emptyDropCounts(): Record<DropReason, number> {
-  return { 'evicted-full': 0, expired: 0, conflated: 0, refused: 0, 'disk-full': 0, purged: 0, 'upstream-rejected': 0 }
+  return {
+    'evicted-full': 0,
+    expired: 0,
+    conflated: 0,
+    refused: 0,
+    'disk-full': 0,
+    purged: 0,
+    'upstream-rejected': 0,
+    'power-loss': 0,
+  }
 }

@@ -76,6 +76,7 @@ import { DropAccounting } from './drop-accounting.js'
 import { DropLedger, type DurableDropTotals, type LedgerQuery, type LedgerRange } from './drop-ledger.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
 import type { LossReportTarget } from './loss-report.js'
+import { RunContinuity, type PowerLoss } from './continuity.js'
 import { exportRows, peekRows, purgeRows } from './admin-ops.js'
 import { Maintenance } from './maintenance.js'
 import { MESSAGE_STORE_MIGRATIONS, prepareStatements, type Statements } from './message-schema.js'
@@ -204,7 +205,14 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     this.#st.phase = 'starting'
     const o = this.#o
     try {
+      const continuity = new RunContinuity({
+        dataDir: o.dataDir,
+        durability: o.durability ?? 'full',
+        logger: this.#st.log,
+        now: this.#st.now,
+      })
       const lease = openDatabase(this.path, {
+        mustHoldStore: continuity.storeExisted,
         logger: this.#st.log,
         durability: o.durability ?? 'full',
         migrations: [...MESSAGE_STORE_MIGRATIONS, ...(o.migrations ?? [])],
@@ -230,12 +238,17 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#resolveLimits()
       this.#st.load()
       this.#st.quarantine = readQuarantineLog(lease.db)
+      const atStart = { nextId: this.#st.nextId, quarantined: lease.quarantined !== null }
+      const lastRun = continuity.begin(atStart, this.#st.totalRows)
+      this.#st.lastRun = lastRun
+      this.#st.continuity = continuity
       this.#st.gc = new GroupCommit<Op>({
         maxBatch: o.maxBatch ?? 256,
         windowMs: o.batchWindowMs ?? 0,
         execute: (batch) => executeBatch(this.#st, batch),
         ...(o.timers === undefined ? {} : { timers: o.timers }),
       })
+      if (lastRun.loss !== null) this.#recordPowerLoss(lastRun.loss)
       const t = this.#st.now()
       this.#st.sampleRates(t) // baseline: rates are meaningful from the start
       const maintenance = new Maintenance(this.#st, o)
@@ -267,6 +280,32 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     }
   }
 
+  /**
+   * The previous run's power loss, counted like any drop: durably, in one
+   * transaction (drop ledger, totals 'since created', loss reports). Rule ''
+   * (the rows are gone, their rules with them); queue: see LostOp. A failed
+   * commit still counts it in memory and says so: the loss is never silent.
+   */
+  #recordPowerLoss(loss: PowerLoss): void {
+    const gc = this.#st.gc
+    if (gc === null) return
+    const reporting = [...this.#st.lossReports.keys()]
+    const queue = reporting.length === 1 ? (reporting[0] as string) : ''
+    gc.enqueue({
+      kind: 'lost',
+      queue,
+      count: loss.count,
+      ids: loss.ids,
+      at: loss.after,
+      resolve: () => {},
+      fail: (err) => {
+        this.#st.log.error({ err, count: loss.count }, 'power loss could not be recorded durably')
+        this.#st.drops.record('power-loss', '', queue, loss.count)
+      },
+    })
+    gc.flush()
+  }
+
   /** Flush the pending batch, checkpoint (TRUNCATE) and close. Idempotent. */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop()
@@ -288,6 +327,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     await Promise.allSettled([...this.#st.syncing])
     this.#st.drops.flush()
     this.#closeDatabase()
+    await this.#st.continuity?.settled()
+    this.#st.continuity?.end(this.#st.totalRows)
     this.#st.phase = 'stopped'
     this.#st.log.info({ rows: this.#st.totalRows, bytes: this.#st.totalBytes }, 'buffer stopped')
   }
@@ -340,7 +381,11 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     return new Promise<AppendResult>((resolve, reject) => {
-      gc.enqueue({ kind: 'append', msg, resolve, fail: reject })
+      const acked = (r: AppendResult): void => {
+        if (r.id !== null) this.#st.continuity?.noteAcked(r.id)
+        resolve(r)
+      }
+      gc.enqueue({ kind: 'append', msg, resolve: acked, fail: reject })
     })
   }
 
@@ -469,6 +514,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         freeBytes: this.#st.disk?.freeBytes ?? null,
       },
       quarantine: this.#st.quarantine,
+      lastRun: this.#st.lastRun,
     }
   }
 

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { DiskSpace, SqliteDatabase } from '../storage/index.js'
 import { BufferError } from '../storage/index.js'
 import { toBufferError } from '../storage/index.js'
+import type { RunContinuity, LastRun } from './continuity.js'
 import type { DropAccounting } from './drop-accounting.js'
 import type { DropLedger } from './drop-ledger.js'
 import type { LossReportTarget, ReportGroup } from './loss-report.js'
@@ -51,13 +52,36 @@ export type DeleteOp = {
   readonly resolve: () => void
   readonly fail: (err: Error) => void
 }
-export type Op = AppendOp | AckOp | DeleteOp
+/**
+ * Acknowledged messages a power cut took (continuity.ts), found at start:
+ * counted in the same durable drop accounting as any drop (ledger, totals,
+ * loss reports), in one transaction. The rows are gone, so their queue is
+ * not known: `queue` is the one the store reports to when there is exactly
+ * one, '' otherwise, and every reporting queue gets a loss report.
+ */
+export type LostOp = {
+  readonly kind: 'lost'
+  readonly queue: string
+  readonly count: number
+  readonly ids: { readonly from: number; readonly to: number } | null
+  /** When the loss happened at the latest: the run record's last save (epoch ms). */
+  readonly at: number
+  readonly resolve: () => void
+  readonly fail: (err: Error) => void
+}
+export type Op = AppendOp | AckOp | DeleteOp | LostOp
 
 export type Effect =
   | { readonly t: 'insert'; readonly msg: StoredMessage }
   /** 'merged': a queued loss report replaced by a newer one carrying its counts (loss-report.ts); not a drop. */
   | { readonly t: 'delete'; readonly row: DeletedRow; readonly reason: DropReason | 'acked' | 'merged' }
-  | { readonly t: 'drop-only'; readonly reason: DropReason; readonly rule: string; readonly queue: string }
+  | {
+      readonly t: 'drop-only'
+      readonly reason: DropReason
+      readonly rule: string
+      readonly queue: string
+      readonly count?: number
+    }
 
 export type Phase = 'new' | 'starting' | 'running' | 'stopping' | 'stopped'
 
@@ -110,6 +134,10 @@ export class StoreState {
   readonly errorLogAt = new Map<string, { at: number; suppressed: number }>()
   dataVersion = 0
   quarantine: { count: number; last: { movedTo: string; at: number; reason: string } | null } = { count: 0, last: null }
+  /** The run record (continuity.ts): told of every acknowledged id, saved by the maintenance tick. */
+  continuity: RunContinuity | null = null
+  /** How the previous run ended, as found at start. */
+  lastRun: LastRun | null = null
 
   /** Fsyncs whose appends wait (durability 'full'); stop() waits for them. */
   readonly syncing = new Set<Promise<void>>()
@@ -211,7 +239,7 @@ export class StoreState {
         return
       }
       case 'drop-only':
-        this.drops.record(e.reason, e.rule, e.queue)
+        this.drops.record(e.reason, e.rule, e.queue, e.count ?? 1)
         return
     }
   }

@@ -18,7 +18,7 @@ export {
   type RenewerLink,
   type RenewerState,
 } from './certificate-renewer.js'
-export { installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
+export { completeInstall, installCertificate, type CertificateFiles, type InstallOptions } from './install.js'
 export { PendingKey, type PendingKeyTake } from './pending-key.js'
 export {
   PROTOCOL_VERSION,

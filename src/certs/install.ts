@@ -11,9 +11,19 @@
 // Each rename is atomic; between the two, a reader may briefly see the new
 // key with the old certificate, which a TLS handshake refuses and a client
 // retries (the bridge reads the files at every connection attempt).
+//
+// Power cuts (test/integration/powercut/certs.test.ts): the renames are made
+// durable together by one fsync of the directory, so a cut leaves the old
+// pair or the new one. A file system that commits its journal between the
+// two renames could still keep the new key with the old certificate:
+// completeInstall() finds that pair (the key matches `<cert>.new`, not the
+// certificate) and finishes the install; the agent runs it at start for its
+// upstream files and `edge-agent device renew` before it reads a device's.
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { rename } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { CertsError } from './errors.js'
-import { writeAtomic } from './local-ca.js'
+import { readOptional, syncDir, writeAtomic } from './local-ca.js'
 
 export interface CertificateFiles {
   /** Certificate (PEM), written 0644. */
@@ -42,4 +52,33 @@ export async function installCertificate(files: CertificateFiles, pair: { readon
   }
   if (o.replaceKey) await rename(`${files.key}.new`, files.key)
   await rename(`${files.cert}.new`, files.cert)
+  await syncDir(dirname(files.cert))
+  if (dirname(files.key) !== dirname(files.cert)) await syncDir(dirname(files.key))
+}
+
+/**
+ * Finishes an install a power cut interrupted between its two renames: if
+ * the key no longer matches the certificate but matches `<cert>.new`, that
+ * certificate is moved in. Returns whether it did. Anything else is left alone.
+ */
+export async function completeInstall(files: CertificateFiles): Promise<boolean> {
+  const [certPem, keyPem, newCertPem] = await Promise.all([
+    readOptional(files.cert),
+    readOptional(files.key),
+    readOptional(`${files.cert}.new`),
+  ])
+  if (keyPem === undefined || newCertPem === undefined) return false
+  if (certPem !== undefined && matches(certPem, keyPem)) return false
+  if (!matches(newCertPem, keyPem)) return false
+  await rename(`${files.cert}.new`, files.cert)
+  await syncDir(dirname(files.cert))
+  return true
+}
+
+function matches(certPem: string, keyPem: string): boolean {
+  try {
+    return new X509Certificate(certPem).checkPrivateKey(createPrivateKey(keyPem))
+  } catch {
+    return false
+  }
 }

@@ -526,7 +526,8 @@ export async function writeAtomic(file: string, data: string | Buffer, mode: num
   await syncDir(dirname(file))
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** fsync(2) a directory: the renames and creates in it survive a power cut. */
+export async function syncDir(dir: string): Promise<void> {
   const d = await open(dir, 'r')
   try {
     await d.sync()

@@ -78,6 +78,8 @@ export interface BrokerHooksDeps {
   /** The client ACL in force now (hot-swappable). */
   readonly acl: () => BrokerAcl
   readonly onPublish: PublishInterceptor | undefined
+  /** Called as a publish is acknowledged: may hold its PUBACK until the state it stored is synced (state-sync.ts). */
+  readonly holdAck?: ((client: Client, packet: PublishPacket) => void) | undefined
   readonly counters: BrokerCounters
   readonly limiter: LogLimiter
   readonly log: Logger
@@ -310,12 +312,16 @@ export class BrokerHooks {
   #capture(client: Client, packet: PublishPacket, done: Done): void {
     this.#d.counters.received++
     const hold = this.#d.onPublish?.(packet, client.id)
-    if (hold === undefined) return done(null)
+    if (hold === undefined) {
+      this.#d.holdAck?.(client, packet)
+      return done(null)
+    }
     hold.then(
       () => {
         // One commit resolves the holds of many publishes at once: their
         // PUBACKs leave in one write per device instead of one each.
         corkForTick(client.conn as Duplex)
+        this.#d.holdAck?.(client, packet)
         done(null)
       },
       (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),

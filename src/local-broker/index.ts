@@ -12,6 +12,7 @@ export type {
   BoundListener,
   LocalBrokerStats,
   PublishInterceptor,
+  StateSync,
   DeviceOptions,
   DeviceRequest,
   BrokerReconfigure,

@@ -17,7 +17,8 @@
 // Where things are: the aedes hooks by name, with the custody chain's first
 // hop (authorizePublish → capture → PUBACK), in hooks.ts; certificate
 // sessions (identify, sweep, revoke, refresh) in device-sessions.ts; the byte
-// guard in packet-guard.ts and guard-connection.ts. This file owns the
+// guard in packet-guard.ts and guard-connection.ts; PUBACKs held until the
+// broker state they stand for is synced in state-sync.ts. This file owns the
 // listeners and the lifecycle.
 import { createServer as createTcpServer, type Server as TcpServer, type Socket, type AddressInfo } from 'node:net'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
@@ -34,6 +35,7 @@ import { LogLimiter } from './log-limiter.js'
 import { BrokerCounters } from './counters.js'
 import { DeviceSessions, setPeerCertificate } from './device-sessions.js'
 import { BrokerHooks, type BrokerAcl } from './hooks.js'
+import { AckGate } from './state-sync.js'
 import { ClientAcl } from './client-acl.js'
 import { Authenticator, setListenerPolicy } from './auth.js'
 import type { BoundListener, BrokerReconfigure, ListenerOptions, LocalBrokerOptions, LocalBrokerStats } from './options.js'
@@ -92,6 +94,7 @@ export class LocalBroker {
     // 1 GB gateway the memory matters more. Process-wide, by design of mqtt-packet.
     writeToStream.cacheNumbers = false
     const { limits } = this.#opts
+    const ackGate = this.#opts.stateSync === undefined ? undefined : new AckGate(this.#opts.stateSync, this.#log)
     const hooks = (this.#hooks = new BrokerHooks({
       limits,
       devices: this.#opts.devices,
@@ -99,6 +102,7 @@ export class LocalBroker {
       auth: this.#auth,
       acl: () => this.#acl,
       onPublish: this.#opts.onPublish,
+      holdAck: ackGate === undefined ? undefined : (client, packet) => ackGate.hold(client, packet),
       counters: this.#counters,
       limiter: this.#limiter,
       log: this.#log,
@@ -119,6 +123,8 @@ export class LocalBroker {
     await this.#auth.start()
     const aedes = await Aedes.createBroker(options)
     this.#aedes = aedes
+    // After aedes stored a held publish (its chain emits 'publish' last): sync, then let the PUBACK out.
+    if (ackGate !== undefined) aedes.on('publish', (packet) => ackGate.stored(packet))
     this.#watch(aedes)
     this.#sessions.start()
     try {

@@ -56,6 +56,13 @@ export interface BrokerLimitOptions {
  */
 export type PublishInterceptor = (packet: Readonly<PublishPacket>, clientId: string) => Promise<unknown> | void
 
+export interface StateSync {
+  /** Whether aedes will store this publish (retained, or a persistent session subscribed). */
+  needed(packet: Readonly<PublishPacket>): boolean
+  /** Resolves once everything the broker stored so far is on stable storage. */
+  sync(): Promise<void>
+}
+
 export interface LocalBrokerOptions {
   readonly listeners: readonly ListenerOptions[]
   readonly limits: BrokerLimitOptions
@@ -66,6 +73,13 @@ export interface LocalBrokerOptions {
    */
   readonly persistence?: unknown
   readonly onPublish?: PublishInterceptor
+  /**
+   * Durable broker state (retained messages, offline queues). aedes sends a
+   * QoS 1 PUBACK before it stores the message; with this, a PUBACK that a
+   * stored message needs is held (the connection corked) until `sync()`
+   * after the store: a power cut after the PUBACK cannot take it (state-sync.ts).
+   */
+  readonly stateSync?: StateSync
   /** The local CA's TLS material for mqtts listeners without files of their own. */
   readonly tls?: () => TlsMaterial
   /** The gateway's own certificate (certs.acme) for listeners with serverCertificate 'acme'; until there is one, the local CA's. */

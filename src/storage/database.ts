@@ -25,6 +25,9 @@
 //            not written back (typically up to ~30 s of dirty pages) is
 //            lost, and the file itself may be corrupted — the next start
 //            then quarantines it, so everything in it is set aside.
+// What a power cut took is reported at the next start (continuity.ts):
+// acknowledged ids the file does not reach, or a file that no longer holds
+// the store (quarantined: mustHoldStore), as drops with reason 'power-loss'.
 //
 // better-sqlite3 is compiled with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1: every
 // connection opened on an existing WAL database starts at NORMAL, silently
@@ -67,11 +70,12 @@
 // Permissions: the directory is created 0700 and the database file 0600;
 // SQLite creates -wal and -shm with the database file's mode.
 
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, realpathSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, openSync, realpathSync, statSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Logger } from 'pino'
 import { BufferError, isCorruptionCode, sqliteCodeOf, toBufferError } from './errors.js'
+import { fsyncDir, mkdirDurable } from './dir-sync.js'
 import { applyMigrations, CORE_MIGRATIONS, type Migration } from './migrations.js'
 import { quarantine, type QuarantineRecord } from './quarantine.js'
 import { WalSync } from './wal-sync.js'
@@ -100,6 +104,12 @@ export interface OpenDatabaseOptions {
   readonly busyTimeoutMs?: number
   /** WAL is truncated to this size after checkpoints, bytes. Default 64 MiB. */
   readonly journalSizeLimitBytes?: number
+  /**
+   * A previous run used this file (continuity.ts): an empty file or one
+   * without our schema is what a power cut left of it, quarantined like a
+   * corrupt one rather than silently recreated. Default false.
+   */
+  readonly mustHoldStore?: boolean
   /** Clock for quarantine timestamps, epoch ms. Default Date.now. */
   readonly now?: () => number
 }
@@ -257,7 +267,7 @@ function openShared(path: string, durability: Durability, options: OpenDatabaseO
     // Check first on a read-only connection: closing it never checkpoints or
     // deletes the -wal, so a corrupt file is quarantined exactly as found
     // (a read-write close would checkpoint the WAL into the damaged file).
-    checkIntegrity(path, options.startupCheck ?? 'quick')
+    checkIntegrity(path, options.startupCheck ?? 'quick', options.mustHoldStore === true)
     db = openAndConfigure(path, durability, options)
   } catch (err) {
     const code = sqliteCodeOf(err)
@@ -303,8 +313,11 @@ function openShared(path: string, durability: Durability, options: OpenDatabaseO
  * connection. Throws on corruption; any other failure of the read-only open
  * (e.g. no permission to create the -shm) is left to the read-write open.
  */
-function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
-  if (statSync(path).size === 0) return
+function checkIntegrity(path: string, mode: 'quick' | 'none', mustHoldStore: boolean): void {
+  if (statSync(path).size === 0) {
+    if (mustHoldStore) throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', NO_STORE)
+    return
+  }
   let ro: Database.Database
   try {
     ro = new Database(path, { readonly: true, fileMustExist: true })
@@ -314,6 +327,10 @@ function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
   }
   try {
     ro.pragma('page_count', { simple: true })
+    const schema = ro.prepare("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'")
+    if (mustHoldStore && schema.get() === undefined) {
+      throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', NO_STORE)
+    }
     if (mode === 'quick') {
       const rows = ro.pragma('quick_check') as Array<{ quick_check: string }>
       if (rows.length !== 1 || rows[0]?.quick_check !== 'ok') {
@@ -329,13 +346,17 @@ function checkIntegrity(path: string, mode: 'quick' | 'none'): void {
   }
 }
 
+const NO_STORE = 'the file no longer holds the store (empty or without its schema), although a previous run used it'
+
 /** Directory 0700 (when we create it), file 0600 (created empty so SQLite keeps its mode). */
 function prepareFiles(path: string, log: Logger): void {
   const dir = dirname(path)
   try {
-    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 })
-    if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600))
-    else tightenMode(path, log)
+    mkdirDurable(dir, 0o700)
+    if (!existsSync(path)) {
+      closeSync(openSync(path, 'a', 0o600))
+      fsyncDir(dir)
+    } else tightenMode(path, log)
   } catch (err) {
     throw new BufferError('EDGE_ERR_BUFFER_IO', `cannot prepare database file: ${(err as Error).message}`, { cause: err })
   }

@@ -2,8 +2,10 @@
 // its -wal/-shm, and the history kept in the fresh file (db_quarantine_log,
 // created by core/001-quarantine-log). The policy is in database.ts.
 import { existsSync, renameSync } from 'node:fs'
+import { dirname } from 'node:path'
 import type Database from 'better-sqlite3'
 import type { Logger } from 'pino'
+import { fsyncDir } from './dir-sync.js'
 import { BufferError } from './errors.js'
 
 export interface QuarantineRecord {
@@ -29,6 +31,8 @@ export function quarantine(path: string, reason: string, at: number, log: Logger
       renameSync(path + suffix, movedTo + suffix)
       files.push(movedTo + suffix)
     }
+    // The renames survive a power cut only once the directory is synced.
+    fsyncDir(dirname(path))
   } catch (err) {
     throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', `database is corrupt and could not be moved aside: ${(err as Error).message}`, {
       cause: err,

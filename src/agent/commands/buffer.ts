@@ -212,7 +212,9 @@ async function exportRows(ctx: CommandContext, o: ConfigFlags & { queue?: string
     let n = 0
     for (const row of inspector.rows(o.queue)) {
       await write(JSON.stringify(exportLine(row)) + '\n')
-      progress?.update(++n)
+      // Counted here, not inside the progress bar: without a terminal there is none.
+      n++
+      progress?.update(n)
     }
     progress?.finish(n)
     if (file !== undefined) {

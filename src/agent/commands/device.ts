@@ -14,7 +14,7 @@ import { resolve } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import { Command } from 'commander'
 import type { MqttClient } from 'mqtt'
-import { CertsError, PendingKey, RenewalRefusedError, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
+import { CertsError, PendingKey, RenewalRefusedError, completeInstall, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
 import type { CommandContext } from './context.js'
@@ -75,6 +75,8 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
     ctx.err(`edge-agent: ${timeoutMs}\n`)
     return ExitCode.USAGE
   }
+  // A power cut between the install's two renames: finish it before reading the pair.
+  if (await completeInstall(files)) ctx.err(`edge-agent: finished an interrupted install of ${files.cert}\n`)
   const caPem = readFileSync(files.ca, 'utf8')
   let certPem = readFileSync(files.cert, 'utf8')
   let keyPem = readFileSync(files.key, 'utf8')
