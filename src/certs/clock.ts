@@ -1,8 +1,8 @@
 // Time for the certificate authority: an injectable clock, and a guard that
 // decides whether the wall clock can be trusted to date certificates.
 //
-// Gateways without a battery-backed RTC boot with a stale or wrong date
-// (research note §3.2, finding 9). The guard keeps two references:
+// Gateways without a battery-backed RTC boot with a stale or wrong date.
+// The guard keeps two references:
 // - a last-known-good wall time (LKG), persisted in the state directory and
 //   only ever moved forward from a trusted clock: a clock earlier than it is
 //   wrong, whatever NTP or fake-hwclock say;

@@ -3,7 +3,7 @@
  *
  * aedes 1.2 hands every byte it reads to mqtt-packet, which buffers a packet
  * until its declared remaining length has arrived: a 268 MB length sent before
- * CONNECT grows the broker without bound (research note, finding 3). mqtt-packet
+ * CONNECT grows the broker without bound. mqtt-packet
  * also decodes strings with `Buffer#toString('utf8')`, which replaces ill-formed
  * UTF-8, so [MQTT-1.5.3-1] can no longer be checked once a packet is parsed.
  * `PacketGuard` therefore frames the inbound byte stream itself, checks size

@@ -19,7 +19,7 @@
 // sessions whose credential expires or is revoked (see LocalBroker).
 //
 // Hot swap: `tls.Server#setSecureContext()` replaces the context for new
-// handshakes only; connected devices keep theirs (research note §3.2).
+// handshakes only; connected devices keep theirs.
 import { readFile } from 'node:fs/promises'
 import { X509Certificate } from 'node:crypto'
 import type { SecureContextOptions, TLSSocket } from 'node:tls'

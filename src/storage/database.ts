@@ -30,8 +30,8 @@
 // the store (quarantined: mustHoldStore), as drops with reason 'power-loss'.
 //
 // better-sqlite3 is compiled with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1: every
-// connection opened on an existing WAL database starts at NORMAL, silently
-// (anchors-reliability §0 finding 1). So `synchronous` is set on EVERY open
+// connection opened on an existing WAL database starts at NORMAL, silently.
+// So `synchronous` is set on EVERY open
 // and read back; if it does not read back as requested, or journal_mode is
 // not 'wal', the open fails with EDGE_ERR_BUFFER_DURABILITY.
 //

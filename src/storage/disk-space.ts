@@ -4,7 +4,7 @@
 // per second, so the result is cached and re-read at most once per
 // `checkIntervalMs`. Hysteresis: the floor trips when free space drops below
 // `minFreeBytes` and clears only above `resumeFreeBytes`, so the store does
-// not flap at the boundary (anchors-reliability §7.3: stop below 5 % /
+// not flap at the boundary (common practice: stop below 5 % /
 // 200 MiB, resume at 10 %). A failing statfs is "unknown", never "low":
 // refusing every message because statfs broke would be worse.
 import { statfsSync } from 'node:fs'

@@ -2,6 +2,8 @@
 // TypeScript type, of the defaults, of `config init`'s reference and of the
 // JSON Schema shipped for editors (schema/edge-agent.schema.json), so these
 // cannot drift apart. Key names are a public contract: add, never rename.
+// One file on purpose: it reads top to bottom as the config reference, in the
+// order `config init` prints it; split, the sections would lose that order.
 import { Type, type Static } from 'typebox'
 
 const Port = (description: string, defaultPort?: number) =>

@@ -47,7 +47,7 @@ interface BrokerNode {
 }
 
 async function startNode(t: TestContext, file: string): Promise<BrokerNode> {
-  // WAL + synchronous=FULL on every open (anchors-reliability §7.2); the file
+  // WAL + synchronous=FULL on every open; the file
   // also holds the message store's tables, as in the agent
   const lease = openDatabase(file, { logger: silent, migrations: [...MESSAGE_STORE_MIGRATIONS, ...BROKER_STATE_MIGRATIONS] })
   const db = lease.db

@@ -1,5 +1,5 @@
 // kill -9 in the middle of ingest: every acknowledged message survives, in
-// order per publisher (anchors-reliability §6 A1, SQLite's crash tests).
+// order per publisher (as in SQLite's own crash tests).
 //
 // Glossary
 //   writer   | test/fixtures/buffer-writer.ts in a child process: 10 logical publishers

@@ -1,4 +1,4 @@
-// Real ENOSPC on a 2 MiB tmpfs (anchors-reliability §6 A5). Needs root (or
+// Real ENOSPC on a 2 MiB tmpfs. Needs root (or
 // CAP_SYS_ADMIN) to mount; skipped with the reason otherwise.
 //
 // Glossary
