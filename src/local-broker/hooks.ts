@@ -44,6 +44,23 @@ export const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode'
 /** Where dropped and consumed publishes go: nobody can receive it (authorizeForward). */
 export const SINK_TOPIC = '$edge/dropped'
 
+/**
+ * True when `packet` is headed for a connection that has closed and dropping
+ * it loses nothing. aedes replays retained messages through a stream piped to
+ * the subscriber and never stops that stream when the subscriber goes: each
+ * remaining message still becomes a Packet, a failed write and an Error with a
+ * stack, queued with setImmediate and holding the closed client, its socket
+ * and its guard. A client that subscribes to a wide filter and leaves at once
+ * (churn, fuzzing, a device in a reconnect loop) leaves thousands of those
+ * behind, faster than they drain. Refusing the forward turns each into one
+ * cheap skip. Kept for a persistent session's queued message (it has a
+ * brokerId and QoS > 0): refusing that would clear it from the offline queue.
+ */
+function gone(client: Client, packet: { qos?: number; brokerId?: string | null }): boolean {
+  if (!client.closed && !client.conn.destroyed) return false
+  return client.clean || (packet.qos ?? 0) === 0 || packet.brokerId === null || packet.brokerId === undefined
+}
+
 const kRefusal = Symbol('edge-agent.refusal')
 type RefusedClient = Client & { [kRefusal]?: RefusalReason }
 
@@ -264,6 +281,7 @@ export class BrokerHooks {
 
   authorizeForward<P extends { topic: string }>(client: Client | null, packet: P): P | undefined {
     if (packet.topic === SINK_TOPIC) return undefined
+    if (client !== null && gone(client, packet as { qos?: number; brokerId?: string | null })) return undefined
     // Re-checked on delivery: retained messages, restored sessions, `read` rules.
     if (client !== null && !this.#permits(client, 'receive', packet.topic)) return undefined
     this.#d.counters.delivered++
