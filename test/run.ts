@@ -1,6 +1,8 @@
 // Test runner for Node 20: `node --test` neither expands globs nor discovers .ts
 // files there, so list the files ourselves and refuse to run zero of them.
-// usage: node --import tsx test/run.ts unit|integration|all [name-filter]
+// usage: node --import tsx test/run.ts unit|integration|all|long [name-filter]
+//   long: only the soak tests (*.long.test.ts). EDGE_TEST_LONG=skip leaves them
+//   out of the other suites (CI runs them beside the release builds).
 import { readdirSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { run } from 'node:test'
@@ -8,7 +10,8 @@ import { spec } from 'node:test/reporters'
 
 const suite = process.argv[2] ?? 'unit'
 const filter = process.argv[3]
-const roots = suite === 'all' ? ['test/unit', 'test/integration'] : [`test/${suite}`]
+const roots = suite === 'all' ? ['test/unit', 'test/integration'] : suite === 'long' ? ['test/integration'] : [`test/${suite}`]
+const skipLong = suite !== 'long' && process.env['EDGE_TEST_LONG'] === 'skip'
 const files = roots
   .filter((root) => existsSync(root))
   .flatMap((root) =>
@@ -17,7 +20,9 @@ const files = roots
       .map((f) => join(root, f)),
   )
   .filter((f) => filter === undefined || f.includes(filter))
+  .filter((f) => (suite === 'long' ? f.endsWith('.long.test.ts') : !(skipLong && f.endsWith('.long.test.ts'))))
   .sort()
+if (skipLong) console.log('long tests (*.long.test.ts) left out: EDGE_TEST_LONG=skip (run them with `test/run.ts long`)')
 if (files.length === 0) {
   console.error(`no test files under ${roots.join(', ')}${filter ? ` matching ${filter}` : ''}`)
   process.exit(1)
