@@ -36,7 +36,11 @@ const ruleOf = (p: number): 'evict' | 'ttl' => (p < EVICT_PUBLISHERS ? 'evict' :
 const topicOf = (p: number): string => `${ruleOf(p)}/${p}`
 
 /** One writer, SIGKILLed after `killAfter` stdout lines (or after 8 s); returns the acked ids per publisher, by seq. */
-async function runRound(dataDir: string, round: number, killAfter: number): Promise<{ acked: number[][]; killed: boolean }> {
+async function runRound(
+  dataDir: string,
+  round: number,
+  killAfter: number,
+): Promise<{ acked: number[][]; killed: boolean }> {
   const ackFile = `${dataDir}/acks-${round}.txt`
   const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dataDir, String(round), ackFile, '15000'], {
     cwd: ROOT,
@@ -66,7 +70,10 @@ async function runRound(dataDir: string, round: number, killAfter: number): Prom
     killed = true
     child.kill('SIGKILL')
   }, 8_000)
-  const [code, signal] = (await withTimeout(once(child, 'close'), 40_000, 'writer to exit')) as [number | null, string | null]
+  const [code, signal] = (await withTimeout(once(child, 'close'), 40_000, 'writer to exit')) as [
+    number | null,
+    string | null,
+  ]
   clearTimeout(safety)
   assert.ok(signal === 'SIGKILL' || code === 0, `writer failed: code ${code} signal ${signal}\n${err}`)
   assert.ok(!err.includes('refused:'), `no append may be refused in this setup:\n${err}`)
@@ -114,7 +121,9 @@ function readFile(dataDir: string): FileState {
     }
     const ledgerCount = Array.from({ length: PUBLISHERS }, () => 0)
     const ledgerLastId = Array.from({ length: PUBLISHERS }, () => -1)
-    const ranges = raw.prepare('SELECT topic, sum(count) AS n, max(last_id) AS last FROM buffer_drop_ledger GROUP BY topic').all() as Array<{
+    const ranges = raw
+      .prepare('SELECT topic, sum(count) AS n, max(last_id) AS last FROM buffer_drop_ledger GROUP BY topic')
+      .all() as Array<{
       topic: string
       n: number
       last: number | null
@@ -125,10 +134,13 @@ function readFile(dataDir: string): FileState {
       ledgerCount[p] = r.n
       ledgerLastId[p] = r.last ?? -1
     }
-    const trimmed = raw.prepare("SELECT value FROM buffer_meta WHERE key = 'drops_trimmed_rows'").pluck().get() as number | undefined
+    const trimmed = raw.prepare("SELECT value FROM buffer_meta WHERE key = 'drops_trimmed_rows'").pluck().get() as
+      number | undefined
     assert.equal(trimmed ?? 0, 0, 'the drop ledger was not trimmed (its per-topic counts are complete)')
     const drops: Record<string, Record<string, number>> = {}
-    const counts = raw.prepare('SELECT rule, reason, sum(count) AS n FROM buffer_drop_counts GROUP BY rule, reason').all() as Array<{
+    const counts = raw
+      .prepare('SELECT rule, reason, sum(count) AS n FROM buffer_drop_counts GROUP BY rule, reason')
+      .all() as Array<{
       rule: string
       reason: string
       n: number
@@ -140,20 +152,35 @@ function readFile(dataDir: string): FileState {
   }
 }
 
-/** committed = queued + dropped: per publisher against the ledger, per rule against the counts, with each rule's one reason. */
+/** committed = queued + dropped: per publisher against the drop ledger, per rule against the counts (one reason per rule). */
 function checkAccounts(committed: number[], f: FileState, when: string): void {
   for (let p = 0; p < PUBLISHERS; p++) {
     const q = f.queuedBy[p] ?? 0
     const d = f.ledgerCount[p] ?? 0
-    assert.equal(q + d, committed[p], `${when}: publisher ${p}: ${committed[p]} committed = ${q} queued + ${d} in the drop ledger`)
+    assert.equal(
+      q + d,
+      committed[p],
+      `${when}: publisher ${p}: ${committed[p]} committed = ${q} queued + ${d} in the drop ledger`,
+    )
   }
-  for (const [rule, reason] of [['evict', 'evicted-full'], ['ttl', 'expired']] as const) {
+  for (const [rule, reason] of [
+    ['evict', 'evicted-full'],
+    ['ttl', 'expired'],
+  ] as const) {
     const pubs = committed.map((_, p) => p).filter((p) => ruleOf(p) === rule)
     const total = pubs.reduce((n, p) => n + (committed[p] ?? 0), 0)
     const queued = pubs.reduce((n, p) => n + (f.queuedBy[p] ?? 0), 0)
     const dropped = f.drops[rule] ?? {}
-    assert.deepEqual(Object.keys(dropped).filter((r) => r !== reason), [], `${when}: rule ${rule} dropped only for '${reason}'`)
-    assert.equal(queued + (dropped[reason] ?? 0), total, `${when}: rule ${rule}: ${total} committed = ${queued} queued + ${dropped[reason] ?? 0} ${reason}`)
+    assert.deepEqual(
+      Object.keys(dropped).filter((r) => r !== reason),
+      [],
+      `${when}: rule ${rule} dropped only for '${reason}'`,
+    )
+    assert.equal(
+      queued + (dropped[reason] ?? 0),
+      total,
+      `${when}: rule ${rule}: ${total} committed = ${queued} queued + ${dropped[reason] ?? 0} ${reason}`,
+    )
   }
 }
 
@@ -195,15 +222,23 @@ test('after kill -9 at random moments while evicting and expiring, committed = q
     await store.ack(batch.map((m) => m.id))
   }
   const d = store.stats().drops.sinceCreated
-  for (const [rule, reason] of [['evict', 'evicted-full'], ['ttl', 'expired']] as const) {
+  for (const [rule, reason] of [
+    ['evict', 'evicted-full'],
+    ['ttl', 'expired'],
+  ] as const) {
     const pubs = committed.map((_, p) => p).filter((p) => ruleOf(p) === rule)
     const sum = (a: number[]): number => pubs.reduce((n, p) => n + (a[p] ?? 0), 0)
     const dropped = d?.byRule[rule]?.[reason] ?? 0
-    assert.equal(sum(delivered) + dropped, sum(committed), `rule ${rule}: delivered ${sum(delivered)} + ${reason} ${dropped}`)
+    assert.equal(
+      sum(delivered) + dropped,
+      sum(committed),
+      `rule ${rule}: delivered ${sum(delivered)} + ${reason} ${dropped}`,
+    )
   }
   assert.ok((d?.byReason['evicted-full'] ?? 0) > 0, 'the buffer evicted')
   assert.ok((d?.byReason.expired ?? 0) > 0, 'rows expired')
   t.diagnostic(
-    `${ROUNDS} rounds, ${kills} killed, ${acked} acknowledged, ${inFlightCommitted} committed in flight, drops ${JSON.stringify(d?.byReason)}`,
+    `${ROUNDS} rounds, ${kills} killed, ${acked} acknowledged, ${inFlightCommitted} committed in flight, ` +
+      `drops ${JSON.stringify(d?.byReason)}`,
   )
 })
