@@ -89,10 +89,10 @@ export async function openTransport(opts: TransportOptions): Promise<Duplex> {
   const { host, port } = hostPort(url)
   switch (url.protocol) {
     case 'mqtt:':
-      return await settle(netConnect({ host, port, noDelay: true }), 'connect', opts)
+      return settle(netConnect({ host, port, noDelay: true }), 'connect', opts)
     case 'mqtts:': {
       const o = await tlsOptions(opts)
-      return await settle(tlsConnect({ ...o, port }), 'secureConnect', opts)
+      return settle(tlsConnect({ ...o, port }), 'secureConnect', opts)
     }
     case 'ws:':
     case 'wss:': {

@@ -24,7 +24,6 @@ type EcdsaParams = webcrypto.EcdsaParams
 type EcKeyGenParams = webcrypto.EcKeyGenParams
 type EcKeyImportParams = webcrypto.EcKeyImportParams
 type RsaHashedImportParams = webcrypto.RsaHashedImportParams
-type CryptoKeyPair = webcrypto.CryptoKeyPair
 
 // @peculiar/x509 finds globalThis.crypto on Node 20 by itself; being explicit
 // keeps it independent of what other users of the library (acme-client) set.
@@ -72,7 +71,7 @@ const EC_P256: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' }
 
 /** New EC P-256 key pair, exportable (the caller decides where the private key goes). */
 export async function generateKeyPair(): Promise<SigningKey & { readonly privateKeyPem: string }> {
-  const pair = (await crypto.subtle.generateKey(EC_P256, true, ['sign', 'verify'])) as CryptoKeyPair
+  const pair = (await crypto.subtle.generateKey(EC_P256, true, ['sign', 'verify']))
   const pkcs8 = await crypto.subtle.exportKey('pkcs8', pair.privateKey)
   return {
     privateKey: pair.privateKey,
@@ -129,7 +128,7 @@ function signingParams(kind: KeyKind): EcdsaParams | Algorithm {
     case 'ec-p384':
       return { name: 'ECDSA', hash: 'SHA-384' }
     case 'rsa':
-      return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as Algorithm
+      return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }
   }
 }
 

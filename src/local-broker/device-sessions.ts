@@ -120,7 +120,7 @@ export class DeviceSessions {
     packet: { clientId: string; will?: { topic: string } | undefined },
   ): IdentityReason | undefined {
     const devices = this.#devices
-    const peer = peerCertificate(client.conn as Duplex)
+    const peer = peerCertificate(client.conn)
     if (peer === undefined || peer === null) {
       if (devices === undefined) return undefined
       const taken = this.#sessions.has(packet.clientId) || devices.reservedClientId?.(packet.clientId) === true
@@ -128,7 +128,7 @@ export class DeviceSessions {
     }
     if (devices === undefined) return undefined
     // use-identity-as-username: the certificate names the device, the client id is the client's own
-    const asUsername = listenerPolicy(client.conn as Duplex)?.useIdentityAsUsername === true
+    const asUsername = listenerPolicy(client.conn)?.useIdentityAsUsername === true
     const result = certificateDeviceId(peer, asUsername ? '' : packet.clientId, devices.identity, devices.maxIdBytes)
     if (!result.ok) return result.reason === 'identity-mismatch' ? 'identityMismatch' : 'identityInvalid'
     const acl = devices.acl.forDevice(result.id)
@@ -149,7 +149,7 @@ export class DeviceSessions {
 
   /** aedes 'client': the CONNECT was accepted. */
   connected(client: Client): void {
-    if ((client as SessionClient)[kSession] !== undefined) this.#sessions.set(client.id, client as SessionClient)
+    if ((client as SessionClient)[kSession] !== undefined) this.#sessions.set(client.id, client)
   }
 
   /** aedes 'clientDisconnect'. */

@@ -63,7 +63,7 @@ export function guardConnection(
   if (c.readableFlowing === true) throw new TypeError('connection is already flowing; its data would bypass the guard')
   c[kGuarded] = {
     guard,
-    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with .call(conn)
+     
     read: c.read,
     onViolation,
     closeTimeoutMs: options.closeTimeoutMs ?? 1000,

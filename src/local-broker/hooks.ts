@@ -171,9 +171,9 @@ export class BrokerHooks {
       return this.#login(client, username, password, done)
     }
     counters.refuse(reason)
-    const err = Object.assign(new Error(`refused ${reason}`), {
+    const err: AuthenticateError = Object.assign(new Error(`refused ${reason}`), {
       returnCode: REFUSAL_CODES[reason],
-    }) as AuthenticateError
+    })
     if (isLimit(reason)) {
       limiter.warn(
         reason,
@@ -181,7 +181,7 @@ export class BrokerHooks {
         'connection refused by limit',
       )
     } else {
-      const peer = peerCertificate(client.conn as Duplex)
+      const peer = peerCertificate(client.conn)
       limiter.warn(
         reason,
         {
@@ -202,7 +202,7 @@ export class BrokerHooks {
     password: Buffer | undefined,
     done: (err: AuthenticateError | null, ok: boolean | null) => void,
   ): void {
-    const policy = listenerPolicy(client.conn as Duplex)
+    const policy = listenerPolicy(client.conn)
     this.#d.auth.check(policy, username, password).then(
       (r) => {
         if (r.ok) {
@@ -218,11 +218,12 @@ export class BrokerHooks {
           returnCode: r.returnCode,
         }
         this.#d.limiter.warn(`login:${r.reason}`, fields, 'login refused')
-        done(Object.assign(new Error(`refused ${r.reason}`), { returnCode: r.returnCode }) as AuthenticateError, false)
+        done(Object.assign(new Error(`refused ${r.reason}`), { returnCode: r.returnCode }), false)
       },
       (err: unknown) => {
         this.#d.log.error({ err, clientId: client.id.slice(0, 200) }, 'login check failed')
-        done(Object.assign(new Error('login check failed'), { returnCode: 3 }) as AuthenticateError, false)
+        const refusal: AuthenticateError = Object.assign(new Error('login check failed'), { returnCode: 3 as const })
+        done(refusal, false)
       },
     )
   }
@@ -338,7 +339,7 @@ export class BrokerHooks {
       () => {
         // One commit resolves the holds of many publishes at once: their
         // PUBACKs leave in one write per device instead of one each.
-        corkForTick(client.conn as Duplex)
+        corkForTick(client.conn)
         this.#d.holdAck?.(client, packet)
         done(null)
       },

@@ -348,7 +348,7 @@ export class LocalBroker {
 
   #watch(aedes: Aedes): void {
     aedes.on('connackSent', (packet, client) => {
-      if (packet.returnCode === 0) connectionGuard(client.conn as Duplex)?.authenticated()
+      if (packet.returnCode === 0) connectionGuard(client.conn)?.authenticated()
     })
     aedes.on('clientError', (client, err) => {
       this.#limiter.info('clientError', { clientId: client.id, err: err.message }, 'client error, connection closed')

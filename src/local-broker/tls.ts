@@ -182,7 +182,7 @@ export function identityProblem(id: string, maxBytes: number): string | undefine
   if (Buffer.from(id, 'utf8').toString('utf8') !== id) return 'ill-formed UTF-8'
   if (Buffer.byteLength(id) > maxBytes) return 'too long'
   if (/[/+#]/.test(id)) return "contains '/', '+' or '#'"
-  // eslint-disable-next-line no-control-regex -- control characters are what we refuse
+   
   if (/[\u0000-\u001f\u007f]/.test(id)) return 'contains control characters'
   if (id.trim() !== id) return 'leading or trailing whitespace'
   return undefined

@@ -21,7 +21,7 @@ export async function waitFor<T>(check: () => T | Promise<T>, ms: number, what: 
   for (;;) {
     try {
       const v = await check()
-      if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>
+      if (v !== undefined && v !== null && v !== false) return v
     } catch (err) {
       last = err
     }

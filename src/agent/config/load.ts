@@ -278,7 +278,7 @@ function levenshtein(a: string, b: string): number {
 
 /** The schema node at a path, following object properties and array items. */
 export function schemaAt(path: readonly (string | number)[]): JsonSchemaNode | undefined {
-  let node: JsonSchemaNode | undefined = AgentConfigSchema as unknown as JsonSchemaNode
+  let node: JsonSchemaNode | undefined = AgentConfigSchema
   for (const seg of path) {
     if (node === undefined) return undefined
     node = typeof seg === 'number' ? node.items : node.properties?.[seg]

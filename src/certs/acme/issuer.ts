@@ -174,7 +174,7 @@ export class AcmeIssuer {
   }
 
   async #caPem(): Promise<string | undefined> {
-    return this.#o.caFile === undefined ? undefined : await this.#read(this.#o.caFile, 'CA file')
+    return this.#o.caFile === undefined ? undefined : this.#read(this.#o.caFile, 'CA file')
   }
 
   async #read(file: string, what: string): Promise<string> {

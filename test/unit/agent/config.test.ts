@@ -205,9 +205,9 @@ test('the example written by `config init` is valid and documents every key of t
       keys.add(k)
       walk(v as typeof node)
     }
-    if (node.items) walk(node.items as typeof node)
+    if (node.items) walk(node.items)
   }
-  walk(AgentConfigSchema as unknown as Parameters<typeof walk>[0])
+  walk(AgentConfigSchema)
   const undocumented = [...keys].filter((k) => !new RegExp(`\\b${k}:`).test(EXAMPLE_CONFIG))
   assert.deepEqual(undocumented, [])
   assert.ok(parse(EXAMPLE_CONFIG))

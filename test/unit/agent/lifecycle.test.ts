@@ -57,5 +57,5 @@ test('a component that fails or hangs on stop does not block the others', async 
   assert.equal(failures.length, 2)
   assert.match(failures[0]?.message ?? '', /bridge cannot stop/)
   assert.ok(failures[1] instanceof StopTimeoutError)
-  assert.equal((failures[1] as StopTimeoutError).code, 'EDGE_ERR_STOP_TIMEOUT')
+  assert.equal((failures[1]).code, 'EDGE_ERR_STOP_TIMEOUT')
 })

@@ -164,7 +164,7 @@ test('stops sending WATCHDOG=1 while the event loop is blocked, and resumes afte
   killOnExit(t, child)
   const lines: Array<Record<string, number>> = []
   const lineWaiters = new Set<() => void>()
-  createInterface({ input: child.stdout! }).on('line', (line) => {
+  createInterface({ input: child.stdout }).on('line', (line) => {
     lines.push(JSON.parse(line) as Record<string, number>)
     for (const w of lineWaiters) w()
   })
@@ -190,7 +190,7 @@ test('stops sending WATCHDOG=1 while the event loop is blocked, and resumes afte
   // Keep-alives flow: wait until three have arrived.
   await sock.waitFor('three keep-alives', () => sock.received.filter(isWatchdog).length >= 3, 5000)
 
-  child.stdin!.write('block 2000\n')
+  child.stdin.write('block 2000\n')
   const blockStart = await childSays('blockStart', 5000)
   const blockEnd = await childSays('blockEnd', 10_000)
   assert.ok(blockEnd - blockStart >= 2000)
@@ -201,5 +201,5 @@ test('stops sending WATCHDOG=1 while the event loop is blocked, and resumes afte
   // may land inside the window: the helper that was already in flight when the block began.
   const during = sock.received.filter((d) => isWatchdog(d) && d.t > blockStart && d.t < blockEnd)
   assert.ok(during.length <= 1, `expected no keep-alives while blocked, got ${during.length}`)
-  child.stdin!.end()
+  child.stdin.end()
 })

@@ -81,7 +81,7 @@ async function open(session: MqttSession, sessionPresent: boolean, version: 4 | 
   const connected = session.connect(client)
   const connect = await s.next('connect')
   assert.equal(connect.cmd, 'connect')
-  s.send({ cmd: 'connack', sessionPresent, returnCode: 0, reasonCode: 0, ...(props ? { properties: props } : {}) } as Packet)
+  s.send({ cmd: 'connack', sessionPresent, returnCode: 0, reasonCode: 0, ...(props ? { properties: props } : {}) })
   await connected
   return s
 }
@@ -336,7 +336,7 @@ test('MQTT 5: a message larger than the upstream Maximum Packet Size is refused 
   const p = await s.next('publish')
   assert.equal((p as { payload: Buffer }).payload.length, 56)
   assert.equal(session.inflight, 1)
-  s.send({ cmd: 'puback', messageId: p.messageId ?? 0 } as Packet)
+  s.send({ cmd: 'puback', messageId: p.messageId ?? 0 })
   await new Promise((r) => setImmediate(r))
   assert.deepEqual(results, ['big:EDGE_ERR_BRIDGE_UPSTREAM_REJECTED:149', 'fits:ok:0'])
   session.destroy()

@@ -9,7 +9,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { X509Certificate } from 'node:crypto'
 import pino from 'pino'
-import { CertsService, createCsr, generateKeyPair, type ClockStatus, type IssuedReply } from '../../../src/certs/index.js'
+import { CertsService, createCsr, generateKeyPair, type ClockStatus } from '../../../src/certs/index.js'
 import { FakeClock } from './fake-clock.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
@@ -73,7 +73,7 @@ test('a clock jumped a year forward and back causes no renewal storm and no cert
       for (const d of devices) {
         const out = await svc.handleRenewal({ id: d.id, clientId: d.id, payload: csrs.get(d.id) ?? Buffer.alloc(0), credential: d })
         if (out.reply.status === 'issued') {
-          const r = out.reply as IssuedReply
+          const r = out.reply
           issued.push({ kind: 'device', pem: r.certificate, at: realNow() })
           d.serial = r.serial
           d.notBefore = Date.parse(r.notBefore)

@@ -52,7 +52,7 @@ test('a device that follows every hint is renewed and never refused as rate-limi
         renewed = true
         break
       }
-      const reply = out.reply as ErrorReply
+      const reply = out.reply
       seen.push(`${reply.error}:${reply.retryAfterSec}`)
       assert.notEqual(reply.error, 'rate-limited', `${id}: ${seen.join(', ')}`)
       assert.equal(reply.error, 'too-early')

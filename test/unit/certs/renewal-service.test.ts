@@ -73,7 +73,7 @@ function lossyClient(service: RenewalService, credential: { serial: string; notB
 
 function error(out: RenewalOutcome): ErrorReply {
   assert.equal(out.reply.status, 'error', JSON.stringify(out.reply))
-  return out.reply as ErrorReply
+  return out.reply
 }
 
 test('renews once 2/3 of the lifetime has passed, not before, and says when to come back', async (t) => {
