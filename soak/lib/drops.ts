@@ -99,10 +99,10 @@ export class DropTotals {
    * between its last /status reading and its end are not seen.
    */
   endOfLife(): void {
-    if (!this.#durable) {
-      this.#closed = addDrops(this.#closed, this.#current)
-      this.#unobservedEnds++
-    }
+    // Durable totals stay the total until the next process reports its own.
+    if (this.#durable) return
+    this.#closed = addDrops(this.#closed, this.#current)
+    this.#unobservedEnds++
     this.#current = emptyDrops()
   }
 

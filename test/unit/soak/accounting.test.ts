@@ -105,6 +105,8 @@ test('durable drop totals (buffer.drops.sinceCreated) are taken as they are, acr
   assert.equal(totals.unobservedEnds, 0)
   assert.equal(totals.total().byRule.telemetry?.['evicted-full'], 45)
   assert.deepEqual(totals.total().bridge, {}, 'buffer reasons the bridge echoes are not added twice')
+  totals.endOfLife() // the final stop: the totals are read after it
+  assert.equal(totals.total().byRule.telemetry?.['evicted-full'], 45)
   // An agent whose store has no durable totals (sinceCreated null) falls back to per-process counts.
   assert.equal(readDropCounts({ buffer: { drops: { byReason: {}, byRule: {}, sinceCreated: null } } }).sinceStoreCreated, false)
 })
