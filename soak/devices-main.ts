@@ -229,7 +229,9 @@ async function renew(d: Device): Promise<void> {
     const why = err instanceof RenewalRefusedError ? `refused: ${err.error} (${again ? 'key of an unanswered request' : 'new key'})` : err instanceof Error ? err.message.replace(/devices\/[^/]+\//, 'devices/<id>/') : String(err)
     state.renewalErrors[why] = (state.renewalErrors[why] ?? 0) + 1
     state.lastError = `${d.spec.id} renewal: ${why}`
-    d.next.renew = Date.now() + 1000
+    // As advised ('busy', 'too-early', 'rate-limited'), else soon.
+    const hintSec = err instanceof RenewalRefusedError ? err.retryAfterSec : undefined
+    d.next.renew = Date.now() + (hintSec ?? 1) * 1000
   } finally {
     d.renewing = false
   }

@@ -694,7 +694,15 @@ async function month(o: Options, w: World): Promise<RunResult> {
   const expiredHandshakes = Object.entries(refusedHandshakes).filter(([k]) => /expir/i.test(k)).reduce((n, [, v]) => n + v, 0)
   const lapses = f.progress.lapses.length + expiredHandshakes
 
+  // Loss reports upstream: they must announce exactly the drops the agent counted (all reported reasons).
+  const reportedDrops = sumOf(Object.fromEntries(Object.entries(sink.lossReports.byRule).map(([r, x]) => [r, sumOf(x)])))
+  const countedReportable = Object.values(total.byRule).reduce((n, x) => n + sumOf(Object.fromEntries(Object.entries(x).filter(([k]) => k !== 'conflated' && k !== 'purged'))), 0)
   const checks = [
+    {
+      name: 'loss reports upstream announce the drops counted',
+      ok: !drops.durable || reportedDrops === countedReportable,
+      detail: `${sink.lossReports.reports} reports (${sink.lossReports.duplicates} resent) announce ${reportedDrops}; counted ${countedReportable}`,
+    },
     { name: 'accounting closes (acknowledged = delivered + dropped by policy)', ok: accounts.verdict !== 'open', detail: `${accounts.verdict}, difference ${accounts.difference}` },
     { name: 'per-topic order at the upstream', ok: accounts.outOfOrder === 0, detail: `${accounts.outOfOrder} out of order` },
     { name: 'no phantom messages upstream', ok: accounts.phantom === 0, detail: `${accounts.phantom}` },
@@ -727,6 +735,7 @@ async function month(o: Options, w: World): Promise<RunResult> {
       ? 'exact: drop counts are durable totals'
       : `approximate across ${drops.unobservedEnds} process ends (drop counts restart with each process): ` +
         `tolerance ${tolerance} drops of the last poll interval before each end + ${unackedAtEnd} messages never acknowledged`,
+    lossReports: { ...sink.lossReports, announced: reportedDrops, counted: countedReportable },
     stored: appended.total,
     drops: total,
     qos0: { sent: f.qos0Sent, delivered: q0Delivered, duplicates: 0, dropped: q0Dropped },

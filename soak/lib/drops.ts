@@ -1,12 +1,11 @@
 // Drop counts read from the agent's /status, and their total over the run.
 //
-// readDropCounts() is the ONE place that knows where /status keeps them. Today
-// the counters start at zero in every process, so the run sums each process
-// lifetime's last reading: a kill -9 loses the drops between the last poll and
-// the kill, and the total is approximate across it. Once /status carries
-// totals kept since the store was created, point readDropCounts() at them and
-// return `sinceStoreCreated: true`: DropTotals then takes the newest reading as
-// the total and the accounting must close exactly.
+// readDropCounts() is the ONE place that knows where /status keeps them. The
+// buffer's drops are read from /status `buffer.drops.sinceCreated`: totals
+// counted in SQLite with the drops themselves (src/buffer/drop-ledger.ts), so
+// they survive kill -9 and DropTotals takes the newest reading as the total.
+// An agent without them (an older build) falls back to the per-process
+// counters, summed over process lifetimes: approximate across a kill.
 
 export interface DropCounts {
   /** True when the counts are durable totals since the store was created (survive restarts). */
@@ -23,7 +22,13 @@ export interface DropCounts {
 const BUFFER_REASONS = new Set(['evicted-full', 'expired', 'conflated', 'refused', 'disk-full', 'purged'])
 
 interface StatusLike {
-  readonly buffer?: { readonly drops?: { readonly byReason?: Record<string, number>; readonly byRule?: Record<string, Record<string, number>> } }
+  readonly buffer?: {
+    readonly drops?: {
+      readonly byReason?: Record<string, number>
+      readonly byRule?: Record<string, Record<string, number>>
+      readonly sinceCreated?: { readonly byReason?: Record<string, number>; readonly byRule?: Record<string, Record<string, number>> } | null
+    }
+  }
   readonly upstreams?: readonly { readonly drops?: Record<string, number> }[]
 }
 
@@ -34,6 +39,10 @@ export function readDropCounts(status: unknown): DropCounts {
     for (const [reason, n] of Object.entries(u.drops ?? {})) {
       if (!BUFFER_REASONS.has(reason)) bridge[reason] = (bridge[reason] ?? 0) + n
     }
+  }
+  const durable = s.buffer?.drops?.sinceCreated
+  if (durable !== undefined && durable !== null) {
+    return { sinceStoreCreated: true, byRule: durable.byRule ?? {}, byReason: durable.byReason ?? {}, bridge }
   }
   return {
     sinceStoreCreated: false,
@@ -90,10 +99,10 @@ export class DropTotals {
    * between its last /status reading and its end are not seen.
    */
   endOfLife(): void {
-    if (!this.#durable) {
-      this.#closed = addDrops(this.#closed, this.#current)
-      this.#unobservedEnds++
-    }
+    // Durable totals stay the total until the next process reports its own.
+    if (this.#durable) return
+    this.#closed = addDrops(this.#closed, this.#current)
+    this.#unobservedEnds++
     this.#current = emptyDrops()
   }
 

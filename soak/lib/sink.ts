@@ -5,7 +5,18 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { DeliveryTracker } from './accounting.js'
 import type { SoakPayload } from './devices-protocol.js'
 
+/** Loss reports the agent sent upstream (edge-agent/{site}/drops): counted apart from device messages. */
+export interface LossReportsSeen {
+  /** Distinct reports (a report resent after a reconnect is counted once). */
+  reports: number
+  duplicates: number
+  /** rule → reason → dropped messages the reports announce. */
+  readonly byRule: Record<string, Record<string, number>>
+}
+
 export class Sink {
+  readonly lossReports: LossReportsSeen = { reports: 0, duplicates: 0, byRule: {} }
+  readonly #reportKeys = new Set<string>()
   readonly qos1 = new DeliveryTracker()
   readonly qos0 = new DeliveryTracker()
   /** Arrivals per whole second (epoch seconds), QoS 0 and 1. */
@@ -16,6 +27,7 @@ export class Sink {
   constructor(
     private readonly port: number,
     private readonly topicFilter: string,
+    private readonly lossReportFilter = 'edge-agent/+/drops',
   ) {}
 
   async start(): Promise<void> {
@@ -30,8 +42,28 @@ export class Sink {
       connectTimeout: 10_000,
     })
     this.#client = client
-    client.on('message', (_topic, payload) => this.#onMessage(payload))
-    await client.subscribeAsync(this.topicFilter, { qos: 1 })
+    client.on('message', (topic, payload) => (/^edge-agent\/[^/]+\/drops$/.test(topic) ? this.#onLossReport(payload) : this.#onMessage(payload)))
+    await client.subscribeAsync([this.topicFilter, this.lossReportFilter], { qos: 1 })
+  }
+
+  #onLossReport(payload: Buffer): void {
+    let r: { rule?: unknown; reason?: unknown; count?: unknown; firstId?: unknown; lastId?: unknown; firstAt?: unknown; reportedAt?: unknown }
+    try {
+      r = JSON.parse(payload.toString('utf8')) as typeof r
+    } catch {
+      return
+    }
+    const key = JSON.stringify([r.rule, r.reason, r.firstId, r.lastId, r.firstAt, r.count, r.reportedAt])
+    if (this.#reportKeys.has(key)) {
+      this.lossReports.duplicates++
+      return
+    }
+    this.#reportKeys.add(key)
+    this.lossReports.reports++
+    const rule = String(r.rule)
+    const reason = String(r.reason)
+    const byReason = (this.lossReports.byRule[rule] ??= {})
+    byReason[reason] = (byReason[reason] ?? 0) + (typeof r.count === 'number' ? r.count : 0)
   }
 
   #onMessage(payload: Buffer): void {

@@ -456,7 +456,13 @@ export class Agent {
             if (out.issued !== undefined) this.broker.refreshCredential(req.clientId, { serial: out.issued.serial, notBefore: out.issued.notBefore, notAfter: out.issued.notAfter })
             await this.broker.publish(out.topic, out.payload, { qos: 1 })
           })
-          .catch((err: unknown) => this.#log.error({ err, deviceId: req.id }, 'renewal reply failed'))
+          .catch((err: unknown) => {
+            // A reply cut by a stop is not lost for good: the device asks again
+            // with the same key and gets the same certificate.
+            if ((err as { code?: unknown }).code === 'EDGE_ERR_BROKER_STOPPED') {
+              this.#log.info({ deviceId: req.id }, 'renewal reply not sent: the broker is stopping')
+            } else this.#log.error({ err, deviceId: req.id }, 'renewal reply failed')
+          })
       },
     }
   }

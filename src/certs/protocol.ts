@@ -36,6 +36,8 @@ export type RenewalErrorCode =
   | 'disabled'
   /** Signing failed on the gateway (logged there). */
   | 'internal'
+  /** The gateway is answering many renewals at once; ask again after retryAfterSec (same key). */
+  | 'busy'
 
 export interface RenewalRequest {
   readonly requestId: string | null

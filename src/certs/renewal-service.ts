@@ -17,6 +17,14 @@
 // link that dropped mid-exchange); refusing it would lock the device out
 // until its old certificate expires, and then for good. The reference
 // clients keep the key of an unanswered request for their retries.
+// Requests are worked through a few at a time, in arrival order: a site
+// commissioned in one day sends all its renewals within seconds, and taken
+// all at once every reply came late (each waits for all the others' signing
+// and fsyncs) while the event loop and the thread pool starved the rest of the
+// agent. When the queue holds more than about BUSY_WAIT_MS of work, a request
+// is answered 'busy' with a retryAfterSec spread over the backlog, so that a
+// device's wait for a reply is bounded and the retries do not come back as
+// one herd.
 // Every refusal is a reply with a stable error code and, where waiting helps,
 // retryAfterSec; the device never has to guess. A hint is never shorter than
 // the rate limit still in force for the device, so a device that retries
@@ -41,6 +49,13 @@ import {
   type RenewalErrorCode,
   type RenewalReply,
 } from './protocol.js'
+
+/** Requests signed and written at the same time. */
+const CONCURRENCY = 2
+/** Answer 'busy' rather than queue a request behind more than this much estimated work. */
+const BUSY_WAIT_MS = 2_000
+/** Service time assumed before any was measured, ms. */
+const INITIAL_SERVICE_MS = 50
 
 export interface RenewalServiceOptions {
   readonly ca: LocalCa
@@ -88,12 +103,22 @@ export interface RenewalStats {
   readonly refused: Readonly<Record<string, number>>
 }
 
+type Refuse = (error: RenewalErrorCode, message: string, hintSec?: number, extra?: { renewableFrom?: string }) => RenewalOutcome
+
 export class RenewalService {
   readonly #o: RenewalServiceOptions
   readonly #log: Logger
   readonly #lastRequest = new Map<string, number>()
   readonly #refused = new Map<string, number>()
   #requests = 0
+  /** Requests admitted and not yet answered (queued or in progress). */
+  #admitted = 0
+  #running = 0
+  readonly #waiting: (() => void)[] = []
+  /** Mean service time of one request (exponentially weighted), ms. */
+  #serviceMs = INITIAL_SERVICE_MS
+  /** Busy replies whose retry is still to come: spreads the retries. */
+  #deferred: number[] = []
   #renewed = 0
   #resent = 0
 
@@ -115,15 +140,51 @@ export class RenewalService {
 
   async handle(input: RenewalInput): Promise<RenewalOutcome> {
     this.#requests++
+    return this.#handle(input)
+  }
+
+  /** Runs `fn` when one of the CONCURRENCY slots is free, in arrival order. */
+  async #queued<T>(fn: () => Promise<T>): Promise<T> {
+    this.#admitted++
+    if (this.#running >= CONCURRENCY) await new Promise<void>((resolve) => this.#waiting.push(resolve))
+    this.#running++
+    const t0 = this.#o.monotonic()
+    try {
+      return await fn()
+    } finally {
+      this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * Math.max(1, this.#o.monotonic() - t0)
+      this.#running--
+      this.#admitted--
+      this.#waiting.shift()?.()
+    }
+  }
+
+  /** Estimated wait before a request admitted now would start, ms. */
+  #estimatedWaitMs(): number {
+    return (this.#admitted / CONCURRENCY) * this.#serviceMs
+  }
+
+  /** Retry hint for a busy reply: after the backlog, spread one service slot apart from the other deferred devices. */
+  #busyRetryMs(mono: number): number {
+    this.#deferred = this.#deferred.filter((t) => t > mono)
+    const slot = this.#serviceMs / CONCURRENCY
+    const at = Math.max(mono + this.#estimatedWaitMs(), (this.#deferred.at(-1) ?? 0) + slot)
+    this.#deferred.push(at)
+    return at - mono
+  }
+
+  async #handle(input: RenewalInput): Promise<RenewalOutcome> {
     const { reply: replyTopic } = renewalTopics(this.#o.topicPrefix, input.id)
     const requestId = requestIdOf(input.payload)
     let stamped: number | undefined
-    const refuse = (error: RenewalErrorCode, message: string, hintSec?: number, extra: { renewableFrom?: string } = {}): RenewalOutcome => {
+    const refuse: Refuse = (error, message, hintSec, extra = {}) => {
       // The request was counted against the rate limit: coming back sooner is refused.
       const limitSec = stamped === undefined ? 0 : (stamped + this.#o.minRequestIntervalMs - this.#o.monotonic()) / 1000
       const retryAfterSec = hintSec === undefined ? undefined : Math.max(hintSec, limitSec)
       this.#refused.set(error, (this.#refused.get(error) ?? 0) + 1)
-      this.#log.warn({ deviceId: input.id, error, retryAfterSec, requestId }, 'certificate renewal refused')
+      const fields = { deviceId: input.id, error, retryAfterSec, requestId }
+      if (error === 'busy') this.#log.info(fields, 'certificate renewal deferred: busy')
+      else this.#log.warn(fields, 'certificate renewal refused')
       const reply: ErrorReply = {
         v: PROTOCOL_VERSION,
         requestId,
@@ -146,6 +207,18 @@ export class RenewalService {
     this.#lastRequest.set(input.id, mono)
     stamped = mono
     this.#prune(mono)
+
+    if (this.#admitted > 0 && this.#estimatedWaitMs() > BUSY_WAIT_MS) {
+      // Not counted against the rate limit: the device is told when to come back.
+      this.#lastRequest.delete(input.id)
+      stamped = undefined
+      return refuse('busy', 'the gateway is answering many renewals; ask again after retryAfterSec with the same key', this.#busyRetryMs(mono) / 1000)
+    }
+    return this.#queued(() => this.#decide(input, refuse))
+  }
+
+  async #decide(input: RenewalInput, refuse: Refuse): Promise<RenewalOutcome> {
+    const { reply: replyTopic } = renewalTopics(this.#o.topicPrefix, input.id)
 
     if (this.#o.ca.isRevoked(input.credential.serial)) return refuse('revoked', 'the certificate of this session is revoked')
 

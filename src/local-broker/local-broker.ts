@@ -62,6 +62,9 @@ interface TlsListener {
   anchors: X509Certificate[]
 }
 
+/** How long stop() lets connections close on their own before cutting them. */
+const STOP_GRACE_MS = 1_000
+
 export class LocalBroker {
   readonly name = 'local-broker'
   #opts: LocalBrokerOptions
@@ -73,7 +76,7 @@ export class LocalBroker {
   #acl: BrokerAcl
   #hooks: BrokerHooks | undefined
   #aedes: Aedes | undefined
-  #servers: { close(): Promise<void> }[] = []
+  #servers: { close(): Promise<void>; destroyConnections(): void }[] = []
   #bound: BoundListener[] = []
   #stopping: Promise<void> | undefined
   readonly #tlsListeners: TlsListener[] = []
@@ -340,8 +343,20 @@ export class LocalBroker {
     // Stop accepting first, then close the clients with the broker; a closed
     // listener alone leaves aedes' clients up (moscajs/aedes#640).
     const closing = this.#servers.map((s) => s.close())
-    if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()))
-    await Promise.all(closing)
+    const aedesClosed = aedes ? new Promise<void>((resolve) => aedes.close(() => resolve())) : Promise.resolve()
+    // A closed listener still waits for every socket it accepted: ones in the
+    // middle of a TLS handshake (up to connectTimeoutMs), ones handed to a
+    // broker already closing. With hundreds of devices reconnecting, that
+    // outlasted the agent's stop budget: after a short grace they are cut.
+    let timer: NodeJS.Timeout | undefined
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))
+    const settled = await Promise.race([Promise.all([aedesClosed, ...closing]).then(() => true), grace.then(() => false)])
+    clearTimeout(timer)
+    if (!settled) {
+      for (const s of this.#servers) s.destroyConnections()
+      this.#log.info({ graceMs: STOP_GRACE_MS }, 'local broker: connections still open after the grace, closed')
+    }
+    await Promise.all([aedesClosed, ...closing])
     this.#limiter.flush()
     this.#log.info('local broker stopped')
   }
@@ -437,6 +452,8 @@ export class LocalBroker {
       this.#accept(aedes, l, socket, socket)
     })
     server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      // Handshakes cut by stop() are not the client's fault.
+      if (this.#stopping !== undefined) return
       this.#tlsRefusal(classifyTlsError(err), { remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, err: err.message })
     })
     return server
@@ -497,12 +514,22 @@ export class LocalBroker {
     server.on('error', (err) => this.#log.error({ err, listener: l }, 'listener error'))
     const address = server.address() as AddressInfo
     this.#bound.push({ protocol: l.protocol, host: l.host, port: address.port })
+    // Every accepted socket (raw TCP, also under TLS and WebSocket), so that
+    // stop() can cut the ones that outlive its grace.
+    const sockets = new Set<Socket>()
+    server.on('connection', (socket: Socket) => {
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+    })
     this.#servers.push({
       close: () =>
         new Promise<void>((resolve) => {
           server.close(() => resolve())
           if ('closeAllConnections' in server) server.closeAllConnections()
         }),
+      destroyConnections: () => {
+        for (const s of sockets) s.destroy()
+      },
     })
   }
 }

@@ -85,3 +85,28 @@ test('drop counts that restart with each process are summed over lifetimes, and 
   assert.equal(totals.durable, false)
   assert.equal(totals.unobservedEnds, 1)
 })
+
+test('durable drop totals (buffer.drops.sinceCreated) are taken as they are, across a kill', () => {
+  const durable = (evicted: number, perProcess: number) => ({
+    buffer: {
+      drops: {
+        byReason: { 'evicted-full': perProcess },
+        byRule: { telemetry: { 'evicted-full': perProcess } },
+        sinceCreated: { byReason: { 'evicted-full': evicted }, byRule: { telemetry: { 'evicted-full': evicted } } },
+      },
+    },
+    upstreams: [{ drops: { 'evicted-full': perProcess } }],
+  })
+  const totals = new DropTotals()
+  totals.observe(readDropCounts(durable(40, 40)))
+  totals.endOfLife() // kill -9: the 5 drops after the last reading are in the next process's durable totals
+  totals.observe(readDropCounts(durable(45, 0)))
+  assert.equal(totals.durable, true)
+  assert.equal(totals.unobservedEnds, 0)
+  assert.equal(totals.total().byRule.telemetry?.['evicted-full'], 45)
+  assert.deepEqual(totals.total().bridge, {}, 'buffer reasons the bridge echoes are not added twice')
+  totals.endOfLife() // the final stop: the totals are read after it
+  assert.equal(totals.total().byRule.telemetry?.['evicted-full'], 45)
+  // An agent whose store has no durable totals (sinceCreated null) falls back to per-process counts.
+  assert.equal(readDropCounts({ buffer: { drops: { byReason: {}, byRule: {}, sinceCreated: null } } }).sinceStoreCreated, false)
+})
