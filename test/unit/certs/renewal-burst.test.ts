@@ -59,7 +59,7 @@ test(`${DEVICES} renewals at once: all answered, busy ones retried as advised, t
         for (let attempt = 0; attempt < 100; attempt++) {
           const out = await service.handle({ id: d.id, clientId: d.id, payload: d.payload, credential: d.credential })
           if (out.reply.status === 'issued') return
-          const e = out.reply as ErrorReply
+          const e = out.reply
           assert.equal(e.error, 'busy', JSON.stringify(e))
           assert.ok(e.retryAfterSec !== undefined && e.retryAfterSec >= 1, 'a busy reply says when to come back')
           busy++
