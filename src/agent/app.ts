@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import { LocalBroker, type Acl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
 import { CertificateRenewer, CertsService, completeInstall } from '../certs/index.js'
 import { Bridge, BridgeGroup } from '../bridge/index.js'
-import type { MessageStore, SqliteStore } from '../buffer/index.js'
+import { SqliteStore, type MessageStore } from '../buffer/index.js'
 import { BrokerState } from '../broker-state/index.js'
 import { mkdirDurable } from '../storage/index.js'
 import { needsLocalCa, passwordFilePath } from './config/paths.js'
@@ -239,7 +239,9 @@ export class Agent {
     const r = await applyReload(this.#config, next, {
       broker: this.broker,
       bridges: this.bridges,
-      store: this.store,
+      setLossReports: (targets) => {
+        if (this.store instanceof SqliteStore) this.store.setLossReports(targets)
+      },
       hasCerts: this.certs !== undefined,
       newBridge: (upstream) =>
         new Bridge({ upstream, agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#deps.logger }),

@@ -3,7 +3,7 @@
 import type { Logger } from 'pino'
 import { RESTART_LIMITS, type ClientAcl, type LocalBroker } from '../local-broker/index.js'
 import type { Bridge, BridgeGroup } from '../bridge/index.js'
-import { SqliteStore, type MessageStore } from '../buffer/index.js'
+import type { LossReportTarget } from '../buffer/index.js'
 import { passwordFilePath } from './config/paths.js'
 import type { AgentConfig } from './config/schema.js'
 import { compileDeviceAcl, lossReportTargets } from './builders.js'
@@ -20,7 +20,8 @@ export interface ReloadResult {
 export interface ReloadParts {
   readonly broker: LocalBroker
   readonly bridges: BridgeGroup
-  readonly store: MessageStore
+  /** Where each upstream's loss reports go now (the store's, when it keeps them). */
+  readonly setLossReports: (targets: Map<string, LossReportTarget>) => void
   /** A local CA runs (device grants apply live only then). */
   readonly hasCerts: boolean
   /** A bridge for a new or changed upstream, wired like the started ones. */
@@ -134,7 +135,7 @@ export async function applyReload(
     } else applied.push(`upstreams.${u.name} (removed; its buffered messages stay in the buffer)`)
   }
   if (bridges.length !== parts.bridges.bridges.length || bridges.some((b, i) => b !== parts.bridges.bridges[i])) {
-    if (parts.store instanceof SqliteStore) parts.store.setLossReports(lossReportTargets({ ...next, upstreams }, bridges))
+    parts.setLossReports(lossReportTargets({ ...next, upstreams }, bridges))
     await parts.bridges.reconfigure(bridges, signal)
     bridgesChanged = true
   }
