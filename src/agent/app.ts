@@ -236,6 +236,7 @@ export class Agent {
   }
 
   async #reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
+    const wiring = { agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#log }
     const r = await applyReload(this.#config, next, {
       broker: this.broker,
       bridges: this.bridges,
@@ -243,8 +244,7 @@ export class Agent {
         if (this.store instanceof SqliteStore) this.store.setLossReports(targets)
       },
       hasCerts: this.certs !== undefined,
-      newBridge: (upstream) =>
-        new Bridge({ upstream, agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#deps.logger }),
+      newBridge: (upstream) => new Bridge({ upstream, ...wiring }),
       clientAcl: compileClientAcl,
       logger: this.#log,
     }, signal)
@@ -252,7 +252,6 @@ export class Agent {
     this.#config = r.config
     return { applied: r.applied, needsRestart: r.needsRestart }
   }
-
 
   get state(): AgentState {
     return this.#state
