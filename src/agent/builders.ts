@@ -1,5 +1,5 @@
 // Component builders of the composition root (app.ts): config sections into
-// constructor options. No I/O here; the components do theirs in start().
+// constructor options. No I/O here but compileClientAcl (reads broker.acl.file); components do theirs in start().
 import { hostname } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
