@@ -2,35 +2,36 @@
 // effects between them, and answers /status and /metrics. No I/O at build
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
-import { hostname } from 'node:os'
 import type { Logger } from 'pino'
-import { Acl, ClientAcl, LocalBroker, RESTART_LIMITS, parseMosquittoAcl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
-import {
-  CertificateRenewer,
-  CertsService,
-  PendingKey,
-  completeInstall,
-  installCertificate,
-  renewOverMqtt,
-  systemClock,
-  type CertificateRenewerStatus,
-  type CertsStats,
-} from '../certs/index.js'
-import { Bridge, BridgeGroup, type BridgeStatus } from '../bridge/index.js'
-import { SqliteStore, type BufferStats, type LossReportTarget, type MessageStore } from '../buffer/index.js'
-import { BrokerState, BROKER_STATE_MIGRATIONS, type BrokerStateStats } from '../broker-state/index.js'
+import { LocalBroker, type Acl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
+import { CertificateRenewer, CertsService, completeInstall } from '../certs/index.js'
+import { Bridge, BridgeGroup } from '../bridge/index.js'
+import { SqliteStore, type MessageStore } from '../buffer/index.js'
+import { BrokerState } from '../broker-state/index.js'
 import { mkdirDurable } from '../storage/index.js'
-import { clientAclOptions } from './config/semantic.js'
 import { needsLocalCa, passwordFilePath } from './config/paths.js'
-import { NodeRed, NodeRedError, type EdgeLink, type NodeRedStatus } from '../node-red/index.js'
+import { NodeRed, NodeRedError, type EdgeLink } from '../node-red/index.js'
 import type { AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
-import { MetricsText, byLabel } from './metrics.js'
 import { RateMeter } from './rate-meter.js'
 import { AcmeWiring } from './acme-wiring.js'
-import type { GatewayCertificateStatus } from '../certs/index.js'
+import type { AgentState, AgentStatus, CertsStatus } from './agent-status.js'
+import { agentMetrics, round } from './agent-metrics.js'
+import {
+  buildCerts,
+  buildRenewer,
+  compileClientAcl,
+  compileDeviceAcl,
+  externalPkiAcl,
+  lossReportTargets,
+  newSqliteStore,
+} from './builders.js'
+import { applyReload, type ReloadResult } from './reload.js'
+
+export type { AgentState, AgentStatus, CertsStatus, UpstreamStatus } from './agent-status.js'
+export type { ReloadResult } from './reload.js'
+
 
 export interface AgentDeps {
   readonly logger: Logger
@@ -45,58 +46,6 @@ export interface AgentDeps {
   readonly store?: MessageStore & Component
   /** POST /reload on the admin endpoint: re-read the config and apply it (run.ts). */
   readonly reload?: () => Promise<{ ok: boolean } & Record<string, unknown>>
-}
-
-export type AgentState = 'built' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
-
-export interface AgentStatus {
-  readonly agent: {
-    readonly version: string
-    readonly site: { readonly name: string; readonly level: number }
-    readonly state: AgentState
-    readonly startedAt: string | null
-    readonly uptimeSec: number
-    readonly dataDir: string
-  }
-  readonly process: { readonly pid: number; readonly node: string; readonly rssBytes: number; readonly heapUsedBytes: number }
-  readonly components: readonly { readonly name: string; readonly state: string }[]
-  readonly broker: ReturnType<LocalBroker['stats']> & { readonly receivedPerSec: number; readonly deliveredPerSec: number }
-  /** The store-and-forward buffer, and the broker state kept in the same file. */
-  readonly buffer: BufferStats & { readonly brokerState: BrokerStateStats | null }
-  /** One entry per configured upstream (bridge). */
-  readonly upstreams: readonly UpstreamStatus[]
-  /** Local CA, device certificates and clock; null without an mqtts listener. */
-  readonly certs: CertsStatus | null
-  /** Node-RED in the agent (nodeRed.enabled), else null. */
-  readonly nodeRed: NodeRedStatus | null
-  /** The gateway's own certificate from certs.acme; null without certs.acme. */
-  readonly gatewayCertificate: GatewayCertificateStatus | null
-}
-
-/** What a reload did: applied live, or waiting for a restart (never silently ignored). */
-export interface ReloadResult {
-  /** Config paths whose new value is in effect. */
-  readonly applied: readonly string[]
-  /** Config paths that changed but take effect only after a restart. */
-  readonly needsRestart: readonly string[]
-}
-
-export interface UpstreamStatus extends BridgeStatus {
-  /** The upstream client certificate's renewal (renewCertificate.enabled), else null. */
-  readonly certificate: CertificateRenewerStatus | null
-  /** files or acme (upstreams[].clientCertificate). */
-  readonly clientCertificate: 'files' | 'acme'
-  /** Why the connection is held (e.g. the gateway certificate expired), else null; messages keep being buffered. */
-  readonly held: string | null
-}
-
-export interface CertsStatus extends CertsStats {
-  /** Certificate-identified sessions connected now. */
-  readonly devicesConnected: number
-  /** TLS handshakes and connections refused before MQTT, by reason. */
-  readonly refusedHandshakes: Readonly<Record<string, number>>
-  /** Device ACL denials and sessions closed by credential, by reason. */
-  readonly denied: Readonly<Record<string, number>>
 }
 
 export class Agent {
@@ -287,116 +236,25 @@ export class Agent {
   }
 
   async #reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
-    const cur = this.#config
-    const applied: string[] = []
-    const needsRestart: string[] = []
-    const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b)
-    for (const key of ['dataDir', 'site', 'admin', 'buffer', 'certs', 'nodeRed'] as const) {
-      if (differs(cur[key], next[key])) needsRestart.push(key)
-    }
-    let auth = cur.broker.auth
-    if (cur.broker.auth.passwordFile !== next.broker.auth.passwordFile) {
-      await this.broker.setPasswordFile(passwordFilePath(next))
-      const { passwordFile: _old, ...rest } = auth
-      auth = next.broker.auth.passwordFile === undefined ? rest : { ...rest, passwordFile: next.broker.auth.passwordFile }
-      applied.push('broker.auth.passwordFile')
-    }
-    for (const k of ['maxFailedLogins', 'failedLoginWindowSec'] as const) {
-      if (cur.broker.auth[k] !== next.broker.auth[k]) needsRestart.push(`broker.auth.${k}`)
-    }
-    if (differs(cur.broker.listeners, next.broker.listeners)) needsRestart.push('broker.listeners')
-    if (cur.log.format !== next.log.format) needsRestart.push('log.format')
-    if (cur.log.level !== next.log.level) applied.push('log.level')
-
-    // Broker limits: the live ones now, the rest at the next start.
-    const limits = { ...cur.broker.limits }
-    for (const k of Object.keys(next.broker.limits) as (keyof typeof limits)[]) {
-      if (cur.broker.limits[k] === next.broker.limits[k]) continue
-      if (RESTART_LIMITS.includes(k)) needsRestart.push(`broker.limits.${k}`)
-      else {
-        ;(limits as Record<string, unknown>)[k] = next.broker.limits[k]
-        applied.push(`broker.limits.${k}`)
-      }
-    }
-    if (differs(limits, cur.broker.limits)) this.broker.reconfigure({ limits })
-
-    // Device grants and groups: a new ACL for new and connected devices.
-    let devices = cur.devices
-    if (differs(cur.devices, next.devices)) {
-      const live = ['publish', 'subscribe', 'groups', 'onDeniedPublish'] as const
-      for (const k of Object.keys(next.devices) as (keyof typeof next.devices)[]) {
-        if (!differs(cur.devices[k], next.devices[k])) continue
-        if ((live as readonly string[]).includes(k) && this.certs !== undefined) applied.push(`devices.${k}`)
-        else needsRestart.push(`devices.${k}`)
-      }
-      if (this.certs !== undefined) {
-        // Renewal and CRL topics stay those of the running certs section.
-        const acl = compileDeviceAcl({ ...next, certs: cur.certs })
-        this.broker.reconfigure({ acl, onDeniedPublish: next.devices.onDeniedPublish })
-        devices = { ...cur.devices, publish: next.devices.publish, subscribe: next.devices.subscribe, groups: next.devices.groups, onDeniedPublish: next.devices.onDeniedPublish }
-      }
-    }
-
-    // The client ACL (broker.acl, its acl_file re-read): swapped for every listener.
-    let brokerAcl = cur.broker.acl
-    if (differs(cur.broker.acl, next.broker.acl) || next.broker.acl.file !== undefined) {
-      const compiled = await this.#clientAcl(next)
-      this.broker.setAcl(compiled, next.broker.acl.onDeniedPublish)
-      brokerAcl = next.broker.acl
-      if (differs(cur.broker.acl, next.broker.acl)) applied.push('broker.acl')
-    }
-
-    // Upstreams: keep the bridges of unchanged upstreams, replace the rest.
-    // One with certificate renewal is tied to its renewer: restart.
-    const upstreams: AgentConfig['upstreams'][number][] = []
-    const bridges: Bridge[] = []
-    const byName = new Map(cur.upstreams.map((u, i) => [u.name, { u, bridge: this.bridges.bridges[i] as Bridge }] as const))
-    for (const u of next.upstreams) {
-      const old = byName.get(u.name)
-      byName.delete(u.name)
-      if (old !== undefined && !differs(old.u, u)) {
-        upstreams.push(old.u)
-        bridges.push(old.bridge)
-      } else if (tiedToCertificate(u) || (old !== undefined && tiedToCertificate(old.u))) {
-        needsRestart.push(`upstreams.${u.name}`)
-        if (old !== undefined) {
-          upstreams.push(old.u)
-          bridges.push(old.bridge)
-        }
-      } else {
-        upstreams.push(u)
-        bridges.push(new Bridge({ upstream: u, agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#deps.logger }))
-        applied.push(`upstreams.${u.name}`)
-      }
-    }
-    for (const { u, bridge } of byName.values()) {
-      if (tiedToCertificate(u)) {
-        needsRestart.push(`upstreams.${u.name}`)
-        upstreams.push(u)
-        bridges.push(bridge)
-      } else applied.push(`upstreams.${u.name} (removed; its buffered messages stay in the buffer)`)
-    }
-    if (bridges.length !== this.bridges.bridges.length || bridges.some((b, i) => b !== this.bridges.bridges[i])) {
-      if (this.store instanceof SqliteStore) this.store.setLossReports(lossReportTargets({ ...next, upstreams }, bridges))
-      await this.bridges.reconfigure(bridges, signal)
-      this.#components = this.#componentList()
-    }
-
-    this.#config = frozen({ ...cur, log: { ...cur.log, level: next.log.level }, broker: { ...cur.broker, limits, auth, acl: brokerAcl }, devices, upstreams })
-    this.#log.info({ applied, needsRestart }, applied.length + needsRestart.length === 0 ? 'config reloaded, nothing changed' : 'config reloaded')
-    return { applied, needsRestart }
+    const wiring = { agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#log }
+    const r = await applyReload(this.#config, next, {
+      broker: this.broker,
+      bridges: this.bridges,
+      setLossReports: (targets) => {
+        if (this.store instanceof SqliteStore) this.store.setLossReports(targets)
+      },
+      hasCerts: this.certs !== undefined,
+      newBridge: (upstream) => new Bridge({ upstream, ...wiring }),
+      clientAcl: compileClientAcl,
+      logger: this.#log,
+    }, signal)
+    if (r.bridgesChanged) this.#components = this.#componentList()
+    this.#config = r.config
+    return { applied: r.applied, needsRestart: r.needsRestart }
   }
 
   get state(): AgentState {
     return this.#state
-  }
-
-  /** broker.acl, with its Mosquitto acl_file (config load has checked that it parses). */
-  async #clientAcl(config: Readonly<AgentConfig> = this.#config): Promise<ClientAcl> {
-    const acl = config.broker.acl
-    const own = clientAclOptions(acl)
-    if (acl.file === undefined) return ClientAcl.compile(own)
-    return ClientAcl.compile(ClientAcl.merge(own, parseMosquittoAcl(await readFile(acl.file, 'utf8'), acl.file)))
   }
 
   /**
@@ -498,7 +356,7 @@ export class Agent {
       // Durable: a name never fsync'd into its parent is lost in a power cut with all below it.
       mkdirDurable(this.#config.dataDir, 0o700)
       await this.#completeInstalls()
-      this.broker.setAcl(await this.#clientAcl(), this.#config.broker.acl.onDeniedPublish)
+      this.broker.setAcl(await compileClientAcl(this.#config), this.#config.broker.acl.onDeniedPublish)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
       this.#state = 'failed'
@@ -585,43 +443,7 @@ export class Agent {
   }
 
   metrics(): string {
-    const s = this.status()
-    const b = s.broker
-    const m = new MetricsText()
-      .gauge('edge_agent_info', 'Agent build and site; value is always 1', [
-        { labels: { version: s.agent.version, site: s.agent.site.name, level: s.agent.site.level }, value: 1 },
-      ])
-      .gauge('edge_agent_up', '1 when every component is running', this.#state === 'running' ? 1 : 0)
-      .gauge('edge_agent_uptime_seconds', 'Seconds since the agent finished starting', s.agent.uptimeSec)
-      .gauge('edge_agent_process_resident_memory_bytes', 'Resident set size of the agent process', s.process.rssBytes)
-      .gauge('edge_agent_process_heap_used_bytes', 'V8 heap in use', s.process.heapUsedBytes)
-      .gauge('edge_agent_broker_clients', 'Devices connected to the local broker now', b.clients)
-      .counter('edge_agent_broker_connections_total', 'Connections accepted by the local broker listeners', b.connectionsTotal)
-      .counter('edge_agent_broker_messages_received_total', 'PUBLISH packets received from devices', b.messagesReceived)
-      .counter('edge_agent_broker_messages_delivered_total', 'Messages delivered to local subscribers', b.messagesDelivered)
-      .counter('edge_agent_broker_refused_total', 'Connections refused or closed, by limit or protocol rule', byLabel('reason', b.refused))
-    bufferMetrics(m, s.buffer)
-    upstreamMetrics(m, s.upstreams, this.#now())
-    const renewed = s.upstreams.filter((u) => u.certificate !== null)
-    if (renewed.length > 0) {
-      const per = (f: (c: CertificateRenewerStatus) => number) => renewed.map((u) => ({ labels: { upstream: u.name }, value: f(u.certificate as CertificateRenewerStatus) }))
-      m.gauge('edge_agent_upstream_certificate_expiry_seconds', "Seconds until this upstream's client certificate expires (renewCertificate)", per((c) => (c.notAfter === null ? 0 : Math.round((Date.parse(c.notAfter) - this.#now()) / 1000))))
-        .counter('edge_agent_upstream_certificate_renewals_total', "Renewals of this upstream's client certificate", per((c) => c.renewals))
-        .gauge('edge_agent_upstream_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', per((c) => c.failures))
-    }
-    if (s.certs !== null) certsMetrics(m, s.certs)
-    if (s.nodeRed !== null) {
-      const e = s.nodeRed.edge
-      m.counter('edge_agent_nodered_published_total', 'Messages published by edge out nodes', e.published)
-        .counter('edge_agent_nodered_throttled_total', 'edge out messages dropped above nodeRed.maxPublishRatePerSec', e.throttled)
-        .counter('edge_agent_nodered_failed_total', 'edge out publishes refused (ACL, size, buffer full)', e.failed)
-        .counter('edge_agent_nodered_received_total', 'Messages delivered to edge in nodes', e.received)
-    }
-    if (s.gatewayCertificate !== null) {
-      gatewayCertMetrics(m, s.gatewayCertificate)
-      m.gauge('edge_agent_upstream_held', '1 while the upstream connection is held (gateway certificate expired or not yet issued); buffering continues', s.upstreams.map((u) => ({ labels: { upstream: u.name }, value: u.held === null ? 0 : 1 })))
-    }
-    return m.toString()
+    return agentMetrics(this.status(), this.#now())
   }
 
   #stopTimeoutMs(): number {
@@ -629,240 +451,6 @@ export class Agent {
   }
 }
 
-/** The device space without the local CA's renewal and CRL topics (external PKI only). */
-function externalPkiAcl(c: Readonly<AgentConfig>): Acl {
-  return Acl.compile({ publish: c.devices.publish, subscribe: c.devices.subscribe, groups: c.devices.groups })
-}
-
-function compileDeviceAcl(c: Readonly<AgentConfig>): Acl {
-  const prefix = c.certs.renewal.topicPrefix
-  return Acl.compile({
-    publish: c.devices.publish,
-    subscribe: c.devices.subscribe,
-    groups: c.devices.groups,
-    requests: [`${prefix}/csr`],
-    replies: [`${prefix}/cert`],
-    broadcast: [c.certs.crl.topic],
-  })
-}
-
-/** An upstream whose client certificate another component keeps (renewer, ACME) is replaced only by a restart. */
-function tiedToCertificate(u: AgentConfig['upstreams'][number]): boolean {
-  return u.renewCertificate.enabled || u.clientCertificate === 'acme'
-}
-
-function frozen<T extends object>(value: T): Readonly<T> {
-  return Object.freeze(value)
-}
-
-function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): SqliteStore {
-  const b = config.buffer
-  return new SqliteStore({
-    dataDir: config.dataDir,
-    logger,
-    durability: b.durability,
-    maxBatch: b.maxBatch,
-    batchWindowMs: b.batchWindowMs,
-    // 0 in the config means "size it from the disk", which the store does when unset.
-    ...(b.maxBytes > 0 ? { maxBytes: b.maxBytes } : {}),
-    ...(b.minFreeBytes > 0 ? { minFreeBytes: b.minFreeBytes } : {}),
-    migrations: BROKER_STATE_MIGRATIONS,
-  })
-}
-
-/** buffer ← bridges: per upstream (= buffer queue), where its loss reports go and its rules' topic filters. */
-function lossReportTargets(config: Readonly<AgentConfig>, bridges: readonly Bridge[]): Map<string, LossReportTarget> {
-  const out = new Map<string, LossReportTarget>()
-  config.upstreams.forEach((u, i) => {
-    const bridge = bridges[i]
-    if (!u.lossReport.enabled || bridge === undefined) return
-    const topic = u.lossReport.topic.replace(/\{site\}/g, config.site.name).replace(/\{upstream\}/g, u.name)
-    const ruleFilters = Object.fromEntries(bridge.rules.map((r) => [r.id, r.localFilter]))
-    out.set(u.name, { topic, site: config.site.name, ruleFilters })
-  })
-  return out
-}
-
 export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {
   return new Agent(config, deps)
-}
-
-/**
- * bridge ← certs: the upstream's client certificate renewed over the bridge's
- * own session with the device-side protocol client, installed in two phases.
- * No probe connection before the rename (device renew's verify step): it
- * would have to use the bridge's client id and take over its session; the
- * new certificate was checked against caFile and our key instead.
- */
-function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], bridge: Bridge, logger: Logger): CertificateRenewer {
-  const r = upstream.renewCertificate
-  // The key of a request still unanswered, on disk: a retry, even after a
-  // restart, certifies the same key, so that a reply lost with the link is
-  // sent again instead of refused as too early (pending-key.ts).
-  const pending = r.rotateKey ? new PendingKey(`${upstream.keyFile}.pending`) : undefined
-  let resumedLogged = false
-  return new CertificateRenewer({
-    upstream: upstream.name,
-    files: { cert: upstream.certFile, key: upstream.keyFile, ca: upstream.caFile },
-    atFraction: r.atFraction,
-    retryMinMs: r.retryMinMs,
-    retryMaxMs: r.retryMaxMs,
-    link: bridge,
-    clock: systemClock,
-    renew: async (current) => {
-      let newKeyPem: string | undefined
-      if (pending !== undefined) {
-        const t = await pending.take(current.keyPem)
-        if (t.replaced !== undefined) logger.warn({ upstream: upstream.name, file: pending.path, problem: t.replaced }, 'pending renewal key replaced by a new one')
-        if (t.source === 'resumed' && !resumedLogged) {
-          resumedLogged = true
-          logger.info({ upstream: upstream.name, file: pending.path }, 'renewing with the key of an earlier unanswered request')
-        }
-        newKeyPem = t.keyPem
-      }
-      return renewOverMqtt({
-        client: bridge.control,
-        id: current.id,
-        topicPrefix: r.topicPrefix,
-        caPem: current.caPem,
-        currentKeyPem: current.keyPem,
-        rotateKey: r.rotateKey,
-        ...(newKeyPem === undefined ? {} : { newKeyPem }),
-        timeoutMs: r.timeoutMs,
-      })
-    },
-    install: async (renewed) => {
-      await installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, { replaceKey: renewed.keyRotated })
-      resumedLogged = false
-      await pending?.clear()
-    },
-    logger,
-  })
-}
-
-function buildCerts(config: Readonly<AgentConfig>, logger: Logger): CertsService {
-  const c = config.certs
-  const names = [...new Set([hostname(), 'localhost', '127.0.0.1', '::1', ...c.server.hostnames])]
-  return new CertsService({
-    dataDir: config.dataDir,
-    logger,
-    autoInit: c.autoInit,
-    caName: c.caName !== '' ? c.caName : `edge-agent local CA (${config.site.name})`,
-    caLifetimeMs: c.caLifetimeSec * 1000,
-    backdateMs: c.backdateSec * 1000,
-    maxIdBytes: config.devices.maxIdBytes,
-    device: { lifetimeMs: c.device.lifetimeSec * 1000, renewAfter: c.device.renewAfter },
-    server: { lifetimeMs: c.server.lifetimeSec * 1000, renewAfter: c.server.renewAfter, names },
-    renewal: { enabled: c.renewal.enabled, topicPrefix: c.renewal.topicPrefix, minRequestIntervalMs: c.renewal.minRequestIntervalSec * 1000 },
-    crl: { topic: c.crl.topic, validityMs: c.crl.validitySec * 1000 },
-    clockGuard: { toleranceMs: c.clock.toleranceSec * 1000, maxForwardJumpMs: c.clock.maxForwardJumpSec * 1000 },
-  })
-}
-
-function certsMetrics(m: MetricsText, c: CertsStatus): void {
-  m.counter('edge_agent_certs_issued_total', 'Certificates issued by the running agent (CLI issuance not included)', [
-    { labels: { kind: 'device' }, value: c.issued },
-    { labels: { kind: 'server' }, value: c.server.rotations },
-  ])
-    .counter('edge_agent_certs_renewed_total', 'Device certificates renewed over MQTT', c.renewal.renewed)
-    .counter('edge_agent_certs_renewal_resent_total', 'Certificates sent again to a device that retried with the same key (its first reply was lost)', c.renewal.resent)
-    .counter('edge_agent_certs_renewal_refused_total', 'Renewal requests refused, by protocol error code', byLabel('reason', c.renewal.refused))
-    .counter('edge_agent_certs_server_rotations_total', "Rotations of the broker's server certificate", c.server.rotations)
-    .counter('edge_agent_certs_server_rotations_postponed_total', 'Server certificate rotations postponed (clock suspicious, issuance failed)', c.server.postponed)
-    .gauge('edge_agent_certs_revoked', 'Revoked certificates not yet expired', c.revoked)
-    .gauge('edge_agent_certs_ca_expiry_days', 'Days until the local CA expires', c.ca.expiresInDays)
-    .gauge('edge_agent_certs_server_expiry_seconds', "Seconds until the broker's server certificate expires", c.server.expiresInSec ?? 0)
-    .gauge('edge_agent_certs_clock_suspicious', '1 while the clock is not trusted and issuance is paused', c.clock.state === 'ok' ? 0 : 1)
-    .gauge('edge_agent_broker_devices', 'Certificate-identified device sessions connected now', c.devicesConnected)
-    .counter('edge_agent_broker_tls_refused_total', 'TLS connections refused before MQTT, by reason', byLabel('reason', c.refusedHandshakes))
-    .counter('edge_agent_broker_device_denied_total', 'Device ACL denials and sessions closed by credential, by reason', byLabel('reason', c.denied))
-}
-
-function gatewayCertMetrics(m: MetricsText, g: GatewayCertificateStatus): void {
-  m.gauge('edge_agent_gateway_certificate_expiry_seconds', "Seconds until the gateway's ACME certificate expires (negative: expired; absent before the first issuance)", g.expiresInSec === null ? [] : g.expiresInSec)
-    .gauge('edge_agent_gateway_certificate_expiry_days', "Days until the gateway's ACME certificate expires", g.expiresInSec === null ? [] : Math.floor(g.expiresInSec / 86400))
-    .gauge('edge_agent_gateway_certificate_valid', '1 while the gateway certificate is valid (expiring included), 0 when expired or not yet issued', g.state === 'valid' || g.state === 'expiring' ? 1 : 0)
-    .counter('edge_agent_gateway_certificate_renewals_total', 'Gateway certificates promoted by the running agent', g.renewals)
-    .gauge('edge_agent_gateway_certificate_renewal_failures', 'Consecutive failed renewal attempts (0 after a success)', g.failures)
-}
-
-/** The buffer's families: depth, bytes and oldest age per queue; rates; drops by reason and rule. */
-function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
-  const perQueue = (f: (q: BufferStats['queues'][number]) => number) => b.queues.map((q) => ({ labels: { queue: q.queue }, value: f(q) }))
-  m.gauge('edge_agent_buffer_messages', 'Messages in the buffer, per queue (upstream), in flight included', perQueue((q) => q.depth))
-    .gauge('edge_agent_buffer_bytes', 'Bytes of messages in the buffer, per queue', perQueue((q) => q.bytes))
-    .gauge('edge_agent_buffer_inflight', 'Buffered messages sent upstream and not yet acknowledged, per queue', perQueue((q) => q.inFlight))
-    .gauge('edge_agent_buffer_oldest_age_seconds', 'Age of the oldest buffered message, per queue', perQueue((q) => (q.oldestAgeMs ?? 0) / 1000))
-    .gauge('edge_agent_buffer_capacity_bytes', 'Bytes the buffer may hold now (maxBytes, lowered near the free-space floor)', b.limits.effectiveMaxBytes)
-    .gauge('edge_agent_buffer_disk_free_bytes', 'Free bytes on the file system of the buffer', b.limits.freeBytes ?? 0)
-    .gauge('edge_agent_buffer_healthy', '1 when the buffer accepts writes normally, 0 when degraded (disk full or low, I/O error)', b.health.state === 'ok' ? 1 : 0)
-    .counter('edge_agent_buffer_appended_total', 'Messages committed to the buffer', b.totals.appended)
-    .counter('edge_agent_buffer_acked_total', 'Messages removed after the upstream acknowledged them', b.totals.acked)
-    .counter('edge_agent_buffer_commits_total', 'Group commits', b.totals.commits)
-    .counter('edge_agent_buffer_failed_commits_total', 'Group commits that failed (their messages were not acknowledged)', b.totals.failedCommits)
-    .gauge('edge_agent_buffer_append_rate', 'Messages appended per second, recent', b.rates.appendPerSec)
-    .gauge('edge_agent_buffer_drain_rate', 'Messages acknowledged upstream per second, recent', b.rates.ackPerSec)
-    .counter('edge_agent_buffer_dropped_total', 'Messages the buffer dropped, by reason', byLabel('reason', b.drops.byReason))
-    .counter(
-      'edge_agent_buffer_dropped_by_rule_total',
-      'Messages the buffer dropped, by bridge rule and reason',
-      Object.entries(b.drops.byRule).flatMap(([rule, byReason]) =>
-        Object.entries(byReason).map(([reason, value]) => ({ labels: { rule, reason }, value: value ?? 0 })),
-      ),
-    )
-    .counter('edge_agent_buffer_quarantined_total', 'Corrupt database files moved aside at start', b.quarantine.count)
-  const durable = b.drops.sinceCreated
-  if (durable) {
-    m.counter(
-      'edge_agent_buffer_dropped_durable_total',
-      'Messages the buffer dropped since the store was created (kept in SQLite across restarts), by rule and reason',
-      Object.entries(durable.byRule).flatMap(([rule, byReason]) =>
-        Object.entries(byReason).map(([reason, value]) => ({ labels: { rule, reason }, value: value ?? 0 })),
-      ),
-    ).gauge('edge_agent_buffer_drop_ledger_ranges', 'Ranges kept in the drop ledger (edge-agent buffer drops)', durable.ledger.rows)
-  }
-  if (b.brokerState) {
-    m.gauge('edge_agent_broker_retained_messages', 'Retained messages kept by the local broker', b.brokerState.retainedMessages)
-      .gauge('edge_agent_broker_persistent_sessions', 'Persistent sessions kept by the local broker', b.brokerState.persistentSessions)
-      .gauge('edge_agent_broker_offline_queued_messages', 'QoS 1/2 messages queued for offline persistent sessions', b.brokerState.queuedMessages)
-      .counter('edge_agent_broker_offline_dropped_total', 'Offline-queue messages dropped past the per-client bounds', b.brokerState.droppedMessages)
-  }
-}
-
-/** Per-upstream families, one sample per upstream (label `upstream`). */
-function upstreamMetrics(m: MetricsText, ups: readonly BridgeStatus[], now: number): void {
-  const per = (f: (u: BridgeStatus) => number) => ups.map((u) => ({ labels: { upstream: u.name }, value: f(u) }))
-  m.gauge('edge_agent_upstream_connected', '1 while the upstream connection is up', per((u) => (u.connected ? 1 : 0)))
-    .gauge('edge_agent_upstream_state_seconds', 'Seconds since the upstream connection last changed state', per((u) => Math.max(0, Math.round((now - Date.parse(u.since)) / 1000))))
-    .gauge('edge_agent_upstream_inflight', 'Messages sent upstream and not yet acknowledged', per((u) => u.inflight))
-    .gauge('edge_agent_upstream_window', "In-flight window (config inflight, lowered by the upstream's Receive Maximum)", per((u) => u.window))
-    .gauge('edge_agent_upstream_backlog_messages', 'Messages in the buffer for this upstream, in flight included', per((u) => u.backlog.depth))
-    .gauge('edge_agent_upstream_backlog_bytes', 'Bytes in the buffer for this upstream', per((u) => u.backlog.bytes))
-    .gauge('edge_agent_upstream_backlog_oldest_age_seconds', 'Age of the oldest buffered message for this upstream', per((u) => (u.backlog.oldestAgeMs ?? 0) / 1000))
-    .counter('edge_agent_upstream_messages_sent_total', 'PUBLISH packets sent upstream (first sends)', per((u) => u.totals.sent))
-    .counter('edge_agent_upstream_messages_acked_total', 'Messages acknowledged by the upstream and removed from the buffer', per((u) => u.totals.acked))
-    .counter('edge_agent_upstream_messages_resent_total', 'In-flight messages sent again after a reconnect', per((u) => u.totals.resent))
-    .counter('edge_agent_upstream_messages_received_total', 'Messages from the upstream delivered to the local broker (in rules)', per((u) => u.totals.received))
-    .counter('edge_agent_upstream_connect_attempts_total', 'Connection attempts to the upstream', per((u) => u.totals.attempts))
-    .counter('edge_agent_upstream_connects_total', 'Connections established to the upstream', per((u) => u.totals.connects))
-    .counter('edge_agent_upstream_disconnects_total', 'Established connections that ended', per((u) => u.totals.disconnects))
-    .counter(
-      'edge_agent_upstream_dropped_total',
-      'Messages not forwarded, by reason (bridge and buffer drops of this upstream)',
-      ups.flatMap((u) => Object.entries(u.drops).map(([reason, value]) => ({ labels: { upstream: u.name, reason }, value }))),
-    )
-    .counter(
-      'edge_agent_upstream_dropped_by_rule_total',
-      'Messages not forwarded, by upstream, rule and reason (bridge and buffer drops)',
-      ups.flatMap((u) =>
-        Object.entries(u.dropsByRule ?? {}).flatMap(([rule, byReason]) =>
-          Object.entries(byReason).map(([reason, value]) => ({ labels: { upstream: u.name, rule, reason }, value })),
-        ),
-      ),
-    )
-    .gauge('edge_agent_upstream_loop', '1 while forwarding is paused because it would loop back to this agent', per((u) => (u.loop === null ? 0 : 1)))
-}
-
-function round(n: number): number {
-  return Math.round(n * 10) / 10
 }
