@@ -126,7 +126,11 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .description("renew the gateway's own ACME certificate now (certs.acme), through the running agent's admin endpoint")
       .option('--url <url>', 'admin endpoint (default: from the config)')
       .option('--json', 'print JSON', false)
-      .addHelpText('after', '\nWaits for the order; a certificate an upstream refuses is not promoted (the current one stays).'),
+      .addHelpText(
+        'after',
+        '\nWaits for the order; a certificate an upstream refuses is not promoted (the current one stays).\n' +
+          '\nExamples:\n  $ edge-agent certs renew-gateway\n  $ edge-agent certs renew-gateway --json | jq .promoted',
+      ),
   ).action((o: Flags & { url?: string; json: boolean }) => done(renewGateway(ctx, o)))
 
   withConfigOptions(

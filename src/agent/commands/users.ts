@@ -28,16 +28,36 @@ export function usersCommand(ctx: CommandContext, done: (code: Promise<number>) 
   const users = new Command('users').description('users of the local broker (user name and password logins)')
   users.addHelpText('after', HELP)
   withConfigOptions(
-    users.command('add').argument('<username>').description('add a user (fails if the user exists)'),
+    users
+      .command('add')
+      .argument('<username>')
+      .description('add a user (fails if the user exists)')
+      .addHelpText('after', '\nExamples:\n  $ edge-agent users add plc-7            # asks twice on a terminal\n  $ printf "%s\\n" "$PW" | edge-agent users add hmi-2'),
   ).action((username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'add')))
-  withConfigOptions(users.command('passwd').argument('<username>').description("change a user's password")).action(
+  withConfigOptions(
+    users
+      .command('passwd')
+      .argument('<username>')
+      .description("change a user's password")
+      .addHelpText('after', '\nExamples:\n  $ edge-agent users passwd plc-7'),
+  ).action(
     (username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'passwd')),
   )
-  withConfigOptions(users.command('remove').argument('<username>').description('remove a user')).action(
+  withConfigOptions(
+    users
+      .command('remove')
+      .argument('<username>')
+      .description('remove a user')
+      .addHelpText('after', '\nExamples:\n  $ edge-agent users remove plc-7'),
+  ).action(
     (username: string, o: ConfigFlags) => done(remove(ctx, o, username)),
   )
   withConfigOptions(
-    users.command('list').description('list the users and their hash types').option('--json', 'JSON output', false),
+    users
+      .command('list')
+      .description('list the users and their hash types')
+      .option('--json', 'JSON output', false)
+      .addHelpText('after', '\nExamples:\n  $ edge-agent users list\n  $ edge-agent users list --json'),
   ).action((o: ConfigFlags & { json: boolean }) => done(list(ctx, o)))
   return users
 }

@@ -9,7 +9,7 @@ import { createServer, get } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import pino from 'pino'
-import { ClockGuard, LocalCa, RenewalService, createCsr, generateKeyPair, systemClock, type ErrorReply } from '../../../src/certs/index.js'
+import { ClockGuard, LocalCa, RenewalService, createCsr, generateKeyPair, systemClock } from '../../../src/certs/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { withTimeout } from '../../helpers/wait.js'
 
