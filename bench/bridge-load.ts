@@ -56,7 +56,7 @@ if (role === 'sub') {
     const seq = payload.readUInt32BE(2)
     const sentAt = payload.readDoubleBE(6)
     let bits = seen.get(p)
-    if (bits === undefined || (seq >> 3) >= bits.length) {
+    if (bits === undefined || seq >> 3 >= bits.length) {
       const grown = new Uint8Array(Math.max(1 << 16, ((seq >> 3) + 1) * 2))
       if (bits !== undefined) grown.set(bits)
       bits = grown
@@ -81,11 +81,26 @@ if (role === 'sub') {
     if (m.type === 'report') {
       const pct = (xs: number[]) => {
         const sorted = Float64Array.from(xs).sort()
-        return (q: number): number => (sorted.length === 0 ? NaN : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number))
+        return (q: number): number =>
+          sorted.length === 0 ? NaN : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number)
       }
       const all = pct(lat)
       const live = pct(liveLat)
-      send({ type: 'report', total, unique, dups, reordered, firstAt, lastAt, p50: all(0.5), p99: all(0.99), max: all(1), liveP50: live(0.5), liveP99: live(0.99), liveCount: liveLat.length })
+      send({
+        type: 'report',
+        total,
+        unique,
+        dups,
+        reordered,
+        firstAt,
+        lastAt,
+        p50: all(0.5),
+        p99: all(0.99),
+        max: all(1),
+        liveP50: live(0.5),
+        liveP99: live(0.99),
+        liveCount: liveLat.length,
+      })
     } else if (m.type === 'reset') {
       seen = new Map()
       last = new Map()
@@ -110,7 +125,11 @@ if (role === 'sub') {
   const prefix = env['EDGE_BENCH_TOPIC_PREFIX'] ?? 'bench'
   const clients: MqttClient[] = []
   for (let i = 0; i < publishers; i++) {
-    const c = await mqtt.connectAsync(url, { clientId: `bench-pub-${base + i}-${process.pid}`, clean: true, reconnectPeriod: 0 })
+    const c = await mqtt.connectAsync(url, {
+      clientId: `bench-pub-${base + i}-${process.pid}`,
+      clean: true,
+      reconnectPeriod: 0,
+    })
     c.on('error', () => undefined)
     clients.push(c)
   }

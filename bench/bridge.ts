@@ -184,7 +184,11 @@ interface Agent {
   stop(): Promise<void>
 }
 
-async function agent(upstreamUrl: string, rules: readonly Record<string, unknown>[], extra: Record<string, unknown> = {}): Promise<Agent> {
+async function agent(
+  upstreamUrl: string,
+  rules: readonly Record<string, unknown>[],
+  extra: Record<string, unknown> = {},
+): Promise<Agent> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-bench-bridge-agent-'))
   const port = await freePort()
   const adminPort = await freePort()
@@ -199,7 +203,9 @@ async function agent(upstreamUrl: string, rules: readonly Record<string, unknown
       admin: { host: '127.0.0.1', port: adminPort },
       broker: { listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port }] },
       upstreams: [{ name: 'up', url: upstreamUrl, inflight: INFLIGHT, rules, ...extra }],
-      ...(env['EDGE_BENCH_BRIDGE_BUFFER'] === undefined ? {} : { buffer: JSON.parse(env['EDGE_BENCH_BRIDGE_BUFFER']) as unknown }),
+      ...(env['EDGE_BENCH_BRIDGE_BUFFER'] === undefined
+        ? {}
+        : { buffer: JSON.parse(env['EDGE_BENCH_BRIDGE_BUFFER']) as unknown }),
     }),
   )
   const waiters: ((at: number) => void)[] = []
@@ -274,10 +280,26 @@ async function proxy(targetPort: number): Promise<{ port: number; cut(): void; c
 }
 
 async function subscriber(url: string, filter: string, liveBase = 1_000_000): Promise<LoadProc> {
-  return load('bench-sub', { EDGE_BENCH_ROLE: 'sub', EDGE_BENCH_URL: url, EDGE_BENCH_FILTER: filter, EDGE_BENCH_LIVE_BASE: String(liveBase) })
+  return load('bench-sub', {
+    EDGE_BENCH_ROLE: 'sub',
+    EDGE_BENCH_URL: url,
+    EDGE_BENCH_FILTER: filter,
+    EDGE_BENCH_LIVE_BASE: String(liveBase),
+  })
 }
 
-async function publishers(url: string, opts: { count?: number; rate?: number; durationMs?: number; procs?: number; base?: number; prefix?: string; publishers?: number }): Promise<LoadProc[]> {
+async function publishers(
+  url: string,
+  opts: {
+    count?: number
+    rate?: number
+    durationMs?: number
+    procs?: number
+    base?: number
+    prefix?: string
+    publishers?: number
+  },
+): Promise<LoadProc[]> {
   const procs = opts.procs ?? 2
   const per = Math.ceil((opts.publishers ?? PUBLISHERS) / procs)
   const out: LoadProc[] = []
@@ -324,7 +346,11 @@ async function untilDelivered(sub: LoadProc, want: number, ms: number): Promise<
 
 /** Extra keys for the agent's upstream entry (investigation), JSON. */
 const UPSTREAM_EXTRA = JSON.parse(env['EDGE_BENCH_BRIDGE_UPSTREAM'] ?? '{}') as Record<string, unknown>
-const UPSTREAM_TUNING = ['max_inflight_messages 100', 'max_queued_messages 1000000', ...(env['EDGE_BENCH_NODELAY'] === '1' ? ['set_tcp_nodelay true'] : [])]
+const UPSTREAM_TUNING = [
+  'max_inflight_messages 100',
+  'max_queued_messages 1000000',
+  ...(env['EDGE_BENCH_NODELAY'] === '1' ? ['set_tcp_nodelay true'] : []),
+]
 
 interface E2e {
   system: string
@@ -371,7 +397,18 @@ async function e2eRun(system: string, entryUrl: string, upstream: Mosq, n: numbe
   const sys = cpu1.sys - cpu0.sys
   await stopAll([...pubs, sub])
   const seconds = (r.lastAt - t0) / 1000
-  return { system, cpuPerMsg: ((user + sys) * 1e6) / Math.max(1, r.unique), sysShare: sys / Math.max(1e-9, user + sys), writesPerMsg: writes / Math.max(1, r.unique), delivered: r.unique, throughput: r.unique / seconds, p50: r.p50, p99: r.p99, dups: r.dups, reordered: r.reordered }
+  return {
+    system,
+    cpuPerMsg: ((user + sys) * 1e6) / Math.max(1, r.unique),
+    sysShare: sys / Math.max(1e-9, user + sys),
+    writesPerMsg: writes / Math.max(1, r.unique),
+    delivered: r.unique,
+    throughput: r.unique / seconds,
+    p50: r.p50,
+    p99: r.p99,
+    dups: r.dups,
+    reordered: r.reordered,
+  }
 }
 
 async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e | undefined }> {
@@ -380,7 +417,11 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e | un
   // 1. edge-agent
   {
     const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
-    const a = await agent(up.url, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }], UPSTREAM_EXTRA)
+    const a = await agent(
+      up.url,
+      [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }],
+      UPSTREAM_EXTRA,
+    )
     await a.nextConnected(10_000).catch(() => undefined)
     results.push(await e2eRun('edge-agent (SQLite WAL+FULL, durable)', a.url, up, MESSAGES, a.pid))
     await a.stop()
@@ -388,10 +429,15 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e | un
     up.cleanup()
   }
   // 2. and 3. Mosquitto → Mosquitto bridges (EDGE_BENCH_BRIDGE_AGENT_ONLY=1 skips them: A/B runs of the agent)
-  for (const [system, tuning] of (env['EDGE_BENCH_BRIDGE_AGENT_ONLY'] === '1' ? [] : [
-    ['mosquitto bridge, tuned (queue 1 M, in-flight 100, RAM)', ['max_queued_messages 1000000', 'max_inflight_messages 100']],
-    ['mosquitto bridge, defaults (queue 1000, in-flight 20)', []],
-  ] as const)) {
+  for (const [system, tuning] of env['EDGE_BENCH_BRIDGE_AGENT_ONLY'] === '1'
+    ? []
+    : ([
+        [
+          'mosquitto bridge, tuned (queue 1 M, in-flight 100, RAM)',
+          ['max_queued_messages 1000000', 'max_inflight_messages 100'],
+        ],
+        ['mosquitto bridge, defaults (queue 1000, in-flight 20)', []],
+      ] as const)) {
     const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
     const local = await mosquitto('local', await freePort(), [
       ...tuning,
@@ -462,7 +508,14 @@ async function drainScenario(): Promise<{ rows: Row[]; drainRate: number }> {
 
   const up = await mosquitto('upstream', upPort, UPSTREAM_TUNING)
   const sub = await subscriber(up.url, 'site/#', 100)
-  const live = await publishers(a.url, { rate: LIVE_RATE, durationMs: 3_600_000, procs: 1, publishers: 1, base: 100, prefix: 'live' })
+  const live = await publishers(a.url, {
+    rate: LIVE_RATE,
+    durationMs: 3_600_000,
+    procs: 1,
+    publishers: 1,
+    base: 100,
+    prefix: 'live',
+  })
   live[0]?.started.child.send({ type: 'go' })
   const t0 = up.runningAt()
   const r = await waitDrained(a, 3_600_000)
@@ -531,9 +584,13 @@ async function reconnectScenario(): Promise<Row[]> {
 async function resetScenario(): Promise<Row[]> {
   const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
   const px = await proxy(up.port)
-  const a = await agent(`mqtt://127.0.0.1:${px.port}`, [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }], {
-    reconnect: { minMs: 100, maxMs: 1000 },
-  })
+  const a = await agent(
+    `mqtt://127.0.0.1:${px.port}`,
+    [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }],
+    {
+      reconnect: { minMs: 100, maxMs: 1000 },
+    },
+  )
   await a.nextConnected(10_000).catch(() => undefined)
   const sub = await subscriber(up.url, 'site/bench/#')
   const rate = 5_000
@@ -602,8 +659,12 @@ export async function runBridgeBench(): Promise<Array<Record<string, string | nu
   if (ratio !== undefined || drainRate !== undefined) {
     section('ratios', [
       {
-        ...(ratio === undefined ? {} : { 'edge-agent / tuned mosquitto bridge (throughput)': Math.round(ratio * 100) / 100, 'goal': 1.5 }),
-        ...(drainRate === undefined ? {} : { 'drain msg/s / 15000 goal': Math.round((drainRate / 15_000) * 100) / 100 }),
+        ...(ratio === undefined
+          ? {}
+          : { 'edge-agent / tuned mosquitto bridge (throughput)': Math.round(ratio * 100) / 100, goal: 1.5 }),
+        ...(drainRate === undefined
+          ? {}
+          : { 'drain msg/s / 15000 goal': Math.round((drainRate / 15_000) * 100) / 100 }),
       },
     ])
   }

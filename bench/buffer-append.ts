@@ -52,9 +52,21 @@ interface StoreRun {
   dir: string
 }
 
-async function storeCase(payloadBytes: number, publishers: number, durability: Durability, batchWindowMs?: number): Promise<StoreRun> {
+async function storeCase(
+  payloadBytes: number,
+  publishers: number,
+  durability: Durability,
+  batchWindowMs?: number,
+): Promise<StoreRun> {
   const dir = scratchDir()
-  const store = new SqliteStore({ dataDir: dir, logger: log, durability, maxBytes: 4 * 1024 ** 3, minFreeBytes: 0, ...(batchWindowMs === undefined ? {} : { batchWindowMs }) })
+  const store = new SqliteStore({
+    dataDir: dir,
+    logger: log,
+    durability,
+    maxBytes: 4 * 1024 ** 3,
+    minFreeBytes: 0,
+    ...(batchWindowMs === undefined ? {} : { batchWindowMs }),
+  })
   await store.start(AbortSignal.timeout(10_000))
   const payload = randomBytes(payloadBytes)
   let commits = 0
@@ -162,7 +174,13 @@ function rawCase(payloadBytes: number, schema: 'minimal' | 'store'): Row {
       const lease = openDatabase(path, { logger: log, migrations: MESSAGE_STORE_MIGRATIONS })
       db = lease.db
       const st = db.prepare(SQL.insert)
-      const size = estimateMessageBytes({ queue: QUEUE, topic: topicOf(0), payload, rule: 'telemetry', propertiesJson: null })
+      const size = estimateMessageBytes({
+        queue: QUEUE,
+        topic: topicOf(0),
+        payload,
+        rule: 'telemetry',
+        propertiesJson: null,
+      })
       insert = (i) =>
         st.run({
           id: i + 1,
@@ -215,7 +233,13 @@ function rawCase(payloadBytes: number, schema: 'minimal' | 'store'): Row {
   }
 }
 
-async function storeRow(payload: number, publishers: number, durability: Durability, batchWindowMs?: number, drain = false): Promise<Row[]> {
+async function storeRow(
+  payload: number,
+  publishers: number,
+  durability: Durability,
+  batchWindowMs?: number,
+  drain = false,
+): Promise<Row[]> {
   const run = await storeCase(payload, publishers, durability, batchWindowMs)
   try {
     measureDisk(run)
@@ -230,7 +254,8 @@ export async function runBufferBench(): Promise<Row[]> {
   const rows: Row[] = []
   for (const payload of [100, 1024]) {
     rows.push(rawCase(payload, 'minimal'), rawCase(payload, 'store'))
-    for (const publishers of [10, 100]) rows.push(...(await storeRow(payload, publishers, 'full', undefined, payload === 1024 && publishers === 100)))
+    for (const publishers of [10, 100])
+      rows.push(...(await storeRow(payload, publishers, 'full', undefined, payload === 1024 && publishers === 100)))
   }
   // The group-commit window: default 0 (end of the event-loop turn) against a fixed 2 ms.
   for (const publishers of [10, 100]) rows.push(...(await storeRow(1024, publishers, 'full', 2)))

@@ -40,13 +40,16 @@ async function runCase(mode: Mode, paced: boolean): Promise<Row> {
   try {
     await store.start(AbortSignal.timeout(10_000))
     if (mode === 'durable + loss reports') {
-      store.setLossReports(new Map([['up', { topic: 'edge-agent/bench/drops', site: 'bench', ruleFilters: { r: 'plant/#' } }]]))
+      store.setLossReports(
+        new Map([['up', { topic: 'edge-agent/bench/drops', site: 'bench', ruleFilters: { r: 'plant/#' } }]]),
+      )
     }
     const payload = Buffer.alloc(200, 0x61)
     const append = (p: number, i: number) =>
       store.append({ queue: 'up', topic: `plant/${p}/${i % 50}`, payload, qos: 1, rule: 'r', whenFull: 'drop-oldest' })
     // Fill to the cap first: from here every append evicts.
-    for (let i = 0; store.stats().drops.total === 0 && i < 1_000_000; i++) await Promise.all(Array.from({ length: 50 }, (_, k) => append(k, i)))
+    for (let i = 0; store.stats().drops.total === 0 && i < 1_000_000; i++)
+      await Promise.all(Array.from({ length: 50 }, (_, k) => append(k, i)))
     const evictedBefore = store.stats().drops.byReason['evicted-full']
     const commitsBefore = store.stats().totals.commits
     const latencies: number[] = []
@@ -74,7 +77,8 @@ async function runCase(mode: Mode, paced: boolean): Promise<Row> {
     const elapsed = (performance.now() - t0) / 1000
     const cpu = process.cpuUsage(cpu0)
     latencies.sort((x, y) => x - y)
-    const pct = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN
+    const pct = (q: number): number =>
+      latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN
     const s = store.stats()
     return {
       scenario: paced ? `full buffer, ${RATE} msg/s offered` : 'full buffer, unpaced',
@@ -96,7 +100,8 @@ async function runCase(mode: Mode, paced: boolean): Promise<Row> {
 export async function runDropAccountingBench(): Promise<Row[]> {
   const rows: Row[] = []
   for (const paced of [true, false]) {
-    for (const mode of ['in memory (before)', 'durable', 'durable + loss reports'] as const) rows.push(await runCase(mode, paced))
+    for (const mode of ['in memory (before)', 'durable', 'durable + loss reports'] as const)
+      rows.push(await runCase(mode, paced))
   }
   return rows
 }

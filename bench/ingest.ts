@@ -77,7 +77,10 @@ async function loadProgram(): Promise<void> {
   }
   const connectPacket = (id: string): Buffer => {
     const cid = Buffer.from(id)
-    const body = Buffer.concat([Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, 0, 60, cid.length >> 8, cid.length & 0xff]), cid])
+    const body = Buffer.concat([
+      Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, 0, 60, cid.length >> 8, cid.length & 0xff]),
+      cid,
+    ])
     return Buffer.concat([Buffer.from([0x10]), varint(body.length), body])
   }
 
@@ -101,8 +104,21 @@ async function loadProgram(): Promise<void> {
       sock.setNoDelay(true)
       const topic = Buffer.from(`devices/dev-${process.pid}-${i}/telemetry`)
       const remaining = 2 + topic.length + 2 + payload.length
-      const prefix = Buffer.concat([Buffer.from([0x32]), varint(remaining), Buffer.from([topic.length >> 8, topic.length & 0xff]), topic])
-      const p: Pub = { sock, prefix, inflight: 0, sentAt: new Float64Array(65536), nextId: 1, sent: 0, onAck: () => undefined }
+      const prefix = Buffer.concat([
+        Buffer.from([0x32]),
+        varint(remaining),
+        Buffer.from([topic.length >> 8, topic.length & 0xff]),
+        topic,
+      ])
+      const p: Pub = {
+        sock,
+        prefix,
+        inflight: 0,
+        sentAt: new Float64Array(65536),
+        nextId: 1,
+        sent: 0,
+        onAck: () => undefined,
+      }
       let buf: Buffer = Buffer.alloc(0)
       let connacked = false
       const timer = setTimeout(() => reject(new Error(`publisher ${i}: no CONNACK in 30 s`)), 30_000)
@@ -169,7 +185,8 @@ async function loadProgram(): Promise<void> {
       clearTimeout(guard)
       const ms = performance.now() - t0
       const sorted = Float64Array.from(latencies).sort()
-      const pct = (q: number): number => (sorted.length === 0 ? NaN : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number))
+      const pct = (q: number): number =>
+        sorted.length === 0 ? NaN : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number)
       send({ type: 'done', sent, acked, ms, p50: pct(0.5), p99: pct(0.99), max: pct(1), timedOut })
       for (const p of pubs) p.sock.end(Buffer.from([0xe0, 0x00]))
       setTimeout(() => process.exit(0), 500).unref()
@@ -223,16 +240,26 @@ const RAW_MESSAGES = Number(env['EDGE_BENCH_INGEST_RAW_MESSAGES'] ?? '100000')
 const WARMUP = Number(env['EDGE_BENCH_INGEST_WARMUP'] ?? '3000')
 const OUTAGE_RATE = Number(env['EDGE_BENCH_INGEST_OUTAGE_RATE'] ?? '2000')
 const SETTLE_SECONDS = Number(env['EDGE_BENCH_INGEST_SETTLE_SECONDS'] ?? '2')
-const CASES = new Set((env['EDGE_BENCH_INGEST_ONLY'] ?? 'max,latency,outage').split(',').map((c) => c.trim()).filter((c) => c !== ''))
+const CASES = new Set(
+  (env['EDGE_BENCH_INGEST_ONLY'] ?? 'max,latency,outage')
+    .split(',')
+    .map((c) => c.trim())
+    .filter((c) => c !== ''),
+)
 for (const c of CASES) {
-  if (!['max', 'latency', 'outage', 'outage-rate'].includes(c)) throw new Error(`EDGE_BENCH_INGEST_ONLY: unknown case '${c}' (max, latency, outage, outage-rate)`)
+  if (!['max', 'latency', 'outage', 'outage-rate'].includes(c))
+    throw new Error(`EDGE_BENCH_INGEST_ONLY: unknown case '${c}' (max, latency, outage, outage-rate)`)
 }
 const PROBE = env['EDGE_BENCH_INGEST_PROBE'] === '1'
 const HEAPSNAPSHOT_DIR = env['EDGE_BENCH_INGEST_HEAPSNAPSHOT']
 const SELF = fileURLToPath(import.meta.url)
 
-const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ')
-const vmRssKb = (pid: number): number => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN)
+const load = (): string =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')
+const vmRssKb = (pid: number): number =>
+  Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN)
 const mb = (kb: number): number => Number((kb / 1024).toFixed(1))
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -303,7 +330,13 @@ async function bufferTotals(a: Agent): Promise<{ messages: number; bytes: number
 type Done = Extract<LoadMsg, { type: 'done' }>
 
 /** One load process: connect P publishers, run one command, return its report. Killed by PID on any failure. */
-async function runLoad(port: number, publishers: number, payload: number, cmd: Omit<LoadCmd, 'type'>, onTick?: () => void): Promise<Done> {
+async function runLoad(
+  port: number,
+  publishers: number,
+  payload: number,
+  cmd: Omit<LoadCmd, 'type'>,
+  onTick?: () => void,
+): Promise<Done> {
   const started = await spawnTracked(process.execPath, ['--import', 'tsx', SELF], {
     name: 'ingest-load',
     ipc: true,
@@ -320,7 +353,10 @@ async function runLoad(port: number, publishers: number, payload: number, cmd: O
   const child = started.child
   const next = <T extends LoadMsg['type']>(type: T, ms: number): Promise<Extract<LoadMsg, { type: T }>> =>
     new Promise((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`ingest load: no '${type}' within ${ms} ms\n${started.output()}`)), ms)
+      const timer = setTimeout(
+        () => done(new Error(`ingest load: no '${type}' within ${ms} ms\n${started.output()}`)),
+        ms,
+      )
       const onMsg = (m: LoadMsg): void => {
         if (m.type === type) done(undefined, m as Extract<LoadMsg, { type: T }>)
         else if (m.type === 'fatal') done(new Error(`ingest load: ${m.error}`))
@@ -386,7 +422,18 @@ export async function runIngestBench(): Promise<Row[]> {
   // 3. RSS during an outage, fresh agent each
   if (CASES.has('outage')) rows.push(await outageCase('max'))
   if (CASES.has('outage-rate')) rows.push(await outageCase('rate'))
-  rows.push({ measure: 'environment', system: `load average before: ${loadBefore}; after: ${load()} (2 cores, shared)`, 'payload B': '', publishers: '', messages: '', 'msg/s': '', 'vs raw': '', 'p50 ms': '', 'p99 ms': '', notes: '' })
+  rows.push({
+    measure: 'environment',
+    system: `load average before: ${loadBefore}; after: ${load()} (2 cores, shared)`,
+    'payload B': '',
+    publishers: '',
+    messages: '',
+    'msg/s': '',
+    'vs raw': '',
+    'p50 ms': '',
+    'p99 ms': '',
+    notes: '',
+  })
   return rows
 }
 
@@ -411,7 +458,10 @@ async function throughputCases(): Promise<Row[]> {
       notes: 'ceiling, in-process',
     })
   }
-  const systems: Array<{ name: string; start(): Promise<{ port: number; pid: number; stop(): Promise<void>; agent?: Agent }> }> = [
+  const systems: Array<{
+    name: string
+    start(): Promise<{ port: number; pid: number; stop(): Promise<void>; agent?: Agent }>
+  }> = [
     {
       name: 'edge-agent (durable)',
       async start() {
@@ -432,12 +482,24 @@ async function throughputCases(): Promise<Row[]> {
     const b = await sys.start()
     try {
       // Warm-up (not recorded): JIT, SQLite page cache, first WAL growth.
-      await runLoad(b.port, 10, 100, { mode: 'max', count: WARMUP, rate: 0, durationMs: 0, timeoutMs: CASE_SECONDS * 1000 })
+      await runLoad(b.port, 10, 100, {
+        mode: 'max',
+        count: WARMUP,
+        rate: 0,
+        durationMs: 0,
+        timeoutMs: CASE_SECONDS * 1000,
+      })
       for (const payload of CASES.has('max') ? [100, 1024] : []) {
         for (const publishers of [10, 100]) {
           process.stderr.write(`[bench] ingest: ${sys.name} ${payload} B × ${publishers} publishers\n`)
           const before = b.agent === undefined ? undefined : await bufferTotals(b.agent)
-          const d = await runLoad(b.port, publishers, payload, { mode: 'max', count: MESSAGES, rate: 0, durationMs: 0, timeoutMs: CASE_SECONDS * 1000 })
+          const d = await runLoad(b.port, publishers, payload, {
+            mode: 'max',
+            count: MESSAGES,
+            rate: 0,
+            durationMs: 0,
+            timeoutMs: CASE_SECONDS * 1000,
+          })
           const perSec = (d.acked / d.ms) * 1000
           let notes = `window ${WINDOW}/publisher${d.timedOut ? `, stopped at ${CASE_SECONDS} s` : ''}`
           if (b.agent !== undefined && before !== undefined) {
@@ -461,7 +523,13 @@ async function throughputCases(): Promise<Row[]> {
       // 2. latency at a fixed offered rate
       if (!CASES.has('latency')) continue
       process.stderr.write(`[bench] ingest: ${sys.name} at ${RATE} msg/s\n`)
-      const d = await runLoad(b.port, RATE_PUBLISHERS, 100, { mode: 'rate', count: 0, rate: RATE, durationMs: RATE_SECONDS * 1000, timeoutMs: RATE_SECONDS * 1000 + 10_000 })
+      const d = await runLoad(b.port, RATE_PUBLISHERS, 100, {
+        mode: 'rate',
+        count: 0,
+        rate: RATE,
+        durationMs: RATE_SECONDS * 1000,
+        timeoutMs: RATE_SECONDS * 1000 + 10_000,
+      })
       latencyRows.push({
         measure: `latency at ${RATE} msg/s`,
         system: sys.name,
@@ -484,7 +552,10 @@ async function throughputCases(): Promise<Row[]> {
 
 type Stats = Extract<ProbeReply, { type: 'stats' }>
 
-/** Resident anonymous memory of `pid` from /proc/<pid>/smaps: the brk heap (glibc's main arena) and other anonymous mappings (V8 pages, other arenas, large mallocs), KiB. */
+/**
+ * Resident anonymous memory of `pid` from /proc/<pid>/smaps: the brk heap (glibc's main arena) and other anonymous
+ * mappings (V8 pages, other arenas, large mallocs), KiB.
+ */
 function anonSplitKb(pid: number): { brkKb: number; mmapKb: number } {
   let brkKb = 0
   let mmapKb = 0
@@ -509,7 +580,12 @@ function anonSplitKb(pid: number): { brkKb: number; mmapKb: number } {
 function traceLine(label: string, pid: number, s: Stats | undefined, extra = ''): string {
   const m = readProcMemory(pid)
   const split = anonSplitKb(pid)
-  const parts = [`rss ${mb(m.rssKb)}`, `anon ${mb(m.anonKb)} (brk heap ${mb(split.brkKb)}, anon mmap ${mb(split.mmapKb)})`, `file ${mb(m.fileKb)}`, `shmem ${mb(m.shmemKb)}`]
+  const parts = [
+    `rss ${mb(m.rssKb)}`,
+    `anon ${mb(m.anonKb)} (brk heap ${mb(split.brkKb)}, anon mmap ${mb(split.mmapKb)})`,
+    `file ${mb(m.fileKb)}`,
+    `shmem ${mb(m.shmemKb)}`,
+  ]
   if (s !== undefined) {
     const u = s.memoryUsage
     const space = (name: string): number => (s.spaces.find((x) => x.name === name)?.physical ?? NaN) / 1048576
@@ -543,7 +619,11 @@ async function outageCase(mode: 'max' | 'rate'): Promise<Row> {
   const snapshot = async (name: string): Promise<string | undefined> => {
     if (!PROBE || HEAPSNAPSHOT_DIR === undefined) return undefined
     mkdirSync(HEAPSNAPSHOT_DIR, { recursive: true })
-    const r = await ask(child, { type: 'heapsnapshot', path: join(HEAPSNAPSHOT_DIR, `outage-${mode}-${name}.heapsnapshot`) }, 120_000)
+    const r = await ask(
+      child,
+      { type: 'heapsnapshot', path: join(HEAPSNAPSHOT_DIR, `outage-${mode}-${name}.heapsnapshot`) },
+      120_000,
+    )
     return r.type === 'done' ? r.path : undefined
   }
   try {
@@ -558,7 +638,13 @@ async function outageCase(mode: 'max' | 'rate'): Promise<Row> {
     const cmd: Omit<LoadCmd, 'type'> =
       mode === 'max'
         ? { mode: 'max', count: BACKLOG, rate: 0, durationMs: 0, timeoutMs: BACKLOG_SECONDS * 1000 }
-        : { mode: 'rate', count: 0, rate: OUTAGE_RATE, durationMs: (BACKLOG / OUTAGE_RATE) * 1000, timeoutMs: (BACKLOG / OUTAGE_RATE) * 1000 + 30_000 }
+        : {
+            mode: 'rate',
+            count: 0,
+            rate: OUTAGE_RATE,
+            durationMs: (BACKLOG / OUTAGE_RATE) * 1000,
+            timeoutMs: (BACKLOG / OUTAGE_RATE) * 1000 + 30_000,
+          }
     const d = await runLoad(a.port, 10, BACKLOG_PAYLOAD, cmd, () => {
       const kb = vmRssKb(a.pid)
       samples.push(kb)
@@ -581,7 +667,14 @@ async function outageCase(mode: 'max' | 'rate'): Promise<Row> {
     const settledKb = vmRssKb(a.pid)
     const t = await bufferTotals(a)
     if (PROBE) {
-      process.stderr.write(traceLine(`+${SETTLE_SECONDS} s`, a.pid, await stats(), `db ${fileMb(join(a.dataDir, 'edge-agent.db'))} MB, wal ${fileMb(join(a.dataDir, 'edge-agent.db-wal'))} MB`))
+      process.stderr.write(
+        traceLine(
+          `+${SETTLE_SECONDS} s`,
+          a.pid,
+          await stats(),
+          `db ${fileMb(join(a.dataDir, 'edge-agent.db'))} MB, wal ${fileMb(join(a.dataDir, 'edge-agent.db-wal'))} MB`,
+        ),
+      )
       await ask(child, { type: 'gc' })
       await ask(child, { type: 'gc' })
       process.stderr.write(traceLine('after 2 forced GCs', a.pid, await stats()))
@@ -595,7 +688,8 @@ async function outageCase(mode: 'max' | 'rate'): Promise<Row> {
       const end = await snapshot('end')
       if (end !== undefined) {
         const top = diffSnapshots(new Map(), summariseSnapshot(end), 20)
-        for (const g of top) process.stderr.write(`[bench] ingest heap end: ${(g.bytes / 1048576).toFixed(2)} MB  ${g.count} × ${g.key}\n`)
+        for (const g of top)
+          process.stderr.write(`[bench] ingest heap end: ${(g.bytes / 1048576).toFixed(2)} MB  ${g.count} × ${g.key}\n`)
       }
     }
     return {

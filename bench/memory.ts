@@ -119,7 +119,8 @@ export function systemsFromEnv(): SystemKind[] {
   const all: SystemKind[] = ['agent', 'aedes', 'mosquitto']
   if (raw === undefined || raw === '') return all
   const picked = raw.split(',').map((s) => s.trim())
-  for (const p of picked) if (!all.includes(p as SystemKind)) throw new Error(`EDGE_BENCH_SYSTEMS: unknown system '${p}' (${all.join(', ')})`)
+  for (const p of picked)
+    if (!all.includes(p as SystemKind)) throw new Error(`EDGE_BENCH_SYSTEMS: unknown system '${p}' (${all.join(', ')})`)
   return all.filter((s) => picked.includes(s))
 }
 
@@ -127,7 +128,11 @@ function log(opts: MeasureOptions, msg: string): void {
   if (opts.verbose === true) process.stderr.write(`[bench] ${msg}\n`)
 }
 
-async function startSystem(system: SystemKind, port: number, opts: MeasureOptions): Promise<BrokerProcess & { flags: string }> {
+async function startSystem(
+  system: SystemKind,
+  port: number,
+  opts: MeasureOptions,
+): Promise<BrokerProcess & { flags: string }> {
   const fdLimit = opts.clients + 1024
   switch (system) {
     case 'mosquitto': {
@@ -167,7 +172,10 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
   const port = await freePort()
   const notes: string[] = []
   log(opts, `${SYSTEM_LABEL[system]}: starting on port ${port}`)
-  const broker = opts.start !== undefined ? Object.assign(await opts.start(port), { flags: opts.nodeFlags.join(' ') }) : await startSystem(system, port, opts)
+  const broker =
+    opts.start !== undefined
+      ? Object.assign(await opts.start(port), { flags: opts.nodeFlags.join(' ') })
+      : await startSystem(system, port, opts)
   let clients: Awaited<ReturnType<typeof openClients>> | undefined
   try {
     const idle = await sampleUntilStable(broker.pid)
@@ -260,7 +268,8 @@ export function headlineRow(m: Measurement, clients: number): Row {
   }
 }
 
-const settleNote = (p: { ms: number; dropped: boolean }): string => (p.ms === 0 ? 'none' : `${fmt(p.ms / 1000, 0)} s${p.dropped ? ', dropped' : ''}`)
+const settleNote = (p: { ms: number; dropped: boolean }): string =>
+  p.ms === 0 ? 'none' : `${fmt(p.ms / 1000, 0)} s${p.dropped ? ', dropped' : ''}`
 
 export function detailRow(m: Measurement, clients: number): Row {
   return {
@@ -309,7 +318,7 @@ export async function memoryScenario(): Promise<Table[]> {
       rows: results.map((m) => detailRow(m, opts.clients)),
       note:
         `settled = RSS at the end of a settle period after the stable samples: up to ${Math.round(opts.settleMs / 1000)} s, ended early once RSS ` +
-        'dropped by 3 % (V8\'s memory reducer) and held still for 5 s; none for mosquitto, which has no GC. file-backed RSS = RssFile (the node or mosquitto ' +
+        "dropped by 3 % (V8's memory reducer) and held still for 5 s; none for mosquitto, which has no GC. file-backed RSS = RssFile (the node or mosquitto " +
         `executable and shared libraries: clean pages, shared with other processes, reclaimable).${median}`,
     },
   ]

@@ -38,8 +38,28 @@ function flows(mode: Mode, port: number): unknown[] {
   if (mode === 'mqtt') {
     return [
       { id: 't', type: 'tab' },
-      { id: 'b', type: 'mqtt-broker', broker: '127.0.0.1', port: String(port), clientid: 'bench-nr', autoConnect: true, protocolVersion: '4', keepalive: '60', cleansession: true },
-      { id: 'i', type: 'mqtt in', z: 't', topic: 'devices/+/raw', qos: '1', datatype: 'utf8', broker: 'b', inputs: 0, wires: [['f']] },
+      {
+        id: 'b',
+        type: 'mqtt-broker',
+        broker: '127.0.0.1',
+        port: String(port),
+        clientid: 'bench-nr',
+        autoConnect: true,
+        protocolVersion: '4',
+        keepalive: '60',
+        cleansession: true,
+      },
+      {
+        id: 'i',
+        type: 'mqtt in',
+        z: 't',
+        topic: 'devices/+/raw',
+        qos: '1',
+        datatype: 'utf8',
+        broker: 'b',
+        inputs: 0,
+        wires: [['f']],
+      },
       { id: 'f', type: 'function', z: 't', func: NORMALISE, outputs: 1, wires: [['o']] },
       { id: 'o', type: 'mqtt out', z: 't', topic: '', qos: '1', retain: 'false', broker: 'b', wires: [] },
     ]
@@ -80,10 +100,17 @@ async function one(mode: Mode): Promise<Row> {
     sub.on('message', () => got++)
     const dev = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'bench-dev' })
     if (mode === 'edge' || mode === 'mqtt') {
-      const ep = JSON.parse(readFileSync(join(dir, 'data', 'node-red', 'cli.json'), 'utf8')) as { url: string; token: string }
+      const ep = JSON.parse(readFileSync(join(dir, 'data', 'node-red', 'cli.json'), 'utf8')) as {
+        url: string
+        token: string
+      }
       const res = await fetch(new URL('/flows', ep.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${ep.token}`, 'content-type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
+        headers: {
+          authorization: `Bearer ${ep.token}`,
+          'content-type': 'application/json',
+          'Node-RED-Deployment-Type': 'full',
+        },
         body: JSON.stringify(flows(mode, port)),
       })
       if (!res.ok) throw new Error(`deploy: HTTP ${res.status}`)
@@ -102,7 +129,11 @@ async function one(mode: Mode): Promise<Row> {
     const t0 = performance.now()
     const window = 50
     for (let i = 0; i < N; i += window) {
-      await Promise.all(Array.from({ length: Math.min(window, N - i) }, (_, k) => dev.publishAsync('devices/b/raw', String(i + k), { qos: 1 })))
+      await Promise.all(
+        Array.from({ length: Math.min(window, N - i) }, (_, k) =>
+          dev.publishAsync('devices/b/raw', String(i + k), { qos: 1 }),
+        ),
+      )
     }
     await waitFor(() => got >= N, { what: `${N} messages at the subscriber`, timeoutMs: 120_000, intervalMs: 20 })
     const wallMs = performance.now() - t0
@@ -111,7 +142,12 @@ async function one(mode: Mode): Promise<Row> {
     await dev.endAsync()
     await sub.endAsync()
     return {
-      agent: { off: 'Node-RED disabled', idle: 'Node-RED enabled, no flows', edge: 'flow with edge in/out', mqtt: 'flow with mqtt in/out (loopback)' }[mode],
+      agent: {
+        off: 'Node-RED disabled',
+        idle: 'Node-RED enabled, no flows',
+        edge: 'flow with edge in/out',
+        mqtt: 'flow with mqtt in/out (loopback)',
+      }[mode],
       'idle RSS MiB': fmt(idle.rssKb / 1024),
       'RSS with flow MiB': fmt(flowRss / 1024),
       'RSS after load MiB': fmt(rssAfter / 1024),

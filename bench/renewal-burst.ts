@@ -15,14 +15,27 @@ try {
   const dir = join(root, 'certs')
   const now = Date.now()
   await LocalCa.init(dir, { name: 'bench CA', lifetimeMs: 365 * 86_400_000, now })
-  const guard = new ClockGuard({ clock: systemClock, toleranceMs: 5_000, maxForwardJumpMs: 86_400_000, file: join(root, 'clock.json') })
+  const guard = new ClockGuard({
+    clock: systemClock,
+    toleranceMs: 5_000,
+    maxForwardJumpMs: 86_400_000,
+    file: join(root, 'clock.json'),
+  })
   await guard.load()
   const ca = new LocalCa({ dir, guard, backdateMs: 0, crlValidityMs: 86_400_000 })
   await ca.load()
   const lifetimeMs = 60_000
   const service = new RenewalService({
-    ca, guard, logger: pino({ level: 'silent' }), enabled: true, topicPrefix: 'devices/{id}/$certs',
-    lifetimeMs, backdateMs: 0, renewAfter: 0, minRequestIntervalMs: 1000, monotonic: () => performance.now(),
+    ca,
+    guard,
+    logger: pino({ level: 'silent' }),
+    enabled: true,
+    topicPrefix: 'devices/{id}/$certs',
+    lifetimeMs,
+    backdateMs: 0,
+    renewAfter: 0,
+    minRequestIntervalMs: 1000,
+    monotonic: () => performance.now(),
   })
   const reqs = []
   for (let i = 0; i < n; i++) {
@@ -38,7 +51,11 @@ try {
   h.enable()
   let maxGap = 0
   let last = performance.now()
-  const tick = setInterval(() => { const t = performance.now(); maxGap = Math.max(maxGap, t - last); last = t }, 10)
+  const tick = setInterval(() => {
+    const t = performance.now()
+    maxGap = Math.max(maxGap, t - last)
+    last = t
+  }, 10)
   // What /status needs besides the event loop: a libuv thread pool slot
   // (fs, webcrypto), probed with an fs.stat every 20 ms.
   let maxStat = 0
@@ -53,27 +70,34 @@ try {
   })()
   let busy = 0
   const t0 = performance.now()
-  const times = await Promise.all(reqs.map(async (r) => {
-    // A device honours 'busy': it asks again after retryAfterSec. Time to the first reply, and to the certificate.
-    let first: number | undefined
-    for (;;) {
-      const out = await service.handle({ id: r.id, clientId: r.id, payload: r.payload, credential: r.credential })
-      first ??= performance.now() - t0
-      if (out.reply.status === 'issued') return { first, done: performance.now() - t0 }
-      if (out.reply.error !== 'busy') throw new Error(JSON.stringify(out.reply))
-      busy++
-      await new Promise((res) => setTimeout(res, (out.reply as { retryAfterSec: number }).retryAfterSec * 1000))
-    }
-  }))
+  const times = await Promise.all(
+    reqs.map(async (r) => {
+      // A device honours 'busy': it asks again after retryAfterSec. Time to the first reply, and to the certificate.
+      let first: number | undefined
+      for (;;) {
+        const out = await service.handle({ id: r.id, clientId: r.id, payload: r.payload, credential: r.credential })
+        first ??= performance.now() - t0
+        if (out.reply.status === 'issued') return { first, done: performance.now() - t0 }
+        if (out.reply.error !== 'busy') throw new Error(JSON.stringify(out.reply))
+        busy++
+        await new Promise((res) => setTimeout(res, (out.reply as { retryAfterSec: number }).retryAfterSec * 1000))
+      }
+    }),
+  )
   clearInterval(tick)
   probing = false
   await probe
   h.disable()
-  const q = (xs: number[], p: number) => xs.sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!.toFixed(0)
+  const q = (xs: number[], p: number) =>
+    xs.sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!.toFixed(0)
   const firsts = times.map((x) => x.first)
   const dones = times.map((x) => x.done)
-  console.log(`n=${n} all issued in ${(performance.now() - t0).toFixed(0)} ms, ${busy} busy replies; first reply p50 ${q(firsts, 0.5)} p90 ${q(firsts, 0.9)} max ${q(firsts, 1)} ms; certificate p50 ${q(dones, 0.5)} max ${q(dones, 1)} ms`)
-  console.log(`event loop delay p50 ${(h.percentile(50) / 1e6).toFixed(1)} p99 ${(h.percentile(99) / 1e6).toFixed(1)} max ${(h.max / 1e6).toFixed(1)} ms; longest 10 ms timer gap ${maxGap.toFixed(0)} ms; slowest fs.stat ${maxStat.toFixed(0)} ms`)
+  console.log(
+    `n=${n} all issued in ${(performance.now() - t0).toFixed(0)} ms, ${busy} busy replies; first reply p50 ${q(firsts, 0.5)} p90 ${q(firsts, 0.9)} max ${q(firsts, 1)} ms; certificate p50 ${q(dones, 0.5)} max ${q(dones, 1)} ms`,
+  )
+  console.log(
+    `event loop delay p50 ${(h.percentile(50) / 1e6).toFixed(1)} p99 ${(h.percentile(99) / 1e6).toFixed(1)} max ${(h.max / 1e6).toFixed(1)} ms; longest 10 ms timer gap ${maxGap.toFixed(0)} ms; slowest fs.stat ${maxStat.toFixed(0)} ms`,
+  )
 } finally {
   rmSync(root, { recursive: true, force: true })
 }

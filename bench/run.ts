@@ -64,11 +64,42 @@ const scenarios: Scenario[] = [
     run: memoryScenario,
   },
   optionalBench('buffer-append', './buffer-append.ts', 'runBufferBench', 'SQLite store-and-forward append throughput'),
-  optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest through the agent, beside raw SQLite and Mosquitto'),
-  optionalBench('bridge', './bridge.ts', 'runBridgeBench', 'device → agent → upstream bridge, beside a Mosquitto bridge'),
-  { ...optionalBench('drop-accounting', './drop-accounting.ts', 'runDropAccountingBench', 'durable drop counting on a full buffer evicting at 2,000 msg/s, beside in-memory counting'), byDefault: false },
-  optionalBench('ingest', './ingest.ts', 'runIngestBench', 'durable QoS 1 ingest with the upstream down, PUBACK latency at 2,000 msg/s, RSS while a backlog builds'),
-  { ...optionalBench('node-red', './node-red.ts', 'runNodeRedBench', 'Node-RED in the agent: idle RSS, CPU per message, edge nodes against mqtt nodes'), byDefault: false },
+  optionalBench(
+    'ingest',
+    './ingest.ts',
+    'runIngestBench',
+    'durable QoS 1 ingest through the agent, beside raw SQLite and Mosquitto',
+  ),
+  optionalBench(
+    'bridge',
+    './bridge.ts',
+    'runBridgeBench',
+    'device → agent → upstream bridge, beside a Mosquitto bridge',
+  ),
+  {
+    ...optionalBench(
+      'drop-accounting',
+      './drop-accounting.ts',
+      'runDropAccountingBench',
+      'durable drop counting on a full buffer evicting at 2,000 msg/s, beside in-memory counting',
+    ),
+    byDefault: false,
+  },
+  optionalBench(
+    'ingest',
+    './ingest.ts',
+    'runIngestBench',
+    'durable QoS 1 ingest with the upstream down, PUBACK latency at 2,000 msg/s, RSS while a backlog builds',
+  ),
+  {
+    ...optionalBench(
+      'node-red',
+      './node-red.ts',
+      'runNodeRedBench',
+      'Node-RED in the agent: idle RSS, CPU per message, edge nodes against mqtt nodes',
+    ),
+    byDefault: false,
+  },
   {
     name: 'memory-levers',
     byDefault: false,
@@ -87,7 +118,10 @@ function select(arg: string | undefined): Scenario[] {
   if (arg === undefined || arg === '') return scenarios.filter((s) => s.byDefault)
   if (arg === 'all') return scenarios
   const picked: Scenario[] = []
-  for (const want of arg.split(',').map((w) => w.trim()).filter((w) => w !== '')) {
+  for (const want of arg
+    .split(',')
+    .map((w) => w.trim())
+    .filter((w) => w !== '')) {
     const exact = scenarios.filter((s) => s.name === want)
     const found = exact.length > 0 ? exact : scenarios.filter((s) => s.name.includes(want))
     if (found.length === 0) return []
@@ -100,13 +134,20 @@ function environment(): string {
   const cpu = cpus()
   let mosquitto = 'not found'
   try {
-    mosquitto = /mosquitto version (\S+)/.exec(execFileSync(MOSQUITTO_BIN, ['-h'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[1] ?? '?'
+    mosquitto =
+      /mosquitto version (\S+)/.exec(
+        execFileSync(MOSQUITTO_BIN, ['-h'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+      )?.[1] ?? '?'
   } catch (err) {
     // `mosquitto -h` exits 3 after printing its usage
     const out = (err as { stdout?: string }).stdout ?? ''
     mosquitto = /mosquitto version (\S+)/.exec(out)?.[1] ?? 'not found'
   }
-  const aedes = (JSON.parse(readFileSync(new URL('../node_modules/aedes/package.json', import.meta.url), 'utf8')) as { version: string }).version
+  const aedes = (
+    JSON.parse(readFileSync(new URL('../node_modules/aedes/package.json', import.meta.url), 'utf8')) as {
+      version: string
+    }
+  ).version
   return [
     `node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Linux ${release()}`,
     `aedes ${aedes}, mosquitto ${mosquitto}, ${new Date().toISOString()}`,
@@ -119,7 +160,8 @@ async function main(): Promise<number> {
   const chosen = select(arg)
   if (chosen.length === 0) {
     process.stderr.write(`unknown scenario '${arg ?? ''}'. Scenarios:\n`)
-    for (const s of scenarios) process.stderr.write(`  ${s.name.padEnd(18)} ${s.byDefault ? '(default) ' : ''}${s.describe}\n`)
+    for (const s of scenarios)
+      process.stderr.write(`  ${s.name.padEnd(18)} ${s.byDefault ? '(default) ' : ''}${s.describe}\n`)
     process.stderr.write('  all                every scenario\n')
     return 2
   }
@@ -132,7 +174,9 @@ async function main(): Promise<number> {
       for (const t of tables) printTable(t.title, t.rows, t.note)
     } catch (err) {
       failed++
-      process.stderr.write(`[bench] scenario ${s.name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+      process.stderr.write(
+        `[bench] scenario ${s.name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      )
       killAllStarted()
     }
   }

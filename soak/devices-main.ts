@@ -10,7 +10,15 @@ import type { TLSSocket } from 'node:tls'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { RenewalRefusedError, generateKeyPair, renewOverMqtt } from '../src/certs/index.js'
 import type { SentStream } from './lib/accounting.js'
-import type { DeviceSpec, DevicesInput, DevicesProgress, DevicesToParent, ParentToDevices, SoakPayload, StreamKind } from './lib/devices-protocol.js'
+import type {
+  DeviceSpec,
+  DevicesInput,
+  DevicesProgress,
+  DevicesToParent,
+  ParentToDevices,
+  SoakPayload,
+  StreamKind,
+} from './lib/devices-protocol.js'
 
 const TICK_MS = 50
 const CONNECT_CONCURRENCY = 20
@@ -62,7 +70,15 @@ class Device {
       this.certPem = readFileSync(spec.certFile ?? '', 'utf8')
       this.keyPem = readFileSync(spec.keyFile ?? '', 'utf8')
       this.#noteCert()
-      this.opts = { ...common, protocol: 'mqtts', port: input.tlsPort, ca: caPem, cert: this.certPem, key: this.keyPem, rejectUnauthorized: true }
+      this.opts = {
+        ...common,
+        protocol: 'mqtts',
+        port: input.tlsPort,
+        ca: caPem,
+        cert: this.certPem,
+        key: this.keyPem,
+        rejectUnauthorized: true,
+      }
     } else {
       this.opts = { ...common, protocol: 'mqtt', port: input.plainPort }
     }
@@ -226,7 +242,12 @@ async function renew(d: Device): Promise<void> {
     d.next.reconnect = Math.min(d.next.reconnect, Date.now() + Math.random() * d.input.daySec * 100)
   } catch (err) {
     state.renewalFailures++
-    const why = err instanceof RenewalRefusedError ? `refused: ${err.error} (${again ? 'key of an unanswered request' : 'new key'})` : err instanceof Error ? err.message.replace(/devices\/[^/]+\//, 'devices/<id>/') : String(err)
+    const why =
+      err instanceof RenewalRefusedError
+        ? `refused: ${err.error} (${again ? 'key of an unanswered request' : 'new key'})`
+        : err instanceof Error
+          ? err.message.replace(/devices\/[^/]+\//, 'devices/<id>/')
+          : String(err)
     state.renewalErrors[why] = (state.renewalErrors[why] ?? 0) + 1
     state.lastError = `${d.spec.id} renewal: ${why}`
     // As advised ('busy', 'too-early', 'rate-limited'), else soon.
@@ -307,9 +328,16 @@ async function finish(ackTimeoutMs: number): Promise<void> {
   clearInterval(reporter)
   const final = progress()
   const s = streams()
-  await Promise.all(state.devices.map((d) => (d.client === undefined ? Promise.resolve() : d.client.endAsync(true).catch(() => undefined))))
-  process.send?.({ type: 'final', progress: final, streams: s, qos0Sent: state.qos0Sent } satisfies DevicesToParent, undefined, {}, () =>
-    process.disconnect?.(),
+  await Promise.all(
+    state.devices.map((d) =>
+      d.client === undefined ? Promise.resolve() : d.client.endAsync(true).catch(() => undefined),
+    ),
+  )
+  process.send?.(
+    { type: 'final', progress: final, streams: s, qos0Sent: state.qos0Sent } satisfies DevicesToParent,
+    undefined,
+    {},
+    () => process.disconnect?.(),
   )
 }
 

@@ -24,7 +24,13 @@ import { freePort } from '../bench/lib/ports.js'
 import { installCleanupHooks, killAllStarted, repoRoot, spawnTracked, type Started } from '../bench/lib/proc.js'
 import { closeAccounts, type Accounts, type SentStream } from './lib/accounting.js'
 import { FILL_DAY, MONTH, dayAt, type CalendarEvent } from './lib/calendar.js'
-import type { DeviceSpec, DevicesInput, DevicesProgress, DevicesToParent, ParentToDevices } from './lib/devices-protocol.js'
+import type {
+  DeviceSpec,
+  DevicesInput,
+  DevicesProgress,
+  DevicesToParent,
+  ParentToDevices,
+} from './lib/devices-protocol.js'
 import { DropTotals, readDropCounts, sumOf, type DropCounts } from './lib/drops.js'
 import { GNUPLOT_INSTALL, gnuplotAvailable, plot, type PlotRow } from './lib/plot.js'
 import { Relay } from './lib/relay.js'
@@ -151,13 +157,24 @@ function tcpAccepts(port: number): Promise<boolean> {
   })
 }
 
-async function waitUntil(what: string, timeoutMs: number, proc: Started | undefined, probe: () => Promise<boolean> | boolean, intervalMs = 50): Promise<number> {
+async function waitUntil(
+  what: string,
+  timeoutMs: number,
+  proc: Started | undefined,
+  probe: () => Promise<boolean> | boolean,
+  intervalMs = 50,
+): Promise<number> {
   const t0 = performance.now()
   let exited = false
   void proc?.exited.then(() => (exited = true))
   while (performance.now() - t0 < timeoutMs) {
     if (exited) throw new Error(`${proc?.name ?? 'process'} exited while waiting for ${what}\n${proc?.output() ?? ''}`)
-    if (await Promise.resolve().then(probe).catch(() => false)) return performance.now() - t0
+    if (
+      await Promise.resolve()
+        .then(probe)
+        .catch(() => false)
+    )
+      return performance.now() - t0
     await sleep(intervalMs)
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
@@ -173,10 +190,19 @@ interface Ports {
 }
 
 /** The local CA in the agent's data dir, and the devices' first certificates, issued before the agent starts. */
-async function provision(o: Options, dataDir: string, deviceDir: string): Promise<{ specs: DeviceSpec[]; caFile: string }> {
+async function provision(
+  o: Options,
+  dataDir: string,
+  deviceDir: string,
+): Promise<{ specs: DeviceSpec[]; caFile: string }> {
   const certsDir = join(dataDir, 'certs')
   await LocalCa.prepareDir(certsDir)
-  const guard = new ClockGuard({ clock: systemClock, file: join(certsDir, 'clock.json'), toleranceMs: 300_000, maxForwardJumpMs: 604_800_000 })
+  const guard = new ClockGuard({
+    clock: systemClock,
+    file: join(certsDir, 'clock.json'),
+    toleranceMs: 300_000,
+    maxForwardJumpMs: 604_800_000,
+  })
   await guard.load()
   await LocalCa.init(certsDir, { name: 'edge-agent soak CA', lifetimeMs: 5 * 365 * 86_400_000, now: Date.now() })
   await guard.commit()
@@ -210,7 +236,13 @@ async function provision(o: Options, dataDir: string, deviceDir: string): Promis
 /** Bytes of the messages kept from day 1 to FILL_DAY (the store's own estimate): the buffer's budget. */
 function budgetBytes(o: Options, specs: readonly DeviceSpec[]): number {
   const est = (id: string, kind: string, rule: string): number =>
-    estimateMessageBytes({ queue: UPSTREAM, topic: `devices/${id}/${kind}`, payload: new Uint8Array(o.payloadBytes), rule, propertiesJson: null })
+    estimateMessageBytes({
+      queue: UPSTREAM,
+      topic: `devices/${id}/${kind}`,
+      payload: new Uint8Array(o.payloadBytes),
+      rule,
+      propertiesJson: null,
+    })
   let perDay = 0
   let events = 0
   for (const s of specs) {
@@ -251,7 +283,14 @@ function agentConfig(o: Options, dataDir: string, ports: Ports, maxBytes: number
         maxRatePerSec: o.maxRatePerSec,
         rules: [
           { name: 'telemetry', topic: 'devices/+/telemetry', qos: 1, whenFull: 'drop-oldest', ttlSec: 0, ...out },
-          { name: 'events', topic: 'devices/+/events', qos: 1, whenFull: 'drop-oldest', ttlSec: Math.max(1, Math.round(2 * day)), ...out },
+          {
+            name: 'events',
+            topic: 'devices/+/events',
+            qos: 1,
+            whenFull: 'drop-oldest',
+            ttlSec: Math.max(1, Math.round(2 * day)),
+            ...out,
+          },
           { name: 'q0', topic: 'devices/+/q0', qos: 0, bufferQos0: true, ttlSec: 0, ...out },
         ],
       },
@@ -293,7 +332,13 @@ class AgentRunner {
     void proc.exited.then(() => logStream.end())
     this.proc = proc
     const listening = waitUntil('the agent to listen (mqtts)', 60_000, proc, () => tcpAccepts(this.ports.tls), 20)
-    const healthy = waitUntil('the agent /healthz = 200', 60_000, proc, async () => (await getJson(this.ports.admin, '/healthz', 2000)).status === 200, 20)
+    const healthy = waitUntil(
+      'the agent /healthz = 200',
+      60_000,
+      proc,
+      async () => (await getJson(this.ports.admin, '/healthz', 2000)).status === 200,
+      20,
+    )
     // Both measured from the spawn (waitUntil counts from its own start, just after it).
     const [listeningMs, healthyMs] = await Promise.all([listening, healthy])
     const lifetime: Lifetime = { startedAtDay: day, listeningMs, healthyMs, after }
@@ -357,7 +402,9 @@ class LifetimeSum {
 
 interface StatusView {
   readonly process?: { readonly pid?: number }
-  readonly buffer?: { readonly totals?: { readonly messages?: number; readonly bytes?: number; readonly appended?: number } }
+  readonly buffer?: {
+    readonly totals?: { readonly messages?: number; readonly bytes?: number; readonly appended?: number }
+  }
   readonly upstreams?: readonly { readonly connected?: boolean; readonly backlog?: { readonly depth?: number } }[]
   readonly broker?: { readonly clients?: number }
   readonly certs?: {
@@ -484,7 +531,14 @@ async function month(o: Options, w: World): Promise<RunResult> {
   const refusedHandshakes: Record<string, number> = {}
   const samples: Sample[] = []
   const notes: string[] = []
-  const restarts: { day: number; kind: string; listeningMs: number; healthyMs: number; droppingBefore: boolean; stopOk?: boolean }[] = []
+  const restarts: {
+    day: number
+    kind: string
+    listeningMs: number
+    healthyMs: number
+    droppingBefore: boolean
+    stopOk?: boolean
+  }[] = []
   let dropsBeforePrev: DropCounts | undefined
   let dropsBeforeLast: DropCounts | undefined
   let tolerance = 0
@@ -526,7 +580,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
     const last = dropsBeforeLast === undefined ? 0 : sumOf(dropsBeforeLast.byReason)
     const prev = dropsBeforePrev === undefined ? 0 : sumOf(dropsBeforePrev.byReason)
     if (!drops.durable) tolerance += Math.max(0, last - prev)
-    for (const [k, v] of Object.entries(lastStatus?.certs?.refusedHandshakes ?? {})) refusedHandshakes[k] = (refusedHandshakes[k] ?? 0) + v
+    for (const [k, v] of Object.entries(lastStatus?.certs?.refusedHandshakes ?? {}))
+      refusedHandshakes[k] = (refusedHandshakes[k] ?? 0) + v
     drops.endOfLife()
     appended.endOfLife()
     rotations.endOfLife()
@@ -594,7 +649,14 @@ async function month(o: Options, w: World): Promise<RunResult> {
     endOfLife()
     const l = await agent.start(day(), ev.action === 'kill-9' ? 'kill -9' : 'clean stop')
     statusGapStart = null
-    restarts.push({ day: ev.day, kind: ev.action === 'kill-9' ? 'kill -9' : 'SIGTERM', listeningMs: l.listeningMs, healthyMs: l.healthyMs, droppingBefore, ...(stopOk === undefined ? {} : { stopOk }) })
+    restarts.push({
+      day: ev.day,
+      kind: ev.action === 'kill-9' ? 'kill -9' : 'SIGTERM',
+      listeningMs: l.listeningMs,
+      healthyMs: l.healthyMs,
+      droppingBefore,
+      ...(stopOk === undefined ? {} : { stopOk }),
+    })
     log(`${ev.note}: listening again after ${l.listeningMs.toFixed(0)} ms`)
   }
 
@@ -677,7 +739,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
   for (const id of sink.qos0.streams()) q0Delivered += sink.qos0.stream(id)?.seqs.size ?? 0
 
   const inDay = (a: number, b: number): Sample[] => samples.filter((s) => s.day >= a && s.day < b)
-  const mean = (xs: readonly number[]): number | null => (xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length)
+  const mean = (xs: readonly number[]): number | null =>
+    xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length
   const rss5 = mean(inDay(5, 6).map((s) => s.rssBytes))
   const rss30 = mean(inDay(30, 31).map((s) => s.rssBytes))
   const size = (a: number, b: number) => mean(inDay(a, b).map((s) => s.dbBytes + s.walBytes))
@@ -691,28 +754,51 @@ async function month(o: Options, w: World): Promise<RunResult> {
     return { fromDay: l.startedAtDay, mbPerDay: slope(xs.map((x) => [x.day, x.rssBytes / 1048576])) }
   })
   const maxRate = linkUpAt === null ? 0 : sink.maxRate(linkUpAt, drainedAt ?? endAt, 5)
-  const expiredHandshakes = Object.entries(refusedHandshakes).filter(([k]) => /expir/i.test(k)).reduce((n, [, v]) => n + v, 0)
+  const expiredHandshakes = Object.entries(refusedHandshakes)
+    .filter(([k]) => /expir/i.test(k))
+    .reduce((n, [, v]) => n + v, 0)
   const lapses = f.progress.lapses.length + expiredHandshakes
 
   // Loss reports upstream: they must announce exactly the drops the agent counted (all reported reasons).
-  const reportedDrops = sumOf(Object.fromEntries(Object.entries(sink.lossReports.byRule).map(([r, x]) => [r, sumOf(x)])))
-  const countedReportable = Object.values(total.byRule).reduce((n, x) => n + sumOf(Object.fromEntries(Object.entries(x).filter(([k]) => k !== 'conflated' && k !== 'purged'))), 0)
+  const reportedDrops = sumOf(
+    Object.fromEntries(Object.entries(sink.lossReports.byRule).map(([r, x]) => [r, sumOf(x)])),
+  )
+  const countedReportable = Object.values(total.byRule).reduce(
+    (n, x) => n + sumOf(Object.fromEntries(Object.entries(x).filter(([k]) => k !== 'conflated' && k !== 'purged'))),
+    0,
+  )
   const checks = [
     {
       name: 'loss reports upstream announce the drops counted',
       ok: !drops.durable || reportedDrops === countedReportable,
       detail: `${sink.lossReports.reports} reports (${sink.lossReports.duplicates} resent) announce ${reportedDrops}; counted ${countedReportable}`,
     },
-    { name: 'accounting closes (acknowledged = delivered + dropped by policy)', ok: accounts.verdict !== 'open', detail: `${accounts.verdict}, difference ${accounts.difference}` },
-    { name: 'per-topic order at the upstream', ok: accounts.outOfOrder === 0, detail: `${accounts.outOfOrder} out of order` },
+    {
+      name: 'accounting closes (acknowledged = delivered + dropped by policy)',
+      ok: accounts.verdict !== 'open',
+      detail: `${accounts.verdict}, difference ${accounts.difference}`,
+    },
+    {
+      name: 'per-topic order at the upstream',
+      ok: accounts.outOfOrder === 0,
+      detail: `${accounts.outOfOrder} out of order`,
+    },
     { name: 'no phantom messages upstream', ok: accounts.phantom === 0, detail: `${accounts.phantom}` },
-    { name: 'device certificates valid at every moment', ok: lapses === 0, detail: `${f.progress.lapses.length} lapsed, ${expiredHandshakes} handshakes refused as expired` },
+    {
+      name: 'device certificates valid at every moment',
+      ok: lapses === 0,
+      detail: `${f.progress.lapses.length} lapsed, ${expiredHandshakes} handshakes refused as expired`,
+    },
     {
       name: 'RSS growth day 5 → day 30 ≤ 10 MB',
       ok: rssGrowth !== null && rssGrowth <= RSS_GROWTH_LIMIT,
       detail: rssGrowth === null ? 'not measured' : `${rssGrowth >= 0 ? '+' : ''}${mb(rssGrowth)}`,
     },
-    { name: 'backlog drained after the upstream returned', ok: depth === 0, detail: depth === 0 ? 'yes' : `depth ${depth} at the deadline` },
+    {
+      name: 'backlog drained after the upstream returned',
+      ok: depth === 0,
+      detail: depth === 0 ? 'yes' : `depth ${depth} at the deadline`,
+    },
     {
       name: `upstream rate ≤ maxRatePerSec (5 s windows, ×${RATE_TOLERANCE})`,
       ok: maxRate <= o.maxRatePerSec * RATE_TOLERANCE,
@@ -727,7 +813,10 @@ async function month(o: Options, w: World): Promise<RunResult> {
     devices: { tls: o.tlsDevices, plain: o.plainDevices },
     budgetBytes: w.maxBytes,
     bufferAtPeak: (() => {
-      const top = samples.reduce<Sample | undefined>((a, b) => (a === undefined || b.bufferBytes > a.bufferBytes ? b : a), undefined)
+      const top = samples.reduce<Sample | undefined>(
+        (a, b) => (a === undefined || b.bufferBytes > a.bufferBytes ? b : a),
+        undefined,
+      )
       return top === undefined ? null : { day: top.day, bytes: top.bufferBytes, messages: top.bufferMessages }
     })(),
     accounts,
@@ -754,10 +843,22 @@ async function month(o: Options, w: World): Promise<RunResult> {
     restarts,
     lifetimes: agent.lifetimes,
     firstEvictionDay,
-    rss: { day5: rss5, day30: rss30, growth: rssGrowth, peak: Math.max(...samples.map((s) => s.rssBytes)), slopes: rssSlopes },
+    rss: {
+      day5: rss5,
+      day30: rss30,
+      growth: rssGrowth,
+      peak: Math.max(...samples.map((s) => s.rssBytes)),
+      slopes: rssSlopes,
+    },
     admin: { statusFailures, longestStatusGapSec: longestStatusGapMs / 1000 },
     store: { day20: store20, day30: store30, peak: Math.max(...samples.map((s) => s.dbBytes + s.walBytes)) },
-    drain: { linkUpAt, drainedAt, seconds: linkUpAt === null || drainedAt === null ? null : (drainedAt - linkUpAt) / 1000, maxRate5s: maxRate, limit: o.maxRatePerSec },
+    drain: {
+      linkUpAt,
+      drainedAt,
+      seconds: linkUpAt === null || drainedAt === null ? null : (drainedAt - linkUpAt) / 1000,
+      maxRate5s: maxRate,
+      limit: o.maxRatePerSec,
+    },
     cpu: { meanPct: mean(samples.map((s) => s.cpuPct)) },
     checks,
     notes,
@@ -766,7 +867,12 @@ async function month(o: Options, w: World): Promise<RunResult> {
   let png: string | null = null
   if (o.plot) {
     try {
-      png = plot(o.out, samples, `edge-agent soak: ${w.specs.length} devices, 1 day = ${o.daySec} s`, MONTH.map((e) => ({ day: e.day, label: e.action })))
+      png = plot(
+        o.out,
+        samples,
+        `edge-agent soak: ${w.specs.length} devices, 1 day = ${o.daySec} s`,
+        MONTH.map((e) => ({ day: e.day, label: e.action })),
+      )
     } catch (err) {
       notes.push(`plot: ${err instanceof Error ? err.message : String(err)}`)
     }
@@ -799,15 +905,35 @@ function plot0(dir: string, rows: readonly PlotRow[]): void {
   writeFileSync(join(dir, 'samples.json'), JSON.stringify(rows) + '\n')
 }
 
-function table(o: Options, s: Record<string, unknown> & { accounts: Accounts }, a: Accounts, png: string | null): string {
+function table(
+  o: Options,
+  s: Record<string, unknown> & { accounts: Accounts },
+  a: Accounts,
+  png: string | null,
+): string {
   const x = s as unknown as {
     stored: number
     drops: DropCounts
     qos0: { sent: number; delivered: number; dropped: number }
-    certificates: { renewals: number; renewalFailures: number; lapses: unknown[]; minCertMarginSec: number | null; minServerMarginSec: number | null; serverRotations: number; serverSerialsSeen: number; issuedFilesAtEnd: number | null }
+    certificates: {
+      renewals: number
+      renewalFailures: number
+      lapses: unknown[]
+      minCertMarginSec: number | null
+      minServerMarginSec: number | null
+      serverRotations: number
+      serverSerialsSeen: number
+      issuedFilesAtEnd: number | null
+    }
     restarts: { day: number; kind: string; listeningMs: number; healthyMs: number; droppingBefore: boolean }[]
     firstEvictionDay: number | null
-    rss: { day5: number | null; day30: number | null; growth: number | null; peak: number; slopes: { fromDay: number; mbPerDay: number | null }[] }
+    rss: {
+      day5: number | null
+      day30: number | null
+      growth: number | null
+      peak: number
+      slopes: { fromDay: number; mbPerDay: number | null }[]
+    }
     admin: { statusFailures: number; longestStatusGapSec: number }
     store: { day20: number | null; day30: number | null; peak: number }
     drain: { seconds: number | null; maxRate5s: number; limit: number }
@@ -819,47 +945,95 @@ function table(o: Options, s: Record<string, unknown> & { accounts: Accounts }, 
     devicesAtEnd: DevicesProgress
     notes: string[]
   }
-  const simH = (sec: number | null) => (sec === null ? '-' : `${((sec / o.daySec) * 24).toFixed(1)} simulated h (${sec.toFixed(0)} s)`)
+  const simH = (sec: number | null) =>
+    sec === null ? '-' : `${((sec / o.daySec) * 24).toFixed(1)} simulated h (${sec.toFixed(0)} s)`
   const m = (b: number | null) => (b === null ? '-' : mb(b))
-  const byReason = Object.entries(x.drops.byReason).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'
-  const bridge = Object.entries(x.drops.bridge).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'
+  const byReason =
+    Object.entries(x.drops.byReason)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ') || 'none'
+  const bridge =
+    Object.entries(x.drops.bridge)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ') || 'none'
   const rows: [string, string][] = [
     ['calendar', `1 simulated day = ${o.daySec} s; online day 0, upstream away days 1-30, back day 31`],
     ['devices', `${o.tlsDevices} over mqtts (local CA certificates) + ${o.plainDevices} plain`],
     ['QoS 1 acknowledged to devices', String(a.acknowledged)],
     ['stored by the buffer (all rules, summed over processes)', String(x.stored)],
-    ['delivered upstream (unique QoS 1)', `${a.deliveredUnique} (${a.duplicates} duplicates, ${a.deliveredUnacked} never acknowledged to the device)`],
+    [
+      'delivered upstream (unique QoS 1)',
+      `${a.deliveredUnique} (${a.duplicates} duplicates, ${a.deliveredUnacked} never acknowledged to the device)`,
+    ],
     ['dropped by the buffer, by reason (all rules)', byReason],
     ['dropped by the bridge', bridge],
     ['acknowledged − delivered (missing)', String(a.missing)],
     ['dropped by policy, QoS 1 rules', String(a.dropped)],
     ['accounting', `${a.verdict} (difference ${a.difference}); ${x.accountingExactness}`],
     ['per-topic order upstream', a.outOfOrder === 0 ? 'kept' : `${a.outOfOrder} out of order`],
-    ['QoS 0 (bufferQos0; not in the equation)', `sent ${x.qos0.sent}, delivered ${x.qos0.delivered}, dropped ${x.qos0.dropped}`],
+    [
+      'QoS 0 (bufferQos0; not in the equation)',
+      `sent ${x.qos0.sent}, delivered ${x.qos0.delivered}, dropped ${x.qos0.dropped}`,
+    ],
     [
       'buffer budget / fullest / evicting from',
       `${mb(x.budgetBytes)} / ${x.bufferAtPeak === null ? '-' : `${mb(x.bufferAtPeak.bytes)}, ${x.bufferAtPeak.messages} messages (day ${x.bufferAtPeak.day.toFixed(1)})`} / ` +
         `${x.firstEvictionDay === null ? 'never' : `day ${x.firstEvictionDay.toFixed(1)}`}`,
     ],
-    ['device certificates', `${x.certificates.renewals} renewals, ${x.certificates.renewalFailures} failed attempts, ${x.certificates.lapses.length} lapsed; least time left ${simH(x.certificates.minCertMarginSec)}`],
-    ['failed renewal attempts by cause', Object.entries(x.devicesAtEnd.renewalErrors).map(([k, n]) => `${k}: ${n}`).join('; ') || 'none'],
-    ['server certificate', `${x.certificates.serverRotations} rotations (${x.certificates.serverSerialsSeen} serials seen); least time left at a connect ${simH(x.certificates.minServerMarginSec)}`],
+    [
+      'device certificates',
+      `${x.certificates.renewals} renewals, ${x.certificates.renewalFailures} failed attempts, ${x.certificates.lapses.length} lapsed; least time left ${simH(x.certificates.minCertMarginSec)}`,
+    ],
+    [
+      'failed renewal attempts by cause',
+      Object.entries(x.devicesAtEnd.renewalErrors)
+        .map(([k, n]) => `${k}: ${n}`)
+        .join('; ') || 'none',
+    ],
+    [
+      'server certificate',
+      `${x.certificates.serverRotations} rotations (${x.certificates.serverSerialsSeen} serials seen); least time left at a connect ${simH(x.certificates.minServerMarginSec)}`,
+    ],
     ['certificates kept by the CA at the end', String(x.certificates.issuedFilesAtEnd ?? '-')],
     ...x.restarts.map((r): [string, string] => [
       `restart day ${r.day} (${r.kind})`,
       `listening after ${r.listeningMs.toFixed(0)} ms, /healthz after ${r.healthyMs.toFixed(0)} ms${r.kind === 'kill -9' ? (r.droppingBefore ? ', buffer already dropping' : ', before any drop') : ''}`,
     ]),
-    ['RSS day 5 / day 30 / peak', `${m(x.rss.day5)} / ${m(x.rss.day30)} / ${m(x.rss.peak)} (growth ${x.rss.growth === null ? '-' : m(x.rss.growth)})`],
-    ['RSS slope within each process (MB per simulated day)', x.rss.slopes.map((r) => `from day ${r.fromDay.toFixed(1)}: ${r.mbPerDay === null ? '-' : r.mbPerDay.toFixed(2)}`).join('; ')],
-    ['/status polls unanswered (3 s timeout)', `${x.admin.statusFailures}, longest gap ${x.admin.longestStatusGapSec.toFixed(0)} s`],
+    [
+      'RSS day 5 / day 30 / peak',
+      `${m(x.rss.day5)} / ${m(x.rss.day30)} / ${m(x.rss.peak)} (growth ${x.rss.growth === null ? '-' : m(x.rss.growth)})`,
+    ],
+    [
+      'RSS slope within each process (MB per simulated day)',
+      x.rss.slopes
+        .map((r) => `from day ${r.fromDay.toFixed(1)}: ${r.mbPerDay === null ? '-' : r.mbPerDay.toFixed(2)}`)
+        .join('; '),
+    ],
+    [
+      '/status polls unanswered (3 s timeout)',
+      `${x.admin.statusFailures}, longest gap ${x.admin.longestStatusGapSec.toFixed(0)} s`,
+    ],
     ['database + WAL day 20 / day 30 / peak', `${m(x.store.day20)} / ${m(x.store.day30)} / ${m(x.store.peak)}`],
-    ['drain after the upstream returned', `${x.drain.seconds === null ? 'not finished' : `${x.drain.seconds.toFixed(1)} s`}; highest 5 s rate ${x.drain.maxRate5s.toFixed(0)}/s (limit ${x.drain.limit}/s)`],
+    [
+      'drain after the upstream returned',
+      `${x.drain.seconds === null ? 'not finished' : `${x.drain.seconds.toFixed(1)} s`}; highest 5 s rate ${x.drain.maxRate5s.toFixed(0)}/s (limit ${x.drain.limit}/s)`,
+    ],
     ['agent CPU, mean', x.cpu.meanPct === null ? '-' : `${x.cpu.meanPct.toFixed(0)} % of one core`],
     ['plot', png ?? 'not written'],
   ]
   const esc = (t: string) => t.replace(/\|/g, '\\|')
-  const lines = ['| measure | value |', '|---|---|', ...rows.map(([k, v]) => `| ${esc(k)} | ${esc(v)} |`), '', '| check | result |', '|---|---|']
-  for (const c of x.checks) lines.push(`| ${esc(c.name)} | ${c.ok ? 'pass' : 'FAIL'}${c.detail === '' ? '' : `: ${esc(c.detail)}`} |`)
+  const lines = [
+    '| measure | value |',
+    '|---|---|',
+    ...rows.map(([k, v]) => `| ${esc(k)} | ${esc(v)} |`),
+    '',
+    '| check | result |',
+    '|---|---|',
+  ]
+  for (const c of x.checks)
+    lines.push(`| ${esc(c.name)} | ${c.ok ? 'pass' : 'FAIL'}${c.detail === '' ? '' : `: ${esc(c.detail)}`} |`)
   if (x.notes.length > 0) lines.push('', ...x.notes.map((n) => `- ${n}`))
   return lines.join('\n')
 }

@@ -10,7 +10,8 @@ import { spec } from 'node:test/reporters'
 
 const suite = process.argv[2] ?? 'unit'
 const filter = process.argv[3]
-const roots = suite === 'all' ? ['test/unit', 'test/integration'] : suite === 'long' ? ['test/integration'] : [`test/${suite}`]
+const roots =
+  suite === 'all' ? ['test/unit', 'test/integration'] : suite === 'long' ? ['test/integration'] : [`test/${suite}`]
 const skipLong = suite !== 'long' && process.env['EDGE_TEST_LONG'] === 'skip'
 const files = roots
   .filter((root) => existsSync(root))
@@ -22,7 +23,8 @@ const files = roots
   .filter((f) => filter === undefined || f.includes(filter))
   .filter((f) => (suite === 'long' ? f.endsWith('.long.test.ts') : !(skipLong && f.endsWith('.long.test.ts'))))
   .sort()
-if (skipLong) console.log('long tests (*.long.test.ts) left out: EDGE_TEST_LONG=skip (run them with `test/run.ts long`)')
+if (skipLong)
+  console.log('long tests (*.long.test.ts) left out: EDGE_TEST_LONG=skip (run them with `test/run.ts long`)')
 if (files.length === 0) {
   console.error(`no test files under ${roots.join(', ')}${filter ? ` matching ${filter}` : ''}`)
   process.exit(1)

@@ -74,21 +74,24 @@ function agentConfig(opts: AgentOptions, dataDir: string): string {
 /** GET a JSON document from the admin API; no keep-alive, so the agent holds no idle admin socket. */
 export function getJson(port: number, path: string, timeoutMs = 5_000): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve, reject) => {
-    const req = get({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs, headers: { connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8')
-        let body: unknown = text
-        try {
-          body = JSON.parse(text)
-        } catch {
-          // not JSON (e.g. healthz text)
-        }
-        resolve({ status: res.statusCode ?? 0, body })
-      })
-      res.on('error', reject)
-    })
+    const req = get(
+      { host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs, headers: { connection: 'close' } },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8')
+          let body: unknown = text
+          try {
+            body = JSON.parse(text)
+          } catch {
+            // not JSON (e.g. healthz text)
+          }
+          resolve({ status: res.statusCode ?? 0, body })
+        })
+        res.on('error', reject)
+      },
+    )
     req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)))
     req.on('error', reject)
   })
@@ -113,13 +116,17 @@ export interface LaunchOptions {
  * not become ready: killed, its dir removed, and the error carries its output.
  */
 export async function launchAgent(o: LaunchOptions): Promise<Started> {
-  const proc = await spawnTracked(process.execPath, [...(o.nodeFlags ?? []), ...agentNodeArgs(), AGENT_MAIN, 'run', '--config', o.configFile], {
-    name: 'edge-agent',
-    fdLimit: o.fdLimit ?? 65_536,
-    ipc: o.ipc ?? false,
-    env: { ...process.env, ...o.env },
-    ...(o.onStdout === undefined ? {} : { onStdout: o.onStdout }),
-  })
+  const proc = await spawnTracked(
+    process.execPath,
+    [...(o.nodeFlags ?? []), ...agentNodeArgs(), AGENT_MAIN, 'run', '--config', o.configFile],
+    {
+      name: 'edge-agent',
+      fdLimit: o.fdLimit ?? 65_536,
+      ipc: o.ipc ?? false,
+      env: { ...process.env, ...o.env },
+      ...(o.onStdout === undefined ? {} : { onStdout: o.onStdout }),
+    },
+  )
   try {
     await waitFor(async () => (await getJson(o.adminPort, '/healthz')).status === 200, {
       what: 'edge-agent /healthz = 200',
@@ -167,7 +174,8 @@ export async function startAgent(opts: AgentOptions): Promise<BrokerProcess & { 
     async stop() {
       try {
         const exit = await proc.stop('SIGTERM', 25_000)
-        if (exit.code !== 0) throw new Error(`edge-agent exited with ${exit.code ?? exit.signal} on SIGTERM\n${proc.output()}`)
+        if (exit.code !== 0)
+          throw new Error(`edge-agent exited with ${exit.code ?? exit.signal} on SIGTERM\n${proc.output()}`)
       } finally {
         cleanup()
       }

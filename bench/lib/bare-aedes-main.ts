@@ -45,7 +45,8 @@ if (mode === 'aedes') {
     if (noDelay) socket.setNoDelay(true)
     const parser = mqttPacket.parser()
     parser.on('packet', (packet) => {
-      if (packet.cmd === 'connect') mqttPacket.writeToStream({ cmd: 'connack', returnCode: 0, sessionPresent: false }, socket)
+      if (packet.cmd === 'connect')
+        mqttPacket.writeToStream({ cmd: 'connack', returnCode: 0, sessionPresent: false }, socket)
       else if (packet.cmd === 'pingreq') mqttPacket.writeToStream({ cmd: 'pingresp' }, socket)
     })
     parser.on('error', () => socket.destroy())

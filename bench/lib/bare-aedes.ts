@@ -43,7 +43,12 @@ export async function startBareAedes(opts: BareAedesOptions): Promise<BrokerProc
     },
   })
   try {
-    await waitFor(() => listening, { what: 'bare aedes to listen', timeoutMs: 20_000, intervalMs: 50, abort: proc.exited })
+    await waitFor(() => listening, {
+      what: 'bare aedes to listen',
+      timeoutMs: 20_000,
+      intervalMs: 50,
+      abort: proc.exited,
+    })
   } catch (err) {
     await proc.stop('SIGKILL')
     throw new Error(`${(err as Error).message}\n${proc.output()}`)

@@ -44,7 +44,8 @@ function bare(mode: string, label: string, env: NodeJS.ProcessEnv = {}): Layer {
   return {
     label,
     idleOnly: mode === 'none',
-    start: (port) => startBareAedes({ port, fdLimit, ipc: true, nodeFlags: probed(), env: { EDGE_BENCH_SERVER_MODE: mode, ...env } }),
+    start: (port) =>
+      startBareAedes({ port, fdLimit, ipc: true, nodeFlags: probed(), env: { EDGE_BENCH_SERVER_MODE: mode, ...env } }),
   }
 }
 
@@ -70,7 +71,11 @@ async function connectAll(b: BrokerProcess, port: number): Promise<Awaited<Retur
   const clients = await openClients({ port, count: CLIENTS })
   const count = b.clients
   if (count !== undefined) {
-    await waitFor(async () => (await count()) >= CLIENTS, { what: `${CLIENTS} clients in /status`, timeoutMs: 30_000, intervalMs: 250 })
+    await waitFor(async () => (await count()) >= CLIENTS, {
+      what: `${CLIENTS} clients in /status`,
+      timeoutMs: 30_000,
+      intervalMs: 250,
+    })
   }
   return clients
 }
@@ -94,7 +99,8 @@ async function layerRun(layer: Layer): Promise<LayerResult> {
     const idle = (await sampleUntilStable(b.pid)).last
     const idleStats = await stats(b)
     const idleGc = await gcAndSettle(b)
-    if (layer.idleOnly === true) return { label: layer.label, idle, idleStats, idleGc, loaded: idle, loadedStats: idleStats, loadedGc: idleGc }
+    if (layer.idleOnly === true)
+      return { label: layer.label, idle, idleStats, idleGc, loaded: idle, loadedStats: idleStats, loadedGc: idleGc }
     clients = await connectAll(b, port)
     const loaded = (await sampleUntilStable(b.pid)).last
     const loadedStats = await stats(b)
@@ -118,16 +124,24 @@ async function snapshotRun(layer: Layer): Promise<Row[]> {
     clients = await connectAll(b, port)
     await sampleUntilStable(b.pid)
     const l = await ask(b.proc.child, { type: 'heapsnapshot', path: join(dir, 'loaded.heapsnapshot') }, 120_000)
-    if (a.type !== 'done' || l.type !== 'done' || a.path === undefined || l.path === undefined) throw new Error('probe: no snapshot path')
+    if (a.type !== 'done' || l.type !== 'done' || a.path === undefined || l.path === undefined)
+      throw new Error('probe: no snapshot path')
     const diff = diffSnapshots(summariseSnapshot(a.path), summariseSnapshot(l.path), 18)
-    const totalBytes = diffSnapshots(summariseSnapshot(a.path), summariseSnapshot(l.path), 1_000_000).reduce((s, g) => s + g.bytes, 0)
+    const totalBytes = diffSnapshots(summariseSnapshot(a.path), summariseSnapshot(l.path), 1_000_000).reduce(
+      (s, g) => s + g.bytes,
+      0,
+    )
     return [
       ...diff.map((g) => ({
         [`${layer.label}: heap objects added per connection`]: g.key.replace(/^object:/, ''),
         'count per connection': fmt(g.count / CLIENTS, 2),
         'bytes per connection': Math.round(g.bytes / CLIENTS),
       })),
-      { [`${layer.label}: heap objects added per connection`]: '(all live objects, net)', 'count per connection': '', 'bytes per connection': Math.round(totalBytes / CLIENTS) },
+      {
+        [`${layer.label}: heap objects added per connection`]: '(all live objects, net)',
+        'count per connection': '',
+        'bytes per connection': Math.round(totalBytes / CLIENTS),
+      },
     ]
   } finally {
     await clients?.close().catch(() => undefined)
@@ -233,7 +247,8 @@ export function agentStartupPackages(): Set<string> {
     for (const m of src.matchAll(/^\s*(?:import|export)\s+(?:[^'";]*?\sfrom\s+)?['"]([^'"]+)['"]/gm)) {
       const spec = m[1] as string
       if (spec.startsWith('.')) stack.push(resolve(dirname(file), spec))
-      else if (!spec.startsWith('node:')) packages.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : (spec.split('/')[0] as string))
+      else if (!spec.startsWith('node:'))
+        packages.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : (spec.split('/')[0] as string))
     }
   }
   return packages
@@ -250,12 +265,28 @@ async function importTable(): Promise<Row[]> {
   const emptyDir = mkdtempSync(join(tmpdir(), 'edge-bench-empty-'))
   const emptyFile = join(emptyDir, 'empty.mjs')
   writeFileSync(emptyFile, 'export default 1\n')
-  const targets: Array<{ label: string; spec: string; startup: string }> = [{ label: '(an empty .mjs file: the shared first-import cost)', spec: pathToFileURL(emptyFile).href, startup: '-' }]
-  targets.push(...deps
-    .filter((d) => existsSync(join(repoRoot, 'node_modules', d)))
-    .map((d) => ({ label: d, spec: d, startup: atStart.has(d) ? 'yes' : 'no' })))
-  for (const f of ['dist/agent/app.js', 'dist/agent/config/load.js', 'dist/local-broker/index.js', 'dist/buffer/index.js', 'dist/bridge/index.js', 'dist/certs/index.js']) {
-    if (existsSync(join(repoRoot, f))) targets.push({ label: f, spec: pathToFileURL(join(repoRoot, f)).href, startup: f === 'dist/agent/app.js' ? 'yes (root)' : f.includes('config') ? 'yes (main.js)' : 'via app.js' })
+  const targets: Array<{ label: string; spec: string; startup: string }> = [
+    { label: '(an empty .mjs file: the shared first-import cost)', spec: pathToFileURL(emptyFile).href, startup: '-' },
+  ]
+  targets.push(
+    ...deps
+      .filter((d) => existsSync(join(repoRoot, 'node_modules', d)))
+      .map((d) => ({ label: d, spec: d, startup: atStart.has(d) ? 'yes' : 'no' })),
+  )
+  for (const f of [
+    'dist/agent/app.js',
+    'dist/agent/config/load.js',
+    'dist/local-broker/index.js',
+    'dist/buffer/index.js',
+    'dist/bridge/index.js',
+    'dist/certs/index.js',
+  ]) {
+    if (existsSync(join(repoRoot, f)))
+      targets.push({
+        label: f,
+        spec: pathToFileURL(join(repoRoot, f)).href,
+        startup: f === 'dist/agent/app.js' ? 'yes (root)' : f.includes('config') ? 'yes (main.js)' : 'via app.js',
+      })
   }
   const rows: Row[] = []
   try {
@@ -273,7 +304,11 @@ async function importTable(): Promise<Row[]> {
           'import time (ms)': fmt(c.ms, 0),
         })
       } catch (err) {
-        rows.push({ module: t.label, 'imported at agent start': t.startup, 'RSS added (MB)': `failed: ${(err as Error).message.split('\n')[0] ?? ''}` })
+        rows.push({
+          module: t.label,
+          'imported at agent start': t.startup,
+          'RSS added (MB)': `failed: ${(err as Error).message.split('\n')[0] ?? ''}`,
+        })
       }
     }
   } finally {
@@ -316,11 +351,17 @@ export async function memoryBreakdownScenario(): Promise<Table[]> {
     },
   ]
   const snaps: Row[] = []
-  for (const l of [bare('aedes', 'bare aedes'), ...(haveAgent ? [agentLayer] : [])]) snaps.push(...(await snapshotRun(l)))
+  for (const l of [bare('aedes', 'bare aedes'), ...(haveAgent ? [agentLayer] : [])])
+    snaps.push(...(await snapshotRun(l)))
   for (const label of ['bare aedes', 'edge-agent']) {
     const key = `${label}: heap objects added per connection`
     const rows = snaps.filter((r) => key in r)
-    if (rows.length > 0) tables.push({ title: `memory-breakdown: heap snapshot diff, ${label}`, rows, note: 'self sizes of objects in a snapshot with clients minus one without, divided by the number of clients; closures, arrays and strings are grouped by kind.' })
+    if (rows.length > 0)
+      tables.push({
+        title: `memory-breakdown: heap snapshot diff, ${label}`,
+        rows,
+        note: 'self sizes of objects in a snapshot with clients minus one without, divided by the number of clients; closures, arrays and strings are grouped by kind.',
+      })
   }
   tables.push({
     title: 'memory-breakdown: what importing each dependency costs a fresh Node process',
@@ -329,4 +370,3 @@ export async function memoryBreakdownScenario(): Promise<Table[]> {
   })
   return tables
 }
-

@@ -37,7 +37,18 @@ if (!Number.isInteger(port) || port <= 0 || !Number.isInteger(total) || total < 
 /** MQTT 3.1.1 CONNECT: protocol name 'MQTT', level 4, flags = clean session, given keepalive and client id. */
 function connectPacket(clientId: string): Buffer {
   const id = Buffer.from(clientId, 'utf8')
-  const variable = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, (keepaliveSec >> 8) & 0xff, keepaliveSec & 0xff])
+  const variable = Buffer.from([
+    0x00,
+    0x04,
+    0x4d,
+    0x51,
+    0x54,
+    0x54,
+    0x04,
+    0x02,
+    (keepaliveSec >> 8) & 0xff,
+    keepaliveSec & 0xff,
+  ])
   const payloadLen = Buffer.from([(id.length >> 8) & 0xff, id.length & 0xff])
   const remaining = variable.length + payloadLen.length + id.length
   if (remaining > 127) throw new Error('client id too long for the one-byte remaining length used here')

@@ -34,7 +34,8 @@ export function summariseSnapshot(path: string): Map<string, HeapGroup> {
     else if (type === 'number') name = '(heap numbers)'
     else if (type === 'closure') name = '(closures)'
     else if (type === 'array') name = raw.strings[raw.nodes[i + iName] ?? 0] ?? '?'
-    else if (type === 'hidden' || type === 'object shape') name = `(${type}) ${raw.strings[raw.nodes[i + iName] ?? 0] ?? '?'}`
+    else if (type === 'hidden' || type === 'object shape')
+      name = `(${type}) ${raw.strings[raw.nodes[i + iName] ?? 0] ?? '?'}`
     else name = raw.strings[raw.nodes[i + iName] ?? 0] ?? '?'
     if (name.length > 60) name = `${name.slice(0, 57)}...`
     const key = `${type}:${name}`

@@ -10,7 +10,15 @@
 //   EDGE_BENCH_TP_MESSAGES=20000  messages in one throughput check
 //   EDGE_BENCH_TP_ROUNDS=5        rounds of the check, interleaved over all levers (0 = skip)
 import { existsSync } from 'node:fs'
-import { measure, optionsFromEnv, systemsFromEnv, type MeasureOptions, type Measurement, type SystemKind, type Table } from '../memory.js'
+import {
+  measure,
+  optionsFromEnv,
+  systemsFromEnv,
+  type MeasureOptions,
+  type Measurement,
+  type SystemKind,
+  type Table,
+} from '../memory.js'
 import { AGENT_MAIN, startAgent } from './agent.js'
 import { startBareAedes, type BrokerProcess } from './bare-aedes.js'
 import { freePort } from './ports.js'
@@ -50,7 +58,11 @@ export const LEVERS: Lever[] = [
   { name: 'agent: as deployed', target: 'agent' },
   { name: 'agent: + --max-semi-space-size=1', target: 'agent', flags: ['--max-semi-space-size=1'] },
   { name: 'agent: + --optimize-for-size', target: 'agent', flags: ['--optimize-for-size'] },
-  { name: 'agent: + --max-semi-space-size=1 --optimize-for-size', target: 'agent', flags: ['--max-semi-space-size=1', '--optimize-for-size'] },
+  {
+    name: 'agent: + --max-semi-space-size=1 --optimize-for-size',
+    target: 'agent',
+    flags: ['--max-semi-space-size=1', '--optimize-for-size'],
+  },
   { name: 'agent: + --lite-mode', target: 'agent', flags: ['--lite-mode'] },
   { name: 'agent: + MALLOC_ARENA_MAX=2', target: 'agent', env: { MALLOC_ARENA_MAX: '2' } },
 ]
@@ -68,7 +80,13 @@ function startFor(lever: Lever, base: MeasureOptions, port: number): Promise<Bro
     })
   }
   return freePort().then((adminPort) =>
-    startAgent({ port, adminPort, nodeFlags, fdLimit: base.clients + 1024, ...(lever.env !== undefined ? { env: lever.env } : {}) }),
+    startAgent({
+      port,
+      adminPort,
+      nodeFlags,
+      fdLimit: base.clients + 1024,
+      ...(lever.env !== undefined ? { env: lever.env } : {}),
+    }),
   )
 }
 
@@ -78,7 +96,12 @@ function startFor(lever: Lever, base: MeasureOptions, port: number): Promise<Bro
  * spell on a shared machine hits every lever alike. Returns the median per lever and the
  * broker's peak RSS (VmHWM) after all rounds.
  */
-async function throughputAll(levers: readonly Lever[], base: MeasureOptions, messages: number, rounds: number): Promise<Map<Lever, { perSec: number; peakKb: number } | Error>> {
+async function throughputAll(
+  levers: readonly Lever[],
+  base: MeasureOptions,
+  messages: number,
+  rounds: number,
+): Promise<Map<Lever, { perSec: number; peakKb: number } | Error>> {
   const out = new Map<Lever, { perSec: number; peakKb: number } | Error>()
   const brokers = new Map<Lever, { b: BrokerProcess; port: number; rates: number[] }>()
   try {
@@ -116,11 +139,17 @@ async function throughputAll(levers: readonly Lever[], base: MeasureOptions, mes
 export async function memoryLeversScenario(): Promise<Table[]> {
   const base = optionsFromEnv()
   const systems = systemsFromEnv()
-  const only = (process.env.EDGE_BENCH_LEVERS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
+  const only = (process.env.EDGE_BENCH_LEVERS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
   const messages = Number(process.env.EDGE_BENCH_TP_MESSAGES ?? '20000')
   const rounds = Number(process.env.EDGE_BENCH_TP_ROUNDS ?? '5')
   const picked = LEVERS.filter(
-    (l) => systems.includes(l.target) && (only.length === 0 || only.includes(l.name)) && (l.target !== 'agent' || existsSync(AGENT_MAIN)),
+    (l) =>
+      systems.includes(l.target) &&
+      (only.length === 0 || only.includes(l.name)) &&
+      (l.target !== 'agent' || existsSync(AGENT_MAIN)),
   )
   const rows: Row[] = []
   const measured = new Map<Lever, Measurement | Error>()
@@ -134,7 +163,10 @@ export async function memoryLeversScenario(): Promise<Table[]> {
       ...(lever.noDelay !== undefined ? { noDelay: lever.noDelay } : {}),
       ...(lever.aedesOpts !== undefined ? { aedesOpts: lever.aedesOpts } : {}),
     }
-    measured.set(lever, await measure(lever.target, opts).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))))
+    measured.set(
+      lever,
+      await measure(lever.target, opts).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
+    )
   }
   const tp = rounds > 0 ? await throughputAll(picked, base, messages, rounds) : new Map<Lever, Error>()
   for (const lever of picked) {
@@ -155,7 +187,9 @@ export async function memoryLeversScenario(): Promise<Table[]> {
       'connect (s)': fmt(m.connectMs / 1000, 2),
       [`QoS 1 msg/s (median of ${rounds})`]: t === undefined || t instanceof Error ? '-' : fmt(t.perSec, 0),
       'peak RSS in throughput (MB)': t === undefined || t instanceof Error ? '-' : fmt(t.peakKb / 1024),
-      notes: [...m.notes, ...(t instanceof Error ? [`throughput failed: ${t.message.split('\n')[0] ?? ''}`] : [])].join('; '),
+      notes: [...m.notes, ...(t instanceof Error ? [`throughput failed: ${t.message.split('\n')[0] ?? ''}`] : [])].join(
+        '; ',
+      ),
     })
   }
   return [

@@ -36,7 +36,11 @@ export async function startMosquitto(opts: MosquittoOptions): Promise<BrokerProc
   )
   const proc = await spawnTracked(MOSQUITTO_BIN, ['-c', conf], { name: 'mosquitto', fdLimit: opts.fdLimit ?? 65_536 })
   try {
-    await waitFor(() => tcpAccepts(opts.port), { what: 'mosquitto to accept connections', timeoutMs: 20_000, abort: proc.exited })
+    await waitFor(() => tcpAccepts(opts.port), {
+      what: 'mosquitto to accept connections',
+      timeoutMs: 20_000,
+      abort: proc.exited,
+    })
   } catch (err) {
     await proc.stop('SIGKILL')
     rmSync(dir, { recursive: true, force: true })

@@ -19,7 +19,9 @@ export function renderTable(rows: readonly Row[]): string {
   const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r, c).length)))
   const isNum = (v: string): boolean => /^-?[\d.,]+$/.test(v)
   const numeric = cols.map(
-    (c) => rows.some((r) => isNum(cell(r, c))) && rows.every((r) => isNum(cell(r, c)) || cell(r, c) === '-' || cell(r, c) === ''),
+    (c) =>
+      rows.some((r) => isNum(cell(r, c))) &&
+      rows.every((r) => isNum(cell(r, c)) || cell(r, c) === '-' || cell(r, c) === ''),
   )
   const line = (vals: string[]): string =>
     `| ${vals.map((v, i) => (numeric[i] === true ? v.padStart(widths[i] ?? 0) : v.padEnd(widths[i] ?? 0))).join(' | ')} |`

@@ -8,7 +8,11 @@ export interface ThroughputResult {
 }
 
 /** QoS 1 publish → subscribe round trip through the broker on `port`. Rejects on failure or timeout. */
-export async function measureThroughput(port: number, messages = 20_000, timeoutMs = 120_000): Promise<ThroughputResult> {
+export async function measureThroughput(
+  port: number,
+  messages = 20_000,
+  timeoutMs = 120_000,
+): Promise<ThroughputResult> {
   let out = ''
   const proc = await spawnNodeProgram(new URL('./throughput-main.ts', import.meta.url), [], {
     name: 'throughput',

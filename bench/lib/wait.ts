@@ -16,15 +16,24 @@ export interface WaitOptions {
 }
 
 /** Resolve with the first truthy result of `probe()`; reject after `timeoutMs`. Probe errors count as "not yet". */
-export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, opts: WaitOptions): Promise<T> {
+export async function waitFor<T>(
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  opts: WaitOptions,
+): Promise<T> {
   const timeoutMs = opts.timeoutMs ?? 30_000
   const intervalMs = opts.intervalMs ?? 100
   const t0 = performance.now()
   let aborted: unknown = undefined
   let isAborted = false
   opts.abort?.then(
-    (v) => { isAborted = true; aborted = v },
-    (e: unknown) => { isAborted = true; aborted = e },
+    (v) => {
+      isAborted = true
+      aborted = v
+    },
+    (e: unknown) => {
+      isAborted = true
+      aborted = e
+    },
   )
   let lastErr: unknown
   const maxTries = Math.ceil(timeoutMs / intervalMs) + 1

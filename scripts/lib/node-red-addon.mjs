@@ -42,7 +42,9 @@ while (stack.length > 0) {
   if (seen.has(p)) continue
   seen.add(p)
   const e = lock[p] ?? {}
-  const optionalPeers = new Set(Object.keys(e.peerDependenciesMeta ?? {}).filter((n) => e.peerDependenciesMeta[n].optional))
+  const optionalPeers = new Set(
+    Object.keys(e.peerDependenciesMeta ?? {}).filter((n) => e.peerDependenciesMeta[n].optional),
+  )
   for (const name of Object.keys({ ...e.dependencies, ...e.peerDependencies })) {
     if (optionalPeers.has(name)) continue
     const r = resolveDep(p, name)

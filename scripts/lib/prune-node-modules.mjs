@@ -75,7 +75,8 @@ function reachable(skipPrebuild) {
   return seen
 }
 const runtime = reachable(true)
-for (const p of reachable(false)) if (!runtime.has(p)) remove(join(app, p), 'install-time packages (prebuild-install tree)')
+for (const p of reachable(false))
+  if (!runtime.has(p)) remove(join(app, p), 'install-time packages (prebuild-install tree)')
 
 // 2. better-sqlite3: keep only the compiled addon
 const bs = join(nm, 'better-sqlite3')
@@ -91,7 +92,17 @@ remove(join(nm, '@types'), 'type declarations')
 
 // 4. per-package directories and files
 const LICENCE = /^(licen[cs]e|copying|notice|authors)/i
-const PKG_DIRS = new Set(['test', 'tests', '__tests__', 'benchmark', 'benchmarks', 'example', 'examples', '.github', 'coverage'])
+const PKG_DIRS = new Set([
+  'test',
+  'tests',
+  '__tests__',
+  'benchmark',
+  'benchmarks',
+  'example',
+  'examples',
+  '.github',
+  'coverage',
+])
 function walk(dir, isPackageRoot) {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name)
@@ -112,7 +123,8 @@ function walk(dir, isPackageRoot) {
     else if (/\.[mc]?ts$/.test(n) || n === 'tsconfig.json') remove(p, 'TypeScript sources')
     else if (/\.(js|mjs|cjs|css)\.map$|\.map$/.test(n)) remove(p, 'source maps')
     else if (/\.(md|markdown)$/i.test(n) || /^(changelog|history)/i.test(n)) remove(p, 'documentation')
-    else if (/^\.(eslintrc|prettierrc|editorconfig|npmignore|travis\.yml|taprc|nycrc)/.test(n)) remove(p, 'tooling dotfiles')
+    else if (/^\.(eslintrc|prettierrc|editorconfig|npmignore|travis\.yml|taprc|nycrc)/.test(n))
+      remove(p, 'tooling dotfiles')
   }
 }
 function walkModules(dir) {

@@ -58,7 +58,9 @@ export class DeliveryTracker {
     return this.#malformed
   }
 
-  stream(id: string): { readonly seqs: ReadonlySet<number>; readonly duplicates: number; readonly outOfOrder: number } | undefined {
+  stream(
+    id: string,
+  ): { readonly seqs: ReadonlySet<number>; readonly duplicates: number; readonly outOfOrder: number } | undefined {
     return this.#streams.get(id)
   }
 
@@ -95,7 +97,12 @@ export interface Accounts {
  * @param dropped QoS 1 messages the agent counted as dropped by policy.
  * @param tolerance |difference| allowed because drop counts are not durable across a kill (0 once they are).
  */
-export function closeAccounts(sent: readonly SentStream[], delivered: DeliveryTracker, dropped: number, tolerance: number): Accounts {
+export function closeAccounts(
+  sent: readonly SentStream[],
+  delivered: DeliveryTracker,
+  dropped: number,
+  tolerance: number,
+): Accounts {
   let acknowledged = 0
   let deliveredUnique = 0
   let deliveredUnacked = 0
@@ -126,6 +133,18 @@ export function closeAccounts(sent: readonly SentStream[], delivered: DeliveryTr
   }
   const difference = missing - dropped
   const clean = phantom === 0 && outOfOrder === 0
-  const verdict = clean && difference === 0 ? 'exact' : clean && Math.abs(difference) <= tolerance ? 'approximate' : 'open'
-  return { acknowledged, deliveredUnique, deliveredUnacked, duplicates, outOfOrder, phantom, missing, dropped, difference, verdict }
+  const verdict =
+    clean && difference === 0 ? 'exact' : clean && Math.abs(difference) <= tolerance ? 'approximate' : 'open'
+  return {
+    acknowledged,
+    deliveredUnique,
+    deliveredUnacked,
+    duplicates,
+    outOfOrder,
+    phantom,
+    missing,
+    dropped,
+    difference,
+    verdict,
+  }
 }

@@ -4,7 +4,8 @@
 // time after the buffer has started dropping) and stopped cleanly once; day 31
 // the upstream returns; publishing stops at the end of day 31 and the backlog drains.
 
-export type CalendarAction = 'link-down' | 'link-blackhole' | 'kill-9' | 'clean-restart' | 'upstream-cert' | 'link-up' | 'end'
+export type CalendarAction =
+  'link-down' | 'link-blackhole' | 'kill-9' | 'clean-restart' | 'upstream-cert' | 'link-up' | 'end'
 
 export interface CalendarEvent {
   readonly day: number

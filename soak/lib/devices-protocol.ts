@@ -62,7 +62,12 @@ export interface DevicesProgress {
 export type DevicesToParent =
   | { readonly type: 'ready' }
   | { readonly type: 'progress'; readonly progress: DevicesProgress }
-  | { readonly type: 'final'; readonly progress: DevicesProgress; readonly streams: readonly SentStream[]; readonly qos0Sent: number }
+  | {
+      readonly type: 'final'
+      readonly progress: DevicesProgress
+      readonly streams: readonly SentStream[]
+      readonly qos0Sent: number
+    }
   | { readonly type: 'fatal'; readonly error: string }
 
 /** The payload every simulated device sends: who, which stream, which number, when. */

@@ -26,7 +26,10 @@ interface StatusLike {
     readonly drops?: {
       readonly byReason?: Record<string, number>
       readonly byRule?: Record<string, Record<string, number>>
-      readonly sinceCreated?: { readonly byReason?: Record<string, number>; readonly byRule?: Record<string, Record<string, number>> } | null
+      readonly sinceCreated?: {
+        readonly byReason?: Record<string, number>
+        readonly byRule?: Record<string, Record<string, number>>
+      } | null
     }
   }
   readonly upstreams?: readonly { readonly drops?: Record<string, number> }[]
@@ -64,7 +67,8 @@ function add(a: Readonly<Record<string, number>>, b: Readonly<Record<string, num
 
 export function addDrops(a: DropCounts, b: DropCounts): DropCounts {
   const byRule: Record<string, Record<string, number>> = {}
-  for (const r of new Set([...Object.keys(a.byRule), ...Object.keys(b.byRule)])) byRule[r] = add(a.byRule[r] ?? {}, b.byRule[r] ?? {})
+  for (const r of new Set([...Object.keys(a.byRule), ...Object.keys(b.byRule)]))
+    byRule[r] = add(a.byRule[r] ?? {}, b.byRule[r] ?? {})
   return {
     sinceStoreCreated: a.sinceStoreCreated && b.sinceStoreCreated,
     byRule,

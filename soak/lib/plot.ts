@@ -24,17 +24,38 @@ export function gnuplotAvailable(): boolean {
 }
 
 /** Writes samples.tsv and soak.png into `dir`; returns the PNG path, or throws with gnuplot's message. */
-export function plot(dir: string, rows: readonly PlotRow[], title: string, events: readonly { day: number; label: string }[]): string {
+export function plot(
+  dir: string,
+  rows: readonly PlotRow[],
+  title: string,
+  events: readonly { day: number; label: string }[],
+): string {
   const data = join(dir, 'samples.tsv')
   const mb = (b: number) => (b / 1048576).toFixed(3)
   writeFileSync(
     data,
     ['# day\trss_mb\tdb_mb\twal_mb\tdepth\tevicted\texpired\tother\tcpu_pct']
-      .concat(rows.map((r) => [r.day.toFixed(4), mb(r.rssBytes), mb(r.dbBytes), mb(r.walBytes), r.depth, r.droppedEvicted, r.droppedExpired, r.droppedOther, r.cpuPct.toFixed(1)].join('\t')))
+      .concat(
+        rows.map((r) =>
+          [
+            r.day.toFixed(4),
+            mb(r.rssBytes),
+            mb(r.dbBytes),
+            mb(r.walBytes),
+            r.depth,
+            r.droppedEvicted,
+            r.droppedExpired,
+            r.droppedOther,
+            r.cpuPct.toFixed(1),
+          ].join('\t'),
+        ),
+      )
       .join('\n') + '\n',
   )
   const png = join(dir, 'soak.png')
-  const marks = events.map((e) => `set arrow from ${e.day},graph 0 to ${e.day},graph 1 nohead lc rgb '#bbbbbb' dt 2`).join('\n')
+  const marks = events
+    .map((e) => `set arrow from ${e.day},graph 0 to ${e.day},graph 1 nohead lc rgb '#bbbbbb' dt 2`)
+    .join('\n')
   const script = `
 set terminal pngcairo size 1200,1500 font ',10'
 set output '${png}'

@@ -42,12 +42,22 @@ export class Sink {
       connectTimeout: 10_000,
     })
     this.#client = client
-    client.on('message', (topic, payload) => (/^edge-agent\/[^/]+\/drops$/.test(topic) ? this.#onLossReport(payload) : this.#onMessage(payload)))
+    client.on('message', (topic, payload) =>
+      /^edge-agent\/[^/]+\/drops$/.test(topic) ? this.#onLossReport(payload) : this.#onMessage(payload),
+    )
     await client.subscribeAsync([this.topicFilter, this.lossReportFilter], { qos: 1 })
   }
 
   #onLossReport(payload: Buffer): void {
-    let r: { rule?: unknown; reason?: unknown; count?: unknown; firstId?: unknown; lastId?: unknown; firstAt?: unknown; reportedAt?: unknown }
+    let r: {
+      rule?: unknown
+      reason?: unknown
+      count?: unknown
+      firstId?: unknown
+      lastId?: unknown
+      firstAt?: unknown
+      reportedAt?: unknown
+    }
     try {
       r = JSON.parse(payload.toString('utf8')) as typeof r
     } catch {

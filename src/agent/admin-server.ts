@@ -97,8 +97,14 @@ export class AdminServer {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         const { host, port } = this.#opts
-        const why = err.code === 'EADDRINUSE' ? 'address in use (another agent or program holds it)' : (err.code ?? err.message)
-        reject(new AdminServerError(`admin endpoint http://${host}:${port}: ${why}; change admin.port or set admin.enabled: false`, { cause: err }))
+        const why =
+          err.code === 'EADDRINUSE' ? 'address in use (another agent or program holds it)' : (err.code ?? err.message)
+        reject(
+          new AdminServerError(
+            `admin endpoint http://${host}:${port}: ${why}; change admin.port or set admin.enabled: false`,
+            { cause: err },
+          ),
+        )
       })
       server.listen(this.#opts.port, this.#opts.host, () => {
         server.removeAllListeners('error')
@@ -123,10 +129,17 @@ export class AdminServer {
 }
 
 function sendJson(res: import('node:http').ServerResponse, code: number, body: unknown): void {
-  res.writeHead(code, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }).end(JSON.stringify(body) + '\n')
+  res
+    .writeHead(code, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' })
+    .end(JSON.stringify(body) + '\n')
 }
 
-function renewGateway(method: string | undefined, handlers: AdminHandlers, res: import('node:http').ServerResponse, logger: Logger): void {
+function renewGateway(
+  method: string | undefined,
+  handlers: AdminHandlers,
+  res: import('node:http').ServerResponse,
+  logger: Logger,
+): void {
   if (method !== 'POST') {
     res.writeHead(405, { allow: 'POST' }).end()
     return

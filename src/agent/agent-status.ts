@@ -17,9 +17,17 @@ export interface AgentStatus {
     readonly uptimeSec: number
     readonly dataDir: string
   }
-  readonly process: { readonly pid: number; readonly node: string; readonly rssBytes: number; readonly heapUsedBytes: number }
+  readonly process: {
+    readonly pid: number
+    readonly node: string
+    readonly rssBytes: number
+    readonly heapUsedBytes: number
+  }
   readonly components: readonly { readonly name: string; readonly state: string }[]
-  readonly broker: ReturnType<LocalBroker['stats']> & { readonly receivedPerSec: number; readonly deliveredPerSec: number }
+  readonly broker: ReturnType<LocalBroker['stats']> & {
+    readonly receivedPerSec: number
+    readonly deliveredPerSec: number
+  }
   /** The store-and-forward buffer, and the broker state kept in the same file. */
   readonly buffer: BufferStats & { readonly brokerState: BrokerStateStats | null }
   /** One entry per configured upstream (bridge). */

@@ -32,7 +32,6 @@ import { applyReload, type ReloadResult } from './reload.js'
 export type { AgentState, AgentStatus, CertsStatus, UpstreamStatus } from './agent-status.js'
 export type { ReloadResult } from './reload.js'
 
-
 export interface AgentDeps {
   readonly logger: Logger
   readonly version: string
@@ -152,7 +151,9 @@ export class Agent {
     this.renewers = new Map(
       this.bridges.bridges.flatMap((bridge, i) => {
         const upstream = config.upstreams[i]
-        return upstream?.renewCertificate.enabled ? [[upstream.name, buildRenewer(upstream, bridge, deps.logger)] as const] : []
+        return upstream?.renewCertificate.enabled
+          ? [[upstream.name, buildRenewer(upstream, bridge, deps.logger)] as const]
+          : []
       }),
     )
     if (certs !== undefined) this.#wireCerts(certs)
@@ -177,7 +178,12 @@ export class Agent {
             status: () => this.status(),
             metrics: () => this.metrics(),
             ...(deps.reload === undefined ? {} : { reload: deps.reload }),
-            ...(acme === undefined ? {} : { renewGateway: () => acme.gateway.renewNow().then((promoted) => ({ promoted, ...acme.gateway.status() })) }),
+            ...(acme === undefined
+              ? {}
+              : {
+                  renewGateway: () =>
+                    acme.gateway.renewNow().then((promoted) => ({ promoted, ...acme.gateway.status() })),
+                }),
           },
         })
       : undefined
@@ -202,17 +208,17 @@ export class Agent {
   /** Start order is dependency order (stop runs it backwards). Absent parts are left out. */
   #componentList(): Component[] {
     const order: (Component | undefined)[] = [
-    this.admin, // first, so that /healthz can say "starting" during a slow start
-    this.store, // the buffer: captures need it before any device connects
-    this.brokerState, // retained messages and sessions, in the store's file
-    this.certs, // the CA and the server certificate the broker's TLS listeners need
-    this.acme, // the gateway certificate (certs.acme): listeners and upstreams may use it
-    this.broker, // devices connect from here on; their PUBLISHes reach the store
-    this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
-    ...this.bridges.bridges, // one per upstream: drains the store upward
-    ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
-    this.bridges, // the agent's beacon, once the bridges know their upstreams
-  ]
+      this.admin, // first, so that /healthz can say "starting" during a slow start
+      this.store, // the buffer: captures need it before any device connects
+      this.brokerState, // retained messages and sessions, in the store's file
+      this.certs, // the CA and the server certificate the broker's TLS listeners need
+      this.acme, // the gateway certificate (certs.acme): listeners and upstreams may use it
+      this.broker, // devices connect from here on; their PUBLISHes reach the store
+      this.nodeRed, // flows subscribe and publish through the broker, so after it and before the bridges
+      ...this.bridges.bridges, // one per upstream: drains the store upward
+      ...this.renewers.values(), // upstream client certificates, over the bridges' sessions
+      this.bridges, // the agent's beacon, once the bridges know their upstreams
+    ]
     return order.filter((c): c is Component => c !== undefined)
   }
 
@@ -237,17 +243,22 @@ export class Agent {
 
   async #reload(next: Readonly<AgentConfig>, signal: AbortSignal): Promise<ReloadResult> {
     const wiring = { agent: this.#agentInfo, store: this.store, publishLocal: this.#publishLocal, logger: this.#log }
-    const r = await applyReload(this.#config, next, {
-      broker: this.broker,
-      bridges: this.bridges,
-      setLossReports: (targets) => {
-        if (this.store instanceof SqliteStore) this.store.setLossReports(targets)
+    const r = await applyReload(
+      this.#config,
+      next,
+      {
+        broker: this.broker,
+        bridges: this.bridges,
+        setLossReports: (targets) => {
+          if (this.store instanceof SqliteStore) this.store.setLossReports(targets)
+        },
+        hasCerts: this.certs !== undefined,
+        newBridge: (upstream) => new Bridge({ upstream, ...wiring }),
+        clientAcl: compileClientAcl,
+        logger: this.#log,
       },
-      hasCerts: this.certs !== undefined,
-      newBridge: (upstream) => new Bridge({ upstream, ...wiring }),
-      clientAcl: compileClientAcl,
-      logger: this.#log,
-    }, signal)
+      signal,
+    )
     if (r.bridgesChanged) this.#components = this.#componentList()
     this.#config = r.config
     return { applied: r.applied, needsRestart: r.needsRestart }
@@ -269,7 +280,10 @@ export class Agent {
         // The client ACL (broker.acl) names the flow by nodeRed.identity; publishAs
         // then passes the bridges' capture like a device's PUBLISH.
         const identity = this.#config.nodeRed.identity
-        await this.broker.publishAs({ username: identity, clientId: identity }, m.topic, m.payload, { qos: m.qos, retain: m.retain })
+        await this.broker.publishAs({ username: identity, clientId: identity }, m.topic, m.payload, {
+          qos: m.qos,
+          retain: m.retain,
+        })
       },
       subscribe: (filter, deliver) => this.broker.subscribe(filter, deliver),
     }
@@ -283,7 +297,10 @@ export class Agent {
   #authorizeFlowPublish(topic: string): void {
     const acl = this.#flowAcl
     if (topic.startsWith('$') || (acl !== undefined && acl.publish(topic) !== 'allow')) {
-      throw new NodeRedError('EDGE_ERR_NODERED_PUBLISH_DENIED', `flow identity ${this.#config.nodeRed.identity} may not publish to ${topic.slice(0, 200)} (devices.publish / devices.groups)`)
+      throw new NodeRedError(
+        'EDGE_ERR_NODERED_PUBLISH_DENIED',
+        `flow identity ${this.#config.nodeRed.identity} may not publish to ${topic.slice(0, 200)} (devices.publish / devices.groups)`,
+      )
     }
   }
 
@@ -311,7 +328,12 @@ export class Agent {
         certs
           .handleRenewal({ id: req.id, clientId: req.clientId, payload: req.payload, credential: req.credential })
           .then(async (out) => {
-            if (out.issued !== undefined) this.broker.refreshCredential(req.clientId, { serial: out.issued.serial, notBefore: out.issued.notBefore, notAfter: out.issued.notAfter })
+            if (out.issued !== undefined)
+              this.broker.refreshCredential(req.clientId, {
+                serial: out.issued.serial,
+                notBefore: out.issued.notBefore,
+                notAfter: out.issued.notAfter,
+              })
             await this.broker.publish(out.topic, out.payload, { qos: 1 })
           })
           .catch((err: unknown) => {
@@ -334,7 +356,9 @@ export class Agent {
     })
     certs.on('crl', (e) => {
       if (this.#state !== 'running') return // published once started
-      this.broker.publish(e.topic, e.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
+      this.broker
+        .publish(e.topic, e.pem, { qos: 1, retain: true })
+        .catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
     })
   }
 
@@ -368,10 +392,18 @@ export class Agent {
     if (this.certs !== undefined) {
       // The CRL, retained, for devices and anything downstream (docs/certificates.md).
       const crl = await this.certs.currentCrl()
-      if (crl.pem !== '') await this.broker.publish(crl.topic, crl.pem, { qos: 1, retain: true }).catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
+      if (crl.pem !== '')
+        await this.broker
+          .publish(crl.topic, crl.pem, { qos: 1, retain: true })
+          .catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
     }
     this.#log.info(
-      { site: this.#config.site, listeners: this.broker.listeners(), admin: this.admin?.port, version: this.#deps.version },
+      {
+        site: this.#config.site,
+        listeners: this.broker.listeners(),
+        admin: this.admin?.port,
+        version: this.#deps.version,
+      },
       'agent started',
     )
   }

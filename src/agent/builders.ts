@@ -4,7 +4,14 @@ import { hostname } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { Acl, ClientAcl, parseMosquittoAcl } from '../local-broker/index.js'
-import { CertificateRenewer, CertsService, PendingKey, installCertificate, renewOverMqtt, systemClock } from '../certs/index.js'
+import {
+  CertificateRenewer,
+  CertsService,
+  PendingKey,
+  installCertificate,
+  renewOverMqtt,
+  systemClock,
+} from '../certs/index.js'
 import type { Bridge } from '../bridge/index.js'
 import { SqliteStore, type LossReportTarget } from '../buffer/index.js'
 import { BROKER_STATE_MIGRATIONS } from '../broker-state/index.js'
@@ -44,7 +51,10 @@ export function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): S
 }
 
 /** buffer ← bridges: per upstream (= buffer queue), where its loss reports go and its rules' topic filters. */
-export function lossReportTargets(config: Readonly<AgentConfig>, bridges: readonly Bridge[]): Map<string, LossReportTarget> {
+export function lossReportTargets(
+  config: Readonly<AgentConfig>,
+  bridges: readonly Bridge[],
+): Map<string, LossReportTarget> {
   const out = new Map<string, LossReportTarget>()
   config.upstreams.forEach((u, i) => {
     const bridge = bridges[i]
@@ -63,7 +73,11 @@ export function lossReportTargets(config: Readonly<AgentConfig>, bridges: readon
  * would have to use the bridge's client id and take over its session; the
  * new certificate was checked against caFile and our key instead.
  */
-export function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number], bridge: Bridge, logger: Logger): CertificateRenewer {
+export function buildRenewer(
+  upstream: Readonly<AgentConfig>['upstreams'][number],
+  bridge: Bridge,
+  logger: Logger,
+): CertificateRenewer {
   const r = upstream.renewCertificate
   // The key of a request still unanswered, on disk: a retry, even after a
   // restart, certifies the same key, so that a reply lost with the link is
@@ -82,10 +96,17 @@ export function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number
       let newKeyPem: string | undefined
       if (pending !== undefined) {
         const t = await pending.take(current.keyPem)
-        if (t.replaced !== undefined) logger.warn({ upstream: upstream.name, file: pending.path, problem: t.replaced }, 'pending renewal key replaced by a new one')
+        if (t.replaced !== undefined)
+          logger.warn(
+            { upstream: upstream.name, file: pending.path, problem: t.replaced },
+            'pending renewal key replaced by a new one',
+          )
         if (t.source === 'resumed' && !resumedLogged) {
           resumedLogged = true
-          logger.info({ upstream: upstream.name, file: pending.path }, 'renewing with the key of an earlier unanswered request')
+          logger.info(
+            { upstream: upstream.name, file: pending.path },
+            'renewing with the key of an earlier unanswered request',
+          )
         }
         newKeyPem = t.keyPem
       }
@@ -101,7 +122,9 @@ export function buildRenewer(upstream: Readonly<AgentConfig>['upstreams'][number
       })
     },
     install: async (renewed) => {
-      await installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, { replaceKey: renewed.keyRotated })
+      await installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, {
+        replaceKey: renewed.keyRotated,
+      })
       resumedLogged = false
       await pending?.clear()
     },
@@ -122,7 +145,11 @@ export function buildCerts(config: Readonly<AgentConfig>, logger: Logger): Certs
     maxIdBytes: config.devices.maxIdBytes,
     device: { lifetimeMs: c.device.lifetimeSec * 1000, renewAfter: c.device.renewAfter },
     server: { lifetimeMs: c.server.lifetimeSec * 1000, renewAfter: c.server.renewAfter, names },
-    renewal: { enabled: c.renewal.enabled, topicPrefix: c.renewal.topicPrefix, minRequestIntervalMs: c.renewal.minRequestIntervalSec * 1000 },
+    renewal: {
+      enabled: c.renewal.enabled,
+      topicPrefix: c.renewal.topicPrefix,
+      minRequestIntervalMs: c.renewal.minRequestIntervalSec * 1000,
+    },
     crl: { topic: c.crl.topic, validityMs: c.crl.validitySec * 1000 },
     clockGuard: { toleranceMs: c.clock.toleranceSec * 1000, maxForwardJumpMs: c.clock.maxForwardJumpSec * 1000 },
   })

@@ -92,7 +92,11 @@ async function guardState(ctx: CommandContext, action: Command): Promise<void> {
  * The program with the commands argv needs: the one named (its module alone
  * is imported), or all of them for top-level help and unknown commands.
  */
-export async function buildProgram(ctx: CommandContext, done: (code: Promise<number>) => void, argv: readonly string[] = []): Promise<Command> {
+export async function buildProgram(
+  ctx: CommandContext,
+  done: (code: Promise<number>) => void,
+  argv: readonly string[] = [],
+): Promise<Command> {
   const program = new Command('edge-agent')
     .description(
       'Edge gateway agent: a local MQTT broker for the devices of one network segment,\n' +

@@ -50,7 +50,8 @@ export class DataDirLock {
       db.exec('BEGIN EXCLUSIVE')
     } catch (err) {
       db.close()
-      if ((err as { code?: string }).code === 'SQLITE_BUSY') throw new DataDirLockedError(dataDir, DataDirLock.holder(dataDir))
+      if ((err as { code?: string }).code === 'SQLITE_BUSY')
+        throw new DataDirLockedError(dataDir, DataDirLock.holder(dataDir))
       throw err
     }
     writeFileSync(join(dataDir, PID_FILE), `${pid}\n`, { mode: 0o644 })

@@ -12,14 +12,7 @@ export interface LoggerOptions {
   readonly isTty?: boolean
 }
 
-const REDACT = [
-  'password',
-  '*.password',
-  '*.*.password',
-  'privateKey',
-  '*.privateKey',
-  'config.upstreams[*].password',
-]
+const REDACT = ['password', '*.password', '*.*.password', 'privateKey', '*.privateKey', 'config.upstreams[*].password']
 
 /** The children of each root logger, so that a reload can change their level too. */
 const families = new WeakMap<Logger, Set<WeakRef<Logger>>>()
@@ -60,7 +53,10 @@ async function buildRoot(opts: LoggerOptions, onChild: (child: Logger) => void):
   if (pretty) {
     // Loaded only here: it costs memory that a headless gateway should not pay.
     const { default: build } = await import('pino-pretty')
-    return pino(base, build({ colorize: true, sync: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }))
+    return pino(
+      base,
+      build({ colorize: true, sync: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }),
+    )
   }
   return pino(base, pino.destination({ fd: 1, sync: true }))
 }

@@ -128,7 +128,9 @@ function reexecWithHeapCap(): Promise<number> | undefined {
     process.on(signal, () => child.kill(signal))
   }
   return new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve(code ?? (signal === null ? ExitCode.FAILURE : 128 + (signalNumber(signal) ?? 1))))
+    child.once('exit', (code, signal) =>
+      resolve(code ?? (signal === null ? ExitCode.FAILURE : 128 + (signalNumber(signal) ?? 1))),
+    )
     child.once('error', (err) => {
       process.stderr.write(`edge-agent: cannot start with a heap cap (${err.message}); running without\n`)
       resolve(-1)

@@ -90,7 +90,13 @@ export async function applyReload(
       // Renewal and CRL topics stay those of the running certs section.
       const acl = compileDeviceAcl({ ...next, certs: cur.certs })
       parts.broker.reconfigure({ acl, onDeniedPublish: next.devices.onDeniedPublish })
-      devices = { ...cur.devices, publish: next.devices.publish, subscribe: next.devices.subscribe, groups: next.devices.groups, onDeniedPublish: next.devices.onDeniedPublish }
+      devices = {
+        ...cur.devices,
+        publish: next.devices.publish,
+        subscribe: next.devices.subscribe,
+        groups: next.devices.groups,
+        onDeniedPublish: next.devices.onDeniedPublish,
+      }
     }
   }
 
@@ -108,7 +114,9 @@ export async function applyReload(
   const upstreams: AgentConfig['upstreams'][number][] = []
   let bridgesChanged = false
   const bridges: Bridge[] = []
-  const byName = new Map(cur.upstreams.map((u, i) => [u.name, { u, bridge: parts.bridges.bridges[i] as Bridge }] as const))
+  const byName = new Map(
+    cur.upstreams.map((u, i) => [u.name, { u, bridge: parts.bridges.bridges[i] as Bridge }] as const),
+  )
   for (const u of next.upstreams) {
     const old = byName.get(u.name)
     byName.delete(u.name)
@@ -140,8 +148,17 @@ export async function applyReload(
     bridgesChanged = true
   }
 
-  const config = frozen({ ...cur, log: { ...cur.log, level: next.log.level }, broker: { ...cur.broker, limits, auth, acl: brokerAcl }, devices, upstreams })
-  parts.logger.info({ applied, needsRestart }, applied.length + needsRestart.length === 0 ? 'config reloaded, nothing changed' : 'config reloaded')
+  const config = frozen({
+    ...cur,
+    log: { ...cur.log, level: next.log.level },
+    broker: { ...cur.broker, limits, auth, acl: brokerAcl },
+    devices,
+    upstreams,
+  })
+  parts.logger.info(
+    { applied, needsRestart },
+    applied.length + needsRestart.length === 0 ? 'config reloaded, nothing changed' : 'config reloaded',
+  )
   return { applied, needsRestart, config, bridgesChanged }
 }
 

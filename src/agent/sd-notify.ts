@@ -66,7 +66,10 @@ export interface Notifier {
   status(text: string): void
   /** Start sending WATCHDOG=1 every WATCHDOG_USEC/2 while `isHealthy()` is true. No-op without a watchdog. */
   startWatchdog(isHealthy: () => boolean): void
-  /** Stop the watchdog timer and wait (bounded by `timeoutMs`, default 3000) for queued messages to go out. Idempotent. */
+  /**
+   * Stop the watchdog timer and wait (bounded by `timeoutMs`, default 3000) for queued messages to go out.
+   * Idempotent.
+   */
   stop(timeoutMs?: number): Promise<void>
 }
 

@@ -7,14 +7,28 @@ export function renderStatus(s: AgentStatus): string {
   const lines: string[] = []
   const down = a.state === 'running' ? (s.upstreams ?? []).filter((u) => !u.connected).map((u) => u.name) : []
   const state = down.length > 0 ? `${a.state}, degraded (upstream down: ${down.join(', ')})` : a.state
-  lines.push(`edge-agent ${a.version}  site ${a.site.name} (Purdue level ${a.site.level})  ${state}${a.startedAt ? `, up ${duration(a.uptimeSec)}` : ''}`)
-  lines.push(`process    pid ${s.process.pid}  rss ${mb(s.process.rssBytes)}  heap ${mb(s.process.heapUsedBytes)}  node ${s.process.node}`)
+  lines.push(
+    `edge-agent ${a.version}  site ${a.site.name} (Purdue level ${a.site.level})  ${state}${a.startedAt ? `, up ${duration(a.uptimeSec)}` : ''}`,
+  )
+  lines.push(
+    `process    pid ${s.process.pid}  rss ${mb(s.process.rssBytes)}  heap ${mb(s.process.heapUsedBytes)}  node ${s.process.node}`,
+  )
   lines.push(`data dir   ${a.dataDir}`)
   lines.push('')
-  lines.push(table(['COMPONENT', 'STATE'], s.components.map((c) => [c.name, c.state])))
+  lines.push(
+    table(
+      ['COMPONENT', 'STATE'],
+      s.components.map((c) => [c.name, c.state]),
+    ),
+  )
   lines.push('')
   const b = s.broker
-  lines.push(table(['LISTENER', 'ADDRESS'], b.listeners.map((l) => [l.protocol, `${l.host}:${l.port}`])))
+  lines.push(
+    table(
+      ['LISTENER', 'ADDRESS'],
+      b.listeners.map((l) => [l.protocol, `${l.host}:${l.port}`]),
+    ),
+  )
   lines.push('')
   const refused = Object.entries(b.refused)
   lines.push(
@@ -37,8 +51,14 @@ export function renderStatus(s: AgentStatus): string {
       table(
         ['BUFFER', ''],
         [
-          ['state', `${f.health.state}${f.health.reasons.length ? ` (${f.health.reasons.join(', ')})` : ''}, durability ${f.durability}`],
-          ['queued', `${num(f.totals.messages)} messages, ${mb(f.totals.bytes)} of ${mb(f.limits.effectiveMaxBytes)}${f.limits.freeBytes === null ? '' : `, ${mb(f.limits.freeBytes)} free on disk`}`],
+          [
+            'state',
+            `${f.health.state}${f.health.reasons.length ? ` (${f.health.reasons.join(', ')})` : ''}, durability ${f.durability}`,
+          ],
+          [
+            'queued',
+            `${num(f.totals.messages)} messages, ${mb(f.totals.bytes)} of ${mb(f.limits.effectiveMaxBytes)}${f.limits.freeBytes === null ? '' : `, ${mb(f.limits.freeBytes)} free on disk`}`,
+          ],
           ['rates', `${f.rates.appendPerSec.toFixed(1)}/s in, ${f.rates.ackPerSec.toFixed(1)}/s out`],
           ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v ?? 0)}`).join(', ')],
           ...(f.quarantine.count > 0 ? [['corrupt files moved aside', num(f.quarantine.count)]] : []),
@@ -65,8 +85,14 @@ export function renderStatus(s: AgentStatus): string {
       table(
         ['CERTIFICATES', ''],
         [
-          ['local CA', `${c.ca.subject}, expires in ${c.ca.expiresInDays} days${c.ca.intermediate ? ' (intermediate)' : ''}`],
-          ['server certificate', c.server.expiresInSec === null ? 'none' : `expires in ${duration(Math.max(0, c.server.expiresInSec))}`],
+          [
+            'local CA',
+            `${c.ca.subject}, expires in ${c.ca.expiresInDays} days${c.ca.intermediate ? ' (intermediate)' : ''}`,
+          ],
+          [
+            'server certificate',
+            c.server.expiresInSec === null ? 'none' : `expires in ${duration(Math.max(0, c.server.expiresInSec))}`,
+          ],
           ['devices connected', num(c.devicesConnected)],
           ['renewed / issued', `${num(c.renewal.renewed)} / ${num(c.issued)}, ${num(c.revoked)} revoked`],
           ['clock', `${c.clock.state}${c.clock.reason ? ` (${c.clock.reason})` : ''}`],
@@ -79,12 +105,20 @@ export function renderStatus(s: AgentStatus): string {
   if (g !== null && g !== undefined) {
     lines.push('')
     const left = g.expiresInSec
-    const expiry = left === null ? 'not issued yet' : left <= 0 ? `EXPIRED ${g.notAfter ?? ''}` : `expires in ${duration(left)} (${g.notAfter ?? ''})${g.state === 'expiring' ? ' SOON' : ''}`
+    const expiry =
+      left === null
+        ? 'not issued yet'
+        : left <= 0
+          ? `EXPIRED ${g.notAfter ?? ''}`
+          : `expires in ${duration(left)} (${g.notAfter ?? ''})${g.state === 'expiring' ? ' SOON' : ''}`
     const rows: string[][] = [
       ['certificate', `${g.state}, ${g.subject ?? '-'}, serial ${g.serial ?? '-'}`],
       ['issuer', g.issuer ?? '-'],
       ['expiry', expiry],
-      ['renewal', `${num(g.renewals)} done${g.renewing ? ', one in progress' : ''}${g.nextRenewalAt === null ? '' : `, next ${g.nextRenewalAt}`}${g.failures > 0 ? `, ${num(g.failures)} failed in a row` : ''}`],
+      [
+        'renewal',
+        `${num(g.renewals)} done${g.renewing ? ', one in progress' : ''}${g.nextRenewalAt === null ? '' : `, next ${g.nextRenewalAt}`}${g.failures > 0 ? `, ${num(g.failures)} failed in a row` : ''}`,
+      ],
     ]
     if (g.lastError !== null) rows.push(['renewal error', `${g.lastError.message} (${g.lastError.code})`])
     lines.push(table(['GATEWAY CERTIFICATE (ACME)', ''], rows))
@@ -92,14 +126,25 @@ export function renderStatus(s: AgentStatus): string {
   for (const u of s.upstreams ?? []) {
     lines.push('')
     const since = Math.max(0, Math.round((Date.now() - Date.parse(u.since)) / 1000))
-    const state = u.loop !== null ? `LOOP with ${u.loop.peerSite || 'an agent above'}: forwarding paused` : u.connected ? `connected for ${duration(since)}` : `${u.state === 'waiting' ? 'disconnected, retrying' : u.state} for ${duration(since)}`
+    const state =
+      u.loop !== null
+        ? `LOOP with ${u.loop.peerSite || 'an agent above'}: forwarding paused`
+        : u.connected
+          ? `connected for ${duration(since)}`
+          : `${u.state === 'waiting' ? 'disconnected, retrying' : u.state} for ${duration(since)}`
     const drops = Object.entries(u.drops).filter(([, n]) => n > 0)
     const rows: string[][] = [
       ['state', state],
       ['url', `${u.url}  (MQTT ${u.protocolVersion === 5 ? '5' : '3.1.1'}, client id ${u.clientId})`],
       ['in flight', `${num(u.inflight)} of ${num(u.window)}`],
-      ['backlog', `${num(u.backlog.depth)} messages, ${mb(u.backlog.bytes)}${u.backlog.oldestAgeMs === null ? '' : `, oldest ${duration(Math.round(u.backlog.oldestAgeMs / 1000))}`}`],
-      ['sent / acked', `${num(u.totals.sent)} / ${num(u.totals.acked)}  (${u.rates.sentPerSec}/s / ${u.rates.ackedPerSec}/s)`],
+      [
+        'backlog',
+        `${num(u.backlog.depth)} messages, ${mb(u.backlog.bytes)}${u.backlog.oldestAgeMs === null ? '' : `, oldest ${duration(Math.round(u.backlog.oldestAgeMs / 1000))}`}`,
+      ],
+      [
+        'sent / acked',
+        `${num(u.totals.sent)} / ${num(u.totals.acked)}  (${u.rates.sentPerSec}/s / ${u.rates.ackedPerSec}/s)`,
+      ],
       ['from upstream', `${num(u.totals.received)}  (${u.rates.receivedPerSec}/s)`],
       ['connects', `${num(u.totals.connects)} of ${num(u.totals.attempts)} attempts, ${num(u.totals.resent)} resent`],
       ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v)}`).join(', ')],
@@ -109,10 +154,22 @@ export function renderStatus(s: AgentStatus): string {
     const c = u.certificate
     if (c !== null && c !== undefined) {
       const left = c.notAfter === null ? null : Math.round((Date.parse(c.notAfter) - Date.now()) / 1000)
-      const expiry = left === null ? 'unknown' : left <= 0 ? `EXPIRED ${c.notAfter ?? ''}: re-provision ${c.certFile}` : `expires in ${duration(left)} (${c.notAfter ?? ''})`
+      const expiry =
+        left === null
+          ? 'unknown'
+          : left <= 0
+            ? `EXPIRED ${c.notAfter ?? ''}: re-provision ${c.certFile}`
+            : `expires in ${duration(left)} (${c.notAfter ?? ''})`
       rows.push(['certificate', `${c.state}, serial ${c.serial ?? '?'}, ${expiry}`])
-      rows.push(['renewal', `${num(c.renewals)} done${c.nextRenewalAt === null ? '' : `, next ${c.nextRenewalAt}`}${c.failures > 0 ? `, ${num(c.failures)} failed in a row` : ''}`])
-      if (c.lastError !== null && c.failures > 0) rows.push(['renewal error', `${c.lastError.message}${c.lastError.code === null ? '' : ` (${c.lastError.code})`}`])
+      rows.push([
+        'renewal',
+        `${num(c.renewals)} done${c.nextRenewalAt === null ? '' : `, next ${c.nextRenewalAt}`}${c.failures > 0 ? `, ${num(c.failures)} failed in a row` : ''}`,
+      ])
+      if (c.lastError !== null && c.failures > 0)
+        rows.push([
+          'renewal error',
+          `${c.lastError.message}${c.lastError.code === null ? '' : ` (${c.lastError.code})`}`,
+        ])
     }
     lines.push(table([`UPSTREAM ${u.name}`, ''], rows))
   }

@@ -39,7 +39,9 @@ export function decodeBeacon(payload: Buffer): AgentBeacon | undefined {
   try {
     const raw = JSON.parse(payload.toString('utf8')) as Record<string, unknown>
     if (typeof raw['id'] !== 'string' || raw['id'] === '') return undefined
-    const above = Array.isArray(raw['above']) ? raw['above'].filter((x): x is string => typeof x === 'string').slice(0, MAX_ABOVE) : []
+    const above = Array.isArray(raw['above'])
+      ? raw['above'].filter((x): x is string => typeof x === 'string').slice(0, MAX_ABOVE)
+      : []
     return {
       id: raw['id'],
       site: typeof raw['site'] === 'string' ? raw['site'] : '',
@@ -52,7 +54,10 @@ export function decodeBeacon(payload: Buffer): AgentBeacon | undefined {
 }
 
 /** Our beacon, given the beacons seen on each upstream. */
-export function composeBeacon(self: { id: string; site: string; level: number }, upstreams: Iterable<AgentBeacon | undefined>): AgentBeacon {
+export function composeBeacon(
+  self: { id: string; site: string; level: number },
+  upstreams: Iterable<AgentBeacon | undefined>,
+): AgentBeacon {
   const above: string[] = []
   const seen = new Set<string>([self.id])
   for (const u of upstreams) {
@@ -73,5 +78,11 @@ export function formsLoop(selfId: string, upstream: AgentBeacon): boolean {
 
 export function sameBeacon(a: AgentBeacon | undefined, b: AgentBeacon | undefined): boolean {
   if (a === undefined || b === undefined) return a === b
-  return a.id === b.id && a.site === b.site && a.level === b.level && a.above.length === b.above.length && a.above.every((x, i) => b.above[i] === x)
+  return (
+    a.id === b.id &&
+    a.site === b.site &&
+    a.level === b.level &&
+    a.above.length === b.above.length &&
+    a.above.every((x, i) => b.above[i] === x)
+  )
 }

@@ -82,7 +82,10 @@ export class BridgeGroup {
 
   beacon(): AgentBeacon {
     const a = this.#o.agent
-    return composeBeacon({ id: a.id, site: a.site, level: a.level }, this.bridges.map((b) => b.upstreamBeacon))
+    return composeBeacon(
+      { id: a.id, site: a.site, level: a.level },
+      this.bridges.map((b) => b.upstreamBeacon),
+    )
   }
 
   statuses(): BridgeStatus[] {

@@ -139,13 +139,7 @@ export interface BridgeOptions {
 }
 
 export type BridgeDropReason =
-  | 'offline-qos0'
-  | 'rate-limited'
-  | 'upstream-rejected'
-  | 'too-large'
-  | 'echo'
-  | 'loop'
-  | 'no-rule'
+  'offline-qos0' | 'rate-limited' | 'upstream-rejected' | 'too-large' | 'echo' | 'loop' | 'no-rule'
 
 export interface BridgeStatus {
   readonly name: string
@@ -178,7 +172,11 @@ export interface BridgeStatus {
   /** The upstream agent, if it is an edge-agent. */
   readonly peer: { readonly id: string; readonly site: string; readonly level: number } | null
   /** Set while forwarding is paused because it would loop. */
-  readonly loop: { readonly code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED'; readonly peerSite: string; readonly since: string } | null
+  readonly loop: {
+    readonly code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED'
+    readonly peerSite: string
+    readonly since: string
+  } | null
   readonly rules: number
 }
 
@@ -190,7 +188,6 @@ export interface BridgeEvents {
   /** Forwarding paused (true) or resumed (false) because of a loop. */
   loop: [looping: boolean]
 }
-
 
 export class Bridge extends EventEmitter<BridgeEvents> {
   readonly name: string
@@ -253,7 +250,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const will =
       this.#statusTopic === undefined
         ? undefined
-        : { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'connection lost', false), qos: 1 as const, retain: true }
+        : {
+            topic: this.#statusTopic,
+            payload: this.#statusPayload('offline', 'connection lost', false),
+            qos: 1 as const,
+            retain: true,
+          }
     this.#conn = new UpstreamConnection({
       name: u.name,
       url: this.#url,
@@ -361,7 +363,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     this.#rates.sample()
     this.#conn.start()
     this.#log.info(
-      { url: redactUrl(this.#url), protocolVersion: this.#version, clientId: this.#clientId, rules: this.rules.map((r) => r.toJSON()) },
+      {
+        url: redactUrl(this.#url),
+        protocolVersion: this.#version,
+        clientId: this.#clientId,
+        rules: this.rules.map((r) => r.toJSON()),
+      },
       'bridge started',
     )
   }
@@ -495,13 +502,20 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     // once per process (the rules may have changed) or when it was lost: a
     // repeated SUBSCRIBE makes the upstream resend retained messages.
     if (!info.sessionPresent || !this.#subscribedOnce) {
-      const subs = this.#inRules.map((r) => ({ topic: r.remoteFilter, qos: r.qos, nl: true, rap: true, rh: r.retainHandling }))
+      const subs = this.#inRules.map((r) => ({
+        topic: r.remoteFilter,
+        qos: r.qos,
+        nl: true,
+        rap: true,
+        rh: r.retainHandling,
+      }))
       if (subs.length > 0) {
         session.subscribe(subs).then(
           (granted) => {
             this.#subscribedOnce = true
             granted.forEach((g, i) => {
-              if (g >= 0x80) this.#log.warn({ filter: subs[i]?.topic, reasonCode: g }, 'upstream refused a subscription')
+              if (g >= 0x80)
+                this.#log.warn({ filter: subs[i]?.topic, reasonCode: g }, 'upstream refused a subscription')
             })
           },
           (err: unknown) => this.#log.debug({ err }, 'subscribe interrupted by disconnect'),
@@ -595,7 +609,11 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       inflight: this.#conn.session.inflight,
       window: c.window,
       backlog: { depth: q?.depth ?? 0, bytes: q?.bytes ?? 0, oldestAgeMs: q?.oldestAgeMs ?? null },
-      rates: { sentPerSec: rates['sent'] ?? 0, ackedPerSec: rates['acked'] ?? 0, receivedPerSec: rates['received'] ?? 0 },
+      rates: {
+        sentPerSec: rates['sent'] ?? 0,
+        ackedPerSec: rates['acked'] ?? 0,
+        receivedPerSec: rates['received'] ?? 0,
+      },
       totals: {
         captured: counts.captured,
         sent: this.#drain.sent,
@@ -613,7 +631,11 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       loop:
         loopSince === null
           ? null
-          : { code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED', peerSite: peer?.site ?? '', since: new Date(loopSince).toISOString() },
+          : {
+              code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED',
+              peerSite: peer?.site ?? '',
+              since: new Date(loopSince).toISOString(),
+            },
       rules: this.rules.length,
     }
   }

@@ -12,7 +12,15 @@ export type {
 } from './bridge.js'
 export type { ControlChannel } from './control-channel.js'
 export { BridgeGroup, type BridgeGroupOptions } from './bridge-group.js'
-export { BridgeRule, parseRuleSet, DEFAULT_TTL_SEC, type BridgeRuleInput, type Direction, type Qos, type WhenFull } from './rule.js'
+export {
+  BridgeRule,
+  parseRuleSet,
+  DEFAULT_TTL_SEC,
+  type BridgeRuleInput,
+  type Direction,
+  type Qos,
+  type WhenFull,
+} from './rule.js'
 export { Backoff, jittered, type BackoffOptions } from './backoff.js'
 export { BridgeError, isBridgeError, type BridgeErrorCode } from './errors.js'
 export { BEACON_TOPIC, composeBeacon, decodeBeacon, encodeBeacon, formsLoop, type AgentBeacon } from './beacon.js'

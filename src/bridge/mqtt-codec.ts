@@ -41,7 +41,14 @@ export function encodeAck(type: AckType, messageId: number, reasonCode = 0, prot
 
 type PublishProperties = NonNullable<IPublishPacket['properties']>
 
-const KNOWN_PROPERTIES = new Set(['payloadFormatIndicator', 'messageExpiryInterval', 'contentType', 'responseTopic', 'correlationData', 'userProperties'])
+const KNOWN_PROPERTIES = new Set([
+  'payloadFormatIndicator',
+  'messageExpiryInterval',
+  'contentType',
+  'responseTopic',
+  'correlationData',
+  'userProperties',
+])
 
 /**
  * One PUBLISH as one Buffer, or undefined when it carries a property this

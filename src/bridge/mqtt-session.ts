@@ -44,7 +44,14 @@ import mqttPacket, {
 } from 'mqtt-packet'
 import type { Logger } from 'pino'
 import { BridgeError } from './errors.js'
-import { INBOUND_ACK, MalformedLengthError, PacketFramer, encodeAck, encodePublish, type AckType } from './mqtt-codec.js'
+import {
+  INBOUND_ACK,
+  MalformedLengthError,
+  PacketFramer,
+  encodeAck,
+  encodePublish,
+  type AckType,
+} from './mqtt-codec.js'
 import { connackText, disconnectText, rejected } from './mqtt-reasons.js'
 import { OutputBatch } from './output-batch.js'
 import { Keepalive } from './keepalive.js'
@@ -222,7 +229,9 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         o.connectTimeoutMs,
       )
       const malformed = (err: Error): void => {
-        const e = new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `malformed packet from upstream: ${err.message}`, { cause: err })
+        const e = new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `malformed packet from upstream: ${err.message}`, {
+          cause: err,
+        })
         if (!settled) fail(e)
         else this.#teardown(stream, e)
       }
@@ -232,7 +241,12 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         this.#keepalive.heard()
         if (!settled) {
           if (packet.cmd !== 'connack') {
-            fail(new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `expected CONNACK, got ${packet.cmd.toUpperCase()} [MQTT-3.2.0-1]`))
+            fail(
+              new BridgeError(
+                'EDGE_ERR_BRIDGE_PROTOCOL',
+                `expected CONNACK, got ${packet.cmd.toUpperCase()} [MQTT-3.2.0-1]`,
+              ),
+            )
             return
           }
           const refusal = this.#connackRefusal(packet)
@@ -269,19 +283,26 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         }
       })
       stream.on('error', (err: Error) => {
-        const e = err instanceof BridgeError ? err : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', err.message, { cause: err })
+        const e =
+          err instanceof BridgeError
+            ? err
+            : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', err.message, { cause: err })
         if (!settled) fail(e)
         else this.#teardown(stream, e)
       })
       stream.on('close', () => {
-        const e = this.#ending ? undefined : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
+        const e = this.#ending
+          ? undefined
+          : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
         if (!settled) fail(e ?? new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'disconnected before CONNACK'))
         else this.#teardown(stream, e)
       })
       // A FIN from the upstream ends the session as a close would (a stream
       // that allows half-open connections would otherwise linger).
       stream.on('end', () => {
-        const e = this.#ending ? undefined : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
+        const e = this.#ending
+          ? undefined
+          : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
         if (!settled) fail(e ?? new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'disconnected before CONNACK'))
         else this.#teardown(stream, e)
       })
@@ -297,9 +318,13 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   #connackRefusal(packet: IConnackPacket): BridgeError | undefined {
     const code = this.#o.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
     if (this.#o.protocolVersion === 5 ? code < 0x80 : code === 0) return undefined
-    return new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream refused the connection (${connackText(this.#o.protocolVersion, code)})`, {
-      reasonCode: code,
-    })
+    return new BridgeError(
+      'EDGE_ERR_BRIDGE_UPSTREAM_REJECTED',
+      `upstream refused the connection (${connackText(this.#o.protocolVersion, code)})`,
+      {
+        reasonCode: code,
+      },
+    )
   }
 
   #onConnack(stream: Duplex, packet: IConnackPacket): ConnectInfo {
@@ -359,7 +384,12 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     const bytes = this.#encode(packet)
     // Checked on the bytes as sent [MQTT-3.1.2-24]. An id not put in flight stays free.
     if (info !== null && bytes.length > info.maximumPacketSize) {
-      cb(new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', 'message larger than the upstream Maximum Packet Size', { reasonCode: 0x95 }), 0x95)
+      cb(
+        new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', 'message larger than the upstream Maximum Packet Size', {
+          reasonCode: 0x95,
+        }),
+        0x95,
+      )
       return
     }
     if (msg.qos === 0) {
@@ -374,7 +404,8 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   /** Subscribes; resolves with the granted QoS / reason code per filter (≥ 0x80 = refused). */
   subscribe(subscriptions: ISubscription[]): Promise<number[]> {
     const stream = this.#stream
-    if (!this.#connected || stream === null) return Promise.reject(new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'not connected'))
+    if (!this.#connected || stream === null)
+      return Promise.reject(new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'not connected'))
     const subs = this.#o.protocolVersion === 5 ? subscriptions : subscriptions.map(({ topic, qos }) => ({ topic, qos }))
     const id = this.#allocateId()
     return new Promise<number[]>((resolve, reject) => {
@@ -393,7 +424,9 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     if (stream === null) return
     if (this.#connected) {
       const packet: Packet =
-        this.#o.protocolVersion === 5 ? { cmd: 'disconnect', reasonCode: opts.withWill === true ? 0x04 : 0x00 } : { cmd: 'disconnect' }
+        this.#o.protocolVersion === 5
+          ? { cmd: 'disconnect', reasonCode: opts.withWill === true ? 0x04 : 0x00 }
+          : { cmd: 'disconnect' }
       this.#write(stream, packet)
       this.#out.flush()
     }
@@ -420,7 +453,9 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     this.#teardown(stream, err ?? new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection destroyed'))
   }
 
-  /** Gives up every in-flight message (bridge stopping): each callback gets EDGE_ERR_BRIDGE_STOPPED. Returns how many. */
+  /**
+   * Gives up every in-flight message (bridge stopping): each callback gets EDGE_ERR_BRIDGE_STOPPED. Returns how many.
+   */
   abandonInflight(): number {
     const entries = [...this.#inflight.values()]
     this.#inflight.clear()
@@ -450,7 +485,12 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     const v = this.#o.protocolVersion
     let buf: Buffer | undefined
     if (packet.cmd === 'publish') buf = encodePublish(packet, v)
-    else if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubrel' || packet.cmd === 'pubcomp') {
+    else if (
+      packet.cmd === 'puback' ||
+      packet.cmd === 'pubrec' ||
+      packet.cmd === 'pubrel' ||
+      packet.cmd === 'pubcomp'
+    ) {
       if (packet.properties === undefined) buf = encodeAck(packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0, v)
     }
     return buf ?? mqttPacket.generate(packet, this.#writeOpts)
@@ -487,12 +527,17 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         const code = packet.reasonCode ?? 0
         this.#teardown(
           stream,
-          new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream disconnected us (${disconnectText(code)})`, { reasonCode: code }),
+          new BridgeError('EDGE_ERR_BRIDGE_UPSTREAM_REJECTED', `upstream disconnected us (${disconnectText(code)})`, {
+            reasonCode: code,
+          }),
         )
         return
       }
       default:
-        this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `unexpected ${packet.cmd.toUpperCase()} from the upstream`))
+        this.#teardown(
+          stream,
+          new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `unexpected ${packet.cmd.toUpperCase()} from the upstream`),
+        )
     }
   }
 
@@ -502,7 +547,12 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     const e = this.#inflight.get(id)
     if (e === undefined || e.packet.qos !== 2) {
       // Unknown id: answer so that the upstream can finish its state [MQTT-4.3.3].
-      this.#write(stream, this.#o.protocolVersion === 5 ? { cmd: 'pubrel', messageId: id, reasonCode: 0x92 } : { cmd: 'pubrel', messageId: id })
+      this.#write(
+        stream,
+        this.#o.protocolVersion === 5
+          ? { cmd: 'pubrel', messageId: id, reasonCode: 0x92 }
+          : { cmd: 'pubrel', messageId: id },
+      )
       return
     }
     if (code >= 0x80) {
@@ -551,7 +601,10 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         (err: unknown) => {
           // Not acknowledged: close, so that the upstream delivers it again after the reconnect.
           this.#log.warn({ err, topic: msg.topic }, 'local delivery of an upstream message failed, reconnecting')
-          this.#teardown(stream, new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'local delivery failed', { cause: err }))
+          this.#teardown(
+            stream,
+            new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'local delivery failed', { cause: err }),
+          )
         },
       )
   }

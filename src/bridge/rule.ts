@@ -25,7 +25,9 @@ import { TopicFilter, filtersOverlap, topicFilterProblem } from './topic.js'
 
 export type Direction = 'out' | 'in' | 'both'
 export type Qos = 0 | 1 | 2
-/** What happens to a message that does not fit in the buffer; 'auto' = 'refuse' for QoS ≥ 1, 'drop-oldest' for QoS 0. */
+/**
+ * What happens to a message that does not fit in the buffer; 'auto' = 'refuse' for QoS ≥ 1, 'drop-oldest' for QoS 0.
+ */
 export type WhenFull = 'auto' | 'refuse' | 'drop-oldest' | 'drop-lowest-priority'
 
 /** A rule as it comes from the config (defaults may be missing when built by hand). */
@@ -107,39 +109,56 @@ export class BridgeRule {
     const bad = (key: string, message: string): never => {
       throw new BridgeError('EDGE_ERR_BRIDGE_RULE_INVALID', message, { path: [key] })
     }
-    if (typeof raw !== 'object' || raw === null) throw new BridgeError('EDGE_ERR_BRIDGE_RULE_INVALID', 'must be an object')
+    if (typeof raw !== 'object' || raw === null)
+      throw new BridgeError('EDGE_ERR_BRIDGE_RULE_INVALID', 'must be an object')
     if (typeof raw.topic !== 'string') bad('topic', 'must be a string')
     const filterProblem = topicFilterProblem(raw.topic)
     if (filterProblem !== undefined) bad('topic', filterProblem)
-    if (raw.direction !== 'out' && raw.direction !== 'in' && raw.direction !== 'both') bad('direction', "must be 'out', 'in' or 'both'")
+    if (raw.direction !== 'out' && raw.direction !== 'in' && raw.direction !== 'both')
+      bad('direction', "must be 'out', 'in' or 'both'")
     const qos = raw.qos ?? 1
     if (qos !== 0 && qos !== 1 && qos !== 2) bad('qos', 'must be 0, 1 or 2')
     const localPrefix = raw.localPrefix ?? ''
     const remotePrefix = raw.remotePrefix ?? ''
-    for (const [key, p] of [['localPrefix', localPrefix], ['remotePrefix', remotePrefix]] as const) {
+    for (const [key, p] of [
+      ['localPrefix', localPrefix],
+      ['remotePrefix', remotePrefix],
+    ] as const) {
       if (typeof p !== 'string') bad(key, 'must be a string')
       if (/[+#\u0000]/.test(p)) bad(key, 'must not contain +, # or NUL')
-      if (p !== '' && !p.endsWith('/')) bad(key, `must be empty or end with '/' (got ${JSON.stringify(p)}), so that a prefix cannot run into the topic's first level`)
+      if (p !== '' && !p.endsWith('/'))
+        bad(
+          key,
+          `must be empty or end with '/' (got ${JSON.stringify(p)}), so that a prefix cannot run into the topic's first level`,
+        )
       if (p.startsWith('$')) bad(key, "must not start with '$' (reserved for broker topics [MQTT-4.7.2-1])")
     }
     if (raw.topic.startsWith('$')) bad('topic', "must not start with '$' (reserved for broker topics [MQTT-4.7.2-1])")
     const priority = raw.priority ?? 0
-    if (!Number.isSafeInteger(priority) || Math.abs(priority) > 1_000_000) bad('priority', 'must be an integer within ±1000000')
+    if (!Number.isSafeInteger(priority) || Math.abs(priority) > 1_000_000)
+      bad('priority', 'must be an integer within ±1000000')
     const whenFull = raw.whenFull ?? 'auto'
-    if (!['auto', 'refuse', 'drop-oldest', 'drop-lowest-priority'].includes(whenFull)) bad('whenFull', "must be 'auto', 'refuse', 'drop-oldest' or 'drop-lowest-priority'")
+    if (!['auto', 'refuse', 'drop-oldest', 'drop-lowest-priority'].includes(whenFull))
+      bad('whenFull', "must be 'auto', 'refuse', 'drop-oldest' or 'drop-lowest-priority'")
     const conflate = raw.conflate ?? 'none'
     if (conflate !== 'none' && conflate !== 'latest-only') bad('conflate', "must be 'none' or 'latest-only'")
     const ttlSec = raw.ttlSec ?? DEFAULT_TTL_SEC
-    if (!Number.isSafeInteger(ttlSec) || ttlSec < 0 || ttlSec > 0xffffffff) bad('ttlSec', 'must be an integer between 0 and 4294967295')
+    if (!Number.isSafeInteger(ttlSec) || ttlSec < 0 || ttlSec > 0xffffffff)
+      bad('ttlSec', 'must be an integer between 0 and 4294967295')
     const maxRatePerTopic = raw.maxRatePerTopic ?? 0
-    if (typeof maxRatePerTopic !== 'number' || !Number.isFinite(maxRatePerTopic) || maxRatePerTopic < 0) bad('maxRatePerTopic', 'must be a number ≥ 0')
+    if (typeof maxRatePerTopic !== 'number' || !Number.isFinite(maxRatePerTopic) || maxRatePerTopic < 0)
+      bad('maxRatePerTopic', 'must be a number ≥ 0')
     const retainHandling = raw.retainHandling ?? 0
     if (retainHandling !== 0 && retainHandling !== 1 && retainHandling !== 2) bad('retainHandling', 'must be 0, 1 or 2')
     const id = raw.name ?? `${index}:${raw.topic}`
-    if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > 200) bad('name', 'must be a non-empty string of at most 200 bytes')
+    if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > 200)
+      bad('name', 'must be a non-empty string of at most 200 bytes')
     const local = localPrefix + raw.topic
     const remote = remotePrefix + raw.topic
-    for (const [key, f] of [['localPrefix', local], ['remotePrefix', remote]] as const) {
+    for (const [key, f] of [
+      ['localPrefix', local],
+      ['remotePrefix', remote],
+    ] as const) {
       const p = topicFilterProblem(f)
       if (p !== undefined) bad(key, `prefix + topic ${p}`)
     }
@@ -219,7 +238,8 @@ export function parseRuleSet(raws: readonly BridgeRuleInput[]): { rules: BridgeR
   const ids = new Map<string, number>()
   for (const r of rules) {
     const first = ids.get(r.id)
-    if (first !== undefined) problems.push(setProblem(r.index, 'name', `duplicate rule name, also used by rules[${first}]`))
+    if (first !== undefined)
+      problems.push(setProblem(r.index, 'name', `duplicate rule name, also used by rules[${first}]`))
     else ids.set(r.id, r.index)
   }
   for (let i = 0; i < rules.length; i++) {
@@ -228,12 +248,20 @@ export function parseRuleSet(raws: readonly BridgeRuleInput[]): { rules: BridgeR
       const b = rules[j] as BridgeRule
       if (a.forwardsOut && b.forwardsOut && filtersOverlap(a.localFilter, b.localFilter)) {
         problems.push(
-          setProblem(b.index, 'topic', `overlaps rules[${a.index}] going out (${b.localFilter} and ${a.localFilter} match the same local topics): a message would be forwarded twice`),
+          setProblem(
+            b.index,
+            'topic',
+            `overlaps rules[${a.index}] going out (${b.localFilter} and ${a.localFilter} match the same local topics): a message would be forwarded twice`,
+          ),
         )
       }
       if (a.forwardsIn && b.forwardsIn && filtersOverlap(a.remoteFilter, b.remoteFilter)) {
         problems.push(
-          setProblem(b.index, 'topic', `overlaps rules[${a.index}] coming in (${b.remoteFilter} and ${a.remoteFilter} match the same upstream topics): a message would be delivered twice`),
+          setProblem(
+            b.index,
+            'topic',
+            `overlaps rules[${a.index}] coming in (${b.remoteFilter} and ${a.remoteFilter} match the same upstream topics): a message would be delivered twice`,
+          ),
         )
       }
       // An `in` filter over another rule's `out` namespace receives our own messages back.

@@ -98,7 +98,11 @@ export async function openTransport(opts: TransportOptions): Promise<Duplex> {
     case 'wss:': {
       const { WebSocket, createWebSocketStream } = await import('ws')
       const o = url.protocol === 'wss:' ? await tlsOptions(opts) : {}
-      const ws = new WebSocket(url, ['mqtt'], { ...o, handshakeTimeout: opts.connectTimeoutMs, perMessageDeflate: false })
+      const ws = new WebSocket(url, ['mqtt'], {
+        ...o,
+        handshakeTimeout: opts.connectTimeoutMs,
+        perMessageDeflate: false,
+      })
       await new Promise<void>((resolve, reject) => {
         const abort = (): void => {
           ws.terminate()
@@ -111,7 +115,11 @@ export async function openTransport(opts: TransportOptions): Promise<Duplex> {
         })
         ws.once('error', (err) => {
           opts.signal?.removeEventListener('abort', abort)
-          reject(new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', `websocket connect failed: ${err.message}`, { cause: err }))
+          reject(
+            new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', `websocket connect failed: ${err.message}`, {
+              cause: err,
+            }),
+          )
         })
       })
       const stream = createWebSocketStream(ws)
@@ -124,7 +132,10 @@ export async function openTransport(opts: TransportOptions): Promise<Duplex> {
 
 function settle(socket: Socket, event: 'connect' | 'secureConnect', opts: TransportOptions): Promise<Duplex> {
   return new Promise<Duplex>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`no connection within ${opts.connectTimeoutMs} ms`)), opts.connectTimeoutMs)
+    const timer = setTimeout(
+      () => fail(new Error(`no connection within ${opts.connectTimeoutMs} ms`)),
+      opts.connectTimeoutMs,
+    )
     const onAbort = (): void => fail(new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'connect aborted'))
     const cleanup = (): void => {
       clearTimeout(timer)
@@ -134,7 +145,11 @@ function settle(socket: Socket, event: 'connect' | 'secureConnect', opts: Transp
     function fail(err: Error): void {
       cleanup()
       socket.destroy()
-      reject(err instanceof BridgeError ? err : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', err.message, { cause: err }))
+      reject(
+        err instanceof BridgeError
+          ? err
+          : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', err.message, { cause: err }),
+      )
     }
     socket.once('error', fail)
     opts.signal?.addEventListener('abort', onAbort, { once: true })

@@ -22,7 +22,13 @@ import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { Backoff, jittered } from './backoff.js'
 import { BridgeError, isBridgeError } from './errors.js'
-import { MqttSession, type ConnectInfo, type InboundMessage, type ProtocolVersion, type WillMessage } from './mqtt-session.js'
+import {
+  MqttSession,
+  type ConnectInfo,
+  type InboundMessage,
+  type ProtocolVersion,
+  type WillMessage,
+} from './mqtt-session.js'
 import { openTransport, probe, type TlsFiles, type TlsMaterial } from './transport.js'
 
 export type UpstreamState = 'idle' | 'connecting' | 'connected' | 'waiting' | 'stopped'
@@ -82,7 +88,12 @@ export interface ConnectionStats {
   readonly attempts: number
   readonly connects: number
   readonly disconnects: number
-  readonly lastError: { readonly code: string; readonly message: string; readonly reasonCode: number | undefined; readonly at: number } | null
+  readonly lastError: {
+    readonly code: string
+    readonly message: string
+    readonly reasonCode: number | undefined
+    readonly at: number
+  } | null
   readonly window: number
   readonly sessionPresent: boolean | null
 }
@@ -280,7 +291,9 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
     this.#setState('stopped')
   }
 
-  async #attempt(withProbe: boolean): Promise<{ ok: true; info: ConnectInfo } | { ok: false; kind: FailureKind | 'retry' }> {
+  async #attempt(
+    withProbe: boolean,
+  ): Promise<{ ok: true; info: ConnectInfo } | { ok: false; kind: FailureKind | 'retry' }> {
     this.#attempts++
     this.#setState('connecting')
     const abort = new AbortController()
@@ -296,7 +309,8 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
         })
       : undefined
     try {
-      const password = this.#o.password ?? (this.#o.passwordFile === undefined ? undefined : await readPassword(this.#o.passwordFile))
+      const password =
+        this.#o.password ?? (this.#o.passwordFile === undefined ? undefined : await readPassword(this.#o.passwordFile))
       const stream = await openTransport({
         url: this.#o.url,
         connectTimeoutMs: this.#o.connectTimeoutMs,
@@ -357,9 +371,15 @@ export class UpstreamConnection extends EventEmitter<UpstreamConnectionEvents> {
     this.#disconnects++
     if (err !== undefined) this.#recordError(err)
     if (this.#stopped || this.#recycling || this.#held !== null) {
-      this.#log.info({ upForMs, reason: this.#held ?? (this.#recycling ? 'reconnect' : 'stop') }, 'upstream disconnected')
+      this.#log.info(
+        { upForMs, reason: this.#held ?? (this.#recycling ? 'reconnect' : 'stop') },
+        'upstream disconnected',
+      )
     } else {
-      this.#log.warn({ err: err === undefined ? undefined : errInfo(err), upForMs, inflight: this.session.inflight }, 'upstream connection lost')
+      this.#log.warn(
+        { err: err === undefined ? undefined : errInfo(err), upForMs, inflight: this.session.inflight },
+        'upstream connection lost',
+      )
     }
     this.#setState(this.#stopped ? 'stopped' : 'waiting')
     this.emit('disconnected', err)
@@ -453,10 +473,19 @@ async function readPassword(file: string): Promise<Buffer> {
 
 function classify(err: unknown): FailureKind {
   if (isBridgeError(err)) {
-    if (err.code === 'EDGE_ERR_BRIDGE_UPSTREAM_REJECTED' || err.code === 'EDGE_ERR_BRIDGE_PROTOCOL' || err.code === 'EDGE_ERR_BRIDGE_TLS_FILES') return 'rejected'
+    if (
+      err.code === 'EDGE_ERR_BRIDGE_UPSTREAM_REJECTED' ||
+      err.code === 'EDGE_ERR_BRIDGE_PROTOCOL' ||
+      err.code === 'EDGE_ERR_BRIDGE_TLS_FILES'
+    )
+      return 'rejected'
     const cause = err.cause as NodeJS.ErrnoException | undefined
     // TLS verification failures come through as transport errors with an OpenSSL code.
-    if (cause?.code !== undefined && /^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL)/.test(cause.code)) return 'rejected'
+    if (
+      cause?.code !== undefined &&
+      /^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL)/.test(cause.code)
+    )
+      return 'rejected'
     if (cause !== undefined && /certificate|handshake|alert/i.test(cause.message)) return 'rejected'
     return 'transport'
   }

@@ -75,7 +75,8 @@ function revive(v: unknown): unknown {
     const before = o[k]
     const after = revive(before)
     // defineProperty, not assignment: a key named "__proto__" must stay data
-    if (after !== before) Object.defineProperty(o, k, { value: after, writable: true, enumerable: true, configurable: true })
+    if (after !== before)
+      Object.defineProperty(o, k, { value: after, writable: true, enumerable: true, configurable: true })
   }
   return o
 }

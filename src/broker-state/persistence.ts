@@ -46,7 +46,13 @@
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import { applyMigrations, BufferError, toBufferError } from '../storage/index.js'
-import { type EnqueueOutcome, type EnqueueRow, OfflineQueues, type QueuedEncoding, queuedEncoding } from './offline-queues.js'
+import {
+  type EnqueueOutcome,
+  type EnqueueRow,
+  OfflineQueues,
+  type QueuedEncoding,
+  queuedEncoding,
+} from './offline-queues.js'
 import { encodePacket } from './packet-codec.js'
 import { BROKER_STATE_MIGRATIONS } from './schema.js'
 import { AedesPacket, BrokerStateTables, stopped } from './tables.js'
@@ -74,7 +80,6 @@ import {
   type PersistenceClient,
   type TopicSubscriber,
 } from './types.js'
-
 
 // CommonJS helpers from aedes' own dependency tree, with local types.
 
@@ -117,10 +122,16 @@ export class BrokerStatePersistence extends BrokerStateTables {
     const maxBytes = options.maxOfflineBytesPerClient ?? DEFAULT_MAX_OFFLINE_BYTES_PER_CLIENT
     const interval = options.dropLogIntervalMs ?? DEFAULT_DROP_LOG_INTERVAL_MS
     if (!Number.isInteger(maxCount) || maxCount < 1) {
-      throw new BufferError('EDGE_ERR_BUFFER_INVALID', `maxOfflineMessagesPerClient must be an integer >= 1, got ${maxCount}`)
+      throw new BufferError(
+        'EDGE_ERR_BUFFER_INVALID',
+        `maxOfflineMessagesPerClient must be an integer >= 1, got ${maxCount}`,
+      )
     }
     if (!Number.isInteger(maxBytes) || maxBytes < 1) {
-      throw new BufferError('EDGE_ERR_BUFFER_INVALID', `maxOfflineBytesPerClient must be an integer >= 1, got ${maxBytes}`)
+      throw new BufferError(
+        'EDGE_ERR_BUFFER_INVALID',
+        `maxOfflineBytesPerClient must be an integer >= 1, got ${maxBytes}`,
+      )
     }
     if (!(interval >= 0)) {
       throw new BufferError('EDGE_ERR_BUFFER_INVALID', `dropLogIntervalMs must be >= 0, got ${interval}`)
@@ -218,7 +229,6 @@ export class BrokerStatePersistence extends BrokerStateTables {
     for (const topic of removed) this.#trie.remove(topic, { clientId, topic })
   }
 
-
   /** A persistent session has a QoS > 0 subscription matching `topic` (a publish to it will be queued). Synchronous. */
   hasQueuingSubscribers(topic: string): boolean {
     return this.#trie.match(topic).length > 0
@@ -236,7 +246,6 @@ export class BrokerStatePersistence extends BrokerStateTables {
     if (this.#trie.subscriptionsCount === 0) return NO_SUBSCRIBERS
     return Promise.resolve(this.#trie.match(topic))
   }
-
 
   /**
    * The session is discarded (aedes: CONNECT with clean=true): its
@@ -256,7 +265,6 @@ export class BrokerStatePersistence extends BrokerStateTables {
     this.#queues.set(clientId, { count: 0, bytes: 0 })
   }
 
-
   // -- outgoing -------------------------------------------------------------
 
   async outgoingEnqueue(sub: { clientId: string; qos?: number | undefined }, packet: PersistedPacket): Promise<void> {
@@ -268,7 +276,10 @@ export class BrokerStatePersistence extends BrokerStateTables {
    * PUBLISH with the subscriptionsByTopic() result. Each copy is stored at
    * min(packet QoS, subscription QoS).
    */
-  outgoingEnqueueCombi(subs: readonly { clientId: string; qos?: number | undefined }[], packet: PersistedPacket): Promise<void> {
+  outgoingEnqueueCombi(
+    subs: readonly { clientId: string; qos?: number | undefined }[],
+    packet: PersistedPacket,
+  ): Promise<void> {
     try {
       this.ready()
       if (subs.length === 0) return DONE
@@ -297,7 +308,12 @@ export class BrokerStatePersistence extends BrokerStateTables {
     const brokerId = stringOrNull(packet.brokerId)
     try {
       if (brokerId !== null) {
-        const row = s.outFindForUpdate.get({ clientId, brokerId, brokerCounter: numberOrNull(packet.brokerCounter), messageId })
+        const row = s.outFindForUpdate.get({
+          clientId,
+          brokerId,
+          brokerCounter: numberOrNull(packet.brokerCounter),
+          messageId,
+        })
         if (row !== undefined) {
           if (row.same === 1) {
             if (messageId !== null) s.outSetMessageId.run(messageId, row.seq)
@@ -318,7 +334,10 @@ export class BrokerStatePersistence extends BrokerStateTables {
         this.#enqueue([{ clientId }], packet, 'pubrel')
         return
       }
-      this.log.debug({ clientId, messageId, brokerCounter: packet.brokerCounter }, 'outgoing update for an unqueued packet ignored')
+      this.log.debug(
+        { clientId, messageId, brokerCounter: packet.brokerCounter },
+        'outgoing update for an unqueued packet ignored',
+      )
     } catch (err) {
       throw toBufferError(err, 'broker persistence outgoing update')
     }
@@ -331,7 +350,10 @@ export class BrokerStatePersistence extends BrokerStateTables {
    * matched by two of the client's subscriptions) removes the unassigned copy
    * with the same brokerId/brokerCounter.
    */
-  async outgoingClearMessageId(client: PersistenceClient, packet: PersistedPacket | number): Promise<PersistedPacket | undefined> {
+  async outgoingClearMessageId(
+    client: PersistenceClient,
+    packet: PersistedPacket | number,
+  ): Promise<PersistedPacket | undefined> {
     const s = this.ready()
     if (typeof packet !== 'object' || packet === null) return undefined
     const clientId = client.id
@@ -428,7 +450,9 @@ export class BrokerStatePersistence extends BrokerStateTables {
     const rows: EnqueueRow[] = []
     for (const target of targets) {
       const qos =
-        kind === 'publish' && typeof target.qos === 'number' && target.qos >= 1 && target.qos < baseQos ? target.qos : baseQos
+        kind === 'publish' && typeof target.qos === 'number' && target.qos >= 1 && target.qos < baseQos
+          ? target.qos
+          : baseQos
       let e = byQos.get(qos)
       if (e === undefined) {
         e = queuedEncoding(qos === baseQos ? base : { ...base, qos }, kind === 'publish')

@@ -23,9 +23,7 @@ export function migrateBrokerState(db: Database): void {
  * `openDatabase(path, { migrations: [...MESSAGE_STORE_MIGRATIONS, ...BROKER_STATE_MIGRATIONS] })`.
  * setup() applies them as well (a no-op once recorded in schema_migrations).
  */
-export const BROKER_STATE_MIGRATIONS: readonly Migration[] = [
-  { id: 'aedes/001-broker-state', up: migrateBrokerState },
-]
+export const BROKER_STATE_MIGRATIONS: readonly Migration[] = [{ id: 'aedes/001-broker-state', up: migrateBrokerState }]
 
 // Packets are stored as header (JSON of every own field but the payload) +
 // payload (BLOB) + payload_kind, see encodePacket(). Columns next to them

@@ -121,7 +121,9 @@ export function prepareStatements(db: Database) {
     subsQosPositive: db.prepare<[], SubscriptionRow>(
       'SELECT client_id, topic, qos, rh, rap, nl, subscription_identifier FROM broker_subscriptions WHERE qos > 0 ORDER BY id',
     ),
-    clientsByTopic: db.prepare<[string], string>('SELECT client_id FROM broker_subscriptions WHERE topic = ? ORDER BY id').pluck(),
+    clientsByTopic: db
+      .prepare<[string], string>('SELECT client_id FROM broker_subscriptions WHERE topic = ? ORDER BY id')
+      .pluck(),
     subCounts: db.prepare<[], { subs: number; qosSubs: number; clients: number }>(
       `SELECT COUNT(*) AS subs, COUNT(*) FILTER (WHERE qos > 0) AS qosSubs, COUNT(DISTINCT client_id) AS clients
        FROM broker_subscriptions`,
@@ -182,9 +184,9 @@ export function prepareStatements(db: Database) {
     outCounters: db.prepare<[], { client_id: string; count: number; bytes: number }>(
       'SELECT client_id, COUNT(*) AS count, SUM(bytes) AS bytes FROM broker_outgoing GROUP BY client_id',
     ),
-    outMaxCounter: db.prepare<[string], number | null>(
-      'SELECT MAX(broker_counter) FROM broker_outgoing WHERE broker_id = ?',
-    ).pluck(),
+    outMaxCounter: db
+      .prepare<[string], number | null>('SELECT MAX(broker_counter) FROM broker_outgoing WHERE broker_id = ?')
+      .pluck(),
 
     inUpsert: db.prepare<[string, number, string, Buffer | null, number, number]>(
       `INSERT INTO broker_incoming (client_id, message_id, header, payload, payload_kind, stored_at)
@@ -295,7 +297,10 @@ export function* outgoingRows(s: Statements, clientId: string, lastSeq: number):
   }
 }
 
-export function* willsOfDeadBrokers(s: Statements, brokers: Readonly<Record<string, unknown>>): Generator<PersistedPacket> {
+export function* willsOfDeadBrokers(
+  s: Statements,
+  brokers: Readonly<Record<string, unknown>>,
+): Generator<PersistedPacket> {
   let rows = s.willPageFrom.all('', PAGE_SIZE)
   for (;;) {
     for (const row of rows) {

@@ -122,13 +122,23 @@ export abstract class BrokerStateTables {
     stored.messageId = packet.messageId
     const enc = encodePacket(stored)
     try {
-      s.inUpsert.run(client.id, numberOrNull(packet.messageId) ?? 0, enc.header, enc.payload, enc.payloadKind, this.now())
+      s.inUpsert.run(
+        client.id,
+        numberOrNull(packet.messageId) ?? 0,
+        enc.header,
+        enc.payload,
+        enc.payloadKind,
+        this.now(),
+      )
     } catch (err) {
       throw toBufferError(err, 'broker persistence incoming store')
     }
   }
 
-  async incomingGetPacket(client: PersistenceClient, packet: { messageId?: number | undefined }): Promise<PersistedPacket> {
+  async incomingGetPacket(
+    client: PersistenceClient,
+    packet: { messageId?: number | undefined },
+  ): Promise<PersistedPacket> {
     const s = this.ready()
     const row = s.inGet.get(client.id, numberOrNull(packet.messageId) ?? -1)
     if (row === undefined) throw noSuchPacket()

@@ -7,7 +7,10 @@
  * starts with '$' ([MQTT-4.7.2-1]), as aedes applies on live delivery.
  */
 export function topicMatches(filter: string, topic: string): boolean {
-  if (topic.charCodeAt(0) === 36 /* $ */ && (filter.charCodeAt(0) === 43 /* + */ || filter.charCodeAt(0) === 35) /* # */) {
+  if (
+    topic.charCodeAt(0) === 36 /* $ */ &&
+    (filter.charCodeAt(0) === 43 /* + */ || filter.charCodeAt(0) === 35) /* # */
+  ) {
     return false
   }
   const f = filter.split('/')

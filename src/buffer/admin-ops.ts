@@ -12,7 +12,8 @@ import type { TopicLedger } from './topic-ledger.js'
 const PAGE_ROWS = 500
 
 export function peekRows(st: StoreState, s: Statements, queue: string | undefined, limit: number): PeekedMessage[] {
-  if (!Number.isSafeInteger(limit) || limit < 1) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'limit must be an integer ≥ 1')
+  if (!Number.isSafeInteger(limit) || limit < 1)
+    throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'limit must be an integer ≥ 1')
   try {
     if (queue === undefined) {
       return (s.pageAll.all(0, limit) as MessageRow[]).map((r) => rowToPeeked(r, st.inFlight.has(r.id)))
@@ -42,7 +43,9 @@ export async function purgeRows(st: StoreState, running: () => Statements, queue
     let n = 0
     try {
       db.transaction(() => {
-        const ids = (queue === undefined ? s.purgeChunkAll.all(PAGE_ROWS) : s.purgeChunk.all(queue, PAGE_ROWS)) as number[]
+        const ids = (
+          queue === undefined ? s.purgeChunkAll.all(PAGE_ROWS) : s.purgeChunk.all(queue, PAGE_ROWS)
+        ) as number[]
         for (const id of ids) {
           const row = s.deleteById.get(id) as DeletedRow | undefined
           if (row !== undefined) {
@@ -91,7 +94,9 @@ export function exportRows(st: StoreState, running: () => Statements, queue: str
     // WAL checkpoints) are never held up by a slow consumer.
     for (;;) {
       const ss = running()
-      const page = (queue === undefined ? ss.pageAll.all(after, PAGE_ROWS) : ss.pageByQueue.all(queue, after, PAGE_ROWS)) as MessageRow[]
+      const page = (
+        queue === undefined ? ss.pageAll.all(after, PAGE_ROWS) : ss.pageByQueue.all(queue, after, PAGE_ROWS)
+      ) as MessageRow[]
       for (const r of page) yield rowToPeeked(r, st.inFlight.has(r.id))
       const last = page[page.length - 1]
       if (last === undefined || page.length < PAGE_ROWS) return

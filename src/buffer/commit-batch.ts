@@ -32,7 +32,8 @@ const MiB = 1024 * 1024
  */
 const ID_BLOCK = 4096
 
-type Outcome = { readonly ok: true; readonly value: AppendResult | undefined } | { readonly ok: false; readonly err: BufferError }
+type Outcome =
+  { readonly ok: true; readonly value: AppendResult | undefined } | { readonly ok: false; readonly err: BufferError }
 
 /** Run one batch. Synchronous; settles every op. */
 export function executeBatch(st: StoreState, batch: Op[]): void {
@@ -213,7 +214,8 @@ class CommitBatch {
     const dl = this.st.dropLedger
     dl?.add({ reason: 'power-loss', rule, queue: op.queue, topic, at: op.at, id: op.ids?.from ?? null }, op.count)
     if (op.ids !== null) dl?.add({ reason: 'power-loss', rule, queue: op.queue, topic, at: op.at, id: op.ids.to }, 0)
-    // Fresh ids (placeId null) at the highest priority: the lost messages were the newest, gone before anything queued now.
+    // Fresh ids (placeId null) at the highest priority: the lost messages were the newest, gone before anything
+    // queued now.
     for (const queue of this.st.lossReports.keys()) {
       if (op.ids === null) {
         this.#noteReport('power-loss', rule, queue, op.at, null, MAX_PRIORITY, op.count)
@@ -239,7 +241,18 @@ class CommitBatch {
     const key = reportKey(queue, reason, rule)
     let g = this.#reports.get(key)
     if (g === undefined) {
-      g = { queue, reason, rule, count: 0, firstAt: at, lastAt: at, firstId: id, lastId: id, placeId: id, placePriority: priority }
+      g = {
+        queue,
+        reason,
+        rule,
+        count: 0,
+        firstAt: at,
+        lastAt: at,
+        firstId: id,
+        lastId: id,
+        placeId: id,
+        placePriority: priority,
+      }
       this.#reports.set(key, g)
     }
     g.count += count
@@ -256,7 +269,10 @@ class CommitBatch {
     }
   }
 
-  /** One report row per key with drops in this batch, in the transaction; an earlier still-queued report of the key is folded in. */
+  /**
+   * One report row per key with drops in this batch, in the transaction; an earlier still-queued report of the key is
+   * folded in.
+   */
   #writeReports(): void {
     const st = this.st
     for (const [key, g] of this.#reports) {
@@ -281,8 +297,29 @@ class CommitBatch {
       const reused = g.placeId !== null
       const id = g.placeId ?? this.#nextId++
       const priority = this.ledger.add(g.queue, target.topic, g.placePriority)
-      const size = estimateMessageBytes({ queue: g.queue, topic: target.topic, payload, rule: LOSS_REPORT_RULE, propertiesJson: null })
-      this.s.insert.run(id, g.queue, target.topic, 1, 0, priority, LOSS_REPORT_RULE, 0, WHEN_FULL_CODE.refuse, this.#now, null, size, payload, null)
+      const size = estimateMessageBytes({
+        queue: g.queue,
+        topic: target.topic,
+        payload,
+        rule: LOSS_REPORT_RULE,
+        propertiesJson: null,
+      })
+      this.s.insert.run(
+        id,
+        g.queue,
+        target.topic,
+        1,
+        0,
+        priority,
+        LOSS_REPORT_RULE,
+        0,
+        WHEN_FULL_CODE.refuse,
+        this.#now,
+        null,
+        size,
+        payload,
+        null,
+      )
       this.#bytes += size
       const msg: StoredMessage = {
         id,
@@ -386,7 +423,11 @@ class CommitBatch {
  * visible and may already be sent upstream: if power fails first, the
  * device (never acknowledged) sends again, a duplicate, never a loss.
  */
-function resolveWhenSynced(st: StoreState, lease: SqliteDatabase, appends: ReadonlyArray<{ op: AppendOp; value: AppendResult }>): void {
+function resolveWhenSynced(
+  st: StoreState,
+  lease: SqliteDatabase,
+  appends: ReadonlyArray<{ op: AppendOp; value: AppendResult }>,
+): void {
   const p = lease.syncWal().then(
     () => {
       for (const a of appends) a.op.resolve(a.value)
@@ -410,7 +451,13 @@ function resolveWhenSynced(st: StoreState, lease: SqliteDatabase, appends: Reado
  * Candidates: rows whose own policy is not 'refuse', not in flight, not
  * already doomed. Reads buffer_messages_evict per priority, oldest first.
  */
-function selectVictims(st: StoreState, s: Statements, m: NormalizedMessage, over: number, txPriorities: ReadonlySet<number>): number[] | null {
+function selectVictims(
+  st: StoreState,
+  s: Statements,
+  m: NormalizedMessage,
+  over: number,
+  txPriorities: ReadonlySet<number>,
+): number[] | null {
   const priorities = new Set<number>(txPriorities)
   for (const q of st.queues.values()) for (const [p, n] of q.byPriority) if (n > 0) priorities.add(p)
   let ordered = [...priorities].sort((a, b) => a - b)

@@ -9,14 +9,19 @@ import type { StoredMessage } from './message-store.js'
 import type { StoreState } from './store-state.js'
 
 export function takeBatch(st: StoreState, s: Statements, queue: string, max: number): StoredMessage[] {
-  if (typeof queue !== 'string' || queue.length === 0) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'queue must be a non-empty string')
-  if (!Number.isSafeInteger(max) || max < 1) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'max must be an integer ≥ 1')
+  if (typeof queue !== 'string' || queue.length === 0)
+    throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'queue must be a non-empty string')
+  if (!Number.isSafeInteger(max) || max < 1)
+    throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'max must be an integer ≥ 1')
   const now = st.now()
   const out: StoredMessage[] = []
   const expired: number[] = []
   const q = st.queues.get(queue)
   if (q === undefined) return out
-  const priorities = [...q.byPriority].filter(([, n]) => n > 0).map(([p]) => p).sort((a, b) => b - a)
+  const priorities = [...q.byPriority]
+    .filter(([, n]) => n > 0)
+    .map(([p]) => p)
+    .sort((a, b) => b - a)
   const cursors = getOrSet(st.cursors, queue, newMap<number, number>)
   try {
     // Every row considered moves the cursor past it, so the loops end.
@@ -35,7 +40,8 @@ export function takeBatch(st: StoreState, s: Statements, queue: string, max: num
       const tail = st.tail(queue, priority)
       if (tail.complete) {
         // Caught up: the rest of this priority is in memory.
-        for (let m = tail.shift(); m !== undefined; m = out.length < max ? tail.shift() : undefined) consider(priority, m)
+        for (let m = tail.shift(); m !== undefined; m = out.length < max ? tail.shift() : undefined)
+          consider(priority, m)
         if (out.length >= max) break
         continue
       }
@@ -88,6 +94,8 @@ export function release(st: StoreState, s: Statements, ids: readonly number[]): 
 
 export function checkIds(ids: readonly number[]): number[] | BufferError {
   if (!Array.isArray(ids)) return new BufferError('EDGE_ERR_BUFFER_INVALID', 'ids must be an array')
-  for (const id of ids) if (!Number.isSafeInteger(id) || id < 1) return new BufferError('EDGE_ERR_BUFFER_INVALID', 'ids must be positive integers')
+  for (const id of ids)
+    if (!Number.isSafeInteger(id) || id < 1)
+      return new BufferError('EDGE_ERR_BUFFER_INVALID', 'ids must be positive integers')
   return [...new Set(ids)]
 }

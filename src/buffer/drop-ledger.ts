@@ -89,7 +89,12 @@ export interface DurableDropTotals {
   readonly byReason: Readonly<Partial<Record<DropReason, number>>>
   readonly byRule: Readonly<Record<string, Readonly<Partial<Record<DropReason, number>>>>>
   readonly byQueue: Readonly<Record<string, Readonly<Partial<Record<DropReason, number>>>>>
-  readonly ledger: { readonly rows: number; readonly coalesced: number; readonly trimmedRows: number; readonly trimmedDrops: number }
+  readonly ledger: {
+    readonly rows: number
+    readonly coalesced: number
+    readonly trimmedRows: number
+    readonly trimmedDrops: number
+  }
 }
 
 export interface LedgerQuery {
@@ -202,7 +207,10 @@ export class DropLedger {
         this.#newest.set(key, { id: newest.id, lastAt: Math.max(newest.lastAt, p.lastAt) })
         coalesced += p.count
       } else {
-        const id = Number(s.open.run(p.reason, p.rule, p.queue, p.topic, p.firstAt, p.lastAt, p.count, p.firstId, p.lastId).lastInsertRowid)
+        const id = Number(
+          s.open.run(p.reason, p.rule, p.queue, p.topic, p.firstAt, p.lastAt, p.count, p.firstId, p.lastId)
+            .lastInsertRowid,
+        )
         this.#newest.set(key, { id, lastAt: p.lastAt })
         opened++
       }

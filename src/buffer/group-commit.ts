@@ -53,7 +53,8 @@ export class GroupCommit<Op extends Settleable> {
   #executing = false
 
   constructor(options: GroupCommitOptions<Op>) {
-    if (!Number.isSafeInteger(options.maxBatch) || options.maxBatch < 1) throw new RangeError('maxBatch must be an integer ≥ 1')
+    if (!Number.isSafeInteger(options.maxBatch) || options.maxBatch < 1)
+      throw new RangeError('maxBatch must be an integer ≥ 1')
     if (!Number.isFinite(options.windowMs) || options.windowMs < 0) throw new RangeError('windowMs must be ≥ 0')
     this.#maxBatch = options.maxBatch
     this.#windowMs = options.windowMs

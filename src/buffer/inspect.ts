@@ -8,7 +8,13 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { BufferError } from '../storage/index.js'
-import { type DurableDropTotals, type LedgerQuery, type LedgerRange, readDurableTotals, readRanges } from './drop-ledger.js'
+import {
+  type DurableDropTotals,
+  type LedgerQuery,
+  type LedgerRange,
+  readDurableTotals,
+  readRanges,
+} from './drop-ledger.js'
 import { rowToPeeked, type MessageRow } from './message-schema.js'
 import type { PeekedMessage } from './message-store.js'
 
@@ -32,7 +38,10 @@ export class BufferInspector {
   static open(dataDir: string, opts: { write?: boolean } = {}): BufferInspector {
     const path = join(dataDir, BUFFER_FILE_NAME)
     if (!existsSync(path)) {
-      throw new BufferError('EDGE_ERR_BUFFER_INVALID', `no buffer database at ${path} (has the agent run with this dataDir?)`)
+      throw new BufferError(
+        'EDGE_ERR_BUFFER_INVALID',
+        `no buffer database at ${path} (has the agent run with this dataDir?)`,
+      )
     }
     let db: Database.Database
     try {
@@ -50,13 +59,18 @@ export class BufferInspector {
 
   queues(): QueueSummary[] {
     const rows = this.#db
-      .prepare('SELECT queue, COUNT(*) AS depth, COALESCE(SUM(size), 0) AS bytes, MIN(created_at) AS oldest FROM buffer_messages GROUP BY queue ORDER BY queue')
+      .prepare(
+        'SELECT queue, COUNT(*) AS depth, COALESCE(SUM(size), 0) AS bytes, MIN(created_at) AS oldest FROM buffer_messages GROUP BY queue ORDER BY queue',
+      )
       .all() as { queue: string; depth: number; bytes: number; oldest: number | null }[]
     return rows.map((r) => ({ queue: r.queue, depth: r.depth, bytes: r.bytes, oldestCreatedAt: r.oldest }))
   }
 
   count(queue?: string): number {
-    const sql = queue === undefined ? 'SELECT COUNT(*) FROM buffer_messages' : 'SELECT COUNT(*) FROM buffer_messages WHERE queue = ?'
+    const sql =
+      queue === undefined
+        ? 'SELECT COUNT(*) FROM buffer_messages'
+        : 'SELECT COUNT(*) FROM buffer_messages WHERE queue = ?'
     const st = this.#db.prepare(sql).pluck()
     return (queue === undefined ? st.get() : st.get(queue)) as number
   }
@@ -80,10 +94,15 @@ export class BufferInspector {
   /** Deletes every message of `queue` (or all); returns how many. */
   purge(queue?: string): number {
     const db = this.#db
-    const st = db.prepare(queue === undefined ? 'DELETE FROM buffer_messages' : 'DELETE FROM buffer_messages WHERE queue = ?')
+    const st = db.prepare(
+      queue === undefined ? 'DELETE FROM buffer_messages' : 'DELETE FROM buffer_messages WHERE queue = ?',
+    )
     // The per-topic ledger (message-schema.ts) goes with the rows it counts.
-    const hasLedger = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_topics'").get() !== undefined
-    const ledger = hasLedger ? db.prepare(queue === undefined ? 'DELETE FROM buffer_topics' : 'DELETE FROM buffer_topics WHERE queue = ?') : undefined
+    const hasLedger =
+      db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_topics'").get() !== undefined
+    const ledger = hasLedger
+      ? db.prepare(queue === undefined ? 'DELETE FROM buffer_topics' : 'DELETE FROM buffer_topics WHERE queue = ?')
+      : undefined
     // Counted as 'purged' drops in the same transaction (drop-ledger.ts), when the file has the tables.
     const hasDrops = this.#hasDropLedger()
     const where = queue === undefined ? '' : 'WHERE queue = ?'
@@ -118,7 +137,10 @@ export class BufferInspector {
   }
 
   #hasDropLedger(): boolean {
-    return this.#db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_drop_ledger'").get() !== undefined
+    return (
+      this.#db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'buffer_drop_ledger'").get() !==
+      undefined
+    )
   }
 
   close(): void {

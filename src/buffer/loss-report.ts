@@ -74,7 +74,9 @@ export interface ReportGroup {
   lastAt: number
   firstId: number | null
   lastId: number | null
-  /** Where the report goes: the newest dropped row (id reused) or, for unstored messages, a fresh id at this priority. */
+  /**
+   * Where the report goes: the newest dropped row (id reused) or, for unstored messages, a fresh id at this priority.
+   */
   placeId: number | null
   placePriority: number
 }

@@ -45,7 +45,8 @@ export class Maintenance {
       if (now - this.#lastSweepAt >= (o.sweepIntervalMs ?? 5000)) this.#sweep(now)
       this.st.drops.tick()
       this.st.continuity?.save(this.st.totalRows)
-      if (this.st.pressureCap !== null && now - this.st.pressureSince >= (o.diskFullRetryMs ?? 5000)) this.#probeDisk(now)
+      if (this.st.pressureCap !== null && now - this.st.pressureSince >= (o.diskFullRetryMs ?? 5000))
+        this.#probeDisk(now)
       this.#checkForeignWrites()
       if (now - this.#lastWalCheckAt >= 30_000) this.#checkWal(now)
       if (now - this.#lastVacuumAt >= 60_000 && (this.st.gc?.pending ?? 0) === 0) this.#vacuum(now)
@@ -116,8 +117,13 @@ export class Maintenance {
       return
     }
     if (size <= 64 * MiB) return
-    const r = (lease.db.pragma('wal_checkpoint(RESTART)') as Array<{ busy: number; log: number; checkpointed: number }>)[0]
-    this.st.log.info({ walBytes: size, busy: r?.busy ?? null, checkpointed: r?.checkpointed ?? null }, 'buffer wal checkpoint forced')
+    const r = (
+      lease.db.pragma('wal_checkpoint(RESTART)') as Array<{ busy: number; log: number; checkpointed: number }>
+    )[0]
+    this.st.log.info(
+      { walBytes: size, busy: r?.busy ?? null, checkpointed: r?.checkpointed ?? null },
+      'buffer wal checkpoint forced',
+    )
   }
 
   /** Give free pages back to the file system after a backlog drained (auto_vacuum=INCREMENTAL). */

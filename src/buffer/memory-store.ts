@@ -89,14 +89,19 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
     }
     if (m.size > this.#maxBytes) {
       this.#drops.record('refused', m.rule, m.queue)
-      throw new BufferError('EDGE_ERR_BUFFER_FULL', 'message is larger than the buffer cap', { fullReason: 'too-large' })
+      throw new BufferError('EDGE_ERR_BUFFER_FULL', 'message is larger than the buffer cap', {
+        fullReason: 'too-large',
+      })
     }
     const over = this.#bytes + m.size - this.#maxBytes
     if (over > 0) {
       const victims = m.whenFull === 'refuse' ? null : this.#victims(m.whenFull, m.priority, over)
       if (victims === null) {
         this.#drops.record('refused', m.rule, m.queue)
-        throw new BufferError('EDGE_ERR_BUFFER_FULL', 'buffer full: message refused', { retryable: true, fullReason: 'buffer-full' })
+        throw new BufferError('EDGE_ERR_BUFFER_FULL', 'buffer full: message refused', {
+          retryable: true,
+          fullReason: 'buffer-full',
+        })
       }
       for (const id of victims) this.#delete(id, 'evicted-full')
     }
@@ -125,8 +130,10 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   async takeBatch(queue: string, max: number): Promise<StoredMessage[]> {
     this.#running()
-    if (typeof queue !== 'string' || queue.length === 0) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'queue must be a non-empty string')
-    if (!Number.isSafeInteger(max) || max < 1) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'max must be an integer ≥ 1')
+    if (typeof queue !== 'string' || queue.length === 0)
+      throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'queue must be a non-empty string')
+    if (!Number.isSafeInteger(max) || max < 1)
+      throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'max must be an integer ≥ 1')
     const now = this.#now()
     const out: StoredMessage[] = []
     for (const [id, r] of this.#drainOrder(queue)) {
@@ -167,7 +174,9 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#counters.released++
       const r = this.#rows.get(id)
       if (r === undefined || r.msg.conflation !== 'latest-only') continue
-      const newer = [...this.#rows.values()].some((o) => o.msg.queue === r.msg.queue && o.msg.topic === r.msg.topic && o.msg.id > id)
+      const newer = [...this.#rows.values()].some(
+        (o) => o.msg.queue === r.msg.queue && o.msg.topic === r.msg.topic && o.msg.id > id,
+      )
       if (newer) this.#delete(id, 'conflated')
     }
   }
@@ -258,13 +267,17 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   /** Rows of one queue in drain order: priority desc, then id. */
   #drainOrder(queue: string): Array<[number, Row]> {
-    return [...this.#rows].filter(([, r]) => r.msg.queue === queue).sort(([a, ra], [b, rb]) => rb.priority - ra.priority || a - b)
+    return [...this.#rows]
+      .filter(([, r]) => r.msg.queue === queue)
+      .sort(([a, ra], [b, rb]) => rb.priority - ra.priority || a - b)
   }
 
   #victims(policy: 'drop-oldest' | 'drop-lowest-priority', priority: number, over: number): number[] | null {
     let candidates = [...this.#rows].filter(([id, r]) => !this.#inFlight.has(id) && r.msg.whenFull !== 'refuse')
     if (policy === 'drop-lowest-priority') {
-      candidates = candidates.filter(([, r]) => r.priority <= priority).sort(([a, ra], [b, rb]) => ra.priority - rb.priority || a - b)
+      candidates = candidates
+        .filter(([, r]) => r.priority <= priority)
+        .sort(([a, ra], [b, rb]) => ra.priority - rb.priority || a - b)
     }
     const out: number[] = []
     let freed = 0
@@ -287,9 +300,13 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   #running(): void {
     if (this.#state !== 'running') {
-      throw new BufferError('EDGE_ERR_BUFFER_STOPPED', this.#state === 'new' ? 'buffer is not started' : 'buffer is stopped', {
-        retryable: true,
-      })
+      throw new BufferError(
+        'EDGE_ERR_BUFFER_STOPPED',
+        this.#state === 'new' ? 'buffer is not started' : 'buffer is stopped',
+        {
+          retryable: true,
+        },
+      )
     }
   }
 }
@@ -300,7 +317,9 @@ function view(r: Row): StoredMessage {
 
 function checkIds(ids: readonly number[]): number[] {
   if (!Array.isArray(ids)) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'ids must be an array')
-  for (const id of ids) if (!Number.isSafeInteger(id) || id < 1) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'ids must be positive integers')
+  for (const id of ids)
+    if (!Number.isSafeInteger(id) || id < 1)
+      throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'ids must be positive integers')
   return [...new Set(ids)]
 }
 

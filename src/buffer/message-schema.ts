@@ -9,7 +9,7 @@
 // Indexes (every SQLite index ends with the rowid, so "(a, b)" is "(a, b, id)").
 // Each index costs every append and every ack a B-tree write, so only the
 // drain index covers all rows; the others are partial:
-//   buffer_messages_drain    (queue, priority DESC)             takeBatch (one range per priority), per-queue oldest, purge
+//   buffer_messages_drain    (queue, priority DESC)             takeBatch (a range per priority), oldest, purge
 //   buffer_messages_conflate (queue, topic) WHERE conflate = 1  latest-only conflation and release
 //   buffer_messages_evict    (priority) WHERE when_full <> 2     eviction candidates (oldest per priority)
 //   buffer_messages_expiry   (expires_at) WHERE NOT NULL         TTL sweep
@@ -103,7 +103,8 @@ export const MESSAGE_STORE_MIGRATIONS: readonly Migration[] = [
 ]
 
 /** Every column, in the order rawRowToMessage reads them. */
-const MESSAGE_COLUMNS = 'id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties'
+const MESSAGE_COLUMNS =
+  'id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties'
 
 /** Hot-path SQL, exported so the query-plan test checks exactly what runs. */
 export const SQL = {
@@ -130,9 +131,11 @@ export const SQL = {
   topicDelete: 'DELETE FROM buffer_topics WHERE queue = ? AND topic = ?',
   topicDeleteAll: 'DELETE FROM buffer_topics',
   topicRowCount: 'SELECT coalesce(sum(n), 0) FROM buffer_topics',
-  topicRebuild: 'INSERT INTO buffer_topics (queue, topic, priority, n) SELECT queue, topic, min(priority), count(*) FROM buffer_messages GROUP BY queue, topic',
+  topicRebuild:
+    'INSERT INTO buffer_topics (queue, topic, priority, n) SELECT queue, topic, min(priority), count(*) FROM buffer_messages GROUP BY queue, topic',
   /** Evictable rows of one priority, oldest first, after a cursor. */
-  evictCandidates: 'SELECT id, size FROM buffer_messages WHERE when_full <> 2 AND priority = ? AND id > ? ORDER BY id LIMIT ?',
+  evictCandidates:
+    'SELECT id, size FROM buffer_messages WHERE when_full <> 2 AND priority = ? AND id > ? ORDER BY id LIMIT ?',
   expired: 'SELECT id FROM buffer_messages WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
   purgeChunk: 'SELECT id FROM buffer_messages WHERE queue = ? LIMIT ?',
   purgeChunkAll: 'SELECT id FROM buffer_messages LIMIT ?',
@@ -186,7 +189,7 @@ export function rowToMessage(r: MessageRow): StoredMessage {
     queue: r.queue,
     topic: r.topic,
     payload: r.payload,
-    qos: (r.qos === 2 ? 2 : r.qos === 1 ? 1 : 0),
+    qos: r.qos === 2 ? 2 : r.qos === 1 ? 1 : 0,
     retain: r.retain !== 0,
     priority: r.priority,
     rule: r.rule,

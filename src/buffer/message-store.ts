@@ -66,14 +66,7 @@ export type Conflation = 'none' | 'latest-only'
 /** 'upstream-rejected': handed out, then refused by the upstream for good (e.g. Maximum Packet Size); see drop(). */
 /** 'power-loss': acknowledged messages a power cut took from the store, found at the next start (continuity.ts). */
 export type DropReason =
-  | 'evicted-full'
-  | 'expired'
-  | 'conflated'
-  | 'refused'
-  | 'disk-full'
-  | 'purged'
-  | 'upstream-rejected'
-  | 'power-loss'
+  'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'upstream-rejected' | 'power-loss'
 export const DROP_REASONS: readonly DropReason[] = [
   'evicted-full',
   'expired',
@@ -224,7 +217,10 @@ export interface BufferStats {
     readonly freeBytes: number | null
   }
   /** Corrupt database files moved aside (persisted in the database itself, so it survives restarts). */
-  readonly quarantine: { readonly count: number; readonly last: { readonly movedTo: string; readonly at: number; readonly reason: string } | null }
+  readonly quarantine: {
+    readonly count: number
+    readonly last: { readonly movedTo: string; readonly at: number; readonly reason: string } | null
+  }
 }
 
 export interface CommitInfo {
@@ -270,7 +266,9 @@ export interface MessageStore {
   releaseAll(queue?: string): Promise<number>
   /** Rows in drain order (one queue) or id order (all queues), without marking them in flight. */
   peek(queue?: string, limit?: number): Promise<PeekedMessage[]>
-  /** Delete every row (of one queue, or all), in flight included; counted as drops 'purged'. Resolves with the count. */
+  /**
+   * Delete every row (of one queue, or all), in flight included; counted as drops 'purged'. Resolves with the count.
+   */
   purge(queue?: string): Promise<number>
   /** Stream rows for export (JSON lines), with a total for progress. */
   exportRows(queue?: string): Promise<MessageExport>
@@ -368,14 +366,18 @@ function bad(what: string): never {
 export function normalizeAppend(input: AppendInput): NormalizedMessage {
   if (typeof input !== 'object' || input === null) bad('not an object')
   const { queue, topic, payload, qos } = input
-  if (typeof queue !== 'string' || queue.length === 0 || Buffer.byteLength(queue) > MAX_NAME_BYTES) bad('queue must be a non-empty string of at most 255 bytes')
-  if (typeof topic !== 'string' || topic.length === 0 || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) bad('topic must be a non-empty string of at most 65535 bytes')
+  if (typeof queue !== 'string' || queue.length === 0 || Buffer.byteLength(queue) > MAX_NAME_BYTES)
+    bad('queue must be a non-empty string of at most 255 bytes')
+  if (typeof topic !== 'string' || topic.length === 0 || Buffer.byteLength(topic) > MAX_TOPIC_BYTES)
+    bad('topic must be a non-empty string of at most 65535 bytes')
   if (!(payload instanceof Uint8Array)) bad('payload must be a Uint8Array')
   if (qos !== 0 && qos !== 1 && qos !== 2) bad('qos must be 0, 1 or 2')
   const priority = input.priority ?? 0
-  if (!Number.isSafeInteger(priority) || Math.abs(priority) > MAX_PRIORITY) bad('priority must be an integer within ±1000000')
+  if (!Number.isSafeInteger(priority) || Math.abs(priority) > MAX_PRIORITY)
+    bad('priority must be an integer within ±1000000')
   const rule = input.rule ?? ''
-  if (typeof rule !== 'string' || Buffer.byteLength(rule) > MAX_NAME_BYTES) bad('rule must be a string of at most 255 bytes')
+  if (typeof rule !== 'string' || Buffer.byteLength(rule) > MAX_NAME_BYTES)
+    bad('rule must be a string of at most 255 bytes')
   const conflation = input.conflation ?? 'none'
   if (conflation !== 'none' && conflation !== 'latest-only') bad("conflation must be 'none' or 'latest-only'")
   const whenFull = input.whenFull ?? 'drop-oldest'

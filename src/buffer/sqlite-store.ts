@@ -156,7 +156,10 @@ export interface SqliteStoreOptions {
   readonly timers?: GroupCommitTimers
   /** Most rows kept in the drop ledger (drop-ledger.ts); older ranges are trimmed, and counted. Default 10 000. */
   readonly maxDropLedgerRows?: number
-  /** false: count drops in memory only, as before issue #19. For bench/drop-accounting.ts's comparison; never in the agent. */
+  /**
+   * false: count drops in memory only, as before issue #19. For bench/drop-accounting.ts's comparison; never in the
+   * agent.
+   */
   readonly durableDrops?: boolean
 }
 
@@ -200,7 +203,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
 
   async start(signal: AbortSignal): Promise<void> {
     if (this.#st.phase === 'running') return
-    if (this.#st.phase !== 'new') throw new BufferError('EDGE_ERR_BUFFER_STOPPED', `buffer cannot start from state '${this.#st.phase}'`)
+    if (this.#st.phase !== 'new')
+      throw new BufferError('EDGE_ERR_BUFFER_STOPPED', `buffer cannot start from state '${this.#st.phase}'`)
     signal.throwIfAborted()
     this.#st.phase = 'starting'
     const o = this.#o
@@ -225,7 +229,10 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       if (ownedFiles.has(lease.path)) {
         // Two stores on one connection would keep two sets of counters and
         // in-flight marks that cannot see each other's writes.
-        throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'another SqliteStore in this process already uses this database file')
+        throw new BufferError(
+          'EDGE_ERR_BUFFER_INVALID',
+          'another SqliteStore in this process already uses this database file',
+        )
       }
       ownedFiles.add(lease.path)
       this.#ownsFile = true
@@ -233,7 +240,10 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       this.#st.s = prepareStatements(lease.db)
       this.#st.ledger = new TopicLedger(this.#st.s)
       if (o.durableDrops !== false) {
-        this.#st.dropLedger = new DropLedger(lease.db, o.maxDropLedgerRows === undefined ? {} : { maxRows: o.maxDropLedgerRows })
+        this.#st.dropLedger = new DropLedger(
+          lease.db,
+          o.maxDropLedgerRows === undefined ? {} : { maxRows: o.maxDropLedgerRows },
+        )
       }
       this.#resolveLimits()
       this.#st.load()
@@ -434,7 +444,8 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   async releaseAll(queue?: string): Promise<number> {
     this.#running()
     const ids: number[] = []
-    for (const [id, f] of this.#st.inFlight) if ((queue === undefined || f.queue === queue) && !this.#st.acking.has(id)) ids.push(id)
+    for (const [id, f] of this.#st.inFlight)
+      if ((queue === undefined || f.queue === queue) && !this.#st.acking.has(id)) ids.push(id)
     await this.release(ids)
     return ids.length
   }
@@ -561,8 +572,10 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     } catch (err) {
       this.#st.log.warn({ err, dataDir: o.dataDir }, 'statfs failed, using fixed buffer limits')
     }
-    this.#st.maxBytes = o.maxBytes ?? (total === null ? 256 * MiB : clamp(Math.floor(total * 0.25), 64 * MiB, 1024 * MiB))
-    this.#st.minFreeBytes = o.minFreeBytes ?? (total === null ? 200 * MiB : Math.min(200 * MiB, Math.floor(total * 0.05)))
+    this.#st.maxBytes =
+      o.maxBytes ?? (total === null ? 256 * MiB : clamp(Math.floor(total * 0.25), 64 * MiB, 1024 * MiB))
+    this.#st.minFreeBytes =
+      o.minFreeBytes ?? (total === null ? 200 * MiB : Math.min(200 * MiB, Math.floor(total * 0.05)))
     if (!(this.#st.maxBytes > 0)) throw new BufferError('EDGE_ERR_BUFFER_INVALID', 'maxBytes must be > 0')
     this.#st.disk = new DiskSpace({
       path: o.dataDir,

@@ -85,7 +85,10 @@ export type Effect =
 
 export type Phase = 'new' | 'starting' | 'running' | 'stopping' | 'stopped'
 
-/** Enough for what arrives between a commit and the next take when the drain keeps up; a backlog is read from the file. */
+/**
+ * Enough for what arrives between a commit and the next take when the drain keeps up; a backlog is read from the
+ * file.
+ */
 const LIVE_TAIL_LIMITS = { maxRows: 1024, maxBytes: 1024 * 1024 }
 const newLiveTail = (): LiveTail => new LiveTail(LIVE_TAIL_LIMITS)
 const newQueueState = (): QueueState => ({ depth: 0, bytes: 0, byPriority: new Map() })
@@ -152,9 +155,13 @@ export class StoreState {
   ) {}
 
   stoppedError(): BufferError {
-    return new BufferError('EDGE_ERR_BUFFER_STOPPED', this.phase === 'new' ? 'buffer is not started' : 'buffer is stopped', {
-      retryable: true,
-    })
+    return new BufferError(
+      'EDGE_ERR_BUFFER_STOPPED',
+      this.phase === 'new' ? 'buffer is not started' : 'buffer is stopped',
+      {
+        retryable: true,
+      },
+    )
   }
 
   queue(name: string): QueueState {
@@ -317,14 +324,18 @@ export class StoreState {
     if (this.reasons.size === 0) this.degradedSince = null
     const h = this.health()
     if (on) this.log.warn({ reason, reasons: h.reasons, freeBytes: this.disk?.freeBytes ?? null }, 'buffer degraded')
-    else this.log.info({ cleared: reason, reasons: h.reasons }, h.state === 'ok' ? 'buffer healthy again' : 'buffer degraded reason cleared')
+    else
+      this.log.info(
+        { cleared: reason, reasons: h.reasons },
+        h.state === 'ok' ? 'buffer healthy again' : 'buffer degraded reason cleared',
+      )
     this.emitSafe('health', h)
   }
 
   /** A listener that throws must not fail a commit or a timer tick: log it and carry on. */
   emitSafe<K extends keyof MessageStoreEvents & string>(event: K, ...args: MessageStoreEvents[K]): void {
     try {
-      ;this.emit(event, ...args)
+      this.emit(event, ...args)
     } catch (err) {
       this.log.error({ err, event }, 'buffer event listener threw')
     }
@@ -334,7 +345,12 @@ export class StoreState {
   sampleRates(now: number): void {
     const last = this.rateSamples[this.rateSamples.length - 1]
     if (last !== undefined && now - last.at < 1000) return
-    this.rateSamples.push({ at: now, appended: this.counters.appended, taken: this.counters.taken, acked: this.counters.acked })
+    this.rateSamples.push({
+      at: now,
+      appended: this.counters.appended,
+      taken: this.counters.taken,
+      acked: this.counters.acked,
+    })
     while (this.rateSamples.length > 2 && now - (this.rateSamples[0]?.at ?? now) > 10_000) this.rateSamples.shift()
   }
 

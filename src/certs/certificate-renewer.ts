@@ -41,7 +41,6 @@ export interface RenewerClock {
   clearTimeout(handle: unknown): void
 }
 
-
 /** The bridge as the renewer sees it: link state and its changes. */
 export interface RenewerLink {
   readonly connected: boolean
@@ -139,7 +138,12 @@ export function renewalTime(notBefore: number, notAfter: number, atFraction: num
 }
 
 /** Delay before retry number `failures` (1-based): exponential, capped, ±20 %; or the upstream's hint. Pure. */
-export function retryDelay(failures: number, o: { retryMinMs: number; retryMaxMs: number }, random: number, retryAfterMs?: number): number {
+export function retryDelay(
+  failures: number,
+  o: { retryMinMs: number; retryMaxMs: number },
+  random: number,
+  retryAfterMs?: number,
+): number {
   if (retryAfterMs !== undefined) return Math.max(0, Math.round(retryAfterMs + random * 1_000))
   const base = Math.min(o.retryMaxMs, o.retryMinMs * 2 ** Math.min(30, failures - 1))
   return Math.max(0, Math.round(base * (0.8 + 0.4 * random)))
@@ -191,7 +195,10 @@ export class CertificateRenewer {
     await this.#reload()
   }
 
-  /** Idempotent; lets a renewal in progress finish installing (up to stopGraceMs), so an issued certificate is not lost. */
+  /**
+   * Idempotent; lets a renewal in progress finish installing (up to stopGraceMs), so an issued certificate is not
+   * lost.
+   */
   async stop(): Promise<void> {
     if (this.#stopped) return
     this.#stopped = true
@@ -201,7 +208,10 @@ export class CertificateRenewer {
     const running = this.#running
     if (running === undefined) return
     let timer: unknown
-    await Promise.race([running, new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, this.#o.stopGraceMs ?? 5_000)))])
+    await Promise.race([
+      running,
+      new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, this.#o.stopGraceMs ?? 5_000))),
+    ])
     this.#clock.clearTimeout(timer)
   }
 
@@ -218,7 +228,8 @@ export class CertificateRenewer {
       lastRenewalAt: iso(this.#lastRenewalAt),
       renewals: this.#renewals,
       failures: this.#failures,
-      lastError: this.#lastError === null ? null : { ...this.#lastError, at: new Date(this.#lastError.at).toISOString() },
+      lastError:
+        this.#lastError === null ? null : { ...this.#lastError, at: new Date(this.#lastError.at).toISOString() },
     }
   }
 
@@ -236,7 +247,11 @@ export class CertificateRenewer {
     const changed = this.#current?.serial !== loaded.serial
     this.#current = loaded
     const now = this.#clock.now()
-    const fields = { certFile: this.#o.files.cert, serial: loaded.serial, notAfter: new Date(loaded.notAfter).toISOString() }
+    const fields = {
+      certFile: this.#o.files.cert,
+      serial: loaded.serial,
+      notAfter: new Date(loaded.notAfter).toISOString(),
+    }
     if (now >= loaded.notAfter) {
       this.#state = 'expired'
       this.#log.error(
@@ -251,7 +266,8 @@ export class CertificateRenewer {
     const at = renewalTime(loaded.notBefore, loaded.notAfter, this.#o.atFraction, this.#random())
     this.#state = 'scheduled'
     this.#arm(at, () => this.#due())
-    if (changed) this.#log.info({ ...fields, renewAt: new Date(at).toISOString() }, 'upstream certificate renewal scheduled')
+    if (changed)
+      this.#log.info({ ...fields, renewAt: new Date(at).toISOString() }, 'upstream certificate renewal scheduled')
   }
 
   /** Returns the attempt it started, if any (a fake clock awaits timer callbacks). */
@@ -285,7 +301,10 @@ export class CertificateRenewer {
         await this.#reload() // logs the expiry
         return
       }
-      this.#log.info({ certFile: f.cert, serial: current.serial, id: current.id }, 'renewing the upstream client certificate')
+      this.#log.info(
+        { certFile: f.cert, serial: current.serial, id: current.id },
+        'renewing the upstream client certificate',
+      )
       renewed = await this.#o.renew({ id: current.id, certPem, keyPem, caPem })
       await this.#o.install(renewed)
     } catch (err) {
@@ -297,7 +316,13 @@ export class CertificateRenewer {
     this.#lastError = null
     this.#lastRenewalAt = this.#clock.now()
     this.#log.info(
-      { certFile: f.cert, serial: renewed.serial, notBefore: renewed.notBefore, notAfter: renewed.notAfter, keyRotated: renewed.keyRotated },
+      {
+        certFile: f.cert,
+        serial: renewed.serial,
+        notBefore: renewed.notBefore,
+        notAfter: renewed.notAfter,
+        keyRotated: renewed.keyRotated,
+      },
       'upstream client certificate renewed',
     )
     // Scheduled from the installed file, not from the reply: what the next connection will use.
@@ -315,7 +340,12 @@ export class CertificateRenewer {
     if (this.#stopped) return
     // The upstream's own hint (too early, rate limited, clock not trusted) wins over the backoff.
     const hint = (e as { retryAfterSec?: unknown }).retryAfterSec
-    const delay = retryDelay(this.#failures, this.#o, this.#random(), typeof hint === 'number' ? hint * 1000 : undefined)
+    const delay = retryDelay(
+      this.#failures,
+      this.#o,
+      this.#random(),
+      typeof hint === 'number' ? hint * 1000 : undefined,
+    )
     this.#state = state
     const retryAt = now + delay
     const notAfter = this.#current?.notAfter
@@ -327,7 +357,8 @@ export class CertificateRenewer {
       ...(notAfter === undefined ? {} : { notAfter: new Date(notAfter).toISOString() }),
     }
     if (state === 'unreadable') this.#log.warn(fields, 'upstream client certificate unreadable, retrying')
-    else if (notAfter !== undefined && retryAt >= notAfter) this.#log.error(fields, 'upstream certificate renewal failed and the certificate expires before the next attempt')
+    else if (notAfter !== undefined && retryAt >= notAfter)
+      this.#log.error(fields, 'upstream certificate renewal failed and the certificate expires before the next attempt')
     else this.#log.warn(fields, 'upstream certificate renewal failed, retrying')
     this.#arm(retryAt, () => (state === 'unreadable' ? this.#reload() : this.#due()))
   }
@@ -340,10 +371,13 @@ export class CertificateRenewer {
     this.#timer =
       ms > MAX_TIMER_MS
         ? this.#clock.setTimeout(() => this.#arm(at, fn), MAX_TIMER_MS)
-        : this.#clock.setTimeout(() => {
-            this.#timer = undefined
-            return fn()
-          }, Math.max(0, ms))
+        : this.#clock.setTimeout(
+            () => {
+              this.#timer = undefined
+              return fn()
+            },
+            Math.max(0, ms),
+          )
   }
 
   #disarm(): void {

@@ -126,7 +126,8 @@ export class ClockGuard extends EventEmitter<ClockGuardEvents> {
     }
     try {
       const p = JSON.parse(text) as Partial<Persisted>
-      if (typeof p.lastKnownGood === 'number' && Number.isFinite(p.lastKnownGood)) this.#lkg = this.#persistedLkg = p.lastKnownGood
+      if (typeof p.lastKnownGood === 'number' && Number.isFinite(p.lastKnownGood))
+        this.#lkg = this.#persistedLkg = p.lastKnownGood
       if (typeof p.forwardJumpFrom === 'number') this.#forwardJumpFrom = p.forwardJumpFrom
     } catch {
       // A torn write: start without LKG rather than refuse to run.
@@ -275,10 +276,12 @@ export class ClockGuard extends EventEmitter<ClockGuardEvents> {
     this.#persistedLkg = this.#lkg
     const file = this.#file
     const text = JSON.stringify(data) + '\n'
-    this.#writing = this.#writing.then(async () => {
-      const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`
-      await writeFile(tmp, text, { mode: 0o600 })
-      await rename(tmp, file)
-    }).catch(() => undefined)
+    this.#writing = this.#writing
+      .then(async () => {
+        const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`
+        await writeFile(tmp, text, { mode: 0o600 })
+        await rename(tmp, file)
+      })
+      .catch(() => undefined)
   }
 }

@@ -11,7 +11,7 @@ export function deviceIdProblem(id: string, maxBytes = MAX_DEVICE_ID_BYTES): str
   if (Buffer.from(id, 'utf8').toString('utf8') !== id) return 'must be well-formed UTF-8'
   if (Buffer.byteLength(id) > maxBytes) return `must be at most ${maxBytes} bytes`
   if (/[/+#]/.test(id)) return "must not contain '/', '+' or '#' (it names one topic level)"
-   
+
   if (/[\u0000-\u001f\u007f]/.test(id)) return 'must not contain control characters or NUL'
   if (id.trim() !== id) return 'must not start or end with whitespace'
   return undefined

@@ -1,11 +1,43 @@
 // Public surface of the certs component: the local CA, its services, the
 // renewal protocol and the reference device client.
-export { CertsService, type CertsServiceOptions, type CertsEvents, type CertsStats, type RevokedEvent, type CrlEvent } from './service.js'
-export { LocalCa, caPaths, writeAtomic, readOptional, type CaPaths, type IssuedRecord, type IssuedCert, type RevokedRecord, type CrlFiles } from './local-ca.js'
-export { ClockGuard, systemClock, MAX_TIMER_MS, type Clock, type ClockStatus, type ClockState, type ClockReason, type TimerHandle } from './clock.js'
+export {
+  CertsService,
+  type CertsServiceOptions,
+  type CertsEvents,
+  type CertsStats,
+  type RevokedEvent,
+  type CrlEvent,
+} from './service.js'
+export {
+  LocalCa,
+  caPaths,
+  writeAtomic,
+  readOptional,
+  type CaPaths,
+  type IssuedRecord,
+  type IssuedCert,
+  type RevokedRecord,
+  type CrlFiles,
+} from './local-ca.js'
+export {
+  ClockGuard,
+  systemClock,
+  MAX_TIMER_MS,
+  type Clock,
+  type ClockStatus,
+  type ClockState,
+  type ClockReason,
+  type TimerHandle,
+} from './clock.js'
 export { RenewalService, type RenewalInput, type RenewalOutcome, type RenewalStats } from './renewal-service.js'
 export { ServerCertRotation, type ServerTlsMaterial, type ServerCertStats } from './rotation.js'
-export { renewOverMqtt, checkIssued, type RenewOverMqttOptions, type RenewResult, type RenewalTransport } from './renewal-client.js'
+export {
+  renewOverMqtt,
+  checkIssued,
+  type RenewOverMqttOptions,
+  type RenewResult,
+  type RenewalTransport,
+} from './renewal-client.js'
 export {
   CertificateRenewer,
   renewalTime,

@@ -40,14 +40,22 @@ export interface InstallOptions {
 }
 
 /** Writes `*.new`, runs `verify` (if any), then renames over the current files. */
-export async function installCertificate(files: CertificateFiles, pair: { readonly certPem: string; readonly keyPem: string }, o: InstallOptions): Promise<void> {
+export async function installCertificate(
+  files: CertificateFiles,
+  pair: { readonly certPem: string; readonly keyPem: string },
+  o: InstallOptions,
+): Promise<void> {
   await writeAtomic(`${files.cert}.new`, pair.certPem, 0o644)
   if (o.replaceKey) await writeAtomic(`${files.key}.new`, pair.keyPem, 0o600)
   if (o.verify !== undefined) {
     try {
       await o.verify()
     } catch (err) {
-      throw new CertsError('EDGE_ERR_CERT_RENEWAL_FAILED', `the new certificate does not open a session (kept as ${files.cert}.new): ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+      throw new CertsError(
+        'EDGE_ERR_CERT_RENEWAL_FAILED',
+        `the new certificate does not open a session (kept as ${files.cert}.new): ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      )
     }
   }
   if (o.replaceKey) await rename(`${files.key}.new`, files.key)

@@ -176,10 +176,16 @@ export class LocalCa {
   }
 
   /** `certs init`: a new EC P-256 key and a self-signed root. */
-  static async init(dir: string, opts: { readonly name: string; readonly lifetimeMs: number; readonly now: number; readonly force?: boolean }): Promise<{ certPem: string }> {
+  static async init(
+    dir: string,
+    opts: { readonly name: string; readonly lifetimeMs: number; readonly now: number; readonly force?: boolean },
+  ): Promise<{ certPem: string }> {
     const p = await LocalCa.prepareDir(dir)
     if (LocalCa.exists(dir) && opts.force !== true) {
-      throw new CertsError('EDGE_ERR_CERT_CA_EXISTS', `a CA already exists in ${dir}; replacing it invalidates every device certificate (use --force)`)
+      throw new CertsError(
+        'EDGE_ERR_CERT_CA_EXISTS',
+        `a CA already exists in ${dir}; replacing it invalidates every device certificate (use --force)`,
+      )
     }
     const key = await generateKeyPair()
     const cert = await createSelfSignedCa({
@@ -213,7 +219,13 @@ export class LocalCa {
    */
   static async importCa(
     dir: string,
-    opts: { readonly certPem: string; readonly keyPem?: string; readonly chainPem?: string; readonly force?: boolean; readonly now: number },
+    opts: {
+      readonly certPem: string
+      readonly keyPem?: string
+      readonly chainPem?: string
+      readonly force?: boolean
+      readonly now: number
+    },
   ): Promise<{ certPem: string; problems: string[] }> {
     const p = await LocalCa.prepareDir(dir)
     if (LocalCa.exists(dir) && opts.force !== true) {
@@ -227,7 +239,8 @@ export class LocalCa {
     const problems = caProblems(leaf, chain)
     if (problems.length > 0) throw new CertsError('EDGE_ERR_CERT_CA_INVALID', problems.join('; '))
     const node = new NodeX509(leaf)
-    if (Date.parse(node.validTo) <= opts.now) throw new CertsError('EDGE_ERR_CERT_CA_INVALID', `CA certificate expired on ${node.validTo}`)
+    if (Date.parse(node.validTo) <= opts.now)
+      throw new CertsError('EDGE_ERR_CERT_CA_INVALID', `CA certificate expired on ${node.validTo}`)
     let keyPem = opts.keyPem
     if (keyPem === undefined) {
       try {
@@ -252,10 +265,17 @@ export class LocalCa {
   async load(): Promise<void> {
     const p = await LocalCa.prepareDir(this.#opts.dir)
     if (!LocalCa.exists(p.dir)) {
-      throw new CertsError('EDGE_ERR_CERT_CA_MISSING', `no local CA in ${p.dir}: run \`edge-agent certs init\` or \`edge-agent certs import-ca\``)
+      throw new CertsError(
+        'EDGE_ERR_CERT_CA_MISSING',
+        `no local CA in ${p.dir}: run \`edge-agent certs init\` or \`edge-agent certs import-ca\``,
+      )
     }
     await assertPrivate(p.caKey)
-    const [keyPem, caPem, chainPem] = await Promise.all([readFile(p.caKey, 'utf8'), readFile(p.caCert, 'utf8'), readOptional(p.chain)])
+    const [keyPem, caPem, chainPem] = await Promise.all([
+      readFile(p.caKey, 'utf8'),
+      readFile(p.caCert, 'utf8'),
+      readOptional(p.chain),
+    ])
     const key = await importPrivateKey(keyPem)
     this.#signer = await caSigner(caPem, key, splitPem(chainPem ?? ''))
     await this.reloadIssued()
@@ -277,7 +297,10 @@ export class LocalCa {
   async issue(req: IssueRequest): Promise<IssuedCert> {
     const problem = deviceIdProblem(req.id, this.#opts.maxIdBytes)
     if (problem !== undefined && req.profile === 'client') {
-      throw new CertsError('EDGE_ERR_CERT_IDENTITY_INVALID', `device id ${JSON.stringify(req.id.slice(0, 200))} ${problem}`)
+      throw new CertsError(
+        'EDGE_ERR_CERT_IDENTITY_INVALID',
+        `device id ${JSON.stringify(req.id.slice(0, 200))} ${problem}`,
+      )
     }
     const guard = this.#opts.guard
     const clock = guard.assess()
@@ -290,7 +313,11 @@ export class LocalCa {
     if (clock.lastKnownGood !== null && clock.state !== 'ok') floor = Math.max(floor, clock.lastKnownGood)
     const notBefore = Math.max(s.notBefore, Math.min(floor, now) - this.#opts.backdateMs)
     const notAfter = Math.min(s.notAfter, Math.max(now, floor) + req.lifetimeMs)
-    if (notAfter <= now) throw new CertsError('EDGE_ERR_CERT_ISSUE_FAILED', `the local CA expired on ${new Date(s.notAfter).toISOString()}`)
+    if (notAfter <= now)
+      throw new CertsError(
+        'EDGE_ERR_CERT_ISSUE_FAILED',
+        `the local CA expired on ${new Date(s.notAfter).toISOString()}`,
+      )
     const serial = newSerial()
     let cert: x509.X509Certificate
     try {
@@ -306,7 +333,11 @@ export class LocalCa {
         ipAddresses: req.ipAddresses ?? [],
       })
     } catch (err) {
-      throw new CertsError('EDGE_ERR_CERT_ISSUE_FAILED', `signing failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+      throw new CertsError(
+        'EDGE_ERR_CERT_ISSUE_FAILED',
+        `signing failed: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      )
     }
     const pem = certPem(cert)
     const record: IssuedRecord = {
@@ -431,23 +462,40 @@ export class LocalCa {
    * Revokes every unexpired certificate of `id`, or one `serial`. Writes the
    * revocation files and a new CRL; resolves with what was revoked.
    */
-  async revoke(target: { readonly id?: string; readonly serial?: string; readonly reason?: string }): Promise<RevokedRecord[]> {
+  async revoke(target: {
+    readonly id?: string
+    readonly serial?: string
+    readonly reason?: string
+  }): Promise<RevokedRecord[]> {
     await this.reloadIssued()
     await this.reloadRevocations()
     const now = this.#opts.guard.trustedNow()
     let victims: IssuedRecord[]
     if (target.serial !== undefined) {
       const r = this.get(target.serial)
-      if (r === undefined) throw new CertsError('EDGE_ERR_CERT_NOT_FOUND', `no certificate with serial ${target.serial} was issued here`)
+      if (r === undefined)
+        throw new CertsError('EDGE_ERR_CERT_NOT_FOUND', `no certificate with serial ${target.serial} was issued here`)
       victims = [r]
     } else if (target.id !== undefined) {
-      victims = [...this.#issued.values()].filter((r) => r.id === target.id && r.profile === 'client' && r.notAfter > now)
-      if (victims.length === 0) throw new CertsError('EDGE_ERR_CERT_NOT_FOUND', `no unexpired certificate for device ${JSON.stringify(target.id)}`)
+      victims = [...this.#issued.values()].filter(
+        (r) => r.id === target.id && r.profile === 'client' && r.notAfter > now,
+      )
+      if (victims.length === 0)
+        throw new CertsError(
+          'EDGE_ERR_CERT_NOT_FOUND',
+          `no unexpired certificate for device ${JSON.stringify(target.id)}`,
+        )
     } else throw new CertsError('EDGE_ERR_CERT_NOT_FOUND', 'nothing to revoke: give a device id or a serial')
     const out: RevokedRecord[] = []
     for (const v of victims) {
       if (this.#revoked.has(v.serial)) continue
-      const rec: RevokedRecord = { serial: v.serial, id: v.id, revokedAt: now, notAfter: v.notAfter, reason: target.reason ?? 'unspecified' }
+      const rec: RevokedRecord = {
+        serial: v.serial,
+        id: v.id,
+        revokedAt: now,
+        notAfter: v.notAfter,
+        reason: target.reason ?? 'unspecified',
+      }
       await writeAtomic(join(this.paths.revokedDir, `${v.serial}.json`), JSON.stringify(rec) + '\n', 0o644)
       this.#revoked.set(v.serial, rec)
       out.push(rec)
@@ -463,18 +511,31 @@ export class LocalCa {
       const guard = this.#opts.guard
       const now = guard.trustedNow()
       const number = (Number((await readOptional(this.paths.crlNumber))?.trim()) || 0) + 1
-      const thisUpdate = Math.max(this.signer.notBefore, Math.min(now, guard.notBeforeFloor()) - Math.min(this.#opts.backdateMs, 3_600_000))
+      const thisUpdate = Math.max(
+        this.signer.notBefore,
+        Math.min(now, guard.notBeforeFloor()) - Math.min(this.#opts.backdateMs, 3_600_000),
+      )
       const nextUpdate = Math.min(this.signer.notAfter, now + this.#opts.crlValidityMs)
       const entries = [...this.#revoked.values()]
         .filter((r) => r.notAfter > now - 86_400_000) // RFC 5280 §3.3: expired entries may go
-        .map((r) => ({ serial: r.serial, revokedAt: Math.max(thisUpdate, Math.min(r.revokedAt, now)), reason: reasonOf(r.reason) }))
+        .map((r) => ({
+          serial: r.serial,
+          revokedAt: Math.max(thisUpdate, Math.min(r.revokedAt, now)),
+          reason: reasonOf(r.reason),
+        }))
       const crl = await signCrl({ ca: this.signer, entries, thisUpdate, nextUpdate, number })
       const der = Buffer.from(crl.rawData)
       const pem = crlPem(crl)
       await writeAtomic(this.paths.crlDer, der, 0o644)
       await writeAtomic(this.paths.crlPem, pem, 0o644)
       await writeAtomic(this.paths.crlNumber, `${number}\n`, 0o644)
-      return { pem, der, number, thisUpdate: Math.floor(thisUpdate / 1000) * 1000, nextUpdate: Math.floor(nextUpdate / 1000) * 1000 }
+      return {
+        pem,
+        der,
+        number,
+        thisUpdate: Math.floor(thisUpdate / 1000) * 1000,
+        nextUpdate: Math.floor(nextUpdate / 1000) * 1000,
+      }
     })
   }
 
@@ -490,7 +551,12 @@ export class LocalCa {
     this.#issued.set(r.serial, r)
     if (r.profile !== 'client') return
     const prev = this.#newest.get(r.id)
-    if (prev === undefined || r.notBefore > prev.notBefore || (r.notBefore === prev.notBefore && r.notAfter > prev.notAfter)) this.#newest.set(r.id, r)
+    if (
+      prev === undefined ||
+      r.notBefore > prev.notBefore ||
+      (r.notBefore === prev.notBefore && r.notAfter > prev.notAfter)
+    )
+      this.#newest.set(r.id, r)
   }
 }
 
@@ -502,7 +568,14 @@ function recordOf(pem: string): IssuedRecord {
   const c = new NodeX509(pem)
   const s = summarizeNode(c)
   const server = (c.keyUsage ?? []).includes('1.3.6.1.5.5.7.3.1')
-  return { serial: s.serial, id: s.cn, profile: server ? 'server' : 'client', notBefore: s.notBefore, notAfter: s.notAfter, fingerprint256: s.fingerprint256 }
+  return {
+    serial: s.serial,
+    id: s.cn,
+    profile: server ? 'server' : 'client',
+    notBefore: s.notBefore,
+    notAfter: s.notAfter,
+    fingerprint256: s.fingerprint256,
+  }
 }
 
 /** Writes to a temporary name and renames: readers see the old or the new file, never half of one. */
@@ -552,7 +625,10 @@ export async function readOptional(file: string): Promise<string | undefined> {
 export async function assertPrivate(file: string): Promise<void> {
   const st = await stat(file)
   if ((st.mode & 0o077) !== 0) {
-    throw new CertsError('EDGE_ERR_CERT_STATE', `${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`)
+    throw new CertsError(
+      'EDGE_ERR_CERT_STATE',
+      `${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`,
+    )
   }
 }
 
@@ -568,7 +644,8 @@ async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const st = await stat(file).catch(() => undefined)
       if (st && Date.now() - st.mtimeMs > 30_000) await unlink(file).catch(() => undefined)
-      if (Date.now() > deadline) throw new CertsError('EDGE_ERR_CERT_STATE', `lock ${file} is held; remove it if no edge-agent is running`)
+      if (Date.now() > deadline)
+        throw new CertsError('EDGE_ERR_CERT_STATE', `lock ${file} is held; remove it if no edge-agent is running`)
       await new Promise((r) => setTimeout(r, 20))
     }
   }

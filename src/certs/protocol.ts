@@ -86,7 +86,8 @@ export function parseRequest(payload: Buffer): RenewalRequest | string {
   }
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'payload must be a JSON object'
   const o = body as Record<string, unknown>
-  if (o['v'] !== undefined && o['v'] !== PROTOCOL_VERSION) return `unsupported protocol version ${JSON.stringify(o['v'])} (this gateway speaks v${PROTOCOL_VERSION})`
+  if (o['v'] !== undefined && o['v'] !== PROTOCOL_VERSION)
+    return `unsupported protocol version ${JSON.stringify(o['v'])} (this gateway speaks v${PROTOCOL_VERSION})`
   const requestId = o['requestId'] ?? null
   if (requestId !== null && (typeof requestId !== 'string' || requestId.length > MAX_REQUEST_ID)) {
     return `requestId must be a string of at most ${MAX_REQUEST_ID} characters`

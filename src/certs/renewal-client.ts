@@ -103,11 +103,15 @@ export async function renewOverMqtt(o: RenewOverMqttOptions): Promise<RenewResul
   // client holds until a reconnect (QoS 1 while the connection is down), must
   // neither leave the deadline's rejection unobserved nor outlast it.
   answer.catch(() => undefined)
-  await Promise.race([o.client.publishAsync(request, JSON.stringify({ v: PROTOCOL_VERSION, requestId, csr }), { qos: 1 }), answer])
+  await Promise.race([
+    o.client.publishAsync(request, JSON.stringify({ v: PROTOCOL_VERSION, requestId, csr }), { qos: 1 }),
+    answer,
+  ])
   const r = await answer
 
   const problem = checkIssued(r.certificate, o.id, keyPem, o.caPem)
-  if (problem !== undefined) throw new CertsError('EDGE_ERR_CERT_RENEWAL_FAILED', `the new certificate does not check out: ${problem}`)
+  if (problem !== undefined)
+    throw new CertsError('EDGE_ERR_CERT_RENEWAL_FAILED', `the new certificate does not check out: ${problem}`)
   return {
     certPem: r.certificate,
     keyPem,

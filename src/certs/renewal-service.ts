@@ -103,7 +103,12 @@ export interface RenewalStats {
   readonly refused: Readonly<Record<string, number>>
 }
 
-type Refuse = (error: RenewalErrorCode, message: string, hintSec?: number, extra?: { renewableFrom?: string }) => RenewalOutcome
+type Refuse = (
+  error: RenewalErrorCode,
+  message: string,
+  hintSec?: number,
+  extra?: { renewableFrom?: string },
+) => RenewalOutcome
 
 export class RenewalService {
   readonly #o: RenewalServiceOptions
@@ -128,7 +133,12 @@ export class RenewalService {
   }
 
   stats(): RenewalStats {
-    return { requests: this.#requests, renewed: this.#renewed, resent: this.#resent, refused: Object.fromEntries(this.#refused) }
+    return {
+      requests: this.#requests,
+      renewed: this.#renewed,
+      resent: this.#resent,
+      refused: Object.fromEntries(this.#refused),
+    }
   }
 
   /** When a certificate becomes renewable: notAfter minus (1 - renewAfter) of its nominal lifetime. */
@@ -212,7 +222,11 @@ export class RenewalService {
       // Not counted against the rate limit: the device is told when to come back.
       this.#lastRequest.delete(input.id)
       stamped = undefined
-      return refuse('busy', 'the gateway is answering many renewals; ask again after retryAfterSec with the same key', this.#busyRetryMs(mono) / 1000)
+      return refuse(
+        'busy',
+        'the gateway is answering many renewals; ask again after retryAfterSec with the same key',
+        this.#busyRetryMs(mono) / 1000,
+      )
     }
     return this.#queued(() => this.#decide(input, refuse))
   }
@@ -220,7 +234,8 @@ export class RenewalService {
   async #decide(input: RenewalInput, refuse: Refuse): Promise<RenewalOutcome> {
     const { reply: replyTopic } = renewalTopics(this.#o.topicPrefix, input.id)
 
-    if (this.#o.ca.isRevoked(input.credential.serial)) return refuse('revoked', 'the certificate of this session is revoked')
+    if (this.#o.ca.isRevoked(input.credential.serial))
+      return refuse('revoked', 'the certificate of this session is revoked')
 
     const request = parseRequest(input.payload)
     if (typeof request === 'string') return refuse('bad-request', request)
@@ -231,12 +246,19 @@ export class RenewalService {
       return refuse('bad-request', err instanceof CertsError ? err.message : 'CSR does not parse')
     }
     if (csr.cn !== '' && csr.cn !== input.id) {
-      return refuse('identity-mismatch', `the CSR names ${JSON.stringify(csr.cn.slice(0, 200))}, this session is ${JSON.stringify(input.id)}`)
+      return refuse(
+        'identity-mismatch',
+        `the CSR names ${JSON.stringify(csr.cn.slice(0, 200))}, this session is ${JSON.stringify(input.id)}`,
+      )
     }
 
     const clock = this.#o.guard.assess()
     if (clock.state !== 'ok') {
-      return refuse('clock-suspicious', `the gateway clock is not trusted (${clock.reason ?? ''}); retry later`, this.#o.clockRetrySec ?? 300)
+      return refuse(
+        'clock-suspicious',
+        `the gateway clock is not trusted (${clock.reason ?? ''}); retry later`,
+        this.#o.clockRetrySec ?? 300,
+      )
     }
 
     const now = this.#o.guard.trustedNow()
@@ -244,15 +266,24 @@ export class RenewalService {
     // here (renewals over any session), or the session's own (issued by the
     // CLI, or before a restart).
     const newest = this.#o.ca.newest(input.id)
-    const candidates = [newest, input.credential].filter((r): r is { serial: string; notBefore: number; notAfter: number } => r !== undefined && !this.#o.ca.isRevoked(r.serial))
+    const candidates = [newest, input.credential].filter(
+      (r): r is { serial: string; notBefore: number; notAfter: number } =>
+        r !== undefined && !this.#o.ca.isRevoked(r.serial),
+    )
     const reference = candidates.sort((a, b) => b.notBefore - a.notBefore)[0]
     if (reference !== undefined && reference.notAfter > now) {
       const from = this.renewableFrom(reference)
       if (now < from) {
-        const again = reference.serial === input.credential.serial ? undefined : await this.#reissued(reference.serial, csr.csr.publicKey.rawData)
+        const again =
+          reference.serial === input.credential.serial
+            ? undefined
+            : await this.#reissued(reference.serial, csr.csr.publicKey.rawData)
         if (again !== undefined) {
           this.#resent++
-          this.#log.info({ deviceId: input.id, serial: again.serial, requestId: request.requestId }, 'certificate sent again: same key as the newest issued, the first reply was probably lost')
+          this.#log.info(
+            { deviceId: input.id, serial: again.serial, requestId: request.requestId },
+            'certificate sent again: same key as the newest issued, the first reply was probably lost',
+          )
           const reply = this.#issuedReply(request.requestId, again.certPem, again)
           return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply }
         }
@@ -263,7 +294,12 @@ export class RenewalService {
 
     let issued
     try {
-      issued = await this.#o.ca.issue({ id: input.id, profile: 'client', publicKey: csr.csr.publicKey, lifetimeMs: this.#o.lifetimeMs })
+      issued = await this.#o.ca.issue({
+        id: input.id,
+        profile: 'client',
+        publicKey: csr.csr.publicKey,
+        lifetimeMs: this.#o.lifetimeMs,
+      })
     } catch (err) {
       if (err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CLOCK_SUSPICIOUS') {
         return refuse('clock-suspicious', err.message, this.#o.clockRetrySec ?? 300)
@@ -273,12 +309,19 @@ export class RenewalService {
     }
     this.#renewed++
     const reply = this.#issuedReply(request.requestId, issued.certPem, issued)
-    this.#log.info({ deviceId: input.id, serial: issued.serial, notAfter: reply.notAfter, requestId: request.requestId }, 'certificate renewed')
+    this.#log.info(
+      { deviceId: input.id, serial: issued.serial, notAfter: reply.notAfter, requestId: request.requestId },
+      'certificate renewed',
+    )
     const { certPem: _pem, ...record } = issued
     return { topic: replyTopic, payload: Buffer.from(JSON.stringify(reply)), reply, issued: record }
   }
 
-  #issuedReply(requestId: IssuedReply['requestId'], certPem: string, cert: { serial: string; notBefore: number; notAfter: number }): IssuedReply {
+  #issuedReply(
+    requestId: IssuedReply['requestId'],
+    certPem: string,
+    cert: { serial: string; notBefore: number; notAfter: number },
+  ): IssuedReply {
     return {
       v: PROTOCOL_VERSION,
       requestId,
@@ -293,13 +336,18 @@ export class RenewalService {
   }
 
   /** The certificate issued here as `serial`, if it certifies exactly this public key (SPKI DER). */
-  async #reissued(serial: string, spki: ArrayBuffer): Promise<{ serial: string; notBefore: number; notAfter: number; certPem: string } | undefined> {
+  async #reissued(
+    serial: string,
+    spki: ArrayBuffer,
+  ): Promise<{ serial: string; notBefore: number; notAfter: number; certPem: string } | undefined> {
     const record = this.#o.ca.get(serial)
     const certPem = await this.#o.ca.issuedPem(serial)
     if (record === undefined || certPem === undefined) return undefined
     try {
       const held = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' })
-      return held.equals(Buffer.from(spki)) ? { serial: record.serial, notBefore: record.notBefore, notAfter: record.notAfter, certPem } : undefined
+      return held.equals(Buffer.from(spki))
+        ? { serial: record.serial, notBefore: record.notBefore, notAfter: record.notAfter, certPem }
+        : undefined
     } catch {
       return undefined
     }

@@ -150,7 +150,10 @@ export class ServerCertRotation extends EventEmitter<ServerCertEvents> {
     const max = this.#o.retryMaxMs ?? 3_600_000
     const base = Math.min(max, min * 2 ** Math.min(20, this.#failures - 1))
     const wait = base * (0.5 + this.#o.random() / 2)
-    this.#log.warn({ why, retryInMs: Math.round(wait), serial: this.#material?.serial }, 'server certificate rotation postponed')
+    this.#log.warn(
+      { why, retryInMs: Math.round(wait), serial: this.#material?.serial },
+      'server certificate rotation postponed',
+    )
     if (this.#stopped) return
     if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer)
     this.#timer = this.#o.clock.setTimeout(() => this.tick(), wait)
@@ -178,7 +181,10 @@ export class ServerCertRotation extends EventEmitter<ServerCertEvents> {
       const previous = this.#material?.serial
       this.#adopt({ keyPem: key.privateKeyPem, certPem: issued.certPem })
       this.#rotations++
-      this.#log.info({ reason, serial: issued.serial, previous, notAfter: new Date(issued.notAfter).toISOString() }, 'server certificate rotated')
+      this.#log.info(
+        { reason, serial: issued.serial, previous, notAfter: new Date(issued.notAfter).toISOString() },
+        'server certificate rotated',
+      )
       this.emit('rotated', this.material())
     } finally {
       this.#busy = false
@@ -210,7 +216,8 @@ export class ServerCertRotation extends EventEmitter<ServerCertEvents> {
       await assertPrivate(p.serverKey)
       const c = new X509Certificate(certPem)
       const caCert = new X509Certificate(this.#o.ca.signer.certPem)
-      if (!c.checkIssued(caCert) || !c.verify(caCert.publicKey) || !c.checkPrivateKey(createPrivateKey(keyPem))) return undefined
+      if (!c.checkIssued(caCert) || !c.verify(caCert.publicKey) || !c.checkPrivateKey(createPrivateKey(keyPem)))
+        return undefined
       if (Date.parse(c.validTo) <= this.#o.guard.trustedNow()) return undefined
       const sans = summarizeNode(c).sans
       const { dns, ip } = splitNames(this.#o.names)

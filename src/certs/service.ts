@@ -68,7 +68,12 @@ export interface CertsEvents {
 }
 
 export interface CertsStats {
-  readonly ca: { readonly subject: string; readonly notAfter: string; readonly expiresInDays: number; readonly intermediate: boolean }
+  readonly ca: {
+    readonly subject: string
+    readonly notAfter: string
+    readonly expiresInDays: number
+    readonly intermediate: boolean
+  }
   readonly server: ServerCertStats & { readonly expiresInSec: number | null }
   /** Device certificates issued by this process since start (CLI-issued ones are not counted). */
   readonly issued: number
@@ -114,7 +119,13 @@ export class CertsService extends EventEmitter<CertsEvents> {
       toleranceMs: opts.clockGuard.toleranceMs,
       maxForwardJumpMs: opts.clockGuard.maxForwardJumpMs,
     })
-    this.ca = new LocalCa({ dir, guard: this.guard, backdateMs: opts.backdateMs, crlValidityMs: opts.crl.validityMs, maxIdBytes: opts.maxIdBytes })
+    this.ca = new LocalCa({
+      dir,
+      guard: this.guard,
+      backdateMs: opts.backdateMs,
+      crlValidityMs: opts.crl.validityMs,
+      maxIdBytes: opts.maxIdBytes,
+    })
     this.renewal = new RenewalService({
       ca: this.ca,
       guard: this.guard,
@@ -158,16 +169,29 @@ export class CertsService extends EventEmitter<CertsEvents> {
     signal.throwIfAborted()
     if (!LocalCa.exists(p.dir)) {
       if (!this.#o.autoInit) {
-        throw new CertsError('EDGE_ERR_CERT_CA_MISSING', `no local CA in ${p.dir}: run \`edge-agent certs init\` (or import one with \`certs import-ca\`), or set certs.autoInit: true`)
+        throw new CertsError(
+          'EDGE_ERR_CERT_CA_MISSING',
+          `no local CA in ${p.dir}: run \`edge-agent certs init\` (or import one with \`certs import-ca\`), or set certs.autoInit: true`,
+        )
       }
-      await LocalCa.init(p.dir, { name: this.#o.caName, lifetimeMs: this.#o.caLifetimeMs, now: this.guard.trustedNow() })
+      await LocalCa.init(p.dir, {
+        name: this.#o.caName,
+        lifetimeMs: this.#o.caLifetimeMs,
+        now: this.guard.trustedNow(),
+      })
       this.#log.info({ dir: p.dir, name: this.#o.caName }, 'local CA created')
     }
     await this.ca.load()
     this.#lastIssuedReload = this.#clock.monotonic()
     const s = this.ca.signer
     this.#log.info(
-      { subject: s.cert.subject, notAfter: new Date(s.notAfter).toISOString(), intermediate: s.chainPem.length > 0, issued: this.ca.list().length, revoked: this.ca.revocations().length },
+      {
+        subject: s.cert.subject,
+        notAfter: new Date(s.notAfter).toISOString(),
+        intermediate: s.chainPem.length > 0,
+        issued: this.ca.list().length,
+        revoked: this.ca.revocations().length,
+      },
       'local CA loaded',
     )
     await this.#refreshCrl(true)
@@ -328,7 +352,8 @@ export class CertsService extends EventEmitter<CertsEvents> {
 
   async #announceRevocations(revoked: readonly RevokedRecord[], crlWritten = true): Promise<void> {
     if (crlWritten) this.#crlNextUpdate = (await this.ca.readCrl())?.nextUpdate ?? this.#crlNextUpdate
-    for (const r of revoked) this.#log.warn({ deviceId: r.id, serial: r.serial, reason: r.reason }, 'certificate revoked')
+    for (const r of revoked)
+      this.#log.warn({ deviceId: r.id, serial: r.serial, reason: r.reason }, 'certificate revoked')
     this.emit('revoked', { revoked, serials: this.ca.revokedSerials() })
     this.emit('crl', await this.currentCrl())
   }
@@ -343,7 +368,10 @@ export class CertsService extends EventEmitter<CertsEvents> {
     if (current !== undefined && this.guard.suspicious) return
     const crl = await this.ca.writeCrl()
     this.#crlNextUpdate = crl.nextUpdate
-    this.#log.info({ number: crl.number, nextUpdate: new Date(crl.nextUpdate).toISOString(), revoked: this.ca.revocations().length }, 'crl signed')
+    this.#log.info(
+      { number: crl.number, nextUpdate: new Date(crl.nextUpdate).toISOString(), revoked: this.ca.revocations().length },
+      'crl signed',
+    )
     if (!atStart) this.emit('crl', { topic: this.#o.crl.topic, pem: crl.pem })
   }
 
@@ -367,7 +395,10 @@ export class CertsService extends EventEmitter<CertsEvents> {
     const threshold = Math.max(30 * 86_400_000, (s.notAfter - s.notBefore) / 3)
     if (left < threshold && mono - this.#lastCaWarning > 86_400_000) {
       this.#lastCaWarning = mono
-      this.#log.warn({ notAfter: new Date(s.notAfter).toISOString(), daysLeft: Math.floor(left / 86_400_000) }, 'local CA expires soon: renew or re-import it')
+      this.#log.warn(
+        { notAfter: new Date(s.notAfter).toISOString(), daysLeft: Math.floor(left / 86_400_000) },
+        'local CA expires soon: renew or re-import it',
+      )
     }
   }
 }

@@ -12,7 +12,14 @@
 //   form node:crypto and the TLS peer certificate report.
 // - Leaf certificates never carry CA:TRUE and always carry SKI/AKI, so
 //   `openssl verify` and chain builders link them to the issuing CA.
-import { webcrypto, createPrivateKey, createPublicKey, X509Certificate as NodeX509, randomBytes, type KeyObject } from 'node:crypto'
+import {
+  webcrypto,
+  createPrivateKey,
+  createPublicKey,
+  X509Certificate as NodeX509,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto'
 import * as x509 from '@peculiar/x509'
 import { CertsError } from './errors.js'
 
@@ -71,7 +78,7 @@ const EC_P256: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' }
 
 /** New EC P-256 key pair, exportable (the caller decides where the private key goes). */
 export async function generateKeyPair(): Promise<SigningKey & { readonly privateKeyPem: string }> {
-  const pair = (await crypto.subtle.generateKey(EC_P256, true, ['sign', 'verify']))
+  const pair = await crypto.subtle.generateKey(EC_P256, true, ['sign', 'verify'])
   const pkcs8 = await crypto.subtle.exportKey('pkcs8', pair.privateKey)
   return {
     privateKey: pair.privateKey,
@@ -141,7 +148,10 @@ export function newSerial(): string {
 
 /** Upper-case hex without leading zeros, as node:crypto and TLS report serials. */
 export function normalizeSerial(serial: string): string {
-  const s = serial.replace(/[^0-9a-f]/gi, '').toUpperCase().replace(/^0+/, '')
+  const s = serial
+    .replace(/[^0-9a-f]/gi, '')
+    .toUpperCase()
+    .replace(/^0+/, '')
   return s === '' ? '0' : s
 }
 
@@ -173,7 +183,10 @@ export async function createSelfSignedCa(opts: {
     signingAlgorithm: opts.key.signingAlgorithm,
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(opts.key.publicKey, false, crypto),
     ],
   })
@@ -188,7 +201,10 @@ export async function createCaCsr(opts: { readonly key: SigningKey; readonly nam
       signingAlgorithm: opts.key.signingAlgorithm,
       extensions: [
         new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+          true,
+        ),
       ],
     },
     crypto,
@@ -230,7 +246,10 @@ export async function signLeaf(p: LeafParams): Promise<x509.X509Certificate> {
     new x509.BasicConstraintsExtension(false, undefined, true),
     // digitalSignature is all (EC)DHE handshakes need, RSA ones included
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([p.profile === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth], false),
+    new x509.ExtendedKeyUsageExtension(
+      [p.profile === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth],
+      false,
+    ),
     await x509.SubjectKeyIdentifierExtension.create(p.publicKey as x509.PublicKeyType, false, crypto),
     new x509.AuthorityKeyIdentifierExtension(p.ca.keyId, false),
   ]
@@ -255,7 +274,13 @@ export async function signLeaf(p: LeafParams): Promise<x509.X509Certificate> {
   )
 }
 
-export const REVOCATION_REASONS = ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'] as const
+export const REVOCATION_REASONS = [
+  'unspecified',
+  'keyCompromise',
+  'affiliationChanged',
+  'superseded',
+  'cessationOfOperation',
+] as const
 export type RevocationReason = (typeof REVOCATION_REASONS)[number]
 
 export interface CrlEntry {
@@ -279,7 +304,10 @@ export async function signCrl(opts: {
       nextUpdate: new Date(wholeSeconds(opts.nextUpdate)),
       signingKey: opts.ca.key.privateKey,
       signingAlgorithm: opts.ca.key.signingAlgorithm,
-      extensions: [new x509.AuthorityKeyIdentifierExtension(opts.ca.keyId, false), new x509.Extension('2.5.29.20', false, derInteger(opts.number))],
+      extensions: [
+        new x509.AuthorityKeyIdentifierExtension(opts.ca.keyId, false),
+        new x509.Extension('2.5.29.20', false, derInteger(opts.number)),
+      ],
       // Every entry carries an invalidity date: the library writes an empty,
       // invalid extension list for an entry without any (and RFC 5280 says to
       // leave reason 'unspecified' out).
@@ -339,13 +367,19 @@ export async function parseCsr(input: string | Buffer): Promise<ParsedCsr> {
   try {
     csr = new x509.Pkcs10CertificateRequest(typeof input === 'string' ? input.trim() : new Uint8Array(input))
   } catch (err) {
-    throw new CertsError('EDGE_ERR_CERT_CSR_INVALID', 'CSR does not parse (expected PEM "CERTIFICATE REQUEST" or DER)', { cause: err })
+    throw new CertsError(
+      'EDGE_ERR_CERT_CSR_INVALID',
+      'CSR does not parse (expected PEM "CERTIFICATE REQUEST" or DER)',
+      { cause: err },
+    )
   }
   let kind: KeyKind
   try {
     kind = keyKind(createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' }))
   } catch (err) {
-    throw new CertsError('EDGE_ERR_CERT_CSR_INVALID', err instanceof Error ? err.message : 'unsupported CSR key', { cause: err })
+    throw new CertsError('EDGE_ERR_CERT_CSR_INVALID', err instanceof Error ? err.message : 'unsupported CSR key', {
+      cause: err,
+    })
   }
   let ok = false
   try {
@@ -353,7 +387,11 @@ export async function parseCsr(input: string | Buffer): Promise<ParsedCsr> {
   } catch (err) {
     throw new CertsError('EDGE_ERR_CERT_CSR_INVALID', 'CSR signature cannot be checked', { cause: err })
   }
-  if (!ok) throw new CertsError('EDGE_ERR_CERT_CSR_INVALID', 'CSR signature does not verify (no proof of possession of the key)')
+  if (!ok)
+    throw new CertsError(
+      'EDGE_ERR_CERT_CSR_INVALID',
+      'CSR signature does not verify (no proof of possession of the key)',
+    )
   const cns = csr.subjectName.getField('CN')
   if (cns.length > 1) throw new CertsError('EDGE_ERR_CERT_CSR_INVALID', 'CSR subject has more than one CN')
   return { csr, cn: cns[0] ?? '', keyKind: kind }
@@ -443,7 +481,8 @@ export async function caSigner(certPemText: string, key: SigningKey, chainPem: r
   }
   const spkiCert = Buffer.from(cert.publicKey.rawData)
   const spkiKey = Buffer.from(await crypto.subtle.exportKey('spki', key.publicKey))
-  if (!spkiCert.equals(spkiKey)) throw new CertsError('EDGE_ERR_CERT_CA_INVALID', 'CA certificate does not match the CA key')
+  if (!spkiCert.equals(spkiKey))
+    throw new CertsError('EDGE_ERR_CERT_CA_INVALID', 'CA certificate does not match the CA key')
   const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension)
   const keyId = ski?.keyId ?? (await x509.SubjectKeyIdentifierExtension.create(key.publicKey, false, crypto)).keyId
   return {
@@ -484,7 +523,9 @@ export function caProblems(certPemText: string, chain: readonly string[]): strin
       break
     }
     if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
-      problems.push(`chain certificate ${i + 1} (${parent.subject.replace(/\n/g, ', ')}) did not issue ${child.subject.replace(/\n/g, ', ')}`)
+      problems.push(
+        `chain certificate ${i + 1} (${parent.subject.replace(/\n/g, ', ')}) did not issue ${child.subject.replace(/\n/g, ', ')}`,
+      )
       break
     }
     child = parent

@@ -106,7 +106,15 @@ export class Acl {
     const requests = (this.#opts.requests ?? []).map((t) => expand(t, id))
     const replies = (this.#opts.replies ?? []).map((t) => split(expand(t, id)))
     const broadcast = (this.#opts.broadcast ?? []).map(split)
-    return new DeviceAcl(id, groups.map((g) => g.name), publish, subscribe, requests, [...replies, ...broadcast], this.#reserved)
+    return new DeviceAcl(
+      id,
+      groups.map((g) => g.name),
+      publish,
+      subscribe,
+      requests,
+      [...replies, ...broadcast],
+      this.#reserved,
+    )
   }
 
   /** True for topics nobody but the agent may publish (every device's reply topics). */

@@ -16,7 +16,10 @@ import type { DeviceOptions } from './options.js'
 import { listenerPolicy } from './auth.js'
 import { certificateDeviceId, normalizeSerial, type DeviceCredential } from './tls.js'
 
-/** Identity refusals: no certificate, client id not the certificate's, a device's id taken by another, Will outside the space. */
+/**
+ * Identity refusals: no certificate, client id not the certificate's, a device's id taken by another, Will outside
+ * the space.
+ */
 export type IdentityReason =
   'certificateRequired' | 'identityMismatch' | 'identityInvalid' | 'clientIdReserved' | 'willDenied'
 

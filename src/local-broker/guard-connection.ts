@@ -63,7 +63,7 @@ export function guardConnection(
   if (c.readableFlowing === true) throw new TypeError('connection is already flowing; its data would bypass the guard')
   c[kGuarded] = {
     guard,
-     
+
     read: c.read,
     onViolation,
     closeTimeoutMs: options.closeTimeoutMs ?? 1000,

@@ -368,7 +368,13 @@ export class BrokerHooks {
     packet.retain = false
     done(null)
     try {
-      this.#d.devices?.onRequest?.({ id: session.id, clientId: client.id, topic, payload, credential: session.handshake })
+      this.#d.devices?.onRequest?.({
+        id: session.id,
+        clientId: client.id,
+        topic,
+        payload,
+        credential: session.handshake,
+      })
     } catch (err) {
       this.#d.log.error({ err, deviceId: session.id, topic }, 'device request handler failed')
     }

@@ -17,9 +17,32 @@ export type {
   DeviceRequest,
   BrokerReconfigure,
 } from './options.js'
-export { Acl, AclError, DeviceAcl, topicMatches, filterCovers, type AclOptions, type AclGroupOptions, type PublishDecision } from './acl.js'
+export {
+  Acl,
+  AclError,
+  DeviceAcl,
+  topicMatches,
+  filterCovers,
+  type AclOptions,
+  type AclGroupOptions,
+  type PublishDecision,
+} from './acl.js'
 export type { TlsMaterial, DeviceCredential, IdentityMode, TlsRefusal } from './tls.js'
 export { LocalBrokerError, type LocalBrokerErrorCode } from './errors.js'
 export type { AuthOptions } from './auth.js'
-export { PasswordFile, PasswordFileError, hashPassword, usernameProblem, PBKDF2_ITERATIONS, type PasswordEntry } from './password-file.js'
-export { ClientAcl, ClientRules, parseMosquittoAcl, filtersOverlap, type ClientAclOptions, type AclRuleOptions } from './client-acl.js'
+export {
+  PasswordFile,
+  PasswordFileError,
+  hashPassword,
+  usernameProblem,
+  PBKDF2_ITERATIONS,
+  type PasswordEntry,
+} from './password-file.js'
+export {
+  ClientAcl,
+  ClientRules,
+  parseMosquittoAcl,
+  filtersOverlap,
+  type ClientAclOptions,
+  type AclRuleOptions,
+} from './client-acl.js'

@@ -38,7 +38,13 @@ import { BrokerHooks, type BrokerAcl } from './hooks.js'
 import { AckGate } from './state-sync.js'
 import { ClientAcl } from './client-acl.js'
 import { Authenticator, setListenerPolicy } from './auth.js'
-import type { BoundListener, BrokerReconfigure, ListenerOptions, LocalBrokerOptions, LocalBrokerStats } from './options.js'
+import type {
+  BoundListener,
+  BrokerReconfigure,
+  ListenerOptions,
+  LocalBrokerOptions,
+  LocalBrokerStats,
+} from './options.js'
 import {
   checkPeer,
   classifyTlsError,
@@ -121,7 +127,10 @@ export class LocalBroker {
       maxTopicLevels: limits.maxTopicLevels,
       ...hooks.aedesOptions(),
     }
-    const persistence: unknown = typeof this.#opts.persistence === 'function' ? (this.#opts.persistence as () => unknown)() : this.#opts.persistence
+    const persistence: unknown =
+      typeof this.#opts.persistence === 'function'
+        ? (this.#opts.persistence as () => unknown)()
+        : this.#opts.persistence
     if (persistence !== undefined) options.persistence = persistence
     await this.#auth.start()
     const aedes = await Aedes.createBroker(options)
@@ -170,7 +179,11 @@ export class LocalBroker {
   updateTls(material: TlsMaterial): void {
     for (const t of this.#tlsListeners) {
       if (!t.followsLocalCa) continue
-      const merged: TlsMaterial = { key: t.own.key ?? material.key, cert: t.own.cert ?? material.cert, ca: t.own.ca ?? material.ca }
+      const merged: TlsMaterial = {
+        key: t.own.key ?? material.key,
+        cert: t.own.cert ?? material.cert,
+        ca: t.own.ca ?? material.ca,
+      }
       t.server.setSecureContext(secureContextOptions(merged))
       t.anchors = parseAnchors(merged.ca)
     }
@@ -232,7 +245,10 @@ export class LocalBroker {
     }
     if (!this.#hooks.mayPublishAs(identity.username, identity.clientId, topic)) {
       this.#counters.deny('aclPublish')
-      throw new LocalBrokerError('EDGE_ERR_BROKER_ACL_DENIED', `${identity.username ?? 'anonymous'} may not publish to ${topic.slice(0, 200)}`)
+      throw new LocalBrokerError(
+        'EDGE_ERR_BROKER_ACL_DENIED',
+        `${identity.username ?? 'anonymous'} may not publish to ${topic.slice(0, 200)}`,
+      )
     }
     const packet = {
       cmd: 'publish' as const,
@@ -244,7 +260,9 @@ export class LocalBroker {
     }
     this.#counters.received++
     await this.#opts.onPublish?.(packet, identity.clientId)
-    await new Promise<void>((resolve, reject) => aedes.publish(packet, (err?: Error) => (err ? reject(err) : resolve())))
+    await new Promise<void>((resolve, reject) =>
+      aedes.publish(packet, (err?: Error) => (err ? reject(err) : resolve())),
+    )
   }
 
   /**
@@ -273,10 +291,18 @@ export class LocalBroker {
   /** Publishes on behalf of the agent (bypasses the ACL); resolves once routed. */
   publish(topic: string, payload: Buffer | string, opts: { qos?: 0 | 1 | 2; retain?: boolean } = {}): Promise<void> {
     const aedes = this.#aedes
-    if (aedes === undefined || aedes.closed) return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
+    if (aedes === undefined || aedes.closed)
+      return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
     return new Promise<void>((resolve, reject) => {
       aedes.publish(
-        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
+        {
+          cmd: 'publish',
+          topic,
+          payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+          qos: opts.qos ?? 1,
+          retain: opts.retain ?? false,
+          dup: false,
+        },
         (err?: Error) => (err ? reject(err) : resolve()),
       )
     })
@@ -291,7 +317,8 @@ export class LocalBroker {
     deliver: (msg: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }) => void,
   ): Promise<() => Promise<void>> {
     const aedes = this.#aedes
-    if (aedes === undefined || aedes.closed) return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
+    if (aedes === undefined || aedes.closed)
+      return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
     const fn = (packet: AedesPublishPacket, cb: () => void): void => {
       cb()
       if (packet.topic.startsWith('$SYS/')) return
@@ -300,7 +327,9 @@ export class LocalBroker {
     }
     return new Promise((resolve) => {
       aedes.subscribe(filter, fn, () =>
-        resolve(() => new Promise<void>((done) => (aedes.closed ? done() : aedes.unsubscribe(filter, fn, () => done())))),
+        resolve(
+          () => new Promise<void>((done) => (aedes.closed ? done() : aedes.unsubscribe(filter, fn, () => done()))),
+        ),
       )
     })
   }
@@ -350,7 +379,10 @@ export class LocalBroker {
     // outlasted the agent's stop budget: after a short grace they are cut.
     let timer: NodeJS.Timeout | undefined
     const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))
-    const settled = await Promise.race([Promise.all([aedesClosed, ...closing]).then(() => true), grace.then(() => false)])
+    const settled = await Promise.race([
+      Promise.all([aedesClosed, ...closing]).then(() => true),
+      grace.then(() => false),
+    ])
     clearTimeout(timer)
     if (!settled) {
       for (const s of this.#servers) s.destroyConnections()
@@ -369,7 +401,11 @@ export class LocalBroker {
       this.#limiter.info('clientError', { clientId: client.id, err: err.message }, 'client error, connection closed')
     })
     aedes.on('connectionError', (client, err) => {
-      this.#limiter.info('connectionError', { clientId: client.id, err: err.message }, 'connection error before CONNECT completed')
+      this.#limiter.info(
+        'connectionError',
+        { clientId: client.id, err: err.message },
+        'connection error before CONNECT completed',
+      )
     })
     aedes.on('keepaliveTimeout', (client) => {
       this.#limiter.info('keepaliveTimeout', { clientId: client.id }, 'client keepalive timed out')
@@ -385,10 +421,20 @@ export class LocalBroker {
   }
 
   /** Puts the guard in front of aedes for one connection. */
-  #accept(aedes: Aedes, l: ListenerOptions, conn: Duplex, peer: { remoteAddress?: string | undefined; remotePort?: number | undefined }, req?: IncomingMessage): void {
+  #accept(
+    aedes: Aedes,
+    l: ListenerOptions,
+    conn: Duplex,
+    peer: { remoteAddress?: string | undefined; remotePort?: number | undefined },
+    req?: IncomingMessage,
+  ): void {
     const remoteAddress = peer.remoteAddress ?? '?'
     const remote = `${remoteAddress}:${peer.remotePort ?? 0}`
-    setListenerPolicy(conn, { allowAnonymous: l.allowAnonymous ?? true, useIdentityAsUsername: l.useIdentityAsUsername ?? false, remoteAddress })
+    setListenerPolicy(conn, {
+      allowAnonymous: l.allowAnonymous ?? true,
+      useIdentityAsUsername: l.useIdentityAsUsername ?? false,
+      remoteAddress,
+    })
     this.#counters.connectionsTotal++
     const guard = new PacketGuard({
       preConnectMaxBytes: this.#opts.limits.preConnectMaxBytes,
@@ -401,9 +447,21 @@ export class LocalBroker {
   #onViolation(v: GuardViolation, remote: string): void {
     const key = v.limit ?? v.reason
     this.#counters.refuse(key)
-    const fields = { remote, clientId: v.clientId, reason: v.reason, rule: v.rule, detail: v.detail, limit: v.limit, returnCode: v.connackReturnCode }
+    const fields = {
+      remote,
+      clientId: v.clientId,
+      reason: v.reason,
+      rule: v.rule,
+      detail: v.detail,
+      limit: v.limit,
+      returnCode: v.connackReturnCode,
+    }
     if (v.reason === 'unsupported-protocol-version') {
-      this.#limiter.warn(key, fields, 'client refused: MQTT 5 and other protocol levels are not supported by the local broker (aedes speaks MQTT 3.1 and 3.1.1); connect with MQTT 3.1.1')
+      this.#limiter.warn(
+        key,
+        fields,
+        'client refused: MQTT 5 and other protocol levels are not supported by the local broker (aedes speaks MQTT 3.1 and 3.1.1); connect with MQTT 3.1.1',
+      )
     } else if (v.limit) {
       this.#limiter.warn(key, fields, 'connection closed by limit')
     } else {
@@ -411,7 +469,10 @@ export class LocalBroker {
     }
   }
 
-  /** An mqtts listener: checks the client certificate after the handshake, then hands the socket to the guard and aedes. */
+  /**
+   * An mqtts listener: checks the client certificate after the handshake, then hands the socket to the guard and
+   * aedes.
+   */
   async #tlsServer(aedes: Aedes, l: ListenerOptions): Promise<TlsServer> {
     const requireClientCert = l.requireClientCert ?? true
     let material: TlsMaterial
@@ -420,11 +481,21 @@ export class LocalBroker {
       own = await readListenerFiles(l)
       const gateway = l.serverCertificate === 'acme' ? this.#opts.serverCertificate?.() : undefined
       if (gateway !== undefined) own = { ...own, cert: gateway.cert, key: gateway.key }
-      material = mergeMaterial(own, l.certFile !== undefined && l.keyFile !== undefined && l.caFile !== undefined ? undefined : this.#opts.tls?.())
+      material = mergeMaterial(
+        own,
+        l.certFile !== undefined && l.keyFile !== undefined && l.caFile !== undefined ? undefined : this.#opts.tls?.(),
+      )
     } catch (err) {
-      throw new LocalBrokerError('EDGE_ERR_BROKER_TLS', `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+      throw new LocalBrokerError(
+        'EDGE_ERR_BROKER_TLS',
+        `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      )
     }
-    const server = createTlsServer({ ...secureContextOptions(material), handshakeTimeout: this.#opts.limits.connectTimeoutMs })
+    const server = createTlsServer({
+      ...secureContextOptions(material),
+      handshakeTimeout: this.#opts.limits.connectTimeoutMs,
+    })
     const entry: TlsListener = {
       server,
       listener: l,
@@ -454,7 +525,10 @@ export class LocalBroker {
     server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
       // Handshakes cut by stop() are not the client's fault.
       if (this.#stopping !== undefined) return
-      this.#tlsRefusal(classifyTlsError(err), { remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, err: err.message })
+      this.#tlsRefusal(classifyTlsError(err), {
+        remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
+        err: err.message,
+      })
     })
     return server
   }
@@ -485,7 +559,8 @@ export class LocalBroker {
         server: http,
         path: l.path ?? '/mqtt',
         maxPayload: this.#opts.limits.maxPayloadBytes + 65536 + 16,
-        handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
+        handleProtocols: (protocols) =>
+          protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
       })
       wss.on('error', (err) => this.#log.error({ err }, 'websocket server error'))
       wss.on('connection', (ws, req) => {
@@ -499,9 +574,13 @@ export class LocalBroker {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => {
         reject(
-          new LocalBrokerError('EDGE_ERR_BROKER_LISTEN_FAILED', `cannot listen on ${l.protocol}://${l.host}:${l.port}: ${err.message}`, {
-            cause: err,
-          }),
+          new LocalBrokerError(
+            'EDGE_ERR_BROKER_LISTEN_FAILED',
+            `cannot listen on ${l.protocol}://${l.host}:${l.port}: ${err.message}`,
+            {
+              cause: err,
+            },
+          ),
         )
       }
       server.once('error', onError)

@@ -54,6 +54,9 @@ export class LogLimiter {
 
   #report(key: string, w: Window): void {
     if (w.suppressed === 0) return
-    this.log[w.level]({ key, suppressed: w.suppressed, windowMs: this.windowMs, example: w.msg }, 'similar log lines suppressed')
+    this.log[w.level](
+      { key, suppressed: w.suppressed, windowMs: this.windowMs, example: w.msg },
+      'similar log lines suppressed',
+    )
   }
 }

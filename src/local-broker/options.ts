@@ -24,7 +24,10 @@ export interface ListenerOptions {
   readonly serverCertificate?: 'local-ca' | 'acme'
   /** Clients without credentials (no user name, no certificate identity) may connect. Default true. */
   readonly allowAnonymous?: boolean
-  /** mqtts: the certificate's identity names the client for the ACL and the client id is free (Mosquitto's use_identity_as_username). */
+  /**
+   * mqtts: the certificate's identity names the client for the ACL and the client id is free (Mosquitto's
+   * use_identity_as_username).
+   */
   readonly useIdentityAsUsername?: boolean
 }
 
@@ -36,7 +39,10 @@ export interface BrokerLimitOptions {
   readonly keepaliveMinSec: number
   /** 0 = no upper bound. */
   readonly keepaliveMaxSec: number
-  /** Retained messages clients may keep (topics), and their payload bytes; beyond, a retained publish is delivered but not kept. */
+  /**
+   * Retained messages clients may keep (topics), and their payload bytes; beyond, a retained publish is delivered but
+   * not kept.
+   */
   readonly maxRetainedMessages?: number
   readonly maxRetainedBytes?: number
   /** Keepalive 0 (no keepalive) is accepted whatever keepaliveMaxSec says. Default true. */
@@ -82,7 +88,10 @@ export interface LocalBrokerOptions {
   readonly stateSync?: StateSync
   /** The local CA's TLS material for mqtts listeners without files of their own. */
   readonly tls?: () => TlsMaterial
-  /** The gateway's own certificate (certs.acme) for listeners with serverCertificate 'acme'; until there is one, the local CA's. */
+  /**
+   * The gateway's own certificate (certs.acme) for listeners with serverCertificate 'acme'; until there is one, the
+   * local CA's.
+   */
   readonly serverCertificate?: () => { readonly cert: string; readonly key: string } | undefined
   /** Username/password logins: the password file and failed-login limits. Default: no password file. */
   readonly auth?: AuthOptions

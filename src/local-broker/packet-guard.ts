@@ -129,7 +129,8 @@ export class PacketGuard {
     const pre = limits.preConnectMaxBytes ?? DEFAULT_PACKET_GUARD_LIMITS.preConnectMaxBytes
     const payload = limits.maxPayloadBytes ?? DEFAULT_PACKET_GUARD_LIMITS.maxPayloadBytes
     if (!Number.isSafeInteger(pre) || pre < 0) throw new RangeError('preConnectMaxBytes must be a non-negative integer')
-    if (!Number.isSafeInteger(payload) || payload < 0) throw new RangeError('maxPayloadBytes must be a non-negative integer')
+    if (!Number.isSafeInteger(payload) || payload < 0)
+      throw new RangeError('maxPayloadBytes must be a non-negative integer')
     this.#preConnectMax = pre
     this.#maxPayload = payload
   }
@@ -277,13 +278,18 @@ export class PacketGuard {
       case PUBLISH: {
         const qos = (flags >> 1) & 3
         if (qos === 3) return this.#fail('malformed', '[MQTT-3.3.1-4]', 'PUBLISH with QoS 3')
-        if (qos === 0 && (flags & 0x08) !== 0) return this.#fail('malformed', '[MQTT-3.3.1-2]', 'PUBLISH with DUP set and QoS 0')
+        if (qos === 0 && (flags & 0x08) !== 0)
+          return this.#fail('malformed', '[MQTT-3.3.1-2]', 'PUBLISH with DUP set and QoS 0')
         return undefined
       }
       case PUBREL:
-        return flags === 2 ? undefined : this.#fail('malformed', '[MQTT-3.6.1-1]', 'PUBREL fixed-header flags are not 0010')
+        return flags === 2
+          ? undefined
+          : this.#fail('malformed', '[MQTT-3.6.1-1]', 'PUBREL fixed-header flags are not 0010')
       case SUBSCRIBE:
-        return flags === 2 ? undefined : this.#fail('malformed', '[MQTT-3.8.1-1]', 'SUBSCRIBE fixed-header flags are not 0010')
+        return flags === 2
+          ? undefined
+          : this.#fail('malformed', '[MQTT-3.8.1-1]', 'SUBSCRIBE fixed-header flags are not 0010')
       case UNSUBSCRIBE:
         return flags === 2
           ? undefined
@@ -294,7 +300,9 @@ export class PacketGuard {
       case PUBCOMP:
       case PINGREQ:
       case DISCONNECT:
-        return flags === 0 ? undefined : this.#fail('malformed', '[MQTT-2.2.2-2]', 'reserved fixed-header flags are set')
+        return flags === 0
+          ? undefined
+          : this.#fail('malformed', '[MQTT-2.2.2-2]', 'reserved fixed-header flags are set')
       case CONNACK:
       case SUBACK:
       case UNSUBACK:
@@ -324,7 +332,8 @@ export class PacketGuard {
           return this.#tooLarge('preConnectMaxBytes', 'remaining length above the limit')
         }
         // refuse at once what cannot fit even under the longest topic
-        if (rl > this.#maxPayload + MAX_PUBLISH_HEADER) return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
+        if (rl > this.#maxPayload + MAX_PUBLISH_HEADER)
+          return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
         if (rl < 2) return this.#fail('malformed', undefined, 'PUBLISH too short for its topic length')
         this.#topicLength = 0
         this.#topicLengthBytes = 0
@@ -350,7 +359,8 @@ export class PacketGuard {
     const region = topicLength + (((this.#byte1 >> 1) & 3) === 0 ? 0 : 2)
     this.#bodyLeft -= 2
     if (topicLength === 0) return this.#fail('protocol-violation', '[MQTT-4.7.3-1]', 'PUBLISH with an empty topic')
-    if (region > this.#bodyLeft) return this.#fail('malformed', undefined, 'PUBLISH topic runs past the remaining length')
+    if (region > this.#bodyLeft)
+      return this.#fail('malformed', undefined, 'PUBLISH topic runs past the remaining length')
     if (this.#bodyLeft - region > this.#maxPayload) return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
     this.#need = region
     this.#state = S_REGION
@@ -376,7 +386,8 @@ export class PacketGuard {
       case PUBCOMP:
         this.#state = S_TYPE
         // no session ever uses packet identifier 0, so an acknowledgement of it is one it never sent
-        if (((b[s]! << 8) | b[s + 1]!) === 0) return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
+        if (((b[s]! << 8) | b[s + 1]!) === 0)
+          return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
         return undefined
       default: // UNSUBSCRIBE
         this.#state = S_TYPE
@@ -451,12 +462,14 @@ export class PacketGuard {
         if (willQos === 3) return this.#fail('malformed', '[MQTT-3.1.2-14]', 'Will QoS is 3')
       } else {
         if (willQos !== 0) return this.#fail('malformed', '[MQTT-3.1.2-13]', 'Will QoS set without the Will flag')
-        if ((flags & 0x20) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
+        if ((flags & 0x20) !== 0)
+          return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
       }
     }
     const hasUser = (flags & 0x80) !== 0
     const hasPassword = (flags & 0x40) !== 0
-    if (hasPassword && !hasUser) return this.#fail('malformed', '[MQTT-3.1.2-22]', 'password flag set without user name flag')
+    if (hasPassword && !hasUser)
+      return this.#fail('malformed', '[MQTT-3.1.2-22]', 'password flag set without user name flag')
 
     // Payload. Every field is a 2-byte length and that many bytes, in this order.
     if (e - p < 2) return this.#fail('malformed', '[MQTT-3.1.3-3]', 'client identifier missing')
@@ -486,7 +499,12 @@ export class PacketGuard {
         case STR_NUL:
           return this.#fail('malformed', '[MQTT-4.7.3-2]', 'Will Topic contains U+0000', known)
         case STR_CONTROL:
-          return this.#fail('malformed', undefined, 'Will Topic contains a control character (MQTT 3.1.1 §1.5.3)', known)
+          return this.#fail(
+            'malformed',
+            undefined,
+            'Will Topic contains a control character (MQTT 3.1.1 §1.5.3)',
+            known,
+          )
         case STR_UTF8:
           return this.#fail('malformed', '[MQTT-1.5.3-1]', 'Will Topic is not well-formed UTF-8', known)
         case STR_WILDCARD:
@@ -553,7 +571,8 @@ export class PacketGuard {
 
   #checkSubscribe(b: Buffer, s: number, e: number): GuardViolation | undefined {
     if (e - s < 2) return this.#fail('malformed', undefined, 'SUBSCRIBE too short for its packet identifier')
-    if (((b[s]! << 8) | b[s + 1]!) === 0) return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
+    if (((b[s]! << 8) | b[s + 1]!) === 0)
+      return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
     let p = s + 2
     if (p === e) return this.#fail('protocol-violation', '[MQTT-3.8.3-3]', 'SUBSCRIBE without a topic filter')
     while (p < e) {
@@ -566,7 +585,8 @@ export class PacketGuard {
       p += length
       const options = b[p++]!
       // the spec's own id for this statement reads "3-8", not "3.8"
-      if ((options & 0xfc) !== 0) return this.#fail('malformed', '[MQTT-3-8.3-4]', 'requested QoS byte has reserved bits set')
+      if ((options & 0xfc) !== 0)
+        return this.#fail('malformed', '[MQTT-3-8.3-4]', 'requested QoS byte has reserved bits set')
       if (options === 3) return this.#fail('malformed', '[MQTT-3-8.3-4]', 'requested QoS is 3')
     }
     return undefined
@@ -574,7 +594,8 @@ export class PacketGuard {
 
   #checkUnsubscribe(b: Buffer, s: number, e: number): GuardViolation | undefined {
     if (e - s < 2) return this.#fail('malformed', undefined, 'UNSUBSCRIBE too short for its packet identifier')
-    if (((b[s]! << 8) | b[s + 1]!) === 0) return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
+    if (((b[s]! << 8) | b[s + 1]!) === 0)
+      return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
     let p = s + 2
     if (p === e) return this.#fail('protocol-violation', '[MQTT-3.10.3-2]', 'UNSUBSCRIBE without a topic filter')
     while (p < e) {

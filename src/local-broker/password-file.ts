@@ -47,7 +47,7 @@ export class PasswordFileError extends LocalBrokerError {
 export function usernameProblem(username: string): string | undefined {
   if (username.length === 0) return 'must not be empty'
   if (username.includes(':')) return "must not contain ':'"
-   
+
   if (/[\u0000-\u001f\u007f-\u009f]/.test(username)) return 'must not contain control characters'
   if (Buffer.byteLength(username) > 65535) return 'longer than 65535 bytes'
   return undefined

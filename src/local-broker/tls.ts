@@ -48,7 +48,8 @@ export interface TlsListenerFiles {
  * - `revoked`: its serial is on the CRL
  * - `handshake-failed`: any other TLS failure (protocol, cipher, timeout)
  */
-export type TlsRefusal = 'no-certificate' | 'untrusted-certificate' | 'expired' | 'not-yet-valid' | 'revoked' | 'handshake-failed'
+export type TlsRefusal =
+  'no-certificate' | 'untrusted-certificate' | 'expired' | 'not-yet-valid' | 'revoked' | 'handshake-failed'
 
 /** Options for tls.createServer / setSecureContext. */
 export function secureContextOptions(material: TlsMaterial): SecureContextOptions & {
@@ -72,7 +73,11 @@ export function secureContextOptions(material: TlsMaterial): SecureContextOption
 export async function readListenerFiles(files: TlsListenerFiles): Promise<Partial<TlsMaterial>> {
   const read = (f: string | undefined) => (f === undefined ? undefined : readFile(f, 'utf8'))
   const [cert, key, ca] = await Promise.all([read(files.certFile), read(files.keyFile), read(files.caFile)])
-  return { ...(key === undefined ? {} : { key }), ...(cert === undefined ? {} : { cert }), ...(ca === undefined ? {} : { ca }) }
+  return {
+    ...(key === undefined ? {} : { key }),
+    ...(cert === undefined ? {} : { cert }),
+    ...(ca === undefined ? {} : { ca }),
+  }
 }
 
 /** A listener's own material completed by the local CA's; throws if something is still missing. */
@@ -124,7 +129,8 @@ export function checkPeer(socket: TLSSocket, opts: PeerCheckOptions): PeerCheck 
   const serial = normalizeSerial(cert.serialNumber)
   const cn = commonName(cert.subject)
   const refuse = (reason: TlsRefusal): PeerCheck => ({ ok: false, reason, serial, cn })
-  if (!socket.authorized && !DATE_ERRORS.has(String(socket.authorizationError ?? ''))) return refuse('untrusted-certificate')
+  if (!socket.authorized && !DATE_ERRORS.has(String(socket.authorizationError ?? '')))
+    return refuse('untrusted-certificate')
   const anchor = opts.anchors.find((a) => cert.checkIssued(a) && cert.verify(a.publicKey))
   if (anchor === undefined || cert.ca) return refuse('untrusted-certificate')
   const eku = cert.keyUsage
@@ -138,11 +144,17 @@ export function checkPeer(socket: TLSSocket, opts: PeerCheckOptions): PeerCheck 
 /** Maps a 'tlsClientError' to a refusal reason. */
 export function classifyTlsError(err: Error & { code?: string; reason?: string }): TlsRefusal {
   const text = `${err.code ?? ''} ${err.reason ?? ''} ${err.message}`.toLowerCase()
-  if (text.includes('certificate required') || text.includes('peer did not return a certificate')) return 'no-certificate'
+  if (text.includes('certificate required') || text.includes('peer did not return a certificate'))
+    return 'no-certificate'
   if (text.includes('expired')) return 'expired'
   if (text.includes('not yet valid')) return 'not-yet-valid'
   if (text.includes('revoked')) return 'revoked'
-  if (text.includes('unknown ca') || text.includes('certificate verify failed') || text.includes('unable to get') || text.includes('bad certificate')) {
+  if (
+    text.includes('unknown ca') ||
+    text.includes('certificate verify failed') ||
+    text.includes('unable to get') ||
+    text.includes('bad certificate')
+  ) {
     return 'untrusted-certificate'
   }
   return 'handshake-failed'
@@ -167,13 +179,26 @@ export type IdentityResult =
  * SANs). An empty client id takes the CN. The id must be able to name one
  * topic level.
  */
-export function certificateDeviceId(cert: X509Certificate, clientId: string, mode: IdentityMode, maxIdBytes: number): IdentityResult {
+export function certificateDeviceId(
+  cert: X509Certificate,
+  clientId: string,
+  mode: IdentityMode,
+  maxIdBytes: number,
+): IdentityResult {
   const cn = commonName(cert.subject)
   const names = [cn, ...(mode === 'cn-or-san' ? sanNames(cert.subjectAltName ?? '') : [])].filter((n) => n !== '')
   const id = clientId === '' ? cn : clientId
   if (id === '' || !names.includes(id)) return { ok: false, reason: 'identity-mismatch', names }
   if (identityProblem(id, maxIdBytes) !== undefined) return { ok: false, reason: 'identity-invalid', names }
-  return { ok: true, id, credential: { serial: normalizeSerial(cert.serialNumber), notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) } }
+  return {
+    ok: true,
+    id,
+    credential: {
+      serial: normalizeSerial(cert.serialNumber),
+      notBefore: Date.parse(cert.validFrom),
+      notAfter: Date.parse(cert.validTo),
+    },
+  }
 }
 
 /** Same rules as certs' deviceIdProblem: one topic level, no wildcards, no control characters. */
@@ -182,14 +207,17 @@ export function identityProblem(id: string, maxBytes: number): string | undefine
   if (Buffer.from(id, 'utf8').toString('utf8') !== id) return 'ill-formed UTF-8'
   if (Buffer.byteLength(id) > maxBytes) return 'too long'
   if (/[/+#]/.test(id)) return "contains '/', '+' or '#'"
-   
+
   if (/[\u0000-\u001f\u007f]/.test(id)) return 'contains control characters'
   if (id.trim() !== id) return 'leading or trailing whitespace'
   return undefined
 }
 
 export function normalizeSerial(serial: string): string {
-  const s = serial.replace(/[^0-9a-f]/gi, '').toUpperCase().replace(/^0+/, '')
+  const s = serial
+    .replace(/[^0-9a-f]/gi, '')
+    .toUpperCase()
+    .replace(/^0+/, '')
   return s === '' ? '0' : s
 }
 

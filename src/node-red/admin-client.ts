@@ -15,11 +15,20 @@ export async function readCliEndpoint(dataDir: string): Promise<CliEndpoint> {
     text = await readFile(file, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') throw new NodeRedError('EDGE_ERR_NODERED_UNREACHABLE', `${file} not found: is the agent running with nodeRed.enabled? (systemctl status edge-agent)`)
-    throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${file}: ${(err as Error).message} (run as the agent's user or root)`, { cause: err })
+    if (code === 'ENOENT')
+      throw new NodeRedError(
+        'EDGE_ERR_NODERED_UNREACHABLE',
+        `${file} not found: is the agent running with nodeRed.enabled? (systemctl status edge-agent)`,
+      )
+    throw new NodeRedError(
+      'EDGE_ERR_NODERED_STATE',
+      `${file}: ${(err as Error).message} (run as the agent's user or root)`,
+      { cause: err },
+    )
   }
   const doc = JSON.parse(text) as Partial<CliEndpoint>
-  if (typeof doc.url !== 'string' || typeof doc.token !== 'string') throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${file}: expected {url, token}`)
+  if (typeof doc.url !== 'string' || typeof doc.token !== 'string')
+    throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${file}: expected {url, token}`)
   return { url: doc.url, token: doc.token }
 }
 
@@ -37,7 +46,11 @@ async function call(ep: CliEndpoint, method: string, path: string, body?: string
     })
   } catch (err) {
     const why = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err)
-    throw new NodeRedError('EDGE_ERR_NODERED_UNREACHABLE', `no Node-RED answering at ${ep.url} (${why}): is the agent running?`, { cause: err })
+    throw new NodeRedError(
+      'EDGE_ERR_NODERED_UNREACHABLE',
+      `no Node-RED answering at ${ep.url} (${why}): is the agent running?`,
+      { cause: err },
+    )
   }
 }
 
@@ -51,6 +64,7 @@ export async function deployFlows(ep: CliEndpoint, flows: readonly FlowNode[]): 
 
 export async function exportFlows(ep: CliEndpoint): Promise<FlowNode[]> {
   const res = await call(ep, 'GET', '/flows')
-  if (!res.ok) throw new NodeRedError('EDGE_ERR_NODERED_UNREACHABLE', `Node-RED answered HTTP ${res.status} to GET /flows`)
+  if (!res.ok)
+    throw new NodeRedError('EDGE_ERR_NODERED_UNREACHABLE', `Node-RED answered HTTP ${res.status} to GET /flows`)
   return checkFlows(await res.json(), 'exported flows')
 }

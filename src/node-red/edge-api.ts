@@ -75,14 +75,20 @@ export function createEdgeApi(o: EdgeApiOptions): { api: EdgeNodesApi; counters:
     publish: async (nodeId: string, msg: EdgeMessage): Promise<PublishOutcome> => {
       if (msg.payload.length > o.maxPayloadBytes) {
         counters.failed++
-        throw new NodeRedError('EDGE_ERR_NODERED_PAYLOAD_TOO_LARGE', `payload of ${msg.payload.length} bytes exceeds nodeRed.maxPayloadBytes (${o.maxPayloadBytes})`)
+        throw new NodeRedError(
+          'EDGE_ERR_NODERED_PAYLOAD_TOO_LARGE',
+          `payload of ${msg.payload.length} bytes exceeds nodeRed.maxPayloadBytes (${o.maxPayloadBytes})`,
+        )
       }
       if (!take(nodeId)) {
         counters.throttled++
         const last = warned.get(nodeId) ?? 0
         if (now() - last >= 10_000) {
           warned.set(nodeId, now())
-          o.logger.warn({ nodeId, maxPublishRatePerSec: o.maxRatePerSec, throttledTotal: counters.throttled }, 'edge out publishing faster than allowed; messages dropped')
+          o.logger.warn(
+            { nodeId, maxPublishRatePerSec: o.maxRatePerSec, throttledTotal: counters.throttled },
+            'edge out publishing faster than allowed; messages dropped',
+          )
         }
         return 'throttled'
       }

@@ -28,10 +28,13 @@ export function checkFlows(doc: unknown, source = 'flows'): FlowNode[] {
   }
   const ids = new Set<string>()
   doc.forEach((n: unknown, i) => {
-    if (n === null || typeof n !== 'object' || Array.isArray(n)) throw invalid(`${source}[${i}]: expected a node object`)
+    if (n === null || typeof n !== 'object' || Array.isArray(n))
+      throw invalid(`${source}[${i}]: expected a node object`)
     const node = n as Record<string, unknown>
-    if (typeof node['id'] !== 'string' || node['id'] === '') throw invalid(`${source}[${i}]: "id" must be a non-empty string`)
-    if (typeof node['type'] !== 'string' || node['type'] === '') throw invalid(`${source}[${i}] (id ${node['id']}): "type" must be a non-empty string`)
+    if (typeof node['id'] !== 'string' || node['id'] === '')
+      throw invalid(`${source}[${i}]: "id" must be a non-empty string`)
+    if (typeof node['type'] !== 'string' || node['type'] === '')
+      throw invalid(`${source}[${i}] (id ${node['id']}): "type" must be a non-empty string`)
     if (ids.has(node['id'])) throw invalid(`${source}[${i}]: id ${node['id']} appears twice`)
     ids.add(node['id'])
   })

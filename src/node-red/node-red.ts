@@ -125,17 +125,29 @@ export class NodeRed {
     } catch (err) {
       await this.stop()
       if (err instanceof NodeRedError) throw err
-      throw new NodeRedError('EDGE_ERR_NODERED_START_FAILED', `node-red did not start: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+      throw new NodeRedError(
+        'EDGE_ERR_NODERED_START_FAILED',
+        `node-red did not start: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      )
     }
     const port = (server.address() as AddressInfo).port
     this.#url = `http://${urlHost(this.#o.host)}:${port}`
     const endpoint: CliEndpoint = { url: this.#url, token }
     await writeFile(this.#state.endpointFile, JSON.stringify(endpoint) + '\n', { mode: 0o600 })
     this.#log.info(
-      { url: this.#url, host: this.#o.host, port, users: users.length, editor: this.#o.editor && users.length > 0, httpNodeRoot: this.#o.httpNodeRoot || null },
+      {
+        url: this.#url,
+        host: this.#o.host,
+        port,
+        users: users.length,
+        editor: this.#o.editor && users.length > 0,
+        httpNodeRoot: this.#o.httpNodeRoot || null,
+      },
       'node-red started',
     )
-    if (users.length === 0 && this.#o.editor) this.#log.warn({ fix: 'edge-agent nodered passwd USER' }, 'node-red editor off: no admin user')
+    if (users.length === 0 && this.#o.editor)
+      this.#log.warn({ fix: 'edge-agent nodered passwd USER' }, 'node-red editor off: no admin user')
   }
 
   #route(red: RedModule, req: IncomingMessage, res: ServerResponse): void {

@@ -97,7 +97,10 @@ export function buildSettings(i: NodeRedSettingsInput, hasUsers: boolean): Recor
           if (m.id !== undefined && !limiter.allow(m.id)) return
           const { text, err } = describe(m.msg)
           if (m.id !== undefined) {
-            log[level]({ nodeId: m.id, nodeType: m.type, nodeName: m.name || undefined, flowId: m.z, text, err }, 'node message')
+            log[level](
+              { nodeId: m.id, nodeType: m.type, nodeName: m.name || undefined, flowId: m.z, text, err },
+              'node message',
+            )
           } else {
             log[level]({ text, err }, 'node-red runtime')
           }
@@ -131,7 +134,10 @@ class NodeLogLimiter {
     let w = this.#windows.get(nodeId)
     if (w === undefined || t - w.start >= NODE_LOG_WINDOW_MS) {
       if (w !== undefined && w.count > NODE_LOG_BURST) {
-        this.#log.warn({ nodeId, suppressed: w.count - NODE_LOG_BURST, windowMs: NODE_LOG_WINDOW_MS }, 'node messages suppressed')
+        this.#log.warn(
+          { nodeId, suppressed: w.count - NODE_LOG_BURST, windowMs: NODE_LOG_WINDOW_MS },
+          'node messages suppressed',
+        )
       }
       if (this.#windows.size > 10_000) this.#windows.clear()
       w = { start: t, count: 0 }

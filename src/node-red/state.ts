@@ -57,10 +57,17 @@ export class NodeRedState {
     try {
       doc = JSON.parse(text)
     } catch (err) {
-      throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${this.usersFile}: not JSON; fix it or remove it and run edge-agent nodered passwd again`, { cause: err })
+      throw new NodeRedError(
+        'EDGE_ERR_NODERED_STATE',
+        `${this.usersFile}: not JSON; fix it or remove it and run edge-agent nodered passwd again`,
+        { cause: err },
+      )
     }
     if (!Array.isArray(doc) || !doc.every(isUser)) {
-      throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${this.usersFile}: expected an array of {username, password, permissions}`)
+      throw new NodeRedError(
+        'EDGE_ERR_NODERED_STATE',
+        `${this.usersFile}: expected an array of {username, password, permissions}`,
+      )
     }
     return doc
   }
@@ -88,7 +95,11 @@ export class NodeRedState {
   async credentialSecret(): Promise<string> {
     try {
       const s = (await readFile(this.secretFile, 'utf8')).trim()
-      if (s.length < 32) throw new NodeRedError('EDGE_ERR_NODERED_STATE', `${this.secretFile}: too short; restore it from a backup (flows_cred.json needs it)`)
+      if (s.length < 32)
+        throw new NodeRedError(
+          'EDGE_ERR_NODERED_STATE',
+          `${this.secretFile}: too short; restore it from a backup (flows_cred.json needs it)`,
+        )
       return s
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
@@ -107,7 +118,11 @@ export class NodeRedState {
 function isUser(u: unknown): u is NodeRedUser {
   if (u === null || typeof u !== 'object') return false
   const o = u as Record<string, unknown>
-  return typeof o['username'] === 'string' && typeof o['password'] === 'string' && (o['permissions'] === '*' || o['permissions'] === 'read')
+  return (
+    typeof o['username'] === 'string' &&
+    typeof o['password'] === 'string' &&
+    (o['permissions'] === '*' || o['permissions'] === 'read')
+  )
 }
 
 /** 0600, via a temporary file and rename; `exclusive` never overwrites. */
@@ -125,12 +140,16 @@ async function writeSecret(path: string, text: string, exclusive = false): Promi
 /** User names as Node-RED's login form and our file accept them. */
 export function checkUsername(name: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/.test(name)) {
-    throw new NodeRedError('EDGE_ERR_NODERED_USER_INVALID', `user name ${JSON.stringify(name.slice(0, 80))}: 1-64 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit`)
+    throw new NodeRedError(
+      'EDGE_ERR_NODERED_USER_INVALID',
+      `user name ${JSON.stringify(name.slice(0, 80))}: 1-64 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit`,
+    )
   }
 }
 
 export function checkPassword(password: string): void {
   // bcrypt reads at most 72 bytes; a longer password would be cut silently.
   const bytes = Buffer.byteLength(password)
-  if (bytes < 8 || bytes > 72) throw new NodeRedError('EDGE_ERR_NODERED_USER_INVALID', `password: 8 to 72 bytes (got ${bytes})`)
+  if (bytes < 8 || bytes > 72)
+    throw new NodeRedError('EDGE_ERR_NODERED_USER_INVALID', `password: 8 to 72 bytes (got ${bytes})`)
 }

@@ -236,7 +236,8 @@ function closeConnection(db: Database.Database, log: Logger, path: string): void
       const r = rows[0]
       // busy=1: a reader (the CLI) kept the WAL from being reset; harmless,
       // the next open or autocheckpoint finishes the job.
-      if (r !== undefined && r.busy !== 0) log.warn({ path, walFrames: r.log, checkpointed: r.checkpointed }, 'wal checkpoint incomplete at close')
+      if (r !== undefined && r.busy !== 0)
+        log.warn({ path, walFrames: r.log, checkpointed: r.checkpointed }, 'wal checkpoint incomplete at close')
     }
   } catch (err) {
     log.warn({ err, path }, 'wal checkpoint failed at close')
@@ -334,7 +335,10 @@ function checkIntegrity(path: string, mode: 'quick' | 'none', mustHoldStore: boo
     if (mode === 'quick') {
       const rows = ro.pragma('quick_check') as Array<{ quick_check: string }>
       if (rows.length !== 1 || rows[0]?.quick_check !== 'ok') {
-        const detail = rows.slice(0, 3).map((r) => r.quick_check).join('; ')
+        const detail = rows
+          .slice(0, 3)
+          .map((r) => r.quick_check)
+          .join('; ')
         throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', `quick_check failed: ${detail}`)
       }
     }
@@ -358,7 +362,9 @@ function prepareFiles(path: string, log: Logger): void {
       fsyncDir(dir)
     } else tightenMode(path, log)
   } catch (err) {
-    throw new BufferError('EDGE_ERR_BUFFER_IO', `cannot prepare database file: ${(err as Error).message}`, { cause: err })
+    throw new BufferError('EDGE_ERR_BUFFER_IO', `cannot prepare database file: ${(err as Error).message}`, {
+      cause: err,
+    })
   }
 }
 

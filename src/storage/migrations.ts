@@ -34,11 +34,16 @@ export function applyMigrations(db: Database.Database, migrations: readonly Migr
   const seen = new Set<string>()
   for (const m of migrations) {
     if (typeof m.id !== 'string' || m.id.length === 0 || seen.has(m.id)) {
-      throw new BufferError('EDGE_ERR_BUFFER_INVALID', `migration ids must be unique non-empty strings (got '${String(m.id)}')`)
+      throw new BufferError(
+        'EDGE_ERR_BUFFER_INVALID',
+        `migration ids must be unique non-empty strings (got '${String(m.id)}')`,
+      )
     }
     seen.add(m.id)
   }
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT, WITHOUT ROWID')
+  db.exec(
+    'CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT, WITHOUT ROWID',
+  )
   const isApplied = db.prepare('SELECT 1 FROM schema_migrations WHERE id = ?').pluck()
   const record = db.prepare('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)')
   const applied: string[] = []

@@ -34,19 +34,26 @@ export function quarantine(path: string, reason: string, at: number, log: Logger
     // The renames survive a power cut only once the directory is synced.
     fsyncDir(dirname(path))
   } catch (err) {
-    throw new BufferError('EDGE_ERR_BUFFER_CORRUPT', `database is corrupt and could not be moved aside: ${(err as Error).message}`, {
-      cause: err,
-    })
+    throw new BufferError(
+      'EDGE_ERR_BUFFER_CORRUPT',
+      `database is corrupt and could not be moved aside: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    )
   }
   log.error({ path, movedTo, files, reason }, 'corrupt database quarantined, starting with a fresh file')
   return { original: path, movedTo, files, reason, at }
 }
 
 /** The quarantine history recorded in this file. */
-export function readQuarantineLog(db: Database.Database): { count: number; last: { movedTo: string; at: number; reason: string } | null } {
+export function readQuarantineLog(db: Database.Database): {
+  count: number
+  last: { movedTo: string; at: number; reason: string } | null
+} {
   const count = db.prepare('SELECT count(*) FROM db_quarantine_log').pluck().get() as number
-  const last = db.prepare('SELECT moved_to AS movedTo, at, reason FROM db_quarantine_log ORDER BY id DESC LIMIT 1').get() as
-    | { movedTo: string; at: number; reason: string }
-    | undefined
+  const last = db
+    .prepare('SELECT moved_to AS movedTo, at, reason FROM db_quarantine_log ORDER BY id DESC LIMIT 1')
+    .get() as { movedTo: string; at: number; reason: string } | undefined
   return { count, last: last ?? null }
 }

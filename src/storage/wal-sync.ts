@@ -31,8 +31,14 @@ import type { Logger } from 'pino'
 export interface FsOps {
   open(path: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void): void
   fsync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void
-  fstat(fd: number, cb: (err: NodeJS.ErrnoException | null, st: { ino: number; size: number; mtimeMs: number }) => void): void
-  stat(path: string, cb: (err: NodeJS.ErrnoException | null, st: { ino: number; size: number; mtimeMs: number }) => void): void
+  fstat(
+    fd: number,
+    cb: (err: NodeJS.ErrnoException | null, st: { ino: number; size: number; mtimeMs: number }) => void,
+  ): void
+  stat(
+    path: string,
+    cb: (err: NodeJS.ErrnoException | null, st: { ino: number; size: number; mtimeMs: number }) => void,
+  ): void
   close(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void
 }
 
@@ -97,7 +103,10 @@ export class WalSync {
     })
   }
 
-  /** Stops the timer and closes the descriptor once the running fsync (if any) ended. Pending callers are still served. */
+  /**
+   * Stops the timer and closes the descriptor once the running fsync (if any) ended. Pending callers are still
+   * served.
+   */
   close(): void {
     if (this.#closed) return
     this.#closed = true
@@ -165,7 +174,10 @@ export class WalSync {
     if (fd !== null) this.#fs.close(fd, () => undefined)
   }
 
-  /** The WAL changed since the previous check: one fsync (a spare one under load costs little; a missed one costs data). */
+  /**
+   * The WAL changed since the previous check: one fsync (a spare one under load costs little; a missed one costs
+   * data).
+   */
   #idleCheck(): void {
     if (this.#closed) return
     this.#fs.stat(this.#o.walPath, (err, st) => {

@@ -68,7 +68,12 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
   const listeners: unknown[] = [{ protocol: 'mqtt', host: '127.0.0.1', port: 0 }]
   if (opts.ws) listeners.push({ protocol: 'ws', host: '127.0.0.1', port: 0 })
   if (opts.mqtts) {
-    listeners.push({ protocol: 'mqtts', host: '127.0.0.1', port: 0, ...(typeof opts.mqtts === 'object' ? opts.mqtts : {}) })
+    listeners.push({
+      protocol: 'mqtts',
+      host: '127.0.0.1',
+      port: 0,
+      ...(typeof opts.mqtts === 'object' ? opts.mqtts : {}),
+    })
   }
   const base = {
     site: { name: 'test-site', level: 2 },
@@ -81,7 +86,15 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
   const config = deepMerge(base, opts.config ?? {})
   const configFile = join(dir, 'config.yaml')
   writeFileSync(configFile, stringify(config))
-  const argv = [...(opts.prefix ?? []), process.execPath, AGENT_MAIN, 'run', '--config', configFile, ...(opts.args ?? [])]
+  const argv = [
+    ...(opts.prefix ?? []),
+    process.execPath,
+    AGENT_MAIN,
+    'run',
+    '--config',
+    configFile,
+    ...(opts.args ?? []),
+  ]
   const proc = spawn(argv[0] as string, argv.slice(1), {
     // The unit's heap flags, as in production; without a heap cap `run`
     // re-executes itself (main.ts) and the PID here would be a relay.
@@ -89,7 +102,10 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
     env: { NODE_OPTIONS: UNIT_NODE_OPTIONS, ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  const exited = once(proc, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }))
+  const exited = once(proc, 'exit').then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+  }))
   // If the test process ends before its after-hooks run (a cancelled test),
   // do not leave an agent behind.
   const reap = (): void => {
@@ -141,14 +157,20 @@ export async function startAgent(t: Scope, opts: StartAgentOptions = {}): Promis
     return withTimeout(
       new Promise<LogLine>((resolveLine, reject) => {
         waiters.push({ pred, resolve: resolveLine })
-        void exited.then(({ code, signal }) => reject(new Error(`agent exited (${code ?? signal}) while waiting for ${what}\n${stderr}`)))
+        void exited.then(({ code, signal }) =>
+          reject(new Error(`agent exited (${code ?? signal}) while waiting for ${what}\n${stderr}`)),
+        )
       }),
       ms,
       what,
     )
   }
 
-  const started = await waitForLog((l) => l.msg === 'agent started', opts.startTimeoutMs ?? 20_000, "the agent's 'agent started' log line")
+  const started = await waitForLog(
+    (l) => l.msg === 'agent started',
+    opts.startTimeoutMs ?? 20_000,
+    "the agent's 'agent started' log line",
+  )
   const bound = started['listeners'] as { protocol: string; port: number }[]
   const mqttPort = bound.find((l) => l.protocol === 'mqtt')?.port ?? 0
   const wsPort = bound.find((l) => l.protocol === 'ws')?.port
@@ -194,7 +216,10 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
 }
 
 /** Runs the CLI to completion: { code, stdout, stderr }. */
-export async function runCli(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const proc = spawn(process.execPath, [AGENT_MAIN, ...args], {
     env: { ...process.env, ...opts.env },
     cwd: opts.cwd ?? process.cwd(),
@@ -204,6 +229,8 @@ export async function runCli(args: string[], opts: { env?: Record<string, string
   let stderr = ''
   proc.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c))
   proc.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c))
-  const [code] = (await withTimeout(once(proc, 'close'), opts.timeoutMs ?? 20_000, `edge-agent ${args.join(' ')}`)) as [number | null]
+  const [code] = (await withTimeout(once(proc, 'close'), opts.timeoutMs ?? 20_000, `edge-agent ${args.join(' ')}`)) as [
+    number | null,
+  ]
   return { code, stdout, stderr }
 }

@@ -51,7 +51,12 @@ export function fakeClock(start = 1_800_000_000_000): Clock {
 }
 
 /** The arguments of the next `event` on `emitter`, or a descriptive timeout. */
-export function nextEvent<T extends unknown[]>(emitter: EventEmitter, event: string, ms: number, what = event): Promise<T> {
+export function nextEvent<T extends unknown[]>(
+  emitter: EventEmitter,
+  event: string,
+  ms: number,
+  what = event,
+): Promise<T> {
   const ac = new AbortController()
   return withTimeout(once(emitter, event, { signal: ac.signal }) as Promise<T>, ms, what).finally(() => ac.abort())
 }

@@ -86,7 +86,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const store = await make(t)
       const results = await Promise.all([0, 1, 2, 3].map((i) => store.append(msg(topicOf(i)))))
       const got = results.map((r) => r.id as number)
-      assert.deepEqual([...got].sort((a, b) => a - b), got)
+      assert.deepEqual(
+        [...got].sort((a, b) => a - b),
+        got,
+      )
       assert.equal(new Set(got).size, 4)
       const batch = await store.takeBatch('up', 10)
       assert.deepEqual(ids(batch), got)
@@ -100,8 +103,14 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const store = await make(t)
       await store.append(msg('t/a', { queue: 'a' }))
       await store.append(msg('t/b', { queue: 'b' }))
-      assert.deepEqual((await store.takeBatch('a', 10)).map((m) => m.queue), ['a'])
-      assert.deepEqual((await store.takeBatch('b', 10)).map((m) => m.queue), ['b'])
+      assert.deepEqual(
+        (await store.takeBatch('a', 10)).map((m) => m.queue),
+        ['a'],
+      )
+      assert.deepEqual(
+        (await store.takeBatch('b', 10)).map((m) => m.queue),
+        ['b'],
+      )
       assert.deepEqual(await store.takeBatch('c', 10), [])
     })
 
@@ -142,7 +151,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const c = await store.append(msg('t/x', { priority: 5 }))
       const batch = await store.takeBatch('up', 10)
       assert.deepEqual(ids(batch), [a.id, b.id, c.id])
-      assert.deepEqual(batch.map((m) => m.priority), [5, 1, 1])
+      assert.deepEqual(
+        batch.map((m) => m.priority),
+        [5, 1, 1],
+      )
     })
 
     test('respects max and does not hand out in-flight messages twice', async (t) => {
@@ -169,7 +181,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       assert.equal(st.totals.acked, 2)
       assert.equal(st.totals.inFlight, 0)
       assert.equal(st.totals.bytes, S)
-      assert.deepEqual((await store.peek('up')).map((m) => m.topic), [topicOf(2)])
+      assert.deepEqual(
+        (await store.peek('up')).map((m) => m.topic),
+        [topicOf(2)],
+      )
       await store.ack([])
     })
 
@@ -179,7 +194,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const first = await store.takeBatch('up', 2)
       assert.deepEqual(ids(first), [r[0]?.id, r[1]?.id])
       await store.release(ids(first))
-      assert.deepEqual(ids(await store.takeBatch('up', 10)), r.map((x) => x.id))
+      assert.deepEqual(
+        ids(await store.takeBatch('up', 10)),
+        r.map((x) => x.id),
+      )
       assert.equal(store.stats().totals.released, 2)
     })
 
@@ -205,7 +223,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const last = await store.append(msg('t/c', { ...c, payload: Buffer.from('3') }))
       await store.append(msg('t/other', { payload: Buffer.from('x') }))
       const rest = await store.takeBatch('up', 10)
-      assert.deepEqual(rest.map((m) => m.payload.toString()), ['3', 'x'])
+      assert.deepEqual(
+        rest.map((m) => m.payload.toString()),
+        ['3', 'x'],
+      )
       assert.equal(rest[0]?.id, last.id)
       const st = store.stats()
       assert.equal(st.drops.byReason.conflated, 1)
@@ -223,7 +244,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       await store.append(msg('t/c', { ...c, payload: Buffer.from('new') }))
       await store.release(ids(taken))
       const again = await store.takeBatch('up', 10)
-      assert.deepEqual(again.map((m) => m.payload.toString()), ['new'])
+      assert.deepEqual(
+        again.map((m) => m.payload.toString()),
+        ['new'],
+      )
       if (store.stats().drops.byReason.conflated < 1) await nextCommit(store, (c) => c.deletes > 0)
       assert.equal(store.stats().drops.byReason.conflated, 1)
       assert.equal(store.stats().totals.messages, 1)
@@ -257,7 +281,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       r.push(await store.append(msg(topicOf(5))))
       r.push(await store.append(msg(topicOf(6))))
       const left = (await store.peek('up', 100)).map((m) => m.id)
-      assert.deepEqual(left, r.slice(2).map((x) => x.id))
+      assert.deepEqual(
+        left,
+        r.slice(2).map((x) => x.id),
+      )
       const st = store.stats()
       assert.equal(st.totals.bytes, 5 * S)
       assert.equal(st.drops.byReason['evicted-full'], 2)
@@ -310,7 +337,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       assert.deepEqual(ids(await store.takeBatch('up', 2)), [keep, flying])
       await store.release([keep])
       const n = idOf(await store.append(msg(topicOf(3))))
-      assert.deepEqual((await store.peek(undefined, 10)).map((m) => m.id), [keep, flying, n])
+      assert.deepEqual(
+        (await store.peek(undefined, 10)).map((m) => m.id),
+        [keep, flying, n],
+      )
       assert.equal(store.stats().drops.byReason['evicted-full'], 1)
       // Nothing left that may be evicted: the next one is refused.
       await store.takeBatch('up', 10)
@@ -319,7 +349,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
 
     test('rejects a message larger than the whole cap as not retryable', async (t) => {
       const store = await make(t, 2 * S)
-      const err = await expectBufferError(store.append(msg('t/big', { payload: Buffer.alloc(3 * S) })), 'EDGE_ERR_BUFFER_FULL')
+      const err = await expectBufferError(
+        store.append(msg('t/big', { payload: Buffer.alloc(3 * S) })),
+        'EDGE_ERR_BUFFER_FULL',
+      )
       assert.equal(err.retryable, false)
       assert.equal(err.fullReason, 'too-large')
     })
@@ -345,22 +378,31 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       const b = await store.append(msg('t/b', { priority: 2 }))
       await store.takeBatch('up', 1)
       const peeked = await store.peek('up', 10)
-      assert.deepEqual(peeked.map((m) => [m.id, m.inFlight]), [
-        [b.id, true],
-        [a.id, false],
-      ])
+      assert.deepEqual(
+        peeked.map((m) => [m.id, m.inFlight]),
+        [
+          [b.id, true],
+          [a.id, false],
+        ],
+      )
       assert.deepEqual(ids(await store.takeBatch('up', 10)), [a.id])
       assert.equal((await store.peek('up', 1)).length, 1)
     })
 
     test('exportRows yields every row of a queue in id order with a total', async (t) => {
       const store = await make(t)
-      for (let i = 0; i < 7; i++) await store.append(msg(topicOf(i), { queue: i % 2 === 0 ? 'a' : 'b', properties: { userProperties: { k: String(i) } } }))
+      for (let i = 0; i < 7; i++)
+        await store.append(
+          msg(topicOf(i), { queue: i % 2 === 0 ? 'a' : 'b', properties: { userProperties: { k: String(i) } } }),
+        )
       const exp = await store.exportRows('a')
       assert.equal(exp.total, 4)
       const rows = []
       for await (const r of exp.rows) rows.push(r)
-      assert.deepEqual(rows.map((r) => r.topic), [topicOf(0), topicOf(2), topicOf(4), topicOf(6)])
+      assert.deepEqual(
+        rows.map((r) => r.topic),
+        [topicOf(0), topicOf(2), topicOf(4), topicOf(6)],
+      )
       assert.deepEqual(rows[1]?.properties?.userProperties, { k: '2' })
       const all = await store.exportRows()
       assert.equal(all.total, 7)
@@ -368,7 +410,11 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
 
     test('carries MQTT 5 properties and flags through', async (t) => {
       const store = await make(t)
-      const properties = { contentType: 'application/json', correlationData: Buffer.from([1, 2, 3]), userProperties: { a: ['1', '2'] } }
+      const properties = {
+        contentType: 'application/json',
+        correlationData: Buffer.from([1, 2, 3]),
+        userProperties: { a: ['1', '2'] },
+      }
       await store.append(msg('t/p', { retain: true, qos: 2, properties }))
       const [m] = await store.takeBatch('up', 1)
       assert.equal(m?.retain, true)
@@ -388,7 +434,14 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       clock.advance(250)
       const st = store.stats()
       const a = st.queues.find((q) => q.queue === 'a')
-      assert.deepEqual(a, { queue: 'a', depth: 2, bytes: 2 * estimateMessageBytes({ queue: 'a', topic: 't/a', payload: PAYLOAD, rule: 'r1', propertiesJson: null }), inFlight: 1, oldestAgeMs: 750 })
+      assert.deepEqual(a, {
+        queue: 'a',
+        depth: 2,
+        bytes:
+          2 * estimateMessageBytes({ queue: 'a', topic: 't/a', payload: PAYLOAD, rule: 'r1', propertiesJson: null }),
+        inFlight: 1,
+        oldestAgeMs: 750,
+      })
       assert.equal(st.queues.find((q) => q.queue === 'b')?.oldestAgeMs, 250)
       assert.equal(st.totals.messages, 3)
       assert.equal(st.totals.appended, 3)
@@ -421,7 +474,10 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       await expectBufferError(store.append({ ...msg('t/a'), topic: '' }), 'EDGE_ERR_BUFFER_INVALID')
       await expectBufferError(store.append({ ...msg('t/a'), priority: 1.5 }), 'EDGE_ERR_BUFFER_INVALID')
       await expectBufferError(store.append({ ...msg('t/a'), qos: 3 as 0 }), 'EDGE_ERR_BUFFER_INVALID')
-      await expectBufferError(store.append({ ...msg('t/a'), payload: 'x' as unknown as Uint8Array }), 'EDGE_ERR_BUFFER_INVALID')
+      await expectBufferError(
+        store.append({ ...msg('t/a'), payload: 'x' as unknown as Uint8Array }),
+        'EDGE_ERR_BUFFER_INVALID',
+      )
       await expectBufferError(store.append({ ...msg('t/a'), whenFull: 'maybe' as 'refuse' }), 'EDGE_ERR_BUFFER_INVALID')
       await expectBufferError(store.takeBatch('up', 0), 'EDGE_ERR_BUFFER_INVALID')
       await expectBufferError(store.ack([0]), 'EDGE_ERR_BUFFER_INVALID')
@@ -437,14 +493,19 @@ export function messageStoreContract(name: string, makeStore: MakeStore): void {
       for (let step = 0; step < 300; step++) {
         const r = rand()
         if (r < 0.5) {
-          await store.append(msg(topics[Math.floor(rand() * topics.length)] ?? 't/a', { priority: Math.floor(rand() * 4) }))
+          await store.append(
+            msg(topics[Math.floor(rand() * topics.length)] ?? 't/a', { priority: Math.floor(rand() * 4) }),
+          )
         } else if (r < 0.75) {
           const batch = await store.takeBatch('up', 1 + Math.floor(rand() * 4))
           // Invariant: every older row of a handed-out message's topic is in flight.
           const rows = await store.peek('up', 10_000)
           for (const m of batch) {
             const older = rows.filter((x) => x.topic === m.topic && x.id < m.id)
-            assert.ok(older.every((x) => x.inFlight), `seed ${seed} step ${step}: ${m.id} overtook an older ${m.topic} row`)
+            assert.ok(
+              older.every((x) => x.inFlight),
+              `seed ${seed} step ${step}: ${m.id} overtook an older ${m.topic} row`,
+            )
             checks++
           }
         } else {

@@ -93,7 +93,8 @@ export async function startMosquitto(t: Scope, opts: MosquittoOptions = {}): Pro
   let exited: Promise<unknown> = Promise.resolve()
 
   const start = async (): Promise<void> => {
-    const argv = opts.netns === undefined ? [MOSQUITTO, '-c', conf] : ['ip', 'netns', 'exec', opts.netns, MOSQUITTO, '-c', conf]
+    const argv =
+      opts.netns === undefined ? [MOSQUITTO, '-c', conf] : ['ip', 'netns', 'exec', opts.netns, MOSQUITTO, '-c', conf]
     const p = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
     proc = p
     exited = once(p, 'exit')
@@ -108,7 +109,9 @@ export async function startMosquitto(t: Scope, opts: MosquittoOptions = {}): Pro
       }
       p.stdout?.on('data', onData)
       p.stderr?.on('data', onData)
-      p.once('exit', (code, signal) => reject(new Error(`mosquitto exited (${code ?? signal}) before it was ready:\n${output.slice(-2000)}`)))
+      p.once('exit', (code, signal) =>
+        reject(new Error(`mosquitto exited (${code ?? signal}) before it was ready:\n${output.slice(-2000)}`)),
+      )
     })
     output += `\n--- start ${new Date().toISOString()} ---\n`
     await withTimeout(ready, 15_000, `mosquitto to run on ${host}:${port}`)

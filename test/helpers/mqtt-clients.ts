@@ -9,7 +9,11 @@ import { withTimeout } from './wait.js'
 
 /** Connects with mqtt.js (no auto-reconnect), closed after the test. */
 export async function client(t: Scope, url: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await withTimeout(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...opts }), 10_000, `mqtt connect to ${url}`)
+  const c = await withTimeout(
+    mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...opts }),
+    10_000,
+    `mqtt connect to ${url}`,
+  )
   c.on('error', () => undefined)
   t.after(() => c.endAsync(true).catch(() => undefined))
   return c
@@ -142,7 +146,12 @@ export function connectPacket(o: RawConnectOptions = {}): Buffer {
   }
   const ka = Buffer.alloc(2)
   ka.writeUInt16BE(o.keepalive ?? 60)
-  const parts = [mqttString(o.protocolName ?? 'MQTT'), Buffer.from([o.level ?? 4, flags]), ka, mqttString(o.clientId ?? 'raw-client')]
+  const parts = [
+    mqttString(o.protocolName ?? 'MQTT'),
+    Buffer.from([o.level ?? 4, flags]),
+    ka,
+    mqttString(o.clientId ?? 'raw-client'),
+  ]
   if (o.will) parts.push(mqttString(o.will.topic), mqttString(o.will.payload))
   if (o.username !== undefined) parts.push(mqttString(o.username))
   if (o.password !== undefined) parts.push(mqttString(o.password))

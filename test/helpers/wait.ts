@@ -15,7 +15,12 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
 }
 
 /** Polls a condition (for state that emits no event, e.g. a file or a counter). */
-export async function waitFor<T>(check: () => T | Promise<T>, ms: number, what: string, everyMs = 20): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  ms: number,
+  what: string,
+  everyMs = 20,
+): Promise<NonNullable<T>> {
   const end = Date.now() + ms
   let last: unknown
   for (;;) {
@@ -26,7 +31,9 @@ export async function waitFor<T>(check: () => T | Promise<T>, ms: number, what: 
       last = err
     }
     if (Date.now() > end) {
-      throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? ` (last error: ${last.message})` : ''}`)
+      throw new Error(
+        `timed out after ${ms} ms waiting for ${what}${last instanceof Error ? ` (last error: ${last.message})` : ''}`,
+      )
     }
     await new Promise((r) => setTimeout(r, everyMs))
   }
@@ -40,7 +47,11 @@ export interface ReceivedMessage {
 }
 
 /** The next message on `topic` (exact match) or matching `pred`. */
-export function nextMessage(client: MqttClient, topic: string | ((t: string) => boolean), ms = 5_000): Promise<ReceivedMessage> {
+export function nextMessage(
+  client: MqttClient,
+  topic: string | ((t: string) => boolean),
+  ms = 5_000,
+): Promise<ReceivedMessage> {
   const match = typeof topic === 'string' ? (t: string) => t === topic : topic
   return withTimeout(
     new Promise<ReceivedMessage>((resolve) => {
@@ -57,7 +68,12 @@ export function nextMessage(client: MqttClient, topic: string | ((t: string) => 
 }
 
 /** Collects `count` messages matching `pred`, in arrival order. */
-export function collectMessages(client: MqttClient, count: number, pred: (t: string) => boolean, ms: number): Promise<ReceivedMessage[]> {
+export function collectMessages(
+  client: MqttClient,
+  count: number,
+  pred: (t: string) => boolean,
+  ms: number,
+): Promise<ReceivedMessage[]> {
   const got: ReceivedMessage[] = []
   return withTimeout(
     new Promise<ReceivedMessage[]>((resolve) => {

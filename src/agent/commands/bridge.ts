@@ -27,7 +27,10 @@ interface RemoveFlags extends ConfigFlags {
 
 export function bridgeCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   const bridge = new Command('bridge').description('bridge rules: which topics go to (or come from) which upstream')
-  bridge.addHelpText('after', '\nEdits keep the comments of the file and are checked before writing. Apply them with `edge-agent reload`.')
+  bridge.addHelpText(
+    'after',
+    '\nEdits keep the comments of the file and are checked before writing. Apply them with `edge-agent reload`.',
+  )
   withConfigOptions(
     bridge
       .command('add')
@@ -35,7 +38,11 @@ export function bridgeCommand(ctx: CommandContext, done: (code: Promise<number>)
       .requiredOption('-u, --upstream <name>', 'upstream name')
       .option('--url <url>', 'upstream broker URL, to create the upstream (mqtt://, mqtts://, ws://, wss://)')
       .requiredOption('-t, --topic <filter>', 'MQTT topic filter, relative to the prefixes')
-      .addOption(new Option('-d, --direction <dir>', 'out = to the upstream, in = from it').choices(['out', 'in', 'both']).makeOptionMandatory())
+      .addOption(
+        new Option('-d, --direction <dir>', 'out = to the upstream, in = from it')
+          .choices(['out', 'in', 'both'])
+          .makeOptionMandatory(),
+      )
       .addOption(new Option('-q, --qos <n>', 'QoS at most (default 1)').choices(['0', '1', '2']))
       .option('--local-prefix <prefix>', "prefix on the local side (empty or ending in '/')")
       .option('--remote-prefix <prefix>', "prefix on the upstream side (empty or ending in '/')")
@@ -50,17 +57,25 @@ export function bridgeCommand(ctx: CommandContext, done: (code: Promise<number>)
       .command('list')
       .description('list upstreams and their rules')
       .option('--json', 'print JSON', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent bridge list\n  $ edge-agent bridge list --json | jq \'.upstreams[].rules\''),
+      .addHelpText(
+        'after',
+        "\nExamples:\n  $ edge-agent bridge list\n  $ edge-agent bridge list --json | jq '.upstreams[].rules'",
+      ),
   ).action((o: ConfigFlags & { json: boolean }) => done(list(ctx, o)))
   withConfigOptions(
     bridge
       .command('remove')
-      .description('remove the rules of an upstream matching --topic (and --direction), or the whole upstream with --all')
+      .description(
+        'remove the rules of an upstream matching --topic (and --direction), or the whole upstream with --all',
+      )
       .requiredOption('-u, --upstream <name>', 'upstream name')
       .option('-t, --topic <filter>', 'remove the rules with this topic filter')
       .addOption(new Option('-d, --direction <dir>', 'only rules of this direction').choices(['out', 'in', 'both']))
       .option('--all', 'remove the upstream itself (its buffered messages stay in the buffer)', false)
-      .addHelpText('after', "\nExamples:\n  $ edge-agent bridge remove --upstream up --topic 'devices/+/telemetry'\n  $ edge-agent bridge remove --upstream old --all"),
+      .addHelpText(
+        'after',
+        "\nExamples:\n  $ edge-agent bridge remove --upstream up --topic 'devices/+/telemetry'\n  $ edge-agent bridge remove --upstream old --all",
+      ),
   ).action((o: RemoveFlags) => done(remove(ctx, o)))
   return bridge
 }
@@ -83,22 +98,31 @@ async function add(ctx: CommandContext, o: AddFlags): Promise<number> {
     if (found === undefined) {
       if (o.url === undefined) {
         const names = mapItems(seqAt(doc, ['upstreams'])).map((u) => String(u.map.get('name')))
-        throw new EditRefused(`no upstream '${o.upstream}' (have: ${names.join(', ') || 'none'}); pass --url to create it`)
+        throw new EditRefused(
+          `no upstream '${o.upstream}' (have: ${names.join(', ') || 'none'}); pass --url to create it`,
+        )
       }
       seqAt(doc, ['upstreams']).add(doc.createNode({ name: o.upstream, url: o.url, rules: [rule] }))
       created = true
       return
     }
     if (o.url !== undefined && found.map.get('url') !== o.url) {
-      throw new EditRefused(`upstream '${o.upstream}' exists with another url (${String(found.map.get('url'))}); leave out --url to add a rule to it`)
+      throw new EditRefused(
+        `upstream '${o.upstream}' exists with another url (${String(found.map.get('url'))}); leave out --url to add a rule to it`,
+      )
     }
     const rules = seqAt(doc, ['upstreams', found.index, 'rules'])
     const same = mapItems(rules).find((r) => r.map.get('topic') === o.topic && r.map.get('direction') === o.direction)
-    if (same !== undefined) throw new EditRefused(`upstream '${o.upstream}' already has a ${o.direction} rule for '${o.topic}' (rules[${same.index}])`)
+    if (same !== undefined)
+      throw new EditRefused(
+        `upstream '${o.upstream}' already has a ${o.direction} rule for '${o.topic}' (rules[${same.index}])`,
+      )
     rules.add(doc.createNode(rule))
   })
   if (code !== ExitCode.OK || result === undefined) return code
-  ctx.out(`${created ? `added upstream ${o.upstream} (${o.url ?? ''}) with` : `added to upstream ${o.upstream}:`} rule ${o.direction} '${o.topic}'\napply it: edge-agent reload\n`)
+  ctx.out(
+    `${created ? `added upstream ${o.upstream} (${o.url ?? ''}) with` : `added to upstream ${o.upstream}:`} rule ${o.direction} '${o.topic}'\napply it: edge-agent reload\n`,
+  )
   return ExitCode.OK
 }
 
@@ -108,13 +132,22 @@ async function list(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Pr
   const upstreams = loaded.config.upstreams.map((u) => ({
     name: u.name,
     url: redactUrl(u.url),
-    rules: u.rules.map((r, i) => ({ index: i, topic: r.topic, direction: r.direction, qos: r.qos, localPrefix: r.localPrefix, remotePrefix: r.remotePrefix, ...(r.name === undefined ? {} : { name: r.name }) })),
+    rules: u.rules.map((r, i) => ({
+      index: i,
+      topic: r.topic,
+      direction: r.direction,
+      qos: r.qos,
+      localPrefix: r.localPrefix,
+      remotePrefix: r.remotePrefix,
+      ...(r.name === undefined ? {} : { name: r.name }),
+    })),
   }))
   if (o.json) {
     ctx.out(JSON.stringify({ config: loaded.location, upstreams }, null, 2) + '\n')
     return ExitCode.OK
   }
-  if (upstreams.length === 0) ctx.out('no upstreams (add one: edge-agent bridge add --upstream NAME --url URL --topic FILTER --direction out)\n')
+  if (upstreams.length === 0)
+    ctx.out('no upstreams (add one: edge-agent bridge add --upstream NAME --url URL --topic FILTER --direction out)\n')
   for (const u of upstreams) {
     ctx.out(`${u.name}  ${u.url}\n`)
     if (u.rules.length === 0) ctx.out('  (no rules)\n')
@@ -144,13 +177,22 @@ async function remove(ctx: CommandContext, o: RemoveFlags): Promise<number> {
     }
     if (found.map.get('rules', true) === undefined) throw new EditRefused(`upstream '${o.upstream}' has no rules`)
     const rules = seqAt(doc, ['upstreams', found.index, 'rules'])
-    const doomed = mapItems(rules).filter((r) => r.map.get('topic') === o.topic && (o.direction === undefined || r.map.get('direction') === o.direction))
-    if (doomed.length === 0) throw new EditRefused(`upstream '${o.upstream}' has no rule for '${o.topic}'${o.direction ? ` (${o.direction})` : ''}`)
+    const doomed = mapItems(rules).filter(
+      (r) => r.map.get('topic') === o.topic && (o.direction === undefined || r.map.get('direction') === o.direction),
+    )
+    if (doomed.length === 0)
+      throw new EditRefused(
+        `upstream '${o.upstream}' has no rule for '${o.topic}'${o.direction ? ` (${o.direction})` : ''}`,
+      )
     for (const r of doomed.reverse()) rules.delete(r.index)
     removed = doomed.length
   })
   if (code !== ExitCode.OK) return code
-  ctx.out(o.all ? `removed upstream ${o.upstream} (its buffered messages stay in the buffer)\n` : `removed ${removed} rule${removed === 1 ? '' : 's'} from ${o.upstream}\n`)
+  ctx.out(
+    o.all
+      ? `removed upstream ${o.upstream} (its buffered messages stay in the buffer)\n`
+      : `removed ${removed} rule${removed === 1 ? '' : 's'} from ${o.upstream}\n`,
+  )
   ctx.out('apply it: edge-agent reload\n')
   return ExitCode.OK
 }

@@ -6,7 +6,13 @@ import { createWriteStream, type WriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { isUtf8 } from 'node:buffer'
 import { Command, InvalidArgumentError } from 'commander'
-import { BufferInspector, isBufferError, type BufferStats, type LedgerRange, type PeekedMessage } from '../../buffer/index.js'
+import {
+  BufferInspector,
+  isBufferError,
+  type BufferStats,
+  type LedgerRange,
+  type PeekedMessage,
+} from '../../buffer/index.js'
 import type { AgentStatus } from '../app.js'
 import { table } from '../status-view.js'
 import { ExitCode } from '../exit-codes.js'
@@ -30,7 +36,10 @@ export function bufferCommand(ctx: CommandContext, done: (code: Promise<number>)
       .description('depth, bytes and oldest age per queue (upstream), drops by reason, health')
       .option('--url <url>', 'admin endpoint of the running agent (default: from the config)')
       .option('--json', 'print JSON', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent buffer stats\n  $ edge-agent buffer stats --json | jq .queues'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent buffer stats\n  $ edge-agent buffer stats --json | jq .queues',
+      ),
   ).action((o: Flags & { url?: string }) => done(stats(ctx, o)))
   withConfigOptions(
     buffer
@@ -39,7 +48,10 @@ export function bufferCommand(ctx: CommandContext, done: (code: Promise<number>)
       .option('-q, --queue <name>', 'only this queue (upstream name)')
       .option('-n, --limit <n>', 'how many', positiveInt, 10)
       .option('--json', 'print JSON lines', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent buffer peek -n 5\n  $ edge-agent buffer peek --queue site-broker --json'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent buffer peek -n 5\n  $ edge-agent buffer peek --queue site-broker --json',
+      ),
   ).action((o: Flags & { limit: number }) => done(peek(ctx, o)))
   withConfigOptions(
     buffer
@@ -47,7 +59,10 @@ export function bufferCommand(ctx: CommandContext, done: (code: Promise<number>)
       .description('delete buffered messages (all, or one queue), after confirmation; they are lost')
       .option('-q, --queue <name>', 'only this queue (upstream name)')
       .option('-y, --yes', 'do not ask (for scripts)', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent buffer purge --queue old-upstream\n  $ edge-agent buffer purge --yes   # everything, no question'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent buffer purge --queue old-upstream\n  $ edge-agent buffer purge --yes   # everything, no question',
+      ),
   ).action((o: ConfigFlags & { queue?: string; yes: boolean }) => done(purge(ctx, o)))
   withConfigOptions(
     buffer
@@ -55,16 +70,28 @@ export function bufferCommand(ctx: CommandContext, done: (code: Promise<number>)
       .description('write buffered messages as JSON lines (payload in base64, and as text when it is UTF-8)')
       .option('-q, --queue <name>', 'only this queue (upstream name)')
       .option('-o, --out <file>', 'write to this file instead of stdout')
-      .addHelpText('after', '\nExamples:\n  $ edge-agent buffer export --out backlog.jsonl\n  $ edge-agent buffer export --queue site-broker | gzip > site.jsonl.gz'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent buffer export --out backlog.jsonl\n  $ edge-agent buffer export --queue site-broker | gzip > site.jsonl.gz',
+      ),
   ).action((o: ConfigFlags & { queue?: string; out?: string }) => done(exportRows(ctx, o)))
   withConfigOptions(
     buffer
       .command('drops')
-      .description('what was dropped, as ranges: reason, rule, topic, message times, count and ids (kept across restarts)')
-      .option('--since <time>', 'only ranges whose last drop is at or after this time (ISO 8601, or a duration like 2h / 30m / 7d)', sinceTime)
+      .description(
+        'what was dropped, as ranges: reason, rule, topic, message times, count and ids (kept across restarts)',
+      )
+      .option(
+        '--since <time>',
+        'only ranges whose last drop is at or after this time (ISO 8601, or a duration like 2h / 30m / 7d)',
+        sinceTime,
+      )
       .option('--rule <id>', 'only this bridge rule')
       .option('--json', 'print JSON', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent buffer drops --since 24h\n  $ edge-agent buffer drops --rule telemetry --json | jq .total'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent buffer drops --since 24h\n  $ edge-agent buffer drops --rule telemetry --json | jq .total',
+      ),
   ).action((o: ConfigFlags & { since?: number; rule?: string; json: boolean }) => done(drops(ctx, o)))
   return buffer
 }
@@ -101,7 +128,12 @@ async function stats(ctx: CommandContext, o: Flags & { url?: string }): Promise<
   try {
     const queues = inspector.queues()
     const now = Date.now()
-    const rows = queues.map((q) => ({ queue: q.queue, depth: q.depth, bytes: q.bytes, oldestAgeMs: q.oldestCreatedAt === null ? null : now - q.oldestCreatedAt }))
+    const rows = queues.map((q) => ({
+      queue: q.queue,
+      depth: q.depth,
+      bytes: q.bytes,
+      oldestAgeMs: q.oldestCreatedAt === null ? null : now - q.oldestCreatedAt,
+    }))
     if (o.json) ctx.out(JSON.stringify({ source: 'file', queues: rows }, null, 2) + '\n')
     else {
       ctx.out(queueTable(rows.map((r) => ({ ...r, inFlight: undefined }))) + '\n')
@@ -132,18 +164,36 @@ function renderLive(s: BufferStats): string {
     lines.push(
       table(
         ['DROPPED', 'THIS RUN', `SINCE CREATED${since}`],
-        reasons.map((r) => [r, String(s.drops.byReason[r as keyof typeof s.drops.byReason] ?? 0), durable ? String(durable.byReason[r as keyof typeof durable.byReason] ?? 0) : '-']),
+        reasons.map((r) => [
+          r,
+          String(s.drops.byReason[r as keyof typeof s.drops.byReason] ?? 0),
+          durable ? String(durable.byReason[r as keyof typeof durable.byReason] ?? 0) : '-',
+        ]),
       ),
     )
   }
   return lines.join('\n') + '\n'
 }
 
-function queueTable(queues: readonly { queue: string; depth: number; bytes: number; oldestAgeMs: number | null; inFlight?: number | undefined }[]): string {
+function queueTable(
+  queues: readonly {
+    queue: string
+    depth: number
+    bytes: number
+    oldestAgeMs: number | null
+    inFlight?: number | undefined
+  }[],
+): string {
   if (queues.length === 0) return 'QUEUE  (empty: nothing waits to go upstream)'
   return table(
     ['QUEUE', 'MESSAGES', 'BYTES', 'OLDEST', 'IN FLIGHT'],
-    queues.map((q) => [q.queue, String(q.depth), bytes(q.bytes), q.oldestAgeMs === null ? '-' : age(q.oldestAgeMs), q.inFlight === undefined ? '-' : String(q.inFlight)]),
+    queues.map((q) => [
+      q.queue,
+      String(q.depth),
+      bytes(q.bytes),
+      q.oldestAgeMs === null ? '-' : age(q.oldestAgeMs),
+      q.inFlight === undefined ? '-' : String(q.inFlight),
+    ]),
   )
 }
 
@@ -164,7 +214,16 @@ async function peek(ctx: CommandContext, o: Flags & { limit: number }): Promise<
     ctx.out(
       table(
         ['ID', 'QUEUE', 'TOPIC', 'QOS', 'PRIO', 'AGE', 'SIZE', 'PAYLOAD'],
-        rows.map((r) => [String(r.id), r.queue, r.topic, String(r.qos), String(r.priority), age(now - r.createdAt), String(r.payload.length), preview(r.payload)]),
+        rows.map((r) => [
+          String(r.id),
+          r.queue,
+          r.topic,
+          String(r.qos),
+          String(r.priority),
+          age(now - r.createdAt),
+          String(r.payload.length),
+          preview(r.payload),
+        ]),
       ) + '\n',
     )
     return ExitCode.OK
@@ -231,17 +290,25 @@ async function exportRows(ctx: CommandContext, o: ConfigFlags & { queue?: string
 /** ISO 8601 time or a duration back from now ('90s', '30m', '2h', '7d') → epoch ms. */
 function sinceTime(v: string): number {
   const d = /^(\d+)(s|m|h|d)$/.exec(v)
-  if (d !== null) return Date.now() - Number(d[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[d[2] as 's' | 'm' | 'h' | 'd']
+  if (d !== null)
+    return Date.now() - Number(d[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[d[2] as 's' | 'm' | 'h' | 'd']
   const t = Date.parse(v)
-  if (Number.isNaN(t)) throw new InvalidArgumentError('expected an ISO 8601 time (2026-01-31T08:00:00Z) or a duration (30m, 2h, 7d)')
+  if (Number.isNaN(t))
+    throw new InvalidArgumentError('expected an ISO 8601 time (2026-01-31T08:00:00Z) or a duration (30m, 2h, 7d)')
   return t
 }
 
-async function drops(ctx: CommandContext, o: ConfigFlags & { since?: number; rule?: string; json: boolean }): Promise<number> {
+async function drops(
+  ctx: CommandContext,
+  o: ConfigFlags & { since?: number; rule?: string; json: boolean },
+): Promise<number> {
   const inspector = openInspector(ctx, o)
   if (typeof inspector === 'number') return inspector
   try {
-    const ranges = inspector.drops({ ...(o.since === undefined ? {} : { since: o.since }), ...(o.rule === undefined ? {} : { rule: o.rule }) })
+    const ranges = inspector.drops({
+      ...(o.since === undefined ? {} : { since: o.since }),
+      ...(o.rule === undefined ? {} : { rule: o.rule }),
+    })
     const totals = inspector.dropTotals()
     const total = ranges.reduce((n, r) => n + r.count, 0)
     if (o.json) {
@@ -253,18 +320,34 @@ async function drops(ctx: CommandContext, o: ConfigFlags & { since?: number; rul
       ctx.out(JSON.stringify(out, null, 2) + '\n')
       return ExitCode.OK
     }
-    if (ranges.length === 0) ctx.out('no drops recorded' + (o.since !== undefined || o.rule !== undefined ? ' matching the filter' : '') + '\n')
+    if (ranges.length === 0)
+      ctx.out(
+        'no drops recorded' + (o.since !== undefined || o.rule !== undefined ? ' matching the filter' : '') + '\n',
+      )
     else {
       ctx.out(
         table(
           ['REASON', 'RULE', 'QUEUE', 'TOPIC', 'FIRST', 'LAST', 'COUNT', 'IDS'],
-          ranges.map((r) => [r.reason, r.rule || '-', r.queue, r.topic, iso(r.firstAt), iso(r.lastAt), String(r.count), ids(r)]),
+          ranges.map((r) => [
+            r.reason,
+            r.rule || '-',
+            r.queue,
+            r.topic,
+            iso(r.firstAt),
+            iso(r.lastAt),
+            String(r.count),
+            ids(r),
+          ]),
         ) + '\n',
       )
-      ctx.out(`\n${total} message${total === 1 ? '' : 's'} dropped in ${ranges.length} range${ranges.length === 1 ? '' : 's'}\n`)
+      ctx.out(
+        `\n${total} message${total === 1 ? '' : 's'} dropped in ${ranges.length} range${ranges.length === 1 ? '' : 's'}\n`,
+      )
     }
-    if (totals !== null && (totals.ledger.trimmedRows > 0)) {
-      ctx.out(`(${totals.ledger.trimmedRows} older ranges, ${totals.ledger.trimmedDrops} drops, were trimmed from the ledger; totals still count them)\n`)
+    if (totals !== null && totals.ledger.trimmedRows > 0) {
+      ctx.out(
+        `(${totals.ledger.trimmedRows} older ranges, ${totals.ledger.trimmedDrops} drops, were trimmed from the ledger; totals still count them)\n`,
+      )
     }
     return ExitCode.OK
   } finally {
@@ -319,7 +402,9 @@ class Progress {
     const width = 30
     const filled = Math.round(pct * width)
     const rate = n / Math.max(0.001, (now - this.#started) / 1000)
-    this.ctx.err(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${n}/${this.total} ${(pct * 100).toFixed(0)}%  ${rate.toFixed(0)} msg/s `)
+    this.ctx.err(
+      `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${n}/${this.total} ${(pct * 100).toFixed(0)}%  ${rate.toFixed(0)} msg/s `,
+    )
   }
 
   finish(n: number): void {

@@ -41,7 +41,10 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .description('create the local CA: an EC P-256 key and a self-signed root (or, with --csr, a CSR for your PKI)')
       .option('--name <cn>', 'CA common name (default certs.caName, else "edge-agent local CA (<site>)")')
       .option('--lifetime <duration>', 'CA lifetime, e.g. 5y, 365d (default certs.caLifetimeSec)')
-      .option('--csr <file>', 'do not self-sign: keep the key here and write a CSR for the site/enterprise CA to sign as an intermediate')
+      .option(
+        '--csr <file>',
+        'do not self-sign: keep the key here and write a CSR for the site/enterprise CA to sign as an intermediate',
+      )
       .option('-f, --force', 'replace an existing CA (every device certificate it issued stops working)', false)
       .addHelpText(
         'after',
@@ -66,9 +69,15 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .description('issue a device key and certificate for factory provisioning: DIR/ID.key, DIR/ID.crt, DIR/ca.crt')
       .argument('<device-id>', 'the device id: certificate CN, MQTT client id, topic space')
       .requiredOption('-o, --out <dir>', 'directory to write the files into')
-      .option('--lifetime <duration>', 'e.g. 30d, 12h (default certs.device.lifetimeSec; at most certs.device.maxLifetimeSec)')
+      .option(
+        '--lifetime <duration>',
+        'e.g. 30d, 12h (default certs.device.lifetimeSec; at most certs.device.maxLifetimeSec)',
+      )
       .option('-f, --force', 'overwrite existing files', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent certs issue press-7 --out /srv/provisioning\n  $ edge-agent certs issue press-7 --out . --lifetime 90d   # shelf time before installation'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent certs issue press-7 --out /srv/provisioning\n  $ edge-agent certs issue press-7 --out . --lifetime 90d   # shelf time before installation',
+      ),
   ).action((id: string, o: Flags & { out: string; lifetime?: string; force: boolean }) => done(issue(ctx, id, o)))
 
   withConfigOptions(
@@ -80,8 +89,13 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .option('--id <device-id>', 'device id to certify, when the CSR has no CN (must equal it otherwise)')
       .option('--lifetime <duration>', 'e.g. 30d (default certs.device.lifetimeSec)')
       .option('--chain', 'append the CA certificate and its issuers', false)
-      .addHelpText('after', '\nExamples:\n  $ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout d.key -subj /CN=press-7 -out d.csr\n  $ edge-agent certs sign d.csr --out d.crt'),
-  ).action((file: string, o: Flags & { out?: string; id?: string; lifetime?: string; chain: boolean }) => done(sign(ctx, file, o)))
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout d.key -subj /CN=press-7 -out d.csr\n  $ edge-agent certs sign d.csr --out d.crt',
+      ),
+  ).action((file: string, o: Flags & { out?: string; id?: string; lifetime?: string; chain: boolean }) =>
+    done(sign(ctx, file, o)),
+  )
 
   withConfigOptions(
     certs
@@ -89,17 +103,25 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .description('list issued certificates with their expiry (the newest per device unless --all)')
       .option('--all', 'every certificate on record, expired and superseded ones too', false)
       .option('--json', 'print JSON', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent certs list\n  $ edge-agent certs list --all --json | jq \'.[] | select(.status == "expired")\''),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent certs list\n  $ edge-agent certs list --all --json | jq \'.[] | select(.status == "expired")\'',
+      ),
   ).action((o: Flags & { all: boolean; json: boolean }) => done(list(ctx, o)))
 
   withConfigOptions(
     certs
       .command('revoke')
-      .description("revoke a device's certificates: a running agent closes its connection and refuses new handshakes at once")
+      .description(
+        "revoke a device's certificates: a running agent closes its connection and refuses new handshakes at once",
+      )
       .argument('[device-id]', 'revoke every unexpired certificate of this device')
       .option('--serial <hex>', 'revoke this one certificate instead')
       .addOption(new Option('--reason <reason>', 'CRL reason').choices([...REVOCATION_REASONS]).default('unspecified'))
-      .addHelpText('after', '\nExamples:\n  $ edge-agent certs revoke press-7\n  $ edge-agent certs revoke --serial 5A1F... --reason keyCompromise'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent certs revoke press-7\n  $ edge-agent certs revoke --serial 5A1F... --reason keyCompromise',
+      ),
   ).action((id: string | undefined, o: Flags & { serial?: string; reason: string }) => done(revoke(ctx, id, o)))
 
   withConfigOptions(
@@ -108,22 +130,28 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .description('print the current CRL (PEM), or write it as DER')
       .option('-o, --out <file>', 'write to this file')
       .option('--der', 'DER instead of PEM', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent certs crl | openssl crl -noout -text\n  $ edge-agent certs crl --der --out /srv/www/crl.der'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent certs crl | openssl crl -noout -text\n  $ edge-agent certs crl --der --out /srv/www/crl.der',
+      ),
   ).action((o: Flags & { out?: string; der: boolean }) => done(crl(ctx, o)))
 
   withConfigOptions(
     certs
       .command('ca')
       .description('print the CA certificate and its issuers (what devices trust)')
-      .addHelpText('after', '\nExamples:\n  $ edge-agent certs ca > ca.crt\n  $ edge-agent certs ca | openssl x509 -noout -subject -enddate'),
-  ).action((o: Flags) =>
-    done(caBundle(ctx, o)),
-  )
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent certs ca > ca.crt\n  $ edge-agent certs ca | openssl x509 -noout -subject -enddate',
+      ),
+  ).action((o: Flags) => done(caBundle(ctx, o)))
 
   withConfigOptions(
     certs
       .command('renew-gateway')
-      .description("renew the gateway's own ACME certificate now (certs.acme), through the running agent's admin endpoint")
+      .description(
+        "renew the gateway's own ACME certificate now (certs.acme), through the running agent's admin endpoint",
+      )
       .option('--url <url>', 'admin endpoint (default: from the config)')
       .option('--json', 'print JSON', false)
       .addHelpText(
@@ -137,7 +165,10 @@ export function certsCommand(ctx: CommandContext, done: (code: Promise<number>) 
     certs
       .command('trust-clock')
       .description('accept the current system time after a suspicious clock jump (issuance resumes)')
-      .addHelpText('after', '\nCheck the time first (date -u; timedatectl). A running agent picks this up within seconds.\n\nExamples:\n  $ timedatectl && sudo -u edge-agent edge-agent certs trust-clock'),
+      .addHelpText(
+        'after',
+        '\nCheck the time first (date -u; timedatectl). A running agent picks this up within seconds.\n\nExamples:\n  $ timedatectl && sudo -u edge-agent edge-agent certs trust-clock',
+      ),
   ).action((o: Flags) => done(trustClock(ctx, o)))
 
   return certs
@@ -155,14 +186,25 @@ async function setup(ctx: CommandContext, o: Flags): Promise<Setup | number> {
   const dir = join(loaded.config.dataDir, 'certs')
   await LocalCa.prepareDir(dir)
   const c = loaded.config.certs.clock
-  const guard = new ClockGuard({ clock: systemClock, file: join(dir, 'clock.json'), toleranceMs: c.toleranceSec * 1000, maxForwardJumpMs: c.maxForwardJumpSec * 1000 })
+  const guard = new ClockGuard({
+    clock: systemClock,
+    file: join(dir, 'clock.json'),
+    toleranceMs: c.toleranceSec * 1000,
+    maxForwardJumpMs: c.maxForwardJumpSec * 1000,
+  })
   await guard.load()
   return { config: loaded.config, dir, guard }
 }
 
 async function openCa(s: Setup): Promise<LocalCa> {
   const c = s.config.certs
-  const ca = new LocalCa({ dir: s.dir, guard: s.guard, backdateMs: c.backdateSec * 1000, crlValidityMs: c.crl.validitySec * 1000, maxIdBytes: s.config.devices.maxIdBytes })
+  const ca = new LocalCa({
+    dir: s.dir,
+    guard: s.guard,
+    backdateMs: c.backdateSec * 1000,
+    crlValidityMs: c.crl.validitySec * 1000,
+    maxIdBytes: s.config.devices.maxIdBytes,
+  })
   await ca.load()
   return ca
 }
@@ -180,7 +222,10 @@ async function guarded(ctx: CommandContext, fn: () => Promise<number>): Promise<
   }
 }
 
-export async function init(ctx: CommandContext, o: Flags & { name?: string; lifetime?: string; csr?: string; force: boolean }): Promise<number> {
+export async function init(
+  ctx: CommandContext,
+  o: Flags & { name?: string; lifetime?: string; csr?: string; force: boolean },
+): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
@@ -198,18 +243,27 @@ export async function init(ctx: CommandContext, o: Flags & { name?: string; life
     const lifetimeMs = o.lifetime === undefined ? c.caLifetimeSec * 1000 : parseDuration(o.lifetime)
     if (typeof lifetimeMs === 'string') return usage(ctx, lifetimeMs)
     const status = s.guard.assess()
-    if (status.state !== 'ok') throw new CertsError('EDGE_ERR_CERT_CLOCK_SUSPICIOUS', `clock is suspicious (${status.reason ?? ''}); fix the time or run \`edge-agent certs trust-clock\``)
+    if (status.state !== 'ok')
+      throw new CertsError(
+        'EDGE_ERR_CERT_CLOCK_SUSPICIOUS',
+        `clock is suspicious (${status.reason ?? ''}); fix the time or run \`edge-agent certs trust-clock\``,
+      )
     const { certPem } = await LocalCa.init(s.dir, { name, lifetimeMs, now: Date.now(), force: o.force })
     await s.guard.commit()
     const ca = await openCa(s)
     await ca.writeCrl()
     const x = new X509Certificate(certPem)
-    ctx.out(`created local CA "${name}"\n  certificate  ${join(s.dir, 'ca.crt')}\n  expires      ${new Date(x.validTo).toISOString()}\n  sha256       ${x.fingerprint256}\n`)
+    ctx.out(
+      `created local CA "${name}"\n  certificate  ${join(s.dir, 'ca.crt')}\n  expires      ${new Date(x.validTo).toISOString()}\n  sha256       ${x.fingerprint256}\n`,
+    )
     return ExitCode.OK
   })
 }
 
-async function importCa(ctx: CommandContext, o: Flags & { cert: string; key?: string; chain?: string; force: boolean }): Promise<number> {
+async function importCa(
+  ctx: CommandContext,
+  o: Flags & { cert: string; key?: string; chain?: string; force: boolean },
+): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   return guarded(ctx, async () => {
@@ -224,13 +278,19 @@ async function importCa(ctx: CommandContext, o: Flags & { cert: string; key?: st
     const ca = await openCa(s)
     await ca.writeCrl()
     const x = new X509Certificate(certPem)
-    ctx.out(`imported CA ${x.subject.replace(/\n/g, ', ')}\n  issued by   ${x.issuer.replace(/\n/g, ', ')}\n  expires     ${new Date(x.validTo).toISOString()}\n`)
+    ctx.out(
+      `imported CA ${x.subject.replace(/\n/g, ', ')}\n  issued by   ${x.issuer.replace(/\n/g, ', ')}\n  expires     ${new Date(x.validTo).toISOString()}\n`,
+    )
     if (o.key !== undefined) ctx.err(`the CA key is now in ${join(s.dir, 'ca.key')} (0600): delete ${o.key}\n`)
     return ExitCode.OK
   })
 }
 
-export async function issue(ctx: CommandContext, id: string, o: Flags & { out: string; lifetime?: string; force: boolean }): Promise<number> {
+export async function issue(
+  ctx: CommandContext,
+  id: string,
+  o: Flags & { out: string; lifetime?: string; force: boolean },
+): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   const problem = deviceIdProblem(id, s.config.devices.maxIdBytes)
@@ -251,12 +311,18 @@ export async function issue(ctx: CommandContext, id: string, o: Flags & { out: s
     await writeAtomic(files.key, key.privateKeyPem, 0o600)
     await writeAtomic(files.crt, cert.certPem, 0o644)
     await writeAtomic(files.ca, ca.bundlePem(), 0o644)
-    ctx.out(`issued ${id}\n  key          ${files.key}\n  certificate  ${files.crt}\n  CA bundle    ${files.ca}\n  serial       ${cert.serial}\n  expires      ${new Date(cert.notAfter).toISOString()}\n`)
+    ctx.out(
+      `issued ${id}\n  key          ${files.key}\n  certificate  ${files.crt}\n  CA bundle    ${files.ca}\n  serial       ${cert.serial}\n  expires      ${new Date(cert.notAfter).toISOString()}\n`,
+    )
     return ExitCode.OK
   })
 }
 
-async function sign(ctx: CommandContext, file: string, o: Flags & { out?: string; id?: string; lifetime?: string; chain: boolean }): Promise<number> {
+async function sign(
+  ctx: CommandContext,
+  file: string,
+  o: Flags & { out?: string; id?: string; lifetime?: string; chain: boolean },
+): Promise<number> {
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
   const lifetimeMs = lifetimeFor(s.config, o.lifetime)
@@ -306,7 +372,8 @@ export async function certRows(ctx: CommandContext, o: Flags & { all: boolean })
 async function rowsOf(s: Setup, all: boolean): Promise<CertRow[]> {
   // An agent with only an ACME certificate may have no local CA.
   const ca = await openCa(s).catch((err: unknown) => {
-    if (s.config.certs.acme !== undefined && err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CA_MISSING') return undefined
+    if (s.config.certs.acme !== undefined && err instanceof CertsError && err.code === 'EDGE_ERR_CERT_CA_MISSING')
+      return undefined
     throw err
   })
   const now = s.guard.trustedNow()
@@ -347,7 +414,14 @@ async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolea
       ctx.out(
         table(
           ['ID', 'KIND', 'STATUS', 'EXPIRES', 'IN', 'SERIAL'],
-          rows.map((r) => [r.id, r.profile, r.status, r.notAfter, r.status === 'valid' ? human(r.expiresInSec) : '-', r.serial]),
+          rows.map((r) => [
+            r.id,
+            r.profile,
+            r.status,
+            r.notAfter,
+            r.status === 'valid' ? human(r.expiresInSec) : '-',
+            r.serial,
+          ]),
         ) + '\n',
       )
     }
@@ -356,7 +430,11 @@ async function list(ctx: CommandContext, o: Flags & { all: boolean; json: boolea
   })
 }
 
-export async function revoke(ctx: CommandContext, id: string | undefined, o: Flags & { serial?: string; reason: string }): Promise<number> {
+export async function revoke(
+  ctx: CommandContext,
+  id: string | undefined,
+  o: Flags & { serial?: string; reason: string },
+): Promise<number> {
   if (id === undefined && o.serial === undefined) return usage(ctx, 'give a device id or --serial')
   const s = await setup(ctx, o)
   if (typeof s === 'number') return s
@@ -369,7 +447,9 @@ export async function revoke(ctx: CommandContext, id: string | undefined, o: Fla
       return ExitCode.OK
     }
     for (const r of revoked) ctx.out(`revoked ${r.id} serial ${r.serial}\n`)
-    ctx.err(`CRL updated: ${ca.paths.crlPem}; a running agent closes the device's connection and publishes the CRL on ${s.config.certs.crl.topic}\n`)
+    ctx.err(
+      `CRL updated: ${ca.paths.crlPem}; a running agent closes the device's connection and publishes the CRL on ${s.config.certs.crl.topic}\n`,
+    )
     return ExitCode.OK
   })
 }
@@ -380,7 +460,9 @@ async function crl(ctx: CommandContext, o: Flags & { out?: string; der: boolean 
   return guarded(ctx, async () => {
     const ca = await openCa(s)
     const current = existsSync(ca.paths.crlPem) ? undefined : await ca.writeCrl()
-    const data = o.der ? (current?.der ?? readFileSync(ca.paths.crlDer)) : (current?.pem ?? readFileSync(ca.paths.crlPem, 'utf8'))
+    const data = o.der
+      ? (current?.der ?? readFileSync(ca.paths.crlDer))
+      : (current?.pem ?? readFileSync(ca.paths.crlPem, 'utf8'))
     if (o.out === undefined) {
       if (o.der) return usage(ctx, '--der needs --out')
       ctx.out(String(data))
@@ -417,8 +499,10 @@ function lifetimeFor(config: Readonly<AgentConfig>, flag: string | undefined): n
   if (flag === undefined) return c.device.lifetimeSec * 1000
   const ms = parseDuration(flag)
   if (typeof ms === 'string') return ms
-  if (ms > c.device.maxLifetimeSec * 1000) return `--lifetime ${flag} exceeds certs.device.maxLifetimeSec (${c.device.maxLifetimeSec} s)`
-  if (ms < 3_600_000 && !c.allowShortLifetimes) return `--lifetime ${flag} is below 1 hour; allowed only with certs.allowShortLifetimes: true`
+  if (ms > c.device.maxLifetimeSec * 1000)
+    return `--lifetime ${flag} exceeds certs.device.maxLifetimeSec (${c.device.maxLifetimeSec} s)`
+  if (ms < 3_600_000 && !c.allowShortLifetimes)
+    return `--lifetime ${flag} is below 1 hour; allowed only with certs.allowShortLifetimes: true`
   return ms
 }
 

@@ -32,7 +32,11 @@ interface Node {
 }
 
 function walk(cmd: Command, path: string, out: Node[], valueOptions: Set<string>): void {
-  const words = [...cmd.commands.map((c) => c.name()), ...cmd.options.flatMap((o) => [o.long, o.short].filter((f): f is string => f !== undefined)), '--help']
+  const words = [
+    ...cmd.commands.map((c) => c.name()),
+    ...cmd.options.flatMap((o) => [o.long, o.short].filter((f): f is string => f !== undefined)),
+    '--help',
+  ]
   out.push({ path, words })
   for (const o of cmd.options) {
     if (o.required || o.optional) for (const f of [o.long, o.short]) if (f !== undefined) valueOptions.add(f)

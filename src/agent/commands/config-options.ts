@@ -14,7 +14,9 @@ function collect(value: string, previous: string[]): string[] {
 export function withConfigOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('-c, --config <file>', 'site config file (YAML)'))
-    .addOption(new Option('-s, --set <key=value>', 'override one config key (repeatable)').argParser(collect).default([]))
+    .addOption(
+      new Option('-s, --set <key=value>', 'override one config key (repeatable)').argParser(collect).default([]),
+    )
 }
 
 export const CONFIG_HELP = `
@@ -25,4 +27,3 @@ Any key can be overridden, in this order of precedence (last wins):
   defaults < file < environment < --set
   env:   EDGE_AGENT_BROKER__LIMITS__MAX_CONNECTIONS=500   (levels split by __)
   flag:  --set broker.limits.maxConnections=500 --set 'broker.listeners[0].port=1884'`
-

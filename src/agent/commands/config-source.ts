@@ -30,7 +30,11 @@ export interface LoadOptions {
 let announced = false
 
 /** Loads the config, or prints why not and returns the exit code (78). */
-export function loadOrReport(ctx: CommandContext, flags: ConfigFlags, opts: boolean | LoadOptions = false): LocatedConfig | number {
+export function loadOrReport(
+  ctx: CommandContext,
+  flags: ConfigFlags,
+  opts: boolean | LoadOptions = false,
+): LocatedConfig | number {
   const o: LoadOptions = typeof opts === 'boolean' ? { json: opts } : opts
   const location = locateConfig(ctx.env, ctx.cwd, flags.config)
   if (o.announce !== false && ctx.stderrIsTty && o.json !== true && !announced) {
@@ -41,7 +45,8 @@ export function loadOrReport(ctx: CommandContext, flags: ConfigFlags, opts: bool
     return { ...loadConfig({ file: location.file, env: ctx.env, sets: flags.set, cwd: ctx.cwd }), location }
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e
-    if (o.json === true) ctx.out(JSON.stringify({ valid: false, code: e.code, file: e.file ?? null, issues: e.issues }, null, 2) + '\n')
+    if (o.json === true)
+      ctx.out(JSON.stringify({ valid: false, code: e.code, file: e.file ?? null, issues: e.issues }, null, 2) + '\n')
     else ctx.err(`edge-agent: ${e.message}\n`)
     return ExitCode.CONFIG
   }
@@ -63,6 +68,6 @@ export function implicitStateProblem(ctx: CommandContext, flags: Partial<ConfigF
     'Choose one:\n' +
     '  edge-agent site init                      # write /etc/edge-agent/config.yaml and create the data dir\n' +
     '  --config FILE  or  EDGE_AGENT_CONFIG=FILE # use a config file\n' +
-    "  --set dataDir=DIR                          # name the data directory explicitly"
+    '  --set dataDir=DIR                          # name the data directory explicitly'
   )
 }

@@ -18,26 +18,38 @@ export function configCommand(ctx: CommandContext, done: (code: Promise<number>)
     .description('write a fully commented example config (to stdout, or --out FILE)')
     .option('-o, --out <file>', 'write to this file instead of stdout')
     .option('-f, --force', 'overwrite an existing file', false)
-    .addHelpText('after', '\nExamples:\n  $ edge-agent config init > site.yaml\n  $ sudo edge-agent config init --out /etc/edge-agent/config.yaml')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ edge-agent config init > site.yaml\n  $ sudo edge-agent config init --out /etc/edge-agent/config.yaml',
+    )
     .action((o: { out?: string; force: boolean }) => done(init(ctx, o.out, o.force)))
   withConfigOptions(
     config
       .command('validate')
       .description('check a config without starting anything; exit 0 if valid, 78 if not')
       .option('--json', 'print the result as JSON', false)
-      .addHelpText('after', `\nExamples:\n  $ edge-agent config validate --config site.yaml && echo ok\n${CONFIG_HELP}`),
+      .addHelpText(
+        'after',
+        `\nExamples:\n  $ edge-agent config validate --config site.yaml && echo ok\n${CONFIG_HELP}`,
+      ),
   ).action((o: ConfigFlags & { json: boolean }) => done(validate(ctx, o)))
   withConfigOptions(
     config
       .command('show')
       .description('print the effective config (defaults filled in, secrets redacted)')
       .option('--json', 'print JSON instead of YAML', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent config show --config site.yaml\n  $ EDGE_AGENT_LOG__LEVEL=debug edge-agent config show --json'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent config show --config site.yaml\n  $ EDGE_AGENT_LOG__LEVEL=debug edge-agent config show --json',
+      ),
   ).action((o: ConfigFlags & { json: boolean }) => done(show(ctx, o)))
   config
     .command('schema')
     .description('print the JSON Schema of the config (for editors: yaml-language-server)')
-    .addHelpText('after', '\nExamples:\n  $ edge-agent config schema > edge-agent.schema.json\n  # then, first line of the config: # yaml-language-server: $schema=./edge-agent.schema.json')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ edge-agent config schema > edge-agent.schema.json\n  # then, first line of the config: # yaml-language-server: $schema=./edge-agent.schema.json',
+    )
     .action(() => done(schema(ctx)))
   return config
 }
@@ -63,7 +75,11 @@ async function validate(ctx: CommandContext, o: ConfigFlags & { json: boolean })
   const issues = preflightIssues(loaded.config, loaded.file ?? 'defaults')
   if (issues.length > 0) {
     const e = new ConfigError('EDGE_ERR_CONFIG_INVALID', issues, loaded.file)
-    if (o.json) ctx.out(JSON.stringify({ valid: false, code: e.code, file: e.file ?? null, config: loaded.location, issues }, null, 2) + '\n')
+    if (o.json)
+      ctx.out(
+        JSON.stringify({ valid: false, code: e.code, file: e.file ?? null, config: loaded.location, issues }, null, 2) +
+          '\n',
+      )
     else ctx.err(`edge-agent: ${e.message}\n`)
     return ExitCode.CONFIG
   }
@@ -81,6 +97,12 @@ async function show(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Pr
 }
 
 async function schema(ctx: CommandContext): Promise<number> {
-  ctx.out(JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', title: 'edge-agent site config', ...AgentConfigSchema }, null, 2) + '\n')
+  ctx.out(
+    JSON.stringify(
+      { $schema: 'http://json-schema.org/draft-07/schema#', title: 'edge-agent site config', ...AgentConfigSchema },
+      null,
+      2,
+    ) + '\n',
+  )
   return ExitCode.OK
 }

@@ -30,7 +30,12 @@ export function addDeviceRegistry(device: Command, ctx: CommandContext, done: (c
       .command('add')
       .description('admit a device: issue its key and certificate (--out) and add it to device groups (--group)')
       .argument('<device-id>', 'the device id: certificate CN, MQTT client id, topic space devices/<id>/')
-      .option('-g, --group <name>', 'add it to this devices.groups entry (repeatable; the group must exist)', collect, [])
+      .option(
+        '-g, --group <name>',
+        'add it to this devices.groups entry (repeatable; the group must exist)',
+        collect,
+        [],
+      )
       .option('-o, --out <dir>', 'issue a key and certificate into DIR/<id>.key, DIR/<id>.crt, DIR/ca.crt')
       .option('--lifetime <duration>', 'certificate lifetime, e.g. 30d (default certs.device.lifetimeSec)')
       .option('-f, --force', 'overwrite existing key and certificate files', false)
@@ -44,12 +49,17 @@ export function addDeviceRegistry(device: Command, ctx: CommandContext, done: (c
       .command('list')
       .description('devices with a certificate from the local CA, its expiry and status, and their groups')
       .option('--json', 'print JSON', false)
-      .addHelpText('after', '\nExamples:\n  $ edge-agent device list\n  $ edge-agent device list --json | jq \'.[] | select(.status != "valid")\''),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent device list\n  $ edge-agent device list --json | jq \'.[] | select(.status != "valid")\'',
+      ),
   ).action((o: ConfigFlags & { json: boolean }) => done(list(ctx, o)))
   withConfigOptions(
     device
       .command('remove')
-      .description('remove a device: revoke its certificates (a running agent disconnects it at once) and take it out of its groups')
+      .description(
+        'remove a device: revoke its certificates (a running agent disconnects it at once) and take it out of its groups',
+      )
       .argument('<device-id>', 'the device id')
       .option('--keep-cert', 'only take it out of its groups', false)
       .addHelpText('after', '\nExamples:\n  $ edge-agent device remove press-7 && edge-agent reload'),
@@ -70,10 +80,13 @@ async function add(ctx: CommandContext, id: string, o: AddFlags): Promise<number
         const g = groups.find((x) => x.map.get('name') === name)
         if (g === undefined) {
           const have = groups.map((x) => String(x.map.get('name')))
-          throw new EditRefused(`no device group '${name}' (have: ${have.join(', ') || 'none'}; groups are defined under devices.groups with their grants)`)
+          throw new EditRefused(
+            `no device group '${name}' (have: ${have.join(', ') || 'none'}; groups are defined under devices.groups with their grants)`,
+          )
         }
         const members = seqAt(doc, ['devices', 'groups', g.index, 'members'])
-        if (!members.items.some((m) => String((m as { value?: unknown }).value ?? m) === id)) members.add(doc.createNode(id))
+        if (!members.items.some((m) => String((m as { value?: unknown }).value ?? m) === id))
+          members.add(doc.createNode(id))
       }
     })
     if (code !== ExitCode.OK) return code
@@ -81,7 +94,13 @@ async function add(ctx: CommandContext, id: string, o: AddFlags): Promise<number
   }
   if (o.out !== undefined) {
     const certs = await import('./certs.js')
-    return certs.issue(ctx, id, { ...(o.config === undefined ? {} : { config: o.config }), set: o.set, out: o.out, ...(o.lifetime === undefined ? {} : { lifetime: o.lifetime }), force: o.force })
+    return certs.issue(ctx, id, {
+      ...(o.config === undefined ? {} : { config: o.config }),
+      set: o.set,
+      out: o.out,
+      ...(o.lifetime === undefined ? {} : { lifetime: o.lifetime }),
+      force: o.force,
+    })
   }
   return ExitCode.OK
 }
@@ -93,7 +112,9 @@ async function list(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Pr
   const rows = await certs.certRows(ctx, { ...o, all: false })
   if (typeof rows === 'number') return rows
   const groupsOf = (id: string): string[] =>
-    loaded.config.devices.groups.filter((g) => g.members.some((m) => new RegExp(`^${m.split('*').map(escapeRe).join('.*')}$`).test(id))).map((g) => g.name)
+    loaded.config.devices.groups
+      .filter((g) => g.members.some((m) => new RegExp(`^${m.split('*').map(escapeRe).join('.*')}$`).test(id)))
+      .map((g) => g.name)
   const devices = rows.filter((r) => r.profile === 'device').map((r) => ({ ...r, groups: groupsOf(r.id) }))
   if (o.json) {
     ctx.out(JSON.stringify(devices, null, 2) + '\n')
@@ -103,7 +124,8 @@ async function list(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Pr
     ctx.out('no devices (admit one: edge-agent device add ID --out DIR)\n')
     return ExitCode.OK
   }
-  for (const d of devices) ctx.out(`${d.id.padEnd(24)} ${d.status.padEnd(8)} expires ${d.notAfter}  groups: ${d.groups.join(', ') || '-'}\n`)
+  for (const d of devices)
+    ctx.out(`${d.id.padEnd(24)} ${d.status.padEnd(8)} expires ${d.notAfter}  groups: ${d.groups.join(', ') || '-'}\n`)
   return ExitCode.OK
 }
 
@@ -118,7 +140,9 @@ async function remove(ctx: CommandContext, id: string, o: RemoveFlags): Promise<
       const at = members.items.findIndex((m) => String((m as { value?: unknown }).value ?? m) === id)
       if (at < 0) continue
       if (members.items.length === 1) {
-        throw new EditRefused(`${id} is the last member of group '${String(g.map.get('name'))}' (a group needs one); remove the group by hand first`)
+        throw new EditRefused(
+          `${id} is the last member of group '${String(g.map.get('name'))}' (a group needs one); remove the group by hand first`,
+        )
       }
       members.delete(at)
       removedFrom.push(String(g.map.get('name')))
@@ -128,7 +152,11 @@ async function remove(ctx: CommandContext, id: string, o: RemoveFlags): Promise<
   if (removedFrom.length > 0) ctx.out(`${id} removed from ${removedFrom.join(', ')} (apply: edge-agent reload)\n`)
   if (o.keepCert) return ExitCode.OK
   const certs = await import('./certs.js')
-  return certs.revoke(ctx, id, { ...(o.config === undefined ? {} : { config: o.config }), set: o.set, reason: 'cessationOfOperation' })
+  return certs.revoke(ctx, id, {
+    ...(o.config === undefined ? {} : { config: o.config }),
+    set: o.set,
+    reason: 'cessationOfOperation',
+  })
 }
 
 function escapeRe(s: string): string {

@@ -14,7 +14,15 @@ import { resolve } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import { Command } from 'commander'
 import type { MqttClient } from 'mqtt'
-import { CertsError, PendingKey, RenewalRefusedError, completeInstall, installCertificate, renewOverMqtt, type RenewResult } from '../../certs/index.js'
+import {
+  CertsError,
+  PendingKey,
+  RenewalRefusedError,
+  completeInstall,
+  installCertificate,
+  renewOverMqtt,
+  type RenewResult,
+} from '../../certs/index.js'
 import { ExitCode } from '../exit-codes.js'
 import { parseDuration } from './certs.js'
 import type { CommandContext } from './context.js'
@@ -35,12 +43,17 @@ interface RenewFlags {
 }
 
 export function deviceCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
-  const device = new Command('device').description('the devices of this gateway (add, list, remove) and device-side tools (renew)')
+  const device = new Command('device').description(
+    'the devices of this gateway (add, list, remove) and device-side tools (renew)',
+  )
   device
     .command('renew')
     .description("renew a device certificate over MQTT from the gateway's local CA (works with the upstream down)")
     .requiredOption('--cert <file>', 'current device certificate (PEM); replaced on success')
-    .requiredOption('--key <file>', 'its private key (PEM); replaced on success unless --keep-key (the new key waits in <file>.pending until then)')
+    .requiredOption(
+      '--key <file>',
+      'its private key (PEM); replaced on success unless --keep-key (the new key waits in <file>.pending until then)',
+    )
     .requiredOption('--ca <file>', 'CA bundle to trust (PEM): verifies the gateway and the new certificate')
     .requiredOption('--url <url>', 'the gateway, e.g. mqtts://gateway.local:8883')
     .option('--id <device-id>', 'device id (default: the certificate CN)')
@@ -109,7 +122,9 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
     client = await connect(o, id, certPem, keyPem, caPem)
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
-    ctx.out(`${JSON.stringify({ id, status: 'failed', code: 'EDGE_ERR_CERT_RENEWAL_FAILED', message: `cannot connect to ${o.url}: ${message}` })}\n`)
+    ctx.out(
+      `${JSON.stringify({ id, status: 'failed', code: 'EDGE_ERR_CERT_RENEWAL_FAILED', message: `cannot connect to ${o.url}: ${message}` })}\n`,
+    )
     ctx.err(`edge-agent: cannot connect to ${o.url} as ${id}: ${message}\n`)
     return ExitCode.UNAVAILABLE
   }
@@ -125,7 +140,8 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
         if (pending !== undefined) {
           const t = await pending.take(keyPem)
           if (t.replaced !== undefined) ctx.err(`edge-agent: ${pending.path}: ${t.replaced}; replaced by a new key\n`)
-          if (t.source === 'resumed') ctx.err(`edge-agent: asking again for the key of an unanswered request (${pending.path})\n`)
+          if (t.source === 'resumed')
+            ctx.err(`edge-agent: asking again for the key of an unanswered request (${pending.path})\n`)
           newKeyPem = t.keyPem
         }
         result = await renewOverMqtt({
@@ -139,7 +155,12 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
           timeoutMs,
         })
       } catch (err) {
-        if (err instanceof RenewalRefusedError && (o.wait || o.watch) && err.retryAfterSec !== undefined && ['too-early', 'rate-limited', 'clock-suspicious'].includes(err.error)) {
+        if (
+          err instanceof RenewalRefusedError &&
+          (o.wait || o.watch) &&
+          err.retryAfterSec !== undefined &&
+          ['too-early', 'rate-limited', 'clock-suspicious'].includes(err.error)
+        ) {
           ctx.err(`${JSON.stringify({ id, status: 'waiting', error: err.error, retryAfterSec: err.retryAfterSec })}\n`)
           await sleep(err.retryAfterSec * 1000 + Math.random() * 1000)
           if (stopping) return ExitCode.OK
@@ -147,12 +168,16 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
         }
         if (err instanceof RenewalRefusedError && err.error === 'too-early') {
           // A fresh certificate: nothing to do yet, which is not a failure.
-          ctx.out(`${JSON.stringify({ id, status: 'not-due', retryAfterSec: err.retryAfterSec ?? null, message: err.message })}\n`)
+          ctx.out(
+            `${JSON.stringify({ id, status: 'not-due', retryAfterSec: err.retryAfterSec ?? null, message: err.message })}\n`,
+          )
           return ExitCode.OK
         }
         if (err instanceof CertsError) {
           const detail = err instanceof RenewalRefusedError ? `${err.error}: ${err.message}` : err.message
-          ctx.out(`${JSON.stringify({ id, status: 'failed', code: err.code, ...(err instanceof RenewalRefusedError ? { error: err.error } : {}), message: err.message })}\n`)
+          ctx.out(
+            `${JSON.stringify({ id, status: 'failed', code: err.code, ...(err instanceof RenewalRefusedError ? { error: err.error } : {}), message: err.message })}\n`,
+          )
           ctx.err(`edge-agent: renewal failed: ${detail}\n`)
           return ExitCode.FAILURE
         }
@@ -189,7 +214,15 @@ async function renew(ctx: CommandContext, o: RenewFlags): Promise<number> {
 }
 
 function summary(id: string, r: RenewResult): Record<string, unknown> {
-  return { id, status: 'renewed', serial: r.serial, notBefore: r.notBefore, notAfter: r.notAfter, renewAfter: r.renewAfter, keyRotated: r.keyRotated }
+  return {
+    id,
+    status: 'renewed',
+    serial: r.serial,
+    notBefore: r.notBefore,
+    notAfter: r.notAfter,
+    renewAfter: r.renewAfter,
+    keyRotated: r.keyRotated,
+  }
 }
 
 async function connect(o: RenewFlags, id: string, cert: string, key: string, ca: string): Promise<MqttClient> {

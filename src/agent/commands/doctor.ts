@@ -29,7 +29,9 @@ export const DOCTOR_WARN_EXIT = 2
 export function doctorCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   return withConfigOptions(
     new Command('doctor')
-      .description('check this gateway: config, data dir and lock, clock, disk, certificates, upstreams step by step, ports, file modes')
+      .description(
+        'check this gateway: config, data dir and lock, clock, disk, certificates, upstreams step by step, ports, file modes',
+      )
       .option('--json', 'print the results as JSON', false)
       .option('--offline', 'skip the upstream network checks', false)
       .addHelpText(
@@ -46,22 +48,38 @@ async function doctor(ctx: CommandContext, o: ConfigFlags & { json: boolean; off
   const checks: CheckResult[] = []
   checks.push({ check: 'config', status: 'pass', detail: describeLocation(loaded.location).replace(/^config: /, '') })
   const pre = preflightIssues(config, loaded.file ?? 'defaults')
-  for (const i of pre) checks.push({ check: `config: ${i.path}`, status: 'fail', detail: i.message, fix: 'edit the config (edge-agent config validate shows the same)' })
-  if (pre.length === 0) checks.push({ check: 'config: run would start', status: 'pass', detail: 'schema, semantic and machine checks pass' })
+  for (const i of pre)
+    checks.push({
+      check: `config: ${i.path}`,
+      status: 'fail',
+      detail: i.message,
+      fix: 'edit the config (edge-agent config validate shows the same)',
+    })
+  if (pre.length === 0)
+    checks.push({
+      check: 'config: run would start',
+      status: 'pass',
+      detail: 'schema, semantic and machine checks pass',
+    })
 
   const lock = DataDirLock.isHeld(config.dataDir)
   checks.push({ check: 'data dir', status: 'pass', detail: config.dataDir })
   checks.push({
     check: 'data dir lock',
     status: 'pass',
-    detail: lock.held ? `held by the running agent (PID ${lock.pid ?? 'unknown'})` : 'free: no agent runs on this data dir',
+    detail: lock.held
+      ? `held by the running agent (PID ${lock.pid ?? 'unknown'})`
+      : 'free: no agent runs on this data dir',
   })
   checks.push(clockCheck(Date.now(), builtAt()))
   checks.push(diskCheck(config))
   checks.push(...localCertificateChecks(config, Date.now()))
-  for (const u of config.upstreams) if (u.certFile !== '') checks.push(certificateCheck(`certificate: upstream ${u.name} client`, u.certFile, Date.now(), 14))
+  for (const u of config.upstreams)
+    if (u.certFile !== '')
+      checks.push(certificateCheck(`certificate: upstream ${u.name} client`, u.certFile, Date.now(), 14))
   config.broker.listeners.forEach((l) => {
-    if (l.certFile !== undefined) checks.push(certificateCheck(`certificate: listener ${l.host}:${l.port}`, l.certFile, Date.now(), 14))
+    if (l.certFile !== undefined)
+      checks.push(certificateCheck(`certificate: listener ${l.host}:${l.port}`, l.certFile, Date.now(), 14))
   })
   checks.push(...(await portChecks(config, lock.held)))
   checks.push(...modeChecks(config, loaded.file))
@@ -71,7 +89,8 @@ async function doctor(ctx: CommandContext, o: ConfigFlags & { json: boolean; off
   }
 
   const w = worst(checks)
-  if (o.json) ctx.out(JSON.stringify({ config: loaded.location, dataDir: config.dataDir, worst: w, checks }, null, 2) + '\n')
+  if (o.json)
+    ctx.out(JSON.stringify({ config: loaded.location, dataDir: config.dataDir, worst: w, checks }, null, 2) + '\n')
   else {
     for (const c of checks) {
       ctx.out(`${c.status.toUpperCase().padEnd(4)}  ${c.check}: ${c.detail}\n`)

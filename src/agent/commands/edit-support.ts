@@ -27,7 +27,11 @@ export function runEdit(
 ): { code: number; result?: EditResult } {
   if (ctx.stderrIsTty) ctx.err(`${describeLocation({ file, source: 'flag' }).replace(' (--config)', '')}\n`)
   try {
-    const result = editConfigFile(file, mutate, { env: ctx.env, cwd: ctx.cwd, ...(initial === undefined ? {} : { initial }) })
+    const result = editConfigFile(file, mutate, {
+      env: ctx.env,
+      cwd: ctx.cwd,
+      ...(initial === undefined ? {} : { initial }),
+    })
     return { code: ExitCode.OK, result }
   } catch (e) {
     if (e instanceof EditRefused) {
@@ -35,7 +39,9 @@ export function runEdit(
       return { code: ExitCode.FAILURE }
     }
     if (e instanceof ConfigError) {
-      ctx.err(`edge-agent: the edit would make the config invalid; ${file} not changed:\n${e.message.split('\n').slice(1).join('\n')}\n`)
+      ctx.err(
+        `edge-agent: the edit would make the config invalid; ${file} not changed:\n${e.message.split('\n').slice(1).join('\n')}\n`,
+      )
       return { code: ExitCode.CONFIG }
     }
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {

@@ -6,24 +6,47 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { Command } from 'commander'
-import { NodeRedError, NodeRedState, loadAddonModule, type Bcrypt, checkPassword, checkUsername, deployFlows, exportFlows, parseFlows, readCliEndpoint } from '../../node-red/index.js'
+import {
+  NodeRedError,
+  NodeRedState,
+  loadAddonModule,
+  type Bcrypt,
+  checkPassword,
+  checkUsername,
+  deployFlows,
+  exportFlows,
+  parseFlows,
+  readCliEndpoint,
+} from '../../node-red/index.js'
 import type { LoadedConfig } from '../config/load.js'
 import { ExitCode, EXIT_CODES_HELP } from '../exit-codes.js'
 import { withConfigOptions, loadOrReport, type ConfigFlags } from './config-source.js'
 import type { CommandContext } from './context.js'
 
 export function nodeRedCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
-  const cmd = new Command('nodered').description('Node-RED inside the agent: admin users, deploying and exporting flows')
+  const cmd = new Command('nodered').description(
+    'Node-RED inside the agent: admin users, deploying and exporting flows',
+  )
   cmd.addCommand(
     withConfigOptions(
       new Command('passwd')
-        .description('add a Node-RED admin user or change its password (bcrypt hash in <dataDir>/node-red/users.json, 0600)')
+        .description(
+          'add a Node-RED admin user or change its password (bcrypt hash in <dataDir>/node-red/users.json, 0600)',
+        )
         .argument('<user>', 'user name')
-        .option('--password-file <file>', 'file holding the password (8-72 bytes; /dev/stdin to pipe it); required unless --delete')
+        .option(
+          '--password-file <file>',
+          'file holding the password (8-72 bytes; /dev/stdin to pipe it); required unless --delete',
+        )
         .option('--read-only', 'the user may look at flows but not deploy', false)
         .option('--delete', 'remove the user instead', false)
-        .addHelpText('after', `\nExamples:\n  $ printf '%s' "$PW" | edge-agent nodered passwd admin --password-file /dev/stdin\n  $ edge-agent nodered passwd viewer --password-file pw.txt --read-only\n${EXIT_CODES_HELP}`),
-    ).action((user: string, o: ConfigFlags & { passwordFile?: string; readOnly: boolean; delete: boolean }) => done(passwd(ctx, user, o))),
+        .addHelpText(
+          'after',
+          `\nExamples:\n  $ printf '%s' "$PW" | edge-agent nodered passwd admin --password-file /dev/stdin\n  $ edge-agent nodered passwd viewer --password-file pw.txt --read-only\n${EXIT_CODES_HELP}`,
+        ),
+    ).action((user: string, o: ConfigFlags & { passwordFile?: string; readOnly: boolean; delete: boolean }) =>
+      done(passwd(ctx, user, o)),
+    ),
   )
   cmd.addCommand(
     withConfigOptions(
@@ -31,7 +54,10 @@ export function nodeRedCommand(ctx: CommandContext, done: (code: Promise<number>
         .description('check a flow file (Node-RED JSON array) and deploy it to the running agent, replacing all flows')
         .argument('<flows.json>', 'flow file, as exported by the editor or `nodered export`')
         .option('--check', 'only check the file; deploy nothing', false)
-        .addHelpText('after', `\nExamples:\n  $ edge-agent nodered deploy flows.json\n  $ edge-agent nodered deploy --check flows.json\n${EXIT_CODES_HELP}`),
+        .addHelpText(
+          'after',
+          `\nExamples:\n  $ edge-agent nodered deploy flows.json\n  $ edge-agent nodered deploy --check flows.json\n${EXIT_CODES_HELP}`,
+        ),
     ).action((file: string, o: ConfigFlags & { check: boolean }) => done(deploy(ctx, file, o))),
   )
   cmd.addCommand(
@@ -49,7 +75,9 @@ function enabledConfig(ctx: CommandContext, o: ConfigFlags): LoadedConfig | numb
   const loaded = loadOrReport(ctx, o)
   if (typeof loaded === 'number') return loaded
   if (!loaded.config.nodeRed.enabled) {
-    ctx.err('edge-agent: EDGE_ERR_NODERED_DISABLED: Node-RED is disabled in this config; set nodeRed.enabled: true and restart the agent\n')
+    ctx.err(
+      'edge-agent: EDGE_ERR_NODERED_DISABLED: Node-RED is disabled in this config; set nodeRed.enabled: true and restart the agent\n',
+    )
     return ExitCode.CONFIG
   }
   return loaded
@@ -69,7 +97,11 @@ function report(ctx: CommandContext, err: unknown): number {
   }
 }
 
-async function passwd(ctx: CommandContext, user: string, o: ConfigFlags & { passwordFile?: string; readOnly: boolean; delete: boolean }): Promise<number> {
+async function passwd(
+  ctx: CommandContext,
+  user: string,
+  o: ConfigFlags & { passwordFile?: string; readOnly: boolean; delete: boolean },
+): Promise<number> {
   const loaded = loadOrReport(ctx, o)
   if (typeof loaded === 'number') return loaded
   const state = new NodeRedState(loaded.config.dataDir)
@@ -95,7 +127,9 @@ async function passwd(ctx: CommandContext, user: string, o: ConfigFlags & { pass
     const bcrypt = await loadAddonModule<Bcrypt>('bcryptjs')
     const hash = await bcrypt.hash(password, 10)
     const what = await state.setUser({ username: user, password: hash, permissions: o.readOnly ? 'read' : '*' })
-    ctx.err(`edge-agent: user ${user} ${what} in ${state.usersFile}${loaded.config.nodeRed.enabled ? '' : ' (nodeRed.enabled is false in this config)'}\n`)
+    ctx.err(
+      `edge-agent: user ${user} ${what} in ${state.usersFile}${loaded.config.nodeRed.enabled ? '' : ' (nodeRed.enabled is false in this config)'}\n`,
+    )
     return ExitCode.OK
   } catch (err) {
     return report(ctx, err)

@@ -23,7 +23,9 @@ interface ReloadAnswer {
 export function reloadCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   return withConfigOptions(
     new Command('reload')
-      .description('apply the edited config to the running agent without a restart (bridge rules, upstreams, limits, device grants, log level)')
+      .description(
+        'apply the edited config to the running agent without a restart (bridge rules, upstreams, limits, device grants, log level)',
+      )
       .option('--url <url>', 'admin endpoint of the running agent (default: from the config)')
       .option('--json', 'print the outcome as JSON', false)
       .addHelpText(

@@ -20,7 +20,9 @@ const SHUTDOWN_DEADLINE_MS = 20_000
 export function runCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
   return withConfigOptions(
     new Command('run')
-      .description('run the agent in the foreground (as systemd does); stops cleanly on SIGTERM/SIGINT, reloads the config on SIGHUP')
+      .description(
+        'run the agent in the foreground (as systemd does); stops cleanly on SIGTERM/SIGINT, reloads the config on SIGHUP',
+      )
       .addHelpText(
         'after',
         `\nExamples:\n  $ edge-agent run\n  $ edge-agent run --config /etc/edge-agent/config.yaml\n  $ edge-agent run --set log.level=debug --set 'broker.listeners[0].port=1884'\n${CONFIG_HELP}\n${EXIT_CODES_HELP}`,
@@ -63,12 +65,20 @@ function loadChecked(ctx: CommandContext, flags: ConfigFlags): ReturnType<typeof
   return loaded
 }
 
-async function runLocked(ctx: CommandContext, flags: ConfigFlags, loaded: Exclude<ReturnType<typeof loadOrReport>, number>): Promise<number> {
+async function runLocked(
+  ctx: CommandContext,
+  flags: ConfigFlags,
+  loaded: Exclude<ReturnType<typeof loadOrReport>, number>,
+): Promise<number> {
   const { config } = loaded
   const logger = await createRootLogger({ ...config.log, isTty: ctx.stdoutIsTty })
-  logger.info({ version: ctx.version, config: loaded.file ?? 'built-in defaults', dataDir: config.dataDir }, 'agent starting')
+  logger.info(
+    { version: ctx.version, config: loaded.file ?? 'built-in defaults', dataDir: config.dataDir },
+    'agent starting',
+  )
   let agentRef: Agent | undefined
-  const reload = (): Promise<{ ok: boolean } & Record<string, unknown>> => reloadConfig(ctx, flags, agentRef, logger, startAbort.signal)
+  const reload = (): Promise<{ ok: boolean } & Record<string, unknown>> =>
+    reloadConfig(ctx, flags, agentRef, logger, startAbort.signal)
   const agent = buildAgent(config, { logger, version: ctx.version, reload })
   agentRef = agent
   // systemd Type=notify: READY once listening with the store open; WATCHDOG
@@ -117,7 +127,13 @@ async function runLocked(ctx: CommandContext, flags: ConfigFlags, loaded: Exclud
     }
     notify.status('reloading the config')
     void reload()
-      .then((r) => notify.status(r.ok ? `running: ${agent.config.site.name} (config reloaded)` : 'running: reload refused (invalid config), see the log'))
+      .then((r) =>
+        notify.status(
+          r.ok
+            ? `running: ${agent.config.site.name} (config reloaded)`
+            : 'running: reload refused (invalid config), see the log',
+        ),
+      )
       .catch((err: unknown) => logger.error({ err }, 'reload failed'))
   })
   ctx.onFatal((kind, err) => {
@@ -140,7 +156,10 @@ async function runLocked(ctx: CommandContext, flags: ConfigFlags, loaded: Exclud
     await notify.stop()
     return ExitCode.FAILURE
   }
-  const listening = agent.broker.listeners().map((l) => `${l.protocol}:${l.port}`).join(' ')
+  const listening = agent.broker
+    .listeners()
+    .map((l) => `${l.protocol}:${l.port}`)
+    .join(' ')
   notify.ready(`running: ${config.site.name}, listening ${listening}`)
   notify.startWatchdog(() => agent.health().ok)
   return stopped
@@ -166,11 +185,15 @@ async function reloadConfig(
     preflight(next, location.file)
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e
-    logger.error({ code: e.code, file: e.file, issues: e.issues }, 'reload refused: invalid config, the running config stays')
+    logger.error(
+      { code: e.code, file: e.file, issues: e.issues },
+      'reload refused: invalid config, the running config stays',
+    )
     return { ok: false, code: e.code, file: e.file ?? null, issues: e.issues }
   }
   const result = await agent.reload(next, signal)
   if (result.applied.includes('log.level')) setLogLevel(logger, next.log.level)
-  if (result.needsRestart.length > 0) logger.warn({ needsRestart: result.needsRestart }, 'config changes that need a restart')
+  if (result.needsRestart.length > 0)
+    logger.warn({ needsRestart: result.needsRestart }, 'config changes that need a restart')
   return { ok: true, file: location.file ?? null, ...result }
 }

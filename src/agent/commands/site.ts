@@ -40,15 +40,25 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 export function siteCommand(ctx: CommandContext, done: (code: Promise<number>) => void): Command {
-  const site = new Command('site').description('commission this gateway: write the site config, create the state directory and CA')
+  const site = new Command('site').description(
+    'commission this gateway: write the site config, create the state directory and CA',
+  )
   site
     .command('init')
     .description('write a site config (default /etc/edge-agent/config.yaml); asks on a terminal, takes flags otherwise')
     .option('-c, --config <file>', 'config file to write (default /etc/edge-agent/config.yaml)')
     .option('--name <name>', 'site name (letters, digits, . _ -)')
     .option('--level <n>', 'Purdue level of this segment, 0-5')
-    .option('--upstream-url <url>', 'the broker of the level above (mqtt://, mqtts://, ws://, wss://); none if left out')
-    .option('--listener <proto:[host:]port>', 'where devices connect, repeatable (default mqtt:0.0.0.0:1883)', collect, [])
+    .option(
+      '--upstream-url <url>',
+      'the broker of the level above (mqtt://, mqtts://, ws://, wss://); none if left out',
+    )
+    .option(
+      '--listener <proto:[host:]port>',
+      'where devices connect, repeatable (default mqtt:0.0.0.0:1883)',
+      collect,
+      [],
+    )
     .option('--data-dir <dir>', `state directory (default ${DEFAULT_DATA_DIR})`)
     .option('--ca', 'create the local CA now (needed by mqtts listeners)')
     .option('--no-ca', 'do not create the local CA')
@@ -81,7 +91,9 @@ function parseListener(text: string): Listener | string {
 }
 
 function nameProblem(v: string): string | undefined {
-  return NAME.test(v) && v.length <= 64 ? undefined : 'letters, digits, . _ - (64 at most), starting with a letter or digit'
+  return NAME.test(v) && v.length <= 64
+    ? undefined
+    : 'letters, digits, . _ - (64 at most), starting with a letter or digit'
 }
 function levelProblem(v: string): string | undefined {
   return /^[0-5]$/.test(v) ? undefined : 'a Purdue level 0-5'
@@ -105,7 +117,12 @@ function listenersProblem(v: string): string | undefined {
   return v.trim() === '' ? 'at least one listener' : undefined
 }
 
-async function ask(ctx: CommandContext, question: string, fallback: string, problem: (v: string) => string | undefined): Promise<string> {
+async function ask(
+  ctx: CommandContext,
+  question: string,
+  fallback: string,
+  problem: (v: string) => string | undefined,
+): Promise<string> {
   for (let tries = 0; tries < 5; tries++) {
     const v = await ctx.ask(question, fallback)
     const p = problem(v)
@@ -116,9 +133,12 @@ async function ask(ctx: CommandContext, question: string, fallback: string, prob
 }
 
 async function init(ctx: CommandContext, o: InitFlags): Promise<number> {
-  const file = o.config !== undefined ? locateConfig(ctx.env, ctx.cwd, o.config).file ?? '' : defaultConfigPath(ctx.env)
+  const file =
+    o.config !== undefined ? (locateConfig(ctx.env, ctx.cwd, o.config).file ?? '') : defaultConfigPath(ctx.env)
   if (existsSync(file) && !o.force) {
-    ctx.err(`edge-agent: ${file} exists; use --force to change it (its other settings and comments are kept), or \`edge-agent site show\`\n`)
+    ctx.err(
+      `edge-agent: ${file} exists; use --force to change it (its other settings and comments are kept), or \`edge-agent site show\`\n`,
+    )
     return ExitCode.FAILURE
   }
   let answers = {
@@ -136,8 +156,15 @@ async function init(ctx: CommandContext, o: InitFlags): Promise<number> {
       name: await ask(ctx, 'Site name', answers.name, nameProblem),
       level: await ask(ctx, 'Purdue level of this segment (0-5)', answers.level, levelProblem),
       upstreamUrl: await ask(ctx, 'Upstream broker URL (empty: none yet)', answers.upstreamUrl, urlProblem),
-      listeners: await ask(ctx, 'Device listeners (proto:[host:]port, space separated)', answers.listeners, listenersProblem),
-      dataDir: await ask(ctx, 'State directory', answers.dataDir, (v) => (v.startsWith('/') ? undefined : 'an absolute path')),
+      listeners: await ask(
+        ctx,
+        'Device listeners (proto:[host:]port, space separated)',
+        answers.listeners,
+        listenersProblem,
+      ),
+      dataDir: await ask(ctx, 'State directory', answers.dataDir, (v) =>
+        v.startsWith('/') ? undefined : 'an absolute path',
+      ),
       ca: answers.ca,
     }
   } else {
@@ -154,11 +181,18 @@ async function init(ctx: CommandContext, o: InitFlags): Promise<number> {
       }
     }
   }
-  const listeners = answers.listeners.split(/[\s,]+/).filter(Boolean).map((l) => parseListener(l) as Listener)
+  const listeners = answers.listeners
+    .split(/[\s,]+/)
+    .filter(Boolean)
+    .map((l) => parseListener(l) as Listener)
   const mqtts = listeners.some((l) => l.protocol === 'mqtts')
   let withCa = answers.ca ?? mqtts
   if (interactive && answers.ca === undefined) {
-    withCa = /^y/i.test(await ask(ctx, 'Create the local CA now (device certificates, mqtts)? (y/n)', mqtts ? 'y' : 'n', (v) => (/^(y|n|yes|no)$/i.test(v) ? undefined : 'y or n')))
+    withCa = /^y/i.test(
+      await ask(ctx, 'Create the local CA now (device certificates, mqtts)? (y/n)', mqtts ? 'y' : 'n', (v) =>
+        /^(y|n|yes|no)$/i.test(v) ? undefined : 'y or n',
+      ),
+    )
   }
 
   mkdirSync(dirOf(file), { recursive: true })
@@ -188,7 +222,9 @@ async function init(ctx: CommandContext, o: InitFlags): Promise<number> {
   }
   ctx.out(
     `next:\n  edge-agent config validate --config ${file}\n` +
-      (answers.upstreamUrl === '' ? '' : "  edge-agent bridge add --upstream upstream --topic 'devices/+/telemetry' --direction out\n") +
+      (answers.upstreamUrl === ''
+        ? ''
+        : "  edge-agent bridge add --upstream upstream --topic 'devices/+/telemetry' --direction out\n") +
       '  sudo systemctl enable --now edge-agent\n',
   )
   return ExitCode.OK
@@ -217,7 +253,11 @@ async function show(ctx: CommandContext, o: ConfigFlags & { json: boolean }): Pr
     localCa: existsSync(`${c.dataDir}/certs/ca.crt`),
     listeners: c.broker.listeners.map((l) => ({ protocol: l.protocol, host: l.host, port: l.port })),
     admin: c.admin.enabled ? `${c.admin.host}:${c.admin.port}` : null,
-    upstreams: c.upstreams.map((u) => ({ name: u.name, url: u.url.replace(/\/\/[^@/]*@/, '//***@'), rules: u.rules.length })),
+    upstreams: c.upstreams.map((u) => ({
+      name: u.name,
+      url: u.url.replace(/\/\/[^@/]*@/, '//***@'),
+      rules: u.rules.length,
+    })),
     deviceGroups: c.devices.groups.map((g) => ({ name: g.name, members: g.members.length })),
   }
   if (o.json) {

@@ -12,7 +12,10 @@ export function statusCommand(ctx: CommandContext, done: (code: Promise<number>)
       .description("show a running agent's state: clients, message rates, components")
       .option('--url <url>', 'admin endpoint (default: from the config, http://127.0.0.1:9180)')
       .option('--json', 'print the raw /status JSON', false)
-      .addHelpText('after', `\nExamples:\n  $ edge-agent status\n  $ edge-agent status --json | jq .broker.clients\n  $ edge-agent status --url http://127.0.0.1:9181\n${EXIT_CODES_HELP}`),
+      .addHelpText(
+        'after',
+        `\nExamples:\n  $ edge-agent status\n  $ edge-agent status --json | jq .broker.clients\n  $ edge-agent status --url http://127.0.0.1:9181\n${EXIT_CODES_HELP}`,
+      ),
   ).action((o: ConfigFlags & { url?: string; json: boolean }) => done(status(ctx, o)))
 }
 

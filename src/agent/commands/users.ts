@@ -32,7 +32,10 @@ export function usersCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .command('add')
       .argument('<username>')
       .description('add a user (fails if the user exists)')
-      .addHelpText('after', '\nExamples:\n  $ edge-agent users add plc-7            # asks twice on a terminal\n  $ printf "%s\\n" "$PW" | edge-agent users add hmi-2'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  $ edge-agent users add plc-7            # asks twice on a terminal\n  $ printf "%s\\n" "$PW" | edge-agent users add hmi-2',
+      ),
   ).action((username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'add')))
   withConfigOptions(
     users
@@ -40,18 +43,14 @@ export function usersCommand(ctx: CommandContext, done: (code: Promise<number>) 
       .argument('<username>')
       .description("change a user's password")
       .addHelpText('after', '\nExamples:\n  $ edge-agent users passwd plc-7'),
-  ).action(
-    (username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'passwd')),
-  )
+  ).action((username: string, o: ConfigFlags) => done(setPassword(ctx, o, username, 'passwd')))
   withConfigOptions(
     users
       .command('remove')
       .argument('<username>')
       .description('remove a user')
       .addHelpText('after', '\nExamples:\n  $ edge-agent users remove plc-7'),
-  ).action(
-    (username: string, o: ConfigFlags) => done(remove(ctx, o, username)),
-  )
+  ).action((username: string, o: ConfigFlags) => done(remove(ctx, o, username)))
   withConfigOptions(
     users
       .command('list')

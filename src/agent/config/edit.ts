@@ -4,7 +4,17 @@
 // anything is written; written atomically (temp file in the same directory,
 // fsync, rename, fsync of the directory) with the old file's mode and owner.
 // A refused edit leaves the file byte-identical.
-import { closeSync, fchownSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  fchownSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { parseDocument, type Document } from 'yaml'
 import { loadConfig, type LoadedConfig } from './load.js'
@@ -40,7 +50,8 @@ export function editConfigFile(file: string, mutate: (doc: Document) => void, op
     before = opts.initial
   }
   const doc = parseDocument(before, { keepSourceTokens: false })
-  if (doc.errors.length > 0) throw new EditRefused(`${file} has YAML syntax errors; fix them by hand first (edge-agent config validate)`)
+  if (doc.errors.length > 0)
+    throw new EditRefused(`${file} has YAML syntax errors; fix them by hand first (edge-agent config validate)`)
   mutate(doc)
   const after = doc.toString({ lineWidth: 0 })
   // Only the file's own content decides (no EDGE_AGENT_* overrides): what is

@@ -2,10 +2,7 @@
 // (file:line:col, environment variable or --set flag) and the key path, so an
 // operator can fix them all in one edit. Values of secret keys never appear.
 export type ConfigErrorCode =
-  | 'EDGE_ERR_CONFIG_INVALID'
-  | 'EDGE_ERR_CONFIG_NOT_FOUND'
-  | 'EDGE_ERR_CONFIG_UNREADABLE'
-  | 'EDGE_ERR_CONFIG_SYNTAX'
+  'EDGE_ERR_CONFIG_INVALID' | 'EDGE_ERR_CONFIG_NOT_FOUND' | 'EDGE_ERR_CONFIG_UNREADABLE' | 'EDGE_ERR_CONFIG_SYNTAX'
 
 export interface ConfigIssue {
   /** 'file.yaml:12:7', 'env EDGE_AGENT_…', '--set a.b=…' or 'defaults' */

@@ -7,7 +7,16 @@
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import AjvModule, { type ErrorObject } from 'ajv'
-import { LineCounter, isMap, isNode, isPair, isScalar, parse as parseYamlValue, parseDocument, type Document } from 'yaml'
+import {
+  LineCounter,
+  isMap,
+  isNode,
+  isPair,
+  isScalar,
+  parse as parseYamlValue,
+  parseDocument,
+  type Document,
+} from 'yaml'
 import { AgentConfigSchema, type AgentConfig } from './schema.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { semanticIssues } from './semantic.js'
@@ -135,7 +144,13 @@ function readYaml(file: string, given?: string): { raw: Record<string, unknown>;
     const code = (err as NodeJS.ErrnoException).code
     throw new ConfigError(
       code === 'ENOENT' ? 'EDGE_ERR_CONFIG_NOT_FOUND' : 'EDGE_ERR_CONFIG_UNREADABLE',
-      [{ source: file, path: '', message: code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? String(err)})` }],
+      [
+        {
+          source: file,
+          path: '',
+          message: code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? String(err)})`,
+        },
+      ],
       file,
       { cause: err },
     )
@@ -147,7 +162,11 @@ function readYaml(file: string, given?: string): { raw: Record<string, unknown>;
       'EDGE_ERR_CONFIG_SYNTAX',
       doc.errors.map((e) => {
         const pos = lines.linePos(e.pos[0])
-        return { source: `${file}:${pos.line}:${pos.col}`, path: '', message: `YAML syntax: ${e.message.split('\n')[0] ?? ''}` }
+        return {
+          source: `${file}:${pos.line}:${pos.col}`,
+          path: '',
+          message: `YAML syntax: ${e.message.split('\n')[0] ?? ''}`,
+        }
       }),
       file,
     )
@@ -155,7 +174,11 @@ function readYaml(file: string, given?: string): { raw: Record<string, unknown>;
   const value: unknown = doc.toJS()
   if (value === null || value === undefined) return { raw: {}, doc, lines }
   if (typeof value !== 'object' || Array.isArray(value)) {
-    throw new ConfigError('EDGE_ERR_CONFIG_INVALID', [{ source: file, path: '', message: 'must be a mapping of keys (site:, broker:, …)' }], file)
+    throw new ConfigError(
+      'EDGE_ERR_CONFIG_INVALID',
+      [{ source: file, path: '', message: 'must be a mapping of keys (site:, broker:, …)' }],
+      file,
+    )
   }
   return { raw: value as Record<string, unknown>, doc, lines }
 }
@@ -217,7 +240,11 @@ function describeAjvError(e: ErrorObject, root: unknown, locate: (p: Path, key?:
         message: `must be one of ${(params['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}${got}`,
       }
     case 'type':
-      return { source: locate(path), path: formatPath(path), message: `must be ${articled(String(params['type']))}${got}` }
+      return {
+        source: locate(path),
+        path: formatPath(path),
+        message: `must be ${articled(String(params['type']))}${got}`,
+      }
     case 'pattern':
       return {
         source: locate(path),
@@ -361,7 +388,12 @@ function setPath(root: Record<string, unknown>, path: Path, value: unknown): voi
       // Seed with the schema default, so that `--set broker.listeners[0].port=1884`
       // edits the default listener instead of creating a partial one.
       const fallback = schemaAt(path.slice(0, i + 1))?.default
-      node[seg] = fallback !== undefined && typeof fallback === 'object' ? structuredClone(fallback) : typeof path[i + 1] === 'number' ? [] : {}
+      node[seg] =
+        fallback !== undefined && typeof fallback === 'object'
+          ? structuredClone(fallback)
+          : typeof path[i + 1] === 'number'
+            ? []
+            : {}
     }
     node = node[seg] as Record<string | number, unknown>
   })

@@ -46,5 +46,7 @@ const WHY: Record<ConfigSourceKind, string> = {
 
 /** 'config: /etc/edge-agent/config.yaml (default path)' */
 export function describeLocation(loc: ConfigLocation): string {
-  return loc.file === undefined ? `config: built-in defaults (${WHY.defaults})` : `config: ${loc.file} (${WHY[loc.source]})`
+  return loc.file === undefined
+    ? `config: built-in defaults (${WHY.defaults})`
+    : `config: ${loc.file} (${WHY[loc.source]})`
 }

@@ -18,7 +18,8 @@ function caFiles(dataDir: string): string[] {
 
 export function preflightIssues(config: Readonly<AgentConfig>, source: string): ConfigIssue[] {
   const issues: ConfigIssue[] = []
-  const add = (path: (string | number)[], message: string): void => void issues.push({ source, path: formatPath(path), message })
+  const add = (path: (string | number)[], message: string): void =>
+    void issues.push({ source, path: formatPath(path), message })
 
   issues.push(...dataDirIssues(config.dataDir, source))
 
@@ -48,15 +49,23 @@ export function preflight(config: Readonly<AgentConfig>, file: string | undefine
 
 function dataDirIssues(dataDir: string, source: string): ConfigIssue[] {
   const st = statOrUndefined(dataDir)
-  if (st !== undefined && !st.isDirectory()) return [{ source, path: 'dataDir', message: `${dataDir} exists and is not a directory` }]
+  if (st !== undefined && !st.isDirectory())
+    return [{ source, path: 'dataDir', message: `${dataDir} exists and is not a directory` }]
   // The directory, or the nearest parent that exists, must let us write.
   let dir = dataDir
   while (statOrUndefined(dir) === undefined && dirname(dir) !== dir) dir = dirname(dir)
-  if (statOrUndefined(dir)?.isDirectory() === false) return [{ source, path: 'dataDir', message: `cannot create ${dataDir}: ${dir} is not a directory` }]
+  if (statOrUndefined(dir)?.isDirectory() === false)
+    return [{ source, path: 'dataDir', message: `cannot create ${dataDir}: ${dir} is not a directory` }]
   try {
     accessSync(dir, constants.W_OK | constants.X_OK)
   } catch {
-    return [{ source, path: 'dataDir', message: `${dir} is not writable by this user${dir === dataDir ? '' : ` (cannot create ${dataDir})`}` }]
+    return [
+      {
+        source,
+        path: 'dataDir',
+        message: `${dir} is not writable by this user${dir === dataDir ? '' : ` (cannot create ${dataDir})`}`,
+      },
+    ]
   }
   return []
 }

@@ -28,15 +28,22 @@ export const ListenerSchema = Type.Object(
     }),
     requireClientCert: Type.Optional(
       Type.Boolean({
-        description: 'mqtts only: refuse clients without a certificate from the local CA (default true); without one a client has no device identity',
+        description:
+          'mqtts only: refuse clients without a certificate from the local CA (default true); without one a client has no device identity',
       }),
     ),
     certFile: Type.Optional(
-      Type.String({ minLength: 1, description: 'mqtts only: server certificate (PEM, with chain); default issued by the local CA and rotated' }),
+      Type.String({
+        minLength: 1,
+        description: 'mqtts only: server certificate (PEM, with chain); default issued by the local CA and rotated',
+      }),
     ),
     keyFile: Type.Optional(Type.String({ minLength: 1, description: 'mqtts only: private key of certFile (PEM)' })),
     caFile: Type.Optional(
-      Type.String({ minLength: 1, description: 'mqtts only: CAs that device certificates must chain to (PEM); default the local CA' }),
+      Type.String({
+        minLength: 1,
+        description: 'mqtts only: CAs that device certificates must chain to (PEM); default the local CA',
+      }),
     ),
     allowAnonymous: Type.Boolean({
       default: true,
@@ -70,9 +77,15 @@ export const BrokerAuthSchema = Type.Object(
     maxFailedLogins: Type.Integer({
       minimum: 1,
       default: 5,
-      description: 'failed logins per client address within failedLoginWindowSec; more are refused (CONNACK 5) without checking',
+      description:
+        'failed logins per client address within failedLoginWindowSec; more are refused (CONNACK 5) without checking',
     }),
-    failedLoginWindowSec: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'window of maxFailedLogins' }),
+    failedLoginWindowSec: Type.Integer({
+      minimum: 1,
+      maximum: 86400,
+      default: 60,
+      description: 'window of maxFailedLogins',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -106,21 +119,25 @@ export const BrokerLimitsSchema = Type.Object(
       minimum: 0,
       maximum: 65535,
       default: 1200,
-      description: 'clients asking for a longer keepalive are refused; 0 allows any (keepalive 0: see allowKeepaliveZero)',
+      description:
+        'clients asking for a longer keepalive are refused; 0 allows any (keepalive 0: see allowKeepaliveZero)',
     }),
     maxRetainedMessages: Type.Integer({
       minimum: 1,
       default: 100000,
-      description: 'retained messages (topics) clients may keep; beyond, a retained publish on a new topic is delivered but not kept (counted)',
+      description:
+        'retained messages (topics) clients may keep; beyond, a retained publish on a new topic is delivered but not kept (counted)',
     }),
     maxRetainedBytes: Type.Integer({
       minimum: 1,
       default: 67108864,
-      description: 'payload bytes of all retained messages clients keep; beyond, a retained publish is delivered but not kept (counted)',
+      description:
+        'payload bytes of all retained messages clients keep; beyond, a retained publish is delivered but not kept (counted)',
     }),
     allowKeepaliveZero: Type.Boolean({
       default: true,
-      description: 'accept clients asking for no keepalive (0), as MQTT 3.1.1 and Mosquitto do; false refuses them with CONNACK 2',
+      description:
+        'accept clients asking for no keepalive (0), as MQTT 3.1.1 and Mosquitto do; false refuses them with CONNACK 2',
     }),
     maxInflightPerClient: Type.Integer({
       minimum: 1,
@@ -168,19 +185,34 @@ export const BrokerAclSchema = Type.Object(
     file: Type.Optional(
       Type.String({
         minLength: 1,
-        description: "Mosquitto acl_file to import (topic/user/pattern lines with read|write|readwrite|deny, %u and %c); merged with the rules below",
+        description:
+          'Mosquitto acl_file to import (topic/user/pattern lines with read|write|readwrite|deny, %u and %c); merged with the rules below',
       }),
     ),
-    anonymous: Type.Optional(Type.Object(AclRuleProperties, { additionalProperties: false, description: 'rules of clients without a user name' })),
+    anonymous: Type.Optional(
+      Type.Object(AclRuleProperties, {
+        additionalProperties: false,
+        description: 'rules of clients without a user name',
+      }),
+    ),
     users: Type.Array(
-      Type.Object({ name: Type.String({ minLength: 1, description: 'user name (password file) or device id' }), ...AclRuleProperties }, { additionalProperties: false }),
+      Type.Object(
+        {
+          name: Type.String({ minLength: 1, description: 'user name (password file) or device id' }),
+          ...AclRuleProperties,
+        },
+        { additionalProperties: false },
+      ),
       { default: [], description: 'rules of one user each' },
     ),
     groups: Type.Array(
       Type.Object(
         {
           name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
-          members: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'user names or device ids, * matches any run of characters' }),
+          members: Type.Array(Type.String({ minLength: 1 }), {
+            minItems: 1,
+            description: 'user names or device ids, * matches any run of characters',
+          }),
           ...AclRuleProperties,
         },
         { additionalProperties: false },
@@ -189,7 +221,8 @@ export const BrokerAclSchema = Type.Object(
     ),
     patterns: Type.Array(Type.Object(AclRuleProperties, { additionalProperties: false }), {
       default: [],
-      description: 'rules of every client; %u / {id} = its user name (rules using it skip anonymous clients), %c = its client id',
+      description:
+        'rules of every client; %u / {id} = its user name (rules using it skip anonymous clients), %c = its client id',
     }),
     onDeniedPublish: Type.Enum(['drop', 'disconnect'], {
       default: 'drop',
@@ -228,7 +261,11 @@ export const BridgeRuleSchema = Type.Object(
     localPrefix: Type.String({ default: '', description: "prefix on the local side; empty or ending in '/'" }),
     remotePrefix: Type.String({ default: '', description: "prefix on the upstream side; empty or ending in '/'" }),
     name: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 200, description: 'rule id in logs and drop counters; default <index>:<topic>' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 200,
+        description: 'rule id in logs and drop counters; default <index>:<topic>',
+      }),
     ),
     priority: Type.Integer({
       minimum: -1000000,
@@ -255,14 +292,21 @@ export const BridgeRuleSchema = Type.Object(
       default: 0,
       description: 'messages per second per topic forwarded at most; more are dropped (counted); 0 = no limit',
     }),
-    retainAsPublished: Type.Boolean({ default: true, description: 'keep the retain flag when forwarding; false clears it' }),
+    retainAsPublished: Type.Boolean({
+      default: true,
+      description: 'keep the retain flag when forwarding; false clears it',
+    }),
     retainHandling: Type.Integer({
       minimum: 0,
       maximum: 2,
       default: 0,
-      description: 'MQTT 5 subscription option for in/both rules: 0 send retained, 1 only on a new subscription, 2 never',
+      description:
+        'MQTT 5 subscription option for in/both rules: 0 send retained, 1 only on a new subscription, 2 never',
     }),
-    bufferQos0: Type.Boolean({ default: false, description: 'store QoS 0 messages while the upstream is down (default: drop, counted)' }),
+    bufferQos0: Type.Boolean({
+      default: false,
+      description: 'store QoS 0 messages while the upstream is down (default: drop, counted)',
+    }),
   },
   { additionalProperties: false },
 )
@@ -271,11 +315,16 @@ export const UpstreamReconnectSchema = Type.Object(
   {
     minMs: Type.Integer({ minimum: 1, default: 1000, description: 'smallest reconnect delay (decorrelated jitter)' }),
     maxMs: Type.Integer({ minimum: 1, default: 60000, description: 'largest reconnect delay' }),
-    resetAfterMs: Type.Integer({ minimum: 0, default: 30000, description: 'a connection up this long resets the backoff' }),
+    resetAfterMs: Type.Integer({
+      minimum: 0,
+      default: 30000,
+      description: 'a connection up this long resets the backoff',
+    }),
     probeIntervalMs: Type.Integer({
       minimum: 0,
       default: 500,
-      description: 'while unreachable, a TCP probe this often ends the wait as soon as the upstream listens again; 0 = off',
+      description:
+        'while unreachable, a TCP probe this often ends the wait as soon as the upstream listens again; 0 = off',
     }),
   },
   { additionalProperties: false, default: {} },
@@ -284,7 +333,11 @@ export const UpstreamReconnectSchema = Type.Object(
 export const UpstreamStatusSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'retained birth message on connect, last will "offline"' }),
-    topic: Type.String({ minLength: 1, default: 'edge-agent/{site}/status', description: 'placeholders {site} and {upstream}' }),
+    topic: Type.String({
+      minLength: 1,
+      default: 'edge-agent/{site}/status',
+      description: 'placeholders {site} and {upstream}',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -293,9 +346,14 @@ export const UpstreamLossReportSchema = Type.Object(
   {
     enabled: Type.Boolean({
       default: true,
-      description: 'tell this upstream when buffered data of its rules is dropped: a JSON loss report, QoS 1, in order with the data',
+      description:
+        'tell this upstream when buffered data of its rules is dropped: a JSON loss report, QoS 1, in order with the data',
     }),
-    topic: Type.String({ minLength: 1, default: 'edge-agent/{site}/drops', description: 'placeholders {site} and {upstream}' }),
+    topic: Type.String({
+      minLength: 1,
+      default: 'edge-agent/{site}/drops',
+      description: 'placeholders {site} and {upstream}',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -304,22 +362,35 @@ export const UpstreamRenewCertificateSchema = Type.Object(
   {
     enabled: Type.Boolean({
       default: false,
-      description: "renew this upstream's client certificate (certFile/keyFile) from the upstream edge-agent's local CA, over the bridge's own session",
+      description:
+        "renew this upstream's client certificate (certFile/keyFile) from the upstream edge-agent's local CA, over the bridge's own session",
     }),
     atFraction: Type.Number({
       minimum: 0.1,
       maximum: 0.95,
       default: 0.66,
-      description: "renew once this fraction of the certificate's lifetime has passed (plus jitter up to 1/20); at or above the upstream's certs.device.renewAfter",
+      description:
+        "renew once this fraction of the certificate's lifetime has passed (plus jitter up to 1/20); at or above the upstream's certs.device.renewAfter",
     }),
     topicPrefix: Type.String({
       minLength: 1,
       default: 'devices/{id}/$certs',
       description: "renewal topics on the upstream (its certs.renewal.topicPrefix); {id} = the certificate's CN",
     }),
-    rotateKey: Type.Boolean({ default: true, description: 'make a new key pair at each renewal (false: keep keyFile)' }),
-    timeoutMs: Type.Integer({ minimum: 1000, default: 30000, description: "how long to wait for the upstream's reply" }),
-    retryMinMs: Type.Integer({ minimum: 100, default: 10000, description: 'first retry after a failure; doubles per failure' }),
+    rotateKey: Type.Boolean({
+      default: true,
+      description: 'make a new key pair at each renewal (false: keep keyFile)',
+    }),
+    timeoutMs: Type.Integer({
+      minimum: 1000,
+      default: 30000,
+      description: "how long to wait for the upstream's reply",
+    }),
+    retryMinMs: Type.Integer({
+      minimum: 100,
+      default: 10000,
+      description: 'first retry after a failure; doubles per failure',
+    }),
     retryMaxMs: Type.Integer({ minimum: 100, default: 600000, description: 'longest wait between retries' }),
   },
   { additionalProperties: false, default: {} },
@@ -332,16 +403,35 @@ export const UpstreamSchema = Type.Object(
       pattern: '^(mqtt|mqtts|ws|wss)://',
       description: 'upstream broker, e.g. mqtt://10.0.3.10:1883',
     }),
-    protocolVersion: Type.Integer({ minimum: 4, maximum: 5, default: 5, description: '5 = MQTT 5, 4 = MQTT 3.1.1 (e.g. toward another edge-agent)' }),
-    clientId: Type.String({ default: '', description: 'default edge-agent.<site.name>.<name>; must be stable for the session to resume' }),
+    protocolVersion: Type.Integer({
+      minimum: 4,
+      maximum: 5,
+      default: 5,
+      description: '5 = MQTT 5, 4 = MQTT 3.1.1 (e.g. toward another edge-agent)',
+    }),
+    clientId: Type.String({
+      default: '',
+      description: 'default edge-agent.<site.name>.<name>; must be stable for the session to resume',
+    }),
     username: Type.String({ default: '' }),
     passwordFile: Type.String({ default: '', description: 'file holding the password (read at every connect)' }),
     caFile: Type.String({ default: '', description: 'PEM CAs to trust (mqtts, wss); default the system roots' }),
     certFile: Type.String({ default: '', description: 'client certificate (PEM) for mutual TLS' }),
     keyFile: Type.String({ default: '', description: 'private key of certFile (PEM)' }),
-    tlsServerName: Type.String({ default: '', description: 'name checked in the server certificate; default the URL host' }),
-    keepaliveSec: Type.Integer({ minimum: 0, maximum: 65535, default: 30, description: 'dead link detected after 1.5 × this' }),
-    cleanStart: Type.Boolean({ default: false, description: 'false resumes the session: downward subscriptions survive reconnects' }),
+    tlsServerName: Type.String({
+      default: '',
+      description: 'name checked in the server certificate; default the URL host',
+    }),
+    keepaliveSec: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: 30,
+      description: 'dead link detected after 1.5 × this',
+    }),
+    cleanStart: Type.Boolean({
+      default: false,
+      description: 'false resumes the session: downward subscriptions survive reconnects',
+    }),
     sessionExpirySec: Type.Integer({
       minimum: 0,
       maximum: 4294967295,
@@ -356,8 +446,15 @@ export const UpstreamSchema = Type.Object(
       default: 100,
       description: "unacknowledged QoS 1/2 messages at most; the upstream's Receive Maximum may lower it",
     }),
-    maxRatePerSec: Type.Number({ minimum: 0, default: 0, description: 'messages per second sent upstream at most (backlog drain too); 0 = no limit' }),
-    bridgeFlag: Type.Boolean({ default: true, description: "MQTT 3.1.1: mark the connection as a bridge (Mosquitto's try_private: no echo)" }),
+    maxRatePerSec: Type.Number({
+      minimum: 0,
+      default: 0,
+      description: 'messages per second sent upstream at most (backlog drain too); 0 = no limit',
+    }),
+    bridgeFlag: Type.Boolean({
+      default: true,
+      description: "MQTT 3.1.1: mark the connection as a bridge (Mosquitto's try_private: no echo)",
+    }),
     loopDetection: Type.Boolean({
       default: true,
       description: 'read the upstream agent identity ($edge-agent/identity) and refuse to forward in a loop',
@@ -377,7 +474,10 @@ export const UpstreamSchema = Type.Object(
 
 export const AcmeSchema = Type.Object(
   {
-    directoryUrl: Type.String({ pattern: '^https?://', description: "the ACME CA's directory URL, e.g. https://ca.plant.example:9000/acme/acme/directory (step-ca)" }),
+    directoryUrl: Type.String({
+      pattern: '^https?://',
+      description: "the ACME CA's directory URL, e.g. https://ca.plant.example:9000/acme/acme/directory (step-ca)",
+    }),
     email: Type.String({ default: '', description: 'contact address of the ACME account (optional)' }),
     identifiers: Type.Array(Type.String({ minLength: 1, pattern: '^[A-Za-z0-9*][A-Za-z0-9.-]*$' }), {
       minItems: 1,
@@ -385,7 +485,8 @@ export const AcmeSchema = Type.Object(
     }),
     challenge: Type.Enum(['http-01', 'tls-alpn-01', 'dns-01'], {
       default: 'http-01',
-      description: 'http-01 and tls-alpn-01 are served by the agent itself while an order is pending; dns-01 runs dns01.command',
+      description:
+        'http-01 and tls-alpn-01 are served by the agent itself while an order is pending; dns-01 runs dns01.command',
     }),
     http01: Type.Object(
       {
@@ -405,9 +506,14 @@ export const AcmeSchema = Type.Object(
       {
         command: Type.String({
           default: '',
-          description: 'hook run as `<command> present|cleanup <record name> <TXT value>` (no shell); present returns once the record is published',
+          description:
+            'hook run as `<command> present|cleanup <record name> <TXT value>` (no shell); present returns once the record is published',
         }),
-        timeoutSec: Type.Integer({ minimum: 1, default: 300, description: 'a hook run taking longer is killed and the attempt fails' }),
+        timeoutSec: Type.Integer({
+          minimum: 1,
+          default: 300,
+          description: 'a hook run taking longer is killed and the attempt fails',
+        }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -415,7 +521,8 @@ export const AcmeSchema = Type.Object(
       minimum: 0.1,
       maximum: 0.95,
       default: 0.667,
-      description: "renew once this fraction of the certificate's lifetime has passed (minus jitter up to 1/20), or earlier if the CA's renewal information (ARI) says so",
+      description:
+        "renew once this fraction of the certificate's lifetime has passed (minus jitter up to 1/20), or earlier if the CA's renewal information (ARI) says so",
     }),
     maxIntervalSec: Type.Integer({
       minimum: 0,
@@ -423,10 +530,14 @@ export const AcmeSchema = Type.Object(
       description: 'renew at least this often whatever the lifetime; 0 = only by renewAt and ARI',
     }),
     rotateKey: Type.Boolean({ default: true, description: 'a new key at every renewal (false: keep the current key)' }),
-    caFile: Type.String({ default: '', description: "extra CAs to trust for the ACME server's own HTTPS (PEM); default the system roots" }),
+    caFile: Type.String({
+      default: '',
+      description: "extra CAs to trust for the ACME server's own HTTPS (PEM); default the system roots",
+    }),
     trustFile: Type.String({
       default: '',
-      description: 'CAs the issued chain must lead to (PEM), checked before promotion; default: the chain need only be consistent',
+      description:
+        'CAs the issued chain must lead to (PEM), checked before promotion; default: the chain need only be consistent',
     }),
     eab: Type.Optional(
       Type.Object(
@@ -437,28 +548,51 @@ export const AcmeSchema = Type.Object(
         { additionalProperties: false, description: 'external account binding, for CAs that require one' },
       ),
     ),
-    retryMinMs: Type.Integer({ minimum: 100, default: 60000, description: 'first retry after a failed attempt; doubles per failure, with jitter' }),
-    retryMaxMs: Type.Integer({ minimum: 100, default: 3600000, description: 'longest wait between attempts while the CA or the link is down' }),
-    requestTimeoutMs: Type.Integer({ minimum: 1000, default: 30000, description: 'timeout of one HTTP request to the CA' }),
-    warnBeforeSec: Type.Integer({ minimum: 0, default: 604800, description: 'warn (log, status "expiring") this long before the certificate expires' }),
+    retryMinMs: Type.Integer({
+      minimum: 100,
+      default: 60000,
+      description: 'first retry after a failed attempt; doubles per failure, with jitter',
+    }),
+    retryMaxMs: Type.Integer({
+      minimum: 100,
+      default: 3600000,
+      description: 'longest wait between attempts while the CA or the link is down',
+    }),
+    requestTimeoutMs: Type.Integer({
+      minimum: 1000,
+      default: 30000,
+      description: 'timeout of one HTTP request to the CA',
+    }),
+    warnBeforeSec: Type.Integer({
+      minimum: 0,
+      default: 604800,
+      description: 'warn (log, status "expiring") this long before the certificate expires',
+    }),
     testUpstreams: Type.Boolean({
       default: true,
-      description: 'before promotion, a test handshake to every upstream with clientCertificate: acme; a refusal keeps the current certificate',
+      description:
+        'before promotion, a test handshake to every upstream with clientCertificate: acme; a refusal keeps the current certificate',
     }),
   },
   { additionalProperties: false },
 )
 
-const Seconds = (minimum: number, def: number, description: string) => Type.Integer({ minimum, default: def, description })
-const Fraction = (def: number, description: string) => Type.Number({ minimum: 0.1, maximum: 0.95, default: def, description })
+const Seconds = (minimum: number, def: number, description: string) =>
+  Type.Integer({ minimum, default: def, description })
+const Fraction = (def: number, description: string) =>
+  Type.Number({ minimum: 0.1, maximum: 0.95, default: def, description })
 
 export const CertsSchema = Type.Object(
   {
     autoInit: Type.Boolean({
       default: false,
-      description: 'create a self-signed local CA at first start when none exists (else run `edge-agent certs init` or `certs import-ca`)',
+      description:
+        'create a self-signed local CA at first start when none exists (else run `edge-agent certs init` or `certs import-ca`)',
     }),
-    caName: Type.String({ default: '', description: 'CN of a CA made by autoInit / certs init; default "edge-agent local CA (<site.name>)"' }),
+    caName: Type.String({
+      default: '',
+      description: 'CN of a CA made by autoInit / certs init; default "edge-agent local CA (<site.name>)"',
+    }),
     caLifetimeSec: Seconds(86400, 157680000, 'lifetime of a CA made by autoInit / certs init (default 5 years)'),
     backdateSec: Seconds(0, 3600, 'notBefore of every certificate is set this far back, for devices whose clock lags'),
     allowShortLifetimes: Type.Boolean({
@@ -469,7 +603,11 @@ export const CertsSchema = Type.Object(
       {
         lifetimeSec: Seconds(10, 604800, 'lifetime of device certificates issued by renewal and by default (7 days)'),
         renewAfter: Fraction(0.667, 'fraction of its lifetime after which a device may renew (2/3)'),
-        maxLifetimeSec: Seconds(10, 31536000, 'longest lifetime `certs issue --lifetime` may give (factory provisioning)'),
+        maxLifetimeSec: Seconds(
+          10,
+          31536000,
+          'longest lifetime `certs issue --lifetime` may give (factory provisioning)',
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -479,7 +617,8 @@ export const CertsSchema = Type.Object(
         renewAfter: Fraction(0.667, 'fraction of its lifetime after which the server certificate is rotated'),
         hostnames: Type.Array(Type.String({ minLength: 1 }), {
           default: [],
-          description: "extra DNS names / IP addresses in the server certificate; this host's name, localhost, 127.0.0.1 and ::1 are always in",
+          description:
+            "extra DNS names / IP addresses in the server certificate; this host's name, localhost, 127.0.0.1 and ::1 are always in",
         }),
       },
       { additionalProperties: false, default: {} },
@@ -490,7 +629,8 @@ export const CertsSchema = Type.Object(
         topicPrefix: Type.String({
           minLength: 1,
           default: 'devices/{id}/$certs',
-          description: 'renewal topics: <prefix>/csr (device publishes) and <prefix>/cert (agent replies); {id} = device id',
+          description:
+            'renewal topics: <prefix>/csr (device publishes) and <prefix>/cert (agent replies); {id} = device id',
         }),
         minRequestIntervalSec: Seconds(0, 10, 'a device may send at most one renewal request per this many seconds'),
       },
@@ -499,15 +639,27 @@ export const CertsSchema = Type.Object(
     acme: Type.Optional(AcmeSchema),
     crl: Type.Object(
       {
-        topic: Type.String({ minLength: 1, default: '$edge/ca/crl', description: 'the CRL (PEM) is published retained here; every device may subscribe' }),
+        topic: Type.String({
+          minLength: 1,
+          default: '$edge/ca/crl',
+          description: 'the CRL (PEM) is published retained here; every device may subscribe',
+        }),
         validitySec: Seconds(60, 86400, 'CRL nextUpdate = now + this; re-signed at half'),
       },
       { additionalProperties: false, default: {} },
     ),
     clock: Type.Object(
       {
-        toleranceSec: Seconds(1, 300, 'clock steps this small are normal; also the slack below the last known good time'),
-        maxForwardJumpSec: Seconds(60, 604800, 'a forward clock step larger than this makes the clock suspicious (issuance pauses)'),
+        toleranceSec: Seconds(
+          1,
+          300,
+          'clock steps this small are normal; also the slack below the last known good time',
+        ),
+        maxForwardJumpSec: Seconds(
+          60,
+          604800,
+          'a forward clock step larger than this makes the clock suspicious (issuance pauses)',
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -518,9 +670,18 @@ export const CertsSchema = Type.Object(
 export const DeviceGroupSchema = Type.Object(
   {
     name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 64 }),
-    members: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'device ids, * matches any run of characters' }),
-    publish: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'extra publish filters; {id} = device id' }),
-    subscribe: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'extra subscribe filters; {id} = device id' }),
+    members: Type.Array(Type.String({ minLength: 1 }), {
+      minItems: 1,
+      description: 'device ids, * matches any run of characters',
+    }),
+    publish: Type.Array(Type.String({ minLength: 1 }), {
+      default: [],
+      description: 'extra publish filters; {id} = device id',
+    }),
+    subscribe: Type.Array(Type.String({ minLength: 1 }), {
+      default: [],
+      description: 'extra subscribe filters; {id} = device id',
+    }),
   },
   { additionalProperties: false },
 )
@@ -566,12 +727,18 @@ export const BufferSchema = Type.Object(
       default: 0,
       description: 'free disk space the buffer never eats into; 0 = the smaller of 200 MiB and 5 % of the file system',
     }),
-    maxBatch: Type.Integer({ minimum: 1, maximum: 10000, default: 256, description: 'messages per group commit at most' }),
+    maxBatch: Type.Integer({
+      minimum: 1,
+      maximum: 10000,
+      default: 256,
+      description: 'messages per group commit at most',
+    }),
     batchWindowMs: Type.Integer({
       minimum: 0,
       maximum: 1000,
       default: 0,
-      description: 'extra time a commit waits to gather more messages; 0 = commit at the end of the current event-loop turn',
+      description:
+        'extra time a commit waits to gather more messages; 0 = commit at the end of the current event-loop turn',
     }),
   },
   { additionalProperties: false, default: {} },
@@ -581,9 +748,14 @@ export const NodeRedSchema = Type.Object(
   {
     enabled: Type.Boolean({
       default: false,
-      description: 'run Node-RED inside the agent (needs the edge-agent-node-red add-on); disabled, the module is never loaded',
+      description:
+        'run Node-RED inside the agent (needs the edge-agent-node-red add-on); disabled, the module is never loaded',
     }),
-    host: Type.String({ minLength: 1, default: '127.0.0.1', description: 'address of the editor and admin API; loopback unless you mean otherwise' }),
+    host: Type.String({
+      minLength: 1,
+      default: '127.0.0.1',
+      description: 'address of the editor and admin API; loopback unless you mean otherwise',
+    }),
     port: Port('HTTP port of the editor and admin API', 1880),
     httpNodeRoot: Type.String({
       pattern: '^(/[^/].*|)$',
@@ -607,7 +779,10 @@ export const NodeRedSchema = Type.Object(
       default: 262144,
       description: 'largest payload an edge out node publishes; larger is refused (node error)',
     }),
-    editor: Type.Boolean({ default: true, description: 'serve the editor (only once a user exists: edge-agent nodered passwd USER)' }),
+    editor: Type.Boolean({
+      default: true,
+      description: 'serve the editor (only once a user exists: edge-agent nodered passwd USER)',
+    }),
     logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'], {
       default: 'info',
       description: "Node-RED's own log level (its lines carry component: node-red)",

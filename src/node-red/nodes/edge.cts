@@ -125,7 +125,8 @@ module.exports = function register(RED: Red): void {
     node.on('input', (msg, _send, done) => {
       if (api === undefined) return done(new Error('edge out works only inside edge-agent'))
       const topic = config.topic !== undefined && config.topic !== '' ? config.topic : msg['topic']
-      if (!validTopic(topic)) return done(new Error('edge out: no valid topic (set one in the node, or msg.topic without + or #)'))
+      if (!validTopic(topic))
+        return done(new Error('edge out: no valid topic (set one in the node, or msg.topic without + or #)'))
       const q = config.qos !== undefined && config.qos !== '' ? Number(config.qos) : Number(msg['qos'] ?? 1)
       const qos = (q === 0 || q === 1 || q === 2 ? q : 1) as 0 | 1 | 2
       const retain = config.retain === 'true' || (config.retain !== 'false' && msg['retain'] === true)

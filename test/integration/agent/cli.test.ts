@@ -9,7 +9,8 @@ import { tmpDir } from '../../helpers/tmp-dir.js'
 test('--help teaches: commands, examples and exit codes', async () => {
   const r = await runCli(['--help'])
   assert.equal(r.code, 0)
-  for (const word of ['run', 'config', 'status', 'Examples:', 'Exit codes:', '78']) assert.ok(r.stdout.includes(word), `help mentions ${word}`)
+  for (const word of ['run', 'config', 'status', 'Examples:', 'Exit codes:', '78'])
+    assert.ok(r.stdout.includes(word), `help mentions ${word}`)
   const run = await runCli(['run', '--help'])
   assert.equal(run.code, 0)
   assert.match(run.stdout, /--set <key=value>/)
@@ -35,7 +36,10 @@ test('a usage error exits 64 and says what was wrong', async () => {
 test('run with an invalid config exits 78 before touching state, naming file and key path', async (t) => {
   const dir = tmpDir(t)
   const file = join(dir, 'site.yaml')
-  writeFileSync(file, `dataDir: ${join(dir, 'state')}\nbroker:\n  listeners:\n    - { protocol: mqtt, port: 99999 }\n  limts: {}\n`)
+  writeFileSync(
+    file,
+    `dataDir: ${join(dir, 'state')}\nbroker:\n  listeners:\n    - { protocol: mqtt, port: 99999 }\n  limts: {}\n`,
+  )
   const r = await runCli(['run', '--config', file])
   assert.equal(r.code, 78)
   assert.match(r.stderr, new RegExp(`${file}:4:31: broker\\.listeners\\[0\\]\\.port: must be <= 65535 \\(got 99999\\)`))
@@ -100,7 +104,11 @@ test('config schema prints the JSON Schema shipped in schema/edge-agent.schema.j
   const printed = JSON.parse(r.stdout) as { properties: Record<string, unknown> }
   assert.ok(printed.properties['broker'])
   const shipped = readFileSync(new URL('../../../schema/edge-agent.schema.json', import.meta.url), 'utf8')
-  assert.equal(r.stdout, shipped, 'schema/edge-agent.schema.json is stale: run `node dist/agent/main.js config schema > schema/edge-agent.schema.json`')
+  assert.equal(
+    r.stdout,
+    shipped,
+    'schema/edge-agent.schema.json is stale: run `node dist/agent/main.js config schema > schema/edge-agent.schema.json`',
+  )
 })
 
 test('status exits 69 with a hint when no agent answers', async () => {

@@ -16,7 +16,12 @@ function site(dir: string, name: string): string {
 
 /** An environment with no config anywhere: the /etc root points at an empty temp dir. */
 function bareEnv(root: string): Record<string, string> {
-  return { EDGE_AGENT_SYSCONFDIR: join(root, 'etc'), EDGE_AGENT_CONFIG: '', CONFIGURATION_DIRECTORY: '', STATE_DIRECTORY: '' }
+  return {
+    EDGE_AGENT_SYSCONFDIR: join(root, 'etc'),
+    EDGE_AGENT_CONFIG: '',
+    CONFIGURATION_DIRECTORY: '',
+    STATE_DIRECTORY: '',
+  }
 }
 
 test('without --config, commands use $EDGE_AGENT_CONFIG, else the default path, and say which', async (t) => {
@@ -34,19 +39,29 @@ test('without --config, commands use $EDGE_AGENT_CONFIG, else the default path, 
   assert.deepEqual((JSON.parse(v.stdout) as { config: unknown }).config, { file: etc, source: 'default-path' })
 
   const other = site(root, 'from-env')
-  const fromEnv = await runCli(['config', 'validate', '--json'], { env: { ...env, EDGE_AGENT_CONFIG: other }, cwd: root })
+  const fromEnv = await runCli(['config', 'validate', '--json'], {
+    env: { ...env, EDGE_AGENT_CONFIG: other },
+    cwd: root,
+  })
   assert.equal(fromEnv.code, 0, fromEnv.stderr)
   assert.deepEqual((JSON.parse(fromEnv.stdout) as { config: unknown }).config, { file: other, source: 'env' })
 
   const flag = site(root, 'from-flag')
-  const fromFlag = await runCli(['config', 'show', '--json', '--config', flag], { env: { ...env, EDGE_AGENT_CONFIG: other }, cwd: root })
+  const fromFlag = await runCli(['config', 'show', '--json', '--config', flag], {
+    env: { ...env, EDGE_AGENT_CONFIG: other },
+    cwd: root,
+  })
   assert.equal((JSON.parse(fromFlag.stdout) as { site: { name: string } }).site.name, 'from-flag')
 })
 
 test('with no config found, state commands refuse to create ./data and name the choices', async (t) => {
   const root = tmpDir(t)
   const env = bareEnv(root)
-  for (const args of [['certs', 'init'], ['buffer', 'peek'], ['certs', 'list']]) {
+  for (const args of [
+    ['certs', 'init'],
+    ['buffer', 'peek'],
+    ['certs', 'list'],
+  ]) {
     const r = await runCli(args, { env, cwd: root })
     assert.equal(r.code, 78, `${args.join(' ')}: ${r.stderr}`)
     assert.match(r.stderr, /no config found/)
@@ -69,7 +84,10 @@ test('config validate without a file says it used built-in defaults', async (t) 
 
 test('--set errors name the flag, not "defaults"', async (t) => {
   const root = tmpDir(t)
-  const r = await runCli(['config', 'validate', '--set', 'brokr.limits.maxConnections=5'], { env: bareEnv(root), cwd: root })
+  const r = await runCli(['config', 'validate', '--set', 'brokr.limits.maxConnections=5'], {
+    env: bareEnv(root),
+    cwd: root,
+  })
   assert.equal(r.code, 78)
   assert.match(r.stderr, /--set brokr\.limits\.maxConnections: brokr: unknown key \(did you mean 'broker'\?\)/)
   assert.doesNotMatch(r.stderr, /defaults/)

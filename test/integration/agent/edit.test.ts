@@ -34,27 +34,75 @@ test('bridge add and remove keep the comments, validate, and write atomically', 
   const dir = tmpDir(t)
   const file = siteFile(dir)
   const original = readFileSync(file, 'utf8')
-  const add = await runCli(['bridge', 'add', '--config', file, '--upstream', 'up', '--topic', 'devices/+/cmd', '--direction', 'in', '--qos', '0'])
+  const add = await runCli([
+    'bridge',
+    'add',
+    '--config',
+    file,
+    '--upstream',
+    'up',
+    '--topic',
+    'devices/+/cmd',
+    '--direction',
+    'in',
+    '--qos',
+    '0',
+  ])
   assert.equal(add.code, 0, add.stderr)
   const added = readFileSync(file, 'utf8')
-  for (const comment of ['# Press hall, line 3', '# as the MES knows it', '# the site broker, level 3', '# all telemetry']) assert.ok(added.includes(comment), comment)
-  const rules = (parse(added) as { upstreams: { rules: { topic: string; direction: string; qos?: number }[] }[] }).upstreams[0]?.rules
+  for (const comment of [
+    '# Press hall, line 3',
+    '# as the MES knows it',
+    '# the site broker, level 3',
+    '# all telemetry',
+  ])
+    assert.ok(added.includes(comment), comment)
+  const rules = (parse(added) as { upstreams: { rules: { topic: string; direction: string; qos?: number }[] }[] })
+    .upstreams[0]?.rules
   assert.deepEqual(rules?.[1], { topic: 'devices/+/cmd', direction: 'in', qos: 0 })
   assert.equal(statSync(file).mode & 0o777, 0o640, 'mode kept')
-  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp')), [], 'no temp file left')
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.includes('.tmp')),
+    [],
+    'no temp file left',
+  )
 
-  const created = await runCli(['bridge', 'add', '-c', file, '-u', 'cloud', '--url', 'mqtts://broker.example:8883', '-t', 'alarms/#', '-d', 'out'])
+  const created = await runCli([
+    'bridge',
+    'add',
+    '-c',
+    file,
+    '-u',
+    'cloud',
+    '--url',
+    'mqtts://broker.example:8883',
+    '-t',
+    'alarms/#',
+    '-d',
+    'out',
+  ])
   assert.equal(created.code, 0, created.stderr)
   const listed = await runCli(['bridge', 'list', '-c', file, '--json'])
   const body = JSON.parse(listed.stdout) as { upstreams: { name: string; rules: { topic: string }[] }[] }
-  assert.deepEqual(body.upstreams.map((u) => [u.name, u.rules.map((r) => r.topic)]), [['up', ['devices/+/telemetry', 'devices/+/cmd']], ['cloud', ['alarms/#']]])
+  assert.deepEqual(
+    body.upstreams.map((u) => [u.name, u.rules.map((r) => r.topic)]),
+    [
+      ['up', ['devices/+/telemetry', 'devices/+/cmd']],
+      ['cloud', ['alarms/#']],
+    ],
+  )
 
   const rm = await runCli(['bridge', 'remove', '-c', file, '-u', 'up', '-t', 'devices/+/cmd'])
   assert.equal(rm.code, 0, rm.stderr)
   const rmAll = await runCli(['bridge', 'remove', '-c', file, '-u', 'cloud', '--all'])
   assert.equal(rmAll.code, 0, rmAll.stderr)
   assert.deepEqual(parse(readFileSync(file, 'utf8')), parse(original), 'back to the same config')
-  for (const comment of ['# Press hall, line 3', '# as the MES knows it', '# the site broker, level 3', '# all telemetry']) {
+  for (const comment of [
+    '# Press hall, line 3',
+    '# as the MES knows it',
+    '# the site broker, level 3',
+    '# all telemetry',
+  ]) {
     assert.ok(readFileSync(file, 'utf8').includes(comment), `${comment} survived add and remove`)
   }
 })
@@ -64,7 +112,11 @@ test('a refused edit leaves the file byte-identical and says why', async (t) => 
   const file = siteFile(dir)
   const before = readFileSync(file)
   const cases: [string[], number, RegExp][] = [
-    [['bridge', 'add', '-u', 'up', '-t', 'a/#/b', '-d', 'out'], 78, /would make the config invalid.*\n.*rules\[1\]\.topic/],
+    [
+      ['bridge', 'add', '-u', 'up', '-t', 'a/#/b', '-d', 'out'],
+      78,
+      /would make the config invalid.*\n.*rules\[1\]\.topic/,
+    ],
     [['bridge', 'add', '-u', 'nope', '-t', 'a', '-d', 'out'], 1, /no upstream 'nope' \(have: up\); pass --url/],
     [['bridge', 'add', '-u', 'up', '-t', 'devices/+/telemetry', '-d', 'out'], 1, /already has a out rule/],
     [['bridge', 'add', '-u', 'x', '--url', 'http://h', '-t', 'a', '-d', 'out'], 78, /url: must match/],
@@ -91,7 +143,22 @@ test('site init from flags writes a valid config, the state dir and the CA; refu
   const env = { EDGE_AGENT_SYSCONFDIR: join(root, 'etc'), EDGE_AGENT_CONFIG: '', CONFIGURATION_DIRECTORY: '' }
   const state = join(root, 'state')
   const r = await runCli(
-    ['site', 'init', '--no-input', '--name', 'press-hall', '--level', '3', '--upstream-url', 'mqtt://127.0.0.1:1883', '--listener', 'mqtts:127.0.0.1:8883', '--data-dir', state, '--ca'],
+    [
+      'site',
+      'init',
+      '--no-input',
+      '--name',
+      'press-hall',
+      '--level',
+      '3',
+      '--upstream-url',
+      'mqtt://127.0.0.1:1883',
+      '--listener',
+      'mqtts:127.0.0.1:8883',
+      '--data-dir',
+      state,
+      '--ca',
+    ],
     { env, cwd: root },
   )
   assert.equal(r.code, 0, r.stderr)
@@ -113,19 +180,25 @@ test('site init from flags writes a valid config, the state dir and the CA; refu
   assert.equal(again.code, 1)
   assert.match(again.stderr, /exists; use --force/)
   assert.deepEqual(readFileSync(file), before)
-  const bad = await runCli(['site', 'init', '--no-input', '--config', join(root, 'b.yaml'), '--level', '9'], { env, cwd: root })
+  const bad = await runCli(['site', 'init', '--no-input', '--config', join(root, 'b.yaml'), '--level', '9'], {
+    env,
+    cwd: root,
+  })
   assert.equal(bad.code, 64)
   assert.match(bad.stderr, /--level "9": a Purdue level 0-5/)
 })
 
 const hasPty = spawnSync('python3', ['-c', 'import pty'], { stdio: 'ignore' }).status === 0
 
-test('site init asks on a terminal, re-asks an invalid answer, and keeps defaults on Enter', { skip: hasPty ? undefined : 'python3 pty missing' }, async (t) => {
-  const root = tmpDir(t)
-  const file = join(root, 'site.yaml')
-  const state = join(root, 'state')
-  // A pseudo-terminal driven by python3: each answer is sent after its prompt appears.
-  const driver = `
+test(
+  'site init asks on a terminal, re-asks an invalid answer, and keeps defaults on Enter',
+  { skip: hasPty ? undefined : 'python3 pty missing' },
+  async (t) => {
+    const root = tmpDir(t)
+    const file = join(root, 'site.yaml')
+    const state = join(root, 'state')
+    // A pseudo-terminal driven by python3: each answer is sent after its prompt appears.
+    const driver = `
 import os, pty, sys, select, time
 answers = [("Site name [", "line-9"), ("(0-5) [", "7"), ("(0-5) [", "1"), ("(empty: none yet)", ""),
            ("space separated) [", ""), ("State directory [", sys.argv[2]), ("(y/n) [", "n")]
@@ -155,21 +228,29 @@ _, status = os.waitpid(pid, 0)
 sys.stdout.write(out.decode(errors="replace"))
 sys.exit(os.WEXITSTATUS(status))
 `
-  const r = spawnSync('python3', ['-c', driver, file, state], { encoding: 'utf8', timeout: 90_000 })
-  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`)
-  assert.match(r.stdout, /a Purdue level 0-5/, 'the invalid level was refused and asked again')
-  const config = parse(readFileSync(file, 'utf8')) as Record<string, any>
-  assert.deepEqual(config['site'], { name: 'line-9', level: 1 })
-  assert.deepEqual(config['broker'].listeners, [{ protocol: 'mqtt', host: '0.0.0.0', port: 1883 }], 'Enter kept the default listener')
-  assert.equal(config['dataDir'], state)
-  assert.equal(config['upstreams'].length, 0)
-  assert.ok(existsSync(state))
-  assert.equal(existsSync(join(state, 'certs')), false, 'no CA when declined')
-})
+    const r = spawnSync('python3', ['-c', driver, file, state], { encoding: 'utf8', timeout: 90_000 })
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`)
+    assert.match(r.stdout, /a Purdue level 0-5/, 'the invalid level was refused and asked again')
+    const config = parse(readFileSync(file, 'utf8')) as Record<string, any>
+    assert.deepEqual(config['site'], { name: 'line-9', level: 1 })
+    assert.deepEqual(
+      config['broker'].listeners,
+      [{ protocol: 'mqtt', host: '0.0.0.0', port: 1883 }],
+      'Enter kept the default listener',
+    )
+    assert.equal(config['dataDir'], state)
+    assert.equal(config['upstreams'].length, 0)
+    assert.ok(existsSync(state))
+    assert.equal(existsSync(join(state, 'certs')), false, 'no CA when declined')
+  },
+)
 
 test('device add issues a certificate and joins a group; list shows it; remove revokes it', async (t) => {
   const dir = tmpDir(t)
-  const file = siteFile(dir, `${SITE}devices:\n  groups:\n    # presses report to the line\n    - name: presses\n      members: [press-1]\n      publish: ['line/3/#']\n`)
+  const file = siteFile(
+    dir,
+    `${SITE}devices:\n  groups:\n    # presses report to the line\n    - name: presses\n      members: [press-1]\n      publish: ['line/3/#']\n`,
+  )
   assert.equal((await runCli(['certs', 'init', '-c', file])).code, 0)
   const out = join(dir, 'prov')
   const add = await runCli(['device', 'add', 'press-7', '--group', 'presses', '--out', out, '-c', file])
@@ -179,7 +260,14 @@ test('device add issues a certificate and joins a group; list shows it; remove r
   assert.ok(text.includes('# presses report to the line'))
   assert.deepEqual((parse(text) as Record<string, any>)['devices'].groups[0].members, ['press-1', 'press-7'])
   const list = await runCli(['device', 'list', '--json', '-c', file])
-  assert.deepEqual((JSON.parse(list.stdout) as { id: string; status: string; groups: string[] }[]).map((d) => [d.id, d.status, d.groups]), [['press-7', 'valid', ['presses']]])
+  assert.deepEqual(
+    (JSON.parse(list.stdout) as { id: string; status: string; groups: string[] }[]).map((d) => [
+      d.id,
+      d.status,
+      d.groups,
+    ]),
+    [['press-7', 'valid', ['presses']]],
+  )
   const rm = await runCli(['device', 'remove', 'press-7', '-c', file])
   assert.equal(rm.code, 0, rm.stderr)
   assert.deepEqual((parse(readFileSync(file, 'utf8')) as Record<string, any>)['devices'].groups[0].members, ['press-1'])

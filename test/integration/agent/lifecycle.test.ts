@@ -63,7 +63,19 @@ test('a listener port already in use fails the start with exit 1 and a clear mes
   t.after(() => blocker.close())
   const port = (blocker.address() as { port: number }).port
   const dir = tmpDir(t)
-  const r = await runCli(['run', '--set', `broker.listeners[0].host=127.0.0.1`, '--set', `broker.listeners[0].port=${port}`, '--set', 'admin.port=0', '--set', `dataDir=${dir}`, '--set', 'log.format=json'])
+  const r = await runCli([
+    'run',
+    '--set',
+    `broker.listeners[0].host=127.0.0.1`,
+    '--set',
+    `broker.listeners[0].port=${port}`,
+    '--set',
+    'admin.port=0',
+    '--set',
+    `dataDir=${dir}`,
+    '--set',
+    'log.format=json',
+  ])
   assert.equal(r.code, 1)
   const fatal = r.stdout
     .split('\n')

@@ -20,7 +20,10 @@ test('an admin port in use fails with EDGE_ERR_ADMIN_LISTEN_FAILED naming the en
   const port = (busy.address() as { port: number }).port
   const dir = tmpDir(t)
   const file = join(dir, 'site.yaml')
-  writeFileSync(file, `dataDir: ${join(dir, 'data')}\nlog: { format: json }\nadmin: { port: ${port} }\nbroker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: 0 } ] }\n`)
+  writeFileSync(
+    file,
+    `dataDir: ${join(dir, 'data')}\nlog: { format: json }\nadmin: { port: ${port} }\nbroker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: 0 } ] }\n`,
+  )
   const r = await runCli(['run', '--config', file], { timeoutMs: 30_000 })
   assert.equal(r.code, 1)
   assert.match(r.stdout, /EDGE_ERR_ADMIN_LISTEN_FAILED/)
@@ -29,7 +32,11 @@ test('an admin port in use fails with EDGE_ERR_ADMIN_LISTEN_FAILED naming the en
 
 test('with the upstream down, /healthz answers 200 "degraded" and status says so', { timeout: 60_000 }, async (t) => {
   const closed = await freePort()
-  const agent = await startAgent(t, { config: { upstreams: [{ name: 'up', url: `mqtt://127.0.0.1:${closed}`, rules: [{ topic: 'a/#', direction: 'out' }] }] } })
+  const agent = await startAgent(t, {
+    config: {
+      upstreams: [{ name: 'up', url: `mqtt://127.0.0.1:${closed}`, rules: [{ topic: 'a/#', direction: 'out' }] }],
+    },
+  })
   const res = await fetch(new URL('/healthz', agent.adminUrl))
   assert.equal(res.status, 200)
   assert.deepEqual(await res.json(), { status: 'degraded', upstreamsDown: ['up'], state: 'running' })
@@ -81,7 +88,14 @@ test('bash and zsh completion scripts complete commands, subcommands and options
   const bash = await runCli(['completion', 'bash'])
   assert.equal(bash.code, 0)
   const drive = (words: string[]): string =>
-    spawnSync('bash', ['-c', `${bash.stdout}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _edge_agent; echo "\${COMPREPLY[@]}"`], { encoding: 'utf8' }).stdout.trim()
+    spawnSync(
+      'bash',
+      [
+        '-c',
+        `${bash.stdout}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _edge_agent; echo "\${COMPREPLY[@]}"`,
+      ],
+      { encoding: 'utf8' },
+    ).stdout.trim()
   assert.equal(drive(['edge-agent', 'bridge', 'ad']), 'add')
   assert.match(drive(['edge-agent', 'bridge', 'add', '--upstream', 'up', '--to']), /--topic/)
   assert.match(drive(['edge-agent', '']), /\bdoctor\b.*\breload\b|\breload\b.*\bdoctor\b/)
@@ -98,10 +112,17 @@ test('a listener that cannot bind is reported once, with its code', async (t) =>
   const port = (busy.address() as { port: number }).port
   const dir = tmpDir(t)
   const file = join(dir, 'site.yaml')
-  writeFileSync(file, `dataDir: ${join(dir, 'data')}\nlog: { format: json }\nadmin: { port: 0 }\nbroker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: ${port} } ] }\n`)
+  writeFileSync(
+    file,
+    `dataDir: ${join(dir, 'data')}\nlog: { format: json }\nadmin: { port: 0 }\nbroker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: ${port} } ] }\n`,
+  )
   const r = await runCli(['run', '--config', file], { timeoutMs: 30_000 })
   assert.equal(r.code, 1)
-  const fatal = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; err?: { code: string; message: string } }).find((l) => l.msg === 'agent failed to start')
+  const fatal = r.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { msg: string; err?: { code: string; message: string } })
+    .find((l) => l.msg === 'agent failed to start')
   assert.equal(fatal?.err?.code, 'EDGE_ERR_BROKER_LISTEN_FAILED')
   assert.equal(fatal.err.message.split('EADDRINUSE').length - 1, 1, `EADDRINUSE once in: ${fatal.err.message}`)
 })

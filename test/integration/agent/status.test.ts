@@ -24,10 +24,14 @@ test('status, /status and /metrics show live client and message counts', async (
   for (let i = 0; i < 25; i++) await pub.publishAsync(`count/${i}`, 'x', { qos: 1 })
   await got
 
-  const status = await waitFor(async () => {
-    const s = await agent.status()
-    return s['broker']['messagesDelivered'] >= 25 ? s : undefined
-  }, 5_000, 'delivery counters to reach 25')
+  const status = await waitFor(
+    async () => {
+      const s = await agent.status()
+      return s['broker']['messagesDelivered'] >= 25 ? s : undefined
+    },
+    5_000,
+    'delivery counters to reach 25',
+  )
   assert.equal(status['broker']['clients'], 3)
   assert.equal(status['broker']['messagesReceived'], 25)
   assert.equal(status['agent']['state'], 'running')

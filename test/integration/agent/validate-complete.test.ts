@@ -19,7 +19,11 @@ interface Row {
 
 const LOOPBACK = 'admin: { port: 0 }\n'
 const ROWS: Row[] = [
-  { name: 'schema: port out of range', yaml: 'broker: { listeners: [ { protocol: mqtt, port: 70000 } ] }\n', says: /must be <= 65535/ },
+  {
+    name: 'schema: port out of range',
+    yaml: 'broker: { listeners: [ { protocol: mqtt, port: 70000 } ] }\n',
+    says: /must be <= 65535/,
+  },
   {
     name: 'semantic: two listeners on one address',
     yaml: 'broker: { listeners: [ { protocol: mqtt, host: 127.0.0.1, port: 18931 }, { protocol: ws, host: 127.0.0.1, port: 18931 } ] }\n',

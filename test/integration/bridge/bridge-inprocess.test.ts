@@ -28,7 +28,10 @@ interface Upstream {
   readonly url: string
 }
 
-async function upstream(t: Scope, opts: { holdAcks?: boolean; identity?: 'refuse' | 'disconnect' } = {}): Promise<Upstream> {
+async function upstream(
+  t: Scope,
+  opts: { holdAcks?: boolean; identity?: 'refuse' | 'disconnect' } = {},
+): Promise<Upstream> {
   const broker = await Aedes.createBroker({
     ...(opts.holdAcks === true
       ? {
@@ -68,7 +71,12 @@ interface Harness {
   readonly local: LocalMessage[]
 }
 
-async function bridge(t: Scope, up: Upstream | string, u: Partial<Parameters<typeof upstreamOptions>[0]> = {}, agentId = 'agent-under-test'): Promise<Harness> {
+async function bridge(
+  t: Scope,
+  up: Upstream | string,
+  u: Partial<Parameters<typeof upstreamOptions>[0]> = {},
+  agentId = 'agent-under-test',
+): Promise<Harness> {
   const store = new MemoryStore({ maxBytes: 1_000_000 })
   await store.start(new AbortController().signal)
   const local: LocalMessage[] = []
@@ -101,14 +109,23 @@ async function bridge(t: Scope, up: Upstream | string, u: Partial<Parameters<typ
 }
 
 function connected(b: Bridge, ms = 5_000): Promise<unknown> {
-  return b.connected ? Promise.resolve() : withTimeout(new Promise((r) => b.once('connected', r)), ms, 'the bridge to connect')
+  return b.connected
+    ? Promise.resolve()
+    : withTimeout(new Promise((r) => b.once('connected', r)), ms, 'the bridge to connect')
 }
 
-const pub = (topic: string, payload: string, qos: 0 | 1 | 2 = 1, retain = false) => ({ topic, payload: Buffer.from(payload), qos, retain })
+const pub = (topic: string, payload: string, qos: 0 | 1 | 2 = 1, retain = false) => ({
+  topic,
+  payload: Buffer.from(payload),
+  qos,
+  retain,
+})
 
 test('captures only topics an out rule matches; the rest is acknowledged at once without a store write', async (t) => {
   const up = await upstream(t)
-  const { bridge: b, store } = await bridge(t, up, { rules: [{ topic: 'devices/#', direction: 'out', remotePrefix: 'cell-2/' }] })
+  const { bridge: b, store } = await bridge(t, up, {
+    rules: [{ topic: 'devices/#', direction: 'out', remotePrefix: 'cell-2/' }],
+  })
   await connected(b)
   assert.equal(b.capture(pub('other/x', '1')), undefined)
   const watcher = await client(t, up.url)
@@ -136,7 +153,9 @@ test('QoS 0 is dropped (and counted) while the upstream is down, unless the rule
 })
 
 test('a per-topic rate limit forwards at most N per second per topic and counts the rest', async (t) => {
-  const { bridge: b, store } = await bridge(t, 'mqtt://127.0.0.1:1', { rules: [{ topic: 't/#', direction: 'out', maxRatePerTopic: 2 }] })
+  const { bridge: b, store } = await bridge(t, 'mqtt://127.0.0.1:1', {
+    rules: [{ topic: 't/#', direction: 'out', maxRatePerTopic: 2 }],
+  })
   for (let i = 0; i < 5; i++) await b.capture(pub('t/1', String(i)))
   for (let i = 0; i < 2; i++) await b.capture(pub('t/2', String(i)))
   assert.equal(store.stats().totals.appended, 4, 'burst of 2 per topic')
@@ -145,7 +164,9 @@ test('a per-topic rate limit forwards at most N per second per topic and counts 
 
 test('latest-only conflation forwards only the newest value of a burst, never out of order', async (t) => {
   const up = await upstream(t)
-  const { bridge: b } = await bridge(t, up, { rules: [{ topic: 'gauge/#', direction: 'out', conflate: 'latest-only' }] })
+  const { bridge: b } = await bridge(t, up, {
+    rules: [{ topic: 'gauge/#', direction: 'out', conflate: 'latest-only' }],
+  })
   const watcher = await client(t, up.url)
   await watcher.subscribeAsync('gauge/#', { qos: 1 })
   await connected(b)
@@ -158,7 +179,11 @@ test('latest-only conflation forwards only the newest value of a burst, never ou
   })
   await Promise.all(Array.from({ length: 100 }, (_, i) => b.capture(pub('gauge/p', String(i))) ?? Promise.resolve()))
   await withTimeout(last, 5_000, 'the newest value upstream')
-  assert.deepEqual([...values].sort((x, y) => x - y), values, 'never out of order')
+  assert.deepEqual(
+    [...values].sort((x, y) => x - y),
+    values,
+    'never out of order',
+  )
   assert.ok(values.length < 100, 'older unsent values were conflated')
   assert.equal(values.length + (b.status().drops['conflated'] ?? 0), 100, 'every value either sent or counted')
 })
@@ -166,34 +191,37 @@ test('latest-only conflation forwards only the newest value of a burst, never ou
 for (const bridgeFlag of [true, false]) {
   const how = bridgeFlag ? 'the bridge bit (the upstream applies No Local)' : 'the echo guard (no bridge bit)'
   test(`a both rule over MQTT 3.1.1 does not deliver its own messages back, by ${how}, but delivers others`, async (t) => {
-  const up = await upstream(t)
-  const { bridge: b, local } = await bridge(t, up, { bridgeFlag, rules: [{ topic: 'shared/#', direction: 'both', remotePrefix: 'cell-2/' }] })
-  await connected(b)
-  await waitFor(() => b.status().totals.connects > 0 && b.status().state === 'connected', 2_000, 'connected')
-  const watcher = await client(t, up.url)
-  await watcher.subscribeAsync('cell-2/#', { qos: 1 })
-  const other = await client(t, up.url)
-  // The bridge's own subscription is active once something from upstream arrives through it.
-  await waitFor(
-    async () => {
-      await other.publishAsync('cell-2/shared/probe', 'p', { qos: 1 })
-      return local.some((m) => m.topic === 'shared/probe')
-    },
-    5_000,
-    'the bridge subscription',
-    100,
-  )
-  const upward = nextMessage(watcher, 'cell-2/shared/x')
-  await b.capture(pub('shared/x', 'mine'))
-  await upward
-  await other.publishAsync('cell-2/shared/y', 'theirs', { qos: 1 })
-  await waitFor(() => local.some((m) => m.topic === 'shared/y'), 5_000, "the other client's message locally")
-  assert.deepEqual(
-    local.map((m) => m.topic).filter((x) => x !== 'shared/probe'),
-    ['shared/y'],
-    'the echo of shared/x was suppressed',
-  )
-  assert.equal(b.status().drops['echo'], bridgeFlag ? undefined : 1)
+    const up = await upstream(t)
+    const { bridge: b, local } = await bridge(t, up, {
+      bridgeFlag,
+      rules: [{ topic: 'shared/#', direction: 'both', remotePrefix: 'cell-2/' }],
+    })
+    await connected(b)
+    await waitFor(() => b.status().totals.connects > 0 && b.status().state === 'connected', 2_000, 'connected')
+    const watcher = await client(t, up.url)
+    await watcher.subscribeAsync('cell-2/#', { qos: 1 })
+    const other = await client(t, up.url)
+    // The bridge's own subscription is active once something from upstream arrives through it.
+    await waitFor(
+      async () => {
+        await other.publishAsync('cell-2/shared/probe', 'p', { qos: 1 })
+        return local.some((m) => m.topic === 'shared/probe')
+      },
+      5_000,
+      'the bridge subscription',
+      100,
+    )
+    const upward = nextMessage(watcher, 'cell-2/shared/x')
+    await b.capture(pub('shared/x', 'mine'))
+    await upward
+    await other.publishAsync('cell-2/shared/y', 'theirs', { qos: 1 })
+    await waitFor(() => local.some((m) => m.topic === 'shared/y'), 5_000, "the other client's message locally")
+    assert.deepEqual(
+      local.map((m) => m.topic).filter((x) => x !== 'shared/probe'),
+      ['shared/y'],
+      'the echo of shared/x was suppressed',
+    )
+    assert.equal(b.status().drops['echo'], bridgeFlag ? undefined : 1)
   })
 }
 
@@ -202,7 +230,14 @@ test('an upstream that lists this agent above itself is a loop: forwarding pause
   // The upstream "agent" says: my upstreams include agent-under-test.
   await new Promise<void>((resolve) =>
     up.broker.publish(
-      { cmd: 'publish', topic: BEACON_TOPIC, payload: encodeBeacon({ id: 'agent-b', site: 'site-b', level: 3, above: ['agent-under-test'] }), qos: 1, retain: true, dup: false },
+      {
+        cmd: 'publish',
+        topic: BEACON_TOPIC,
+        payload: encodeBeacon({ id: 'agent-b', site: 'site-b', level: 3, above: ['agent-under-test'] }),
+        qos: 1,
+        retain: true,
+        dup: false,
+      },
       () => resolve(),
     ),
   )
@@ -216,7 +251,12 @@ test('an upstream that lists this agent above itself is a loop: forwarding pause
   assert.equal(s.loop?.peerSite, 'site-b')
   assert.equal(s.peer?.id, 'agent-b')
   // Short, explicit "nothing arrives" check (aedes checkNoPacket style).
-  const stray = await Promise.race([nextMessage(watcher, 'x/1', 300).then(() => 'arrived', () => 'none')])
+  const stray = await Promise.race([
+    nextMessage(watcher, 'x/1', 300).then(
+      () => 'arrived',
+      () => 'none',
+    ),
+  ])
   assert.equal(stray, 'none')
   assert.equal(store.stats().queues.find((q) => q.queue === 'up')?.depth, 1, 'kept in the buffer, not dropped')
 })
@@ -277,8 +317,18 @@ for (const identity of ['refuse', 'disconnect'] as const) {
 test('two bridges fighting over one client id back off instead of kicking each other out in a storm', async (t) => {
   const up = await upstream(t)
   const reconnect = { minMs: 200, maxMs: 1000, resetAfterMs: 5000, probeIntervalMs: 50 }
-  const one = await bridge(t, up, { clientId: 'bridge-same', reconnect, rules: [{ topic: 'x/#', direction: 'out' }] }, 'agent-one')
-  const two = await bridge(t, up, { clientId: 'bridge-same', reconnect, rules: [{ topic: 'x/#', direction: 'out' }] }, 'agent-two')
+  const one = await bridge(
+    t,
+    up,
+    { clientId: 'bridge-same', reconnect, rules: [{ topic: 'x/#', direction: 'out' }] },
+    'agent-one',
+  )
+  const two = await bridge(
+    t,
+    up,
+    { clientId: 'bridge-same', reconnect, rules: [{ topic: 'x/#', direction: 'out' }] },
+    'agent-two',
+  )
   // Each session takes the other over; the port always answers, so probes must not cut the backoff short.
   await new Promise((r) => setTimeout(r, 3_000))
   const connects = one.bridge.status().totals.connects + two.bridge.status().totals.connects

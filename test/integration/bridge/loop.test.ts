@@ -59,7 +59,8 @@ async function expectRefusal(t: Scope, agents: RunningAgent[]): Promise<void> {
   // Short, explicit "nothing more arrives" window: a loop would deliver copies within milliseconds.
   await new Promise((r) => setTimeout(r, 500))
   assert.equal(copies.get(String(first.pid)), 1, 'the device message once at its own agent')
-  for (const a of agents.slice(1)) assert.equal(copies.get(String(a.pid)) ?? 0, 0, 'and never forwarded around the ring')
+  for (const a of agents.slice(1))
+    assert.equal(copies.get(String(a.pid)) ?? 0, 0, 'and never forwarded around the ring')
   for (const a of agents) {
     const s = await a.status()
     const u = s['upstreams'][0]

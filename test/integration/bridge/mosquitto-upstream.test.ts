@@ -44,7 +44,10 @@ function upstreamConfig(url: string, extra: Record<string, unknown> = {}): Recor
 
 before(async () => {
   if (missing !== undefined) return
-  upstream = await startMosquitto(scope, process.env['EDGE_TEST_MOSQUITTO_DEBUG'] === '1' ? { tuning: ['log_type all'] } : {})
+  upstream = await startMosquitto(
+    scope,
+    process.env['EDGE_TEST_MOSQUITTO_DEBUG'] === '1' ? { tuning: ['log_type all'] } : {},
+  )
   agent = await startAgent(scope, { config: upstreamConfig(upstream.url) })
   await agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, "the agent's 'upstream connected'")
   observer = await client(scope, upstream.url, { protocolVersion: 5, clientId: 'observer' })
@@ -106,43 +109,60 @@ test('an in rule delivers a command from the upstream to the device, remapped', 
   assert.ok((status['upstreams'][0].totals.received as number) >= 1)
 })
 
-test('status and /metrics show the upstream: connected, since when, in flight, backlog, rates, drops', { skip: missing }, async () => {
-  const s = await agent.status()
-  const u = s['upstreams'][0]
-  assert.equal(u.name, 'site')
-  assert.equal(u.connected, true)
-  assert.equal(u.protocolVersion, 5)
-  assert.ok(!Number.isNaN(Date.parse(u.since)))
-  assert.equal(typeof u.inflight, 'number')
-  assert.ok(u.window >= 1)
-  assert.equal(typeof u.backlog.depth, 'number')
-  assert.equal(typeof u.rates.sentPerSec, 'number')
-  assert.equal(typeof u.drops, 'object')
-  const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text()
-  assert.match(metrics, /^edge_agent_upstream_connected\{upstream="site"\} 1$/m)
-  assert.match(metrics, /^edge_agent_upstream_backlog_messages\{upstream="site"\} \d+$/m)
-  assert.match(metrics, /^edge_agent_upstream_messages_acked_total\{upstream="site"\} \d+$/m)
-})
+test(
+  'status and /metrics show the upstream: connected, since when, in flight, backlog, rates, drops',
+  { skip: missing },
+  async () => {
+    const s = await agent.status()
+    const u = s['upstreams'][0]
+    assert.equal(u.name, 'site')
+    assert.equal(u.connected, true)
+    assert.equal(u.protocolVersion, 5)
+    assert.ok(!Number.isNaN(Date.parse(u.since)))
+    assert.equal(typeof u.inflight, 'number')
+    assert.ok(u.window >= 1)
+    assert.equal(typeof u.backlog.depth, 'number')
+    assert.equal(typeof u.rates.sentPerSec, 'number')
+    assert.equal(typeof u.drops, 'object')
+    const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text()
+    assert.match(metrics, /^edge_agent_upstream_connected\{upstream="site"\} 1$/m)
+    assert.match(metrics, /^edge_agent_upstream_backlog_messages\{upstream="site"\} \d+$/m)
+    assert.match(metrics, /^edge_agent_upstream_messages_acked_total\{upstream="site"\} \d+$/m)
+  },
+)
 
-test('publishes a retained birth message on connect and the Will "offline" when the agent dies', { skip: missing }, async (t) => {
-  const watcher = await client(t, upstream.url, { protocolVersion: 5, clientId: 'status-watcher' })
-  const birth = nextMessage(watcher, 'edge-agent/birth-site/status', 15_000)
-  await watcher.subscribeAsync('edge-agent/birth-site/status', { qos: 1 })
-  const a = await startAgent(t, { config: { site: { name: 'birth-site', level: 2 }, ...upstreamConfig(upstream.url, { clientId: 'birth-agent' }) } })
-  const online = JSON.parse((await birth).payload.toString()) as Record<string, unknown>
-  assert.equal(online['state'], 'online')
-  assert.equal(online['site'], 'birth-site')
-  const will = nextMessage(watcher, (topic) => topic === 'edge-agent/birth-site/status', 30_000)
-  a.proc.kill('SIGKILL')
-  const offline = await will
-  assert.equal((JSON.parse(offline.payload.toString()) as Record<string, unknown>)['state'], 'offline')
-})
+test(
+  'publishes a retained birth message on connect and the Will "offline" when the agent dies',
+  { skip: missing },
+  async (t) => {
+    const watcher = await client(t, upstream.url, { protocolVersion: 5, clientId: 'status-watcher' })
+    const birth = nextMessage(watcher, 'edge-agent/birth-site/status', 15_000)
+    await watcher.subscribeAsync('edge-agent/birth-site/status', { qos: 1 })
+    const a = await startAgent(t, {
+      config: { site: { name: 'birth-site', level: 2 }, ...upstreamConfig(upstream.url, { clientId: 'birth-agent' }) },
+    })
+    const online = JSON.parse((await birth).payload.toString()) as Record<string, unknown>
+    assert.equal(online['state'], 'online')
+    assert.equal(online['site'], 'birth-site')
+    const will = nextMessage(watcher, (topic) => topic === 'edge-agent/birth-site/status', 30_000)
+    a.proc.kill('SIGKILL')
+    const offline = await will
+    assert.equal((JSON.parse(offline.payload.toString()) as Record<string, unknown>)['state'], 'offline')
+  },
+)
 
 test('an MQTT 3.1.1 upstream works both ways', { skip: missing }, async (t) => {
   const a = await startAgent(t, {
-    config: { site: { name: 'v311', level: 2 }, ...upstreamConfig(upstream.url, { protocolVersion: 4, clientId: 'agent-v311' }) },
+    config: {
+      site: { name: 'v311', level: 2 },
+      ...upstreamConfig(upstream.url, { protocolVersion: 4, clientId: 'agent-v311' }),
+    },
   })
-  await a.waitForLog((l) => l.msg === 'upstream connected' && l['protocolVersion'] === 4, 15_000, 'a 3.1.1 upstream connection')
+  await a.waitForLog(
+    (l) => l.msg === 'upstream connected' && l['protocolVersion'] === 4,
+    15_000,
+    'a 3.1.1 upstream connection',
+  )
   const device = await client(t, a.mqttUrl, { clientId: 'dev-311' })
   await device.subscribeAsync('devices/31/cmd', { qos: 1 })
   const up = nextMessage(observer, 'site-a/line-3/devices/31/telemetry')
@@ -156,7 +176,10 @@ test('an MQTT 3.1.1 upstream works both ways', { skip: missing }, async (t) => {
 test('a link reset under load loses nothing and resends at most the in-flight window', { skip: missing }, async (t) => {
   const proxy = await startProxy(t, upstream.port)
   const a = await startAgent(t, {
-    config: { site: { name: 'resets', level: 2 }, ...upstreamConfig(proxy.url, { clientId: 'agent-resets', inflight: 20 }) },
+    config: {
+      site: { name: 'resets', level: 2 },
+      ...upstreamConfig(proxy.url, { clientId: 'agent-resets', inflight: 20 }),
+    },
   })
   await a.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'upstream connected')
   const watcher = await client(t, upstream.url, { protocolVersion: 5, clientId: 'reset-watcher' })
@@ -191,44 +214,63 @@ test('a link reset under load loses nothing and resends at most the in-flight wi
   t.diagnostic(`link resets ${cuts}, duplicates ${duplicates}`)
 })
 
-test('reconnects within a second of the upstream coming back, and delivers what was buffered meanwhile', { skip: missing }, async (t) => {
-  const topic = 'site-a/line-3/devices/outage/telemetry'
-  // A persistent observer session: Mosquitto queues for it across its own restart.
-  const before = await client(t, upstream.url, { clientId: 'outage-observer', clean: false })
-  await before.subscribeAsync(topic, { qos: 1 })
-  await before.endAsync()
-  const lost = agent.waitForLog((l) => l.msg === 'upstream connection lost', 15_000, 'upstream connection lost', false)
-  await upstream.stop()
-  await lost
-  const device = await client(t, agent.mqttUrl, { clientId: 'dev-outage' })
-  for (let i = 0; i < 50; i++) await device.publishAsync('devices/outage/telemetry', String(i), { qos: 1 })
-  await waitFor(async () => (await agent.status())['upstreams'][0].backlog.depth >= 50, 5_000, 'the 50 messages in the buffer')
-  const reconnected = agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'reconnect', false)
-  await upstream.start()
-  const upAt = Date.now()
-  await reconnected
-  const took = Date.now() - upAt
-  t.diagnostic(`reconnected ${took} ms after the upstream was running`)
-  assert.ok(took <= 1_000, `reconnect took ${took} ms`)
-  // Listen before CONNACK: the queued messages arrive right after it.
-  const after = mqtt.connect(upstream.url, { clientId: 'outage-observer', clean: false, reconnectPeriod: 0 })
-  after.on('error', () => undefined)
-  const got = await collectMessages(after, 50, (x) => x === topic, 15_000).catch(async (err: unknown) => {
-    throw new Error(`${String(err)}; agent: ${JSON.stringify((await agent.status())['upstreams'][0].totals)}\n${upstream.log().slice(-3000)}`)
-  })
-  const values = got.map((m) => Number(m.payload.toString()))
-  assert.deepEqual(values, Array.from({ length: 50 }, (_, i) => i), 'all of them, in order')
-  await after.endAsync()
+test(
+  'reconnects within a second of the upstream coming back, and delivers what was buffered meanwhile',
+  { skip: missing },
+  async (t) => {
+    const topic = 'site-a/line-3/devices/outage/telemetry'
+    // A persistent observer session: Mosquitto queues for it across its own restart.
+    const before = await client(t, upstream.url, { clientId: 'outage-observer', clean: false })
+    await before.subscribeAsync(topic, { qos: 1 })
+    await before.endAsync()
+    const lost = agent.waitForLog(
+      (l) => l.msg === 'upstream connection lost',
+      15_000,
+      'upstream connection lost',
+      false,
+    )
+    await upstream.stop()
+    await lost
+    const device = await client(t, agent.mqttUrl, { clientId: 'dev-outage' })
+    for (let i = 0; i < 50; i++) await device.publishAsync('devices/outage/telemetry', String(i), { qos: 1 })
+    await waitFor(
+      async () => (await agent.status())['upstreams'][0].backlog.depth >= 50,
+      5_000,
+      'the 50 messages in the buffer',
+    )
+    const reconnected = agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'reconnect', false)
+    await upstream.start()
+    const upAt = Date.now()
+    await reconnected
+    const took = Date.now() - upAt
+    t.diagnostic(`reconnected ${took} ms after the upstream was running`)
+    assert.ok(took <= 1_000, `reconnect took ${took} ms`)
+    // Listen before CONNACK: the queued messages arrive right after it.
+    const after = mqtt.connect(upstream.url, { clientId: 'outage-observer', clean: false, reconnectPeriod: 0 })
+    after.on('error', () => undefined)
+    const got = await collectMessages(after, 50, (x) => x === topic, 15_000).catch(async (err: unknown) => {
+      throw new Error(
+        `${String(err)}; agent: ${JSON.stringify((await agent.status())['upstreams'][0].totals)}\n${upstream.log().slice(-3000)}`,
+      )
+    })
+    const values = got.map((m) => Number(m.payload.toString()))
+    assert.deepEqual(
+      values,
+      Array.from({ length: 50 }, (_, i) => i),
+      'all of them, in order',
+    )
+    await after.endAsync()
 
-  // Again at once: a connection that was up only briefly must not fall back to a long backoff.
-  const lostAgain = agent.waitForLog((l) => l.msg === 'upstream connection lost', 15_000, 'the second loss', false)
-  await upstream.stop(true)
-  await lostAgain
-  const backAgain = agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'the second reconnect', false)
-  await upstream.start()
-  const upAgainAt = Date.now()
-  await backAgain
-  const tookAgain = Date.now() - upAgainAt
-  t.diagnostic(`after a short-lived connection: reconnected ${tookAgain} ms after the upstream was running`)
-  assert.ok(tookAgain <= 1_000, `second reconnect took ${tookAgain} ms`)
-})
+    // Again at once: a connection that was up only briefly must not fall back to a long backoff.
+    const lostAgain = agent.waitForLog((l) => l.msg === 'upstream connection lost', 15_000, 'the second loss', false)
+    await upstream.stop(true)
+    await lostAgain
+    const backAgain = agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'the second reconnect', false)
+    await upstream.start()
+    const upAgainAt = Date.now()
+    await backAgain
+    const tookAgain = Date.now() - upAgainAt
+    t.diagnostic(`after a short-lived connection: reconnected ${tookAgain} ms after the upstream was running`)
+    assert.ok(tookAgain <= 1_000, `second reconnect took ${tookAgain} ms`)
+  },
+)

@@ -35,15 +35,40 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 /** A CA, a server certificate for 127.0.0.1, a client certificate, and an unrelated CA. */
 async function makePki(dir: string): Promise<typeof pki & { serverCert: string; serverKey: string }> {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  await openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=edge-test-ca'], dir)
-  await openssl(['req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=other-ca'], dir)
+  await openssl(
+    ['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=edge-test-ca'],
+    dir,
+  )
+  await openssl(
+    ['req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.pem', '-days', '2', '-subj', '/CN=other-ca'],
+    dir,
+  )
   for (const [name, cn, san] of [
     ['server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
     ['client', 'gateway-cell-2', 'extendedKeyUsage=clientAuth'],
   ] as const) {
     await openssl(['req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir)
     await run('sh', ['-c', `printf '%s\\n' '${san}' > ${name}.ext`], { cwd: dir })
-    await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`], dir)
+    await openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.pem`,
+        '-days',
+        '2',
+        '-extfile',
+        `${name}.ext`,
+      ],
+      dir,
+    )
   }
   return {
     ca: join(dir, 'ca.pem'),
@@ -94,7 +119,10 @@ function bridgeTo(url: string, extra: Record<string, unknown> = {}): Record<stri
 
 test('mqtts with a private CA and a client certificate (mutual TLS) carries the data', { skip }, async (t) => {
   const agent = await startAgent(t, {
-    config: { site: { name: 'tls-site', level: 2 }, ...bridgeTo(`mqtts://127.0.0.1:${tlsPort}`, { caFile: pki.ca, certFile: pki.clientCert, keyFile: pki.clientKey }) },
+    config: {
+      site: { name: 'tls-site', level: 2 },
+      ...bridgeTo(`mqtts://127.0.0.1:${tlsPort}`, { caFile: pki.ca, certFile: pki.clientCert, keyFile: pki.clientKey }),
+    },
   })
   await agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'a TLS upstream connection')
   const device = await client(t, agent.mqttUrl, { clientId: 'tls-dev' })
@@ -103,28 +131,46 @@ test('mqtts with a private CA and a client certificate (mutual TLS) carries the 
   assert.equal((await got).payload.toString(), 'secure')
 })
 
-test('an upstream certificate from an untrusted CA is refused and retried with backoff, not a storm', { skip }, async (t) => {
-  const agent = await startAgent(t, {
-    config: {
-      site: { name: 'tls-bad', level: 2 },
-      ...bridgeTo(`mqtts://127.0.0.1:${tlsPort}`, { caFile: pki.otherCa, certFile: pki.clientCert, keyFile: pki.clientKey }),
-    },
-  })
-  const refused = await agent.waitForLog((l) => l.msg === 'upstream refused the connection', 15_000, 'the TLS refusal')
-  assert.equal(refused['kind'], 'rejected')
-  const s = await waitFor(async () => {
-    const st = await agent.status()
-    return st['upstreams'][0].lastError !== null ? st : undefined
-  }, 5_000, 'the last error in status')
-  assert.equal(s['upstreams'][0].connected, false)
-  // Probes must not turn a TLS refusal into rapid retries: attempts stay few.
-  await new Promise((r) => setTimeout(r, 1_500))
-  const attempts = (await agent.status())['upstreams'][0].totals.attempts as number
-  assert.ok(attempts <= 5, `attempts within 1.5 s of backoff 200..1000 ms: ${attempts}`)
-})
+test(
+  'an upstream certificate from an untrusted CA is refused and retried with backoff, not a storm',
+  { skip },
+  async (t) => {
+    const agent = await startAgent(t, {
+      config: {
+        site: { name: 'tls-bad', level: 2 },
+        ...bridgeTo(`mqtts://127.0.0.1:${tlsPort}`, {
+          caFile: pki.otherCa,
+          certFile: pki.clientCert,
+          keyFile: pki.clientKey,
+        }),
+      },
+    })
+    const refused = await agent.waitForLog(
+      (l) => l.msg === 'upstream refused the connection',
+      15_000,
+      'the TLS refusal',
+    )
+    assert.equal(refused['kind'], 'rejected')
+    const s = await waitFor(
+      async () => {
+        const st = await agent.status()
+        return st['upstreams'][0].lastError !== null ? st : undefined
+      },
+      5_000,
+      'the last error in status',
+    )
+    assert.equal(s['upstreams'][0].connected, false)
+    // Probes must not turn a TLS refusal into rapid retries: attempts stay few.
+    await new Promise((r) => setTimeout(r, 1_500))
+    const attempts = (await agent.status())['upstreams'][0].totals.attempts as number
+    assert.ok(attempts <= 5, `attempts within 1.5 s of backoff 200..1000 ms: ${attempts}`)
+  },
+)
 
 test('MQTT over WebSocket carries the data', { skip }, async (t) => {
-  const agent = await startAgent(t, { config: { site: { name: 'ws-site', level: 2 }, ...bridgeTo(`ws://127.0.0.1:${wsPort}`) } })
+  const agent = await startAgent(t, {
+    config: { site: { name: 'ws-site', level: 2 }, ...bridgeTo(`ws://127.0.0.1:${wsPort}`) },
+  })
   await agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, 'a WebSocket upstream connection')
   const device = await client(t, agent.mqttUrl, { clientId: 'ws-dev' })
   const got = nextMessage(observer, 'up/data/ws')

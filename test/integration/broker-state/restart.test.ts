@@ -49,7 +49,10 @@ interface BrokerNode {
 async function startNode(t: TestContext, file: string): Promise<BrokerNode> {
   // WAL + synchronous=FULL on every open; the file
   // also holds the message store's tables, as in the agent
-  const lease = openDatabase(file, { logger: silent, migrations: [...MESSAGE_STORE_MIGRATIONS, ...BROKER_STATE_MIGRATIONS] })
+  const lease = openDatabase(file, {
+    logger: silent,
+    migrations: [...MESSAGE_STORE_MIGRATIONS, ...BROKER_STATE_MIGRATIONS],
+  })
   const db = lease.db
   const persistence = createBrokerStatePersistence({ db, logger: silent })
   const broker = await Aedes.createBroker({ persistence, heartbeatInterval: 60_000 })
@@ -110,12 +113,18 @@ function disconnected(broker: Aedes, clientId: string): Promise<void> {
 }
 
 /** Starts connecting and returns at once, so that listeners see messages the broker sends right after CONNACK. */
-function connectNow(t: TestContext, url: string, opts: IClientOptions): { c: MqttClient; connack: Promise<{ sessionPresent: boolean }> } {
+function connectNow(
+  t: TestContext,
+  url: string,
+  opts: IClientOptions,
+): { c: MqttClient; connack: Promise<{ sessionPresent: boolean }> } {
   const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: WAIT_MS, ...opts })
   c.on('error', () => undefined)
   t.after(() => c.endAsync(true).catch(() => undefined))
   const connack = withTimeout(
-    new Promise<{ sessionPresent: boolean }>((resolve) => c.once('connect', (p) => resolve({ sessionPresent: p.sessionPresent }))),
+    new Promise<{ sessionPresent: boolean }>((resolve) =>
+      c.once('connect', (p) => resolve({ sessionPresent: p.sessionPresent })),
+    ),
     WAIT_MS,
     `CONNACK for ${String(opts.clientId)}`,
   )
@@ -159,7 +168,11 @@ test('a persistent session gets the QoS 1 and QoS 2 messages published while it 
 
   // 2. messages for it arrive while it is offline
   const pub = await client(t, a.url, { clientId: 'pub-a' })
-  const handled = Promise.all([published(a.broker, 'sensors/q1'), published(a.broker, 'sensors/q2'), published(a.broker, 'alarms/fire')])
+  const handled = Promise.all([
+    published(a.broker, 'sensors/q1'),
+    published(a.broker, 'sensors/q2'),
+    published(a.broker, 'alarms/fire'),
+  ])
   await pub.publishAsync('sensors/q1', 'one', { qos: 1 })
   await pub.publishAsync('sensors/q2', 'two', { qos: 2 })
   await pub.publishAsync('alarms/fire', 'three', { qos: 2 })
@@ -183,15 +196,12 @@ test('a persistent session gets the QoS 1 and QoS 2 messages published while it 
   const got = collectMessages(back, 4, (topic) => topic.startsWith('sensors/') || topic.startsWith('alarms/'), WAIT_MS)
   assert.equal((await connack).sessionPresent, true)
   const messages = await got
-  assert.deepEqual(
-    messages.map((m) => [m.topic, m.payload.toString(), m.qos]).sort(),
-    [
-      ['alarms/fire', 'three', 2],
-      ['sensors/q1', 'one', 1],
-      ['sensors/q2', 'two', 1], // QoS 2 publish, QoS 1 subscription: delivered at QoS 1 [MQTT-3.8.4-6]
-      ['sensors/q3', 'four', 1],
-    ],
-  )
+  assert.deepEqual(messages.map((m) => [m.topic, m.payload.toString(), m.qos]).sort(), [
+    ['alarms/fire', 'three', 2],
+    ['sensors/q1', 'one', 1],
+    ['sensors/q2', 'two', 1], // QoS 2 publish, QoS 1 subscription: delivered at QoS 1 [MQTT-3.8.4-6]
+    ['sensors/q3', 'four', 1],
+  ])
   // mqtt.js hands a QoS 2 message over on PUBREL, so only the QoS 1 ones show the queue order
   assert.deepEqual(
     messages.filter((m) => m.qos === 1).map((m) => m.topic),
@@ -261,6 +271,10 @@ test('a clean session cut in the middle of an inbound QoS 2 handshake leaves no 
   const gone = disconnected(a.broker, 'half-open')
   raw.socket.destroy() // no PUBREL, no DISCONNECT
   await gone
-  await waitFor(() => rowsOf(a.db, 'broker_incoming', 'half-open') === 0, WAIT_MS, 'the inbound QoS 2 state of the clean session to go')
+  await waitFor(
+    () => rowsOf(a.db, 'broker_incoming', 'half-open') === 0,
+    WAIT_MS,
+    'the inbound QoS 2 state of the clean session to go',
+  )
   assert.deepEqual(a.errors, [])
 })

@@ -28,7 +28,11 @@ let talker: MqttClient
 
 before(async () => {
   agent = await startAgent(scope, {
-    config: { broker: { limits: { maxPayloadBytes: 4096, preConnectMaxBytes: 65536, keepaliveMaxSec: 600, maxConnections: 50 } } },
+    config: {
+      broker: {
+        limits: { maxPayloadBytes: 4096, preConnectMaxBytes: 65536, keepaliveMaxSec: 600, maxConnections: 50 },
+      },
+    },
   })
   watcher = await client(scope, agent.mqttUrl, { clientId: 'watcher' })
   talker = await client(scope, agent.mqttUrl, { clientId: 'talker' })
@@ -62,7 +66,11 @@ interface Case {
 
 const zeroId = Buffer.from([0x00, 0x00])
 const cases: Case[] = [
-  { name: 'first packet not CONNECT [MQTT-3.1.0-1]', afterConnect: false, bytes: publishPacket('a/b', Buffer.from('x')) },
+  {
+    name: 'first packet not CONNECT [MQTT-3.1.0-1]',
+    afterConnect: false,
+    bytes: publishPacket('a/b', Buffer.from('x')),
+  },
   { name: 'second CONNECT [MQTT-3.1.0-2]', afterConnect: true, bytes: connectPacket({ clientId: 'again' }) },
   { name: 'unknown protocol name [MQTT-3.1.2-1]', afterConnect: false, bytes: connectPacket({ protocolName: 'MQTX' }) },
   { name: 'reserved CONNECT flag set [MQTT-3.1.2-3]', afterConnect: false, bytes: connectPacket({ flags: 0x03 }) },
@@ -71,35 +79,79 @@ const cases: Case[] = [
     afterConnect: false,
     bytes: connectPacket({ flags: 0x02 | 0x04 | 0x18, will: { topic: 'w', payload: Buffer.from('x') } }),
   },
-  { name: 'password without user name [MQTT-3.1.2-22]', afterConnect: false, bytes: connectPacket({ flags: 0x02 | 0x40, password: Buffer.from('pw') }) },
+  {
+    name: 'password without user name [MQTT-3.1.2-22]',
+    afterConnect: false,
+    bytes: connectPacket({ flags: 0x02 | 0x40, password: Buffer.from('pw') }),
+  },
   {
     name: 'empty client id with cleanSession=0 gets CONNACK 2 [MQTT-3.1.3-8]',
     afterConnect: false,
     bytes: connectPacket({ flags: 0x00, clientId: '' }),
     connack: 2,
   },
-  { name: 'U+0000 in the client id [MQTT-1.5.3-2]', afterConnect: false, bytes: connectPacket({ clientId: 'dev\u0000ice' }) },
-  { name: 'ill-formed UTF-8 in the client id [MQTT-1.5.3-1]', afterConnect: false, bytes: connectPacket({ clientId: Buffer.from([0x64, 0xc3, 0x28]) }) },
-  { name: 'surrogate U+D800 in the user name [MQTT-1.5.3-1]', afterConnect: false, bytes: connectPacket({ username: Buffer.from([0xed, 0xa0, 0x80]) }) },
-  { name: 'ill-formed UTF-8 in a topic [MQTT-1.5.3-1]', afterConnect: true, bytes: publishPacket(Buffer.from([0x61, 0xff]), Buffer.from('x')) },
+  {
+    name: 'U+0000 in the client id [MQTT-1.5.3-2]',
+    afterConnect: false,
+    bytes: connectPacket({ clientId: 'dev\u0000ice' }),
+  },
+  {
+    name: 'ill-formed UTF-8 in the client id [MQTT-1.5.3-1]',
+    afterConnect: false,
+    bytes: connectPacket({ clientId: Buffer.from([0x64, 0xc3, 0x28]) }),
+  },
+  {
+    name: 'surrogate U+D800 in the user name [MQTT-1.5.3-1]',
+    afterConnect: false,
+    bytes: connectPacket({ username: Buffer.from([0xed, 0xa0, 0x80]) }),
+  },
+  {
+    name: 'ill-formed UTF-8 in a topic [MQTT-1.5.3-1]',
+    afterConnect: true,
+    bytes: publishPacket(Buffer.from([0x61, 0xff]), Buffer.from('x')),
+  },
   { name: 'U+0000 in a topic [MQTT-1.5.3-2]', afterConnect: true, bytes: publishPacket('a/\u0000', Buffer.from('x')) },
-  { name: 'wildcard in a PUBLISH topic [MQTT-3.3.2-2]', afterConnect: true, bytes: publishPacket('a/+/b', Buffer.from('x')) },
+  {
+    name: 'wildcard in a PUBLISH topic [MQTT-3.3.2-2]',
+    afterConnect: true,
+    bytes: publishPacket('a/+/b', Buffer.from('x')),
+  },
   { name: 'empty PUBLISH topic [MQTT-4.7.3-1]', afterConnect: true, bytes: publishPacket('', Buffer.from('x')) },
-  { name: 'PUBLISH QoS 3 [MQTT-3.3.1-4]', afterConnect: true, bytes: packet(0x36, Buffer.concat([mqttString('a'), zeroId, Buffer.from('x')])) },
-  { name: 'QoS 1 PUBLISH with packet id 0 [MQTT-2.3.1-1]', afterConnect: true, bytes: publishPacket('a/b', Buffer.from('x'), 1, 0) },
-  { name: 'DUP on a QoS 0 PUBLISH [MQTT-3.3.1-2]', afterConnect: true, bytes: publishPacket('a/b', Buffer.from('x'), 0, 0, 0x08) },
+  {
+    name: 'PUBLISH QoS 3 [MQTT-3.3.1-4]',
+    afterConnect: true,
+    bytes: packet(0x36, Buffer.concat([mqttString('a'), zeroId, Buffer.from('x')])),
+  },
+  {
+    name: 'QoS 1 PUBLISH with packet id 0 [MQTT-2.3.1-1]',
+    afterConnect: true,
+    bytes: publishPacket('a/b', Buffer.from('x'), 1, 0),
+  },
+  {
+    name: 'DUP on a QoS 0 PUBLISH [MQTT-3.3.1-2]',
+    afterConnect: true,
+    bytes: publishPacket('a/b', Buffer.from('x'), 0, 0, 0x08),
+  },
   {
     name: 'SUBSCRIBE with reserved flags 0000 [MQTT-3.8.1-1]',
     afterConnect: true,
     bytes: packet(0x80, Buffer.concat([Buffer.from([0, 1]), mqttString('a/#'), Buffer.from([1])])),
   },
-  { name: 'SUBSCRIBE without a topic filter [MQTT-3.8.3-3]', afterConnect: true, bytes: packet(0x82, Buffer.from([0, 1])) },
+  {
+    name: 'SUBSCRIBE without a topic filter [MQTT-3.8.3-3]',
+    afterConnect: true,
+    bytes: packet(0x82, Buffer.from([0, 1])),
+  },
   {
     name: 'SUBSCRIBE requesting QoS 3 [MQTT-3.8.3-4]',
     afterConnect: true,
     bytes: packet(0x82, Buffer.concat([Buffer.from([0, 1]), mqttString('a/#'), Buffer.from([3])])),
   },
-  { name: 'a packet only servers send (CONNACK) from a client', afterConnect: true, bytes: Buffer.from([0x20, 0x02, 0x00, 0x00]) },
+  {
+    name: 'a packet only servers send (CONNACK) from a client',
+    afterConnect: true,
+    bytes: Buffer.from([0x20, 0x02, 0x00, 0x00]),
+  },
   { name: 'reserved packet type 15', afterConnect: true, bytes: Buffer.from([0xf0, 0x00]) },
   { name: 'remaining length of 5 bytes', afterConnect: true, bytes: Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x7f]) },
   { name: 'PUBACK with the wrong length', afterConnect: true, bytes: Buffer.from([0x40, 0x03, 0x00, 0x01, 0x00]) },
@@ -136,7 +188,11 @@ for (const c of cases) {
     }
     if (c.logged) {
       const want = c.logged
-      await agent.waitForLog((l) => Object.entries(want).every(([k, v]) => l[k] === v), 5_000, `a log line naming ${JSON.stringify(want)}`)
+      await agent.waitForLog(
+        (l) => Object.entries(want).every(([k, v]) => l[k] === v),
+        5_000,
+        `a log line naming ${JSON.stringify(want)}`,
+      )
     }
     await bystanderStillServed()
   })
@@ -216,7 +272,11 @@ test('refuses connections beyond broker.limits.maxConnections with CONNACK 3 and
 test('refuses a keepalive above broker.limits.keepaliveMaxSec with CONNACK 2, logging the limit', async () => {
   const tooLong = await refusedConnect(agent.mqttUrl, { clientId: 'sleepy', keepalive: 3600 })
   assert.equal(tooLong.code, 2)
-  await agent.waitForLog((l) => l['limit'] === 'keepaliveMaxSec' && l['clientId'] === 'sleepy', 5_000, 'the keepaliveMaxSec log line')
+  await agent.waitForLog(
+    (l) => l['limit'] === 'keepaliveMaxSec' && l['clientId'] === 'sleepy',
+    5_000,
+    'the keepaliveMaxSec log line',
+  )
 })
 
 test('counts refusals by reason in /status', async () => {
@@ -226,5 +286,9 @@ test('counts refusals by reason in /status', async () => {
   assert.ok((refused['malformed'] ?? 0) >= 1)
   assert.ok((refused['protocol-violation'] ?? 0) >= 1)
   assert.ok((refused['keepaliveMaxSec'] ?? 0) >= 1)
-  await waitFor(async () => (await agent.status())['broker']['clients'] === 2, 5_000, 'only the two well-behaved clients to remain')
+  await waitFor(
+    async () => (await agent.status())['broker']['clients'] === 2,
+    5_000,
+    'only the two well-behaved clients to remain',
+  )
 })

@@ -185,13 +185,15 @@ test(
       )
     }
     for (const [name, agent] of [
-    ['with NODE_OPTIONS', withFlags],
-    ['without NODE_OPTIONS', withoutFlags],
-  ] as const) {
-    const st: Record<string, any> = await agent.status().catch((err: unknown) => ({ error: String(err) }))
-    t.diagnostic(`${name}: broker ${JSON.stringify(st['broker']?.['clients'])} clients, state ${JSON.stringify(st['buffer']?.['brokerState'])}`)
-  }
-  assert.ok(a.sessions > 100 && b.sessions > 100, 'the generator ran')
+      ['with NODE_OPTIONS', withFlags],
+      ['without NODE_OPTIONS', withoutFlags],
+    ] as const) {
+      const st: Record<string, any> = await agent.status().catch((err: unknown) => ({ error: String(err) }))
+      t.diagnostic(
+        `${name}: broker ${JSON.stringify(st['broker']?.['clients'])} clients, state ${JSON.stringify(st['buffer']?.['brokerState'])}`,
+      )
+    }
+    assert.ok(a.sessions > 100 && b.sessions > 100, 'the generator ran')
     await healthy(t, withFlags)
     await healthy(t, withoutFlags)
     assert.ok(a.maxRss < RSS_LIMIT, `with NODE_OPTIONS: max RSS ${a.maxRss} >= ${RSS_LIMIT}`)

@@ -114,7 +114,11 @@ test('queues QoS 1 and 2 messages for an offline persistent session and delivers
   const again = mqtt.connect(shared.mqttUrl, { ...opts, reconnectPeriod: 0 })
   t.after(() => again.endAsync(true))
   const got = collectMessages(again, 2, (topic) => topic.startsWith('session/p1/'), 10_000)
-  const connack = await withTimeout(new Promise<{ sessionPresent: boolean }>((r) => again.once('connect', r)), 10_000, 'reconnect')
+  const connack = await withTimeout(
+    new Promise<{ sessionPresent: boolean }>((r) => again.once('connect', r)),
+    10_000,
+    'reconnect',
+  )
   assert.equal(connack.sessionPresent, true, 'session present [MQTT-3.2.2-2]')
   const msgs = await got
   assert.deepEqual(
@@ -143,7 +147,11 @@ test('refuses an MQTT 5 client cleanly with CONNACK "unacceptable protocol versi
   const err = await refusedConnect(shared.mqttUrl, { protocolVersion: 5, clientId: 'v5-device' })
   // mqtt.js decodes the 3.1.1 CONNACK code 1 as unacceptable protocol version
   assert.match(err.message, /protocol|Unsupported/i)
-  const line = await shared.waitForLog((l) => l['reason'] === 'unsupported-protocol-version', 5_000, 'the MQTT 5 refusal log line')
+  const line = await shared.waitForLog(
+    (l) => l['reason'] === 'unsupported-protocol-version',
+    5_000,
+    'the MQTT 5 refusal log line',
+  )
   assert.match(line.msg, /MQTT 5/)
   assert.equal(line['returnCode'], 1)
 })
@@ -151,16 +159,56 @@ test('refuses an MQTT 5 client cleanly with CONNACK "unacceptable protocol versi
 test('works with mosquitto_pub and mosquitto_sub (3.1 and 3.1.1); mosquitto_pub -V 5 is refused', async () => {
   const port = String(shared.mqttPort)
   for (const version of ['mqttv31', 'mqttv311']) {
-    const sub = mosquittoClient('mosquitto_sub', ['-h', '127.0.0.1', '-p', port, '-V', version, '-t', `cli/${version}`, '-q', '1', '-C', '1', '-W', '10'])
+    const sub = mosquittoClient('mosquitto_sub', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      port,
+      '-V',
+      version,
+      '-t',
+      `cli/${version}`,
+      '-q',
+      '1',
+      '-C',
+      '1',
+      '-W',
+      '10',
+    ])
     // mosquitto_sub subscribes quickly, but not instantly: retain the message
     // so the order of the two processes does not matter.
-    const pub = await mosquittoClient('mosquitto_pub', ['-h', '127.0.0.1', '-p', port, '-V', version, '-t', `cli/${version}`, '-m', `via ${version}`, '-q', '1', '-r'])
+    const pub = await mosquittoClient('mosquitto_pub', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      port,
+      '-V',
+      version,
+      '-t',
+      `cli/${version}`,
+      '-m',
+      `via ${version}`,
+      '-q',
+      '1',
+      '-r',
+    ])
     assert.equal(pub.code, 0, pub.stderr)
     const got = await sub
     assert.equal(got.code, 0, got.stderr)
     assert.equal(got.stdout.trim(), `via ${version}`)
   }
-  const v5 = await mosquittoClient('mosquitto_pub', ['-h', '127.0.0.1', '-p', port, '-V', 'mqttv5', '-t', 'cli/v5', '-m', 'x'])
+  const v5 = await mosquittoClient('mosquitto_pub', [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    port,
+    '-V',
+    'mqttv5',
+    '-t',
+    'cli/v5',
+    '-m',
+    'x',
+  ])
   assert.notEqual(v5.code, 0)
   assert.match(v5.stderr, /protocol|version/i)
 })
@@ -186,7 +234,11 @@ test("acknowledges and drops a publish into $SYS or the agent's $edge space [aed
   const seen: string[] = []
   watcher.on('message', (topic) => seen.push(topic))
   const bad = await client(t, shared.mqttUrl, { clientId: 'sys-publisher' })
-  await withTimeout(bad.publishAsync('$SYS/fake/new/clients', 'victim', { qos: 1 }), 5_000, 'the PUBACK of the $SYS publish')
+  await withTimeout(
+    bad.publishAsync('$SYS/fake/new/clients', 'victim', { qos: 1 }),
+    5_000,
+    'the PUBACK of the $SYS publish',
+  )
   await withTimeout(bad.publishAsync('$edge/x/y', 'victim', { qos: 1 }), 5_000, 'the PUBACK of the $edge publish')
   assert.equal(bad.connected, true)
   // a marker behind them on the same connection arrives; the dropped ones never do
@@ -194,7 +246,10 @@ test("acknowledges and drops a publish into $SYS or the agent's $edge space [aed
   const got = nextMessage(watcher, 'sys/check')
   await bad.publishAsync('sys/check', 'still fine', { qos: 1 })
   assert.equal((await got).payload.toString(), 'still fine')
-  assert.deepEqual(seen.filter((x) => x !== 'sys/check'), [])
+  assert.deepEqual(
+    seen.filter((x) => x !== 'sys/check'),
+    [],
+  )
   const denied = (await shared.status())['broker']['denied'] as Record<string, number>
   assert.ok((denied['reservedTopic'] ?? 0) >= 2)
 })

@@ -86,29 +86,47 @@ test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed mes
     assert.deepEqual(missing, [], `device ${i}: acknowledged but not stored`)
     const seqs = stored[i] ?? []
     for (let k = 1; k < seqs.length; k++) {
-      assert.ok((seqs[k] ?? 0) > (seqs[k - 1] ?? 0), `device ${i}: order broken at ${k} (${seqs[k - 1]} then ${seqs[k]})`)
+      assert.ok(
+        (seqs[k] ?? 0) > (seqs[k - 1] ?? 0),
+        `device ${i}: order broken at ${k} (${seqs[k - 1]} then ${seqs[k]})`,
+      )
     }
   }
   const storedCount = stored.reduce((n, a) => n + a.length, 0)
-  t.diagnostic(`acknowledged ${ackedCount}, stored ${storedCount} (stored but unacknowledged: ${storedCount - ackedCount})`)
+  t.diagnostic(
+    `acknowledged ${ackedCount}, stored ${storedCount} (stored but unacknowledged: ${storedCount - ackedCount})`,
+  )
   assert.ok(storedCount >= ackedCount)
 })
 
 test('a corrupt database file at start is moved aside, a fresh store is created, and the agent runs', async (t) => {
   const dir = tmpDir(t)
   mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 })
-  writeFileSync(join(dir, 'data', 'edge-agent.db'), Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(8192, 0xa5)]))
+  writeFileSync(
+    join(dir, 'data', 'edge-agent.db'),
+    Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(8192, 0xa5)]),
+  )
   const agent = await startAgent(t, { dir, config: { upstreams: await unreachableUpstream() } })
-  const line = await agent.waitForLog((l) => typeof l['movedTo'] === 'string' || /quarantin|moved aside/i.test(l.msg), 5_000, 'the quarantine log line')
+  const line = await agent.waitForLog(
+    (l) => typeof l['movedTo'] === 'string' || /quarantin|moved aside/i.test(l.msg),
+    5_000,
+    'the quarantine log line',
+  )
   assert.ok(line.level >= 40, 'logged as a warning or worse')
-  const aside = readdirSync(join(dir, 'data')).filter((f) => f.startsWith('edge-agent.db.corrupt') || (f.includes('corrupt') && !f.endsWith('-wal')))
+  const aside = readdirSync(join(dir, 'data')).filter(
+    (f) => f.startsWith('edge-agent.db.corrupt') || (f.includes('corrupt') && !f.endsWith('-wal')),
+  )
   assert.ok(aside.length >= 1, `moved-aside file in ${readdirSync(join(dir, 'data')).join(', ')}`)
   const status = await agent.status()
   assert.equal(status['buffer']['quarantine']['count'], 1)
   // And it works: a captured message is stored.
   const dev = await client(t, agent.mqttUrl, { clientId: 'after-corruption' })
   await dev.publishAsync('devices/after-corruption/telemetry', 'ok', { qos: 1 })
-  await waitFor(async () => (await agent.status())['buffer']['totals']['appended'] === 1, 5_000, 'the message to be stored')
+  await waitFor(
+    async () => (await agent.status())['buffer']['totals']['appended'] === 1,
+    5_000,
+    'the message to be stored',
+  )
   const metrics = await (await fetch(`${agent.adminUrl}/metrics`)).text()
   assert.match(metrics, /^edge_agent_buffer_quarantined_total 1$/m)
 })
@@ -132,9 +150,16 @@ test('retained messages and a persistent session queue survive an agent restart'
   t.after(() => back.endAsync(true))
   back.on('error', () => undefined)
   const queued = collectMessages(back, 2, (topic) => topic === 'plant/line-1/alarms', 10_000)
-  const connack = await withTimeout(new Promise<{ sessionPresent: boolean }>((r) => back.once('connect', r)), 10_000, 'reconnect')
+  const connack = await withTimeout(
+    new Promise<{ sessionPresent: boolean }>((r) => back.once('connect', r)),
+    10_000,
+    'reconnect',
+  )
   assert.equal(connack.sessionPresent, true, 'the session survived the restart')
-  assert.deepEqual((await queued).map((m) => m.payload.toString()), ['overtemp', 'pressure'])
+  assert.deepEqual(
+    (await queued).map((m) => m.payload.toString()),
+    ['overtemp', 'pressure'],
+  )
 
   const late = await client(t, second.mqttUrl, { clientId: 'late' })
   const retained = nextMessage(late, 'plant/line-1/state')
@@ -144,7 +169,7 @@ test('retained messages and a persistent session queue survive an agent restart'
   assert.equal(m.retain, true)
 })
 
-test('refuse policy: a full buffer withholds the PUBACK, and the device\'s messages arrive once space returns', async (t) => {
+test("refuse policy: a full buffer withholds the PUBACK, and the device's messages arrive once space returns", async (t) => {
   const upstream = await startMosquitto(t)
   // Down from the start (its port stays reserved for its return); nothing to save, so SIGKILL.
   await upstream.stop(true)
@@ -157,7 +182,9 @@ test('refuse policy: a full buffer withholds the PUBACK, and the device\'s messa
           url: upstream.url,
           protocolVersion: 4,
           reconnect: { minMs: 50, maxMs: 200 },
-          rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1, whenFull: 'refuse', remotePrefix: 'cell/' }],
+          rules: [
+            { topic: 'devices/+/telemetry', direction: 'out', qos: 1, whenFull: 'refuse', remotePrefix: 'cell/' },
+          ],
         },
       ],
     },
@@ -169,11 +196,21 @@ test('refuse policy: a full buffer withholds the PUBACK, and the device\'s messa
   await withTimeout(new Promise<void>((r) => device.once('connect', () => r())), 10_000, 'device connect')
   const N = 60
   const payload = (i: number) => `${String(i).padStart(3, '0')}:${'x'.repeat(400)}`
-  const acks = Array.from({ length: N }, (_, i) => device.publishAsync('devices/dev-r/telemetry', payload(i), { qos: 1 }))
+  const acks = Array.from({ length: N }, (_, i) =>
+    device.publishAsync('devices/dev-r/telemetry', payload(i), { qos: 1 }),
+  )
   let acked = 0
-  for (const a of acks) void a.then(() => acked++, () => undefined)
+  for (const a of acks)
+    void a.then(
+      () => acked++,
+      () => undefined,
+    )
   // The buffer fills: refusals are counted and the PUBACKs stop.
-  await waitFor(async () => ((await agent.status())['buffer']['drops']['byReason']['refused'] ?? 0) > 0, 20_000, 'a refusal')
+  await waitFor(
+    async () => ((await agent.status())['buffer']['drops']['byReason']['refused'] ?? 0) > 0,
+    20_000,
+    'a refusal',
+  )
   const status = await agent.status()
   assert.ok(status['buffer']['totals']['messages'] < N, 'not everything fit')
   assert.ok(acked < N, 'some PUBACKs were withheld')
@@ -200,7 +237,9 @@ test('buffer stats, peek and export show what waits to go upstream; purge asks f
   assert.equal(stats.code, 0, stats.stderr)
   assert.match(stats.stdout, /site\s+5\s/)
   assert.match(stats.stdout, /buffer\s+ok/)
-  const json = JSON.parse((await runCli(['buffer', 'stats', '--url', agent.adminUrl, '--config', agent.configFile, '--json'])).stdout) as {
+  const json = JSON.parse(
+    (await runCli(['buffer', 'stats', '--url', agent.adminUrl, '--config', agent.configFile, '--json'])).stdout,
+  ) as {
     source: string
     queues: { queue: string; depth: number }[]
   }
@@ -216,8 +255,14 @@ test('buffer stats, peek and export show what waits to go upstream; purge asks f
   const exp = await runCli(['buffer', 'export', '--config', agent.configFile, '--out', out])
   assert.equal(exp.code, 0, exp.stderr)
   const { readFileSync } = await import('node:fs')
-  const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { payloadText: string; payload: string })
-  assert.deepEqual(lines.map((l) => l.payloadText), [0, 1, 2, 3, 4].map((i) => `{"rpm":${1400 + i}}`))
+  const lines = readFileSync(out, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { payloadText: string; payload: string })
+  assert.deepEqual(
+    lines.map((l) => l.payloadText),
+    [0, 1, 2, 3, 4].map((i) => `{"rpm":${1400 + i}}`),
+  )
   assert.equal(Buffer.from(lines[0]?.payload ?? '', 'base64').toString(), '{"rpm":1400}')
 
   const refused = await runCli(['buffer', 'purge', '--config', agent.configFile])
@@ -226,5 +271,9 @@ test('buffer stats, peek and export show what waits to go upstream; purge asks f
   const purged = await runCli(['buffer', 'purge', '--config', agent.configFile, '--yes'])
   assert.equal(purged.code, 0, purged.stderr)
   assert.match(purged.stdout, /purged 5 messages/)
-  await waitFor(async () => (await agent.status())['buffer']['totals']['messages'] === 0, 10_000, 'the agent to see the purge')
+  await waitFor(
+    async () => (await agent.status())['buffer']['totals']['messages'] === 0,
+    10_000,
+    'the agent to see the purge',
+  )
 })

@@ -152,7 +152,10 @@ function readFile(dataDir: string): FileState {
   }
 }
 
-/** committed = queued + dropped: per publisher against the drop ledger, per rule against the counts (one reason per rule). */
+/**
+ * committed = queued + dropped: per publisher against the drop ledger, per rule against the counts (one reason per
+ * rule).
+ */
 function checkAccounts(committed: number[], f: FileState, when: string): void {
   for (let p = 0; p < PUBLISHERS; p++) {
     const q = f.queuedBy[p] ?? 0

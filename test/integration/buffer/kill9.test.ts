@@ -30,7 +30,11 @@ interface Acked {
 }
 
 /** One writer process, SIGKILLed once it printed `killAfter` acked lines (or after 20 s). */
-async function runRound(dataDir: string, round: number, killAfter: number): Promise<{ acked: Acked[]; killed: boolean }> {
+async function runRound(
+  dataDir: string,
+  round: number,
+  killAfter: number,
+): Promise<{ acked: Acked[]; killed: boolean }> {
   const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dataDir, String(round), String(PUBLISHERS)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -60,7 +64,10 @@ async function runRound(dataDir: string, round: number, killAfter: number): Prom
     killed = true
     child.kill('SIGKILL')
   }, 20_000)
-  const [code, signal] = (await withTimeout(once(child, 'close'), 40_000, `writer round ${round} to exit`)) as [number | null, string | null]
+  const [code, signal] = (await withTimeout(once(child, 'close'), 40_000, `writer round ${round} to exit`)) as [
+    number | null,
+    string | null,
+  ]
   clearTimeout(safety)
   assert.ok(signal === 'SIGKILL' || code === 0, `writer failed: code ${code} signal ${signal}\n${err}`)
   return { acked, killed: signal === 'SIGKILL' }
@@ -112,7 +119,8 @@ test('SIGKILL at a random moment loses no acknowledged message and keeps per-pub
       assert.ok(r1 > r0 ? s1 === 0 : r1 === r0 && s1 === s0 + 1, `publisher ${p}: ${r0}:${s0} then ${r1}:${s1}`)
     }
     const got = new Set(drained[p])
-    for (const a of acked.filter((x) => x.publisher === p)) assert.ok(got.has(`${a.round}:${p}:${a.seq}`), `publisher ${p} lost ${a.round}:${a.seq}`)
+    for (const a of acked.filter((x) => x.publisher === p))
+      assert.ok(got.has(`${a.round}:${p}:${a.seq}`), `publisher ${p} lost ${a.round}:${a.seq}`)
   }
   t.diagnostic(`${ROUNDS} rounds, ${kills} killed, ${acked.length} acknowledged messages checked`)
 })

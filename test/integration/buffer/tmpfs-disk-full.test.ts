@@ -39,10 +39,23 @@ test('real ENOSPC: typed retryable rejections, nothing acknowledged lost, recove
   const dir = mountTmpfs(t, '2m')
   if (dir === null) return
   const { logger, lines } = captureLogger('info')
-  const store = new SqliteStore({ dataDir: dir, logger, maxBytes: 100 << 20, minFreeBytes: 0, diskFullRetryMs: 50, maintenanceIntervalMs: 20 })
+  const store = new SqliteStore({
+    dataDir: dir,
+    logger,
+    maxBytes: 100 << 20,
+    minFreeBytes: 0,
+    diskFullRetryMs: 50,
+    maintenanceIntervalMs: 20,
+  })
   await store.start(AbortSignal.timeout(5000))
   t.after(() => store.stop())
-  const degraded = eventMatching<[BufferHealth]>(store, 'health', (h) => h.reasons.includes('disk-full'), 10_000, 'disk-full')
+  const degraded = eventMatching<[BufferHealth]>(
+    store,
+    'health',
+    (h) => h.reasons.includes('disk-full'),
+    10_000,
+    'disk-full',
+  )
   let resolved = 0
   let failure: unknown
   for (let i = 0; i < 2000 && failure === undefined; i++) {
@@ -65,7 +78,10 @@ test('real ENOSPC: typed retryable rejections, nothing acknowledged lost, recove
   // With the WAL unable to grow, even an ack (a DELETE) may fail now: it
   // must fail typed and keep the rows, never crash.
   const batch = await store.takeBatch('up', Math.ceil(resolved / 2))
-  const ackFailure = await store.ack(batch.map((m) => m.id)).then(() => null, (e: unknown) => e)
+  const ackFailure = await store.ack(batch.map((m) => m.id)).then(
+    () => null,
+    (e: unknown) => e,
+  )
   if (ackFailure !== null) {
     assert.ok(ackFailure instanceof BufferError && ackFailure.code === 'EDGE_ERR_BUFFER_FULL', String(ackFailure))
     assert.equal(store.stats().totals.messages, resolved)
@@ -92,9 +108,15 @@ test('real ENOSPC: typed retryable rejections, nothing acknowledged lost, recove
 test('the free-space floor stops growth before the file system is full', async (t) => {
   const dir = mountTmpfs(t, '2m')
   if (dir === null) return
-  const store = new SqliteStore({ dataDir: dir, logger: captureLogger('warn').logger, maxBytes: 100 << 20, minFreeBytes: 600 << 10,
+  const store = new SqliteStore({
+    dataDir: dir,
+    logger: captureLogger('warn').logger,
+    maxBytes: 100 << 20,
+    minFreeBytes: 600 << 10,
     // Resume above what a 2 MiB file system can offer: stays below the floor once tripped.
-    resumeFreeBytes: 1900 << 10, diskCheckIntervalMs: 0 })
+    resumeFreeBytes: 1900 << 10,
+    diskCheckIntervalMs: 0,
+  })
   await store.start(AbortSignal.timeout(5000))
   t.after(() => store.stop())
   // Telemetry (drop-oldest) until the floor trips: from then on each new
@@ -110,7 +132,9 @@ test('the free-space floor stops growth before the file system is full', async (
   assert.ok(store.stats().drops.byReason['disk-full'] >= 300)
   assert.equal(store.stats().totals.failedCommits, 0, 'SQLite never saw ENOSPC: the WAL is checkpointed while low')
   // A must-deliver message is refused with the floor as the reason, not SQLITE_FULL.
-  const failure = await store.append({ queue: 'up', topic: 't/must', payload, qos: 1, whenFull: 'refuse' }).catch((e: unknown) => e)
+  const failure = await store
+    .append({ queue: 'up', topic: 't/must', payload, qos: 1, whenFull: 'refuse' })
+    .catch((e: unknown) => e)
   assert.ok(failure instanceof BufferError)
   assert.equal(failure.code, 'EDGE_ERR_BUFFER_FULL')
   assert.equal(failure.fullReason, 'disk-full')

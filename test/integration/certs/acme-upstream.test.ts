@@ -26,7 +26,10 @@ let httpPort: number
 let tlsPort: number
 let serverTls: ReturnType<typeof makeTestTls>
 
-/** Mosquitto with a plain listener (the test's observer) and an mqtts one requiring client certificates from `clientCaFile`. */
+/**
+ * Mosquitto with a plain listener (the test's observer) and an mqtts one requiring client certificates from
+ * `clientCaFile`.
+ */
 async function upstream(t: Scope, clientCaFile: string): Promise<RunningMosquitto & { tlsPort: number }> {
   const port = await freePort()
   const m = await startMosquitto(t, {

@@ -10,7 +10,10 @@ import { runCli } from '../../helpers/agent-process.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { openssl, opensslVerify } from './support.js'
 
-function site(t: { after(fn: () => unknown): void }, certs: Record<string, unknown> = {}): { dir: string; config: string; certsDir: string } {
+function site(
+  t: { after(fn: () => unknown): void },
+  certs: Record<string, unknown> = {},
+): { dir: string; config: string; certsDir: string } {
   const dir = tmpDir(t)
   const config = join(dir, 'site.yaml')
   writeFileSync(config, stringify({ site: { name: 'cell-2' }, dataDir: join(dir, 'data'), certs }))
@@ -45,7 +48,16 @@ test('certs issue writes ID.key (0600), ID.crt and ca.crt that OpenSSL verifies'
   assert.equal(r.code, 0, r.stderr)
   assert.equal(statSync(join(out, 'press-7.key')).mode & 0o777, 0o600)
   await opensslVerify(join(out, 'ca.crt'), join(out, 'press-7.crt'))
-  const cert = await openssl(['x509', '-in', join(out, 'press-7.crt'), '-noout', '-subject', '-ext', 'extendedKeyUsage,basicConstraints', '-pubkey'])
+  const cert = await openssl([
+    'x509',
+    '-in',
+    join(out, 'press-7.crt'),
+    '-noout',
+    '-subject',
+    '-ext',
+    'extendedKeyUsage,basicConstraints',
+    '-pubkey',
+  ])
   assert.match(cert.stdout, /subject=CN = press-7/)
   assert.match(cert.stdout, /TLS Web Client Authentication/)
   assert.match(cert.stdout, /CA:FALSE/)
@@ -67,7 +79,21 @@ test('certs sign certifies an OpenSSL-made CSR for its CN, and certs list shows 
   assert.equal((await cli(['certs', 'init', '--config', s.config])).code, 0)
   const key = join(s.dir, 'd.key')
   const csr = join(s.dir, 'd.csr')
-  const req = await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-subj', '/CN=meter-3', '-out', csr])
+  const req = await openssl([
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    key,
+    '-subj',
+    '/CN=meter-3',
+    '-out',
+    csr,
+  ])
   assert.equal(req.code, 0, req.stderr)
   const crt = join(s.dir, 'd.crt')
   const r = await cli(['certs', 'sign', csr, '--out', crt, '--lifetime', '30d', '--config', s.config])
@@ -92,12 +118,21 @@ test('certs revoke publishes a CRL under which OpenSSL rejects the device and ac
   const s = site(t)
   assert.equal((await cli(['certs', 'init', '--config', s.config])).code, 0)
   const out = join(s.dir, 'factory')
-  for (const id of ['d1', 'd2']) assert.equal((await cli(['certs', 'issue', id, '--out', out, '--config', s.config])).code, 0)
+  for (const id of ['d1', 'd2'])
+    assert.equal((await cli(['certs', 'issue', id, '--out', out, '--config', s.config])).code, 0)
   const r = await cli(['certs', 'revoke', 'd1', '--reason', 'keyCompromise', '--config', s.config])
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /revoked d1 serial [0-9A-F]+/)
   const crl = join(s.certsDir, 'crl.pem')
-  const v1 = await openssl(['verify', '-crl_check', '-CRLfile', crl, '-CAfile', join(out, 'ca.crt'), join(out, 'd1.crt')])
+  const v1 = await openssl([
+    'verify',
+    '-crl_check',
+    '-CRLfile',
+    crl,
+    '-CAfile',
+    join(out, 'ca.crt'),
+    join(out, 'd1.crt'),
+  ])
   assert.notEqual(v1.code, 0)
   assert.match(v1.stdout + v1.stderr, /certificate revoked/)
   await opensslVerify(join(out, 'ca.crt'), join(out, 'd2.crt'), ['-crl_check', '-CRLfile', crl])
@@ -116,8 +151,25 @@ test('an intermediate signed by a site PKI is imported; issued chains verify up 
   const rootKey = join(s.dir, 'root.key')
   const rootCrt = join(s.dir, 'root.crt')
   const root = await openssl([
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', rootKey, '-out', rootCrt,
-    '-days', '3650', '-subj', '/O=Plant A/CN=Plant A Root CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    rootKey,
+    '-out',
+    rootCrt,
+    '-days',
+    '3650',
+    '-subj',
+    '/O=Plant A/CN=Plant A Root CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
   ])
   assert.equal(root.code, 0, root.stderr)
   // The gateway keeps its CA key and hands out a CSR.
@@ -126,12 +178,42 @@ test('an intermediate signed by a site PKI is imported; issued chains verify up 
   assert.equal(init.code, 0, init.stderr)
   assert.equal(statSync(join(s.certsDir, 'ca.pending.key')).mode & 0o777, 0o600)
   const ext = join(s.dir, 'ext.cnf')
-  writeFileSync(ext, 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n')
+  writeFileSync(
+    ext,
+    'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n',
+  )
   const gwCrt = join(s.dir, 'gw.crt')
-  const signed = await openssl(['x509', '-req', '-in', csr, '-CA', rootCrt, '-CAkey', rootKey, '-CAcreateserial', '-days', '365', '-extfile', ext, '-out', gwCrt])
+  const signed = await openssl([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    rootCrt,
+    '-CAkey',
+    rootKey,
+    '-CAcreateserial',
+    '-days',
+    '365',
+    '-extfile',
+    ext,
+    '-out',
+    gwCrt,
+  ])
   assert.equal(signed.code, 0, signed.stderr)
   // A leaf is not a CA: refused.
-  const notCa = await cli(['certs', 'import-ca', '--cert', rootCrt, '--key', rootKey, '--chain', gwCrt, '--config', s.config])
+  const notCa = await cli([
+    'certs',
+    'import-ca',
+    '--cert',
+    rootCrt,
+    '--key',
+    rootKey,
+    '--chain',
+    gwCrt,
+    '--config',
+    s.config,
+  ])
   assert.equal(notCa.code, 1)
   const imported = await cli(['certs', 'import-ca', '--cert', gwCrt, '--chain', rootCrt, '--config', s.config])
   assert.equal(imported.code, 0, imported.stderr)
@@ -145,7 +227,17 @@ test('an intermediate signed by a site PKI is imported; issued chains verify up 
   await opensslVerify(rootCrt, join(out, 'press-9.crt'), ['-untrusted', join(s.certsDir, 'ca.crt')])
   // A CRL from the intermediate works under the site root too.
   assert.equal((await cli(['certs', 'revoke', 'press-9', '--config', s.config])).code, 0)
-  const v = await openssl(['verify', '-crl_check', '-CRLfile', join(s.certsDir, 'crl.pem'), '-CAfile', rootCrt, '-untrusted', join(s.certsDir, 'ca.crt'), join(out, 'press-9.crt')])
+  const v = await openssl([
+    'verify',
+    '-crl_check',
+    '-CRLfile',
+    join(s.certsDir, 'crl.pem'),
+    '-CAfile',
+    rootCrt,
+    '-untrusted',
+    join(s.certsDir, 'ca.crt'),
+    join(out, 'press-9.crt'),
+  ])
   assert.match(v.stdout + v.stderr, /certificate revoked/)
 })
 

@@ -17,7 +17,18 @@ import { client, mosquittoClient, refusedConnect } from '../../helpers/mqtt-clie
 import { nextMessage, withTimeout } from '../../helpers/wait.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { ClockGuard, LocalCa, generateKeyPair, systemClock } from '../../../src/certs/index.js'
-import { closed, deviceClient, forgeWithAgentCa, issueWithCli, mqttsUrl, openssl, opensslVerify, refused, tlsOptions, type DeviceFiles } from './support.js'
+import {
+  closed,
+  deviceClient,
+  forgeWithAgentCa,
+  issueWithCli,
+  mqttsUrl,
+  openssl,
+  opensslVerify,
+  refused,
+  tlsOptions,
+  type DeviceFiles,
+} from './support.js'
 
 const scope = fileScope()
 
@@ -52,18 +63,50 @@ test('a device connects with its certificate (mqtt.js and mosquitto) and talks i
   const d2 = await issueWithCli(t, shared, 'd2')
   const tls = ['-h', '127.0.0.1', '-p', String(shared.mqttsPort), '--cafile', d2.ca, '--cert', d2.crt, '--key', d2.key]
   await observer.publishAsync('devices/d2/cmd', 'start', { qos: 1, retain: true }) // retained: no race with the subscription
-  const s = await mosquittoClient('mosquitto_sub', [...tls, '-i', 'd2', '-t', 'devices/d2/#', '-C', '1', '-W', '10', '-q', '1'])
+  const s = await mosquittoClient('mosquitto_sub', [
+    ...tls,
+    '-i',
+    'd2',
+    '-t',
+    'devices/d2/#',
+    '-C',
+    '1',
+    '-W',
+    '10',
+    '-q',
+    '1',
+  ])
   assert.equal(s.code, 0, s.stderr)
   assert.equal(s.stdout.trim(), 'start')
   await observer.publishAsync('devices/d2/cmd', '', { qos: 1, retain: true })
 
   await observer.subscribeAsync('devices/d2/state', { qos: 1 })
   const state = nextMessage(observer, 'devices/d2/state')
-  const p = await mosquittoClient('mosquitto_pub', [...tls, '-i', 'd2', '-t', 'devices/d2/state', '-m', 'running', '-q', '1'])
+  const p = await mosquittoClient('mosquitto_pub', [
+    ...tls,
+    '-i',
+    'd2',
+    '-t',
+    'devices/d2/state',
+    '-m',
+    'running',
+    '-q',
+    '1',
+  ])
   assert.equal(p.code, 0, p.stderr)
   assert.equal((await state).payload.toString(), 'running')
 
-  const wrongId = await mosquittoClient('mosquitto_pub', [...tls, '-i', 'd2-pub', '-t', 'devices/d2/state', '-m', 'x', '-q', '1'])
+  const wrongId = await mosquittoClient('mosquitto_pub', [
+    ...tls,
+    '-i',
+    'd2-pub',
+    '-t',
+    'devices/d2/state',
+    '-m',
+    'x',
+    '-q',
+    '1',
+  ])
   assert.notEqual(wrongId.code, 0, 'client id d2-pub is not the certificate identity')
   assert.match(wrongId.stderr, /identifier rejected/i)
 })
@@ -82,7 +125,12 @@ test('refuses a connection without a certificate, with a foreign CA, expired, or
 
   const foreignDir = join(tmpDir(t), 'certs')
   await LocalCa.init(foreignDir, { name: 'other CA', lifetimeMs: 86_400_000 * 30, now: Date.now() })
-  const other = new LocalCa({ dir: foreignDir, guard: new ClockGuard({ clock: systemClock }), backdateMs: 60_000, crlValidityMs: 86_400_000 })
+  const other = new LocalCa({
+    dir: foreignDir,
+    guard: new ClockGuard({ clock: systemClock }),
+    backdateMs: 60_000,
+    crlValidityMs: 86_400_000,
+  })
   await other.load()
   const key = await generateKeyPair()
   const foreign = await other.issue({ id: 'd1', profile: 'client', publicKey: key.publicKey, lifetimeMs: 86_400_000 })
@@ -104,10 +152,18 @@ test('refuses a connection without a certificate, with a foreign CA, expired, or
 test("refuses a client id that is not the certificate's identity (CONNACK 2), and a Will outside the space (CONNACK 5)", async () => {
   const mismatch = await refused(shared, { clientId: 'd2', ...tlsOptions(d1) })
   assert.equal(mismatch.code, 2)
-  const will = await refused(shared, { clientId: 'd1', ...tlsOptions(d1), will: { topic: 'devices/d2/status', payload: Buffer.from('x'), qos: 1, retain: true } })
+  const will = await refused(shared, {
+    clientId: 'd1',
+    ...tlsOptions(d1),
+    will: { topic: 'devices/d2/status', payload: Buffer.from('x'), qos: 1, retain: true },
+  })
   assert.equal(will.code, 5)
   await shared.waitForLog(
-    (l) => l.msg === 'device connection refused' && l['reason'] === 'identityMismatch' && l['clientId'] === 'd2' && l['certificateCn'] === 'd1',
+    (l) =>
+      l.msg === 'device connection refused' &&
+      l['reason'] === 'identityMismatch' &&
+      l['clientId'] === 'd2' &&
+      l['certificateCn'] === 'd1',
     5_000,
     'the refusal log naming client id and certificate',
   )
@@ -120,19 +176,61 @@ test('a plain-listener client cannot take over a device id', async () => {
 
 test('isolation holds for subscriptions: wildcards, $SYS, other devices get 0x80; own space granted', async (t) => {
   const c = await deviceClient(t, shared, d1)
-  const filters = ['#', '+/+/#', '+/#', 'devices/#', 'devices/+/temp', 'devices/d2/#', '$SYS/#', '$SYS/+/heartbeat', '$share/g/devices/d1/#', '/devices/d1/#', 'devices/d1x/#']
-  assert.deepEqual(await grants(c, filters), filters.map(() => 0x80))
+  const filters = [
+    '#',
+    '+/+/#',
+    '+/#',
+    'devices/#',
+    'devices/+/temp',
+    'devices/d2/#',
+    '$SYS/#',
+    '$SYS/+/heartbeat',
+    '$share/g/devices/d1/#',
+    '/devices/d1/#',
+    'devices/d1x/#',
+  ]
+  assert.deepEqual(
+    await grants(c, filters),
+    filters.map(() => 0x80),
+  )
   assert.deepEqual(await grants(c, ['devices/d1/#', 'devices/d1/+/x', 'devices/d1//x', '$edge/ca/crl']), [1, 1, 1, 1])
   assert.ok(c.connected, 'refused subscriptions do not disconnect')
   const line = await shared.waitForLog((l) => l.msg === 'subscription refused by the acl', 5_000, 'the denial log')
   assert.equal(line['deviceId'], 'd1')
   // With mosquitto_sub too.
-  const m = await mosquittoClient('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(shared.mqttsPort), '--cafile', d1.ca, '--cert', d1.crt, '--key', d1.key, '-i', 'd1', '-t', '#', '-C', '1', '-W', '3'])
+  const m = await mosquittoClient('mosquitto_sub', [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(shared.mqttsPort),
+    '--cafile',
+    d1.ca,
+    '--cert',
+    d1.crt,
+    '--key',
+    d1.key,
+    '-i',
+    'd1',
+    '-t',
+    '#',
+    '-C',
+    '1',
+    '-W',
+    '3',
+  ])
   assert.match(m.stderr + m.stdout, /denied/i)
 })
 
 test('isolation holds for publishes: outside topics close the connection; odd topics inside are delivered', async (t) => {
-  const outside = ['devices/d2/temp', 'devices/d1x/temp', '/devices/d1/temp', 'devices//d1/temp', 'devices', `devices/d2/${'x'.repeat(20_000)}`, 'devices/d1/$certs/cert']
+  const outside = [
+    'devices/d2/temp',
+    'devices/d1x/temp',
+    '/devices/d1/temp',
+    'devices//d1/temp',
+    'devices',
+    `devices/d2/${'x'.repeat(20_000)}`,
+    'devices/d1/$certs/cert',
+  ]
   for (const topic of outside) {
     const c = await deviceClient(t, shared, d1)
     const gone = closed(c)
@@ -147,7 +245,13 @@ test('isolation holds for publishes: outside topics close the connection; odd to
   })
   const c = await deviceClient(t, shared, d1)
   await c.subscribeAsync('devices/d1/#', { qos: 1 })
-  const inside = ['devices/d1//x', 'devices/d1/', 'devices/d1', `devices/d1/${'y'.repeat(20_000)}`, 'devices/d1/a/b/c/d/e/f']
+  const inside = [
+    'devices/d1//x',
+    'devices/d1/',
+    'devices/d1',
+    `devices/d1/${'y'.repeat(20_000)}`,
+    'devices/d1/a/b/c/d/e/f',
+  ]
   for (const topic of inside) {
     const got = nextMessage(c, topic)
     await c.publishAsync(topic, 'ok', { qos: 1 })
@@ -192,7 +296,11 @@ test('revocation closes the live session at once, refuses new handshakes and pub
 
   // The retained CRL lists the serial, and OpenSSL agrees.
   let crl = await crlArrives
-  while (!new x509.X509Crl(crl.payload.toString()).entries.some((e) => e.serialNumber.toUpperCase().replace(/^0+/, '') === serial.replace(/^0+/, ''))) {
+  while (
+    !new x509.X509Crl(crl.payload.toString()).entries.some(
+      (e) => e.serialNumber.toUpperCase().replace(/^0+/, '') === serial.replace(/^0+/, ''),
+    )
+  ) {
     crl = await nextMessage(w, '$edge/ca/crl', 10_000)
   }
   const crlFile = join(tmpDir(t), 'crl.pem')
@@ -209,11 +317,18 @@ test('a session whose certificate expires is closed by the agent', async (t) => 
   const short = await issueWithCli(t, shared, 'short-lived', ['--lifetime', '4s'])
   const c = await deviceClient(t, shared, short)
   await withTimeout(closed(c), 10_000, 'the session to close at notAfter')
-  await shared.waitForLog((l) => l.msg === 'device session closed' && l['reason'] === 'credentialExpired' && l['deviceId'] === 'short-lived', 5_000, 'the expiry log')
+  await shared.waitForLog(
+    (l) => l.msg === 'device session closed' && l['reason'] === 'credentialExpired' && l['deviceId'] === 'short-lived',
+    5_000,
+    'the expiry log',
+  )
 })
 
 test('with onDeniedPublish: drop, a publish outside the space is acknowledged, dropped and the device stays; an optional-certificate listener admits clients without identity', async (t) => {
-  const agent = await startAgent(t, { mqtts: { requireClientCert: false }, config: { devices: { onDeniedPublish: 'drop' } } })
+  const agent = await startAgent(t, {
+    mqtts: { requireClientCert: false },
+    config: { devices: { onDeniedPublish: 'drop' } },
+  })
   const dev = await issueWithCli(t, agent, 'd7')
   const observer = await client(t, agent.mqttUrl)
   await observer.subscribeAsync('#', { qos: 1 })
@@ -228,7 +343,11 @@ test('with onDeniedPublish: drop, a publish outside the space is acknowledged, d
   await marker
   assert.equal(leaked, false)
   assert.ok(c.connected)
-  await agent.waitForLog((l) => l.msg === 'publish refused by the acl' && l['action'] === 'drop' && l['deviceId'] === 'd7', 5_000, 'the drop log')
+  await agent.waitForLog(
+    (l) => l.msg === 'publish refused by the acl' && l['action'] === 'drop' && l['deviceId'] === 'd7',
+    5_000,
+    'the drop log',
+  )
 
   // Without a certificate: admitted, but not as a device.
   const anon = await client(t, mqttsUrl(agent), { clientId: 'anon-1', protocolVersion: 4, ca: readFileSync(dev.ca) })

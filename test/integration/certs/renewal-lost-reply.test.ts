@@ -9,7 +9,14 @@ import { X509Certificate } from 'node:crypto'
 import { fileScope } from '../../helpers/scope.js'
 import { startAgent, type RunningAgent } from '../../helpers/agent-process.js'
 import { waitFor } from '../../helpers/wait.js'
-import { PROTOCOL_VERSION, createCsr, generateKeyPair, importPrivateKey, renewOverMqtt, renewalTopics } from '../../../src/certs/index.js'
+import {
+  PROTOCOL_VERSION,
+  createCsr,
+  generateKeyPair,
+  importPrivateKey,
+  renewOverMqtt,
+  renewalTopics,
+} from '../../../src/certs/index.js'
 import { deviceClient, issueWithCli } from './support.js'
 
 const LIFETIME_SEC = 60
@@ -44,7 +51,11 @@ test('a device whose renewal reply was lost gets the same certificate again on t
   const { request } = renewalTopics('devices/{id}/$certs', 'd1')
   const csr = await createCsr({ key: await importPrivateKey(newKey.privateKeyPem), cn: 'd1' })
   await c.publishAsync(request, JSON.stringify({ v: PROTOCOL_VERSION, requestId: 'lost', csr }), { qos: 1 })
-  await waitFor(async () => (await agent.status()).certs?.renewal?.renewed === 1, 20_000, 'the agent to issue the first certificate')
+  await waitFor(
+    async () => (await agent.status()).certs?.renewal?.renewed === 1,
+    20_000,
+    'the agent to issue the first certificate',
+  )
 
   // Same session, same key: the certificate issued for the lost reply comes back.
   const r = await renewOverMqtt({

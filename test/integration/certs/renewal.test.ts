@@ -40,7 +40,12 @@ async function renewWhenAllowed(opts: Parameters<typeof renewOverMqtt>[0], log: 
     try {
       return await renewOverMqtt(opts)
     } catch (err) {
-      if (!(err instanceof RenewalRefusedError) || err.retryAfterSec === undefined || !['too-early', 'rate-limited'].includes(err.error)) throw err
+      if (
+        !(err instanceof RenewalRefusedError) ||
+        err.retryAfterSec === undefined ||
+        !['too-early', 'rate-limited'].includes(err.error)
+      )
+        throw err
       log.push(`${err.error} ${err.retryAfterSec}s`)
       await new Promise((r) => setTimeout(r, err.retryAfterSec! * 1000)) // the protocol's own back-off
     }
@@ -62,18 +67,27 @@ test('a device renews over MQTT three times with no upstream, staying connected,
   const dir = tmpDir(t)
   const started = Date.now()
   for (let round = 1; round <= 3; round++) {
-    const r = await renewWhenAllowed({ client: c, id: 'd1', caPem: readFileSync(d1.ca, 'utf8'), currentKeyPem: keyPem, timeoutMs: 10_000 }, refusals)
+    const r = await renewWhenAllowed(
+      { client: c, id: 'd1', caPem: readFileSync(d1.ca, 'utf8'), currentKeyPem: keyPem, timeoutMs: 10_000 },
+      refusals,
+    )
     const file = join(dir, `d1-${round}.crt`)
     writeFileSync(file, r.certPem)
     await opensslVerify(d1.ca, file)
     const cert = new X509Certificate(r.certPem)
     assert.equal(cert.subject, 'CN=d1')
     assert.ok(Date.parse(cert.validTo) > previousNotAfter, 'each certificate outlives the previous one')
-    assert.equal(Math.round((Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 1000), LIFETIME_SEC + 2, 'lifetime + backdate')
+    assert.equal(
+      Math.round((Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 1000),
+      LIFETIME_SEC + 2,
+      'lifetime + backdate',
+    )
     assert.ok(r.keyRotated)
     keyPem = r.keyPem
     previousNotAfter = Date.parse(cert.validTo)
-    t.diagnostic(`renewal ${round} at +${Math.round((Date.now() - started) / 1000)} s: serial ${r.serial}, notAfter ${r.notAfter}`)
+    t.diagnostic(
+      `renewal ${round} at +${Math.round((Date.now() - started) / 1000)} s: serial ${r.serial}, notAfter ${r.notAfter}`,
+    )
   }
   // The first attempt came before the window and was told when to return.
   assert.match(refusals[0] ?? '', /^too-early \d+s$/)
@@ -98,7 +112,10 @@ test('the reference client `edge-agent device renew --wait` renews, verifies and
   const d2: DeviceFiles = await issueWithCli(t, agent, 'd2')
   const oldSerial = new X509Certificate(readFileSync(d2.crt)).serialNumber
   const oldKey = readFileSync(d2.key, 'utf8')
-  const r = await runCli(['device', 'renew', '--cert', d2.crt, '--key', d2.key, '--ca', d2.ca, '--url', mqttsUrl(agent), '--wait'], { timeoutMs: 60_000 })
+  const r = await runCli(
+    ['device', 'renew', '--cert', d2.crt, '--key', d2.key, '--ca', d2.ca, '--url', mqttsUrl(agent), '--wait'],
+    { timeoutMs: 60_000 },
+  )
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stderr, /"status":"waiting","error":"too-early"/)
   const summary = JSON.parse(r.stdout.trim()) as { id: string; status: string; serial: string; renewAfter: string }

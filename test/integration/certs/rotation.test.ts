@@ -41,7 +41,11 @@ async function presentedSerial(files: DeviceFiles): Promise<string> {
 }
 
 test('the server certificate rotates while devices stay connected; new connections get the new one', async (t) => {
-  const first = await agent.waitForLog((l) => l.msg === 'server certificate rotated', 5_000, 'the first server certificate')
+  const first = await agent.waitForLog(
+    (l) => l.msg === 'server certificate rotated',
+    5_000,
+    'the first server certificate',
+  )
   const d1 = await issueWithCli(t, agent, 'd1')
   const d2 = await issueWithCli(t, agent, 'd2')
   const devices = [await deviceClient(t, agent, d1), await deviceClient(t, agent, d2)]
@@ -55,7 +59,10 @@ test('the server certificate rotates while devices stay connected; new connectio
     const got = collectMessages(observer, 2, (topic) => topic.endsWith('/beat'), 5_000)
     await devices[0]?.publishAsync('devices/d1/beat', String(round), { qos: 1 })
     await devices[1]?.publishAsync('devices/d2/beat', String(round), { qos: 1 })
-    assert.deepEqual((await got).map((m) => m.payload.toString()), [String(round), String(round)])
+    assert.deepEqual(
+      (await got).map((m) => m.payload.toString()),
+      [String(round), String(round)],
+    )
   }
   await beat(0)
 
@@ -75,7 +82,18 @@ test('the server certificate rotates while devices stay connected; new connectio
   }
 
   // OpenSSL sees it too, and it verifies against the CA bundle devices hold.
-  const s = await openssl(['s_client', '-connect', `127.0.0.1:${agent.mqttsPort ?? 0}`, '-cert', d1.crt, '-key', d1.key, '-CAfile', d1.ca, '-verify_return_error'])
+  const s = await openssl([
+    's_client',
+    '-connect',
+    `127.0.0.1:${agent.mqttsPort ?? 0}`,
+    '-cert',
+    d1.crt,
+    '-key',
+    d1.key,
+    '-CAfile',
+    d1.ca,
+    '-verify_return_error',
+  ])
   assert.match(s.stdout, /Verify return code: 0 \(ok\)/)
   const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(s.stdout)?.[0] ?? ''
   const presented = new X509Certificate(pem).serialNumber.replace(/^0+/, '')

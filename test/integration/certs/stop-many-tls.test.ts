@@ -19,7 +19,12 @@ test(`SIGTERM with ${DEVICES} TLS devices connected and renewals in flight exits
     mqtts: true,
     config: {
       upstreams: [],
-      certs: { allowShortLifetimes: true, backdateSec: 0, device: { lifetimeSec: 60, renewAfter: 0.1 }, renewal: { minRequestIntervalSec: 0 } },
+      certs: {
+        allowShortLifetimes: true,
+        backdateSec: 0,
+        device: { lifetimeSec: 60, renewAfter: 0.1 },
+        renewal: { minRequestIntervalSec: 0 },
+      },
     },
   })
   const now = Date.now()
@@ -31,7 +36,13 @@ test(`SIGTERM with ${DEVICES} TLS devices connected and renewals in flight exits
         const id = `dev-${i + j}`
         const files = await forgeWithAgentCa(t, agent, id, now - 30_000, now + 60_000)
         const c = await withTimeout(
-          mqtt.connectAsync(mqttsUrl(agent), { clientId: id, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 30_000, ...tlsOptions(files) }),
+          mqtt.connectAsync(mqttsUrl(agent), {
+            clientId: id,
+            protocolVersion: 4,
+            reconnectPeriod: 0,
+            connectTimeout: 30_000,
+            ...tlsOptions(files),
+          }),
           60_000,
           `${id} to connect`,
         )
@@ -50,7 +61,11 @@ test(`SIGTERM with ${DEVICES} TLS devices connected and renewals in flight exits
       const id = `dev-${i}`
       const { request, reply } = renewalTopics('devices/{id}/$certs', id)
       await c.subscribeAsync(reply, { qos: 1 })
-      c.publish(request, JSON.stringify({ v: PROTOCOL_VERSION, requestId: `r${i}`, csr: await createCsr({ key, cn: id }) }), { qos: 1 })
+      c.publish(
+        request,
+        JSON.stringify({ v: PROTOCOL_VERSION, requestId: `r${i}`, csr: await createCsr({ key, cn: id }) }),
+        { qos: 1 },
+      )
     }),
   )
   // Devices in the middle of a handshake (TCP up, no ClientHello yet): a
@@ -68,6 +83,10 @@ test(`SIGTERM with ${DEVICES} TLS devices connected and renewals in flight exits
   const { code, signal } = await agent.stop('SIGTERM', 30_000)
   assert.equal(signal, null)
   assert.equal(code, 0, JSON.stringify(agent.logs.filter((l) => l.level >= 40).slice(0, 5)))
-  assert.deepEqual(agent.logs.filter((l) => l.level >= 50), [], 'no error or fatal log lines')
+  assert.deepEqual(
+    agent.logs.filter((l) => l.level >= 50),
+    [],
+    'no error or fatal log lines',
+  )
   assert.ok(agent.logs.some((l) => l.msg === 'agent stopped'))
 })

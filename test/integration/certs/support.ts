@@ -20,7 +20,12 @@ export interface DeviceFiles {
 }
 
 /** `edge-agent certs issue ID --out DIR` against the agent's config: the factory path. */
-export async function issueWithCli(t: Scope, agent: RunningAgent, id: string, args: string[] = []): Promise<DeviceFiles> {
+export async function issueWithCli(
+  t: Scope,
+  agent: RunningAgent,
+  id: string,
+  args: string[] = [],
+): Promise<DeviceFiles> {
   const dir = tmpDir(t, 'edge-agent-device-')
   const r = await runCli(['certs', 'issue', id, '--out', dir, '--config', agent.configFile, ...args])
   if (r.code !== 0) throw new Error(`certs issue ${id} failed (${r.code}): ${r.stderr}`)
@@ -31,11 +36,29 @@ export async function issueWithCli(t: Scope, agent: RunningAgent, id: string, ar
  * A certificate signed with the agent's CA key directly, with any dates and
  * CN: for expired or not-yet-valid certificates the CA itself never issues.
  */
-export async function forgeWithAgentCa(t: Scope, agent: RunningAgent, cn: string, notBefore: number, notAfter: number): Promise<DeviceFiles> {
+export async function forgeWithAgentCa(
+  t: Scope,
+  agent: RunningAgent,
+  cn: string,
+  notBefore: number,
+  notAfter: number,
+): Promise<DeviceFiles> {
   const p = caPaths(agent.certsDir)
-  const signer = await caSigner(readFileSync(p.caCert, 'utf8'), await importPrivateKey(readFileSync(p.caKey, 'utf8')), [])
+  const signer = await caSigner(
+    readFileSync(p.caCert, 'utf8'),
+    await importPrivateKey(readFileSync(p.caKey, 'utf8')),
+    [],
+  )
   const key = await generateKeyPair()
-  const cert = await signLeaf({ ca: signer, subject: { cn }, publicKey: key.publicKey, serial: newSerial(), notBefore, notAfter, profile: 'client' })
+  const cert = await signLeaf({
+    ca: signer,
+    subject: { cn },
+    publicKey: key.publicKey,
+    serial: newSerial(),
+    notBefore,
+    notAfter,
+    profile: 'client',
+  })
   const dir = tmpDir(t, 'edge-agent-forged-')
   const files = { id: cn, key: join(dir, `${cn}.key`), crt: join(dir, `${cn}.crt`), ca: join(dir, 'ca.crt') }
   writeFileSync(files.key, key.privateKeyPem, { mode: 0o600 })
@@ -50,13 +73,30 @@ export function mqttsUrl(agent: RunningAgent): string {
 }
 
 export function tlsOptions(files: DeviceFiles): IClientOptions {
-  return { key: readFileSync(files.key), cert: readFileSync(files.crt), ca: readFileSync(files.ca), rejectUnauthorized: true }
+  return {
+    key: readFileSync(files.key),
+    cert: readFileSync(files.crt),
+    ca: readFileSync(files.ca),
+    rejectUnauthorized: true,
+  }
 }
 
 /** mqtt.js over TLS with the device's certificate (client id = device id unless given). */
-export async function deviceClient(t: Scope, agent: RunningAgent, files: DeviceFiles, opts: IClientOptions = {}): Promise<MqttClient> {
+export async function deviceClient(
+  t: Scope,
+  agent: RunningAgent,
+  files: DeviceFiles,
+  opts: IClientOptions = {},
+): Promise<MqttClient> {
   const c = await withTimeout(
-    mqtt.connectAsync(mqttsUrl(agent), { clientId: files.id, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000, ...tlsOptions(files), ...opts }),
+    mqtt.connectAsync(mqttsUrl(agent), {
+      clientId: files.id,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      connectTimeout: 5_000,
+      ...tlsOptions(files),
+      ...opts,
+    }),
     10_000,
     `mqtts connect as ${files.id}`,
   )
@@ -88,7 +128,10 @@ export function closed(client: MqttClient): Promise<void> {
   return new Promise((resolve) => client.once('close', () => resolve()))
 }
 
-export async function openssl(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function openssl(
+  args: string[],
+  input?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const proc = spawn('openssl', args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''

@@ -18,7 +18,17 @@ test('edge out publishes as the flow identity: allowed where a device group gran
     },
   })
   const inject = (id: string, topic: string, wire: string) => ({
-    id, type: 'inject', z: 'tab-acl', once: true, onceDelay: 0.5, repeat: '', topic, props: [{ p: 'payload' }, { p: 'topic', vt: 'str' }], payload: 'x', payloadType: 'str', wires: [[wire]],
+    id,
+    type: 'inject',
+    z: 'tab-acl',
+    once: true,
+    onceDelay: 0.5,
+    repeat: '',
+    topic,
+    props: [{ p: 'payload' }, { p: 'topic', vt: 'str' }],
+    payload: 'x',
+    payloadType: 'str',
+    wires: [[wire]],
   })
   const flows = [
     { id: 'tab-acl', type: 'tab', label: 'acl' },
@@ -35,7 +45,12 @@ test('edge out publishes as the flow identity: allowed where a device group gran
   const seen: string[] = []
   watcher.on('message', (topic) => seen.push(topic))
   const ok = nextMessage(watcher, 'site/line-1/ok', 60_000)
-  const denied = agent.waitForLog((l) => l.msg === 'node message' && l['nodeId'] === 'out-denied', 60_000, 'the denied publish logged with the node id', false)
+  const denied = agent.waitForLog(
+    (l) => l.msg === 'node message' && l['nodeId'] === 'out-denied',
+    60_000,
+    'the denied publish logged with the node id',
+    false,
+  )
   const r = await runCli(['nodered', 'deploy', file, '--config', agent.configFile], { timeoutMs: 60_000 })
   assert.equal(r.code, 0, r.stderr)
   await ok

@@ -40,9 +40,16 @@ test('the editor and admin API refuse unauthenticated access; a user made by nod
   for (const path of ['/flows', '/nodes', '/settings', '/context/global']) {
     assert.equal((await fetch(new URL(path, url))).status, 401, `GET ${path}`)
   }
-  const post = await fetch(new URL('/flows', url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })
+  const post = await fetch(new URL('/flows', url), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '[]',
+  })
   assert.equal(post.status, 401, 'POST /flows')
-  assert.equal((await fetch(new URL('/flows', url), { headers: { authorization: 'Bearer not-the-token' } })).status, 401)
+  assert.equal(
+    (await fetch(new URL('/flows', url), { headers: { authorization: 'Bearer not-the-token' } })).status,
+    401,
+  )
   // Secrets in the state dir, 0600.
   const nr = join(agent.dir, 'data', 'node-red')
   for (const f of ['.credential-secret', 'cli.json']) assert.equal(statSync(join(nr, f)).mode & 0o777, 0o600, f)
@@ -74,7 +81,11 @@ test('the editor and admin API refuse unauthenticated access; a user made by nod
 
   // After a restart with a user, the editor is served (and still asks to log in).
   await agent.stop()
-  const again = await startAgent(t, { dir: agent.dir, startTimeoutMs: 60_000, config: { nodeRed: { enabled: true, host: '127.0.0.1', port: 0 } } })
+  const again = await startAgent(t, {
+    dir: agent.dir,
+    startTimeoutMs: 60_000,
+    config: { nodeRed: { enabled: true, host: '127.0.0.1', port: 0 } },
+  })
   const url2 = nodeRedUrl(again)
   assert.equal((await fetch(url2)).status, 200)
   assert.equal((await fetch(new URL('/flows', url2))).status, 401)

@@ -47,7 +47,11 @@ before(async () => {
   await agent.waitForLog((l) => l.msg === 'upstream connected', 15_000, "'upstream connected'")
   // A persistent session: what the agent forwards while the observer is
   // reconnecting after an upstream restart waits for it in Mosquitto.
-  observer = await withTimeout(mqtt.connectAsync(upstream.url, { clientId: 'nr-observer', clean: false, reconnectPeriod: 200 }), 10_000, 'observer connect')
+  observer = await withTimeout(
+    mqtt.connectAsync(upstream.url, { clientId: 'nr-observer', clean: false, reconnectPeriod: 200 }),
+    10_000,
+    'observer connect',
+  )
   observer.on('error', () => undefined)
   scope.after(() => observer.endAsync(true).catch(() => undefined))
   await observer.subscribeAsync('plant/#', { qos: 1 })
@@ -61,58 +65,83 @@ async function deploy(flows: unknown): Promise<void> {
   assert.match(r.stdout, /deployed \d+ nodes/)
 }
 
-test('a flow deployed by the CLI normalises a raw device payload with the edge nodes, up to Mosquitto', { skip: missing }, async (t) => {
-  const subscribed = agent.waitForLog((l) => l.msg === 'edge in subscribed' && l['nodeId'] === 'edge-in-1', 60_000, 'edge in subscribed', false)
-  await deploy(edgeFlow())
-  await subscribed
-  const device = await client(t, agent.mqttUrl, { clientId: 'raw1' })
-  const got = nextMessage(observer, 'plant/site/raw1/temperature', 15_000)
-  await device.publishAsync('devices/raw1/raw', '215', { qos: 1 })
-  const m = await got
-  assert.deepEqual(JSON.parse(m.payload.toString()), { celsius: 21.5 })
-  const s = await agent.status()
-  assert.ok(s['nodeRed'].edge.published >= 1)
-  // export gives back what was deployed
-  const r = await runCli(['nodered', 'export', '--config', agent.configFile], { timeoutMs: 30_000 })
-  assert.equal(r.code, 0, r.stderr)
-  const ids = (JSON.parse(r.stdout) as { id: string }[]).map((n) => n.id).sort()
-  assert.deepEqual(ids, ['edge-in-1', 'edge-out-1', 'fn-1', 'tab-edge'])
-})
+test(
+  'a flow deployed by the CLI normalises a raw device payload with the edge nodes, up to Mosquitto',
+  { skip: missing },
+  async (t) => {
+    const subscribed = agent.waitForLog(
+      (l) => l.msg === 'edge in subscribed' && l['nodeId'] === 'edge-in-1',
+      60_000,
+      'edge in subscribed',
+      false,
+    )
+    await deploy(edgeFlow())
+    await subscribed
+    const device = await client(t, agent.mqttUrl, { clientId: 'raw1' })
+    const got = nextMessage(observer, 'plant/site/raw1/temperature', 15_000)
+    await device.publishAsync('devices/raw1/raw', '215', { qos: 1 })
+    const m = await got
+    assert.deepEqual(JSON.parse(m.payload.toString()), { celsius: 21.5 })
+    const s = await agent.status()
+    assert.ok(s['nodeRed'].edge.published >= 1)
+    // export gives back what was deployed
+    const r = await runCli(['nodered', 'export', '--config', agent.configFile], { timeoutMs: 30_000 })
+    assert.equal(r.code, 0, r.stderr)
+    const ids = (JSON.parse(r.stdout) as { id: string }[]).map((n) => n.id).sort()
+    assert.deepEqual(ids, ['edge-in-1', 'edge-out-1', 'fn-1', 'tab-edge'])
+  },
+)
 
-test("a flow's messages wait in the buffer through an upstream outage, like a device's", { skip: missing }, async (t) => {
-  const device = await client(t, agent.mqttUrl, { clientId: 'raw2' })
-  await upstream.stop()
-  await waitFor(async () => (await agent.status())['upstreams'][0].connected === false, 15_000, 'the bridge to notice the outage')
-  const N = 5
-  for (let i = 0; i < N; i++) await device.publishAsync('devices/raw2/raw', String(200 + i), { qos: 1 })
-  // edge out resolves only once the copy is committed: the count is exact.
-  await waitFor(async () => (await agent.status())['upstreams'][0].backlog.depth === N, 15_000, `${N} messages in the buffer`)
-  assert.equal((await agent.status())['buffer'].totals.appended >= N, true)
-  const arrived = collectMessages(observer, N, (topic) => topic === 'plant/site/raw2/temperature', 30_000)
-  await upstream.start()
-  const msgs = await arrived
-  assert.deepEqual(
-    msgs.map((m) => (JSON.parse(m.payload.toString()) as { celsius: number }).celsius),
-    [20, 20.1, 20.2, 20.3, 20.4],
-  )
-  await waitFor(async () => (await agent.status())['upstreams'][0].backlog.depth === 0, 15_000, 'the buffer to drain')
-})
+test(
+  "a flow's messages wait in the buffer through an upstream outage, like a device's",
+  { skip: missing },
+  async (t) => {
+    const device = await client(t, agent.mqttUrl, { clientId: 'raw2' })
+    await upstream.stop()
+    await waitFor(
+      async () => (await agent.status())['upstreams'][0].connected === false,
+      15_000,
+      'the bridge to notice the outage',
+    )
+    const N = 5
+    for (let i = 0; i < N; i++) await device.publishAsync('devices/raw2/raw', String(200 + i), { qos: 1 })
+    // edge out resolves only once the copy is committed: the count is exact.
+    await waitFor(
+      async () => (await agent.status())['upstreams'][0].backlog.depth === N,
+      15_000,
+      `${N} messages in the buffer`,
+    )
+    assert.equal((await agent.status())['buffer'].totals.appended >= N, true)
+    const arrived = collectMessages(observer, N, (topic) => topic === 'plant/site/raw2/temperature', 30_000)
+    await upstream.start()
+    const msgs = await arrived
+    assert.deepEqual(
+      msgs.map((m) => (JSON.parse(m.payload.toString()) as { celsius: number }).celsius),
+      [20, 20.1, 20.2, 20.3, 20.4],
+    )
+    await waitFor(async () => (await agent.status())['upstreams'][0].backlog.depth === 0, 15_000, 'the buffer to drain')
+  },
+)
 
-test('the same flow works with the standard mqtt in / mqtt out nodes against the local listener', { skip: missing }, async (t) => {
-  await deploy(mqttFlow(agent.mqttPort))
-  const device = await client(t, agent.mqttUrl, { clientId: 'raw3' })
-  const got = nextMessage(observer, 'plant/site/raw3/temperature', 60_000)
-  // The mqtt nodes connect and subscribe on their own schedule (no event
-  // reaches the test): publish until the first result arrives, bounded.
-  let done = false
-  void got.finally(() => (done = true)).catch(() => undefined)
-  for (let i = 0; i < 60 && !done; i++) {
-    await device.publishAsync('devices/raw3/raw', '215', { qos: 1 })
-    await Promise.race([got.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))])
-  }
-  const m = await got
-  assert.deepEqual(JSON.parse(m.payload.toString()), { celsius: 21.5 })
-})
+test(
+  'the same flow works with the standard mqtt in / mqtt out nodes against the local listener',
+  { skip: missing },
+  async (t) => {
+    await deploy(mqttFlow(agent.mqttPort))
+    const device = await client(t, agent.mqttUrl, { clientId: 'raw3' })
+    const got = nextMessage(observer, 'plant/site/raw3/temperature', 60_000)
+    // The mqtt nodes connect and subscribe on their own schedule (no event
+    // reaches the test): publish until the first result arrives, bounded.
+    let done = false
+    void got.finally(() => (done = true)).catch(() => undefined)
+    for (let i = 0; i < 60 && !done; i++) {
+      await device.publishAsync('devices/raw3/raw', '215', { qos: 1 })
+      await Promise.race([got.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))])
+    }
+    const m = await got
+    assert.deepEqual(JSON.parse(m.payload.toString()), { celsius: 21.5 })
+  },
+)
 
 test('deploy refuses a file that is not a flow array, and nothing changes', { skip: missing }, async () => {
   const file = join(agent.dir, 'not-flows.json')
@@ -125,5 +154,8 @@ test('deploy refuses a file that is not a flow array, and nothing changes', { sk
   assert.equal(dup.code, 64)
   assert.match(dup.stderr, /id a appears twice/)
   const r2 = await runCli(['nodered', 'export', '--config', agent.configFile])
-  assert.ok((JSON.parse(r2.stdout) as { id: string }[]).some((n) => n.id === 'mqtt-in-1'), 'the last good flows still run')
+  assert.ok(
+    (JSON.parse(r2.stdout) as { id: string }[]).some((n) => n.id === 'mqtt-in-1'),
+    'the last good flows still run',
+  )
 })

@@ -41,8 +41,10 @@ const given = process.env.PACKAGING_ARM64_TARBALL
 function why(): string | false {
   if (process.env.PACKAGING_SKIP_ARM64 === '1') return 'PACKAGING_SKIP_ARM64=1'
   if (!has(QEMU)) return `${QEMU} is missing (apt-get install qemu-user-static)`
-  if (!existsSync(join(QEMU_LD_PREFIX, 'lib/ld-linux-aarch64.so.1'))) return `no aarch64 libc under ${QEMU_LD_PREFIX} (apt-get install libc6-arm64-cross)`
-  if (!given && !has('aarch64-linux-gnu-g++')) return 'the aarch64 cross compiler is missing (apt-get install g++-aarch64-linux-gnu gcc-aarch64-linux-gnu)'
+  if (!existsSync(join(QEMU_LD_PREFIX, 'lib/ld-linux-aarch64.so.1')))
+    return `no aarch64 libc under ${QEMU_LD_PREFIX} (apt-get install libc6-arm64-cross)`
+  if (!given && !has('aarch64-linux-gnu-g++'))
+    return 'the aarch64 cross compiler is missing (apt-get install g++-aarch64-linux-gnu gcc-aarch64-linux-gnu)'
   return false
 }
 const skip = why()
@@ -82,8 +84,8 @@ function allValues(dbFile: string): string[] {
   try {
     const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all() as string[]
     return tables.flatMap((table) =>
-      (db.prepare(`SELECT * FROM "${table.replaceAll('"', '""')}"`).all() as Array<Record<string, unknown>>).flatMap((row) =>
-        Object.values(row).map((v) => (Buffer.isBuffer(v) ? v.toString('latin1') : String(v))),
+      (db.prepare(`SELECT * FROM "${table.replaceAll('"', '""')}"`).all() as Array<Record<string, unknown>>).flatMap(
+        (row) => Object.values(row).map((v) => (Buffer.isBuffer(v) ? v.toString('latin1') : String(v))),
       ),
     )
   } finally {
@@ -91,103 +93,134 @@ function allValues(dbFile: string): string[] {
   }
 }
 
-test('the arm64 release runs under qemu: version, /healthz, MQTT publish into the SQLite buffer', { skip, timeout: BUILD_TIMEOUT_MS + 5 * 60_000 }, async (t) => {
-  const started = Date.now()
-  const tarball = ensureTarball()
-  const work = mkdtempSync(join(tmpdir(), 'arm64-smoke-'))
-  t.after(() => rmSync(work, { recursive: true, force: true }))
-  const x = spawnSync('tar', ['-xzf', tarball, '-C', work, '--strip-components=1'], { encoding: 'utf8' })
-  assert.equal(x.status, 0, x.stderr)
-  const node = join(work, 'node/bin/node')
-  const main = join(work, 'dist/agent/main.js')
-  const emulated = (args: string[]): string[] => [node, ...args]
+test(
+  'the arm64 release runs under qemu: version, /healthz, MQTT publish into the SQLite buffer',
+  { skip, timeout: BUILD_TIMEOUT_MS + 5 * 60_000 },
+  async (t) => {
+    const started = Date.now()
+    const tarball = ensureTarball()
+    const work = mkdtempSync(join(tmpdir(), 'arm64-smoke-'))
+    t.after(() => rmSync(work, { recursive: true, force: true }))
+    const x = spawnSync('tar', ['-xzf', tarball, '-C', work, '--strip-components=1'], { encoding: 'utf8' })
+    assert.equal(x.status, 0, x.stderr)
+    const node = join(work, 'node/bin/node')
+    const main = join(work, 'dist/agent/main.js')
+    const emulated = (args: string[]): string[] => [node, ...args]
 
-  await t.test('the bundled node and addon are aarch64 ELF files', () => {
-    for (const f of [node, join(work, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node')]) {
-      const h = spawnSync('readelf', ['-h', f], { encoding: 'utf8' }).stdout
-      assert.match(h, /Machine:\s+AArch64/, `${f} is not aarch64`)
-    }
-    assert.match(readFileSync(join(work, 'bin/edge-agent'), 'utf8'), /exec "\$root\/node\/bin\/node" "\$root\/dist\/agent\/main\.js"/)
-  })
+    await t.test('the bundled node and addon are aarch64 ELF files', () => {
+      for (const f of [node, join(work, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node')]) {
+        const h = spawnSync('readelf', ['-h', f], { encoding: 'utf8' }).stdout
+        assert.match(h, /Machine:\s+AArch64/, `${f} is not aarch64`)
+      }
+      assert.match(
+        readFileSync(join(work, 'bin/edge-agent'), 'utf8'),
+        /exec "\$root\/node\/bin\/node" "\$root\/dist\/agent\/main\.js"/,
+      )
+    })
 
-  await t.test('edge-agent --version under emulation', () => {
-    const r = spawnSync(QEMU, emulated([main, '--version']), { env: agentEnv(), encoding: 'utf8', timeout: 60_000 })
-    assert.equal(r.status, 0, r.stderr)
-    assert.equal(r.stdout.trim(), PKG_VERSION)
-  })
+    await t.test('edge-agent --version under emulation', () => {
+      const r = spawnSync(QEMU, emulated([main, '--version']), { env: agentEnv(), encoding: 'utf8', timeout: 60_000 })
+      assert.equal(r.status, 0, r.stderr)
+      assert.equal(r.stdout.trim(), PKG_VERSION)
+    })
 
-  const mqttPort = await freePort()
-  const adminPort = await freePort()
-  const closedPort = await freePort()
-  const dataDir = join(work, 'data')
-  const configFile = join(work, 'config.yaml')
-  writeFileSync(
-    configFile,
-    stringify({
-      site: { name: 'arm64-smoke', level: 2 },
-      dataDir,
-      log: { level: 'info', format: 'json' },
-      admin: { host: '127.0.0.1', port: adminPort },
-      broker: { listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port: mqttPort }] },
-      upstreams: [{ name: 'up', url: `mqtt://127.0.0.1:${closedPort}`, rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }] }],
-    }),
-  )
-
-  let output = ''
-  const agent: ChildProcess = spawn(QEMU, emulated([main, 'run', '--config', configFile]), { env: agentEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = once(agent, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
-  t.after(async () => {
-    if (agent.exitCode === null && agent.signalCode === null) {
-      agent.kill('SIGKILL')
-      await exited
-    }
-  })
-  agent.stdout!.setEncoding('utf8').on('data', (c: string) => (output += c))
-  agent.stderr!.setEncoding('utf8').on('data', (c: string) => (output += c))
-  const payload = `arm64-smoke-${process.pid}-${Date.now()}`
-
-  await t.test('run: GET /healthz answers 200', async () => {
-    const t0 = Date.now()
-    await waitFor(
-      async () => {
-        if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${output}`)
-        const res = await fetch(`http://127.0.0.1:${adminPort}/healthz`, { signal: AbortSignal.timeout(5000) })
-        return res.status === 200
-      },
-      HEALTHZ_TIMEOUT_MS,
-      `/healthz 200 from the emulated agent\n${output}`,
-      250,
+    const mqttPort = await freePort()
+    const adminPort = await freePort()
+    const closedPort = await freePort()
+    const dataDir = join(work, 'data')
+    const configFile = join(work, 'config.yaml')
+    writeFileSync(
+      configFile,
+      stringify({
+        site: { name: 'arm64-smoke', level: 2 },
+        dataDir,
+        log: { level: 'info', format: 'json' },
+        admin: { host: '127.0.0.1', port: adminPort },
+        broker: { listeners: [{ protocol: 'mqtt', host: '127.0.0.1', port: mqttPort }] },
+        upstreams: [
+          {
+            name: 'up',
+            url: `mqtt://127.0.0.1:${closedPort}`,
+            rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }],
+          },
+        ],
+      }),
     )
-    t.diagnostic(`healthy after ${Date.now() - t0} ms under emulation`)
-  })
 
-  await t.test('accepts a QoS 1 publish from the host (PUBACK)', async () => {
-    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, { clientId: 'arm64-smoke', reconnectPeriod: 0, connectTimeout: 30_000 })
-    try {
-      const packet = await withTimeout(client.publishAsync('devices/d1/telemetry', payload, { qos: 1 }), 60_000, 'PUBACK from the emulated agent')
-      assert.ok(packet, 'a QoS 1 publish resolves with its packet once PUBACK arrives')
-    } finally {
-      await client.endAsync()
-    }
-  })
+    let output = ''
+    const agent: ChildProcess = spawn(QEMU, emulated([main, 'run', '--config', configFile]), {
+      env: agentEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const exited = once(agent, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+    t.after(async () => {
+      if (agent.exitCode === null && agent.signalCode === null) {
+        agent.kill('SIGKILL')
+        await exited
+      }
+    })
+    agent.stdout!.setEncoding('utf8').on('data', (c: string) => (output += c))
+    agent.stderr!.setEncoding('utf8').on('data', (c: string) => (output += c))
+    const payload = `arm64-smoke-${process.pid}-${Date.now()}`
 
-  await t.test('stops cleanly on SIGTERM', async () => {
-    agent.kill('SIGTERM')
-    const [code, signal] = await withTimeout(exited, 60_000, 'the emulated agent to exit after SIGTERM')
-    assert.equal(code, 0, `exit ${code ?? signal}\n${output}`)
-  })
+    await t.test('run: GET /healthz answers 200', async () => {
+      const t0 = Date.now()
+      await waitFor(
+        async () => {
+          if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${output}`)
+          const res = await fetch(`http://127.0.0.1:${adminPort}/healthz`, { signal: AbortSignal.timeout(5000) })
+          return res.status === 200
+        },
+        HEALTHZ_TIMEOUT_MS,
+        `/healthz 200 from the emulated agent\n${output}`,
+        250,
+      )
+      t.diagnostic(`healthy after ${Date.now() - t0} ms under emulation`)
+    })
 
-  // The buffer is wired into the agent when dist/agent/app.js imports the buffer component.
-  const wired = /from ['"]\.\.\/buffer\/index\.js['"]/.test(readFileSync(join(work, 'dist/agent/app.js'), 'utf8'))
-  await t.test(
-    'the message is in <dataDir>/edge-agent.db (read by the host after the agent stopped)',
-    { todo: wired ? false : 'the buffer is not wired into the agent (dist/agent/app.js does not import ../buffer/index.js)' },
-    () => {
-      const db = join(dataDir, 'edge-agent.db')
-      assert.ok(existsSync(db), `${db} does not exist\n${output}`)
-      const values = allValues(db)
-      assert.ok(values.some((v) => v.includes(payload)), `payload ${payload} not found in ${db}`)
-    },
-  )
-  t.diagnostic(`arm64 smoke wall time ${((Date.now() - started) / 1000).toFixed(1)} s (incl. build check)`)
-})
+    await t.test('accepts a QoS 1 publish from the host (PUBACK)', async () => {
+      const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${mqttPort}`, {
+        clientId: 'arm64-smoke',
+        reconnectPeriod: 0,
+        connectTimeout: 30_000,
+      })
+      try {
+        const packet = await withTimeout(
+          client.publishAsync('devices/d1/telemetry', payload, { qos: 1 }),
+          60_000,
+          'PUBACK from the emulated agent',
+        )
+        assert.ok(packet, 'a QoS 1 publish resolves with its packet once PUBACK arrives')
+      } finally {
+        await client.endAsync()
+      }
+    })
+
+    await t.test('stops cleanly on SIGTERM', async () => {
+      agent.kill('SIGTERM')
+      const [code, signal] = await withTimeout(exited, 60_000, 'the emulated agent to exit after SIGTERM')
+      assert.equal(code, 0, `exit ${code ?? signal}\n${output}`)
+    })
+
+    // The buffer is wired into the agent when dist/agent/app.js imports the buffer component.
+    const wired = /from ['"]\.\.\/buffer\/index\.js['"]/.test(readFileSync(join(work, 'dist/agent/app.js'), 'utf8'))
+    await t.test(
+      'the message is in <dataDir>/edge-agent.db (read by the host after the agent stopped)',
+      {
+        todo: wired
+          ? false
+          : 'the buffer is not wired into the agent (dist/agent/app.js does not import ../buffer/index.js)',
+      },
+      () => {
+        const db = join(dataDir, 'edge-agent.db')
+        assert.ok(existsSync(db), `${db} does not exist\n${output}`)
+        const values = allValues(db)
+        assert.ok(
+          values.some((v) => v.includes(payload)),
+          `payload ${payload} not found in ${db}`,
+        )
+      },
+    )
+    t.diagnostic(`arm64 smoke wall time ${((Date.now() - started) / 1000).toFixed(1)} s (incl. build check)`)
+  },
+)

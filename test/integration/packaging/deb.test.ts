@@ -17,7 +17,16 @@
 // or taken from $PACKAGING_DEB.
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  appendFileSync,
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { test, type TestContext } from 'node:test'
@@ -52,8 +61,17 @@ function why(): string | false {
   const probe = mkdtempSync(join(tmpdir(), 'overlay-probe-'))
   try {
     for (const d of ['u', 'w', 'm']) mkdirSync(join(probe, d))
-    const r = spawnSync('unshare', ['--mount', '--fork', 'sh', '-c',
-      `mount -t overlay overlay -o lowerdir=/,upperdir=${probe}/u,workdir=${probe}/w ${probe}/m && test -x ${probe}/m/bin/sh`], { encoding: 'utf8' })
+    const r = spawnSync(
+      'unshare',
+      [
+        '--mount',
+        '--fork',
+        'sh',
+        '-c',
+        `mount -t overlay overlay -o lowerdir=/,upperdir=${probe}/u,workdir=${probe}/w ${probe}/m && test -x ${probe}/m/bin/sh`,
+      ],
+      { encoding: 'utf8' },
+    )
     if (r.status !== 0) return `cannot mount an overlay of / here: ${r.stderr.trim()}`
   } finally {
     rmSync(probe, { recursive: true, force: true })
@@ -104,11 +122,15 @@ class ThrowawayRoot {
 
   /** Run a sh script inside the root; bounded. */
   sh(script: string, timeoutMs = 120_000): Result {
-    const r = spawnSync('unshare', ['--mount', '--net', '--fork', join(this.dir, 'enter.sh'), this.dir, this.pkgs, 'sh', '-c', script], {
-      encoding: 'utf8',
-      timeout: timeoutMs,
-      killSignal: 'SIGKILL',
-    })
+    const r = spawnSync(
+      'unshare',
+      ['--mount', '--net', '--fork', join(this.dir, 'enter.sh'), this.dir, this.pkgs, 'sh', '-c', script],
+      {
+        encoding: 'utf8',
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+      },
+    )
     return { status: r.status, out: `${r.stdout}${r.stderr}` }
   }
 
@@ -172,17 +194,27 @@ test('the amd64 .deb installs, upgrades, keeps edits and data, and purges cleanl
   const inRoot = (p: string): string => `/mnt/pkgs/${basename(p)}`
 
   await t.test('metadata: Depends on glibc >= 2.34, conffile, files under /opt, no Node-RED', () => {
-    const info = spawnSync('dpkg-deb', ['-f', v1, 'Package', 'Version', 'Architecture', 'Depends'], { encoding: 'utf8' }).stdout
+    const info = spawnSync('dpkg-deb', ['-f', v1, 'Package', 'Version', 'Architecture', 'Depends'], {
+      encoding: 'utf8',
+    }).stdout
     assert.match(info, /^Package: edge-agent$/m)
     assert.match(info, new RegExp(`^Version: ${v1Version.replace(/[.+~]/g, '\\$&')}$`, 'm'))
     assert.match(info, /^Architecture: amd64$/m)
     assert.match(info, /^Depends: libc6 \(>= 2\.34\), libgcc-s1, libstdc\+\+6 \(>= \d+\)$/m)
     const conffiles = spawnSync('dpkg-deb', ['--ctrl-tarfile', v1], { encoding: 'buffer' })
-    assert.match(spawnSync('tar', ['-xOf', '-', './conffiles'], { input: conffiles.stdout, encoding: 'utf8' }).stdout, /^\/etc\/edge-agent\/config\.yaml$/m)
+    assert.match(
+      spawnSync('tar', ['-xOf', '-', './conffiles'], { input: conffiles.stdout, encoding: 'utf8' }).stdout,
+      /^\/etc\/edge-agent\/config\.yaml$/m,
+    )
     const files = spawnSync('dpkg-deb', ['-c', v1], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout
-    for (const f of ['./opt/edge-agent/bin/edge-agent', './opt/edge-agent/node/bin/node', './opt/edge-agent/dist/agent/main.js',
-      './opt/edge-agent/node_modules/better-sqlite3/build/Release/better_sqlite3.node', './lib/systemd/system/edge-agent.service',
-      './etc/edge-agent/config.yaml']) {
+    for (const f of [
+      './opt/edge-agent/bin/edge-agent',
+      './opt/edge-agent/node/bin/node',
+      './opt/edge-agent/dist/agent/main.js',
+      './opt/edge-agent/node_modules/better-sqlite3/build/Release/better_sqlite3.node',
+      './lib/systemd/system/edge-agent.service',
+      './etc/edge-agent/config.yaml',
+    ]) {
       assert.ok(files.includes(` ${f}\n`) || files.includes(` ${f} `), `${f} missing from the package`)
     }
     assert.match(files, /\.\/usr\/bin\/edge-agent -> \/opt\/edge-agent\/bin\/edge-agent/)
@@ -203,17 +235,23 @@ test('the amd64 .deb installs, upgrades, keeps edits and data, and purges cleanl
     root.ok('edge-agent config validate --config /etc/edge-agent/config.yaml')
   })
 
-  await t.test('the installed unit passes systemd-analyze verify', { skip: root.sh('command -v systemd-analyze').status !== 0 }, () => {
-    const out = root.ok('systemd-analyze verify /lib/systemd/system/edge-agent.service')
-    assert.equal(out.trim(), '')
-  })
+  await t.test(
+    'the installed unit passes systemd-analyze verify',
+    { skip: root.sh('command -v systemd-analyze').status !== 0 },
+    () => {
+      const out = root.ok('systemd-analyze verify /lib/systemd/system/edge-agent.service')
+      assert.equal(out.trim(), '')
+    },
+  )
 
   await t.test('the installed agent runs as edge-agent with the packaged config', () => {
     root.ok(RUN_AS_SERVICE_USER, 90_000)
   })
 
   await t.test('upgrade with an unchanged default config keeps the edited config silently', () => {
-    root.ok(`sed -i 's/^  name: edge-agent /  name: plant-7 /' /etc/edge-agent/config.yaml && grep -q 'name: plant-7' /etc/edge-agent/config.yaml`)
+    root.ok(
+      `sed -i 's/^  name: edge-agent /  name: plant-7 /' /etc/edge-agent/config.yaml && grep -q 'name: plant-7' /etc/edge-agent/config.yaml`,
+    )
     root.ok(`dpkg -i ${inRoot(v2)} </dev/null`)
     assert.equal(root.ok("dpkg-query -W -f '${Version}' edge-agent"), v2Version)
     assert.match(root.ok('cat /etc/edge-agent/config.yaml'), /name: plant-7/)
@@ -230,7 +268,9 @@ test('the amd64 .deb installs, upgrades, keeps edits and data, and purges cleanl
   })
 
   await t.test('a broken config is reported by postinst and does not fail the install', () => {
-    root.ok("cp /etc/edge-agent/config.yaml /root/config.good && printf 'site: {level: 9}\\nbogus: 1\\n' > /etc/edge-agent/config.yaml")
+    root.ok(
+      "cp /etc/edge-agent/config.yaml /root/config.good && printf 'site: {level: 9}\\nbogus: 1\\n' > /etc/edge-agent/config.yaml",
+    )
     const out = root.ok(`dpkg -i ${inRoot(v3)} </dev/null`)
     assert.match(out, /\/etc\/edge-agent\/config\.yaml is invalid, so the service is not \(re\)started/)
     assert.match(out, /bogus: unknown key/)
@@ -250,7 +290,11 @@ test('the amd64 .deb installs, upgrades, keeps edits and data, and purges cleanl
 
   await t.test('purge deletes the data, /etc/edge-agent and the user', () => {
     root.ok('dpkg -P edge-agent')
-    for (const gone of ['/var/lib/edge-agent', '/etc/edge-agent', '/etc/systemd/system/multi-user.target.wants/edge-agent.service']) {
+    for (const gone of [
+      '/var/lib/edge-agent',
+      '/etc/edge-agent',
+      '/etc/systemd/system/multi-user.target.wants/edge-agent.service',
+    ]) {
       assert.equal(root.exists(gone), false, `${gone} should be gone`)
     }
     assert.notEqual(root.sh('getent passwd edge-agent').status, 0, 'user removed')

@@ -24,7 +24,11 @@ const DEB_VERSION = VERSION.replaceAll('-', '~')
 function releaseDir(): string {
   const given = process.env['PACKAGING_RELEASE_DIR']
   if (given !== undefined && given !== '') return resolve(given)
-  const r = spawnSync('bash', [join(REPO, 'scripts/build-release.sh'), 'amd64'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'], timeout: 15 * 60_000 })
+  const r = spawnSync('bash', [join(REPO, 'scripts/build-release.sh'), 'amd64'], {
+    cwd: REPO,
+    stdio: ['ignore', 'inherit', 'inherit'],
+    timeout: 15 * 60_000,
+  })
   assert.equal(r.status, 0, `scripts/build-release.sh amd64 failed (exit ${r.status})`)
   return join(REPO, 'release')
 }
@@ -35,20 +39,32 @@ function sh(cmd: string, args: string[], opts: { cwd?: string; input?: string } 
   return r.stdout
 }
 
-test('the add-on .deb is Architecture: all, tied to the same version, and installs only addons/node-red', { skip: spawnSync('sh', ['-c', 'command -v dpkg-deb']).status !== 0 && 'dpkg-deb missing' }, () => {
-  const dir = releaseDir()
-  const deb = join(dir, `edge-agent-node-red_${DEB_VERSION}_all.deb`)
-  assert.ok(existsSync(deb), deb)
-  const info = sh('dpkg-deb', ['-f', deb, 'Package', 'Architecture', 'Depends'])
-  assert.match(info, /^Package: edge-agent-node-red$/m)
-  assert.match(info, /^Architecture: all$/m)
-  assert.match(info, new RegExp(`^Depends: edge-agent \\(= ${DEB_VERSION.replaceAll('.', '\\.')}\\)$`, 'm'))
-  const files = sh('dpkg-deb', ['-c', deb]).split('\n').filter((l) => l !== '').map((l) => l.slice(l.indexOf('./')))
-  const outside = files.filter((f) => !/^\.\/(opt\/(edge-agent\/(addons\/(node-red\/.*)?)?)?|usr\/(share\/(doc\/(edge-agent-node-red\/.*)?)?)?)?$/.test(f))
-  assert.deepEqual(outside, [])
-  assert.ok(files.includes('./opt/edge-agent/addons/node-red/node_modules/node-red/package.json'))
-  assert.ok(!files.some((f) => f.endsWith('.node')), 'no native addon')
-})
+test(
+  'the add-on .deb is Architecture: all, tied to the same version, and installs only addons/node-red',
+  { skip: spawnSync('sh', ['-c', 'command -v dpkg-deb']).status !== 0 && 'dpkg-deb missing' },
+  () => {
+    const dir = releaseDir()
+    const deb = join(dir, `edge-agent-node-red_${DEB_VERSION}_all.deb`)
+    assert.ok(existsSync(deb), deb)
+    const info = sh('dpkg-deb', ['-f', deb, 'Package', 'Architecture', 'Depends'])
+    assert.match(info, /^Package: edge-agent-node-red$/m)
+    assert.match(info, /^Architecture: all$/m)
+    assert.match(info, new RegExp(`^Depends: edge-agent \\(= ${DEB_VERSION.replaceAll('.', '\\.')}\\)$`, 'm'))
+    const files = sh('dpkg-deb', ['-c', deb])
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => l.slice(l.indexOf('./')))
+    const outside = files.filter(
+      (f) =>
+        !/^\.\/(opt\/(edge-agent\/(addons\/(node-red\/.*)?)?)?|usr\/(share\/(doc\/(edge-agent-node-red\/.*)?)?)?)?$/.test(
+          f,
+        ),
+    )
+    assert.deepEqual(outside, [])
+    assert.ok(files.includes('./opt/edge-agent/addons/node-red/node_modules/node-red/package.json'))
+    assert.ok(!files.some((f) => f.endsWith('.node')), 'no native addon')
+  },
+)
 
 test('the bundled agent with the add-on unpacked runs a CLI-deployed edge flow', async (t) => {
   const dir = releaseDir()
@@ -63,14 +79,17 @@ test('the bundled agent with the add-on unpacked runs a CLI-deployed edge flow',
   assert.equal(existsSync(join(root, 'node_modules', 'node-red')), false, 'the base release has no node-red')
   const bin = join(root, 'bin', 'edge-agent')
   const config = join(work, 'config.yaml')
-  writeFileSync(config, [
-    `dataDir: ${JSON.stringify(join(work, 'data'))}`,
-    'log: { format: json, level: debug }',
-    'admin: { host: 127.0.0.1, port: 0 }',
-    'broker: { listeners: [{ protocol: mqtt, host: 127.0.0.1, port: 0 }] }',
-    'nodeRed: { enabled: true, host: 127.0.0.1, port: 0 }',
-    '',
-  ].join('\n'))
+  writeFileSync(
+    config,
+    [
+      `dataDir: ${JSON.stringify(join(work, 'data'))}`,
+      'log: { format: json, level: debug }',
+      'admin: { host: 127.0.0.1, port: 0 }',
+      'broker: { listeners: [{ protocol: mqtt, host: 127.0.0.1, port: 0 }] }',
+      'nodeRed: { enabled: true, host: 127.0.0.1, port: 0 }',
+      '',
+    ].join('\n'),
+  )
   // Without the add-on: refused as a config problem, before anything starts.
   const before = spawnSync(bin, ['config', 'validate', '--config', config], { encoding: 'utf8' })
   assert.equal(before.status, 78)
@@ -105,7 +124,13 @@ test('the bundled agent with the add-on unpacked runs a CLI-deployed edge flow',
     }
   })
   const logLine = (pred: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>> =>
-    withTimeout(new Promise((r) => (lines.find(pred) ? r(lines.find(pred) as Record<string, unknown>) : waiters.push({ pred, resolve: r }))), 90_000, what)
+    withTimeout(
+      new Promise((r) =>
+        lines.find(pred) ? r(lines.find(pred) as Record<string, unknown>) : waiters.push({ pred, resolve: r }),
+      ),
+      90_000,
+      what,
+    )
   const started = await logLine((l) => l['msg'] === 'agent started', "'agent started'")
   const port = (started['listeners'] as { port: number }[])[0]?.port as number
   const nr = await logLine((l) => l['msg'] === 'node-red started', "'node-red started'")
@@ -119,12 +144,20 @@ test('the bundled agent with the add-on unpacked runs a CLI-deployed edge flow',
   const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'addon-sub' })
   t.after(() => sub.endAsync(true))
   await sub.subscribeAsync('site/+/temperature', { qos: 1 })
-  const got = withTimeout(new Promise<Buffer>((r) => sub.once('message', (_t, p) => r(p))), 15_000, 'the normalised message')
+  const got = withTimeout(
+    new Promise<Buffer>((r) => sub.once('message', (_t, p) => r(p))),
+    15_000,
+    'the normalised message',
+  )
   const dev = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: 'raw1' })
   t.after(() => dev.endAsync(true))
   await dev.publishAsync('devices/raw1/raw', '215', { qos: 1 })
   assert.deepEqual(JSON.parse((await got).toString()), { celsius: 21.5 })
   proc.kill('SIGTERM')
-  const code = await withTimeout(new Promise<number | null>((r) => proc.once('exit', (c) => r(c))), 30_000, 'agent exit')
+  const code = await withTimeout(
+    new Promise<number | null>((r) => proc.once('exit', (c) => r(c))),
+    30_000,
+    'agent exit',
+  )
   assert.equal(code, 0)
 })

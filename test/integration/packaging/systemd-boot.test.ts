@@ -14,7 +14,16 @@
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { test } from 'node:test'
@@ -29,11 +38,14 @@ function why(): string | false {
   if (spawnSync('sh', ['-c', 'command -v systemd-nspawn'], { stdio: 'ignore' }).status !== 0) {
     return 'systemd-nspawn is missing (apt-get install systemd-container)'
   }
-  if (existsSync('/run/systemd/system')) return 'systemd runs as PID 1 here: this test boots the host tree as a container only on machines without it'
+  if (existsSync('/run/systemd/system'))
+    return 'systemd runs as PID 1 here: this test boots the host tree as a container only on machines without it'
   if (!process.env.PACKAGING_DEB) {
     const dist = join(REPO, 'dist/agent')
     if (!existsSync(dist)) return 'dist/ is missing: npm run build'
-    const files = readdirSync(dist, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js') && f !== 'sd-notify.js')
+    const files = readdirSync(dist, { recursive: true, encoding: 'utf8' }).filter(
+      (f) => f.endsWith('.js') && f !== 'sd-notify.js',
+    )
     if (!files.some((f) => /createNotifier\s*\(/.test(readFileSync(join(dist, f), 'utf8')))) {
       return 'the agent does not call createNotifier() yet: a Type=notify unit would never become active'
     }
@@ -45,7 +57,11 @@ const skip = why()
 function ensureDeb(): string {
   const given = process.env.PACKAGING_DEB
   if (given) return resolve(given)
-  const r = spawnSync('bash', [join(REPO, 'scripts/build-release.sh'), 'amd64'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'], timeout: 15 * 60_000 })
+  const r = spawnSync('bash', [join(REPO, 'scripts/build-release.sh'), 'amd64'], {
+    cwd: REPO,
+    stdio: ['ignore', 'inherit', 'inherit'],
+    timeout: 15 * 60_000,
+  })
   assert.equal(r.status, 0, `scripts/build-release.sh amd64 failed (${r.error?.message ?? `exit ${r.status}`})`)
   return join(REPO, 'release', `edge-agent_${PKG_VERSION.replaceAll('-', '~')}_amd64.deb`)
 }
@@ -101,39 +117,63 @@ systemd-nspawn -D "$M" --boot --register=no --keep-unit --link-journal=no --priv
 cp "$M/root/probe.out" "$D/probe.out" 2>/dev/null || true
 `
 
-test('under systemd the unit becomes active via sd_notify, is watched, sandboxed, and fails for good on a bad config', { skip, timeout: 20 * 60_000 }, async (t) => {
-  const deb = ensureDeb()
-  const dir = mkdtempSync(join(tmpdir(), 'nspawn-'))
-  t.after(() => rmSync(dir, { recursive: true, force: true }))
-  for (const d of ['upper', 'work', 'merged']) mkdirSync(join(dir, d))
-  writeFileSync(join(dir, 'probe.sh'), PROBE_SH)
-  writeFileSync(join(dir, 'boot.sh'), BOOT_SH)
-  chmodSync(join(dir, 'boot.sh'), 0o755)
+test(
+  'under systemd the unit becomes active via sd_notify, is watched, sandboxed, and fails for good on a bad config',
+  { skip, timeout: 20 * 60_000 },
+  async (t) => {
+    const deb = ensureDeb()
+    const dir = mkdtempSync(join(tmpdir(), 'nspawn-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    for (const d of ['upper', 'work', 'merged']) mkdirSync(join(dir, d))
+    writeFileSync(join(dir, 'probe.sh'), PROBE_SH)
+    writeFileSync(join(dir, 'boot.sh'), BOOT_SH)
+    chmodSync(join(dir, 'boot.sh'), 0o755)
 
-  const boot = spawn('unshare', ['--mount', '--fork', join(dir, 'boot.sh'), dir, deb], { stdio: 'ignore', detached: true })
-  const exited = once(boot, 'exit')
-  t.after(async () => {
-    if (boot.exitCode === null && boot.signalCode === null) {
-      process.kill(-boot.pid!, 'SIGKILL')
-      await exited
-    }
-  })
-  await withTimeout(exited, BOOT_TIMEOUT_MS, `the container to boot, run the probe and power off (console: ${join(dir, 'console.log')})`)
-  const outFile = join(dir, 'probe.out')
-  const console = (): string => (existsSync(join(dir, 'console.log')) ? readFileSync(join(dir, 'console.log'), 'utf8').slice(-3000) : '')
-  assert.ok(existsSync(outFile), `the probe wrote nothing; dpkg: ${readFileSync(join(dir, 'dpkg.log'), 'utf8')}\nconsole:\n${console()}`)
-  const r = Object.fromEntries(readFileSync(outFile, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
-  t.diagnostic(JSON.stringify(r))
+    const boot = spawn('unshare', ['--mount', '--fork', join(dir, 'boot.sh'), dir, deb], {
+      stdio: 'ignore',
+      detached: true,
+    })
+    const exited = once(boot, 'exit')
+    t.after(async () => {
+      if (boot.exitCode === null && boot.signalCode === null) {
+        process.kill(-boot.pid!, 'SIGKILL')
+        await exited
+      }
+    })
+    await withTimeout(
+      exited,
+      BOOT_TIMEOUT_MS,
+      `the container to boot, run the probe and power off (console: ${join(dir, 'console.log')})`,
+    )
+    const outFile = join(dir, 'probe.out')
+    const console = (): string =>
+      existsSync(join(dir, 'console.log')) ? readFileSync(join(dir, 'console.log'), 'utf8').slice(-3000) : ''
+    assert.ok(
+      existsSync(outFile),
+      `the probe wrote nothing; dpkg: ${readFileSync(join(dir, 'dpkg.log'), 'utf8')}\nconsole:\n${console()}`,
+    )
+    const r = Object.fromEntries(
+      readFileSync(outFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    )
+    t.diagnostic(JSON.stringify(r))
 
-  assert.equal(r.active, 'active/running', 'READY=1 reached systemd (Type=notify)')
-  assert.equal(r.mainpid_comm, 'node', 'node is the main process (launcher exec, MAINPID)')
-  assert.equal(r.user, 'edge-agent')
-  assert.equal(r.capeff, '0000000000000000', 'no capabilities')
-  assert.equal(r.seccomp, '2', 'seccomp filter on (SystemCallFilter=)')
-  assert.equal(r.nonewprivs, '1')
-  assert.equal(r.healthz, '200')
-  assert.equal(r.after_watchdog, 'active/running pid_same=yes restarts=0', 'watchdog keep-alives arrive (WatchdogSec=4 for 10 s)')
-  assert.equal(r.stopped, 'inactive result=success')
-  assert.equal(r.broken, 'failed/failed status=78 restarts=0', 'exit 78: failed at once, not restarted')
-  assert.ok(Number(r.journal_mentions_key) >= 1, 'the journal says what is wrong')
-})
+    assert.equal(r.active, 'active/running', 'READY=1 reached systemd (Type=notify)')
+    assert.equal(r.mainpid_comm, 'node', 'node is the main process (launcher exec, MAINPID)')
+    assert.equal(r.user, 'edge-agent')
+    assert.equal(r.capeff, '0000000000000000', 'no capabilities')
+    assert.equal(r.seccomp, '2', 'seccomp filter on (SystemCallFilter=)')
+    assert.equal(r.nonewprivs, '1')
+    assert.equal(r.healthz, '200')
+    assert.equal(
+      r.after_watchdog,
+      'active/running pid_same=yes restarts=0',
+      'watchdog keep-alives arrive (WatchdogSec=4 for 10 s)',
+    )
+    assert.equal(r.stopped, 'inactive result=success')
+    assert.equal(r.broken, 'failed/failed status=78 restarts=0', 'exit 78: failed at once, not restarted')
+    assert.ok(Number(r.journal_mentions_key) >= 1, 'the journal says what is wrong')
+  },
+)

@@ -3,7 +3,17 @@
 // The CI machine has no systemd as PID 1: the unit is analysed here, not run.
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { test } from 'node:test'
@@ -25,24 +35,31 @@ function directives(text: string): Array<[string, string]> {
     })
 }
 
-test('systemd-analyze verify accepts the unit without a single warning', { skip: skip || (HOST_UNITS ? false : 'no host unit directory with sysinit.target') }, (t) => {
-  // verify checks that ExecStart= binaries exist and loads the unit's dependencies, so it
-  // runs against a throwaway root: the host's stock units, a stub /usr/bin/edge-agent and
-  // our unit at the path the .deb installs it to.
-  const root = mkdtempSync(join(tmpdir(), 'unit-verify-'))
-  t.after(() => rmSync(root, { recursive: true, force: true }))
-  mkdirSync(join(root, 'lib/systemd'), { recursive: true })
-  cpSync(HOST_UNITS!, join(root, 'lib/systemd/system'), { recursive: true, verbatimSymlinks: true })
-  copyFileSync(UNIT, join(root, 'lib/systemd/system/edge-agent.service'))
-  mkdirSync(join(root, 'usr/bin'), { recursive: true })
-  writeFileSync(join(root, 'usr/bin/edge-agent'), '#!/bin/sh\nexit 0\n')
-  chmodSync(join(root, 'usr/bin/edge-agent'), 0o755)
+test(
+  'systemd-analyze verify accepts the unit without a single warning',
+  { skip: skip || (HOST_UNITS ? false : 'no host unit directory with sysinit.target') },
+  (t) => {
+    // verify checks that ExecStart= binaries exist and loads the unit's dependencies, so it
+    // runs against a throwaway root: the host's stock units, a stub /usr/bin/edge-agent and
+    // our unit at the path the .deb installs it to.
+    const root = mkdtempSync(join(tmpdir(), 'unit-verify-'))
+    t.after(() => rmSync(root, { recursive: true, force: true }))
+    mkdirSync(join(root, 'lib/systemd'), { recursive: true })
+    cpSync(HOST_UNITS!, join(root, 'lib/systemd/system'), { recursive: true, verbatimSymlinks: true })
+    copyFileSync(UNIT, join(root, 'lib/systemd/system/edge-agent.service'))
+    mkdirSync(join(root, 'usr/bin'), { recursive: true })
+    writeFileSync(join(root, 'usr/bin/edge-agent'), '#!/bin/sh\nexit 0\n')
+    chmodSync(join(root, 'usr/bin/edge-agent'), 0o755)
 
-  const r = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'edge-agent.service'], { encoding: 'utf8', timeout: 60_000 })
-  assert.equal(r.status, 0, `verify failed:\n${r.stderr}${r.stdout}`)
-  // verify exits 0 even for "Failed to parse …, ignoring": any output is a defect.
-  assert.equal(`${r.stdout}${r.stderr}`.trim(), '', 'verify printed warnings')
-})
+    const r = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'edge-agent.service'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    assert.equal(r.status, 0, `verify failed:\n${r.stderr}${r.stdout}`)
+    // verify exits 0 even for "Failed to parse …, ignoring": any output is a defect.
+    assert.equal(`${r.stdout}${r.stderr}`.trim(), '', 'verify printed warnings')
+  },
+)
 
 test('offline security exposure is at most 2.0', { skip }, () => {
   const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--threshold=20', '--no-pager', UNIT], {

@@ -29,7 +29,16 @@ function configError(fn: () => unknown): ConfigError {
 test('runs on built-in defaults without a file: MQTT on 0.0.0.0:1883, state in ./data', () => {
   const { config, file } = loadConfig({ env: {}, cwd: '/srv/x' })
   assert.equal(file, undefined)
-  assert.deepEqual(config.broker.listeners, [{ protocol: 'mqtt', host: '0.0.0.0', port: 1883, path: '/mqtt', allowAnonymous: true, useIdentityAsUsername: false }])
+  assert.deepEqual(config.broker.listeners, [
+    {
+      protocol: 'mqtt',
+      host: '0.0.0.0',
+      port: 1883,
+      path: '/mqtt',
+      allowAnonymous: true,
+      useIdentityAsUsername: false,
+    },
+  ])
   assert.equal(config.dataDir, '/srv/x/data')
   assert.equal(config.admin.host, '127.0.0.1')
   assert.equal(config.admin.port, 9180)
@@ -86,7 +95,10 @@ test('an unknown key is an error that suggests the key meant', (t) => {
   const err = configError(() => loadConfig({ file, env: {}, cwd: '/' }))
   assert.equal(err.issues[0]?.path, 'broker.listners')
   assert.equal(err.issues[0]?.source, `${file}:2:3`)
-  assert.match(err.issues[0]?.message ?? '', /unknown key \(did you mean 'listeners'\?\); expected one of: listeners, limits/)
+  assert.match(
+    err.issues[0]?.message ?? '',
+    /unknown key \(did you mean 'listeners'\?\); expected one of: listeners, limits/,
+  )
 })
 
 test('a port out of range is refused with the limit', (t) => {
@@ -104,7 +116,9 @@ test('reports every problem at once', (t) => {
 })
 
 test('an invalid protocol lists the allowed ones', () => {
-  const err = configError(() => loadConfig({ env: {}, sets: ['broker.listeners[0]={protocol: quic, port: 1}'], cwd: '/' }))
+  const err = configError(() =>
+    loadConfig({ env: {}, sets: ['broker.listeners[0]={protocol: quic, port: 1}'], cwd: '/' }),
+  )
   assert.equal(err.issues[0]?.path, 'broker.listeners[0].protocol')
   assert.match(err.issues[0]?.message ?? '', /must be one of "mqtt", "ws", "mqtts"/)
 })
@@ -123,7 +137,10 @@ test('a missing file is a config error, not a crash', () => {
 })
 
 test('precedence: defaults < file < environment < --set', (t) => {
-  const file = writeConfig(tmpDir(t), 'log: { level: warn }\nadmin: { port: 9300 }\nbroker: { limits: { maxConnections: 50 } }\n')
+  const file = writeConfig(
+    tmpDir(t),
+    'log: { level: warn }\nadmin: { port: 9300 }\nbroker: { limits: { maxConnections: 50 } }\n',
+  )
   const env = { EDGE_AGENT_ADMIN__PORT: '9400', EDGE_AGENT_BROKER__LIMITS__MAX_CONNECTIONS: '60' }
   const { config } = loadConfig({ file, env, sets: ['broker.limits.maxConnections=70'], cwd: '/' })
   assert.equal(config.log.level, 'warn', 'file over default')
@@ -164,7 +181,11 @@ test('the admin endpoint may only bind to loopback', () => {
 
 test('two listeners on one address are refused', () => {
   const err = configError(() =>
-    loadConfig({ env: {}, sets: ['broker.listeners=[{protocol: mqtt, port: 1883}, {protocol: ws, port: 1883}]'], cwd: '/' }),
+    loadConfig({
+      env: {},
+      sets: ['broker.listeners=[{protocol: mqtt, port: 1883}, {protocol: ws, port: 1883}]'],
+      cwd: '/',
+    }),
   )
   assert.equal(err.issues[0]?.path, 'broker.listeners[1].port')
   assert.match(err.issues[0]?.message ?? '', /same address as broker\.listeners\[0\]/)

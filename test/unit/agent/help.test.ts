@@ -34,13 +34,19 @@ function leaves(cmd: Command, path: string[] = []): string[][] {
 }
 
 test('every command and subcommand has --help with examples', async () => {
-  const program = await buildProgram(context(() => undefined), () => undefined)
+  const program = await buildProgram(
+    context(() => undefined),
+    () => undefined,
+  )
   const paths = leaves(program)
   assert.ok(paths.length > 25, `${paths.length} commands`)
   const missing: string[] = []
   for (const path of paths) {
     let text = ''
-    const code = await runCli(['node', 'edge-agent', ...path, '--help'], context((s) => (text += s)))
+    const code = await runCli(
+      ['node', 'edge-agent', ...path, '--help'],
+      context((s) => (text += s)),
+    )
     assert.equal(code, 0, path.join(' '))
     if (!text.includes('Examples:')) missing.push(path.join(' '))
   }

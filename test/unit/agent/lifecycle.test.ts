@@ -5,7 +5,11 @@ import { startAll, stopAll, StopTimeoutError, type Component } from '../../../sr
 
 const log = pino({ level: 'silent' })
 
-function component(name: string, events: string[], opts: { failStart?: boolean; hangStop?: boolean; failStop?: boolean } = {}): Component {
+function component(
+  name: string,
+  events: string[],
+  opts: { failStart?: boolean; hangStop?: boolean; failStop?: boolean } = {},
+): Component {
   return {
     name,
     async start() {
@@ -25,12 +29,23 @@ test('starts in order and stops in reverse order', async () => {
   const cs = ['buffer', 'broker', 'bridge'].map((n) => component(n, events))
   await startAll(cs, new AbortController().signal, log, 1000)
   assert.deepEqual(await stopAll(cs, 1000, log), [])
-  assert.deepEqual(events, ['start buffer', 'start broker', 'start bridge', 'stop bridge', 'stop broker', 'stop buffer'])
+  assert.deepEqual(events, [
+    'start buffer',
+    'start broker',
+    'start bridge',
+    'stop bridge',
+    'stop broker',
+    'stop buffer',
+  ])
 })
 
 test('rolls back started components when a later start fails', async () => {
   const events: string[] = []
-  const cs = [component('buffer', events), component('broker', events), component('bridge', events, { failStart: true })]
+  const cs = [
+    component('buffer', events),
+    component('broker', events),
+    component('bridge', events, { failStart: true }),
+  ]
   await assert.rejects(startAll(cs, new AbortController().signal, log, 1000), /bridge cannot start/)
   assert.deepEqual(events, ['start buffer', 'start broker', 'start bridge', 'stop broker', 'stop buffer'])
 })
@@ -46,7 +61,11 @@ test('does not start anything once aborted', async () => {
 test('a component that fails or hangs on stop does not block the others', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] })
   const events: string[] = []
-  const cs = [component('buffer', events), component('broker', events, { hangStop: true }), component('bridge', events, { failStop: true })]
+  const cs = [
+    component('buffer', events),
+    component('broker', events, { hangStop: true }),
+    component('bridge', events, { failStop: true }),
+  ]
   const stopping = stopAll(cs, 500, log)
   // Let the bridge's failing stop and the broker's hanging stop begin.
   await new Promise<void>((r) => queueMicrotask(r))
@@ -57,5 +76,5 @@ test('a component that fails or hangs on stop does not block the others', async 
   assert.equal(failures.length, 2)
   assert.match(failures[0]?.message ?? '', /bridge cannot stop/)
   assert.ok(failures[1] instanceof StopTimeoutError)
-  assert.equal((failures[1]).code, 'EDGE_ERR_STOP_TIMEOUT')
+  assert.equal(failures[1].code, 'EDGE_ERR_STOP_TIMEOUT')
 })

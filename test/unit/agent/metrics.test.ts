@@ -27,7 +27,12 @@ test('renders Prometheus text with HELP, TYPE and escaped labels', () => {
 test('rate meter: per-second rate over the sliding window', () => {
   let now = 0
   let count = 0
-  const meter = new RateMeter(() => ({ received: count }), 10_000, 1_000, () => now)
+  const meter = new RateMeter(
+    () => ({ received: count }),
+    10_000,
+    1_000,
+    () => now,
+  )
   assert.deepEqual(meter.rates(), { received: 0 })
   meter.sample()
   for (let s = 1; s <= 20; s++) {
@@ -40,5 +45,14 @@ test('rate meter: per-second rate over the sliding window', () => {
 })
 
 test('status tables align columns', () => {
-  assert.equal(table(['A', 'BB'], [['long value', 'x'], ['y', 'z']]), 'A           BB\nlong value  x\ny           z')
+  assert.equal(
+    table(
+      ['A', 'BB'],
+      [
+        ['long value', 'x'],
+        ['y', 'z'],
+      ],
+    ),
+    'A           BB\nlong value  x\ny           z',
+  )
 })

@@ -92,7 +92,12 @@ test('DEBUG unset: the no-op has the surface libraries call (namespace, extend, 
     undefined,
   )
   assert.equal(r.code, 0, r.stderr)
-  assert.deepEqual(JSON.parse(r.stdout.trim()), { ns: 'mqtt-packet:parser', sub: 'mqtt-packet:parser:sub', subEnabled: false, typeofD: 'function' })
+  assert.deepEqual(JSON.parse(r.stdout.trim()), {
+    ns: 'mqtt-packet:parser',
+    sub: 'mqtt-packet:parser:sub',
+    subEnabled: false,
+    typeofD: 'function',
+  })
   assert.equal(r.stderr, '')
 })
 

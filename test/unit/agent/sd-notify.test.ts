@@ -112,7 +112,11 @@ test('sends WATCHDOG=1 only while isHealthy() returns true', async () => {
 test('never throws and gives up quietly when systemd-notify is missing', async () => {
   const warnings: string[] = []
   const logger = { debug() {}, warn: (_o: object, msg: string) => void warnings.push(msg) }
-  const n = createNotifier({ env: { NOTIFY_SOCKET: '/nonexistent/sock' }, command: '/nonexistent/systemd-notify', logger })
+  const n = createNotifier({
+    env: { NOTIFY_SOCKET: '/nonexistent/sock' },
+    command: '/nonexistent/systemd-notify',
+    logger,
+  })
   n.ready()
   n.status('a')
   n.status('b')
@@ -120,20 +124,26 @@ test('never throws and gives up quietly when systemd-notify is missing', async (
   assert.deepEqual(warnings, ['sd_notify helper failed'])
 })
 
-test('sends READY=1 with MAINPID, STATUS and STOPPING=1 through systemd-notify, in call order', { skip: realHelperSkip }, async (t) => {
-  const sock = await startFakeNotifySocket(t)
-  const n = createNotifier({ env: { NOTIFY_SOCKET: sock.path, PATH: '/usr/bin:/bin' }, pid: 4242 })
-  n.ready('listening on 127.0.0.1:1883')
-  n.status('forwarding')
-  n.stopping()
-  await n.stop(10_000)
-  const ready = await sock.waitFor('READY=1', (d) => d.fields.READY === '1', 5000)
-  assert.equal(ready.fields.MAINPID, '4242')
-  assert.equal(ready.fields.STATUS, 'listening on 127.0.0.1:1883')
-  await sock.waitFor('STOPPING=1', (d) => d.fields.STOPPING === '1', 5000)
-  const order = sock.received.map((d) => (d.fields.READY ? 'ready' : d.fields.STOPPING ? 'stopping' : `status:${d.fields.STATUS}`))
-  assert.deepEqual(order, ['ready', 'status:forwarding', 'stopping'])
-})
+test(
+  'sends READY=1 with MAINPID, STATUS and STOPPING=1 through systemd-notify, in call order',
+  { skip: realHelperSkip },
+  async (t) => {
+    const sock = await startFakeNotifySocket(t)
+    const n = createNotifier({ env: { NOTIFY_SOCKET: sock.path, PATH: '/usr/bin:/bin' }, pid: 4242 })
+    n.ready('listening on 127.0.0.1:1883')
+    n.status('forwarding')
+    n.stopping()
+    await n.stop(10_000)
+    const ready = await sock.waitFor('READY=1', (d) => d.fields.READY === '1', 5000)
+    assert.equal(ready.fields.MAINPID, '4242')
+    assert.equal(ready.fields.STATUS, 'listening on 127.0.0.1:1883')
+    await sock.waitFor('STOPPING=1', (d) => d.fields.STOPPING === '1', 5000)
+    const order = sock.received.map((d) =>
+      d.fields.READY ? 'ready' : d.fields.STOPPING ? 'stopping' : `status:${d.fields.STATUS}`,
+    )
+    assert.deepEqual(order, ['ready', 'status:forwarding', 'stopping'])
+  },
+)
 
 // The blocker: runs the real notifier with a 100 ms keep-alive interval and, on
 // "block <ms>" from stdin, busy-loops its event loop for that long (bounded).
@@ -153,53 +163,57 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 process.stdin.on('end', () => process.exit(0))
 `
 
-test('stops sending WATCHDOG=1 while the event loop is blocked, and resumes after', { skip: realHelperSkip }, async (t) => {
-  const sock = await startFakeNotifySocket(t)
-  const dir = tempDir(t)
-  writeFileSync(join(dir, 'blocker.mjs'), BLOCKER_MJS)
-  const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'blocker.mjs')], {
-    env: { ...process.env, NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '200000' },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  })
-  killOnExit(t, child)
-  const lines: Array<Record<string, number>> = []
-  const lineWaiters = new Set<() => void>()
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(JSON.parse(line) as Record<string, number>)
-    for (const w of lineWaiters) w()
-  })
-  const childSays = (key: string, timeoutMs: number): Promise<number> =>
-    withTimeout(
-      new Promise<number>((resolve) => {
-        const check = (): void => {
-          const hit = lines.find((l) => l[key] !== undefined)
-          if (hit !== undefined) {
-            lineWaiters.delete(check)
-            resolve(hit[key]!)
+test(
+  'stops sending WATCHDOG=1 while the event loop is blocked, and resumes after',
+  { skip: realHelperSkip },
+  async (t) => {
+    const sock = await startFakeNotifySocket(t)
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'blocker.mjs'), BLOCKER_MJS)
+    const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'blocker.mjs')], {
+      env: { ...process.env, NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '200000' },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    killOnExit(t, child)
+    const lines: Array<Record<string, number>> = []
+    const lineWaiters = new Set<() => void>()
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(JSON.parse(line) as Record<string, number>)
+      for (const w of lineWaiters) w()
+    })
+    const childSays = (key: string, timeoutMs: number): Promise<number> =>
+      withTimeout(
+        new Promise<number>((resolve) => {
+          const check = (): void => {
+            const hit = lines.find((l) => l[key] !== undefined)
+            if (hit !== undefined) {
+              lineWaiters.delete(check)
+              resolve(hit[key]!)
+            }
           }
-        }
-        lineWaiters.add(check)
-        check()
-      }),
-      timeoutMs,
-      `the blocker to report ${key}`,
-    )
+          lineWaiters.add(check)
+          check()
+        }),
+        timeoutMs,
+        `the blocker to report ${key}`,
+      )
 
-  await childSays('started', 15_000)
-  const isWatchdog = (d: Datagram): boolean => d.fields.WATCHDOG === '1'
-  // Keep-alives flow: wait until three have arrived.
-  await sock.waitFor('three keep-alives', () => sock.received.filter(isWatchdog).length >= 3, 5000)
+    await childSays('started', 15_000)
+    const isWatchdog = (d: Datagram): boolean => d.fields.WATCHDOG === '1'
+    // Keep-alives flow: wait until three have arrived.
+    await sock.waitFor('three keep-alives', () => sock.received.filter(isWatchdog).length >= 3, 5000)
 
-  child.stdin.write('block 2000\n')
-  const blockStart = await childSays('blockStart', 5000)
-  const blockEnd = await childSays('blockEnd', 10_000)
-  assert.ok(blockEnd - blockStart >= 2000)
-  // After the loop is free again, keep-alives resume.
-  const resumed = await sock.waitFor('a keep-alive after the block', (d) => isWatchdog(d) && d.t > blockEnd, 5000)
-  assert.ok(resumed.t > blockEnd)
-  // During the 2 s block, at 100 ms a keep-alive would have gone out ~20 times. At most one
-  // may land inside the window: the helper that was already in flight when the block began.
-  const during = sock.received.filter((d) => isWatchdog(d) && d.t > blockStart && d.t < blockEnd)
-  assert.ok(during.length <= 1, `expected no keep-alives while blocked, got ${during.length}`)
-  child.stdin.end()
-})
+    child.stdin.write('block 2000\n')
+    const blockStart = await childSays('blockStart', 5000)
+    const blockEnd = await childSays('blockEnd', 10_000)
+    assert.ok(blockEnd - blockStart >= 2000)
+    // After the loop is free again, keep-alives resume.
+    const resumed = await sock.waitFor('a keep-alive after the block', (d) => isWatchdog(d) && d.t > blockEnd, 5000)
+    assert.ok(resumed.t > blockEnd)
+    // During the 2 s block, at 100 ms a keep-alive would have gone out ~20 times. At most one
+    // may land inside the window: the helper that was already in flight when the block began.
+    const during = sock.received.filter((d) => isWatchdog(d) && d.t > blockStart && d.t < blockEnd)
+    assert.ok(during.length <= 1, `expected no keep-alives while blocked, got ${during.length}`)
+    child.stdin.end()
+  },
+)

@@ -30,15 +30,27 @@ test('renewCertificate is off by default, with documented defaults', (t) => {
 test('rejects renewCertificate.enabled without caFile and on a plain mqtt url, naming the key', (t) => {
   let err: unknown
   try {
-    load(tmpDir(t), 'upstreams:\n  - name: up\n    url: "mqtt://10.0.0.1:1883"\n    renewCertificate: { enabled: true }\n')
+    load(
+      tmpDir(t),
+      'upstreams:\n  - name: up\n    url: "mqtt://10.0.0.1:1883"\n    renewCertificate: { enabled: true }\n',
+    )
   } catch (e) {
     err = e
   }
   assert.ok(err instanceof ConfigError)
   const paths = err.issues.map((i) => `${i.path}: ${i.message}`)
-  assert.ok(paths.some((p) => p.startsWith('upstreams[0].renewCertificate.enabled: needs upstreams[0].certFile')), paths.join('\n'))
-  assert.ok(paths.some((p) => p.startsWith('upstreams[0].renewCertificate.enabled: needs upstreams[0].caFile')), paths.join('\n'))
-  assert.ok(paths.some((p) => p.includes('needs an mqtts:// or wss:// url')), paths.join('\n'))
+  assert.ok(
+    paths.some((p) => p.startsWith('upstreams[0].renewCertificate.enabled: needs upstreams[0].certFile')),
+    paths.join('\n'),
+  )
+  assert.ok(
+    paths.some((p) => p.startsWith('upstreams[0].renewCertificate.enabled: needs upstreams[0].caFile')),
+    paths.join('\n'),
+  )
+  assert.ok(
+    paths.some((p) => p.includes('needs an mqtts:// or wss:// url')),
+    paths.join('\n'),
+  )
 })
 
 test('accepts renewCertificate with the pair and the CA on mqtts', (t) => {

@@ -46,7 +46,16 @@ test('refuses a cap below the base', () => {
 })
 
 test('jitter spreads a delay by ±fraction', () => {
-  assert.equal(jittered(1000, 0.2, () => 0), 800)
-  assert.equal(jittered(1000, 0.2, () => 0.5), 1000)
-  assert.equal(jittered(1000, 0.2, () => 0.999999), 1200)
+  assert.equal(
+    jittered(1000, 0.2, () => 0),
+    800,
+  )
+  assert.equal(
+    jittered(1000, 0.2, () => 0.5),
+    1000,
+  )
+  assert.equal(
+    jittered(1000, 0.2, () => 0.999999),
+    1200,
+  )
 })

@@ -5,7 +5,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet'
-import { encodeAck, encodePublish, INBOUND_ACK, MalformedLengthError, PacketFramer, type AckType } from '../../../src/bridge/mqtt-codec.js'
+import {
+  encodeAck,
+  encodePublish,
+  INBOUND_ACK,
+  MalformedLengthError,
+  PacketFramer,
+  type AckType,
+} from '../../../src/bridge/mqtt-codec.js'
 
 type Version = 4 | 5
 
@@ -69,42 +76,129 @@ const TWO_MB = 2 * 1024 * 1024 + 17
 const cases: Case[] = [
   { name: 'qos 0, short payload', versions: [4, 5], packet: publish({ payload: Buffer.from('hello') }) },
   { name: 'qos 1', versions: [4, 5], packet: publish({ qos: 1, messageId: 1, payload: Buffer.from('x') }) },
-  { name: 'qos 2, messageId 65535', versions: [4, 5], packet: publish({ qos: 2, messageId: 65535, payload: Buffer.from('x') }) },
-  { name: 'qos 1, messageId 0x1234', versions: [4, 5], packet: publish({ qos: 1, messageId: 0x1234, payload: Buffer.from('x') }) },
+  {
+    name: 'qos 2, messageId 65535',
+    versions: [4, 5],
+    packet: publish({ qos: 2, messageId: 65535, payload: Buffer.from('x') }),
+  },
+  {
+    name: 'qos 1, messageId 0x1234',
+    versions: [4, 5],
+    packet: publish({ qos: 1, messageId: 0x1234, payload: Buffer.from('x') }),
+  },
   { name: 'retain', versions: [4, 5], packet: publish({ retain: true, payload: Buffer.from('r') }) },
-  { name: 'dup, qos 1', versions: [4, 5], packet: publish({ dup: true, qos: 1, messageId: 9, payload: Buffer.from('d') }) },
-  { name: 'dup + retain, qos 2', versions: [4, 5], packet: publish({ dup: true, retain: true, qos: 2, messageId: 300, payload: Buffer.from('dr') }) },
+  {
+    name: 'dup, qos 1',
+    versions: [4, 5],
+    packet: publish({ dup: true, qos: 1, messageId: 9, payload: Buffer.from('d') }),
+  },
+  {
+    name: 'dup + retain, qos 2',
+    versions: [4, 5],
+    packet: publish({ dup: true, retain: true, qos: 2, messageId: 300, payload: Buffer.from('dr') }),
+  },
   { name: 'empty payload', versions: [4, 5], packet: publish({ topic: 'a/b', payload: Buffer.alloc(0) }) },
-  { name: 'empty payload, qos 1', versions: [4, 5], packet: publish({ topic: 'a/b', qos: 1, messageId: 2, payload: Buffer.alloc(0) }) },
+  {
+    name: 'empty payload, qos 1',
+    versions: [4, 5],
+    packet: publish({ topic: 'a/b', qos: 1, messageId: 2, payload: Buffer.alloc(0) }),
+  },
   { name: 'string payload (UTF-8)', versions: [4, 5], packet: publish({ payload: 'grüße ✓ 😀' }) },
-  { name: 'multi-byte UTF-8 topic', versions: [4, 5], packet: publish({ topic: 'usine/température/設備/😀', qos: 1, messageId: 5, payload: Buffer.from('v') }) },
-  ...[0, 127, 128, 16383, 16384, TWO_MB].map(
-    (n): Case => ({ name: `payload ${n} bytes`, versions: [4, 5], packet: publish({ topic: 'plant/line1/sensor', qos: 1, messageId: 77, payload: bytes(n) }) }),
-  ),
+  {
+    name: 'multi-byte UTF-8 topic',
+    versions: [4, 5],
+    packet: publish({ topic: 'usine/température/設備/😀', qos: 1, messageId: 5, payload: Buffer.from('v') }),
+  },
+  ...[0, 127, 128, 16383, 16384, TWO_MB].map((n): Case => ({
+    name: `payload ${n} bytes`,
+    versions: [4, 5],
+    packet: publish({ topic: 'plant/line1/sensor', qos: 1, messageId: 77, payload: bytes(n) }),
+  })),
   // topic 't', qos 0, v4: Remaining Length = 3 + payload, on each side of every varint size boundary.
-  ...[124, 125, 16380, 16381, 2_097_148, 2_097_149].map(
-    (n): Case => ({ name: `v4 Remaining Length ${n + 3}`, versions: [4], packet: publish({ payload: bytes(n) }) }),
-  ),
+  ...[124, 125, 16380, 16381, 2_097_148, 2_097_149].map((n): Case => ({
+    name: `v4 Remaining Length ${n + 3}`,
+    versions: [4],
+    packet: publish({ payload: bytes(n) }),
+  })),
   // Same in v5: one more byte for the empty property length.
-  ...[123, 124, 16379, 16380, 2_097_147, 2_097_148].map(
-    (n): Case => ({ name: `v5 Remaining Length ${n + 4}`, versions: [5], packet: publish({ payload: bytes(n) }) }),
-  ),
-  { name: 'v5 no properties (undefined)', versions: [5], packet: publish({ qos: 1, messageId: 3, payload: Buffer.from('p') }) },
-  { name: 'v5 empty properties object', versions: [5], packet: publish({ qos: 1, messageId: 3, payload: Buffer.from('p'), properties: {} }) },
-  { name: 'v5 userProperties, string values', versions: [5], packet: publish({ payload: Buffer.from('p'), properties: { userProperties: { a: '1', site: 'Zürich', empty: '' } } }) },
+  ...[123, 124, 16379, 16380, 2_097_147, 2_097_148].map((n): Case => ({
+    name: `v5 Remaining Length ${n + 4}`,
+    versions: [5],
+    packet: publish({ payload: bytes(n) }),
+  })),
+  {
+    name: 'v5 no properties (undefined)',
+    versions: [5],
+    packet: publish({ qos: 1, messageId: 3, payload: Buffer.from('p') }),
+  },
+  {
+    name: 'v5 empty properties object',
+    versions: [5],
+    packet: publish({ qos: 1, messageId: 3, payload: Buffer.from('p'), properties: {} }),
+  },
+  {
+    name: 'v5 userProperties, string values',
+    versions: [5],
+    packet: publish({
+      payload: Buffer.from('p'),
+      properties: { userProperties: { a: '1', site: 'Zürich', empty: '' } },
+    }),
+  },
   {
     name: 'v5 userProperties, array values',
     versions: [5],
-    packet: publish({ qos: 1, messageId: 4, payload: Buffer.from('p'), properties: { userProperties: { tag: ['x', 'yy', 'ü'], one: 'v', many: ['1', '2'] } } }),
+    packet: publish({
+      qos: 1,
+      messageId: 4,
+      payload: Buffer.from('p'),
+      properties: { userProperties: { tag: ['x', 'yy', 'ü'], one: 'v', many: ['1', '2'] } },
+    }),
   },
-  { name: 'v5 messageExpiryInterval', versions: [5], packet: publish({ payload: Buffer.from('p'), properties: { messageExpiryInterval: 0xfedcba98 } }) },
-  { name: 'v5 messageExpiryInterval 0', versions: [5], packet: publish({ payload: Buffer.from('p'), properties: { messageExpiryInterval: 0 } }) },
-  { name: 'v5 contentType', versions: [5], packet: publish({ payload: Buffer.from('{}'), properties: { contentType: 'application/json; charset=utf-8 ✓' } }) },
-  { name: 'v5 payloadFormatIndicator true', versions: [5], packet: publish({ payload: Buffer.from('text'), properties: { payloadFormatIndicator: true } }) },
-  { name: 'v5 payloadFormatIndicator false', versions: [5], packet: publish({ payload: Buffer.from('bin'), properties: { payloadFormatIndicator: false } }) },
-  { name: 'v5 responseTopic', versions: [5], packet: publish({ qos: 1, messageId: 8, payload: Buffer.from('q'), properties: { responseTopic: 'reply/to/é' } }) },
-  { name: 'v5 correlationData', versions: [5], packet: publish({ qos: 2, messageId: 8, payload: Buffer.from('q'), properties: { correlationData: Buffer.from([0, 1, 2, 0xff, 0x80]) } }) },
-  { name: 'v5 correlationData empty', versions: [5], packet: publish({ payload: Buffer.from('q'), properties: { correlationData: Buffer.alloc(0) } }) },
+  {
+    name: 'v5 messageExpiryInterval',
+    versions: [5],
+    packet: publish({ payload: Buffer.from('p'), properties: { messageExpiryInterval: 0xfedcba98 } }),
+  },
+  {
+    name: 'v5 messageExpiryInterval 0',
+    versions: [5],
+    packet: publish({ payload: Buffer.from('p'), properties: { messageExpiryInterval: 0 } }),
+  },
+  {
+    name: 'v5 contentType',
+    versions: [5],
+    packet: publish({ payload: Buffer.from('{}'), properties: { contentType: 'application/json; charset=utf-8 ✓' } }),
+  },
+  {
+    name: 'v5 payloadFormatIndicator true',
+    versions: [5],
+    packet: publish({ payload: Buffer.from('text'), properties: { payloadFormatIndicator: true } }),
+  },
+  {
+    name: 'v5 payloadFormatIndicator false',
+    versions: [5],
+    packet: publish({ payload: Buffer.from('bin'), properties: { payloadFormatIndicator: false } }),
+  },
+  {
+    name: 'v5 responseTopic',
+    versions: [5],
+    packet: publish({ qos: 1, messageId: 8, payload: Buffer.from('q'), properties: { responseTopic: 'reply/to/é' } }),
+  },
+  {
+    name: 'v5 correlationData',
+    versions: [5],
+    packet: publish({
+      qos: 2,
+      messageId: 8,
+      payload: Buffer.from('q'),
+      properties: { correlationData: Buffer.from([0, 1, 2, 0xff, 0x80]) },
+    }),
+  },
+  {
+    name: 'v5 correlationData empty',
+    versions: [5],
+    packet: publish({ payload: Buffer.from('q'), properties: { correlationData: Buffer.alloc(0) } }),
+  },
   {
     // In the encoder's own order, so mqtt-packet (which follows key order) writes the same bytes.
     name: 'v5 all supported properties',
@@ -128,7 +222,12 @@ const cases: Case[] = [
   {
     name: 'v5 properties on a 2 MB payload',
     versions: [5],
-    packet: publish({ qos: 2, messageId: 1, payload: bytes(TWO_MB), properties: { messageExpiryInterval: 60, userProperties: { src: 'plc-7' } } }),
+    packet: publish({
+      qos: 2,
+      messageId: 1,
+      payload: bytes(TWO_MB),
+      properties: { messageExpiryInterval: 60, userProperties: { src: 'plc-7' } },
+    }),
   },
 ]
 
@@ -147,7 +246,8 @@ for (const c of cases) {
 test('encodePublish: the table covers Remaining Lengths of 1, 2, 3 and 4 bytes, in v4 and in v5', () => {
   for (const v of [4, 5] as const) {
     const sizes = new Set<number>()
-    for (const c of cases) if (c.versions.includes(v)) sizes.add(remainingLengthSize(encodePublish(c.packet, v) as Buffer))
+    for (const c of cases)
+      if (c.versions.includes(v)) sizes.add(remainingLengthSize(encodePublish(c.packet, v) as Buffer))
     assert.deepEqual([...sizes].sort(), [1, 2, 3, 4], `v${v}`)
   }
 })
@@ -168,7 +268,7 @@ test('encodePublish: Remaining Length boundaries give the varint sizes of the MQ
   }
 })
 
-test('encodePublish v5: properties in another key order than the encoder\'s still parse back to the same packet', () => {
+test("encodePublish v5: properties in another key order than the encoder's still parse back to the same packet", () => {
   // mqtt-packet writes properties in the object's key order, the encoder in a fixed order,
   // so the bytes may differ; what both carry must not.
   const properties = {
@@ -209,7 +309,8 @@ test('encodePublish: every case parses back with mqtt-packet to the same fields'
       assert.equal(got.retain, want.retain, c.name)
       assert.equal(got.dup, want.dup, c.name)
       if (want.qos > 0) assert.equal(got.messageId, want.messageId, c.name)
-      const wantProps = v === 5 && want.properties && Object.keys(want.properties).length > 0 ? want.properties : undefined
+      const wantProps =
+        v === 5 && want.properties && Object.keys(want.properties).length > 0 ? want.properties : undefined
       assert.deepEqual(plainProperties(got.properties), wantProps, c.name)
     }
   }
@@ -223,7 +324,11 @@ test('encodePublish v5: a property it does not write → undefined', () => {
     { userProperties: { a: 'b' }, subscriptionIdentifier: [1, 2] },
   ]
   for (const properties of unsupported) {
-    assert.equal(encodePublish(publish({ qos: 1, messageId: 1, payload: Buffer.from('p'), properties }), 5), undefined, JSON.stringify(properties))
+    assert.equal(
+      encodePublish(publish({ qos: 1, messageId: 1, payload: Buffer.from('p'), properties }), 5),
+      undefined,
+      JSON.stringify(properties),
+    )
   }
 })
 
@@ -308,7 +413,10 @@ function frame(chunks: readonly Buffer[], framer = new PacketFramer()): Buffer[]
   const out: Buffer[] = []
   for (const chunk of chunks) {
     framer.push(chunk, (buf, start, end) => {
-      assert.ok(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start < end && end <= buf.length, `bounds ${start}..${end} of ${buf.length}`)
+      assert.ok(
+        Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start < end && end <= buf.length,
+        `bounds ${start}..${end} of ${buf.length}`,
+      )
       out.push(Buffer.from(buf.subarray(start, end)))
     })
   }
@@ -317,7 +425,8 @@ function frame(chunks: readonly Buffer[], framer = new PacketFramer()): Buffer[]
 
 function assertPackets(got: Buffer[], want: Buffer[], message?: string): void {
   assert.equal(got.length, want.length, `${message ?? ''} packet count`)
-  for (let i = 0; i < want.length; i++) assert.ok((got[i] as Buffer).equals(want[i] as Buffer), `${message ?? ''} packet ${i} bytes`)
+  for (let i = 0; i < want.length; i++)
+    assert.ok((got[i] as Buffer).equals(want[i] as Buffer), `${message ?? ''} packet ${i} bytes`)
 }
 
 const pingreq = generate({ cmd: 'pingreq' }, 4)
@@ -384,7 +493,10 @@ test('PacketFramer: a stream fed one byte at a time', () => {
 })
 
 test('PacketFramer: a 300 KB packet in 1 KB chunks → exactly one packet, reported once, with the right bytes', () => {
-  const big = encodePublish(publish({ topic: 'big/one', qos: 1, messageId: 31, payload: bytes(300 * 1024, 3) }), 5) as Buffer
+  const big = encodePublish(
+    publish({ topic: 'big/one', qos: 1, messageId: 31, payload: bytes(300 * 1024, 3) }),
+    5,
+  ) as Buffer
   const stream = Buffer.concat([big, small])
   const framer = new PacketFramer()
   const got: Buffer[] = []
@@ -433,23 +545,39 @@ test('PacketFramer: a Remaining Length of 5 bytes throws MalformedLengthError', 
   )
   // Same after a valid packet in the same chunk, and with the 5 bytes across pushes.
   const got: Buffer[] = []
-  assert.throws(() => new PacketFramer().push(Buffer.concat([pingreq, bad]), (b, s, e) => got.push(b.subarray(s, e))), MalformedLengthError)
+  assert.throws(
+    () => new PacketFramer().push(Buffer.concat([pingreq, bad]), (b, s, e) => got.push(b.subarray(s, e))),
+    MalformedLengthError,
+  )
   assertPackets(got, [pingreq])
   const framer = new PacketFramer()
   framer.push(Buffer.from([0x30, 0x80, 0x80]), () => assert.fail('no packet expected'))
-  assert.throws(() => framer.push(Buffer.from([0x80, 0x80, 0x01]), () => assert.fail('no packet expected')), MalformedLengthError)
+  assert.throws(
+    () => framer.push(Buffer.from([0x80, 0x80, 0x01]), () => assert.fail('no packet expected')),
+    MalformedLengthError,
+  )
 })
 
 test('PacketFramer: the largest 4-byte Remaining Length is waited for, not an error', () => {
   const framer = new PacketFramer()
-  assert.doesNotThrow(() => framer.push(Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f, 0, 1]), () => assert.fail('no packet expected')))
+  assert.doesNotThrow(() =>
+    framer.push(Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f, 0, 1]), () => assert.fail('no packet expected')),
+  )
   // Three continuation bytes so far: still valid; a fourth one means a fifth length byte, malformed.
   const pending = new PacketFramer()
-  assert.doesNotThrow(() => pending.push(Buffer.from([0x30, 0x80, 0x80, 0x80]), () => assert.fail('no packet expected')))
+  assert.doesNotThrow(() =>
+    pending.push(Buffer.from([0x30, 0x80, 0x80, 0x80]), () => assert.fail('no packet expected')),
+  )
   assert.throws(() => pending.push(Buffer.from([0x80]), () => assert.fail('no packet expected')), MalformedLengthError)
 })
 
 test('PacketFramer: an empty chunk changes nothing', () => {
   const framer = new PacketFramer()
-  assertPackets(frame([Buffer.alloc(0), twoByteLen.subarray(0, 2), Buffer.alloc(0), twoByteLen.subarray(2), Buffer.alloc(0)], framer), [twoByteLen])
+  assertPackets(
+    frame(
+      [Buffer.alloc(0), twoByteLen.subarray(0, 2), Buffer.alloc(0), twoByteLen.subarray(2), Buffer.alloc(0)],
+      framer,
+    ),
+    [twoByteLen],
+  )
 })

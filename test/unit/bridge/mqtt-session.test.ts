@@ -39,7 +39,10 @@ function server(stream: Duplex, protocolVersion: 4 | 5 = 4): Server {
       const p =
         queue.shift() ??
         (await new Promise<Packet>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`no packet from the session within ${ms} ms (wanted ${cmd ?? 'any'})`)), ms)
+          const timer = setTimeout(
+            () => reject(new Error(`no packet from the session within ${ms} ms (wanted ${cmd ?? 'any'})`)),
+            ms,
+          )
           waiters.push((x) => {
             clearTimeout(timer)
             resolve(x)
@@ -75,7 +78,12 @@ function makeSession(over: Partial<MqttSessionOptions> = {}, inbound: InboundMes
   })
 }
 
-async function open(session: MqttSession, sessionPresent: boolean, version: 4 | 5 = 4, props?: Record<string, unknown>): Promise<Server> {
+async function open(
+  session: MqttSession,
+  sessionPresent: boolean,
+  version: 4 | 5 = 4,
+  props?: Record<string, unknown>,
+): Promise<Server> {
   const [client, srv] = duplexPair()
   const s = server(srv, version)
   const connected = session.connect(client)
@@ -206,7 +214,15 @@ test('an inbound QoS 2 message is delivered once even if the upstream sends it a
   const inbound: InboundMessage[] = []
   const session = makeSession({}, inbound)
   const s = await open(session, false)
-  const p = { cmd: 'publish', topic: 'c', payload: Buffer.from('x'), qos: 2, messageId: 7, retain: false, dup: false } as const
+  const p = {
+    cmd: 'publish',
+    topic: 'c',
+    payload: Buffer.from('x'),
+    qos: 2,
+    messageId: 7,
+    retain: false,
+    dup: false,
+  } as const
   s.send(p)
   await s.next('pubrec')
   s.send({ ...p, dup: true })
@@ -277,7 +293,8 @@ test('acknowledgements cut across reads and packed into one read all complete th
   const session = makeSession({ protocolVersion: 5 }, inbound)
   const s = await open(session, false, 5)
   const done: string[] = []
-  for (const t of ['a', 'b', 'c', 'd']) session.publish(pub(t, 1), (err, code) => done.push(`${t}:${err?.code ?? 'ok'}:${code}`))
+  for (const t of ['a', 'b', 'c', 'd'])
+    session.publish(pub(t, 1), (err, code) => done.push(`${t}:${err?.code ?? 'ok'}:${code}`))
   const ids: number[] = []
   for (let i = 0; i < 4; i++) ids.push((await s.next('publish')).messageId ?? 0)
   const [a, b, c, d] = ids as [number, number, number, number]
@@ -285,7 +302,10 @@ test('acknowledgements cut across reads and packed into one read all complete th
   // PUBLISH, a PUBACK with an error reason code (parser path), another 4-byte PUBACK.
   const bytes = Buffer.concat([
     mqttPacket.generate({ cmd: 'puback', messageId: a }, { protocolVersion: 5 }),
-    mqttPacket.generate({ cmd: 'publish', topic: 'cmd/x', payload: Buffer.from('go'), qos: 0, retain: false, dup: false }, { protocolVersion: 5 }),
+    mqttPacket.generate(
+      { cmd: 'publish', topic: 'cmd/x', payload: Buffer.from('go'), qos: 0, retain: false, dup: false },
+      { protocolVersion: 5 },
+    ),
     mqttPacket.generate({ cmd: 'puback', messageId: b, reasonCode: 0x80 }, { protocolVersion: 5 }),
     mqttPacket.generate({ cmd: 'puback', messageId: c }, { protocolVersion: 5 }),
   ])

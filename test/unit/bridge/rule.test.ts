@@ -8,9 +8,21 @@ import { BridgeError } from '../../../src/bridge/errors.js'
 
 test('maps local topics up and upstream topics down with Mosquitto prefix semantics', () => {
   const cases: { rule: BridgeRuleInput; local: string; remote: string }[] = [
-    { rule: { topic: 'devices/+/telemetry', direction: 'out', remotePrefix: 'site-a/line-3/' }, local: 'devices/7/telemetry', remote: 'site-a/line-3/devices/7/telemetry' },
-    { rule: { topic: '#', direction: 'out', localPrefix: 'up/', remotePrefix: 'cell-2/' }, local: 'up/a/b', remote: 'cell-2/a/b' },
-    { rule: { topic: 'cmd/#', direction: 'in', localPrefix: 'devices/', remotePrefix: 'plant/cell-2/' }, local: 'devices/cmd/pump-1', remote: 'plant/cell-2/cmd/pump-1' },
+    {
+      rule: { topic: 'devices/+/telemetry', direction: 'out', remotePrefix: 'site-a/line-3/' },
+      local: 'devices/7/telemetry',
+      remote: 'site-a/line-3/devices/7/telemetry',
+    },
+    {
+      rule: { topic: '#', direction: 'out', localPrefix: 'up/', remotePrefix: 'cell-2/' },
+      local: 'up/a/b',
+      remote: 'cell-2/a/b',
+    },
+    {
+      rule: { topic: 'cmd/#', direction: 'in', localPrefix: 'devices/', remotePrefix: 'plant/cell-2/' },
+      local: 'devices/cmd/pump-1',
+      remote: 'plant/cell-2/cmd/pump-1',
+    },
     { rule: { topic: 'x', direction: 'both' }, local: 'x', remote: 'x' },
   ]
   for (const c of cases) {
@@ -33,7 +45,10 @@ test('a rule maps only in its own direction and only topics under its prefix', (
 
 test('forwards with the lower of the message QoS and the rule QoS', () => {
   const r = BridgeRule.parse({ topic: '#', direction: 'out', qos: 1 })
-  assert.deepEqual([0, 1, 2].map((q) => r.effectiveQos(q)), [0, 1, 1])
+  assert.deepEqual(
+    [0, 1, 2].map((q) => r.effectiveQos(q)),
+    [0, 1, 1],
+  )
 })
 
 test('fills the documented defaults', () => {
@@ -75,7 +90,9 @@ test('rejects invalid rules with a typed error naming the key', () => {
 })
 
 test('rejects a rule whose prefix lacks a trailing slash', () => {
-  assert.throws(() => BridgeRule.parse({ topic: 't', direction: 'out', remotePrefix: 'plant-a' }), { code: 'EDGE_ERR_BRIDGE_RULE_INVALID' })
+  assert.throws(() => BridgeRule.parse({ topic: 't', direction: 'out', remotePrefix: 'plant-a' }), {
+    code: 'EDGE_ERR_BRIDGE_RULE_INVALID',
+  })
 })
 
 test('refuses two out rules that would forward the same local message twice', () => {

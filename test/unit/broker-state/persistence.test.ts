@@ -97,7 +97,8 @@ function publish(topic: string, payload: string, extra: Partial<PersistedPacket>
 }
 
 function rowCount(db: Database.Database, table: string, clientId?: string): number {
-  const sql = clientId === undefined ? `SELECT COUNT(*) FROM ${table}` : `SELECT COUNT(*) FROM ${table} WHERE client_id = ?`
+  const sql =
+    clientId === undefined ? `SELECT COUNT(*) FROM ${table}` : `SELECT COUNT(*) FROM ${table} WHERE client_id = ?`
   const stmt = db.prepare(sql).pluck()
   return (clientId === undefined ? stmt.get() : stmt.get(clientId)) as number
 }
@@ -218,7 +219,11 @@ describe('BrokerStatePersistence on a file, across restarts', () => {
     assert.equal(inbound.payload?.toString(), 'q2')
 
     const wills = await drain(p2.streamWill({ gw: Date.now() }))
-    assert.equal(wills.length, 1, "a will left under this broker's id by the previous run is streamed as a dead broker's")
+    assert.equal(
+      wills.length,
+      1,
+      "a will left under this broker's id by the previous run is streamed as a dead broker's",
+    )
     assert.equal(wills[0]?.topic, 'dead/dev-3')
     assert.notEqual(wills[0]?.brokerId, 'gw')
 
@@ -250,7 +255,8 @@ describe('BrokerStatePersistence on a file, across restarts', () => {
   test('returns each retained message once when several filters match it', async (t) => {
     const db = openFileDb(t, join(tmpDir(t), 'agent.db'))
     const p = await started(db, fakeBroker())
-    for (const topic of ['a', 'a/b', 'a/b/c', 'ab', 'b/x']) await p.storeRetained(publish(topic, topic, { retain: true }))
+    for (const topic of ['a', 'a/b', 'a/b/c', 'ab', 'b/x'])
+      await p.storeRetained(publish(topic, topic, { retain: true }))
     const got = await drain(p.createRetainedStreamCombi(['a/#', 'a/+', 'a/b/c', '+/x']))
     assert.deepEqual(
       got.map((m) => m.topic),
@@ -264,7 +270,10 @@ describe('BrokerStatePersistence on a file, across restarts', () => {
     const p = await started(db, fakeBroker('gw'))
     await p.addSubscriptions({ id: 'q1' }, [{ topic: 'm/#', qos: 1 }])
     await p.addSubscriptions({ id: 'q2' }, [{ topic: 'm/#', qos: 2 }])
-    await p.outgoingEnqueueCombi(await p.subscriptionsByTopic('m/x'), publish('m/x', 'v', { qos: 2, brokerId: 'gw', brokerCounter: 1 }))
+    await p.outgoingEnqueueCombi(
+      await p.subscriptionsByTopic('m/x'),
+      publish('m/x', 'v', { qos: 2, brokerId: 'gw', brokerCounter: 1 }),
+    )
     const [atQos1] = await drain(p.outgoingStream({ id: 'q1' }))
     const [atQos2] = await drain(p.outgoingStream({ id: 'q2' }))
     assert.equal(atQos1?.qos, 1)
@@ -276,7 +285,8 @@ describe('BrokerStatePersistence on a file, across restarts', () => {
   test('streams a queue longer than one page and stops at the rows present when the stream was made', async (t) => {
     const db = openFileDb(t, join(tmpDir(t), 'agent.db'))
     const p = await started(db, fakeBroker('gw'))
-    for (let i = 1; i <= 300; i++) await p.outgoingEnqueue({ clientId: 'c' }, publish('t', String(i), { brokerId: 'gw', brokerCounter: i }))
+    for (let i = 1; i <= 300; i++)
+      await p.outgoingEnqueue({ clientId: 'c' }, publish('t', String(i), { brokerId: 'gw', brokerCounter: i }))
     const stream = p.outgoingStream({ id: 'c' })
     await p.outgoingEnqueue({ clientId: 'c' }, publish('t', 'late', { brokerId: 'gw', brokerCounter: 301 }))
     const got = await drain(stream)
@@ -310,7 +320,8 @@ describe('offline queue bounds', () => {
       now: () => now,
     })
     const subs = [{ clientId: 'slow' }, { clientId: 'other' }]
-    for (let i = 1; i <= 5; i++) await p.outgoingEnqueueCombi(subs, publish('t', String(i), { brokerId: 'gw', brokerCounter: i }))
+    for (let i = 1; i <= 5; i++)
+      await p.outgoingEnqueueCombi(subs, publish('t', String(i), { brokerId: 'gw', brokerCounter: i }))
 
     const kept = await drain(p.outgoingStream({ id: 'slow' }))
     assert.deepEqual(
@@ -336,7 +347,8 @@ describe('offline queue bounds', () => {
     const db = openFileDb(t, join(tmpDir(t), 'agent.db'))
     const p = await started(db, fakeBroker('gw'), { maxOfflineBytesPerClient: 4096 })
     const kb = 'x'.repeat(1000)
-    for (let i = 1; i <= 6; i++) await p.outgoingEnqueue({ clientId: 'c' }, publish('t', kb, { brokerId: 'gw', brokerCounter: i }))
+    for (let i = 1; i <= 6; i++)
+      await p.outgoingEnqueue({ clientId: 'c' }, publish('t', kb, { brokerId: 'gw', brokerCounter: i }))
     const stats = p.stats()
     assert.ok(stats.queuedBytes <= 4096, `queued ${stats.queuedBytes} bytes`)
     assert.equal(stats.queuedMessages, 3)
@@ -378,7 +390,10 @@ describe('sessions', () => {
     const db = openFileDb(t, join(tmpDir(t), 'agent.db'))
     const p = await started(db, fakeBroker('gw'))
     await p.addSubscriptions({ id: 'c' }, [{ topic: 'x/#', qos: 1 }])
-    await p.outgoingEnqueueCombi(await p.subscriptionsByTopic('x/1'), publish('x/1', 'a', { brokerId: 'gw', brokerCounter: 1 }))
+    await p.outgoingEnqueueCombi(
+      await p.subscriptionsByTopic('x/1'),
+      publish('x/1', 'a', { brokerId: 'gw', brokerCounter: 1 }),
+    )
     await p.addSubscriptions({ id: 'keep' }, [{ topic: 'x/#', qos: 1 }])
     await p.cleanSubscriptions({ id: 'c' })
     assert.equal(rowCount(db, 'broker_subscriptions', 'c'), 0)
@@ -421,7 +436,11 @@ describe('sessions', () => {
     )
     await p.destroy()
     const again = await started(db, fakeBroker())
-    assert.equal(db.prepare('SELECT COUNT(*) FROM schema_migrations').pluck().get(), 1, 'a second setup() applies nothing')
+    assert.equal(
+      db.prepare('SELECT COUNT(*) FROM schema_migrations').pluck().get(),
+      1,
+      'a second setup() applies nothing',
+    )
     await again.destroy()
   })
 })

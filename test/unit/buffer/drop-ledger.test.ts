@@ -93,7 +93,10 @@ test('purges are counted durably, by the store and by the CLI on the file', asyn
     assert.equal(cli.purge(), 3)
     const totals = cli.dropTotals()
     assert.deepEqual(totals?.byRule, { r: { purged: 7 }, r2: { purged: 3 } })
-    assert.equal(cli.drops().reduce((n, r) => n + r.count, 0), 10)
+    assert.equal(
+      cli.drops().reduce((n, r) => n + r.count, 0),
+      10,
+    )
   } finally {
     cli.close()
   }
@@ -101,12 +104,17 @@ test('purges are counted durably, by the store and by the CLI on the file', asyn
 
 test('a loss report drains after what preceded the gap and before what follows it, with the counts of the gap', async (t) => {
   const store = await open(t, tmpDir(t, 'edge-drops-'), { maxBytes: 12 * S })
-  store.setLossReports(new Map([['up', { topic: 'edge-agent/site-a/drops', site: 'site-a', ruleFilters: { r: 'plant/#' } }]]))
+  store.setLossReports(
+    new Map([['up', { topic: 'edge-agent/site-a/drops', site: 'site-a', ruleFilters: { r: 'plant/#' } }]]),
+  )
   const ids: number[] = []
   for (let i = 0; i < 4; i++) ids.push((await store.append(msg(i))).id as number)
   // m0..m3 handed out (in flight: never evicted), then the buffer fills and evicts m4..
   const before = await store.takeBatch('up', 4)
-  assert.deepEqual(before.map((m) => m.id), ids)
+  assert.deepEqual(
+    before.map((m) => m.id),
+    ids,
+  )
   for (let i = 4; i < 20; i++) ids.push((await store.append(msg(i))).id as number)
   await store.ack(before.map((m) => m.id))
   const rest = await store.takeBatch('up', 100)
@@ -136,7 +144,8 @@ test('no loss report for a queue that has none configured, nor for conflation', 
   for (let i = 0; i < 10; i++) await store.append(msg(i))
   const up = await store.takeBatch('up', 100)
   await store.ack(up.map((m) => m.id))
-  for (let i = 0; i < 3; i++) await store.append(msg(0, { queue: 'other', conflation: 'latest-only', whenFull: 'refuse' }))
+  for (let i = 0; i < 3; i++)
+    await store.append(msg(0, { queue: 'other', conflation: 'latest-only', whenFull: 'refuse' }))
   const all = [...up, ...(await store.takeBatch('other', 100))]
   assert.equal(all.filter((m) => m.rule === LOSS_REPORT_RULE).length, 0)
   assert.equal(store.stats().drops.byReason.conflated, 2)
@@ -151,11 +160,17 @@ test('rows that expire under the drain cursor leave a report the next take still
   now.advance(2_000)
   // This take passes the three expired rows (they are deleted by the next commit) and hands out the fourth.
   const first = await store.takeBatch('up', 10)
-  assert.deepEqual(first.map((m) => m.id), [later])
+  assert.deepEqual(
+    first.map((m) => m.id),
+    [later],
+  )
   await store.release([later])
   await waitFor(() => store.stats().drops.byReason.expired === 3, 5_000, 'the expired rows to be deleted')
   const next = await store.takeBatch('up', 10)
-  assert.deepEqual(next.map((m) => m.rule), [LOSS_REPORT_RULE, 'r'])
+  assert.deepEqual(
+    next.map((m) => m.rule),
+    [LOSS_REPORT_RULE, 'r'],
+  )
   const report = JSON.parse(next[0]?.payload.toString() ?? '') as LossReport
   assert.equal(report.reason, 'expired')
   assert.equal(report.count, 3)

@@ -59,7 +59,11 @@ test('executes a partial batch when its window ends, with the configured window'
   const gc = new GroupCommit<Op>({ maxBatch: 10, windowMs: 7, timers, execute: (b) => batches.push(b.map((o) => o.n)) })
   gc.enqueue(op(1))
   gc.enqueue(op(2))
-  assert.deepEqual([...timers.scheduled.values()].map((t) => t.ms), [7], 'one timer per batch, not per operation')
+  assert.deepEqual(
+    [...timers.scheduled.values()].map((t) => t.ms),
+    [7],
+    'one timer per batch, not per operation',
+  )
   timers.run()
   assert.deepEqual(batches, [[1, 2]])
   assert.equal(gc.pending, 0)
@@ -82,8 +86,14 @@ test('never executes more than maxBatch operations at once', () => {
   const gc = new GroupCommit<Op>({ maxBatch: 7, windowMs: 2, timers, execute: (b) => sizes.push(b.length) })
   for (let i = 0; i < 100; i++) gc.enqueue(op(i))
   gc.flush()
-  assert.ok(sizes.every((s) => s <= 7), `batch sizes ${sizes.join(',')}`)
-  assert.equal(sizes.reduce((a, b) => a + b, 0), 100)
+  assert.ok(
+    sizes.every((s) => s <= 7),
+    `batch sizes ${sizes.join(',')}`,
+  )
+  assert.equal(
+    sizes.reduce((a, b) => a + b, 0),
+    100,
+  )
   assert.equal(sizes.filter((s) => s === 7).length, 14)
 })
 

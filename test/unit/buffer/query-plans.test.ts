@@ -13,13 +13,22 @@ import { silentLogger } from '../../helpers/buffer-support.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
 // Whole-table reads that are fine where they run: once at start / recount, or CLI-only.
-const FULL_SCAN_ALLOWED = new Set<keyof typeof SQL>(['aggregate', 'countAll', 'purgeChunkAll', 'topicRebuild', 'topicDeleteAll', 'topicRowCount'])
+const FULL_SCAN_ALLOWED = new Set<keyof typeof SQL>([
+  'aggregate',
+  'countAll',
+  'purgeChunkAll',
+  'topicRebuild',
+  'topicDeleteAll',
+  'topicRowCount',
+])
 
 function plan(db: Database.Database, sql: string): string {
   const params = (sql.match(/\?/g) ?? []).map(() => 1)
   const named = /@\w+/.test(sql)
   if (named) return 'write'
-  return (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as Array<{ detail: string }>).map((r) => r.detail).join(' | ')
+  return (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as Array<{ detail: string }>)
+    .map((r) => r.detail)
+    .join(' | ')
 }
 
 function checkAll(db: Database.Database, label: string): void {
@@ -32,15 +41,34 @@ function checkAll(db: Database.Database, label: string): void {
 }
 
 test('hot-path statements use indexes on an empty and on an analyzed file', (t) => {
-  const lease = openDatabase(join(tmpDir(t), 'plans.db'), { logger: silentLogger(), migrations: MESSAGE_STORE_MIGRATIONS })
+  const lease = openDatabase(join(tmpDir(t), 'plans.db'), {
+    logger: silentLogger(),
+    migrations: MESSAGE_STORE_MIGRATIONS,
+  })
   t.after(() => lease.close())
   const db = lease.db
   checkAll(db, 'empty')
   const ins = db.prepare(SQL.insert)
   db.transaction(() => {
     for (let i = 1; i <= 20_000; i++) {
-      // id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload, properties
-      ins.run(i, `q${i % 4}`, `t/${i % 500}`, 1, 0, i % 3, 'r', 0, i % 3, i, i % 2 === 0 ? i + 1000 : null, 100, Buffer.alloc(10), null)
+      // id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, expires_at, size, payload,
+      // properties
+      ins.run(
+        i,
+        `q${i % 4}`,
+        `t/${i % 500}`,
+        1,
+        0,
+        i % 3,
+        'r',
+        0,
+        i % 3,
+        i,
+        i % 2 === 0 ? i + 1000 : null,
+        100,
+        Buffer.alloc(10),
+        null,
+      )
     }
   })()
   db.exec('ANALYZE')
@@ -52,7 +80,17 @@ test('hot-path statements use indexes on an empty and on an analyzed file', (t) 
   assert.match(plan(db, SQL.topicIds), /buffer_messages_conflate/)
   assert.match(plan(db, SQL.topicHasNewer), /buffer_messages_conflate/)
   // No index over every row's topic: it doubled the cost of append + ack.
-  const indexes = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'buffer_messages'").pluck().all() as string[]).sort()
-  assert.deepEqual(indexes, ['buffer_messages_conflate', 'buffer_messages_drain', 'buffer_messages_evict', 'buffer_messages_expiry'])
+  const indexes = (
+    db
+      .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'buffer_messages'")
+      .pluck()
+      .all() as string[]
+  ).sort()
+  assert.deepEqual(indexes, [
+    'buffer_messages_conflate',
+    'buffer_messages_drain',
+    'buffer_messages_evict',
+    'buffer_messages_expiry',
+  ])
   assert.match(plan(db, SQL.pageByQueue), /INTEGER PRIMARY KEY|rowid/)
 })

@@ -37,7 +37,13 @@ const msg = (i: number, extra: Partial<AppendInput> = {}): AppendInput => ({
 type Opts = Omit<SqliteStoreOptions, 'dataDir' | 'logger'> & { dataDir?: string; logger?: SqliteStoreOptions['logger'] }
 
 async function open(t: TestContext, o: Opts = {}): Promise<SqliteStore> {
-  const store = new SqliteStore({ dataDir: o.dataDir ?? tmpDir(t, 'edge-buffer-'), logger: silentLogger(), maxBytes: 64 << 20, minFreeBytes: 0, ...o })
+  const store = new SqliteStore({
+    dataDir: o.dataDir ?? tmpDir(t, 'edge-buffer-'),
+    logger: silentLogger(),
+    maxBytes: 64 << 20,
+    minFreeBytes: 0,
+    ...o,
+  })
   await store.start(AbortSignal.timeout(5000))
   t.after(() => store.stop())
   return store
@@ -95,8 +101,14 @@ test('commits many concurrent appends in few transactions, none larger than maxB
   store.on('commit', (c) => commits.push(c))
   await Promise.all(Array.from({ length: 500 }, (_, i) => store.append(msg(i))))
   const sizes = commits.map((c) => c.appends)
-  assert.equal(sizes.reduce((a, b) => a + b, 0), 500)
-  assert.ok(sizes.every((s) => s <= 16), `batch sizes ${sizes.join(',')}`)
+  assert.equal(
+    sizes.reduce((a, b) => a + b, 0),
+    500,
+  )
+  assert.ok(
+    sizes.every((s) => s <= 16),
+    `batch sizes ${sizes.join(',')}`,
+  )
   assert.ok(commits.length <= Math.ceil(500 / 16) + 1, `${commits.length} commits for 500 appends`)
   assert.equal(store.stats().totals.commits, commits.length)
 })
@@ -127,15 +139,29 @@ test('runs no window timer while idle', async (t) => {
 
 test('an abrupt close in the middle of a batch loses nothing that was resolved', async (t) => {
   const dataDir = tmpDir(t)
-  const store = new SqliteStore({ dataDir, logger: silentLogger(), maxBytes: 64 << 20, minFreeBytes: 0, maxBatch: 10, batchWindowMs: 60_000 })
+  const store = new SqliteStore({
+    dataDir,
+    logger: silentLogger(),
+    maxBytes: 64 << 20,
+    minFreeBytes: 0,
+    maxBatch: 10,
+    batchWindowMs: 60_000,
+  })
   await store.start(AbortSignal.timeout(5000))
-  const all = Array.from({ length: 25 }, (_, i) => store.append(msg(i)).then((r) => r.id, (e: unknown) => e))
+  const all = Array.from({ length: 25 }, (_, i) =>
+    store.append(msg(i)).then(
+      (r) => r.id,
+      (e: unknown) => e,
+    ),
+  )
   // Two full batches committed; five appends wait for a window that never ends.
   const resolved = (await Promise.all(all.slice(0, 20))) as number[]
   // A transaction in progress on the store's own connection, never committed.
   const db = store.database.db
   db.exec('BEGIN IMMEDIATE')
-  db.prepare("INSERT INTO buffer_messages (id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, size, payload) VALUES (999, 'up', 'x', 1, 0, 0, '', 0, 0, 0, 1, x'00')").run()
+  db.prepare(
+    "INSERT INTO buffer_messages (id, queue, topic, qos, retain, priority, rule, conflate, when_full, created_at, size, payload) VALUES (999, 'up', 'x', 1, 0, 0, '', 0, 0, 0, 1, x'00')",
+  ).run()
   store.destroy()
   const pending = await Promise.all(all.slice(20))
   for (const e of pending) assert.ok(e instanceof BufferError && e.code === 'EDGE_ERR_BUFFER_STOPPED', String(e))
@@ -161,7 +187,10 @@ test('hands in-flight rows out again after a restart, in the same order', async 
   const second = await open(t, { dataDir })
   assert.equal(second.stats().totals.inFlight, 0)
   const again = await second.takeBatch('up', 10)
-  assert.deepEqual(again.slice(0, 3).map((m) => m.id), taken.map((m) => m.id))
+  assert.deepEqual(
+    again.slice(0, 3).map((m) => m.id),
+    taken.map((m) => m.id),
+  )
   assert.equal(again.length, 5)
 })
 
@@ -208,7 +237,10 @@ test('evicts within one batch of concurrent appends and counts exactly what it d
   const store = await open(t, { maxBytes: 10 * S, maxBatch: 64 })
   const results = await Promise.all(Array.from({ length: 30 }, (_, i) => store.append(msg(i))))
   const kept = (await store.peek(undefined, 100)).map((m) => m.id)
-  assert.deepEqual(kept, results.slice(20).map((r) => r.id))
+  assert.deepEqual(
+    kept,
+    results.slice(20).map((r) => r.id),
+  )
   const st = store.stats()
   assert.equal(st.totals.bytes, 10 * S)
   assert.equal(st.drops.byReason['evicted-full'], 20)
@@ -265,7 +297,10 @@ test('disk full with drop-oldest evicts to make room, and recovers when the file
   let stored = 0
   for (let i = 0; i < 50; i++) if ((await store.append(msg(i, { payload: big })).catch(() => null)) !== null) stored++
   assert.ok(stored >= 40, `${stored} of 50 stored under disk pressure`)
-  assert.ok(store.stats().drops.byReason['disk-full'] >= stored, 'evictions under disk pressure are counted as disk-full')
+  assert.ok(
+    store.stats().drops.byReason['disk-full'] >= stored,
+    'evictions under disk pressure are counted as disk-full',
+  )
   assert.ok(store.stats().totals.messages <= before)
 
   const healthy = healthIs(store, (h) => h.state === 'ok', 'health back to ok')
@@ -302,7 +337,13 @@ test('below the free-space floor: no net growth, refuse rejected, drop-oldest ev
   let free = 10_000 * MiB
   const statfs = () => ({ freeBytes: free, totalBytes: 100_000 * MiB })
   const clock = fakeClock()
-  const store = await open(t, { statfs, now: clock, minFreeBytes: 100 * MiB, resumeFreeBytes: 200 * MiB, diskCheckIntervalMs: 1000 })
+  const store = await open(t, {
+    statfs,
+    now: clock,
+    minFreeBytes: 100 * MiB,
+    resumeFreeBytes: 200 * MiB,
+    diskCheckIntervalMs: 1000,
+  })
   for (let i = 0; i < 5; i++) await store.append(msg(i))
   free = 50 * MiB
   await store.append(msg(5)) // cached value still fresh: accepted
@@ -408,7 +449,10 @@ test("durability 'full': a failed fsync rejects the commit's appends as retryabl
   const store = await open(t)
   const lease = store.database as { syncWal(): Promise<void> }
   lease.syncWal = () => Promise.reject(new BufferError('EDGE_ERR_BUFFER_IO', 'fsync failed: EIO', { retryable: true }))
-  await assert.rejects(store.append(msg(1)), (err: unknown) => err instanceof BufferError && err.code === 'EDGE_ERR_BUFFER_IO' && err.retryable)
+  await assert.rejects(
+    store.append(msg(1)),
+    (err: unknown) => err instanceof BufferError && err.code === 'EDGE_ERR_BUFFER_IO' && err.retryable,
+  )
   assert.deepEqual(store.stats().health.reasons, ['io-error'])
 })
 
@@ -416,7 +460,10 @@ test('refuses a second store on a file another store of this process uses', asyn
   const dataDir = tmpDir(t)
   await open(t, { dataDir })
   const second = new SqliteStore({ dataDir, logger: silentLogger(), minFreeBytes: 0 })
-  await assert.rejects(second.start(AbortSignal.timeout(5000)), (err: unknown) => err instanceof BufferError && err.code === 'EDGE_ERR_BUFFER_INVALID')
+  await assert.rejects(
+    second.start(AbortSignal.timeout(5000)),
+    (err: unknown) => err instanceof BufferError && err.code === 'EDGE_ERR_BUFFER_INVALID',
+  )
 })
 
 test('a listener that throws does not fail the commit', async (t) => {

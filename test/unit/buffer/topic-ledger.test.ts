@@ -11,7 +11,14 @@ import { SqliteStore } from '../../../src/buffer/sqlite-store.js'
 import { captureLogger } from '../../helpers/buffer-support.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
-const msg = (queue: string, topic: string, priority: number): AppendInput => ({ queue, topic, payload: Buffer.from('x'), qos: 1, rule: 'r', priority })
+const msg = (queue: string, topic: string, priority: number): AppendInput => ({
+  queue,
+  topic,
+  payload: Buffer.from('x'),
+  qos: 1,
+  rule: 'r',
+  priority,
+})
 
 async function open(t: TestContext, dataDir: string) {
   const { logger, lines } = captureLogger('info')
@@ -21,7 +28,8 @@ async function open(t: TestContext, dataDir: string) {
   return { store, lines }
 }
 
-const ledgerWarnings = (lines: ReadonlyArray<{ msg?: string }>) => lines.filter((l) => l.msg === 'buffer topic ledger disagreed with the rows, rebuilt')
+const ledgerWarnings = (lines: ReadonlyArray<{ msg?: string }>) =>
+  lines.filter((l) => l.msg === 'buffer topic ledger disagreed with the rows, rebuilt')
 
 test('the offline purge of one queue takes its ledger entries with it', async (t) => {
   const dataDir = tmpDir(t)

@@ -73,7 +73,8 @@ test('retry delays double from min to max, with jitter in the upper half', () =>
 })
 
 test('the ARI certificate id is computed as in RFC 9773 §4.1', async () => {
-  // The RFC's example: AKI keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4, serial 00:87:65:43:21.
+  // The RFC's example: AKI keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4, serial
+  // 00:87:65:43:21.
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
   const keys = await crypto.subtle.generateKey(alg, true, ['sign', 'verify'])
   const cert = await x509.X509CertificateGenerator.create({

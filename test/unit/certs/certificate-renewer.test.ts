@@ -32,7 +32,12 @@ interface Issued {
 
 async function ca() {
   const key = await generateKeyPair()
-  const cert = await createSelfSignedCa({ key, name: { cn: 'test CA' }, notBefore: T0 - 86_400_000, notAfter: T0 + 86_400_000 * 365 })
+  const cert = await createSelfSignedCa({
+    key,
+    name: { cn: 'test CA' },
+    notBefore: T0 - 86_400_000,
+    notAfter: T0 + 86_400_000 * 365,
+  })
   const pem = certPem(cert)
   return { pem, signer: await caSigner(pem, key, []) }
 }
@@ -40,17 +45,32 @@ async function ca() {
 async function leaf(c: Awaited<ReturnType<typeof ca>>, notBefore: number, notAfter: number): Promise<Issued> {
   const key = await generateKeyPair()
   const serial = newSerial()
-  const cert = await signLeaf({ ca: c.signer, subject: { cn: 'l2-gw' }, publicKey: key.publicKey, serial, notBefore, notAfter, profile: 'client' })
+  const cert = await signLeaf({
+    ca: c.signer,
+    subject: { cn: 'l2-gw' },
+    publicKey: key.publicKey,
+    serial,
+    notBefore,
+    notAfter,
+    profile: 'client',
+  })
   return { pem: certPem(cert), keyPem: key.privateKeyPem, serial }
 }
 
 function logCollector() {
   const lines: { level: number; msg: string; [k: string]: unknown }[] = []
-  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as (typeof lines)[number]) })
+  const logger = pino(
+    { level: 'debug' },
+    { write: (s: string) => void lines.push(JSON.parse(s) as (typeof lines)[number]) },
+  )
   return { logger, lines, has: (msg: string) => lines.some((l) => l.msg === msg) }
 }
 
-async function setup(t: Scope, lifetimeMs: number, opts: { startAt?: number; fail?: (n: number) => Error | undefined } = {}) {
+async function setup(
+  t: Scope,
+  lifetimeMs: number,
+  opts: { startAt?: number; fail?: (n: number) => Error | undefined } = {},
+) {
   const authority = await ca()
   const dir = tmpDir(t)
   const files = { cert: join(dir, 'l2.crt'), key: join(dir, 'l2.key'), ca: join(dir, 'ca.crt') }
@@ -78,7 +98,14 @@ async function setup(t: Scope, lifetimeMs: number, opts: { startAt?: number; fai
       const err = opts.fail?.(renewCalls.length)
       if (err !== undefined) throw err
       const next = await leaf(authority, clock.now(), clock.now() + lifetimeMs)
-      return { certPem: next.pem, keyPem: next.keyPem, serial: next.serial, notBefore: new Date(clock.now()).toISOString(), notAfter: new Date(clock.now() + lifetimeMs).toISOString(), keyRotated: true } satisfies RenewedCertificate
+      return {
+        certPem: next.pem,
+        keyPem: next.keyPem,
+        serial: next.serial,
+        notBefore: new Date(clock.now()).toISOString(),
+        notAfter: new Date(clock.now() + lifetimeMs).toISOString(),
+        keyRotated: true,
+      } satisfies RenewedCertificate
     },
     install: async (r) => {
       writeFileSync(files.key, r.keyPem)
@@ -97,7 +124,10 @@ test('renewalTime is atFraction of the lifetime plus up to 1/20 of it, never pas
 
 test('retryDelay doubles from retryMinMs up to retryMaxMs, and follows the upstream hint when there is one', () => {
   const o = { retryMinMs: 1000, retryMaxMs: 8000 }
-  assert.deepEqual([1, 2, 3, 4, 5].map((n) => retryDelay(n, o, 0.5)), [1000, 2000, 4000, 8000, 8000])
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map((n) => retryDelay(n, o, 0.5)),
+    [1000, 2000, 4000, 8000, 8000],
+  )
   assert.equal(retryDelay(1, o, 0), 800, '-20 % jitter')
   assert.equal(retryDelay(3, o, 0.5, 42_000), 42_500, 'retryAfterSec + up to 1 s')
 })
@@ -145,7 +175,9 @@ test('waits for the upstream link when due while it is down', async (t) => {
 })
 
 test('retries with exponential backoff after failures, then succeeds; lastError is kept until then', async (t) => {
-  const s = await setup(t, 100 * SEC, { fail: (n) => (n <= 3 ? Object.assign(new Error('no reply'), { code: 'EDGE_ERR_CERT_RENEWAL_FAILED' }) : undefined) })
+  const s = await setup(t, 100 * SEC, {
+    fail: (n) => (n <= 3 ? Object.assign(new Error('no reply'), { code: 'EDGE_ERR_CERT_RENEWAL_FAILED' }) : undefined),
+  })
   s.link.up()
   await s.renewer.start(new AbortController().signal)
   await s.clock.advance(50 * SEC)
@@ -154,7 +186,10 @@ test('retries with exponential backoff after failures, then succeeds; lastError 
   assert.ok(s.log.has('upstream certificate renewal failed, retrying'))
   await s.clock.advance(10 * SEC)
   // 50 s, then +0.8 s, +1.6 s, +3.2 s (random 0: -20 %)
-  assert.deepEqual(s.renewCalls.map((at) => at - T0), [50_000, 50_800, 52_400, 55_600])
+  assert.deepEqual(
+    s.renewCalls.map((at) => at - T0),
+    [50_000, 50_800, 52_400, 55_600],
+  )
   const st = s.renewer.status()
   assert.equal(st.renewals, 1)
   assert.equal(st.failures, 0)
@@ -162,11 +197,19 @@ test('retries with exponential backoff after failures, then succeeds; lastError 
 })
 
 test("follows the upstream's retryAfterSec when refused as too early", async (t) => {
-  const s = await setup(t, 100 * SEC, { fail: (n) => (n === 1 ? Object.assign(new Error('renewal opens later'), { code: 'EDGE_ERR_CERT_RENEWAL_REFUSED', retryAfterSec: 17 }) : undefined) })
+  const s = await setup(t, 100 * SEC, {
+    fail: (n) =>
+      n === 1
+        ? Object.assign(new Error('renewal opens later'), { code: 'EDGE_ERR_CERT_RENEWAL_REFUSED', retryAfterSec: 17 })
+        : undefined,
+  })
   s.link.up()
   await s.renewer.start(new AbortController().signal)
   await s.clock.advance(70 * SEC)
-  assert.deepEqual(s.renewCalls.map((at) => at - T0), [50_000, 67_000])
+  assert.deepEqual(
+    s.renewCalls.map((at) => at - T0),
+    [50_000, 67_000],
+  )
 })
 
 test('an expired certificate is an error naming the file, and nothing is attempted', async (t) => {
@@ -176,7 +219,9 @@ test('an expired certificate is an error naming the file, and nothing is attempt
   await s.clock.advance(30 * SEC)
   assert.equal(s.renewCalls.length, 0)
   assert.equal(s.renewer.status().state, 'expired')
-  const line = s.log.lines.find((l) => l.level === 50 && String(l.msg).startsWith('upstream client certificate has expired'))
+  const line = s.log.lines.find(
+    (l) => l.level === 50 && String(l.msg).startsWith('upstream client certificate has expired'),
+  )
   assert.ok(line, 'error log')
   assert.equal(line['certFile'], s.files.cert)
   assert.equal(line['notAfter'], new Date(T0 + 100 * SEC).toISOString())

@@ -57,7 +57,12 @@ test('a clock jumped a year forward and back causes no renewal storm and no cert
   const devices = await Promise.all(
     Array.from({ length: 10 }, async (_, i) => {
       const key = await generateKeyPair()
-      const cert = await svc.ca.issue({ id: `d${i}`, profile: 'client', publicKey: key.publicKey, lifetimeMs: DEVICE_LIFETIME })
+      const cert = await svc.ca.issue({
+        id: `d${i}`,
+        profile: 'client',
+        publicKey: key.publicKey,
+        lifetimeMs: DEVICE_LIFETIME,
+      })
       return { id: `d${i}`, serial: cert.serial, notBefore: cert.notBefore, notAfter: cert.notAfter, renewals: 0 }
     }),
   )
@@ -71,7 +76,12 @@ test('a clock jumped a year forward and back causes no renewal storm and no cert
     for (let m = 0; m < n; m++) {
       await clock.advance(MIN)
       for (const d of devices) {
-        const out = await svc.handleRenewal({ id: d.id, clientId: d.id, payload: csrs.get(d.id) ?? Buffer.alloc(0), credential: d })
+        const out = await svc.handleRenewal({
+          id: d.id,
+          clientId: d.id,
+          payload: csrs.get(d.id) ?? Buffer.alloc(0),
+          credential: d,
+        })
         if (out.reply.status === 'issued') {
           const r = out.reply
           issued.push({ kind: 'device', pem: r.certificate, at: realNow() })
@@ -99,14 +109,20 @@ test('a clock jumped a year forward and back causes no renewal storm and no cert
   assert.ok(Math.abs(during.clock.trustedTime - realNow()) < 2_000, 'the agent keeps real time by the monotonic clock')
   assert.equal(issued.length, 0, 'nothing issued on a suspicious clock')
   assert.equal(refusals.get('clock-suspicious'), 1200)
-  assert.ok(during.server.postponed >= 1 && during.server.postponed <= 8, `server rotation postponed ${during.server.postponed} times, not once a minute`)
+  assert.ok(
+    during.server.postponed >= 1 && during.server.postponed <= 8,
+    `server rotation postponed ${during.server.postponed} times, not once a minute`,
+  )
 
   // C: the clock comes back; three hours pass.
   clock.jump(-YEAR)
   await minutes(180)
   assert.equal(svc.stats().clock.state, 'ok')
   // Device windows open at 4 h: exactly one renewal each in 5.5 h of real time.
-  assert.deepEqual(devices.map((d) => d.renewals), Array(10).fill(1))
+  assert.deepEqual(
+    devices.map((d) => d.renewals),
+    Array(10).fill(1),
+  )
   // Server: the postponed rotation, then every ~77 min: at most 3 in 3 h.
   const serverRotations = issued.filter((i) => i.kind === 'server').length
   assert.ok(serverRotations >= 2 && serverRotations <= 3, `${serverRotations} server rotations`)
@@ -133,7 +149,10 @@ test('a clock jumped a year forward and back causes no renewal storm and no cert
     const nb = Date.parse(c.validFrom)
     const na = Date.parse(c.validTo)
     const lifetime = i.kind === 'server' ? SERVER_LIFETIME : DEVICE_LIFETIME
-    assert.ok(nb >= i.at - BACKDATE - 1_000 && nb <= i.at, `${i.kind} notBefore ${c.validFrom} vs real ${new Date(i.at).toISOString()}`)
+    assert.ok(
+      nb >= i.at - BACKDATE - 1_000 && nb <= i.at,
+      `${i.kind} notBefore ${c.validFrom} vs real ${new Date(i.at).toISOString()}`,
+    )
     assert.ok(na <= i.at + lifetime + 1_000 && na > i.at, `${i.kind} notAfter ${c.validTo}`)
   }
 })

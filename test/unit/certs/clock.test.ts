@@ -12,7 +12,13 @@ const MIN = 60_000
 const DAY = 86_400_000
 
 function guard(clock: FakeClock, file?: string): ClockGuard {
-  return new ClockGuard({ clock, ...(file === undefined ? {} : { file }), toleranceMs: 5 * MIN, maxForwardJumpMs: DAY, persistEveryMs: MIN })
+  return new ClockGuard({
+    clock,
+    ...(file === undefined ? {} : { file }),
+    toleranceMs: 5 * MIN,
+    maxForwardJumpMs: DAY,
+    persistEveryMs: MIN,
+  })
 }
 
 test('a steady clock is trusted and moves the last known good time forward', async () => {

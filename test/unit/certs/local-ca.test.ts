@@ -32,7 +32,10 @@ test('init writes a P-256 CA with key 0600 in a 0700 directory', async (t) => {
   const c = new X509Certificate(ca.signer.certPem)
   assert.equal(c.ca, true)
   assert.equal(c.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1')
-  await assert.rejects(LocalCa.init(dir, { name: 'again', lifetimeMs: DAY, now: T0 }), (e: CertsError) => e.code === 'EDGE_ERR_CERT_CA_EXISTS')
+  await assert.rejects(
+    LocalCa.init(dir, { name: 'again', lifetimeMs: DAY, now: T0 }),
+    (e: CertsError) => e.code === 'EDGE_ERR_CERT_CA_EXISTS',
+  )
 })
 
 test('a device certificate is backdated, lasts its lifetime and names the device', async (t) => {
@@ -51,13 +54,16 @@ test('a device certificate is backdated, lasts its lifetime and names the device
   assert.ok(readdirSync(ca.paths.issuedDir).includes(`${cert.serial}.pem`))
 })
 
-test("a leaf never outlives its CA, and nothing is issued once the CA has expired", async (t) => {
+test('a leaf never outlives its CA, and nothing is issued once the CA has expired', async (t) => {
   const { ca, clock } = await setup(t, { caLifetimeMs: 10 * DAY })
   const key = await generateKeyPair()
   const cert = await ca.issue({ id: 'd', profile: 'client', publicKey: key.publicKey, lifetimeMs: 30 * DAY })
   assert.equal(cert.notAfter, ca.signer.notAfter)
   await clock.advance(11 * DAY)
-  await assert.rejects(ca.issue({ id: 'd', profile: 'client', publicKey: key.publicKey, lifetimeMs: DAY }), (e: CertsError) => e.code === 'EDGE_ERR_CERT_ISSUE_FAILED')
+  await assert.rejects(
+    ca.issue({ id: 'd', profile: 'client', publicKey: key.publicKey, lifetimeMs: DAY }),
+    (e: CertsError) => e.code === 'EDGE_ERR_CERT_ISSUE_FAILED',
+  )
 })
 
 test('nothing is issued while the clock is suspicious', async (t) => {
@@ -75,7 +81,11 @@ test('device ids that cannot name one topic level are refused', async (t) => {
   const { ca } = await setup(t)
   const key = await generateKeyPair()
   for (const id of ['a/b', 'x+', '#', '', 'nul\u0000']) {
-    await assert.rejects(ca.issue({ id, profile: 'client', publicKey: key.publicKey, lifetimeMs: DAY }), (e: CertsError) => e.code === 'EDGE_ERR_CERT_IDENTITY_INVALID', id)
+    await assert.rejects(
+      ca.issue({ id, profile: 'client', publicKey: key.publicKey, lifetimeMs: DAY }),
+      (e: CertsError) => e.code === 'EDGE_ERR_CERT_IDENTITY_INVALID',
+      id,
+    )
   }
 })
 
@@ -104,7 +114,10 @@ test('revoking a device revokes its unexpired certificates and lists them in a f
   assert.equal(ca.isRevoked(a.serial), true)
   assert.equal(ca.isRevoked(other.serial), false)
   const crl = new x509.X509Crl(readFileSync(ca.paths.crlDer))
-  assert.deepEqual(crl.entries.map((e) => e.serialNumber.toUpperCase().replace(/^0+/, '')).sort(), [a.serial, b.serial].sort())
+  assert.deepEqual(
+    crl.entries.map((e) => e.serialNumber.toUpperCase().replace(/^0+/, '')).sort(),
+    [a.serial, b.serial].sort(),
+  )
   assert.equal(crl.nextUpdate?.getTime(), Math.floor((T0 + HOUR + DAY) / 1000) * 1000)
   assert.ok(await crl.verify({ publicKey: ca.signer.cert.publicKey }))
   assert.match(readFileSync(ca.paths.crlPem, 'utf8'), /^-----BEGIN X509 CRL-----/)
@@ -119,7 +132,10 @@ test('another process sees revocations and issued certificates through the state
   await cli.load()
   await cli.revoke({ id: 'd1' })
   const added = await ca.reloadRevocations()
-  assert.deepEqual(added.map((r) => r.serial), [cert.serial])
+  assert.deepEqual(
+    added.map((r) => r.serial),
+    [cert.serial],
+  )
   assert.deepEqual(await ca.reloadRevocations(), [], 'reported once')
 })
 
@@ -134,5 +150,8 @@ test('a missing CA is a clear error naming the command to run', async (t) => {
   const dir = join(tmpDir(t), 'certs')
   const guard = new ClockGuard({ clock: new FakeClock(T0) })
   const ca = new LocalCa({ dir, guard, backdateMs: HOUR, crlValidityMs: DAY })
-  await assert.rejects(ca.load(), (e: CertsError) => e.code === 'EDGE_ERR_CERT_CA_MISSING' && /certs init/.test(e.message))
+  await assert.rejects(
+    ca.load(),
+    (e: CertsError) => e.code === 'EDGE_ERR_CERT_CA_MISSING' && /certs init/.test(e.message),
+  )
 })

@@ -6,7 +6,15 @@ import assert from 'node:assert/strict'
 import { X509Certificate } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { checkPeer, certificateDeviceId, type PeerCheck } from '../../../src/local-broker/tls.js'
-import { caSigner, certPem, createSelfSignedCa, generateKeyPair, newSerial, signLeaf, type CaSigner } from '../../../src/certs/x509.js'
+import {
+  caSigner,
+  certPem,
+  createSelfSignedCa,
+  generateKeyPair,
+  newSerial,
+  signLeaf,
+  type CaSigner,
+} from '../../../src/certs/x509.js'
 
 const NOW = Date.UTC(2026, 10, 25, 12, 0, 0)
 const DAY = 86_400_000
@@ -19,7 +27,10 @@ async function makeCa(cn: string): Promise<CaSigner> {
   return caSigner(certPem(cert), key, [])
 }
 
-async function leaf(signer: CaSigner, o: { cn?: string; from?: number; to?: number; profile?: 'client' | 'server'; dns?: string[] } = {}): Promise<X509Certificate> {
+async function leaf(
+  signer: CaSigner,
+  o: { cn?: string; from?: number; to?: number; profile?: 'client' | 'server'; dns?: string[] } = {},
+): Promise<X509Certificate> {
   const key = await generateKeyPair()
   const c = await signLeaf({
     ca: signer,
@@ -68,7 +79,11 @@ test('a certificate from the local CA passes; none at all only where optional', 
 test('refuses foreign, CA, server and unverifiable certificates', async () => {
   assert.equal(reason(check(socket(await leaf(other)))), 'untrusted-certificate')
   assert.equal(reason(check(socket(new X509Certificate(ca.certPem)))), 'untrusted-certificate', 'the CA itself')
-  assert.equal(reason(check(socket(await leaf(ca, { profile: 'server' })))), 'untrusted-certificate', 'EKU serverAuth only')
+  assert.equal(
+    reason(check(socket(await leaf(ca, { profile: 'server' })))),
+    'untrusted-certificate',
+    'EKU serverAuth only',
+  )
   assert.equal(reason(check(socket(await leaf(ca), 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'))), 'untrusted-certificate')
 })
 
@@ -84,7 +99,10 @@ test('dates are judged by the trusted clock, not by the wall clock OpenSSL read'
   assert.equal(reason(check(socket(c, 'CERT_NOT_YET_VALID'))), 'ok')
   // Really expired, or not yet valid, by the trusted time.
   assert.equal(reason(check(socket(c, 'CERT_HAS_EXPIRED'), { now: NOW + 2 * DAY })), 'expired')
-  assert.equal(reason(check(socket(await leaf(ca, { from: NOW + DAY, to: NOW + 2 * DAY }), 'CERT_NOT_YET_VALID'))), 'not-yet-valid')
+  assert.equal(
+    reason(check(socket(await leaf(ca, { from: NOW + DAY, to: NOW + 2 * DAY }), 'CERT_NOT_YET_VALID'))),
+    'not-yet-valid',
+  )
   // A date error does not excuse a foreign issuer (OpenSSL reports only its last error).
   assert.equal(reason(check(socket(await leaf(other), 'CERT_HAS_EXPIRED'))), 'untrusted-certificate')
 })

@@ -9,7 +9,14 @@ import { createServer, get } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import pino from 'pino'
-import { ClockGuard, LocalCa, RenewalService, createCsr, generateKeyPair, systemClock } from '../../../src/certs/index.js'
+import {
+  ClockGuard,
+  LocalCa,
+  RenewalService,
+  createCsr,
+  generateKeyPair,
+  systemClock,
+} from '../../../src/certs/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { withTimeout } from '../../helpers/wait.js'
 
@@ -20,7 +27,12 @@ test(`${DEVICES} renewals at once: all answered, busy ones retried as advised, t
   const root = tmpDir(t)
   const dir = join(root, 'certs')
   await LocalCa.init(dir, { name: 'unit CA', lifetimeMs: 365 * 86_400_000, now: Date.now() })
-  const guard = new ClockGuard({ clock: systemClock, toleranceMs: 5_000, maxForwardJumpMs: 86_400_000, file: join(root, 'clock.json') })
+  const guard = new ClockGuard({
+    clock: systemClock,
+    toleranceMs: 5_000,
+    maxForwardJumpMs: 86_400_000,
+    file: join(root, 'clock.json'),
+  })
   await guard.load()
   const ca = new LocalCa({ dir, guard, backdateMs: 0, crlValidityMs: 86_400_000 })
   await ca.load()

@@ -9,7 +9,12 @@ import { tmpDir } from '../../helpers/tmp-dir.js'
 async function caPem(t: { after(fn: () => unknown): void }): Promise<string> {
   const dir = join(tmpDir(t), 'certs')
   await LocalCa.init(dir, { name: 'unit CA', lifetimeMs: 86_400_000, now: Date.now() })
-  const ca = new LocalCa({ dir, guard: new ClockGuard({ clock: systemClock, toleranceMs: 5_000, maxForwardJumpMs: 86_400_000 }), backdateMs: 0, crlValidityMs: 86_400_000 })
+  const ca = new LocalCa({
+    dir,
+    guard: new ClockGuard({ clock: systemClock, toleranceMs: 5_000, maxForwardJumpMs: 86_400_000 }),
+    backdateMs: 0,
+    crlValidityMs: 86_400_000,
+  })
   await ca.load()
   return ca.bundlePem()
 }
@@ -29,7 +34,10 @@ test('a publish held past the deadline (connection down) rejects at the deadline
   const held = new Promise<void>((r) => (release = r))
   const key = (await generateKeyPair()).privateKeyPem
   const opts = { client: transport(() => held), id: 'd1', caPem: await caPem(t), currentKeyPem: key, timeoutMs: 100 }
-  await assert.rejects(renewOverMqtt(opts), (err: Error & { code?: string }) => err.code === 'EDGE_ERR_CERT_RENEWAL_FAILED' && /no reply/.test(err.message))
+  await assert.rejects(
+    renewOverMqtt(opts),
+    (err: Error & { code?: string }) => err.code === 'EDGE_ERR_CERT_RENEWAL_FAILED' && /no reply/.test(err.message),
+  )
   release?.()
   await new Promise((r) => setImmediate(r))
   assert.deepEqual(unhandled, [])
@@ -43,7 +51,13 @@ test('a publish that fails rejects with its own error, and the deadline later is
   process.on('unhandledRejection', onUnhandled)
   t.after(() => process.off('unhandledRejection', onUnhandled))
   const key = (await generateKeyPair()).privateKeyPem
-  const opts = { client: transport(() => Promise.reject(new Error('connection closed'))), id: 'd1', caPem: await caPem(t), currentKeyPem: key, timeoutMs: 50 }
+  const opts = {
+    client: transport(() => Promise.reject(new Error('connection closed'))),
+    id: 'd1',
+    caPem: await caPem(t),
+    currentKeyPem: key,
+    timeoutMs: 50,
+  }
   await assert.rejects(renewOverMqtt(opts), /connection closed/)
   await new Promise((r) => setTimeout(r, 150))
   assert.deepEqual(unhandled, [])

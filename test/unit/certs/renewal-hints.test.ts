@@ -6,7 +6,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import pino from 'pino'
-import { ClockGuard, LocalCa, RenewalService, createCsr, generateKeyPair, type ErrorReply } from '../../../src/certs/index.js'
+import {
+  ClockGuard,
+  LocalCa,
+  RenewalService,
+  createCsr,
+  generateKeyPair,
+  type ErrorReply,
+} from '../../../src/certs/index.js'
 import { FakeClock } from './fake-clock.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
@@ -47,7 +54,12 @@ test('a device that follows every hint is renewed and never refused as rate-limi
     let renewed = false
     for (let attempt = 0; attempt < 10 && !renewed; attempt++) {
       const csr = await createCsr({ key: await generateKeyPair(), cn: id })
-      const out = await service.handle({ id, clientId: id, payload: Buffer.from(JSON.stringify({ v: 1, requestId: `r${attempt}`, csr })), credential: cred })
+      const out = await service.handle({
+        id,
+        clientId: id,
+        payload: Buffer.from(JSON.stringify({ v: 1, requestId: `r${attempt}`, csr })),
+        credential: cred,
+      })
       if (out.reply.status === 'issued') {
         renewed = true
         break
@@ -57,7 +69,10 @@ test('a device that follows every hint is renewed and never refused as rate-limi
       assert.notEqual(reply.error, 'rate-limited', `${id}: ${seen.join(', ')}`)
       assert.equal(reply.error, 'too-early')
       assert.equal(reply.renewableFrom, new Date(opens).toISOString(), 'too-early says when renewal opens')
-      assert.ok(reply.retryAfterSec !== undefined && reply.retryAfterSec * 1000 >= MIN_INTERVAL_MS, `hint ${reply.retryAfterSec} s is shorter than the rate limit`)
+      assert.ok(
+        reply.retryAfterSec !== undefined && reply.retryAfterSec * 1000 >= MIN_INTERVAL_MS,
+        `hint ${reply.retryAfterSec} s is shorter than the rate limit`,
+      )
       await clock.advance(reply.retryAfterSec * 1000)
     }
     assert.ok(renewed, `${id} renewed after following the hints (${seen.join(', ')})`)
@@ -88,9 +103,11 @@ test('the rate-limited hint itself is enough: retrying after it is not refused a
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred })
   await clock.advance(1_300)
-  const limited = (await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred })).reply as ErrorReply
+  const limited = (await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred }))
+    .reply as ErrorReply
   assert.equal(limited.error, 'rate-limited')
   await clock.advance((limited.retryAfterSec ?? 0) * 1000)
-  const next = (await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred })).reply as ErrorReply
+  const next = (await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred }))
+    .reply as ErrorReply
   assert.equal(next.error, 'bad-request', 'not rate-limited after waiting as told')
 })

@@ -52,11 +52,18 @@ async function setup(t: { after(fn: () => unknown): void }, opts: { enabled?: bo
 
 async function request(cn: string, requestId = 'r1'): Promise<{ payload: Buffer; keyPem: string }> {
   const key = await generateKeyPair()
-  return { payload: Buffer.from(JSON.stringify({ v: 1, requestId, csr: await createCsr({ key, cn }) })), keyPem: key.privateKeyPem }
+  return {
+    payload: Buffer.from(JSON.stringify({ v: 1, requestId, csr: await createCsr({ key, cn }) })),
+    keyPem: key.privateKeyPem,
+  }
 }
 
 /** A minimal transport for renewOverMqtt: requests go straight to the service; the first `drop` replies are lost. */
-function lossyClient(service: RenewalService, credential: { serial: string; notBefore: number; notAfter: number }, drop: number) {
+function lossyClient(
+  service: RenewalService,
+  credential: { serial: string; notBefore: number; notAfter: number },
+  drop: number,
+) {
   const listeners = new Set<(topic: string, payload: Buffer) => void>()
   let dropReplies = drop
   return {
@@ -79,7 +86,9 @@ function error(out: RenewalOutcome): ErrorReply {
 test('renews once 2/3 of the lifetime has passed, not before, and says when to come back', async (t) => {
   const { clock, ca, service, first } = await setup(t)
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
-  const early = error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred }))
+  const early = error(
+    await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred }),
+  )
   assert.equal(early.error, 'too-early')
   assert.equal(early.retryAfterSec, 80, '2/3 of 120 s')
   assert.equal(early.requestId, 'r1')
@@ -98,7 +107,11 @@ test('renews once 2/3 of the lifetime has passed, not before, and says when to c
 
   // Same session, old credential: the window follows the newest certificate, so no storm.
   await clock.advance(11_000)
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred })).error, 'too-early')
+  assert.equal(
+    error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred }))
+      .error,
+    'too-early',
+  )
   assert.deepEqual(service.stats(), { requests: 3, renewed: 1, resent: 0, refused: { 'too-early': 2 } })
 })
 
@@ -106,24 +119,47 @@ test('rate-limits requests per device, whatever their outcome', async (t) => {
   const { service, first } = await setup(t)
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred })
-  const limited = error(await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred }))
+  const limited = error(
+    await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: cred }),
+  )
   assert.equal(limited.error, 'rate-limited')
   assert.equal(limited.retryAfterSec, 10)
-  assert.equal(error(await service.handle({ id: 'd2', clientId: 'd2', payload: Buffer.from('{}'), credential: cred })).error, 'bad-request', 'another device is not limited')
+  assert.equal(
+    error(await service.handle({ id: 'd2', clientId: 'd2', payload: Buffer.from('{}'), credential: cred })).error,
+    'bad-request',
+    'another device is not limited',
+  )
 })
 
 test('refuses a CSR for another identity, a malformed request and a revoked session', async (t) => {
   const { clock, ca, service, first } = await setup(t)
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await clock.advance(90_000)
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d2')).payload, credential: cred })).error, 'identity-mismatch')
+  assert.equal(
+    error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d2')).payload, credential: cred }))
+      .error,
+    'identity-mismatch',
+  )
   await clock.advance(11_000)
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{"csr":"nope"}'), credential: cred })).error, 'bad-request')
+  assert.equal(
+    error(await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{"csr":"nope"}'), credential: cred }))
+      .error,
+    'bad-request',
+  )
   await clock.advance(11_000)
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{"v":2,"csr":"x"}'), credential: cred })).error, 'bad-request')
+  assert.equal(
+    error(
+      await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{"v":2,"csr":"x"}'), credential: cred }),
+    ).error,
+    'bad-request',
+  )
   await ca.revoke({ id: 'd1' })
   await clock.advance(11_000)
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred })).error, 'revoked')
+  assert.equal(
+    error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred }))
+      .error,
+    'revoked',
+  )
 })
 
 test('accepts a bare PEM CSR (for shell scripts) and a CSR without CN', async (t) => {
@@ -131,7 +167,12 @@ test('accepts a bare PEM CSR (for shell scripts) and a CSR without CN', async (t
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await clock.advance(90_000)
   const key = await generateKeyPair()
-  const out = await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from(await createCsr({ key, cn: 'd1' })), credential: cred })
+  const out = await service.handle({
+    id: 'd1',
+    clientId: 'd1',
+    payload: Buffer.from(await createCsr({ key, cn: 'd1' })),
+    credential: cred,
+  })
   assert.equal(out.reply.status, 'issued')
   assert.equal(out.reply.requestId, null)
 })
@@ -141,14 +182,23 @@ test('refuses while the clock is suspicious, with a retry hint', async (t) => {
   const cred = { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter }
   await clock.advance(90_000)
   clock.jump(-10 * MIN)
-  const r = error(await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred }))
+  const r = error(
+    await service.handle({ id: 'd1', clientId: 'd1', payload: (await request('d1')).payload, credential: cred }),
+  )
   assert.equal(r.error, 'clock-suspicious')
   assert.equal(r.retryAfterSec, 300)
 })
 
 test('answers "disabled" when renewal over MQTT is off', async (t) => {
   const { service, first } = await setup(t, { enabled: false })
-  const r = error(await service.handle({ id: 'd1', clientId: 'd1', payload: Buffer.from('{}'), credential: { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter } }))
+  const r = error(
+    await service.handle({
+      id: 'd1',
+      clientId: 'd1',
+      payload: Buffer.from('{}'),
+      credential: { serial: first.serial, notBefore: first.notBefore, notAfter: first.notAfter },
+    }),
+  )
   assert.equal(r.error, 'disabled')
 })
 
@@ -159,22 +209,43 @@ test('a retry for the key of the newest certificate gets that certificate again 
   const key = await generateKeyPair()
   const csrFor = async (k: typeof key, requestId: string) =>
     Buffer.from(JSON.stringify({ v: 1, requestId, csr: await createCsr({ key: k, cn: 'd1' }) }))
-  const issued = (await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r1'), credential: cred })).reply as IssuedReply
+  const issued = (
+    await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r1'), credential: cred })
+  ).reply as IssuedReply
   assert.equal(issued.status, 'issued')
   // The reply never arrived; the device, still on its old certificate, asks again with the same key.
   await clock.advance(11_000)
-  const again = (await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r2'), credential: cred })).reply as IssuedReply
+  const again = (await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r2'), credential: cred }))
+    .reply as IssuedReply
   assert.equal(again.status, 'issued', JSON.stringify(again))
   assert.equal(again.serial, issued.serial, 'the same certificate, not a new one')
   assert.equal(again.requestId, 'r2')
   assert.equal(again.certificate, issued.certificate)
   // A different key is a second renewal inside the window: refused, as before.
   await clock.advance(11_000)
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(await generateKeyPair(), 'r3'), credential: cred })).error, 'too-early')
+  assert.equal(
+    error(
+      await service.handle({
+        id: 'd1',
+        clientId: 'd1',
+        payload: await csrFor(await generateKeyPair(), 'r3'),
+        credential: cred,
+      }),
+    ).error,
+    'too-early',
+  )
   // A session already on the new certificate gets nothing again for its key.
   await clock.advance(11_000)
-  const onNew = { serial: issued.serial, notBefore: Date.parse(issued.notBefore), notAfter: Date.parse(issued.notAfter) }
-  assert.equal(error(await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r4'), credential: onNew })).error, 'too-early')
+  const onNew = {
+    serial: issued.serial,
+    notBefore: Date.parse(issued.notBefore),
+    notAfter: Date.parse(issued.notAfter),
+  }
+  assert.equal(
+    error(await service.handle({ id: 'd1', clientId: 'd1', payload: await csrFor(key, 'r4'), credential: onNew }))
+      .error,
+    'too-early',
+  )
   assert.deepEqual(service.stats(), { requests: 4, renewed: 1, resent: 1, refused: { 'too-early': 2 } })
 })
 

@@ -23,7 +23,19 @@ async function setup(t: { after(fn: () => unknown): void }) {
   const ca = new LocalCa({ dir, guard, backdateMs: 5 * MIN, crlValidityMs: 86_400_000 })
   await ca.load()
   const make = (names: string[] = ['gw.local', 'localhost', '127.0.0.1', '::1']) =>
-    new ServerCertRotation({ ca, guard, clock, logger: log, lifetimeMs: HOUR, renewAfter: 2 / 3, backdateMs: 5 * MIN, names, random: () => 0.5, retryMinMs: MIN, retryMaxMs: HOUR })
+    new ServerCertRotation({
+      ca,
+      guard,
+      clock,
+      logger: log,
+      lifetimeMs: HOUR,
+      renewAfter: 2 / 3,
+      backdateMs: 5 * MIN,
+      names,
+      random: () => 0.5,
+      retryMinMs: MIN,
+      retryMaxMs: HOUR,
+    })
   return { clock, guard, ca, make }
 }
 

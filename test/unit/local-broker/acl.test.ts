@@ -8,7 +8,9 @@ import { identityProblem } from '../../../src/local-broker/tls.js'
 const acl = Acl.compile({
   publish: ['devices/{id}/#'],
   subscribe: ['devices/{id}/#'],
-  groups: [{ name: 'presses', members: ['press-*'], publish: ['plant/presses/{id}/#'], subscribe: ['plant/presses/cmd/#'] }],
+  groups: [
+    { name: 'presses', members: ['press-*'], publish: ['plant/presses/{id}/#'], subscribe: ['plant/presses/cmd/#'] },
+  ],
   requests: ['devices/{id}/$certs/csr'],
   replies: ['devices/{id}/$certs/cert'],
   broadcast: ['$edge/ca/crl'],
@@ -136,5 +138,6 @@ test('identities that would widen a template or break a topic level are refused 
   for (const bad of ['', 'a/b', 'a+', '#', 'x\u0000y', 'tab\tid', ' lead', 'x'.repeat(129), '\ud800']) {
     assert.notEqual(identityProblem(bad, 128), undefined, JSON.stringify(bad))
   }
-  for (const ok of ['d1', 'press-7', 'urn:dev:1234', 'Ünïcödé', '$weird', 'a.b_c']) assert.equal(identityProblem(ok, 128), undefined, ok)
+  for (const ok of ['d1', 'press-7', 'urn:dev:1234', 'Ünïcödé', '$weird', 'a.b_c'])
+    assert.equal(identityProblem(ok, 128), undefined, ok)
 })

@@ -51,10 +51,10 @@ interface ConnectSpec {
 function connect(spec: ConnectSpec = {}): Buffer {
   const flags =
     spec.flags ??
-    ((spec.clean ?? true ? 0x02 : 0) |
+    ((spec.clean ?? true) ? 0x02 : 0) |
       (spec.will ? 0x04 : 0) |
       (spec.password !== undefined ? 0x40 : 0) |
-      (spec.user !== undefined ? 0x80 : 0))
+      (spec.user !== undefined ? 0x80 : 0)
   return packet(
     0x10,
     field(spec.name ?? 'MQTT'),
@@ -163,7 +163,12 @@ function afterConnect(
   }
 }
 
-function first(name: string, bad: Buffer, expected: Pick<Case, 'reason' | 'rule' | 'connack' | 'limit'>, options?: RunOptions): Case {
+function first(
+  name: string,
+  bad: Buffer,
+  expected: Pick<Case, 'reason' | 'rule' | 'connack' | 'limit'>,
+  options?: RunOptions,
+): Case {
   return { name, stream: bad, at: 0, ...expected, ...(options ? { options } : {}) }
 }
 
@@ -213,7 +218,11 @@ describe('PacketGuard: CONNECT', () => {
   })
 
   test('passes a CONNECT with Will, user name and a binary password holding 0x00 and 0xff', () => {
-    const c = connect({ will: { topic: 'site/dev-1/status', message: [0, 0xff] }, user: 'ü-user', password: [0, 0xff, 0xc0, 0x80] })
+    const c = connect({
+      will: { topic: 'site/dev-1/status', message: [0, 0xff] },
+      user: 'ü-user',
+      password: [0, 0xff, 0xc0, 0x80],
+    })
     assert.equal(assertPassesWhole(c).clientId, 'dev-1')
   })
 
@@ -281,11 +290,15 @@ describe('PacketGuard: CONNECT', () => {
       rule: '[MQTT-3.1.2-2]',
       connack: 1,
     }),
-    first('answers CONNACK 0x01 to protocol name MQIsdp with level 4 [MQTT-3.1.2-2]', connect({ name: 'MQIsdp', level: 4 }), {
-      reason: 'unsupported-protocol-version',
-      rule: '[MQTT-3.1.2-2]',
-      connack: 1,
-    }),
+    first(
+      'answers CONNACK 0x01 to protocol name MQIsdp with level 4 [MQTT-3.1.2-2]',
+      connect({ name: 'MQIsdp', level: 4 }),
+      {
+        reason: 'unsupported-protocol-version',
+        rule: '[MQTT-3.1.2-2]',
+        connack: 1,
+      },
+    ),
     first('closes without CONNACK on an unknown protocol name [MQTT-3.1.2-1]', connect({ name: 'MQTX' }), {
       ...protocol,
       rule: '[MQTT-3.1.2-1]',
@@ -306,11 +319,10 @@ describe('PacketGuard: CONNECT', () => {
       ...malformed,
       rule: '[MQTT-3.1.2-15]',
     }),
-    first(
-      'closes on Will QoS 3 [MQTT-3.1.2-14]',
-      connect({ flags: 0x02 | 0x04 | 0x18, will: { topic: 'w' } }),
-      { ...malformed, rule: '[MQTT-3.1.2-14]' },
-    ),
+    first('closes on Will QoS 3 [MQTT-3.1.2-14]', connect({ flags: 0x02 | 0x04 | 0x18, will: { topic: 'w' } }), {
+      ...malformed,
+      rule: '[MQTT-3.1.2-14]',
+    }),
     first(
       'closes on a password flag without the user name flag [MQTT-3.1.2-22]',
       connect({ flags: 0x02 | 0x40, password: [1, 2] }),
@@ -320,22 +332,34 @@ describe('PacketGuard: CONNECT', () => {
       ...malformed,
       rule: '[MQTT-1.5.3-1]',
     }),
-    first('closes on a client id with an overlong encoding of U+0000 (C0 80) [MQTT-1.5.3-1]', connect({ clientId: [0xc0, 0x80] }), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
-    first('closes on a client id encoding the surrogate U+D800 [MQTT-1.5.3-1]', connect({ clientId: [0xed, 0xa0, 0x80] }), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
+    first(
+      'closes on a client id with an overlong encoding of U+0000 (C0 80) [MQTT-1.5.3-1]',
+      connect({ clientId: [0xc0, 0x80] }),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
+    first(
+      'closes on a client id encoding the surrogate U+D800 [MQTT-1.5.3-1]',
+      connect({ clientId: [0xed, 0xa0, 0x80] }),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
     first('closes on a client id containing U+0000 [MQTT-1.5.3-2]', connect({ clientId: [0x64, 0x00, 0x65] }), {
       ...malformed,
       rule: '[MQTT-1.5.3-2]',
     }),
-    first('closes on a Will Topic that is not well-formed UTF-8 [MQTT-1.5.3-1]', connect({ will: { topic: [0x61, 0xfe] } }), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
+    first(
+      'closes on a Will Topic that is not well-formed UTF-8 [MQTT-1.5.3-1]',
+      connect({ will: { topic: [0x61, 0xfe] } }),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
     first('closes on a Will Topic containing U+0000 [MQTT-4.7.3-2]', connect({ will: { topic: [0x61, 0x00] } }), {
       ...malformed,
       rule: '[MQTT-4.7.3-2]',
@@ -348,7 +372,10 @@ describe('PacketGuard: CONNECT', () => {
       ...protocol,
       rule: '[MQTT-4.7.1-1]',
     }),
-    first('closes on an empty Will Topic [MQTT-4.7.3-1]', connect({ will: { topic: '' } }), { ...protocol, rule: '[MQTT-4.7.3-1]' }),
+    first('closes on an empty Will Topic [MQTT-4.7.3-1]', connect({ will: { topic: '' } }), {
+      ...protocol,
+      rule: '[MQTT-4.7.3-1]',
+    }),
     first('closes on a user name that is not well-formed UTF-8 [MQTT-3.1.3-11]', connect({ user: [0x75, 0x80] }), {
       ...malformed,
       rule: '[MQTT-3.1.3-11]',
@@ -372,7 +399,11 @@ describe('PacketGuard: CONNECT', () => {
       connect({ clientId: '', clean: false, trailing: [0] }),
       malformed,
     ),
-    first('closes on a CONNECT with bytes after its last field (MQTT 3.1.1 §3.1)', connect({ trailing: [0, 0] }), malformed),
+    first(
+      'closes on a CONNECT with bytes after its last field (MQTT 3.1.1 §3.1)',
+      connect({ trailing: [0, 0] }),
+      malformed,
+    ),
     first('closes on a CONNECT with an empty body', packet(0x10), malformed),
     first('closes on a CONNECT cut off inside its variable header', packet(0x10, field('MQTT'), [4, 2]), malformed),
     first('closes on a CONNECT without a client id [MQTT-3.1.3-3]', packet(0x10, field('MQTT'), [4, 2, 0, 60]), {
@@ -463,12 +494,21 @@ describe('PacketGuard: fixed header', () => {
     ['DISCONNECT with remaining length 1', packet(0xe0, [0])],
   ]
   for (const [name, bad] of lengthCases) {
-    test(`closes on ${name} (fixed-size packet, MQTT 3.1.1 §3.4-3.14)`, () => assertCase(afterConnect('', bad, malformed)))
+    test(`closes on ${name} (fixed-size packet, MQTT 3.1.1 §3.4-3.14)`, () =>
+      assertCase(afterConnect('', bad, malformed)))
   }
 
   test('passes PUBACK, PUBREC, PUBREL, PUBCOMP, PINGREQ and DISCONNECT of the right size', () => {
     assertPassesWhole(
-      bytes(CONNECT, packet(0x40, [0, 1]), packet(0x50, [0, 2]), packet(0x62, [0, 2]), packet(0x70, [0, 2]), [0xc0, 0], [0xe0, 0]),
+      bytes(
+        CONNECT,
+        packet(0x40, [0, 1]),
+        packet(0x50, [0, 2]),
+        packet(0x62, [0, 2]),
+        packet(0x70, [0, 2]),
+        [0xc0, 0],
+        [0xe0, 0],
+      ),
     )
   })
 })
@@ -477,27 +517,42 @@ describe('PacketGuard: fixed header', () => {
 
 describe('PacketGuard: PUBLISH', () => {
   const cases: Case[] = [
-    afterConnect('closes on PUBLISH with QoS 3 [MQTT-3.3.1-4]', publish({ qos: 3 }), { ...malformed, rule: '[MQTT-3.3.1-4]' }),
+    afterConnect('closes on PUBLISH with QoS 3 [MQTT-3.3.1-4]', publish({ qos: 3 }), {
+      ...malformed,
+      rule: '[MQTT-3.3.1-4]',
+    }),
     afterConnect('closes on PUBLISH with DUP 1 and QoS 0 [MQTT-3.3.1-2]', publish({ dup: true }), {
       ...malformed,
       rule: '[MQTT-3.3.1-2]',
     }),
-    afterConnect('closes on PUBLISH with an empty topic [MQTT-4.7.3-1] (CVE-2021-34432 class)', publish({ topic: '' }), {
-      ...protocol,
-      rule: '[MQTT-4.7.3-1]',
-    }),
+    afterConnect(
+      'closes on PUBLISH with an empty topic [MQTT-4.7.3-1] (CVE-2021-34432 class)',
+      publish({ topic: '' }),
+      {
+        ...protocol,
+        rule: '[MQTT-4.7.3-1]',
+      },
+    ),
     afterConnect('closes on a PUBLISH topic containing U+0000 [MQTT-4.7.3-2]', publish({ topic: [0x61, 0x00, 0x62] }), {
       ...malformed,
       rule: '[MQTT-4.7.3-2]',
     }),
-    afterConnect('closes on a PUBLISH topic that is not well-formed UTF-8 [MQTT-1.5.3-1]', publish({ topic: [0x61, 0xc3] }), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
-    afterConnect('closes on a PUBLISH topic encoding the surrogate U+D800 [MQTT-1.5.3-1]', publish({ topic: [0xed, 0xa0, 0x80] }), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
+    afterConnect(
+      'closes on a PUBLISH topic that is not well-formed UTF-8 [MQTT-1.5.3-1]',
+      publish({ topic: [0x61, 0xc3] }),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
+    afterConnect(
+      'closes on a PUBLISH topic encoding the surrogate U+D800 [MQTT-1.5.3-1]',
+      publish({ topic: [0xed, 0xa0, 0x80] }),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
     afterConnect("closes on a PUBLISH topic containing '+' [MQTT-3.3.2-2]", publish({ topic: 'a/+/c' }), {
       ...protocol,
       rule: '[MQTT-3.3.2-2]',
@@ -514,8 +569,16 @@ describe('PacketGuard: PUBLISH', () => {
       ...protocol,
       rule: '[MQTT-2.3.1-1]',
     }),
-    afterConnect('closes on a PUBLISH whose topic runs past its remaining length', packet(0x30, [0, 9], asBytes('abc')), malformed),
-    afterConnect('closes on a QoS 1 PUBLISH too short for its packet identifier', packet(0x32, field('t'), [0]), malformed),
+    afterConnect(
+      'closes on a PUBLISH whose topic runs past its remaining length',
+      packet(0x30, [0, 9], asBytes('abc')),
+      malformed,
+    ),
+    afterConnect(
+      'closes on a QoS 1 PUBLISH too short for its packet identifier',
+      packet(0x32, field('t'), [0]),
+      malformed,
+    ),
     afterConnect('closes on a PUBLISH too short for its topic length', packet(0x30, [0]), malformed),
   ]
   for (const c of cases) test(c.name, () => assertCase(c))
@@ -542,7 +605,10 @@ describe('PacketGuard: SUBSCRIBE and UNSUBSCRIBE', () => {
       ...protocol,
       rule: '[MQTT-2.3.1-1]',
     }),
-    afterConnect('closes on SUBSCRIBE without a topic filter [MQTT-3.8.3-3]', subscribe(1), { ...protocol, rule: '[MQTT-3.8.3-3]' }),
+    afterConnect('closes on SUBSCRIBE without a topic filter [MQTT-3.8.3-3]', subscribe(1), {
+      ...protocol,
+      rule: '[MQTT-3.8.3-3]',
+    }),
     afterConnect('closes on a requested-QoS byte with reserved bits set [MQTT-3-8.3-4]', subscribe(1, ['a', 0x04]), {
       ...malformed,
       rule: '[MQTT-3-8.3-4]',
@@ -559,12 +625,24 @@ describe('PacketGuard: SUBSCRIBE and UNSUBSCRIBE', () => {
       ...malformed,
       rule: '[MQTT-4.7.3-2]',
     }),
-    afterConnect('closes on a SUBSCRIBE topic filter that is not well-formed UTF-8 [MQTT-1.5.3-1]', subscribe(1, [[0xff], 0]), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
-    afterConnect('closes on a SUBSCRIBE whose last filter lacks its requested-QoS byte', packet(0x82, [0, 1], field('a')), malformed),
-    afterConnect('closes on a SUBSCRIBE whose filter length runs past the packet', packet(0x82, [0, 1], [0, 5, 0x61]), malformed),
+    afterConnect(
+      'closes on a SUBSCRIBE topic filter that is not well-formed UTF-8 [MQTT-1.5.3-1]',
+      subscribe(1, [[0xff], 0]),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
+    afterConnect(
+      'closes on a SUBSCRIBE whose last filter lacks its requested-QoS byte',
+      packet(0x82, [0, 1], field('a')),
+      malformed,
+    ),
+    afterConnect(
+      'closes on a SUBSCRIBE whose filter length runs past the packet',
+      packet(0x82, [0, 1], [0, 5, 0x61]),
+      malformed,
+    ),
     afterConnect('closes on a SUBSCRIBE too short for its packet identifier', packet(0x82, [0]), malformed),
     afterConnect('closes on UNSUBSCRIBE with packet identifier 0 [MQTT-2.3.1-1]', unsubscribe(0, 'a'), {
       ...protocol,
@@ -582,15 +660,23 @@ describe('PacketGuard: SUBSCRIBE and UNSUBSCRIBE', () => {
       ...malformed,
       rule: '[MQTT-4.7.3-2]',
     }),
-    afterConnect('closes on an UNSUBSCRIBE topic filter that is not well-formed UTF-8 [MQTT-1.5.3-1]', unsubscribe(1, [0xe2, 0x82]), {
-      ...malformed,
-      rule: '[MQTT-1.5.3-1]',
-    }),
+    afterConnect(
+      'closes on an UNSUBSCRIBE topic filter that is not well-formed UTF-8 [MQTT-1.5.3-1]',
+      unsubscribe(1, [0xe2, 0x82]),
+      {
+        ...malformed,
+        rule: '[MQTT-1.5.3-1]',
+      },
+    ),
     afterConnect("closes on an UNSUBSCRIBE filter with a misplaced '#' [MQTT-4.7.1-2]", unsubscribe(1, 'a/#/b'), {
       ...protocol,
       rule: '[MQTT-4.7.1-2]',
     }),
-    afterConnect('closes on an UNSUBSCRIBE whose filter runs past the packet', packet(0xa2, [0, 1], [0, 3, 0x61]), malformed),
+    afterConnect(
+      'closes on an UNSUBSCRIBE whose filter runs past the packet',
+      packet(0xa2, [0, 1], [0, 3, 0x61]),
+      malformed,
+    ),
   ]
   for (const c of cases) test(c.name, () => assertCase(c))
 
@@ -661,7 +747,14 @@ describe('PacketGuard: limits', () => {
   })
 
   test('holds packets pipelined before authenticated() to preConnectMaxBytes', () => {
-    assertCase(afterConnect('', publish({ payload: 2000 }), { reason: 'packet-too-large', limit: 'preConnectMaxBytes' }, { limits }))
+    assertCase(
+      afterConnect(
+        '',
+        publish({ payload: 2000 }),
+        { reason: 'packet-too-large', limit: 'preConnectMaxBytes' },
+        { limits },
+      ),
+    )
   })
 
   test('refuses an oversized PUBLISH after authentication once its topic length is read', () => {
@@ -688,15 +781,23 @@ describe('PacketGuard: limits', () => {
   })
 
   test('passes a PUBLISH payload of exactly maxPayloadBytes after authentication, in any chunking', () => {
-    const stream = bytes(CONNECT, publish({ qos: 1, topic: 't'.repeat(3000), payload: 4096 }), publish({ qos: 2, payload: 4096 }))
+    const stream = bytes(
+      CONNECT,
+      publish({ qos: 1, topic: 't'.repeat(3000), payload: 4096 }),
+      publish({ qos: 2, payload: 4096 }),
+    )
     assertPassesWhole(stream, { limits, authenticateAt: CONNECT.length })
   })
 
   test('caps SUBSCRIBE and UNSUBSCRIBE at preConnectMaxBytes after authentication', () => {
     const sub = subscribe(1, ...Array.from({ length: 200 }, (_, k): [string, number] => [`t/${k}`, 0]))
-    assertCase(afterConnect('', sub, { reason: 'packet-too-large', limit: 'preConnectMaxBytes' }, { limits, auth: true }))
+    assertCase(
+      afterConnect('', sub, { reason: 'packet-too-large', limit: 'preConnectMaxBytes' }, { limits, auth: true }),
+    )
     const unsub = unsubscribe(1, ...Array.from({ length: 250 }, (_, k) => `t/${k}`))
-    assertCase(afterConnect('', unsub, { reason: 'packet-too-large', limit: 'preConnectMaxBytes' }, { limits, auth: true }))
+    assertCase(
+      afterConnect('', unsub, { reason: 'packet-too-large', limit: 'preConnectMaxBytes' }, { limits, auth: true }),
+    )
   })
 
   test('refuses negative or fractional limits', () => {
@@ -729,9 +830,32 @@ describe('PacketGuard: streaming', () => {
       will: { topic: 'w', payload: Buffer.from('gone'), qos: 1, retain: false },
     }),
     mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'cmd/#', qos: 1 }] }),
-    mqttPacket.generate({ cmd: 'publish', topic: 'site/a', payload: Buffer.alloc(300, 1), qos: 0, retain: false, dup: false }),
-    mqttPacket.generate({ cmd: 'publish', topic: 'site/b', payload: Buffer.from('p'), qos: 1, messageId: 2, retain: true, dup: false }),
-    mqttPacket.generate({ cmd: 'publish', topic: 'site/c', payload: Buffer.alloc(20_000, 2), qos: 2, messageId: 3, retain: false, dup: false }),
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic: 'site/a',
+      payload: Buffer.alloc(300, 1),
+      qos: 0,
+      retain: false,
+      dup: false,
+    }),
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic: 'site/b',
+      payload: Buffer.from('p'),
+      qos: 1,
+      messageId: 2,
+      retain: true,
+      dup: false,
+    }),
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic: 'site/c',
+      payload: Buffer.alloc(20_000, 2),
+      qos: 2,
+      messageId: 3,
+      retain: false,
+      dup: false,
+    }),
     mqttPacket.generate({ cmd: 'pubrel', messageId: 3 }),
     mqttPacket.generate({ cmd: 'puback', messageId: 9 }),
     mqttPacket.generate({ cmd: 'pingreq' }),
@@ -778,7 +902,10 @@ describe('PacketGuard: streaming', () => {
   })
 
   test('passes many valid packets in one chunk whole', () => {
-    const many = bytes(CONNECT, ...Array.from({ length: 1000 }, (_, k) => publish({ qos: 1, id: k + 1, topic: `t/${k}` })))
+    const many = bytes(
+      CONNECT,
+      ...Array.from({ length: 1000 }, (_, k) => publish({ qos: 1, id: k + 1, topic: `t/${k}` })),
+    )
     const guard = new PacketGuard()
     const r = guard.feed(many)
     assert.deepEqual(r, { pass: many.length })
@@ -929,7 +1056,9 @@ describe('guardConnection', () => {
   test('applies post-authentication limits once the broker calls authenticated() through connectionGuard()', async () => {
     const [server, client] = duplexPair()
     const violations: GuardViolation[] = []
-    guardConnection(server, new PacketGuard({ preConnectMaxBytes: 256, maxPayloadBytes: 4096 }), (v) => violations.push(v))
+    guardConnection(server, new PacketGuard({ preConnectMaxBytes: 256, maxPayloadBytes: 4096 }), (v) =>
+      violations.push(v),
+    )
     const got = aedesLikeReader(server)
     client.write(CONNECT)
     await once(server, 'readable')

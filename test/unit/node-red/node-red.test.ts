@@ -31,7 +31,14 @@ test('accepts a flow array and refuses what is not one, naming the problem', () 
     ['[{"id":"a"}]', /"type" must be a non-empty string/],
     ['[{"id":"a","type":"tab"},{"id":"a","type":"tab"}]', /id a appears twice/],
   ] as const) {
-    assert.throws(() => parseFlows(text, 'f.json'), (err: unknown) => err instanceof NodeRedError && err.code === 'EDGE_ERR_NODERED_FLOWS_INVALID' && why.test(err.message) && err.message.startsWith('f.json'))
+    assert.throws(
+      () => parseFlows(text, 'f.json'),
+      (err: unknown) =>
+        err instanceof NodeRedError &&
+        err.code === 'EDGE_ERR_NODERED_FLOWS_INVALID' &&
+        why.test(err.message) &&
+        err.message.startsWith('f.json'),
+    )
   }
 })
 
@@ -48,7 +55,16 @@ test('edge out publishes up to the rate per node, drops and counts the rest, and
   const msg = { topic: 'a', payload: Buffer.from('x'), qos: 1 as const, retain: false }
   const outcomes = []
   for (let i = 0; i < 8; i++) outcomes.push(await api.publish('n1', msg))
-  assert.deepEqual(outcomes, ['published', 'published', 'published', 'published', 'published', 'throttled', 'throttled', 'throttled'])
+  assert.deepEqual(outcomes, [
+    'published',
+    'published',
+    'published',
+    'published',
+    'published',
+    'throttled',
+    'throttled',
+    'throttled',
+  ])
   assert.equal(await api.publish('n2', msg), 'published', 'another node has its own budget')
   now += 400 // 2 tokens
   assert.equal(await api.publish('n1', msg), 'published')
@@ -57,13 +73,19 @@ test('edge out publishes up to the rate per node, drops and counts the rest, and
   assert.equal(counters.published, 8)
   assert.equal(counters.throttled, 4)
   assert.equal(sent.length, 8)
-  await assert.rejects(api.publish('n3', { ...msg, payload: Buffer.alloc(11) }), (e: unknown) => e instanceof NodeRedError && e.code === 'EDGE_ERR_NODERED_PAYLOAD_TOO_LARGE')
+  await assert.rejects(
+    api.publish('n3', { ...msg, payload: Buffer.alloc(11) }),
+    (e: unknown) => e instanceof NodeRedError && e.code === 'EDGE_ERR_NODERED_PAYLOAD_TOO_LARGE',
+  )
   assert.equal(counters.failed, 1)
 })
 
 test('a refused publish (ACL, buffer full) reaches the node as an error and is counted', async () => {
   const { api, counters } = createEdgeApi({
-    link: { publish: async () => Promise.reject(new NodeRedError('EDGE_ERR_NODERED_PUBLISH_DENIED', 'no')), subscribe: async () => async () => undefined },
+    link: {
+      publish: async () => Promise.reject(new NodeRedError('EDGE_ERR_NODERED_PUBLISH_DENIED', 'no')),
+      subscribe: async () => async () => undefined,
+    },
     maxRatePerSec: 5,
     maxPayloadBytes: 10,
     logger: silent,
@@ -91,9 +113,27 @@ test('users are stored as given (hash), 0600, replaced by name; the credential s
 })
 
 test('user names and passwords are checked before anything is written', () => {
-  assert.equal(code(() => checkUsername('ops.admin@site-1')), undefined)
-  for (const bad of ['', '-x', 'a b', 'a/b', 'x'.repeat(65)]) assert.equal(code(() => checkUsername(bad)), 'EDGE_ERR_NODERED_USER_INVALID', bad)
-  assert.equal(code(() => checkPassword('12345678')), undefined)
-  assert.equal(code(() => checkPassword('short')), 'EDGE_ERR_NODERED_USER_INVALID')
-  assert.equal(code(() => checkPassword('x'.repeat(73))), 'EDGE_ERR_NODERED_USER_INVALID', 'bcrypt would cut it silently')
+  assert.equal(
+    code(() => checkUsername('ops.admin@site-1')),
+    undefined,
+  )
+  for (const bad of ['', '-x', 'a b', 'a/b', 'x'.repeat(65)])
+    assert.equal(
+      code(() => checkUsername(bad)),
+      'EDGE_ERR_NODERED_USER_INVALID',
+      bad,
+    )
+  assert.equal(
+    code(() => checkPassword('12345678')),
+    undefined,
+  )
+  assert.equal(
+    code(() => checkPassword('short')),
+    'EDGE_ERR_NODERED_USER_INVALID',
+  )
+  assert.equal(
+    code(() => checkPassword('x'.repeat(73))),
+    'EDGE_ERR_NODERED_USER_INVALID',
+    'bcrypt would cut it silently',
+  )
 })

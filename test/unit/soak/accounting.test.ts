@@ -67,7 +67,12 @@ test('a message never acknowledged to its device is not expected upstream, but c
 })
 
 const status = (evicted: number, expired: number, bridge: Record<string, number> = {}) => ({
-  buffer: { drops: { byReason: { 'evicted-full': evicted, expired }, byRule: { telemetry: { 'evicted-full': evicted, expired } } } },
+  buffer: {
+    drops: {
+      byReason: { 'evicted-full': evicted, expired },
+      byRule: { telemetry: { 'evicted-full': evicted, expired } },
+    },
+  },
   upstreams: [{ drops: { ...bridge, 'evicted-full': evicted } }],
 })
 
@@ -108,5 +113,8 @@ test('durable drop totals (buffer.drops.sinceCreated) are taken as they are, acr
   totals.endOfLife() // the final stop: the totals are read after it
   assert.equal(totals.total().byRule.telemetry?.['evicted-full'], 45)
   // An agent whose store has no durable totals (sinceCreated null) falls back to per-process counts.
-  assert.equal(readDropCounts({ buffer: { drops: { byReason: {}, byRule: {}, sinceCreated: null } } }).sinceStoreCreated, false)
+  assert.equal(
+    readDropCounts({ buffer: { drops: { byReason: {}, byRule: {}, sinceCreated: null } } }).sinceStoreCreated,
+    false,
+  )
 })

@@ -5,7 +5,18 @@
 //   raw      | a plain better-sqlite3 connection opened by the test, as a second process would
 //   garbage  | bytes that are not an SQLite file
 import assert from 'node:assert/strict'
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync, chmodSync, openSync, writeSync, closeSync, truncateSync } from 'node:fs'
+import {
+  existsSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+  chmodSync,
+  openSync,
+  writeSync,
+  closeSync,
+  truncateSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
@@ -57,7 +68,11 @@ test("durability 'normal' and 'off' resolve syncWal at once (they promise nothin
 
 test('sets and reads back every durability mode', (t) => {
   const dir = tmpDir(t)
-  for (const [mode, want] of [['normal', 1], ['off', 0], ['full', 1]] as const) {
+  for (const [mode, want] of [
+    ['normal', 1],
+    ['off', 0],
+    ['full', 1],
+  ] as const) {
     const lease = openDatabase(join(dir, `${mode}.db`), { logger: log, durability: mode })
     assert.equal(lease.db.pragma('synchronous', { simple: true }), want)
     lease.close()
@@ -113,11 +128,16 @@ test('moves a garbage file and its -wal/-shm aside, starts fresh, and records it
   await store.start(AbortSignal.timeout(5000))
   t.after(() => store.stop())
 
-  const moved = readdirSync(dataDir).filter((f) => f.includes('.corrupt-')).sort()
+  const moved = readdirSync(dataDir)
+    .filter((f) => f.includes('.corrupt-'))
+    .sort()
   assert.equal(moved.length, 3, moved.join(','))
   const main = moved.find((f) => !f.endsWith('-wal') && !f.endsWith('-shm')) ?? ''
   assert.deepEqual(readFileSync(join(dataDir, main)), garbage, 'the corrupt file is kept byte for byte')
-  assert.ok(moved.includes(`${main}-wal`) && moved.includes(`${main}-shm`), 'the -wal/-shm keep the quarantined base name')
+  assert.ok(
+    moved.includes(`${main}-wal`) && moved.includes(`${main}-shm`),
+    'the -wal/-shm keep the quarantined base name',
+  )
   assert.equal(readFileSync(join(dataDir, `${main}-wal`), 'utf8'), 'wal garbage')
   const line = lines.find((l) => l.msg === 'corrupt database quarantined, starting with a fresh file')
   assert.ok(line !== undefined, 'a clear log line')
@@ -143,7 +163,9 @@ async function populated(dataDir: string, rows: number): Promise<string> {
   const store = new SqliteStore({ dataDir, logger: log, maxBytes: 64 << 20, minFreeBytes: 0 })
   await store.start(AbortSignal.timeout(5000))
   await Promise.all(
-    Array.from({ length: rows }, (_, i) => store.append({ queue: 'q', topic: `t/${i % 37}`, payload: Buffer.alloc(200, i % 251), qos: 1 })),
+    Array.from({ length: rows }, (_, i) =>
+      store.append({ queue: 'q', topic: `t/${i % 37}`, payload: Buffer.alloc(200, i % 251), qos: 1 }),
+    ),
   )
   await store.stop()
   return store.path
@@ -164,7 +186,9 @@ test('quarantines a file whose pages were overwritten (quick_check fails)', asyn
   const store = new SqliteStore({ dataDir, logger: log, maxBytes: 1 << 20, minFreeBytes: 0 })
   await store.start(AbortSignal.timeout(5000))
   t.after(() => store.stop())
-  const moved = readdirSync(dataDir).filter((f) => f.includes('.corrupt-') && !f.endsWith('-wal') && !f.endsWith('-shm'))
+  const moved = readdirSync(dataDir).filter(
+    (f) => f.includes('.corrupt-') && !f.endsWith('-wal') && !f.endsWith('-shm'),
+  )
   assert.equal(moved.length, 1)
   assert.deepEqual(readFileSync(join(dataDir, moved[0] ?? '')), before)
   assert.equal(store.stats().quarantine.count, 1)
@@ -261,7 +285,14 @@ test('rolls back a failing migration and fails the open', (t) => {
   t.after(() => raw.close())
   assert.equal(raw.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'half'").pluck().get(), 0)
   expectCode(
-    () => openDatabase(path, { logger: log, migrations: [{ id: 'x', up: () => {} }, { id: 'x', up: () => {} }] }),
+    () =>
+      openDatabase(path, {
+        logger: log,
+        migrations: [
+          { id: 'x', up: () => {} },
+          { id: 'x', up: () => {} },
+        ],
+      }),
     'EDGE_ERR_BUFFER_INVALID',
   )
 })
@@ -269,7 +300,10 @@ test('rolls back a failing migration and fails the open', (t) => {
 test('shares one connection per file and checkpoints and closes it with the last lease', (t) => {
   const path = join(tmpDir(t), 'shared.db')
   const a = openDatabase(path, { logger: log })
-  const b = openDatabase(path, { logger: log, migrations: [{ id: 'b/001', up: (db) => db.exec('CREATE TABLE b (x)') }] })
+  const b = openDatabase(path, {
+    logger: log,
+    migrations: [{ id: 'b/001', up: (db) => db.exec('CREATE TABLE b (x)') }],
+  })
   assert.equal(a.db, b.db)
   a.db.exec('INSERT INTO b VALUES (1)')
   a.close()
