@@ -14,7 +14,7 @@ import {
   rawConnection,
   CONNACK_ACCEPTED,
 } from '../../helpers/mqtt-clients.js'
-import { nextMessage, withTimeout } from '../../helpers/wait.js'
+import { nextMessage, waitFor, withTimeout } from '../../helpers/wait.js'
 
 const scope = fileScope()
 let agent: RunningAgent
@@ -134,8 +134,12 @@ test('retained messages beyond broker.limits.maxRetainedMessages are delivered b
   const late = await client(t, small.mqttUrl)
   const seen = new Map<string, string>()
   late.on('message', (topic, payload) => seen.set(topic, payload.toString()))
-  const marker = nextMessage(late, 'keep-marker')
   await late.subscribeAsync(['keep/#', 'keep-marker'], { qos: 1 })
+  // The retained replay follows the SUBACK on its own schedule: wait for the
+  // two kept messages, then a marker, so that a wrongly kept keep/3 (replayed
+  // with them) would have arrived as well.
+  await waitFor(() => seen.has('keep/1') && seen.has('keep/2'), 10_000, 'the retained replay of keep/1 and keep/2')
+  const marker = nextMessage(late, 'keep-marker')
   await pub.publishAsync('keep-marker', 'm', { qos: 1 })
   await marker
   seen.delete('keep-marker')
