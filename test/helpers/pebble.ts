@@ -11,6 +11,7 @@ import type { Scope } from './scope.js'
 import { tmpDir } from './tmp-dir.js'
 import { freePort } from './mosquitto.js'
 import { withTimeout } from './wait.js'
+import { opensslRoot } from './openssl-ca.js'
 
 export const PEBBLE = '/usr/bin/pebble'
 export const CHALLTESTSRV = '/usr/bin/pebble-challtestsrv'
@@ -54,23 +55,7 @@ export function makeTestTls(
   const csr = join(dir, `${name}-server.csr`)
   const ext = join(dir, `${name}-server.ext`)
   const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' })
-  run([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    caKeyFile,
-    '-out',
-    caFile,
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${name} test CA`,
-  ])
+  opensslRoot({ keyFile: caKeyFile, certFile: caFile, subject: `/CN=${name} test CA` })
   run([
     'req',
     '-newkey',

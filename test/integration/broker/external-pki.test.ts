@@ -13,6 +13,7 @@ import { tmpDir } from '../../helpers/tmp-dir.js'
 import { runCli, startAgent, type RunningAgent } from '../../helpers/agent-process.js'
 import { client, refusedConnect } from '../../helpers/mqtt-clients.js'
 import { nextMessage } from '../../helpers/wait.js'
+import { opensslRoot } from '../../helpers/openssl-ca.js'
 
 const scope = fileScope()
 let pki: string
@@ -53,23 +54,12 @@ function leaf(name: string, cn: string, ext: string): void {
 
 before(async () => {
   pki = tmpDir(scope, 'edge-agent-pki-')
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    join(pki, 'ca.key'),
-    '-subj',
-    '/CN=Site PKI test CA',
-    '-days',
-    '30',
-    '-out',
-    join(pki, 'ca.crt'),
-  ])
+  opensslRoot({
+    keyFile: join(pki, 'ca.key'),
+    certFile: join(pki, 'ca.crt'),
+    subject: '/CN=Site PKI test CA',
+    days: 30,
+  })
   chmodSync(join(pki, 'ca.key'), 0o600)
   leaf('server', 'gateway.test', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
   leaf('dev-1', 'dev-1', 'extendedKeyUsage=clientAuth\n')

@@ -15,6 +15,7 @@ import {
   acmeRetryDelay,
 } from '../../../src/certs/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
+import { opensslRoot } from '../../helpers/openssl-ca.js'
 
 const DAY = 86_400_000
 const T0 = Date.parse('2026-01-01T00:00:00Z')
@@ -123,23 +124,7 @@ function openssl(args: string[]): void {
 
 /** root -> leaf for `name`, made with openssl; returns PEMs. */
 function chain(dir: string, name: string, days = 2): { root: string; leaf: string; key: string; otherKey: string } {
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    join(dir, 'ca.key'),
-    '-out',
-    join(dir, 'ca.pem'),
-    '-days',
-    '2',
-    '-subj',
-    '/CN=test root',
-  ])
+  opensslRoot({ keyFile: join(dir, 'ca.key'), certFile: join(dir, 'ca.pem'), subject: '/CN=test root' })
   openssl([
     'req',
     '-newkey',

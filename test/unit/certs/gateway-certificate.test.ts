@@ -9,29 +9,14 @@ import { join } from 'node:path'
 import pino from 'pino'
 import { GatewayCertificate, type CertificateSource } from '../../../src/certs/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
+import { opensslRoot } from '../../helpers/openssl-ca.js'
 
 const log = pino({ level: 'silent' })
 
 /** Signs a certificate for the given key with a throwaway CA (openssl). */
 function testCa(dir: string): CertificateSource & { calls: number; fail: Error | undefined } {
   const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' })
-  run([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    join(dir, 'ca.key'),
-    '-out',
-    join(dir, 'ca.pem'),
-    '-days',
-    '2',
-    '-subj',
-    '/CN=unit CA',
-  ])
+  opensslRoot({ keyFile: join(dir, 'ca.key'), certFile: join(dir, 'ca.pem'), subject: '/CN=unit CA' })
   writeFileSync(join(dir, 'ext'), 'subjectAltName=DNS:gw.unit.test\nbasicConstraints=CA:FALSE\n')
   const source = {
     calls: 0,
