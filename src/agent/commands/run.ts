@@ -1,7 +1,7 @@
 // `edge-agent run`: the long-running agent. Stops gracefully on SIGTERM or
 // SIGINT (a second signal exits at once), within a bounded time.
-import { mkdirSync } from 'node:fs'
 import { Command } from 'commander'
+import { mkdirDurable } from '../../storage/index.js'
 import { createRootLogger, setLogLevel } from '../logger.js'
 import { buildAgent, type Agent } from '../app.js'
 import { preflight } from '../config/preflight.js'
@@ -37,7 +37,8 @@ async function run(ctx: CommandContext, flags: ConfigFlags): Promise<number> {
   // One agent per data dir, decided before anything in it is opened.
   let lock: DataDirLock
   try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+    // Durable: a power cut right after the first start must not take the data dir away.
+    mkdirDurable(config.dataDir, 0o700)
     lock = DataDirLock.acquire(config.dataDir, ctx.pid)
   } catch (e) {
     if (!(e instanceof DataDirLockedError)) throw e
