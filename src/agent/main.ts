@@ -112,6 +112,9 @@ const HEAP_FLAGS = '--max-old-space-size=256 --max-semi-space-size=2'
  */
 function reexecWithHeapCap(): Promise<number> | undefined {
   if (process.argv[2] !== 'run') return undefined
+  // Under systemd the unit sets the flags; a relay parent would also make the
+  // PID that sends READY=1 differ from the main PID systemd watches.
+  if (process.env['NOTIFY_SOCKET'] !== undefined) return undefined
   const options = `${process.env['NODE_OPTIONS'] ?? ''} ${process.execArgv.join(' ')}`
   if (options.includes('--max-old-space-size')) {
     if (process.send !== undefined) {

@@ -27,6 +27,7 @@ import Database from 'better-sqlite3'
 import mqtt from 'mqtt'
 import { stringify } from 'yaml'
 import { waitFor, withTimeout } from '../../helpers/wait.js'
+import { UNIT_NODE_OPTIONS } from '../../helpers/agent-process.js'
 
 const REPO = resolve(import.meta.dirname, '../../..')
 const PKG_VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version
@@ -73,7 +74,8 @@ async function freePort(): Promise<number> {
 
 /** The environment the emulated agent gets: ours without EDGE_AGENT_* (the agent reads those as config). */
 function agentEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { QEMU_LD_PREFIX }
+  // As the unit runs it (its NODE_OPTIONS), so that `run` does not re-execute itself under emulation.
+  const env: NodeJS.ProcessEnv = { QEMU_LD_PREFIX, NODE_OPTIONS: UNIT_NODE_OPTIONS }
   for (const k of ['PATH', 'HOME', 'LANG', 'TZ']) if (process.env[k] !== undefined) env[k] = process.env[k]
   return env
 }
