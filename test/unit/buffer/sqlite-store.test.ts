@@ -37,7 +37,11 @@ const msg = (i: number, extra: Partial<AppendInput> = {}): AppendInput => ({
 type Opts = Omit<SqliteStoreOptions, 'dataDir' | 'logger'> & { dataDir?: string; logger?: SqliteStoreOptions['logger'] }
 
 async function open(t: TestContext, o: Opts = {}): Promise<SqliteStore> {
-  const store = new SqliteStore({
+  // After-hooks run in the order they are added: the store stops (its timers
+  // write into the dir) before its temp dir is removed.
+  let store: SqliteStore | undefined
+  t.after(() => store?.stop())
+  store = new SqliteStore({
     dataDir: o.dataDir ?? tmpDir(t, 'edge-buffer-'),
     logger: silentLogger(),
     maxBytes: 64 << 20,
@@ -45,7 +49,6 @@ async function open(t: TestContext, o: Opts = {}): Promise<SqliteStore> {
     ...o,
   })
   await store.start(AbortSignal.timeout(5000))
-  t.after(() => store.stop())
   return store
 }
 
