@@ -8,6 +8,7 @@
 import { once, type EventEmitter } from 'node:events'
 import { Writable } from 'node:stream'
 import pino, { type Logger } from 'pino'
+import { estimateMessageBytes, type AppendInput } from '../../src/buffer/index.js'
 import { withTimeout } from './wait.js'
 
 export interface LogLine {
@@ -90,5 +91,29 @@ export function prng(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** The 100-byte payload of the store tests' messages. */
+export const TEST_PAYLOAD = Buffer.alloc(100, 0x62)
+
+/** Bytes one test message is charged in the store (its size estimate). */
+export const TEST_ROW_BYTES = estimateMessageBytes({
+  queue: 'up',
+  topic: 't/0000',
+  payload: TEST_PAYLOAD,
+  rule: 'r',
+  propertiesJson: null,
+})
+
+/** Message i of queue 'up', rule 'r', on topic t/NNNN (10,000 topics), QoS 1. */
+export function testMessage(i: number, extra: Partial<AppendInput> = {}): AppendInput {
+  return {
+    queue: 'up',
+    topic: `t/${String(i % 10_000).padStart(4, '0')}`,
+    payload: TEST_PAYLOAD,
+    qos: 1,
+    rule: 'r',
+    ...extra,
   }
 }

@@ -7,27 +7,18 @@ import { test, type TestContext } from 'node:test'
 import {
   type AppendInput,
   BufferInspector,
-  estimateMessageBytes,
   LOSS_REPORT_RULE,
   type LossReport,
   SqliteStore,
   type SqliteStoreOptions,
 } from '../../../src/buffer/index.js'
-import { fakeClock, silentLogger } from '../../helpers/buffer-support.js'
+import { fakeClock, silentLogger, testMessage, TEST_ROW_BYTES } from '../../helpers/buffer-support.js'
 import { waitFor } from '../../helpers/wait.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 
-const PAYLOAD = Buffer.alloc(100, 0x62)
-const S = estimateMessageBytes({ queue: 'up', topic: 't/0000', payload: PAYLOAD, rule: 'r', propertiesJson: null })
-const msg = (i: number, extra: Partial<AppendInput> = {}): AppendInput => ({
-  queue: 'up',
-  topic: `t/${String(i % 10_000).padStart(4, '0')}`,
-  payload: PAYLOAD,
-  qos: 1,
-  rule: 'r',
-  whenFull: 'drop-oldest',
-  ...extra,
-})
+const S = TEST_ROW_BYTES
+const msg = (i: number, extra: Partial<AppendInput> = {}): AppendInput =>
+  testMessage(i, { whenFull: 'drop-oldest', ...extra })
 
 async function open(t: TestContext, dataDir: string, o: Partial<SqliteStoreOptions> = {}): Promise<SqliteStore> {
   const store = new SqliteStore({ dataDir, logger: silentLogger(), maxBytes: 64 << 20, minFreeBytes: 0, ...o })

@@ -15,24 +15,22 @@ import {
   BufferError,
   type BufferHealth,
   type CommitInfo,
-  estimateMessageBytes,
   SqliteStore,
   type SqliteStoreOptions,
 } from '../../../src/buffer/index.js'
-import { captureLogger, eventMatching, fakeClock, silentLogger } from '../../helpers/buffer-support.js'
+import {
+  captureLogger,
+  eventMatching,
+  fakeClock,
+  silentLogger,
+  testMessage,
+  TEST_ROW_BYTES,
+} from '../../helpers/buffer-support.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { waitFor, withTimeout } from '../../helpers/wait.js'
 
-const PAYLOAD = Buffer.alloc(100, 0x62)
-const S = estimateMessageBytes({ queue: 'up', topic: 't/0000', payload: PAYLOAD, rule: 'r', propertiesJson: null })
-const msg = (i: number, extra: Partial<AppendInput> = {}): AppendInput => ({
-  queue: 'up',
-  topic: `t/${String(i % 10_000).padStart(4, '0')}`,
-  payload: PAYLOAD,
-  qos: 1,
-  rule: 'r',
-  ...extra,
-})
+const S = TEST_ROW_BYTES
+const msg = (i: number, extra: Partial<AppendInput> = {}): AppendInput => testMessage(i, { ...extra })
 
 type Opts = Omit<SqliteStoreOptions, 'dataDir' | 'logger'> & { dataDir?: string; logger?: SqliteStoreOptions['logger'] }
 
