@@ -5,6 +5,7 @@
 // that half works). Changing mode resets the connections open now.
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
+import { resetSocket } from '../../test/helpers/reset-socket.js'
 
 export type RelayMode = 'pass' | 'refuse' | 'blackhole'
 
@@ -41,13 +42,13 @@ export class Relay {
   async set(mode: RelayMode): Promise<void> {
     if (mode === this.#mode) return
     this.#mode = mode
-    for (const s of [...this.#open]) s.resetAndDestroy()
+    for (const s of [...this.#open]) resetSocket(s)
     if (mode === 'refuse') await this.#close()
     else if (this.#server === undefined) await this.#listen(this.#port)
   }
 
   async stop(): Promise<void> {
-    for (const s of [...this.#open]) s.resetAndDestroy()
+    for (const s of [...this.#open]) resetSocket(s)
     await this.#close()
   }
 

@@ -4,6 +4,7 @@
 import { connect, createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
 import type { Scope } from './scope.js'
+import { resetSocket } from './reset-socket.js'
 
 export interface TcpProxy {
   readonly port: number
@@ -27,7 +28,7 @@ export async function startProxy(t: Scope, targetPort: number, targetHost = '127
   const recordings: Buffer[][] = []
   const server = createServer((client) => {
     if (blocked) {
-      client.resetAndDestroy()
+      resetSocket(client)
       return
     }
     accepted++
@@ -57,7 +58,7 @@ export async function startProxy(t: Scope, targetPort: number, targetHost = '127
   const address = server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
   const cut = (): void => {
-    for (const s of [...open]) s.resetAndDestroy()
+    for (const s of [...open]) resetSocket(s)
   }
   const proxy: TcpProxy = {
     port,
