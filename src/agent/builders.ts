@@ -43,6 +43,7 @@ export function newSqliteStore(config: Readonly<AgentConfig>, logger: Logger): S
     durability: b.durability,
     maxBatch: b.maxBatch,
     batchWindowMs: b.batchWindowMs,
+    maxFsyncsPerSecond: b.maxFsyncsPerSecond,
     // 0 in the config means "size it from the disk", which the store does when unset.
     ...(b.maxBytes > 0 ? { maxBytes: b.maxBytes } : {}),
     ...(b.minFreeBytes > 0 ? { minFreeBytes: b.minFreeBytes } : {}),

@@ -122,6 +122,12 @@ export interface SqliteStoreOptions {
    */
   readonly batchWindowMs?: number
   /**
+   * Durability 'full': WAL fsyncs per second at most; a commit that follows an fsync closer than 1/this s waits for
+   * the rest of the interval, sharing the next fsync with what arrives meanwhile (storage/wal-sync.ts). Default 0: no
+   * bound (the agent passes buffer.maxFsyncsPerSecond).
+   */
+  readonly maxFsyncsPerSecond?: number
+  /**
    * Cap on the sum of estimateMessageBytes() of stored rows (in flight included), bytes.
    * Default: 25 % of the data file system, clamped to [64 MiB, 1 GiB] (256 MiB if statfs fails).
    */
@@ -224,6 +230,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         quarantineCorrupt: o.quarantineCorrupt ?? true,
         now: this.#st.now,
         ...(o.maxFileBytes === undefined ? {} : { maxFileBytes: o.maxFileBytes }),
+        ...(o.maxFsyncsPerSecond === undefined ? {} : { maxSyncsPerSecond: o.maxFsyncsPerSecond }),
       })
       this.#st.lease = lease
       if (ownedFiles.has(lease.path)) {

@@ -112,6 +112,11 @@ export interface OpenDatabaseOptions {
   readonly mustHoldStore?: boolean
   /** Clock for quarantine timestamps, epoch ms. Default Date.now. */
   readonly now?: () => number
+  /**
+   * Durability 'full': fsyncs of the WAL per second at most (wal-sync.ts, rate bound). Default 0: no bound. Set by
+   * the first opener of a file.
+   */
+  readonly maxSyncsPerSecond?: number
 }
 
 /** A lease on a (possibly shared) connection. */
@@ -305,7 +310,11 @@ function openShared(path: string, durability: Durability, options: OpenDatabaseO
   }
   for (const suffix of ['-wal', '-shm']) tightenMode(path + suffix, log)
   log.info({ path, durability, quarantined: quarantined?.movedTo ?? null }, 'database opened')
-  const wal = durability === 'full' ? new WalSync({ walPath: `${path}-wal`, logger: log }) : null
+  const perSecond = options.maxSyncsPerSecond ?? 0
+  const wal =
+    durability === 'full'
+      ? new WalSync({ walPath: `${path}-wal`, logger: log, minIntervalMs: perSecond > 0 ? 1000 / perSecond : 0 })
+      : null
   return { db, path, durability, quarantined, log, wal, refs: 0 }
 }
 

@@ -17,6 +17,15 @@
 // the next, which starts when the running one ends (the running one may have
 // begun before their COMMIT wrote its frames).
 //
+// Rate bound: an fsync starts no sooner than `minIntervalMs` after the
+// previous one started. An idle store syncs at once (the previous fsync is
+// long past); while messages keep arriving, the next fsync waits for the rest
+// of the interval and covers everything committed meanwhile. At low rates
+// without the bound every message was its own fsync (devices publishing now
+// and then rarely share an event-loop turn): CPU, and wear on flash, for
+// ever. Nothing is acknowledged sooner: callers still resolve only after the
+// fsync that began after their call.
+//
 // Writes that nobody awaits (the aedes persistence on the same connection:
 // retained messages, sessions) are made durable by a timer: every
 // `idleSyncMs`, if the WAL changed since the last fsync began, one more.
@@ -26,6 +35,7 @@
 // reopened, so a sync never lands on a stale file.
 
 import { close, fstat, fsync, open, stat } from 'node:fs'
+import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 
 export interface FsOps {
@@ -56,8 +66,24 @@ export interface WalSyncOptions {
   readonly logger: Logger
   /** Period of the unawaited-writes check, ms. Default 200; 0 disables. */
   readonly idleSyncMs?: number
+  /** Least time between the starts of two fsyncs, ms (see the header). Default 0: no bound. */
+  readonly minIntervalMs?: number
   /** fs replacement (tests). */
   readonly fs?: FsOps
+  /** Clock, ms (tests). Default performance.now. */
+  readonly now?: () => number
+  /** Timer of the rate bound (tests). Default setTimeout/clearTimeout. */
+  readonly timers?: WalSyncTimers
+}
+
+export interface WalSyncTimers {
+  setTimeout(fn: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+const nodeTimers: WalSyncTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 }
 
 interface Waiter {
@@ -76,12 +102,22 @@ export class WalSync {
   /** WAL size and mtime at the previous idle check. */
   #lastSeen = ''
   /** When the descriptor's inode was last compared with the path's. */
-  #checkedAt = 0
+  #checkedAt = -Infinity
   #syncs = 0
+  readonly #minInterval: number
+  readonly #now: () => number
+  readonly #timers: WalSyncTimers
+  /** When the previous fsync started (clock ms), -Infinity before the first. */
+  #lastStart = -Infinity
+  /** The rate bound's timer, while waiters wait for the interval to pass. */
+  #delay: unknown = undefined
 
   constructor(options: WalSyncOptions) {
     this.#o = options
     this.#fs = options.fs ?? nodeFs
+    this.#minInterval = Math.max(0, options.minIntervalMs ?? 0)
+    this.#now = options.now ?? (() => performance.now())
+    this.#timers = options.timers ?? nodeTimers
     const idle = options.idleSyncMs ?? 200
     if (idle > 0) {
       this.#timer = setInterval(() => this.#idleCheck(), idle)
@@ -99,7 +135,7 @@ export class WalSync {
     if (this.#closed) return Promise.reject(new Error('wal sync is closed'))
     return new Promise<void>((resolve, reject) => {
       this.#waiters.push({ resolve, reject })
-      if (!this.#running) this.#run()
+      this.#schedule()
     })
   }
 
@@ -111,13 +147,31 @@ export class WalSync {
     if (this.#closed) return
     this.#closed = true
     if (this.#timer !== undefined) clearInterval(this.#timer)
+    if (this.#delay !== undefined) {
+      // Shutting down: serve the waiters now rather than after the interval.
+      this.#timers.clearTimeout(this.#delay)
+      this.#delay = undefined
+      this.#run()
+    }
     if (!this.#running) this.#closeFd()
+  }
+
+  /** Start the next fsync now, or when the interval since the previous start has passed. */
+  #schedule(): void {
+    if (this.#running || this.#delay !== undefined || this.#waiters.length === 0) return
+    const wait = this.#closed ? 0 : this.#lastStart + this.#minInterval - this.#now()
+    if (wait <= 0) return this.#run()
+    this.#delay = this.#timers.setTimeout(() => {
+      this.#delay = undefined
+      this.#run()
+    }, wait)
   }
 
   #run(): void {
     const batch = this.#waiters
     this.#waiters = []
     this.#running = true
+    this.#lastStart = this.#now()
     this.#withFd((err, fd) => {
       if (err !== null) return this.#done(batch, err)
       this.#fs.fsync(fd, (e2) => {
@@ -137,7 +191,7 @@ export class WalSync {
     } else {
       for (const w of batch) w.resolve()
     }
-    if (this.#waiters.length > 0) this.#run()
+    if (this.#waiters.length > 0) this.#schedule()
     else if (this.#closed) this.#closeFd()
   }
 
@@ -155,7 +209,7 @@ export class WalSync {
     if (fd === null) return openFresh()
     // SQLite never replaces the -wal of a database it holds open; the check
     // is a guard against the unexpected, so at most once a second.
-    const now = Date.now()
+    const now = this.#now()
     if (now - this.#checkedAt < 1000) return cb(null, fd)
     this.#checkedAt = now
     fs.stat(this.#o.walPath, (e1, atPath) => {

@@ -85,6 +85,7 @@ buffer:
   minFreeBytes: 0           # free disk space never used; 0 = min(200 MiB, 5 % of the disk)
   maxBatch: 256             # messages per group commit at most
   batchWindowMs: 0          # extra wait to gather a commit; 0 = commit at the end of each event-loop turn
+  maxFsyncsPerSecond: 100   # durability full: fsyncs per second at most (commits share one); 0 = no bound
 
 # Device certificates: a local issuing CA in <dataDir>/certs that keeps every
 # device's certificate current, online or not (docs/certificates.md).

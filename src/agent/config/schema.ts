@@ -740,6 +740,13 @@ export const BufferSchema = Type.Object(
       description:
         'extra time a commit waits to gather more messages; 0 = commit at the end of the current event-loop turn',
     }),
+    maxFsyncsPerSecond: Type.Integer({
+      minimum: 0,
+      maximum: 10000,
+      default: 100,
+      description:
+        'durability full: WAL fsyncs per second at most; while messages keep arriving a commit waits for the rest of 1/this s and shares the next fsync (acknowledged only after it); 0 = no bound',
+    }),
   },
   { additionalProperties: false, default: {} },
 )

@@ -132,3 +132,141 @@ test('close() refuses new syncs and closes the descriptor after the running fsyn
   await a
   assert.deepEqual(f.closed, [10])
 })
+
+/** A clock and timers that move only when the test says so. */
+function scriptedClock() {
+  let now = 0
+  let nextId = 1
+  const due = new Map<number, { at: number; fn: () => void }>()
+  return {
+    now: () => now,
+    timers: {
+      setTimeout: (fn: () => void, ms: number): unknown => {
+        const id = nextId++
+        due.set(id, { at: now + ms, fn })
+        return id
+      },
+      clearTimeout: (h: unknown) => void due.delete(h as number),
+    },
+    /** Moves to `t` and fires the timers due by then. */
+    moveTo(t: number): void {
+      now = t
+      for (const [id, d] of [...due]) {
+        if (d.at > now) continue
+        due.delete(id)
+        d.fn()
+      }
+    },
+  }
+}
+
+/**
+ * A steady caller: one sync every `everyMs` for `seconds`, each fsync taking `fsyncMs`, all on the scripted clock.
+ * Returns when every fsync started, and for every call when it was made and resolved, and which fsyncs had completed
+ * by then.
+ */
+async function steadyLoad(minIntervalMs: number, everyMs: number, fsyncMs: number, seconds: number) {
+  const f = scriptedFs()
+  const clock = scriptedClock()
+  const wal = new WalSync({
+    walPath: '/x-wal',
+    logger: silentLogger(),
+    idleSyncMs: 0,
+    fs: f.fs,
+    minIntervalMs,
+    now: clock.now,
+    timers: clock.timers,
+  })
+  const starts: number[] = []
+  const ends: number[] = []
+  const calls: Array<{ at: number; resolvedAt: number | null; coveredBy: number | null }> = []
+  for (let t = 0; t <= seconds * 1000 + 50; t++) {
+    clock.moveTo(t)
+    // fsyncs complete after fsyncMs of scripted time.
+    for (let i = ends.length; i < f.fsyncs.length; i++) {
+      if (starts[i] === undefined) starts[i] = t
+      if (t - (starts[i] as number) < fsyncMs) break
+      ends[i] = t
+      f.fsyncs[i]?.done(null)
+    }
+    await turns(3)
+    if (t < seconds * 1000 && t % everyMs === 0) {
+      const call: (typeof calls)[number] = { at: t, resolvedAt: null, coveredBy: null }
+      calls.push(call)
+      void wal.sync().then(() => {
+        call.resolvedAt = clock.now()
+        // The fsync that covers the call: the first to start at or after the call and complete before it resolved.
+        const i = starts.findIndex((s, j) => s >= call.at && ends[j] !== undefined)
+        call.coveredBy = i < 0 ? null : i
+      })
+    }
+    await turns(3)
+    for (let i = starts.length; i < f.fsyncs.length; i++) starts[i] = t
+  }
+  wal.close()
+  return { starts, calls }
+}
+
+for (const [rate, everyMs] of [
+  [200, 5],
+  [2000, 1],
+] as const) {
+  test(`at a steady ${rate} syncs/s the fsync rate stays within the bound and no caller resolves before its fsync`, async () => {
+    const seconds = 3
+    const { starts, calls } = await steadyLoad(10, everyMs, 2, seconds)
+    for (let s = 0; s < seconds; s++) {
+      const n = starts.filter((at) => at >= s * 1000 && at < (s + 1) * 1000).length
+      assert.ok(n <= 100, `second ${s}: ${n} fsyncs, more than 100`)
+      assert.ok(n >= 50, `second ${s}: ${n} fsyncs: the callers were not served`)
+    }
+    for (let i = 1; i < starts.length; i++) {
+      assert.ok(
+        (starts[i] as number) - (starts[i - 1] as number) >= 10,
+        `fsync ${i} began too soon after the one before`,
+      )
+    }
+    assert.equal(calls.length, seconds * (1000 / everyMs))
+    for (const c of calls) {
+      assert.notEqual(c.resolvedAt, null, `the call at ${c.at} ms never resolved`)
+      assert.notEqual(c.coveredBy, null, `the call at ${c.at} ms resolved before an fsync that began after it`)
+      // Wait for the running fsync, the rest of the interval, then its own fsync: bounded, whatever the rate.
+      assert.ok((c.resolvedAt as number) - c.at <= 10 + 2 * 2, `the call at ${c.at} ms waited ${c.resolvedAt} ms`)
+    }
+  })
+}
+
+test('an idle WAL syncs at once: the bound delays only callers that follow an fsync closely', async () => {
+  const { starts, calls } = await steadyLoad(10, 50, 2, 1)
+  assert.equal(starts.length, calls.length, 'one fsync per call at 20 calls/s')
+  for (const [i, c] of calls.entries()) {
+    assert.equal(starts[i], c.at, 'started at once')
+    assert.equal(c.resolvedAt, c.at + 2)
+  }
+})
+
+test('close() serves callers waiting for the interval at once', async () => {
+  const f = scriptedFs()
+  const clock = scriptedClock()
+  const wal = new WalSync({
+    walPath: '/x-wal',
+    logger: silentLogger(),
+    idleSyncMs: 0,
+    fs: f.fs,
+    minIntervalMs: 1000,
+    now: clock.now,
+    timers: clock.timers,
+  })
+  const a = wal.sync()
+  await turns()
+  f.fsyncs[0]?.done(null)
+  await a
+  const b = wal.sync()
+  await turns()
+  assert.equal(f.fsyncs.length, 1, 'b waits for the interval')
+  wal.close()
+  await turns()
+  assert.equal(f.fsyncs.length, 2, 'no waiting once closing')
+  f.fsyncs[1]?.done(null)
+  await b
+  assert.deepEqual(f.closed, [10])
+})
