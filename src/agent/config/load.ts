@@ -6,7 +6,7 @@
 // directory is created or a port is opened (exit 78, EX_CONFIG).
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
-import AjvModule, { type ErrorObject } from 'ajv'
+import type { ErrorObject } from 'ajv'
 import {
   LineCounter,
   isMap,
@@ -21,11 +21,9 @@ import { AgentConfigSchema, type AgentConfig } from './schema.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { semanticIssues } from './semantic.js'
 import { fileIssues } from './files.js'
+import { loadValidator } from './validator.js'
 
-// ajv ships CommonJS with a default export; under NodeNext it arrives wrapped.
-const Ajv = AjvModule.default
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true })
-const validateSchema = ajv.compile<AgentConfig>(AgentConfigSchema)
+const validateSchema = await loadValidator()
 
 export const ENV_PREFIX = 'EDGE_AGENT_'
 /** Environment variable naming the config file (not a config key). */
