@@ -3,7 +3,8 @@
 //
 // A batch is executed when it holds `maxBatch` operations (at once, inside
 // the enqueue() that filled it) or `windowMs` after its first operation,
-// whichever comes first. The window timer exists only while operations are
+// whichever comes first; the window stretches to `holdMs()` while the next
+// fsync may not start yet (a bounded fsync rate). The window timer exists only while operations are
 // pending: an idle store has no timer and does no work. `execute` runs
 // synchronously (better-sqlite3 is synchronous) and must settle every
 // operation it is given; if it throws, every operation of the batch is
@@ -41,6 +42,12 @@ export interface GroupCommitOptions<Op extends Settleable> {
   /** Runs one batch synchronously; must settle every operation. */
   readonly execute: (batch: Op[]) => void
   readonly timers?: GroupCommitTimers
+  /**
+   * Milliseconds the batch may wait beyond `windowMs`, asked when its first operation arrives: the time until the
+   * next fsync may start (storage/wal-sync.ts, rate bound). Committing sooner would acknowledge nothing sooner; waiting
+   * makes fewer, larger transactions. Default none.
+   */
+  readonly holdMs?: () => number
 }
 
 export class GroupCommit<Op extends Settleable> {
@@ -48,6 +55,7 @@ export class GroupCommit<Op extends Settleable> {
   readonly #windowMs: number
   readonly #execute: (batch: Op[]) => void
   readonly #timers: GroupCommitTimers
+  readonly #holdMs: (() => number) | undefined
   #pending: Op[] = []
   #timer: unknown = undefined
   #executing = false
@@ -60,6 +68,7 @@ export class GroupCommit<Op extends Settleable> {
     this.#windowMs = options.windowMs
     this.#execute = options.execute
     this.#timers = options.timers ?? defaultTimers
+    this.#holdMs = options.holdMs
   }
 
   /** Operations waiting for the next batch. */
@@ -77,10 +86,11 @@ export class GroupCommit<Op extends Settleable> {
       return
     }
     if (this.#timer === undefined) {
+      const ms = Math.max(this.#windowMs, this.#holdMs?.() ?? 0)
       this.#timer = this.#timers.setTimeout(() => {
         this.#timer = undefined
         this.flush()
-      }, this.#windowMs)
+      }, ms)
     }
   }
 

@@ -263,6 +263,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
         maxBatch: o.maxBatch ?? 256,
         windowMs: o.batchWindowMs ?? 0,
         execute: (batch) => executeBatch(this.#st, batch),
+        holdMs: () => lease.syncDelayMs(),
         ...(o.timers === undefined ? {} : { timers: o.timers }),
       })
       if (lastRun.loss !== null) this.#recordPowerLoss(lastRun.loss)

@@ -137,6 +137,8 @@ export interface SqliteDatabase {
    * the other modes. Acknowledge nothing before it resolves.
    */
   syncWal(): Promise<void>
+  /** Milliseconds until the fsync rate bound lets the next WAL fsync start (0: at once; always 0 unless 'full'). */
+  syncDelayMs(): number
   /** Release this lease (idempotent). The last lease checkpoints the WAL (TRUNCATE) and closes. */
   close(): void
 }
@@ -219,6 +221,10 @@ class Lease implements SqliteDatabase {
     return wal.sync().catch((err: unknown) => {
       throw new BufferError('EDGE_ERR_BUFFER_IO', (err as Error).message, { cause: err, retryable: true })
     })
+  }
+
+  syncDelayMs(): number {
+    return this.shared.wal?.delayMs() ?? 0
   }
 
   close(): void {

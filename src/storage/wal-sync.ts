@@ -130,6 +130,15 @@ export class WalSync {
     return this.#syncs
   }
 
+  /**
+   * Milliseconds until the rate bound lets the next fsync start (0: at once). A writer may hold its commit that long
+   * at no cost in latency: what it commits sooner is acknowledged no sooner.
+   */
+  delayMs(): number {
+    if (this.#minInterval === 0 || this.#closed) return 0
+    return Math.max(0, this.#lastStart + this.#minInterval - this.#now())
+  }
+
   /** Resolves once everything written to the WAL before this call is on stable storage. */
   sync(): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('wal sync is closed'))

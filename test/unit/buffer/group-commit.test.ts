@@ -161,3 +161,40 @@ test('rejects nonsense options', () => {
   assert.throws(() => new GroupCommit<Op>({ maxBatch: 0, windowMs: 1, execute: () => {} }), RangeError)
   assert.throws(() => new GroupCommit<Op>({ maxBatch: 1, windowMs: -1, execute: () => {} }), RangeError)
 })
+
+test('holdMs stretches the window of a batch while the next fsync may not start, never shortens it', () => {
+  const timers = new FakeTimers()
+  const batches: number[][] = []
+  let hold = 7
+  const gc = new GroupCommit<Op>({
+    maxBatch: 3,
+    windowMs: 2,
+    timers,
+    holdMs: () => hold,
+    execute: (b) => void batches.push(b.map((o) => o.n)),
+  })
+  gc.enqueue(op(1))
+  gc.enqueue(op(2))
+  assert.deepEqual(
+    [...timers.scheduled.values()].map((t) => t.ms),
+    [7],
+    'one timer, for the hold',
+  )
+  timers.run()
+  assert.deepEqual(batches, [[1, 2]])
+  hold = 0
+  gc.enqueue(op(3))
+  assert.deepEqual(
+    [...timers.scheduled.values()].map((t) => t.ms),
+    [2],
+    'no hold: the window',
+  )
+  timers.run()
+  hold = 50
+  // A full batch still commits at once, hold or not.
+  gc.enqueue(op(4))
+  gc.enqueue(op(5))
+  gc.enqueue(op(6))
+  assert.deepEqual(batches, [[1, 2], [3], [4, 5, 6]])
+  assert.equal(timers.pending, 0)
+})
