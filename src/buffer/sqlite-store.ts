@@ -73,7 +73,7 @@ import {
 import { executeBatch } from './commit-batch.js'
 import { checkIds, release, takeBatch } from './drain.js'
 import { DropAccounting } from './drop-accounting.js'
-import { DropLedger, type DurableDropTotals, type LedgerQuery, type LedgerRange } from './drop-ledger.js'
+import { DropLedger, type LedgerQuery, type LedgerRange } from './drop-ledger.js'
 import { GroupCommit, type GroupCommitTimers } from './group-commit.js'
 import type { LossReportTarget } from './loss-report.js'
 import { RunContinuity, type PowerLoss } from './continuity.js'
@@ -91,9 +91,9 @@ import {
   type NormalizedMessage,
   normalizeAppend,
   type PeekedMessage,
-  type QueueStats,
   type StoredMessage,
 } from './message-store.js'
+import { collectStats } from './stats.js'
 import { type Op, StoreState } from './store-state.js'
 import { TopicLedger } from './topic-ledger.js'
 
@@ -477,64 +477,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
   // Stats and health
 
   stats(): BufferStats {
-    const now = this.#st.now()
-    const s = this.#st.s
-    const queues: QueueStats[] = []
-    for (const [name, q] of [...this.#st.queues].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      let oldestId = Infinity
-      let oldestAt: number | null = null
-      if (s !== null && q.depth > 0) {
-        try {
-          for (const [p, n] of q.byPriority) {
-            if (n <= 0) continue
-            const r = s.oldestOfPriority.get(name, p) as { id: number; created_at: number } | undefined
-            if (r !== undefined && r.id < oldestId) {
-              oldestId = r.id
-              oldestAt = r.created_at
-            }
-          }
-        } catch (err) {
-          this.#st.logError(toBufferError(err, 'stats'), 'buffer stats query failed', {})
-        }
-      }
-      queues.push({
-        queue: name,
-        depth: q.depth,
-        bytes: q.bytes,
-        inFlight: this.#st.inFlightByQueue.get(name) ?? 0,
-        oldestAgeMs: oldestAt === null ? null : Math.max(0, now - oldestAt),
-      })
-    }
-    return {
-      durability: this.#st.lease?.durability ?? this.#o.durability ?? 'full',
-      health: this.health(),
-      queues,
-      totals: {
-        messages: this.#st.totalRows,
-        bytes: this.#st.totalBytes,
-        inFlight: this.#st.inFlight.size,
-        ...this.#st.counters,
-      },
-      drops: {
-        total: this.#st.drops.total,
-        byReason: this.#st.drops.byReason(),
-        byRule: this.#st.drops.byRule(),
-        sinceCreated: this.#durableDrops(),
-      },
-      rates: this.#st.rates(now),
-      limits: {
-        maxBytes: this.#st.maxBytes,
-        effectiveMaxBytes: Math.min(
-          this.#st.maxBytes,
-          this.#st.pressureCap ?? Infinity,
-          this.#st.reasons.has('disk-low') ? this.#st.totalBytes : Infinity,
-        ),
-        minFreeBytes: this.#st.minFreeBytes,
-        freeBytes: this.#st.disk?.freeBytes ?? null,
-      },
-      quarantine: this.#st.quarantine,
-      lastRun: this.#st.lastRun,
-    }
+    return collectStats(this.#st, this.#st.lease?.durability ?? this.#o.durability ?? 'full')
   }
 
   health(): BufferHealth {
@@ -557,17 +500,6 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
       return this.#st.dropLedger?.ranges(query) ?? []
     } catch (err) {
       throw this.#st.readFailure(err, 'drop ledger')
-    }
-  }
-
-  #durableDrops(): DurableDropTotals | null {
-    const l = this.#st.dropLedger
-    if (l === null) return null
-    try {
-      return l.totals()
-    } catch (err) {
-      this.#st.logError(toBufferError(err, 'stats'), 'buffer stats query failed', {})
-      return null
     }
   }
 
