@@ -56,6 +56,7 @@ import {
 
 import {
   DEFAULT_PACKET_GUARD_LIMITS,
+  type AckCheck,
   type GuardResult,
   type GuardViolation,
   type GuardViolationReason,
@@ -64,6 +65,7 @@ import {
 
 export {
   DEFAULT_PACKET_GUARD_LIMITS,
+  type AckCheck,
   type GuardResult,
   type GuardViolation,
   type GuardViolationReason,
@@ -102,6 +104,7 @@ const VARINT_WEIGHT = [1, 128, 16_384, 2_097_152]
 export class PacketGuard {
   readonly #preConnectMax: number
   readonly #maxPayload: number
+  readonly #acks: AckCheck | undefined
 
   #state = S_TYPE
   #byte1 = 0
@@ -125,7 +128,8 @@ export class PacketGuard {
   #clientId: string | undefined = undefined
   #violation: GuardViolation | undefined = undefined
 
-  constructor(limits: Partial<PacketGuardLimits> = {}) {
+  /** `acks`, when given, decides which non-zero packet ids a PUBACK, PUBREC, PUBREL or PUBCOMP may carry. */
+  constructor(limits: Partial<PacketGuardLimits> = {}, acks?: AckCheck) {
     const pre = limits.preConnectMaxBytes ?? DEFAULT_PACKET_GUARD_LIMITS.preConnectMaxBytes
     const payload = limits.maxPayloadBytes ?? DEFAULT_PACKET_GUARD_LIMITS.maxPayloadBytes
     if (!Number.isSafeInteger(pre) || pre < 0) throw new RangeError('preConnectMaxBytes must be a non-negative integer')
@@ -133,6 +137,7 @@ export class PacketGuard {
       throw new RangeError('maxPayloadBytes must be a non-negative integer')
     this.#preConnectMax = pre
     this.#maxPayload = payload
+    this.#acks = acks
   }
 
   /** Client id of a CONNECT that passed every check; undefined before that. */
@@ -247,7 +252,7 @@ export class PacketGuard {
     reason: GuardViolationReason,
     rule: string | undefined,
     detail: string,
-    extra?: { limit?: GuardViolation['limit']; connackReturnCode?: number; clientId?: string },
+    extra?: { limit?: GuardViolation['limit']; connackReturnCode?: number; clientId?: string; packetId?: number },
   ): GuardViolation {
     const clientId = extra?.clientId ?? this.#clientId
     return {
@@ -257,6 +262,7 @@ export class PacketGuard {
       ...(extra?.limit === undefined ? {} : { limit: extra.limit }),
       ...(extra?.connackReturnCode === undefined ? {} : { connackReturnCode: extra.connackReturnCode }),
       packetType: this.#byte1 >> 4,
+      ...(extra?.packetId === undefined ? {} : { packetId: extra.packetId }),
       ...(clientId === undefined ? {} : { clientId }),
     }
   }
@@ -383,12 +389,22 @@ export class PacketGuard {
       case PUBACK:
       case PUBREC:
       case PUBREL:
-      case PUBCOMP:
+      case PUBCOMP: {
         this.#state = S_TYPE
+        const id = (b[s]! << 8) | b[s + 1]!
         // no session ever uses packet identifier 0, so an acknowledgement of it is one it never sent
-        if (((b[s]! << 8) | b[s + 1]!) === 0)
+        if (id === 0)
           return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
+        if (this.#acks !== undefined && !this.#acks.accepts(this.#byte1 >> 4, id)) {
+          return this.#fail(
+            'unknown-packet-id',
+            '[MQTT-4.8.0-1]',
+            'acknowledgement of a packet identifier the session never used',
+            { packetId: id },
+          )
+        }
         return undefined
+      }
       default: // UNSUBSCRIBE
         this.#state = S_TYPE
         return this.#checkUnsubscribe(b, s, e)
