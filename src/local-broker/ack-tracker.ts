@@ -26,8 +26,9 @@
 // Persistent sessions (cleanSession 0): the identifiers of the in-flight
 // messages restored from the session are legitimate. The broker reads them
 // from its persistence once CONNACK is sent (`restoring`); until that read
-// ends every acknowledgement is accepted. A PUBREL on a persistent session is
-// always accepted: the client resends PUBREL after a reconnect [MQTT-4.4.0-1]
+// ends (and between CONNECT and CONNACK) every acknowledgement is accepted.
+// A PUBREL on a persistent session is always accepted: the client resends
+// PUBREL after a reconnect [MQTT-4.4.0-1]
 // and the broker must answer it with PUBCOMP [MQTT-4.3.3-2] even when the
 // PUBCOMP it sent on the previous connection was lost and the id is gone.
 import type { Duplex, Readable } from 'node:stream'
@@ -65,6 +66,15 @@ export class AckTracker {
   #topicLeft = 0
   #field = 0
   #fieldBytes = 0
+
+  /**
+   * The guard read a valid CONNECT. A persistent session's stored ids are not
+   * known before CONNACK, so what a client pipelines behind such a CONNECT is
+   * accepted; behind a clean session's CONNECT no id has been used yet.
+   */
+  connecting(persistent: boolean): void {
+    this.sessionStarted(persistent)
+  }
 
   /**
    * CONNACK 0 went out. For a persistent session, call `restored()` once the

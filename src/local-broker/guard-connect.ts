@@ -1,17 +1,22 @@
 // CONNECT validation of the packet guard (packet-guard.ts): the whole
 // CONNECT body, MQTT 3.1 (MQIsdp) and 3.1.1, in the region [s, e) of `b`.
-// Returns the client id of a CONNECT that passed every check, or the violation.
+// Returns what a CONNECT that passed every check asks for, or the violation.
 // `patch(at, value)` rewrites the byte at region offset `at` in the bytes
 // aedes will parse (MQTT 3.1 flags 3.1.1 reserves, see below).
 import { scanString, STR_CONTROL, STR_NUL, STR_OK, STR_UTF8, STR_WILDCARD } from './mqtt-strings.js'
 import { fail, type PartialViolation } from './guard-checks.js'
+
+export interface ValidConnect {
+  readonly clientId: string
+  readonly cleanSession: boolean
+}
 
 export function checkConnect(
   b: Buffer,
   s: number,
   e: number,
   patch: (at: number, value: number) => void,
-): PartialViolation | string {
+): PartialViolation | ValidConnect {
   let p = s
   if (e - p < 2) return fail('malformed', undefined, 'CONNECT too short for its protocol name')
   const nameLength = (b[p]! << 8) | b[p + 1]!
@@ -148,5 +153,5 @@ export function checkConnect(
       })
     }
   }
-  return clientId
+  return { clientId, cleanSession: (flags & 0x02) !== 0 }
 }

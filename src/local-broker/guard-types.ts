@@ -65,4 +65,6 @@ export interface GuardResult {
 export interface AckCheck {
   /** `type` is the control packet type (4 PUBACK … 7 PUBCOMP), `id` non-zero. */
   accepts(type: number, id: number): boolean
+  /** A valid CONNECT was read; acknowledgements pipelined behind it are checked before CONNACK. */
+  connecting?(persistent: boolean): void
 }

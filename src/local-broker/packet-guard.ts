@@ -410,8 +410,9 @@ export class PacketGuard {
 
   #connect(b: Buffer, s: number, e: number): GuardViolation | undefined {
     const r = checkConnect(b, s, e, (at, value) => this.#patch(b, s, at, value))
-    if (typeof r !== 'string') return this.#complete(r)
-    this.#clientId = r
+    if (!('cleanSession' in r)) return this.#complete(r)
+    this.#clientId = r.clientId
+    this.#acks?.connecting?.(!r.cleanSession)
     return undefined
   }
 

@@ -12,6 +12,7 @@ import {
   connectPacket,
   mqttString,
   packet,
+  publishPacket,
   rawConnection,
   CONNACK_ACCEPTED,
   type RawConnection,
@@ -42,6 +43,20 @@ async function waitForSequence(c: RawConnection, bytes: Buffer, from = 0): Promi
   }
 }
 
+/** Connects `clientId` on a clean session, sends `bytes` and expects the broker to close without answering. */
+async function closedAfterConnect(
+  t: { after(fn: () => unknown): void },
+  clientId: string,
+  bytes: Buffer,
+): Promise<void> {
+  const c = await rawConnection(t, agent.mqttPort)
+  c.socket.write(connectPacket({ clientId }))
+  assert.deepEqual(await c.waitForBytes(4), CONNACK_ACCEPTED)
+  c.socket.write(bytes)
+  await withTimeout(c.closed, 5_000, 'the broker to close the connection')
+  assert.equal(c.received().length, 4, 'nothing is answered')
+}
+
 for (const [name, first] of [
   ['PUBACK', 0x40],
   ['PUBREC', 0x50],
@@ -49,12 +64,7 @@ for (const [name, first] of [
   ['PUBCOMP', 0x70],
 ] as const) {
   test(`a ${name} for a packet id the session never used closes the connection without an answer [MQTT-4.8.0-1]`, async (t) => {
-    const c = await rawConnection(t, agent.mqttPort)
-    c.socket.write(connectPacket({ clientId: `unknown-id-${name}` }))
-    assert.deepEqual(await c.waitForBytes(4), CONNACK_ACCEPTED)
-    c.socket.write(ack(first, 4242))
-    await withTimeout(c.closed, 5_000, 'the broker to close the connection')
-    assert.equal(c.received().length, 4, 'nothing is answered')
+    await closedAfterConnect(t, `unknown-id-${name}`, ack(first, 4242))
     const line = await agent.waitForLog(
       (l) => l['reason'] === 'unknown-packet-id' && l['clientId'] === `unknown-id-${name}`,
       5_000,
@@ -126,6 +136,63 @@ test('after a reconnect with a persistent session, the restored in-flight ids ma
   again.socket.write(Buffer.concat([ack(0x40, id), PINGREQ]))
   await waitForSequence(again, PINGRESP, 4)
   assert.equal(again.socket.destroyed, false)
+})
+
+test('an acknowledgement of a restored id pipelined behind a persistent CONNECT is accepted [MQTT-4.4.0-1]', async (t) => {
+  const first = await rawConnection(t, agent.mqttPort)
+  first.socket.write(connectPacket({ clientId: 'persist-pipelined', flags: 0x00 }))
+  await first.waitForBytes(4)
+  first.socket.write(
+    packet(0x82, Buffer.concat([Buffer.from([0x00, 0x01]), mqttString('persist/pipe'), Buffer.from([0x01])])),
+  )
+  await first.waitForBytes(4 + 5)
+  const pub = await client(t, agent.mqttUrl)
+  await pub.publishAsync('persist/pipe', 'z', { qos: 1 })
+  const all = await first.waitForBytes(9 + 2 + 2 + 12 + 2 + 1)
+  const id = all.readUInt16BE(9 + 2 + 2 + 12)
+  first.socket.destroy()
+  await first.closed
+
+  const again = await rawConnection(t, agent.mqttPort)
+  // the PUBACK arrives before the broker has answered, let alone resent anything
+  again.socket.write(
+    Buffer.concat([connectPacket({ clientId: 'persist-pipelined', flags: 0x00 }), ack(0x40, id), PINGREQ]),
+  )
+  await waitForSequence(again, PINGRESP, 4)
+  assert.equal(again.socket.destroyed, false)
+})
+
+test('a PUBREL resent after a reconnect with a persistent session gets its PUBCOMP [MQTT-4.3.3-2] [MQTT-4.4.0-1]', async (t) => {
+  const first = await rawConnection(t, agent.mqttPort)
+  first.socket.write(connectPacket({ clientId: 'persist-pubrel', flags: 0x00 }))
+  await first.waitForBytes(4)
+  first.socket.write(publishPacket('persist/pubrel', Buffer.from('q2'), 2, 77))
+  assert.deepEqual((await first.waitForBytes(8)).subarray(4), ack(0x50, 77), 'PUBREC')
+  first.socket.write(ack(0x62, 77))
+  assert.deepEqual((await first.waitForBytes(12)).subarray(8), ack(0x70, 77), 'PUBCOMP')
+  first.socket.destroy()
+  await first.closed
+
+  // as if that PUBCOMP had been lost: the client resends its PUBREL
+  const again = await rawConnection(t, agent.mqttPort)
+  again.socket.write(connectPacket({ clientId: 'persist-pubrel', flags: 0x00 }))
+  await again.waitForBytes(4)
+  again.socket.write(ack(0x62, 77))
+  assert.deepEqual((await again.waitForBytes(8)).subarray(4), ack(0x70, 77))
+  assert.equal(again.socket.destroyed, false)
+})
+
+test('on a clean session, a PUBREL for an id whose exchange ended on an earlier connection closes it [MQTT-4.8.0-1]', async (t) => {
+  const first = await rawConnection(t, agent.mqttPort)
+  first.socket.write(connectPacket({ clientId: 'clean-pubrel' }))
+  await first.waitForBytes(4)
+  first.socket.write(publishPacket('clean/pubrel', Buffer.from('q2'), 2, 78))
+  await first.waitForBytes(8)
+  first.socket.write(ack(0x62, 78))
+  await first.waitForBytes(12)
+  first.socket.destroy()
+  await first.closed
+  await closedAfterConnect(t, 'clean-pubrel', ack(0x62, 78))
 })
 
 test('QoS 1 and 2 messages queued for an offline persistent session are delivered and acknowledged', async (t) => {
