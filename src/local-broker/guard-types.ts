@@ -24,12 +24,19 @@ export const DEFAULT_PACKET_GUARD_LIMITS: Readonly<PacketGuardLimits> = Object.f
  * - `protocol-violation`: the packet decodes but is not allowed here (packet
  *   order, packet types a client never sends, wildcards in a topic name,
  *   empty topic, packet identifier 0, unknown protocol name).
+ * - `unknown-packet-id`: a PUBACK, PUBREC, PUBREL or PUBCOMP for a non-zero
+ *   packet identifier the session never used (see ack-tracker.ts).
  * - `unsupported-protocol-version`: CONNECT with a protocol level we do not speak
  *   (CONNACK 0x01).
  * - `identifier-rejected`: CONNECT with a client id we must refuse (CONNACK 0x02).
  */
 export type GuardViolationReason =
-  'packet-too-large' | 'malformed' | 'protocol-violation' | 'unsupported-protocol-version' | 'identifier-rejected'
+  | 'packet-too-large'
+  | 'malformed'
+  | 'protocol-violation'
+  | 'unknown-packet-id'
+  | 'unsupported-protocol-version'
+  | 'identifier-rejected'
 
 export interface GuardViolation {
   readonly reason: GuardViolationReason
@@ -42,6 +49,8 @@ export interface GuardViolation {
   readonly connackReturnCode?: number
   /** Control packet type from the fixed header (1 = CONNECT … 14 = DISCONNECT). */
   readonly packetType: number
+  /** Packet identifier of an acknowledgement refused as `unknown-packet-id`. */
+  readonly packetId?: number
   /** The client id from the CONNECT, once it has been read. */
   readonly clientId?: string
 }
@@ -50,4 +59,12 @@ export interface GuardResult {
   /** How many leading bytes of the fed chunk may be passed on. */
   readonly pass: number
   readonly violation?: GuardViolation
+}
+
+/** Tells the guard which acknowledgements the session may send (ack-tracker.ts). */
+export interface AckCheck {
+  /** `type` is the control packet type (4 PUBACK … 7 PUBCOMP), `id` non-zero. */
+  accepts(type: number, id: number): boolean
+  /** A valid CONNECT was read; acknowledgements pipelined behind it are checked before CONNACK. */
+  connecting?(persistent: boolean): void
 }

@@ -30,6 +30,7 @@ import { Aedes, type AedesOptions, type AedesPublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { LocalBrokerError } from './errors.js'
 import { PacketGuard, type GuardViolation } from './packet-guard.js'
+import { AckTracker, connectionAcks, restoreAcks, trackAcks } from './ack-tracker.js'
 import { guardConnection, connectionGuard } from './guard-connection.js'
 import { LogLimiter } from './log-limiter.js'
 import { BrokerCounters } from './counters.js'
@@ -395,7 +396,10 @@ export class LocalBroker {
 
   #watch(aedes: Aedes): void {
     aedes.on('connackSent', (packet, client) => {
-      if (packet.returnCode === 0) connectionGuard(client.conn)?.authenticated()
+      if (packet.returnCode !== 0) return
+      connectionGuard(client.conn)?.authenticated()
+      const acks = connectionAcks(client.conn)
+      if (acks !== undefined) restoreAcks((aedes as { persistence?: unknown }).persistence, client, acks)
     })
     aedes.on('clientError', (client, err) => {
       this.#limiter.info('clientError', { clientId: client.id, err: err.message }, 'client error, connection closed')
@@ -436,10 +440,15 @@ export class LocalBroker {
       remoteAddress,
     })
     this.#counters.connectionsTotal++
-    const guard = new PacketGuard({
-      preConnectMaxBytes: this.#opts.limits.preConnectMaxBytes,
-      maxPayloadBytes: this.#opts.limits.maxPayloadBytes,
-    })
+    const acks = new AckTracker()
+    const guard = new PacketGuard(
+      {
+        preConnectMaxBytes: this.#opts.limits.preConnectMaxBytes,
+        maxPayloadBytes: this.#opts.limits.maxPayloadBytes,
+      },
+      acks,
+    )
+    trackAcks(conn, acks)
     guardConnection(conn, guard, (v) => this.#onViolation(v, remote))
     aedes.handle(conn, req)
   }
@@ -455,6 +464,8 @@ export class LocalBroker {
       detail: v.detail,
       limit: v.limit,
       returnCode: v.connackReturnCode,
+      packetType: v.packetType,
+      packetId: v.packetId,
     }
     if (v.reason === 'unsupported-protocol-version') {
       this.#limiter.warn(
@@ -462,6 +473,8 @@ export class LocalBroker {
         fields,
         'client refused: MQTT 5 and other protocol levels are not supported by the local broker (aedes speaks MQTT 3.1 and 3.1.1); connect with MQTT 3.1.1',
       )
+    } else if (v.reason === 'unknown-packet-id') {
+      this.#limiter.warn(key, fields, 'connection closed: acknowledgement of a packet id the session never used')
     } else if (v.limit) {
       this.#limiter.warn(key, fields, 'connection closed by limit')
     } else {

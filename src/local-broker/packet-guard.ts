@@ -30,6 +30,11 @@
  * - After the first violation the guard is closed for good: every later feed
  *   passes 0 bytes and returns that same violation.
  *
+ * Where things are: this file frames the stream, checks fixed headers and
+ * limits, and decides acknowledgements (whose ids ack-tracker.ts knows);
+ * guard-connect.ts validates a CONNECT body, guard-checks.ts a PUBLISH topic
+ * and SUBSCRIBE/UNSUBSCRIBE bodies.
+ *
  * `guardConnection()` (guard-connection.ts) wires a guard into a connection
  * by wrapping its `read()` (see the comment there for why not a Transform). The broker must call
  * `guard.authenticated()` (or `connectionGuard(conn)?.authenticated()`) once it
@@ -43,19 +48,12 @@
  * between the two; bytes pipelined in the same read as the CONNECT are fed
  * before it and held to the pre-connect limit.
  */
-import {
-  scanString,
-  STR_CONTROL,
-  STR_HASH_PLACEMENT,
-  STR_NUL,
-  STR_OK,
-  STR_PLUS_PLACEMENT,
-  STR_UTF8,
-  STR_WILDCARD,
-} from './mqtt-strings.js'
+import { checkConnect } from './guard-connect.js'
+import { checkPublish, checkSubscribe, checkUnsubscribe, type PartialViolation } from './guard-checks.js'
 
 import {
   DEFAULT_PACKET_GUARD_LIMITS,
+  type AckCheck,
   type GuardResult,
   type GuardViolation,
   type GuardViolationReason,
@@ -64,6 +62,7 @@ import {
 
 export {
   DEFAULT_PACKET_GUARD_LIMITS,
+  type AckCheck,
   type GuardResult,
   type GuardViolation,
   type GuardViolationReason,
@@ -102,6 +101,7 @@ const VARINT_WEIGHT = [1, 128, 16_384, 2_097_152]
 export class PacketGuard {
   readonly #preConnectMax: number
   readonly #maxPayload: number
+  readonly #acks: AckCheck | undefined
 
   #state = S_TYPE
   #byte1 = 0
@@ -125,7 +125,8 @@ export class PacketGuard {
   #clientId: string | undefined = undefined
   #violation: GuardViolation | undefined = undefined
 
-  constructor(limits: Partial<PacketGuardLimits> = {}) {
+  /** `acks`, when given, decides which non-zero packet ids a PUBACK, PUBREC, PUBREL or PUBCOMP may carry. */
+  constructor(limits: Partial<PacketGuardLimits> = {}, acks?: AckCheck) {
     const pre = limits.preConnectMaxBytes ?? DEFAULT_PACKET_GUARD_LIMITS.preConnectMaxBytes
     const payload = limits.maxPayloadBytes ?? DEFAULT_PACKET_GUARD_LIMITS.maxPayloadBytes
     if (!Number.isSafeInteger(pre) || pre < 0) throw new RangeError('preConnectMaxBytes must be a non-negative integer')
@@ -133,6 +134,7 @@ export class PacketGuard {
       throw new RangeError('maxPayloadBytes must be a non-negative integer')
     this.#preConnectMax = pre
     this.#maxPayload = payload
+    this.#acks = acks
   }
 
   /** Client id of a CONNECT that passed every check; undefined before that. */
@@ -247,7 +249,7 @@ export class PacketGuard {
     reason: GuardViolationReason,
     rule: string | undefined,
     detail: string,
-    extra?: { limit?: GuardViolation['limit']; connackReturnCode?: number; clientId?: string },
+    extra?: { limit?: GuardViolation['limit']; connackReturnCode?: number; clientId?: string; packetId?: number },
   ): GuardViolation {
     const clientId = extra?.clientId ?? this.#clientId
     return {
@@ -257,6 +259,7 @@ export class PacketGuard {
       ...(extra?.limit === undefined ? {} : { limit: extra.limit }),
       ...(extra?.connackReturnCode === undefined ? {} : { connackReturnCode: extra.connackReturnCode }),
       packetType: this.#byte1 >> 4,
+      ...(extra?.packetId === undefined ? {} : { packetId: extra.packetId }),
       ...(clientId === undefined ? {} : { clientId }),
     }
   }
@@ -372,193 +375,52 @@ export class PacketGuard {
       case PUBLISH: {
         this.#bodyLeft -= e - s
         this.#state = this.#bodyLeft === 0 ? S_TYPE : S_SKIP
-        return this.#checkPublish(b, s, e)
+        return this.#complete(checkPublish(b, s, e, this.#topicLength))
       }
       case CONNECT:
         this.#state = S_TYPE
-        return this.#checkConnect(b, s, e)
+        return this.#connect(b, s, e)
       case SUBSCRIBE:
         this.#state = S_TYPE
-        return this.#checkSubscribe(b, s, e)
+        return this.#complete(checkSubscribe(b, s, e))
       case PUBACK:
       case PUBREC:
       case PUBREL:
-      case PUBCOMP:
+      case PUBCOMP: {
         this.#state = S_TYPE
+        const id = (b[s]! << 8) | b[s + 1]!
         // no session ever uses packet identifier 0, so an acknowledgement of it is one it never sent
-        if (((b[s]! << 8) | b[s + 1]!) === 0)
+        if (id === 0)
           return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
+        if (this.#acks !== undefined && !this.#acks.accepts(this.#byte1 >> 4, id)) {
+          return this.#fail(
+            'unknown-packet-id',
+            '[MQTT-4.8.0-1]',
+            'acknowledgement of a packet identifier the session never used',
+            { packetId: id },
+          )
+        }
         return undefined
+      }
       default: // UNSUBSCRIBE
         this.#state = S_TYPE
-        return this.#checkUnsubscribe(b, s, e)
+        return this.#complete(checkUnsubscribe(b, s, e))
     }
   }
 
-  #checkPublish(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    const topicEnd = s + this.#topicLength
-    switch (scanString(b, s, topicEnd, STR_WILDCARD)) {
-      case STR_NUL:
-        return this.#fail('malformed', '[MQTT-4.7.3-2]', 'topic contains U+0000')
-      case STR_CONTROL:
-        return this.#fail('malformed', undefined, 'topic contains a control character (MQTT 3.1.1 §1.5.3)')
-      case STR_UTF8:
-        return this.#fail('malformed', '[MQTT-1.5.3-1]', 'topic is not well-formed UTF-8')
-      case STR_WILDCARD:
-        return this.#fail('protocol-violation', '[MQTT-3.3.2-2]', 'PUBLISH topic contains a wildcard')
-    }
-    if (topicEnd < e && ((b[topicEnd]! << 8) | b[topicEnd + 1]!) === 0) {
-      return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
-    }
+  #connect(b: Buffer, s: number, e: number): GuardViolation | undefined {
+    const r = checkConnect(b, s, e, (at, value) => this.#patch(b, s, at, value))
+    if (!('cleanSession' in r)) return this.#complete(r)
+    this.#clientId = r.clientId
+    this.#acks?.connecting?.(!r.cleanSession)
     return undefined
   }
 
-  #checkConnect(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    let p = s
-    if (e - p < 2) return this.#fail('malformed', undefined, 'CONNECT too short for its protocol name')
-    const nameLength = (b[p]! << 8) | b[p + 1]!
-    p += 2
-    // name, level, flags, keep alive
-    if (e - p < nameLength + 4) return this.#fail('malformed', undefined, 'CONNECT variable header truncated')
-    const isMqtt = nameLength === 4 && b[p] === 0x4d && b[p + 1] === 0x51 && b[p + 2] === 0x54 && b[p + 3] === 0x54
-    const isMqisdp =
-      nameLength === 6 &&
-      b[p] === 0x4d &&
-      b[p + 1] === 0x51 &&
-      b[p + 2] === 0x49 &&
-      b[p + 3] === 0x73 &&
-      b[p + 4] === 0x64 &&
-      b[p + 5] === 0x70
-    p += nameLength
-    if (!isMqtt && !isMqisdp) return this.#fail('protocol-violation', '[MQTT-3.1.2-1]', 'unknown protocol name')
-    // Bit 7 is the bridge bit (0x83/0x84) that Mosquitto bridges send with try_private;
-    // mqtt-packet and aedes accept it, so the guard does too.
-    const level = b[p]! & 0x7f
-    if (level !== (isMqtt ? 4 : 3)) {
-      // an MQTT 5 CONNECT lands here: the rest of it is not ours to validate
-      return this.#fail('unsupported-protocol-version', '[MQTT-3.1.2-2]', 'unsupported protocol level', {
-        connackReturnCode: 0x01,
-      })
-    }
-    let flags = b[p + 1]!
-    const flagsAt = p + 1 - s
-    p += 4
-    const will = (flags & 0x04) !== 0
-    const willQos = (flags >> 3) & 3
-    if (level === 3) {
-      // MQTT 3.1 reserves bit 0 without requiring it to be 0, and says nothing
-      // of Will QoS/Retain without a Will; Mosquitto accepts such a CONNECT.
-      // mqtt-packet applies 3.1.1's rules to every level, so the bits that
-      // 3.1.1 forbids are cleared in the bytes it will parse.
-      const normalized = will ? flags & ~0x01 : flags & ~0x39
-      if (normalized !== flags) {
-        this.#patch(b, s, flagsAt, normalized)
-        flags = normalized
-      }
-      if (will && willQos === 3) return this.#fail('malformed', undefined, 'Will QoS is 3')
-    } else {
-      if ((flags & 0x01) !== 0) return this.#fail('malformed', '[MQTT-3.1.2-3]', 'CONNECT reserved flag is set')
-      if (will) {
-        if (willQos === 3) return this.#fail('malformed', '[MQTT-3.1.2-14]', 'Will QoS is 3')
-      } else {
-        if (willQos !== 0) return this.#fail('malformed', '[MQTT-3.1.2-13]', 'Will QoS set without the Will flag')
-        if ((flags & 0x20) !== 0)
-          return this.#fail('malformed', '[MQTT-3.1.2-15]', 'Will Retain set without the Will flag')
-      }
-    }
-    const hasUser = (flags & 0x80) !== 0
-    const hasPassword = (flags & 0x40) !== 0
-    if (hasPassword && !hasUser)
-      return this.#fail('malformed', '[MQTT-3.1.2-22]', 'password flag set without user name flag')
-
-    // Payload. Every field is a 2-byte length and that many bytes, in this order.
-    if (e - p < 2) return this.#fail('malformed', '[MQTT-3.1.3-3]', 'client identifier missing')
-    const idLength = (b[p]! << 8) | b[p + 1]!
-    p += 2
-    if (e - p < idLength) return this.#fail('malformed', '[MQTT-3.1.3-3]', 'client identifier truncated')
-    const idStart = p
-    switch (scanString(b, p, p + idLength, STR_OK)) {
-      case STR_NUL:
-        return this.#fail('malformed', '[MQTT-1.5.3-2]', 'client identifier contains U+0000')
-      case STR_CONTROL:
-        return this.#fail('malformed', undefined, 'client identifier contains a control character (MQTT 3.1.1 §1.5.3)')
-      case STR_UTF8:
-        return this.#fail('malformed', '[MQTT-1.5.3-1]', 'client identifier is not well-formed UTF-8')
-    }
-    p += idLength
-    const clientId = b.toString('utf8', idStart, p)
-    const known = { clientId }
-
-    if (will) {
-      if (e - p < 2) return this.#fail('malformed', '[MQTT-3.1.2-9]', 'Will Topic missing', known)
-      const topicLength = (b[p]! << 8) | b[p + 1]!
-      p += 2
-      if (e - p < topicLength) return this.#fail('malformed', '[MQTT-3.1.2-9]', 'Will Topic truncated', known)
-      if (topicLength === 0) return this.#fail('protocol-violation', '[MQTT-4.7.3-1]', 'Will Topic is empty', known)
-      switch (scanString(b, p, p + topicLength, STR_WILDCARD)) {
-        case STR_NUL:
-          return this.#fail('malformed', '[MQTT-4.7.3-2]', 'Will Topic contains U+0000', known)
-        case STR_CONTROL:
-          return this.#fail(
-            'malformed',
-            undefined,
-            'Will Topic contains a control character (MQTT 3.1.1 §1.5.3)',
-            known,
-          )
-        case STR_UTF8:
-          return this.#fail('malformed', '[MQTT-1.5.3-1]', 'Will Topic is not well-formed UTF-8', known)
-        case STR_WILDCARD:
-          return this.#fail('protocol-violation', '[MQTT-4.7.1-1]', 'Will Topic contains a wildcard', known)
-      }
-      p += topicLength
-      if (e - p < 2) return this.#fail('malformed', '[MQTT-3.1.2-9]', 'Will Message missing', known)
-      const messageLength = (b[p]! << 8) | b[p + 1]!
-      p += 2
-      if (e - p < messageLength) return this.#fail('malformed', '[MQTT-3.1.2-9]', 'Will Message truncated', known)
-      p += messageLength
-    }
-    if (hasUser) {
-      if (e - p < 2) return this.#fail('malformed', '[MQTT-3.1.2-19]', 'user name missing', known)
-      const userLength = (b[p]! << 8) | b[p + 1]!
-      p += 2
-      if (e - p < userLength) return this.#fail('malformed', '[MQTT-3.1.2-19]', 'user name truncated', known)
-      switch (scanString(b, p, p + userLength, STR_OK)) {
-        case STR_NUL:
-          return this.#fail('malformed', '[MQTT-1.5.3-2]', 'user name contains U+0000', known)
-        case STR_CONTROL:
-          return this.#fail('malformed', undefined, 'user name contains a control character (MQTT 3.1.1 §1.5.3)', known)
-        case STR_UTF8:
-          return this.#fail('malformed', '[MQTT-3.1.3-11]', 'user name is not well-formed UTF-8', known)
-      }
-      p += userLength
-    }
-    if (hasPassword) {
-      // binary data: any bytes are allowed
-      if (e - p < 2) return this.#fail('malformed', '[MQTT-3.1.2-21]', 'password missing', known)
-      const passwordLength = (b[p]! << 8) | b[p + 1]!
-      p += 2
-      if (e - p < passwordLength) return this.#fail('malformed', '[MQTT-3.1.2-21]', 'password truncated', known)
-      p += passwordLength
-    }
-    if (p !== e) return this.#fail('malformed', undefined, 'CONNECT has bytes after its last field', known)
-
-    // Identifier checks come last: [MQTT-3.1.4-1] wants a malformed CONNECT
-    // closed without any CONNACK, so only a well-formed one earns code 0x02.
-    if (idLength === 0) {
-      if (level === 3) {
-        // MQTT 3.1 §3.1: the client id is 1 to 23 characters (aedes checks the upper bound)
-        return this.#fail('identifier-rejected', undefined, 'MQTT 3.1 CONNECT with an empty client identifier', {
-          connackReturnCode: 0x02,
-        })
-      }
-      if ((flags & 0x02) === 0) {
-        return this.#fail('identifier-rejected', '[MQTT-3.1.3-8]', 'empty client identifier without clean session', {
-          connackReturnCode: 0x02,
-        })
-      }
-    }
-    this.#clientId = clientId
-    return undefined
+  /** Completes a validator's violation with what the guard knows. */
+  #complete(v: PartialViolation | undefined): GuardViolation | undefined {
+    if (v === undefined) return undefined
+    const clientId = v.clientId ?? this.#clientId
+    return { ...v, packetType: this.#byte1 >> 4, ...(clientId === undefined ? {} : { clientId }) }
   }
 
   /** Writes one byte of the CONNECT region, in the inspected copy and in the chunks passed on. */
@@ -567,64 +429,5 @@ export class PacketGuard {
     for (const [chunk, start, regionOffset, length] of this.#pieces ?? []) {
       if (at >= regionOffset && at < regionOffset + length) chunk[start + at - regionOffset] = value
     }
-  }
-
-  #checkSubscribe(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    if (e - s < 2) return this.#fail('malformed', undefined, 'SUBSCRIBE too short for its packet identifier')
-    if (((b[s]! << 8) | b[s + 1]!) === 0)
-      return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
-    let p = s + 2
-    if (p === e) return this.#fail('protocol-violation', '[MQTT-3.8.3-3]', 'SUBSCRIBE without a topic filter')
-    while (p < e) {
-      if (e - p < 2) return this.#fail('malformed', undefined, 'topic filter length truncated')
-      const length = (b[p]! << 8) | b[p + 1]!
-      p += 2
-      if (e - p < length + 1) return this.#fail('malformed', undefined, 'topic filter or requested QoS truncated')
-      const v = this.#checkFilter(b, p, p + length)
-      if (v !== undefined) return v
-      p += length
-      const options = b[p++]!
-      // the spec's own id for this statement reads "3-8", not "3.8"
-      if ((options & 0xfc) !== 0)
-        return this.#fail('malformed', '[MQTT-3-8.3-4]', 'requested QoS byte has reserved bits set')
-      if (options === 3) return this.#fail('malformed', '[MQTT-3-8.3-4]', 'requested QoS is 3')
-    }
-    return undefined
-  }
-
-  #checkUnsubscribe(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    if (e - s < 2) return this.#fail('malformed', undefined, 'UNSUBSCRIBE too short for its packet identifier')
-    if (((b[s]! << 8) | b[s + 1]!) === 0)
-      return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
-    let p = s + 2
-    if (p === e) return this.#fail('protocol-violation', '[MQTT-3.10.3-2]', 'UNSUBSCRIBE without a topic filter')
-    while (p < e) {
-      if (e - p < 2) return this.#fail('malformed', undefined, 'topic filter length truncated')
-      const length = (b[p]! << 8) | b[p + 1]!
-      p += 2
-      if (e - p < length) return this.#fail('malformed', undefined, 'topic filter truncated')
-      const v = this.#checkFilter(b, p, p + length)
-      if (v !== undefined) return v
-      p += length
-    }
-    return undefined
-  }
-
-  #checkFilter(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    if (s === e) return this.#fail('protocol-violation', '[MQTT-4.7.3-1]', 'empty topic filter')
-    switch (scanString(b, s, e, STR_HASH_PLACEMENT)) {
-      case STR_NUL:
-        return this.#fail('malformed', '[MQTT-4.7.3-2]', 'topic filter contains U+0000')
-      case STR_CONTROL:
-        return this.#fail('malformed', undefined, 'topic filter contains a control character (MQTT 3.1.1 §1.5.3)')
-      case STR_UTF8:
-        return this.#fail('malformed', '[MQTT-1.5.3-1]', 'topic filter is not well-formed UTF-8')
-      // aedes 1.2 validateTopic() misses these next to the start or end (`a#`, `+a`, `a+/b`, `a/+b`)
-      case STR_HASH_PLACEMENT:
-        return this.#fail('protocol-violation', '[MQTT-4.7.1-2]', "'#' is not alone in the last level")
-      case STR_PLUS_PLACEMENT:
-        return this.#fail('protocol-violation', '[MQTT-4.7.1-3]', "'+' does not fill a whole level")
-    }
-    return undefined
   }
 }
