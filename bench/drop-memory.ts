@@ -15,6 +15,7 @@
 // native = VmRSS − RssFile − V8 heap total: what is resident and neither file-backed (the node
 // binary, shared libraries: code) nor committed to the V8 heap (which includes JIT code space),
 // i.e. malloc (SQLite page cache, statement cache, OpenSSL, libuv), ArrayBuffers and stacks.
+// Also sampled once idle (upstream down, nothing sent) and once the fill is over (phases in the CSV).
 // Output: one table per build at fixed minutes, the least-squares slope per hour of each column
 // (whole run, and from minute 5 on), and every sample as CSV.
 //
@@ -85,6 +86,8 @@ export function parseBuilds(raw: string | undefined): Build[] {
 
 interface Sample {
   build: string
+  /** 'idle' (upstream down, nothing sent yet), 'filled' (the fill phase over, evicting), 'steady'. */
+  phase: string
   /** Seconds since the steady phase began. */
   t: number
   rssKb: number
@@ -191,6 +194,34 @@ async function runBuild(build: Build, t0Barrier: () => Promise<number>): Promise
     await up.stop() // from now on the upstream refuses connections: everything stays in the buffer
     const status = async (): Promise<StatusBody> => (await getJson(adminPort, '/status')).body as StatusBody
     const evicted = async (): Promise<number> => (await status()).buffer?.drops?.byReason?.['evicted-full'] ?? 0
+    const sample = async (t0: number, phase?: string): Promise<Sample> => {
+      const proc = readProcMemory(agent.pid)
+      const stats = await ask(agent.child, { type: 'stats' })
+      if (stats.type !== 'stats') throw new Error('probe: unexpected reply')
+      const st = await status()
+      const mu = stats.memoryUsage
+      const heapTotalKb = mu.heapTotal / 1024
+      return {
+        build: build.label,
+        phase: phase ?? 'steady',
+        t: (Date.now() - t0) / 1000,
+        rssKb: proc.rssKb,
+        fileKb: proc.fileKb,
+        anonKb: proc.anonKb,
+        heapTotalKb,
+        heapUsedKb: mu.heapUsed / 1024,
+        externalKb: mu.external / 1024,
+        arrayBuffersKb: mu.arrayBuffers / 1024,
+        v8MallocKb: (stats.heap['malloced_memory'] ?? 0) / 1024,
+        nativeKb: proc.rssKb - proc.fileKb - heapTotalKb,
+        dbKb: fileKb(join(dataDir, 'edge-agent.db')),
+        walKb: fileKb(join(dataDir, 'edge-agent.db-wal')),
+        evicted: st.buffer?.drops?.byReason?.['evicted-full'] ?? 0,
+        appended: st.buffer?.totals?.appended ?? 0,
+      }
+    }
+    const tStart = Date.now()
+    const pre: Sample[] = [await sample(tStart, 'idle')]
     const url = `mqtt://127.0.0.1:${port}`
     const common = {
       EDGE_BENCH_ROLE: 'pub',
@@ -206,6 +237,7 @@ async function runBuild(build: Build, t0Barrier: () => Promise<number>): Promise
     await fill.next('done', 600_000)
     await waitFor(async () => (await evicted()) > 0, { what: `${build.label}: buffer evicting`, timeoutMs: 60_000 })
     await fill.started.stop()
+    pre.push(await sample(tStart, 'filled'))
     log(`${build.label}: buffer full and evicting`)
 
     const durationMs = MINUTES * 60_000
@@ -225,35 +257,13 @@ async function runBuild(build: Build, t0Barrier: () => Promise<number>): Promise
       () => (finished = true),
       () => (finished = true),
     )
-    const samples: Sample[] = []
+    const samples: Sample[] = [...pre]
     const maxSamples = Math.ceil(durationMs / (SAMPLE_S * 1000)) + 10
     for (let i = 0; i < maxSamples; i++) {
       const wakeAt = t0 + i * SAMPLE_S * 1000
       const wait = wakeAt - Date.now()
       if (wait > 0) await new Promise((r) => setTimeout(r, wait))
-      const proc = readProcMemory(agent.pid)
-      const stats = await ask(agent.child, { type: 'stats' })
-      if (stats.type !== 'stats') throw new Error('probe: unexpected reply')
-      const st = await status()
-      const mu = stats.memoryUsage
-      const heapTotalKb = mu.heapTotal / 1024
-      samples.push({
-        build: build.label,
-        t: (Date.now() - t0) / 1000,
-        rssKb: proc.rssKb,
-        fileKb: proc.fileKb,
-        anonKb: proc.anonKb,
-        heapTotalKb,
-        heapUsedKb: mu.heapUsed / 1024,
-        externalKb: mu.external / 1024,
-        arrayBuffersKb: mu.arrayBuffers / 1024,
-        v8MallocKb: (stats.heap['malloced_memory'] ?? 0) / 1024,
-        nativeKb: proc.rssKb - proc.fileKb - heapTotalKb,
-        dbKb: fileKb(join(dataDir, 'edge-agent.db')),
-        walKb: fileKb(join(dataDir, 'edge-agent.db-wal')),
-        evicted: st.buffer?.drops?.byReason?.['evicted-full'] ?? 0,
-        appended: st.buffer?.totals?.appended ?? 0,
-      })
+      samples.push(await sample(t0))
       if (i % Math.max(1, Math.round(60 / SAMPLE_S)) === 0) {
         const s = samples[samples.length - 1] as Sample
         log(
@@ -301,10 +311,18 @@ const COLUMNS: readonly [string, (s: Sample) => number][] = [
   ['WAL', (s) => s.walKb],
 ]
 
-export function buildTable(samples: readonly Sample[]): Row[] {
+export function buildTable(all: readonly Sample[]): Row[] {
   const marks = [0, 1, 2, 5, 10, 15, 20, 25, 30, 45, 60].filter((m) => m <= MINUTES)
   if (!marks.includes(MINUTES)) marks.push(MINUTES)
   const rows: Row[] = []
+  const row = (label: string, s: Sample): Row => {
+    const r: Row = { min: label }
+    for (const [name, f] of COLUMNS) r[`${name} MB`] = fmt(f(s) / 1024, 1)
+    r['evicted'] = s.evicted
+    return r
+  }
+  for (const s of all) if (s.phase !== 'steady') rows.push(row(`${s.phase} (${fmt(s.t, 0)} s after start)`, s))
+  const samples = all.filter((s) => s.phase === 'steady')
   for (const m of marks) {
     let best: Sample | undefined
     for (const s of samples) if (best === undefined || Math.abs(s.t - m * 60) < Math.abs(best.t - m * 60)) best = s
@@ -318,11 +336,11 @@ export function buildTable(samples: readonly Sample[]): Row[] {
     ['slope MB/h (all)', 0],
     ['slope MB/h (5 min on)', 300],
   ] as const) {
-    const row: Row = { min: label }
+    const r: Row = { min: label }
     const pts = samples.filter((s) => s.t >= from)
-    for (const [name, f] of COLUMNS) row[`${name} MB`] = fmt(slopePerHour(pts.map((s) => [s.t, f(s) / 1024])), 2)
-    row['evicted'] = fmt(slopePerHour(pts.map((s) => [s.t, s.evicted])), 0)
-    rows.push(row)
+    for (const [name, f] of COLUMNS) r[`${name} MB`] = fmt(slopePerHour(pts.map((s) => [s.t, f(s) / 1024])), 2)
+    r['evicted'] = fmt(slopePerHour(pts.map((s) => [s.t, s.evicted])), 0)
+    rows.push(r)
   }
   return rows
 }
