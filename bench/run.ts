@@ -64,6 +64,15 @@ const scenarios: Scenario[] = [
     run: memoryScenario,
   },
   optionalBench('buffer-append', './buffer-append.ts', 'runBufferBench', 'SQLite store-and-forward append throughput'),
+  {
+    ...optionalBench(
+      'drop-memory',
+      './drop-memory.ts',
+      'runDropMemoryBench',
+      'RSS, heap and native memory over a long run at a steady rate with the buffer full and evicting',
+    ),
+    byDefault: false,
+  },
   optionalBench(
     'ingest',
     './ingest.ts',

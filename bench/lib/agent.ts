@@ -108,6 +108,8 @@ export interface LaunchOptions {
   /** Laid over process.env (e.g. deployedEnv()). */
   readonly env: NodeJS.ProcessEnv
   readonly onStdout?: (chunk: string) => void
+  /** Another build's main.js (default AGENT_MAIN). */
+  readonly main?: string
 }
 
 /**
@@ -118,7 +120,7 @@ export interface LaunchOptions {
 export async function launchAgent(o: LaunchOptions): Promise<Started> {
   const proc = await spawnTracked(
     process.execPath,
-    [...(o.nodeFlags ?? []), ...agentNodeArgs(), AGENT_MAIN, 'run', '--config', o.configFile],
+    [...(o.nodeFlags ?? []), ...agentNodeArgs(), o.main ?? AGENT_MAIN, 'run', '--config', o.configFile],
     {
       name: 'edge-agent',
       fdLimit: o.fdLimit ?? 65_536,
