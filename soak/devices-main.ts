@@ -38,6 +38,8 @@ class Device {
   readonly seq: Record<StreamKind, number> = { telemetry: 0, events: 0, q0: 0 }
   /** QoS 1 numbers published and not yet acknowledged. */
   readonly pending: Record<'telemetry' | 'events', Set<number>> = { telemetry: new Set(), events: new Set() }
+  /** QoS 1 numbers in flight when a connection was lost: mqtt.js resends them, the agent may store both copies. */
+  readonly resent: Record<'telemetry' | 'events', Set<number>> = { telemetry: new Set(), events: new Set() }
   next = {
     telemetry: Number.POSITIVE_INFINITY,
     burst: Number.POSITIVE_INFINITY,
@@ -177,6 +179,9 @@ function connectDevice(d: Device): Promise<void> {
         first = false
         resolve()
       }
+    })
+    client.on('close', () => {
+      for (const kind of ['telemetry', 'events'] as const) for (const n of d.pending[kind]) d.resent[kind].add(n)
     })
     client.on('error', (err) => {
       state.connectErrors++
@@ -348,7 +353,10 @@ function streams(): SentStream[] {
   const out: SentStream[] = []
   for (const d of state.devices) {
     for (const kind of ['telemetry', 'events'] as const) {
-      if (d.seq[kind] > 0) out.push({ id: `${d.spec.id}/${kind}`, sent: d.seq[kind], unacked: [...d.pending[kind]] })
+      if (d.seq[kind] > 0) {
+        const id = `${d.spec.id}/${kind}`
+        out.push({ id, sent: d.seq[kind], unacked: [...d.pending[kind]], resent: [...d.resent[kind]] })
+      }
     }
   }
   return out

@@ -758,7 +758,13 @@ async function month(o: Options, w: World): Promise<RunResult> {
   // A message stored and never acknowledged to its device (in flight at a kill, or held by a device whose
   // certificate lapsed) may be dropped by policy without being in the acknowledged count.
   const unackedAtEnd = f.streams.reduce((n, st) => n + st.unacked.length, 0)
-  const accounts = closeAccounts(f.streams, sink.qos1, qos1Dropped, (drops.durable ? 0 : tolerance) + unackedAtEnd)
+  const accounts = closeAccounts(
+    f.streams,
+    sink.qos1,
+    qos1Dropped,
+    (drops.durable ? 0 : tolerance) + unackedAtEnd,
+    drops.durable,
+  )
   const q0Dropped = sumOf(total.byRule.q0 ?? {})
   let q0Delivered = 0
   for (const id of sink.qos0.streams()) q0Delivered += sink.qos0.stream(id)?.seqs.size ?? 0
@@ -865,7 +871,9 @@ async function month(o: Options, w: World): Promise<RunResult> {
     })(),
     accounts,
     accountingExactness: drops.durable
-      ? 'exact: drop counts are durable totals'
+      ? `drop counts are durable totals: exact when the difference is 0; below 0 by at most ${accounts.possibleCopies} ` +
+        `messages resent after a lost connection (the agent may hold two copies) + ${unackedAtEnd} never acknowledged ` +
+        'is approximate; above 0 is a loss'
       : `approximate across ${drops.unobservedEnds} process ends (drop counts restart with each process): ` +
         `tolerance ${tolerance} drops of the last poll interval before each end + ${unackedAtEnd} messages never acknowledged`,
     lossReports: { ...sink.lossReports, announced: reportedDrops, counted: countedReportable },
