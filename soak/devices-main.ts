@@ -15,6 +15,7 @@ import type {
   DevicesInput,
   DevicesProgress,
   DevicesToParent,
+  Lapse,
   ParentToDevices,
   SoakPayload,
   StreamKind,
@@ -37,6 +38,8 @@ class Device {
   readonly seq: Record<StreamKind, number> = { telemetry: 0, events: 0, q0: 0 }
   /** QoS 1 numbers published and not yet acknowledged. */
   readonly pending: Record<'telemetry' | 'events', Set<number>> = { telemetry: new Set(), events: new Set() }
+  /** QoS 1 numbers in flight when a connection was lost: mqtt.js resends them, the agent may store both copies. */
+  readonly resent: Record<'telemetry' | 'events', Set<number>> = { telemetry: new Set(), events: new Set() }
   next = {
     telemetry: Number.POSITIVE_INFINITY,
     burst: Number.POSITIVE_INFINITY,
@@ -49,6 +52,14 @@ class Device {
   lapsed = false
   /** The new key of a renewal that got no answer: asked again for the same key (see PendingKey in src/certs). */
   pendingKeyPem: string | undefined
+  /** The current renewal round: when its first attempt was made, how many, how the last one ended. */
+  round = {
+    startedAt: null as number | null,
+    attempts: 0,
+    lastAt: null as number | null,
+    lastError: null as string | null,
+    lastHintSec: null as number | null,
+  }
 
   constructor(
     readonly spec: DeviceSpec,
@@ -114,7 +125,9 @@ const state = {
   sent: 0,
   acked: 0,
   qos0Sent: 0,
-  lapses: [] as { id: string; atDay: number }[],
+  lapses: [] as Lapse[],
+  renewalLongestRoundSec: null as number | null,
+  renewalMaxHintSec: null as number | null,
   minCertMarginSec: null as number | null,
   minServerMarginSec: null as number | null,
   lastError: null as string | null,
@@ -137,6 +150,8 @@ function progress(): DevicesProgress {
     renewals: state.renewals,
     renewalFailures: state.renewalFailures,
     lapses: state.lapses,
+    renewalLongestRoundSec: state.renewalLongestRoundSec,
+    renewalMaxHintSec: state.renewalMaxHintSec,
     minCertMarginSec: state.minCertMarginSec,
     minServerMarginSec: state.minServerMarginSec,
     lastError: state.lastError,
@@ -164,6 +179,9 @@ function connectDevice(d: Device): Promise<void> {
         first = false
         resolve()
       }
+    })
+    client.on('close', () => {
+      for (const kind of ['telemetry', 'events'] as const) for (const n of d.pending[kind]) d.resent[kind].add(n)
     })
     client.on('error', (err) => {
       state.connectErrors++
@@ -223,6 +241,10 @@ async function renew(d: Device): Promise<void> {
   if (client === undefined || !client.connected || d.renewing) return
   d.renewing = true
   const again = d.pendingKeyPem !== undefined
+  const startedAt = Date.now()
+  d.round.startedAt ??= startedAt
+  d.round.attempts++
+  d.round.lastAt = startedAt
   try {
     d.pendingKeyPem ??= (await generateKeyPair()).privateKeyPem
     // A short wait: a reply lost to an agent restart must leave time to ask again before the certificate lapses.
@@ -238,6 +260,10 @@ async function renew(d: Device): Promise<void> {
     d.pendingKeyPem = undefined
     d.installCert(r.certPem, r.keyPem)
     state.renewals++
+    const roundSec = (Date.now() - (d.round.startedAt ?? startedAt)) / 1000
+    if (state.renewalLongestRoundSec === null || roundSec > state.renewalLongestRoundSec)
+      state.renewalLongestRoundSec = roundSec
+    d.round = { startedAt: null, attempts: 0, lastAt: null, lastError: null, lastHintSec: null }
     // Use the new certificate on the next connection, soon: a device does not wait for the old one to lapse.
     d.next.reconnect = Math.min(d.next.reconnect, Date.now() + Math.random() * d.input.daySec * 100)
   } catch (err) {
@@ -252,6 +278,10 @@ async function renew(d: Device): Promise<void> {
     state.lastError = `${d.spec.id} renewal: ${why}`
     // As advised ('busy', 'too-early', 'rate-limited'), else soon.
     const hintSec = err instanceof RenewalRefusedError ? err.retryAfterSec : undefined
+    d.round.lastError = why
+    d.round.lastHintSec = hintSec ?? null
+    if (hintSec !== undefined && (state.renewalMaxHintSec === null || hintSec > state.renewalMaxHintSec))
+      state.renewalMaxHintSec = hintSec
     d.next.renew = Date.now() + (hintSec ?? 1) * 1000
   } finally {
     d.renewing = false
@@ -279,7 +309,18 @@ function tick(): void {
       if (state.minCertMarginSec === null || margin < state.minCertMarginSec) state.minCertMarginSec = margin
       if (margin <= 0 && !d.lapsed) {
         d.lapsed = true
-        state.lapses.push({ id: d.spec.id, atDay: dayOf(now) })
+        const r = d.round
+        state.lapses.push({
+          id: d.spec.id,
+          atDay: dayOf(now),
+          roundStartDay: r.startedAt === null ? null : dayOf(r.startedAt),
+          attempts: r.attempts,
+          lastError: r.lastError,
+          lastHintSec: r.lastHintSec,
+          sinceLastAttemptDays: r.lastAt === null ? null : (now - r.lastAt) / (i.daySec * 1000),
+          connected: d.client?.connected === true,
+          renewing: d.renewing,
+        })
       }
       if (now >= d.next.renew) void renew(d) // errors are counted inside
     }
@@ -312,7 +353,10 @@ function streams(): SentStream[] {
   const out: SentStream[] = []
   for (const d of state.devices) {
     for (const kind of ['telemetry', 'events'] as const) {
-      if (d.seq[kind] > 0) out.push({ id: `${d.spec.id}/${kind}`, sent: d.seq[kind], unacked: [...d.pending[kind]] })
+      if (d.seq[kind] > 0) {
+        const id = `${d.spec.id}/${kind}`
+        out.push({ id, sent: d.seq[kind], unacked: [...d.pending[kind]], resent: [...d.resent[kind]] })
+      }
     }
   }
   return out

@@ -13,8 +13,9 @@
 // 2 when the run could not be made.
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { estimateMessageBytes } from '../src/buffer/index.js'
@@ -42,6 +43,13 @@ const REMOTE_PREFIX = 'site/soak/'
 const QOS1_RULES = ['telemetry', 'events']
 const RSS_GROWTH_LIMIT = 10 * 1048576
 const RATE_TOLERANCE = 1.1
+/**
+ * Signs that the machine, not the agent, was short of CPU: the soak's own
+ * event loop (which does almost nothing) stalled this long, or the 1-minute
+ * load exceeded this many runnable tasks per core.
+ */
+const STARVED_LOOP_DELAY_MS = 1000
+const STARVED_LOAD_PER_CORE = 2
 
 interface Options {
   readonly daySec: number
@@ -382,6 +390,13 @@ interface Sample extends PlotRow {
   /** The buffer's own byte count (estimateMessageBytes) and message count. */
   readonly bufferBytes: number
   readonly bufferMessages: number
+  /** V8 heap in use (the agent's /status): RSS growth outside it is native memory. */
+  readonly heapUsedBytes: number
+  /** The soak's own event-loop delay, highest since the previous sample, and the 1-minute load: starvation. */
+  readonly soakLoopDelayMs: number
+  readonly load1: number
+  /** How long /status took to answer. */
+  readonly statusMs: number
 }
 
 /** A counter that restarts at 0 in every agent process, summed over the run. */
@@ -401,7 +416,7 @@ class LifetimeSum {
 }
 
 interface StatusView {
-  readonly process?: { readonly pid?: number }
+  readonly process?: { readonly pid?: number; readonly heapUsedBytes?: number }
   readonly buffer?: {
     readonly totals?: { readonly messages?: number; readonly bytes?: number; readonly appended?: number }
   }
@@ -555,8 +570,11 @@ async function month(o: Options, w: World): Promise<RunResult> {
   let statusFailures = 0
   let statusGapStart: number | null = null
   let longestStatusGapMs = 0
+  let statusMs = 0
   const poll = async (): Promise<StatusView | undefined> => {
+    const asked = Date.now()
     const r = await getJson(w.ports.admin, '/status', 3000).catch(() => undefined)
+    statusMs = Date.now() - asked
     if (r === undefined || r.status !== 200) {
       statusFailures++
       statusGapStart ??= Date.now()
@@ -590,6 +608,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
   }
 
   let lastStatus: StatusView | undefined
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 })
+  loopDelay.enable()
   const sample = async (): Promise<void> => {
     const s = await poll()
     if (s !== undefined) lastStatus = s
@@ -627,8 +647,13 @@ async function month(o: Options, w: World): Promise<RunResult> {
         issuedCerts: f.issuedCerts,
         bufferBytes: s.buffer?.totals?.bytes ?? 0,
         bufferMessages: s.buffer?.totals?.messages ?? 0,
+        heapUsedBytes: s.process?.heapUsedBytes ?? 0,
+        soakLoopDelayMs: loopDelay.max / 1e6,
+        load1: loadavg()[0] ?? 0,
+        statusMs,
       })
     }
+    loopDelay.reset()
     if (Math.floor(d) > lastProgressDay) {
       lastProgressDay = Math.floor(d)
       const pr = progress
@@ -733,7 +758,13 @@ async function month(o: Options, w: World): Promise<RunResult> {
   // A message stored and never acknowledged to its device (in flight at a kill, or held by a device whose
   // certificate lapsed) may be dropped by policy without being in the acknowledged count.
   const unackedAtEnd = f.streams.reduce((n, st) => n + st.unacked.length, 0)
-  const accounts = closeAccounts(f.streams, sink.qos1, qos1Dropped, (drops.durable ? 0 : tolerance) + unackedAtEnd)
+  const accounts = closeAccounts(
+    f.streams,
+    sink.qos1,
+    qos1Dropped,
+    (drops.durable ? 0 : tolerance) + unackedAtEnd,
+    drops.durable,
+  )
   const q0Dropped = sumOf(total.byRule.q0 ?? {})
   let q0Delivered = 0
   for (const id of sink.qos0.streams()) q0Delivered += sink.qos0.stream(id)?.seqs.size ?? 0
@@ -751,8 +782,27 @@ async function month(o: Options, w: World): Promise<RunResult> {
   const starts = [...agent.lifetimes.map((l) => l.startedAtDay), Infinity]
   const rssSlopes = agent.lifetimes.map((l, i) => {
     const xs = samples.filter((x) => x.day >= l.startedAtDay + 1 && x.day < (starts[i + 1] ?? Infinity))
-    return { fromDay: l.startedAtDay, mbPerDay: slope(xs.map((x) => [x.day, x.rssBytes / 1048576])) }
+    return {
+      fromDay: l.startedAtDay,
+      mbPerDay: slope(xs.map((x) => [x.day, x.rssBytes / 1048576])),
+      heapMbPerDay: slope(xs.map((x) => [x.day, x.heapUsedBytes / 1048576])),
+    }
   })
+  const cores = availableParallelism()
+  const host = {
+    cores,
+    load1Mean: mean(samples.map((x) => x.load1)),
+    load1Max: Math.max(0, ...samples.map((x) => x.load1)),
+    soakLoopDelayMaxMs: Math.max(0, ...samples.map((x) => x.soakLoopDelayMs)),
+    soakLoopDelayOver1sSamples: samples.filter((x) => x.soakLoopDelayMs > STARVED_LOOP_DELAY_MS).length,
+    statusMsMax: Math.max(0, ...samples.map((x) => x.statusMs)),
+  }
+  const starved =
+    host.soakLoopDelayMaxMs > STARVED_LOOP_DELAY_MS || host.load1Max > STARVED_LOAD_PER_CORE * cores
+      ? `the machine was short of CPU: the soak's own event loop stalled up to ${host.soakLoopDelayMaxMs.toFixed(0)} ms ` +
+        `(${host.soakLoopDelayOver1sSamples} samples over ${STARVED_LOOP_DELAY_MS} ms), 1-minute load up to ` +
+        `${host.load1Max.toFixed(1)} on ${cores} cores`
+      : null
   const maxRate = linkUpAt === null ? 0 : sink.maxRate(linkUpAt, drainedAt ?? endAt, 5)
   const expiredHandshakes = Object.entries(refusedHandshakes)
     .filter(([k]) => /expir/i.test(k))
@@ -821,7 +871,9 @@ async function month(o: Options, w: World): Promise<RunResult> {
     })(),
     accounts,
     accountingExactness: drops.durable
-      ? 'exact: drop counts are durable totals'
+      ? `drop counts are durable totals: exact when the difference is 0; below 0 by at most ${accounts.possibleCopies} ` +
+        `messages resent after a lost connection (the agent may hold two copies) + ${unackedAtEnd} never acknowledged ` +
+        'is approximate; above 0 is a loss'
       : `approximate across ${drops.unobservedEnds} process ends (drop counts restart with each process): ` +
         `tolerance ${tolerance} drops of the last poll interval before each end + ${unackedAtEnd} messages never acknowledged`,
     lossReports: { ...sink.lossReports, announced: reportedDrops, counted: countedReportable },
@@ -850,6 +902,7 @@ async function month(o: Options, w: World): Promise<RunResult> {
       peak: Math.max(...samples.map((s) => s.rssBytes)),
       slopes: rssSlopes,
     },
+    host: { ...host, starved },
     admin: { statusFailures, longestStatusGapSec: longestStatusGapMs / 1000 },
     store: { day20: store20, day30: store30, peak: Math.max(...samples.map((s) => s.dbBytes + s.walBytes)) },
     drain: {
@@ -882,6 +935,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
   process.stdout.write(table(o, summary, accounts, png) + '\n')
   const failed = checks.filter((c) => !c.ok)
   for (const c of failed) log(`FAILED: ${c.name}: ${c.detail}`)
+  // A failure on a starved machine may be the machine's: say so, never pass it.
+  if (failed.length > 0 && starved !== null) log(`FAILED on a starved machine: ${starved}`)
   return { exitCode: failed.length === 0 ? 0 : 1 }
 }
 
@@ -932,7 +987,15 @@ function table(
       day30: number | null
       growth: number | null
       peak: number
-      slopes: { fromDay: number; mbPerDay: number | null }[]
+      slopes: { fromDay: number; mbPerDay: number | null; heapMbPerDay: number | null }[]
+    }
+    host: {
+      cores: number
+      load1Mean: number | null
+      load1Max: number
+      soakLoopDelayMaxMs: number
+      statusMsMax: number
+      starved: string | null
     }
     admin: { statusFailures: number; longestStatusGapSec: number }
     store: { day20: number | null; day30: number | null; peak: number }
@@ -987,6 +1050,20 @@ function table(
       `${x.certificates.renewals} renewals, ${x.certificates.renewalFailures} failed attempts, ${x.certificates.lapses.length} lapsed; least time left ${simH(x.certificates.minCertMarginSec)}`,
     ],
     [
+      'renewal rounds (first attempt to new certificate)',
+      `longest ${x.devicesAtEnd.renewalLongestRoundSec === null ? '-' : simH(x.devicesAtEnd.renewalLongestRoundSec)}; ` +
+        `largest retry hint ${x.devicesAtEnd.renewalMaxHintSec === null ? '-' : `${x.devicesAtEnd.renewalMaxHintSec} s`}` +
+        x.devicesAtEnd.lapses
+          .map(
+            (l) =>
+              `; lapsed ${l.id} at day ${l.atDay.toFixed(2)}: ${l.attempts} attempts since day ` +
+              `${l.roundStartDay === null ? '-' : l.roundStartDay.toFixed(2)}, last ${l.lastError ?? '-'} ` +
+              `(hint ${l.lastHintSec ?? '-'} s, ${l.sinceLastAttemptDays === null ? '-' : l.sinceLastAttemptDays.toFixed(2)} days before)` +
+              `${l.renewing ? ', attempt still open' : ''}${l.connected ? '' : ', disconnected'}`,
+          )
+          .join(''),
+    ],
+    [
       'failed renewal attempts by cause',
       Object.entries(x.devicesAtEnd.renewalErrors)
         .map(([k, n]) => `${k}: ${n}`)
@@ -1008,8 +1085,19 @@ function table(
     [
       'RSS slope within each process (MB per simulated day)',
       x.rss.slopes
-        .map((r) => `from day ${r.fromDay.toFixed(1)}: ${r.mbPerDay === null ? '-' : r.mbPerDay.toFixed(2)}`)
+        .map(
+          (r) =>
+            `from day ${r.fromDay.toFixed(1)}: ${r.mbPerDay === null ? '-' : r.mbPerDay.toFixed(2)}` +
+            ` (V8 heap ${r.heapMbPerDay === null ? '-' : r.heapMbPerDay.toFixed(2)})`,
+        )
         .join('; '),
+    ],
+    [
+      'machine load (starvation)',
+      `1-minute load mean ${x.host.load1Mean === null ? '-' : x.host.load1Mean.toFixed(1)}, max ${x.host.load1Max.toFixed(1)} ` +
+        `on ${x.host.cores} cores; the soak's event loop stalled up to ${x.host.soakLoopDelayMaxMs.toFixed(0)} ms; ` +
+        `slowest /status ${x.host.statusMsMax} ms` +
+        (x.host.starved === null ? '' : ' — **starved**: a failed check may be the machine, not the agent'),
     ],
     [
       '/status polls unanswered (3 s timeout)',

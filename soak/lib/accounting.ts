@@ -74,6 +74,12 @@ export interface SentStream {
   readonly id: string
   readonly sent: number
   readonly unacked: readonly number[]
+  /**
+   * Numbers that were in flight when a connection was lost, so resent: the
+   * agent may hold two copies, and a copy it drops is a drop with nothing
+   * missing. Absent: none.
+   */
+  readonly resent?: readonly number[]
 }
 
 export interface Accounts {
@@ -90,18 +96,24 @@ export interface Accounts {
   readonly dropped: number
   /** missing − dropped: 0 when the books close. */
   readonly difference: number
+  /** Messages the agent may have stored twice (resent after a lost connection): how far below 0 it may go. */
+  readonly possibleCopies: number
   readonly verdict: 'exact' | 'approximate' | 'open'
 }
 
 /**
  * @param dropped QoS 1 messages the agent counted as dropped by policy.
- * @param tolerance |difference| allowed because drop counts are not durable across a kill (0 once they are).
+ * @param tolerance |difference| allowed besides the possible copies: drops a kill hid from counts that are not
+ *   durable, and messages never acknowledged to their device (the agent may have stored and dropped them).
+ * @param durable the drop counts are durable totals: then missing > dropped is a loss nobody counted, whatever
+ *   the tolerance, and only a difference below 0 (copies and unacknowledged messages dropped) is approximate.
  */
 export function closeAccounts(
   sent: readonly SentStream[],
   delivered: DeliveryTracker,
   dropped: number,
   tolerance: number,
+  durable = false,
 ): Accounts {
   let acknowledged = 0
   let deliveredUnique = 0
@@ -110,11 +122,13 @@ export function closeAccounts(
   let outOfOrder = 0
   let phantom = delivered.malformedCount
   let missing = 0
+  let possibleCopies = 0
   const known = new Set<string>()
   for (const s of sent) {
     known.add(s.id)
     const unacked = new Set(s.unacked)
     acknowledged += s.sent - unacked.size
+    possibleCopies += new Set(s.resent ?? []).size
     const seen = delivered.stream(s.id)
     const seqs = seen?.seqs ?? new Set<number>()
     duplicates += seen?.duplicates ?? 0
@@ -133,8 +147,9 @@ export function closeAccounts(
   }
   const difference = missing - dropped
   const clean = phantom === 0 && outOfOrder === 0
-  const verdict =
-    clean && difference === 0 ? 'exact' : clean && Math.abs(difference) <= tolerance ? 'approximate' : 'open'
+  const slack = tolerance + possibleCopies
+  const within = durable ? difference < 0 && -difference <= slack : Math.abs(difference) <= slack
+  const verdict = clean && difference === 0 ? 'exact' : clean && within ? 'approximate' : 'open'
   return {
     acknowledged,
     deliveredUnique,
@@ -145,6 +160,7 @@ export function closeAccounts(
     missing,
     dropped,
     difference,
+    possibleCopies,
     verdict,
   }
 }

@@ -49,7 +49,10 @@ export interface DevicesProgress {
   readonly renewals: number
   readonly renewalFailures: number
   /** Devices whose newest certificate expired before it was renewed. */
-  readonly lapses: readonly { readonly id: string; readonly atDay: number }[]
+  readonly lapses: readonly Lapse[]
+  /** Longest renewal round (first attempt to the new certificate), seconds, and the largest retry hint received. */
+  readonly renewalLongestRoundSec: number | null
+  readonly renewalMaxHintSec: number | null
   /** Smallest time left on a device's newest certificate seen so far, seconds. */
   readonly minCertMarginSec: number | null
   /** Smallest time left on the server certificate seen at a connect, seconds. */
@@ -81,3 +84,18 @@ export interface SoakPayload {
 
 export const STREAM_KINDS = ['telemetry', 'events', 'q0'] as const
 export type StreamKind = (typeof STREAM_KINDS)[number]
+
+/** A device whose newest certificate expired, and how its last renewal round went. */
+export interface Lapse {
+  readonly id: string
+  readonly atDay: number
+  /** When the round's first attempt was made (simulated day), null if none was. */
+  readonly roundStartDay: number | null
+  readonly attempts: number
+  readonly lastError: string | null
+  readonly lastHintSec: number | null
+  /** Simulated days between the last attempt and the lapse. */
+  readonly sinceLastAttemptDays: number | null
+  readonly connected: boolean
+  readonly renewing: boolean
+}

@@ -14,6 +14,8 @@ export interface PlotRow {
   readonly droppedExpired: number
   readonly droppedOther: number
   readonly cpuPct: number
+  /** V8 heap in use; 0 when unknown. */
+  readonly heapUsedBytes?: number
 }
 
 export const GNUPLOT_INSTALL = 'apt-get install -y gnuplot-nox'
@@ -34,7 +36,7 @@ export function plot(
   const mb = (b: number) => (b / 1048576).toFixed(3)
   writeFileSync(
     data,
-    ['# day\trss_mb\tdb_mb\twal_mb\tdepth\tevicted\texpired\tother\tcpu_pct']
+    ['# day\trss_mb\tdb_mb\twal_mb\tdepth\tevicted\texpired\tother\tcpu_pct\theap_mb']
       .concat(
         rows.map((r) =>
           [
@@ -47,6 +49,7 @@ export function plot(
             r.droppedExpired,
             r.droppedOther,
             r.cpuPct.toFixed(1),
+            mb(r.heapUsedBytes ?? 0),
           ].join('\t'),
         ),
       )
@@ -66,8 +69,8 @@ set key left top
 set xrange [0:*]
 ${marks}
 set ylabel 'MB'
-set title 'agent RSS'
-plot '${data}' using 1:2 with lines lw 2 title 'RSS'
+set title 'agent RSS and V8 heap in use'
+plot '${data}' using 1:2 with lines lw 2 title 'RSS', '' using 1:10 with lines lw 2 title 'V8 heap used'
 set title 'database and WAL size'
 plot '${data}' using 1:3 with lines lw 2 title 'database', '' using 1:4 with lines lw 2 title 'WAL'
 set ylabel 'messages'

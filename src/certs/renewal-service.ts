@@ -24,7 +24,10 @@
 // agent. When the queue holds more than about BUSY_WAIT_MS of work, a request
 // is answered 'busy' with a retryAfterSec spread over the backlog, so that a
 // device's wait for a reply is bounded and the retries do not come back as
-// one herd.
+// one herd. A device whose certificate is running out is never sent away
+// past half of the time it has left, and one that could not come back in time
+// waits in the queue instead: 'busy' must not turn a slow gateway into a lapsed
+// certificate.
 // Every refusal is a reply with a stable error code and, where waiting helps,
 // retryAfterSec; the device never has to guess. A hint is never shorter than
 // the rate limit still in force for the device, so a device that retries
@@ -219,14 +222,18 @@ export class RenewalService {
     this.#prune(mono)
 
     if (this.#admitted > 0 && this.#estimatedWaitMs() > BUSY_WAIT_MS) {
-      // Not counted against the rate limit: the device is told when to come back.
-      this.#lastRequest.delete(input.id)
-      stamped = undefined
-      return refuse(
-        'busy',
-        'the gateway is answering many renewals; ask again after retryAfterSec with the same key',
-        this.#busyRetryMs(mono) / 1000,
-      )
+      const leftMs = input.credential.notAfter - this.#o.guard.trustedNow()
+      // A device with less than two busy waits left is queued: it may not get another chance.
+      if (leftMs > 2 * BUSY_WAIT_MS) {
+        // Not counted against the rate limit: the device is told when to come back.
+        this.#lastRequest.delete(input.id)
+        stamped = undefined
+        return refuse(
+          'busy',
+          'the gateway is answering many renewals; ask again after retryAfterSec with the same key',
+          Math.min(this.#busyRetryMs(mono), leftMs / 2) / 1000,
+        )
+      }
     }
     return this.#queued(() => this.#decide(input, refuse))
   }

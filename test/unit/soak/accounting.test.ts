@@ -118,3 +118,19 @@ test('durable drop totals (buffer.drops.sinceCreated) are taken as they are, acr
     false,
   )
 })
+
+test('with durable drop counts, dropped copies of resent messages make the books approximate, a loss never', () => {
+  const d = delivered([
+    ['a/telemetry', 1],
+    ['a/telemetry', 3],
+  ])
+  // 2 was in flight at a lost connection and resent: the agent held two copies and dropped one (and 3 once).
+  const resent = [{ id: 'a/telemetry', sent: 3, unacked: [], resent: [2] }]
+  assert.equal(closeAccounts(resent, d, 2, 0, true).possibleCopies, 1)
+  assert.equal(closeAccounts(resent, d, 2, 0, true).difference, -1)
+  assert.equal(closeAccounts(resent, d, 2, 0, true).verdict, 'approximate')
+  assert.equal(closeAccounts(resent, d, 3, 0, true).verdict, 'open', 'more drops than copies could explain')
+  // Missing more than was dropped is a loss, whatever the tolerance, once the counts are durable.
+  assert.equal(closeAccounts(resent, d, 0, 5, true).verdict, 'open')
+  assert.equal(closeAccounts(resent, d, 0, 5, false).verdict, 'approximate')
+})
