@@ -3,7 +3,10 @@
 // (beacon.ts), republished on the local broker whenever what is known about
 // the agents above changes.
 import type { Logger } from 'pino'
-import type { AgentInfo, Bridge, BridgeStatus, CapturedPublish, LocalMessage } from './bridge.js'
+import type { AgentInfo, Bridge } from './bridge.js'
+import type { BridgeStatus } from './bridge-status.js'
+import type { CapturedPublish } from './capture.js'
+import type { LocalMessage } from './inbound.js'
 import { BEACON_TOPIC, composeBeacon, encodeBeacon, sameBeacon, type AgentBeacon } from './beacon.js'
 
 export interface BridgeGroupOptions {

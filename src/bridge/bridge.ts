@@ -18,10 +18,13 @@
 // device PUBLISH packets only), so nothing that came from an upstream is
 // ever sent upward again: no loop through one agent.
 //
-// Parts: drain.ts sends rows from the buffer and writes the acks back;
-// loop-detector.ts reads the upstream agent's beacon; upstream-connection.ts
-// keeps the MQTT session (mqtt-session.ts) connected. This class wires them,
-// captures, delivers inbound messages and reports status.
+// Parts: capture.ts stores what devices publish (states 1 → 2); drain.ts
+// sends rows from the buffer and writes the acks back (2 → 4); inbound.ts
+// subscribes and delivers downward; loop-detector.ts reads the upstream
+// agent's beacon; status-messages.ts keeps the retained status topic;
+// bridge-status.ts counts drops and shapes status(); upstream-connection.ts
+// keeps the MQTT session (mqtt-session.ts) connected. This class wires them
+// and owns the lifecycle.
 //
 // Loops between agents (A → B → A, any cycle): see beacon.ts. On MQTT 5
 // upstreams, subscriptions carry No Local and messages carry the
@@ -35,16 +38,20 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { MessageStore } from '../buffer/index.js'
 import { BEACON_TOPIC, type AgentBeacon } from './beacon.js'
+import { DropCounts, type BridgeStatus } from './bridge-status.js'
+import { Capture, type CapturedPublish } from './capture.js'
 import { UpstreamControl, type ControlChannel } from './control-channel.js'
-import { Drain, USER_PROP_VIA } from './drain.js'
+import { Drain } from './drain.js'
 import { EchoGuard } from './echo-guard.js'
 import { BridgeError } from './errors.js'
+import { Inbound, type LocalMessage } from './inbound.js'
 import { LoopDetector } from './loop-detector.js'
-import type { ConnectInfo, InboundMessage, OutboundMessage, ProtocolVersion } from './mqtt-session.js'
-import { RateWindow, TokenBucket, TopicRateLimiter } from './rate.js'
+import type { ConnectInfo, InboundMessage, ProtocolVersion } from './mqtt-session.js'
+import { RateWindow, TokenBucket } from './rate.js'
 import { parseRuleSet, type BridgeRule, type BridgeRuleInput } from './rule.js'
+import { StatusMessages } from './status-messages.js'
 import type { TlsMaterial } from './transport.js'
-import { UpstreamConnection, redactUrl, type ConnectionStats, type UpstreamState } from './upstream-connection.js'
+import { UpstreamConnection, redactUrl } from './upstream-connection.js'
 
 /**
  * One upstream as configured: the agent's config slice (upstreams[]),
@@ -97,22 +104,6 @@ export interface UpstreamOptions {
   readonly rules: readonly BridgeRuleInput[]
 }
 
-/** A message the bridge asks the local broker to deliver (inbound). */
-export interface LocalMessage {
-  readonly topic: string
-  readonly payload: Buffer
-  readonly qos: 0 | 1 | 2
-  readonly retain: boolean
-}
-
-/** A device's PUBLISH as the local broker's capture hook sees it. */
-export interface CapturedPublish {
-  readonly topic: string
-  readonly payload: Buffer | string
-  readonly qos: 0 | 1 | 2
-  readonly retain: boolean
-}
-
 export interface AgentInfo {
   /** Random per process (beacon.ts). */
   readonly id: string
@@ -138,48 +129,6 @@ export interface BridgeOptions {
   readonly random?: () => number
 }
 
-export type BridgeDropReason =
-  'offline-qos0' | 'rate-limited' | 'upstream-rejected' | 'too-large' | 'echo' | 'loop' | 'no-rule'
-
-export interface BridgeStatus {
-  readonly name: string
-  readonly url: string
-  readonly protocolVersion: number
-  readonly clientId: string
-  readonly state: UpstreamState
-  readonly connected: boolean
-  /** ISO time of the last state change (connected / disconnected since). */
-  readonly since: string
-  readonly inflight: number
-  readonly window: number
-  readonly backlog: { readonly depth: number; readonly bytes: number; readonly oldestAgeMs: number | null }
-  readonly rates: { readonly sentPerSec: number; readonly ackedPerSec: number; readonly receivedPerSec: number }
-  readonly totals: {
-    readonly captured: number
-    readonly sent: number
-    readonly acked: number
-    readonly resent: number
-    readonly received: number
-    readonly attempts: number
-    readonly connects: number
-    readonly disconnects: number
-  }
-  /** Bridge drops (never stored) plus the buffer's drops of this upstream's rules, by reason. */
-  readonly drops: Readonly<Record<string, number>>
-  /** The same drops per rule id (bridge drops that belong to a rule, and the buffer's). */
-  readonly dropsByRule: Readonly<Record<string, Readonly<Record<string, number>>>>
-  readonly lastError: ConnectionStats['lastError']
-  /** The upstream agent, if it is an edge-agent. */
-  readonly peer: { readonly id: string; readonly site: string; readonly level: number } | null
-  /** Set while forwarding is paused because it would loop. */
-  readonly loop: {
-    readonly code: 'EDGE_ERR_BRIDGE_LOOP_DETECTED'
-    readonly peerSite: string
-    readonly since: string
-  } | null
-  readonly rules: number
-}
-
 export interface BridgeEvents {
   connected: [info: ConnectInfo]
   disconnected: [err: Error | undefined]
@@ -197,27 +146,23 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly #log: Logger
   readonly #now: () => number
   readonly #store: MessageStore
-  readonly #outRules: BridgeRule[]
-  readonly #inRules: BridgeRule[]
   readonly #conn: UpstreamConnection
+  readonly #capture: Capture
   readonly #drain: Drain
+  readonly #inbound: Inbound
   readonly #loop: LoopDetector
+  readonly #statusMessages: StatusMessages
   readonly #version: ProtocolVersion
   readonly #clientId: string
   readonly #url: URL
-  readonly #statusTopic: string | undefined
   readonly #echo: EchoGuard
-  readonly #limiters = new Map<string, TopicRateLimiter>()
   readonly #rates: RateWindow
-  readonly #drops = new Map<BridgeDropReason, number>()
-  /** rule id → bridge drops of that rule (the ones a rule is known for). */
-  readonly #dropsByRule = new Map<string, Map<BridgeDropReason, number>>()
-  readonly #counts = { captured: 0, resent: 0, received: 0 }
+  readonly #drops = new DropCounts()
+  #resent = 0
 
   #started = false
   #stopping: Promise<void> | undefined
   #timer: NodeJS.Timeout | undefined
-  #subscribedOnce = false
   readonly #control: UpstreamControl
   readonly #onAppended = (queues: readonly string[]): void => {
     if (queues.includes(this.upstream)) this.#drain.kick()
@@ -233,29 +178,13 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     this.#log = options.logger.child({ component: 'bridge', upstream: u.name })
     this.#store = options.store
     this.rules = parseRules(u)
-    this.#outRules = this.rules.filter((r) => r.forwardsOut)
-    this.#inRules = this.rules.filter((r) => r.forwardsIn)
-    for (const r of this.#outRules) {
-      if (r.maxRatePerTopic > 0) this.#limiters.set(r.id, new TopicRateLimiter(r.maxRatePerTopic, this.#now))
-    }
     this.#version = u.protocolVersion === 4 ? 4 : 5
     this.#url = new URL(u.url)
     const urlUser = this.#url.username === '' ? undefined : decodeURIComponent(this.#url.username)
     const urlPassword = this.#url.password === '' ? undefined : Buffer.from(decodeURIComponent(this.#url.password))
     this.#clientId = u.clientId !== '' ? u.clientId : `edge-agent.${options.agent.site}.${u.name}`
-    this.#statusTopic = u.status.enabled
-      ? u.status.topic.replace(/\{site\}/g, options.agent.site).replace(/\{upstream\}/g, u.name)
-      : undefined
+    this.#statusMessages = new StatusMessages({ ...u.status, upstream: u.name, agent: options.agent, now: this.#now })
     this.#echo = new EchoGuard({ windowMs: 30_000, maxEntries: 10_000, now: this.#now })
-    const will =
-      this.#statusTopic === undefined
-        ? undefined
-        : {
-            topic: this.#statusTopic,
-            payload: this.#statusPayload('offline', 'connection lost', false),
-            qos: 1 as const,
-            retain: true,
-          }
     this.#conn = new UpstreamConnection({
       name: u.name,
       url: this.#url,
@@ -277,7 +206,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       connectTimeoutMs: u.connectTimeoutMs,
       maxInflight: u.inflight,
       bridgeFlag: u.bridgeFlag,
-      will,
+      will: this.#statusMessages.will(),
       reconnect: u.reconnect,
       onMessage: (msg) => this.#onInbound(msg),
       logger: this.#log,
@@ -285,6 +214,23 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       ...(options.random === undefined ? {} : { random: options.random }),
     })
     this.#control = new UpstreamControl(this.#conn)
+    this.#capture = new Capture({
+      queue: u.name,
+      store: options.store,
+      rules: this.rules,
+      connected: () => this.connected,
+      drop: (reason, rule) => this.#drops.add(reason, rule),
+      now: this.#now,
+    })
+    this.#inbound = new Inbound({
+      rules: this.rules,
+      agentId: options.agent.id,
+      version: this.#version,
+      echo: this.#echo,
+      publishLocal: options.publishLocal,
+      drop: (reason) => this.#drops.add(reason),
+      logger: this.#log,
+    })
     this.#loop = new LoopDetector({
       enabled: u.loopDetection,
       agentId: options.agent.id,
@@ -307,12 +253,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       bucket: maxRate > 0 ? new TokenBucket(maxRate, Math.max(1, Math.ceil(maxRate / 10)), this.#now) : undefined,
       echoRules: new Set(this.rules.filter((r) => r.direction === 'both').map((r) => r.id)),
       echo: this.#echo,
-      drop: (reason, rule) => this.#drop(reason, rule),
+      drop: (reason, rule) => this.#drops.add(reason, rule),
       logger: this.#log,
       now: this.#now,
     })
     this.#rates = new RateWindow(
-      () => ({ sent: this.#drain.sent, acked: this.#drain.acked, received: this.#counts.received }),
+      () => ({ sent: this.#drain.sent, acked: this.#drain.acked, received: this.#inbound.received }),
       this.#now,
     )
   }
@@ -392,136 +338,28 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const session = this.#conn.session
     const graceMs = this.#o.stopGraceMs ?? 3_000
     if (session.connected && session.inflight > 0) await this.#drain.waitInflightEmpty(graceMs)
-    if (session.connected && this.#statusTopic !== undefined) {
-      await this.#publishDirect(
-        { topic: this.#statusTopic, payload: this.#statusPayload('offline', 'stopped'), qos: 1, retain: true },
-        Math.min(1_000, graceMs),
-      )
-    }
+    await this.#statusMessages.offline(session, Math.min(1_000, graceMs))
     await this.#conn.stop()
     // What is still unacknowledged goes back to the buffer for the next start.
     const released = await this.#drain.close()
     this.#log.info({ inflightReleased: released, sent: this.#drain.sent, acked: this.#drain.acked }, 'bridge stopped')
   }
 
-  // ---------------------------------------------------------------------------
-  // Capture (local → buffer), called by the local broker for every device PUBLISH.
-
   /**
-   * Stores the message for every matching `out` rule of this upstream.
-   * Returns undefined when no rule matches (the broker acknowledges at once),
-   * else a promise the device's PUBACK waits for (its value means nothing);
-   * it rejects when the buffer refused the message (the broker then withholds
-   * the ack).
+   * Capture (local → buffer), called by the local broker for every device
+   * PUBLISH: see capture.ts. Undefined when no `out` rule matches, else a
+   * promise the device's PUBACK waits for.
    */
   capture(packet: CapturedPublish): Promise<unknown> | undefined {
-    let pending: Promise<unknown> | undefined
-    for (const rule of this.#outRules) {
-      const remote = rule.mapOutbound(packet.topic)
-      if (remote === undefined) continue
-      const qos = rule.effectiveQos(packet.qos)
-      if (qos === 0 && !rule.bufferQos0 && !this.connected) {
-        this.#drop('offline-qos0', rule.id)
-        continue
-      }
-      const limiter = this.#limiters.get(rule.id)
-      if (limiter !== undefined && !limiter.allow(packet.topic)) {
-        this.#drop('rate-limited', rule.id)
-        continue
-      }
-      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
-      const now = this.#now()
-      this.#counts.captured++
-      const p = this.#store.append({
-        queue: this.upstream,
-        topic: remote,
-        payload,
-        qos,
-        retain: rule.retainAsPublished ? packet.retain : false,
-        priority: rule.priority,
-        rule: rule.id,
-        conflation: rule.conflate,
-        whenFull: rule.whenFull === 'auto' ? (qos === 0 ? 'drop-oldest' : 'refuse') : rule.whenFull,
-        expiresAt: rule.ttlSec > 0 ? now + rule.ttlSec * 1000 : null,
-      })
-      pending = pending === undefined ? p : Promise.all([pending, p])
-    }
-    return pending
+    return this.#capture.capture(packet)
   }
-
-  // ---------------------------------------------------------------------------
-  // Status messages (birth, last will, offline on stop)
-
-  /** Publishes outside the buffer (status messages); resolves on ack or after `ms`. */
-  #publishDirect(msg: OutboundMessage, ms: number): Promise<void> {
-    const session = this.#conn.session
-    if (!session.connected) return Promise.resolve()
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      try {
-        session.publish(msg, () => {
-          clearTimeout(timer)
-          resolve()
-        })
-      } catch {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-  }
-
-  /** The status payload; `at` is omitted for the Will, which is composed at start and sent by the upstream later. */
-  #statusPayload(state: 'online' | 'offline', reason?: string, withTime = true): Buffer {
-    const a = this.#o.agent
-    return Buffer.from(
-      JSON.stringify({
-        state,
-        site: a.site,
-        level: a.level,
-        upstream: this.upstream,
-        agent: a.id,
-        version: a.version,
-        ...(withTime ? { at: new Date(this.#now()).toISOString() } : {}),
-        ...(reason === undefined ? {} : { reason }),
-      }),
-    )
-  }
-
-  // ---------------------------------------------------------------------------
-  // Connection events, inbound messages
 
   #onConnected(info: ConnectInfo): void {
-    this.#counts.resent += info.resent
+    this.#resent += info.resent
     const session = this.#conn.session
     // Birth first, so that the status upstream precedes the data.
-    if (this.#statusTopic !== undefined) {
-      const birth = { topic: this.#statusTopic, payload: this.#statusPayload('online'), qos: 1 as const, retain: true }
-      void this.#publishDirect(birth, 5_000)
-    }
-    // A resumed session still has our subscriptions; subscribe again only
-    // once per process (the rules may have changed) or when it was lost: a
-    // repeated SUBSCRIBE makes the upstream resend retained messages.
-    if (!info.sessionPresent || !this.#subscribedOnce) {
-      const subs = this.#inRules.map((r) => ({
-        topic: r.remoteFilter,
-        qos: r.qos,
-        nl: true,
-        rap: true,
-        rh: r.retainHandling,
-      }))
-      if (subs.length > 0) {
-        session.subscribe(subs).then(
-          (granted) => {
-            this.#subscribedOnce = true
-            granted.forEach((g, i) => {
-              if (g >= 0x80)
-                this.#log.warn({ filter: subs[i]?.topic, reasonCode: g }, 'upstream refused a subscription')
-            })
-          },
-          (err: unknown) => this.#log.debug({ err }, 'subscribe interrupted by disconnect'),
-        )
-      } else this.#subscribedOnce = true
-    }
+    this.#statusMessages.birth(session)
+    this.#inbound.connected(session, info.sessionPresent)
     this.#loop.connected()
     this.emit('connected', info)
     this.#drain.kick()
@@ -533,71 +371,22 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       return
     }
     if (this.#control.deliver(msg.topic, msg.payload)) return
-    const self = this.#o.agent.id
-    const via = msg.userProperties?.[USER_PROP_VIA]
-    if (via !== undefined && (via === self || (Array.isArray(via) && via.includes(self)))) {
-      this.#drop('loop')
-      return
-    }
-    for (const rule of this.#inRules) {
-      const local = rule.mapInbound(msg.topic)
-      if (local === undefined) continue
-      if (rule.forwardsOut && this.#version === 4 && this.#echo.isEcho(msg.topic, msg.payload)) {
-        this.#drop('echo')
-        return
-      }
-      await this.#o.publishLocal({
-        topic: local,
-        payload: msg.payload,
-        qos: rule.effectiveQos(msg.qos),
-        retain: rule.retainAsPublished ? msg.retain : false,
-      })
-      this.#counts.received++
-      this.#log.debug({ topic: msg.topic, local, qos: msg.qos }, 'delivered from upstream')
-      return
-    }
-    this.#drop('no-rule')
-  }
-
-  // ---------------------------------------------------------------------------
-  // Status
-
-  #drop(reason: BridgeDropReason, rule?: string): void {
-    this.#drops.set(reason, (this.#drops.get(reason) ?? 0) + 1)
-    if (rule === undefined) return
-    const byReason = this.#dropsByRule.get(rule) ?? new Map<BridgeDropReason, number>()
-    byReason.set(reason, (byReason.get(reason) ?? 0) + 1)
-    this.#dropsByRule.set(rule, byReason)
+    await this.#inbound.deliver(msg)
   }
 
   #tick(): void {
     this.#rates.sample()
     this.#echo.sweep()
-    for (const l of this.#limiters.values()) l.sweep()
+    this.#capture.sweep()
   }
 
   status(): BridgeStatus {
     const c = this.#conn.stats()
     const s = this.#store.stats()
     const q = s.queues.find((x) => x.queue === this.upstream)
-    const drops: Record<string, number> = Object.fromEntries(this.#drops)
-    const ruleIds = new Set(this.#outRules.map((r) => r.id))
-    const dropsByRule: Record<string, Record<string, number>> = {}
-    for (const [rule, byReason] of this.#dropsByRule) dropsByRule[rule] = Object.fromEntries(byReason)
-    for (const [rule, byReason] of Object.entries(s.drops.byRule)) {
-      if (!ruleIds.has(rule)) continue
-      const r = (dropsByRule[rule] ??= {})
-      for (const [reason, n] of Object.entries(byReason)) {
-        // A refusal is counted by the bridge (reason and rule) and by the store: once here.
-        if (reason === 'upstream-rejected') continue
-        drops[reason] = (drops[reason] ?? 0) + (n ?? 0)
-        r[reason] = (r[reason] ?? 0) + (n ?? 0)
-      }
-    }
     const rates = this.#rates.rates()
     const peer = this.#loop.peer
     const loopSince = this.#loop.loopSince
-    const counts = this.#counts
     return {
       name: this.upstream,
       url: redactUrl(this.#url),
@@ -615,17 +404,16 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         receivedPerSec: rates['received'] ?? 0,
       },
       totals: {
-        captured: counts.captured,
+        captured: this.#capture.captured,
         sent: this.#drain.sent,
         acked: this.#drain.acked,
-        resent: counts.resent,
-        received: counts.received,
+        resent: this.#resent,
+        received: this.#inbound.received,
         attempts: c.attempts,
         connects: c.connects,
         disconnects: c.disconnects,
       },
-      drops,
-      dropsByRule,
+      ...this.#drops.merged(s.drops.byRule, this.#capture.ruleIds),
       lastError: c.lastError,
       peer: peer === undefined ? null : { id: peer.id, site: peer.site, level: peer.level },
       loop:

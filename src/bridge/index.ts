@@ -1,15 +1,9 @@
 // Public surface of the bridge component.
 export { Bridge } from './bridge.js'
-export type {
-  AgentInfo,
-  BridgeDropReason,
-  BridgeEvents,
-  BridgeOptions,
-  BridgeStatus,
-  CapturedPublish,
-  LocalMessage,
-  UpstreamOptions,
-} from './bridge.js'
+export type { AgentInfo, BridgeEvents, BridgeOptions, UpstreamOptions } from './bridge.js'
+export type { BridgeDropReason, BridgeStatus } from './bridge-status.js'
+export type { CapturedPublish } from './capture.js'
+export type { LocalMessage } from './inbound.js'
 export type { ControlChannel } from './control-channel.js'
 export { BridgeGroup, type BridgeGroupOptions } from './bridge-group.js'
 export {

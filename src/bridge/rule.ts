@@ -20,6 +20,15 @@
 // Messages received from an upstream are never captured again by an `out`
 // rule (they enter the local broker without passing the capture hook), so
 // remaps cannot form a loop inside one agent.
+//
+// Defaults: a rule from the config reaches parse with the schema's defaults
+// applied (src/agent/config/schema.ts, BridgeRuleSchema). parse still fills
+// missing keys itself, because rules built in code (tests, bench/, the
+// in-process bridge) reach it without the schema, and this component may not
+// import src/agent (components never import the agent; the schema imports
+// nothing of theirs either, so there is no shared place both can read). The
+// fallbacks below are therefore a checked copy, not a second source:
+// test/unit/bridge/rule-defaults.test.ts fails when one differs from the schema.
 import { BridgeError } from './errors.js'
 import { TopicFilter, filtersOverlap, topicFilterProblem } from './topic.js'
 

@@ -8,17 +8,8 @@ export {
   type RevokedEvent,
   type CrlEvent,
 } from './service.js'
-export {
-  LocalCa,
-  caPaths,
-  writeAtomic,
-  readOptional,
-  type CaPaths,
-  type IssuedRecord,
-  type IssuedCert,
-  type RevokedRecord,
-  type CrlFiles,
-} from './local-ca.js'
+export { caPaths, writeAtomic, readOptional, type CaPaths } from './ca-files.js'
+export { LocalCa, type IssuedRecord, type IssuedCert, type RevokedRecord, type CrlFiles } from './local-ca.js'
 export {
   ClockGuard,
   systemClock,

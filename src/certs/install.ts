@@ -23,7 +23,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { rename } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { CertsError } from './errors.js'
-import { readOptional, syncDir, writeAtomic } from './local-ca.js'
+import { readOptional, syncDir, writeAtomic } from './ca-files.js'
 
 export interface CertificateFiles {
   /** Certificate (PEM), written 0644. */

@@ -21,23 +21,33 @@
 // - notBefore is backdated and never before the CA's notBefore; notAfter is
 //   never after the CA's notAfter (a leaf must not outlive its issuer).
 // - Key files are created 0600 and refused on load if group or others can read them.
-import { mkdir, readFile, readdir, rename, rm, stat, chmod, open, unlink } from 'node:fs/promises'
-import { existsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { randomBytes, X509Certificate as NodeX509 } from 'node:crypto'
+//
+// Where things are: the paths and the atomic writes in ca-files.ts; creating
+// or importing the CA (`certs init`, `certs import-ca`) in ca-setup.ts; this
+// file loads the CA, issues, keeps the issued and revoked indexes and signs the CRL.
+import { readFile, readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { X509Certificate as NodeX509 } from 'node:crypto'
 import type * as x509 from '@peculiar/x509'
 import { CertsError } from './errors.js'
 import type { ClockGuard } from './clock.js'
 import { deviceIdProblem } from './identity.js'
 import {
-  caProblems,
+  assertPrivate,
+  caExists,
+  caPaths,
+  prepareCaDir,
+  readOptional,
+  withLock,
+  writeAtomic,
+  type CaPaths,
+} from './ca-files.js'
+import { createCsr, importCa, initCa } from './ca-setup.js'
+import {
   caSigner,
   certPem,
   crlNextUpdate,
   crlPem,
-  createCaCsr,
-  createSelfSignedCa,
-  generateKeyPair,
   importPrivateKey,
   newSerial,
   normalizeSerial,
@@ -51,44 +61,6 @@ import {
   type RevocationReason,
   REVOCATION_REASONS,
 } from './x509.js'
-
-export interface CaPaths {
-  readonly dir: string
-  readonly caKey: string
-  readonly caCert: string
-  readonly chain: string
-  readonly pendingKey: string
-  readonly serverKey: string
-  readonly serverCert: string
-  readonly issuedDir: string
-  readonly revokedDir: string
-  readonly crlPem: string
-  readonly crlDer: string
-  readonly crlNumber: string
-  readonly clock: string
-  readonly clockTrust: string
-  readonly lock: string
-}
-
-export function caPaths(dir: string): CaPaths {
-  return {
-    dir,
-    caKey: join(dir, 'ca.key'),
-    caCert: join(dir, 'ca.crt'),
-    chain: join(dir, 'chain.pem'),
-    pendingKey: join(dir, 'ca.pending.key'),
-    serverKey: join(dir, 'server.key'),
-    serverCert: join(dir, 'server.crt'),
-    issuedDir: join(dir, 'issued'),
-    revokedDir: join(dir, 'revoked'),
-    crlPem: join(dir, 'crl.pem'),
-    crlDer: join(dir, 'crl.der'),
-    crlNumber: join(dir, 'crl.number'),
-    clock: join(dir, 'clock.json'),
-    clockTrust: join(dir, 'clock.trust'),
-    lock: join(dir, '.lock'),
-  }
-}
 
 export interface IssuedRecord {
   readonly serial: string
@@ -161,104 +133,27 @@ export class LocalCa {
   }
 
   static exists(dir: string): boolean {
-    const p = caPaths(dir)
-    return existsSync(p.caKey) && existsSync(p.caCert)
+    return caExists(dir)
   }
 
   /** Creates the state directory (0700), tightening it if it already exists. */
-  static async prepareDir(dir: string): Promise<CaPaths> {
-    const p = caPaths(dir)
-    await mkdir(p.dir, { recursive: true, mode: 0o700 })
-    await chmod(p.dir, 0o700)
-    await mkdir(p.issuedDir, { recursive: true, mode: 0o700 })
-    await mkdir(p.revokedDir, { recursive: true, mode: 0o700 })
-    return p
+  static prepareDir(dir: string): Promise<CaPaths> {
+    return prepareCaDir(dir)
   }
 
-  /** `certs init`: a new EC P-256 key and a self-signed root. */
-  static async init(
-    dir: string,
-    opts: { readonly name: string; readonly lifetimeMs: number; readonly now: number; readonly force?: boolean },
-  ): Promise<{ certPem: string }> {
-    const p = await LocalCa.prepareDir(dir)
-    if (LocalCa.exists(dir) && opts.force !== true) {
-      throw new CertsError(
-        'EDGE_ERR_CERT_CA_EXISTS',
-        `a CA already exists in ${dir}; replacing it invalidates every device certificate (use --force)`,
-      )
-    }
-    const key = await generateKeyPair()
-    const cert = await createSelfSignedCa({
-      key,
-      name: { cn: opts.name },
-      // Backdated a day: a root is trusted by devices whose clocks may lag.
-      notBefore: opts.now - 86_400_000,
-      notAfter: opts.now + opts.lifetimeMs,
-    })
-    await writeAtomic(p.caKey, key.privateKeyPem, 0o600)
-    await writeAtomic(p.caCert, certPem(cert), 0o644)
-    await rm(p.chain, { force: true })
-    await rm(p.pendingKey, { force: true })
-    await rm(p.serverCert, { force: true })
-    await rm(p.serverKey, { force: true })
-    return { certPem: certPem(cert) }
+  /** `certs init`: a new EC P-256 key and a self-signed root (ca-setup.ts). */
+  static init(dir: string, opts: Parameters<typeof initCa>[1]): Promise<{ certPem: string }> {
+    return initCa(dir, opts)
   }
 
-  /** `certs init --csr`: a key kept here, and a CSR for the site's PKI to sign as an intermediate. */
-  static async createCsr(dir: string, opts: { readonly name: string }): Promise<string> {
-    const p = await LocalCa.prepareDir(dir)
-    const key = await generateKeyPair()
-    await writeAtomic(p.pendingKey, key.privateKeyPem, 0o600)
-    return createCaCsr({ key, name: { cn: opts.name } })
+  /** `certs init --csr` (ca-setup.ts). */
+  static createCsr(dir: string, opts: { readonly name: string }): Promise<string> {
+    return createCsr(dir, opts)
   }
 
-  /**
-   * `certs import-ca`: installs a CA certificate signed by the site's or
-   * enterprise PKI, with its key (or the pending key of `init --csr`) and the
-   * issuers above it.
-   */
-  static async importCa(
-    dir: string,
-    opts: {
-      readonly certPem: string
-      readonly keyPem?: string
-      readonly chainPem?: string
-      readonly force?: boolean
-      readonly now: number
-    },
-  ): Promise<{ certPem: string; problems: string[] }> {
-    const p = await LocalCa.prepareDir(dir)
-    if (LocalCa.exists(dir) && opts.force !== true) {
-      throw new CertsError('EDGE_ERR_CERT_CA_EXISTS', `a CA already exists in ${dir} (use --force to replace it)`)
-    }
-    const certs = splitPem(opts.certPem)
-    const leaf = certs[0]
-    if (leaf === undefined) throw new CertsError('EDGE_ERR_CERT_CA_INVALID', 'no PEM certificate in the CA file')
-    // A CA file that is itself a bundle: the first is the CA, the rest its chain.
-    const chain = [...certs.slice(1), ...splitPem(opts.chainPem ?? '')]
-    const problems = caProblems(leaf, chain)
-    if (problems.length > 0) throw new CertsError('EDGE_ERR_CERT_CA_INVALID', problems.join('; '))
-    const node = new NodeX509(leaf)
-    if (Date.parse(node.validTo) <= opts.now)
-      throw new CertsError('EDGE_ERR_CERT_CA_INVALID', `CA certificate expired on ${node.validTo}`)
-    let keyPem = opts.keyPem
-    if (keyPem === undefined) {
-      try {
-        keyPem = await readFile(p.pendingKey, 'utf8')
-      } catch {
-        throw new CertsError('EDGE_ERR_CERT_CA_INVALID', 'no --key given and no pending key from `certs init --csr`')
-      }
-    }
-    const key = await importPrivateKey(keyPem)
-    await caSigner(leaf, key, chain) // checks that key and certificate belong together
-    await writeAtomic(p.caKey, keyPem.endsWith('\n') ? keyPem : `${keyPem}\n`, 0o600)
-    await writeAtomic(p.caCert, leaf, 0o644)
-    if (chain.length > 0) await writeAtomic(p.chain, chain.join(''), 0o644)
-    else await rm(p.chain, { force: true })
-    await rm(p.pendingKey, { force: true })
-    await rm(p.serverCert, { force: true })
-    await rm(p.serverKey, { force: true })
-    return { certPem: leaf, problems: [] }
+  /** `certs import-ca` (ca-setup.ts). */
+  static importCa(dir: string, opts: Parameters<typeof importCa>[1]): Promise<{ certPem: string; problems: string[] }> {
+    return importCa(dir, opts)
   }
 
   /** Loads the CA, the issued index and the revocations. */
@@ -575,83 +470,5 @@ function recordOf(pem: string): IssuedRecord {
     notBefore: s.notBefore,
     notAfter: s.notAfter,
     fingerprint256: s.fingerprint256,
-  }
-}
-
-/** Writes to a temporary name and renames: readers see the old or the new file, never half of one. */
-/**
- * Replaces `file` whole or not at all, also across a power cut: the data is
- * fsync'd under a temporary name, renamed over the file, and the directory
- * fsync'd so that the rename itself is on disk (a key or certificate that
- * comes back empty or old after a reboot could lock the gateway out).
- */
-export async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`
-  const fh = await open(tmp, 'w', mode)
-  try {
-    await fh.writeFile(data)
-    await fh.chmod(mode) // the umask may have narrowed it; 0600 stays 0600
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, file)
-  await syncDir(dirname(file))
-}
-
-/** fsync(2) a directory: the renames and creates in it survive a power cut. */
-export async function syncDir(dir: string): Promise<void> {
-  const d = await open(dir, 'r')
-  try {
-    await d.sync()
-  } catch (err) {
-    // Some file systems refuse fsync on a directory (EINVAL); the rename stands.
-    if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err
-  } finally {
-    await d.close()
-  }
-}
-
-export async function readOptional(file: string): Promise<string | undefined> {
-  try {
-    return await readFile(file, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-}
-
-/** Refuses a private key file that group or others can read (as ssh and Mosquitto do). */
-export async function assertPrivate(file: string): Promise<void> {
-  const st = await stat(file)
-  if ((st.mode & 0o077) !== 0) {
-    throw new CertsError(
-      'EDGE_ERR_CERT_STATE',
-      `${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`,
-    )
-  }
-}
-
-/** A lock file shared by the agent and the CLI; a lock older than 30 s is taken as stale. */
-async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    try {
-      const h = await open(file, 'wx', 0o600)
-      await h.close()
-      break
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const st = await stat(file).catch(() => undefined)
-      if (st && Date.now() - st.mtimeMs > 30_000) await unlink(file).catch(() => undefined)
-      if (Date.now() > deadline)
-        throw new CertsError('EDGE_ERR_CERT_STATE', `lock ${file} is held; remove it if no edge-agent is running`)
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  }
-  try {
-    return await fn()
-  } finally {
-    await unlink(file).catch(() => undefined)
   }
 }

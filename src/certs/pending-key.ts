@@ -12,7 +12,7 @@
 // connect at all.
 import { createPublicKey } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
-import { readOptional, writeAtomic } from './local-ca.js'
+import { readOptional, writeAtomic } from './ca-files.js'
 import { generateKeyPair, importPrivateKey } from './x509.js'
 
 export interface PendingKeyTake {

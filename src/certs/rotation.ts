@@ -16,7 +16,8 @@ import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { isIP } from 'node:net'
 import type { Logger } from 'pino'
 import type { Clock, ClockGuard, TimerHandle } from './clock.js'
-import { assertPrivate, readOptional, writeAtomic, type LocalCa } from './local-ca.js'
+import { assertPrivate, readOptional, writeAtomic } from './ca-files.js'
+import type { LocalCa } from './local-ca.js'
 import { generateKeyPair, summarizeNode } from './x509.js'
 
 /** What the TLS listener needs; structurally the broker's TlsMaterial. */

@@ -18,56 +18,25 @@
 // hop (authorizePublish → capture → PUBACK), in hooks.ts; certificate
 // sessions (identify, sweep, revoke, refresh) in device-sessions.ts; the byte
 // guard in packet-guard.ts and guard-connection.ts; PUBACKs held until the
-// broker state they stand for is synced in state-sync.ts. This file owns the
-// listeners and the lifecycle.
-import { createServer as createTcpServer, type Server as TcpServer, type Socket, type AddressInfo } from 'node:net'
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
-import type { Duplex } from 'node:stream'
-import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
-import type { X509Certificate } from 'node:crypto'
+// broker state they stand for is synced in state-sync.ts; the listeners (bind,
+// guard each connection, check device certificates, swap TLS material) in
+// listeners.ts. This file owns the lifecycle and the agent's in-process API.
 import { writeToStream } from 'mqtt-packet'
 import { Aedes, type AedesOptions, type AedesPublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { LocalBrokerError } from './errors.js'
-import { PacketGuard, type GuardViolation } from './packet-guard.js'
-import { AckTracker, connectionAcks, restoreAcks, trackAcks } from './ack-tracker.js'
-import { guardConnection, connectionGuard } from './guard-connection.js'
+import { connectionGuard } from './guard-connection.js'
+import { connectionAcks, restoreAcks } from './ack-tracker.js'
 import { LogLimiter } from './log-limiter.js'
 import { BrokerCounters } from './counters.js'
-import { DeviceSessions, setPeerCertificate } from './device-sessions.js'
+import { DeviceSessions } from './device-sessions.js'
 import { BrokerHooks, type BrokerAcl } from './hooks.js'
+import { Listeners } from './listeners.js'
 import { AckGate } from './state-sync.js'
 import { ClientAcl } from './client-acl.js'
-import { Authenticator, setListenerPolicy } from './auth.js'
-import type {
-  BoundListener,
-  BrokerReconfigure,
-  ListenerOptions,
-  LocalBrokerOptions,
-  LocalBrokerStats,
-} from './options.js'
-import {
-  checkPeer,
-  classifyTlsError,
-  mergeMaterial,
-  parseAnchors,
-  readListenerFiles,
-  secureContextOptions,
-  type DeviceCredential,
-  type TlsMaterial,
-  type TlsRefusal,
-} from './tls.js'
-
-interface TlsListener {
-  readonly server: TlsServer
-  readonly listener: ListenerOptions
-  readonly requireClientCert: boolean
-  /** Follows the local CA's material for what its own files do not give. */
-  readonly followsLocalCa: boolean
-  /** What the listener's own files gave (or the gateway certificate, for serverCertificate 'acme'). */
-  own: Partial<TlsMaterial>
-  anchors: X509Certificate[]
-}
+import { Authenticator } from './auth.js'
+import type { BoundListener, BrokerReconfigure, LocalBrokerOptions, LocalBrokerStats } from './options.js'
+import type { DeviceCredential, TlsMaterial } from './tls.js'
 
 /** How long stop() lets connections close on their own before cutting them. */
 const STOP_GRACE_MS = 1_000
@@ -83,10 +52,8 @@ export class LocalBroker {
   #acl: BrokerAcl
   #hooks: BrokerHooks | undefined
   #aedes: Aedes | undefined
-  #servers: { close(): Promise<void>; destroyConnections(): void }[] = []
-  #bound: BoundListener[] = []
+  readonly #listeners: Listeners
   #stopping: Promise<void> | undefined
-  readonly #tlsListeners: TlsListener[] = []
 
   constructor(opts: LocalBrokerOptions) {
     this.#opts = opts
@@ -95,6 +62,14 @@ export class LocalBroker {
     this.#sessions = new DeviceSessions(opts.devices, this.#log, this.#counters)
     this.#acl = opts.acl ?? { rules: ClientAcl.off(), onDeniedPublish: 'drop' }
     this.#auth = new Authenticator(opts.auth ?? { maxFailedLogins: 5, failedLoginWindowMs: 60_000 }, this.#log)
+    this.#listeners = new Listeners({
+      options: () => this.#opts,
+      sessions: this.#sessions,
+      counters: this.#counters,
+      limiter: this.#limiter,
+      log: this.#log,
+      stopping: () => this.#stopping !== undefined,
+    })
   }
 
   async start(signal: AbortSignal): Promise<void> {
@@ -143,18 +118,18 @@ export class LocalBroker {
     try {
       for (const l of this.#opts.listeners) {
         signal.throwIfAborted()
-        await this.#listen(aedes, l)
+        await this.#listeners.listen(aedes, l)
       }
     } catch (err) {
       await this.stop()
       throw err
     }
-    this.#log.info({ listeners: this.#bound }, 'local broker listening')
+    this.#log.info({ listeners: this.#listeners.bound }, 'local broker listening')
   }
 
   /** The addresses actually bound (port 0 resolved). */
   listeners(): readonly BoundListener[] {
-    return this.#bound
+    return this.#listeners.bound
   }
 
   stats(): LocalBrokerStats {
@@ -165,7 +140,7 @@ export class LocalBroker {
       messagesReceived: c.received,
       messagesDelivered: c.delivered,
       refused: Object.fromEntries(c.refused),
-      listeners: this.#bound,
+      listeners: this.#listeners.bound,
       tlsRefused: Object.fromEntries(c.tlsRefused),
       devices: this.#sessions.size,
       denied: Object.fromEntries(c.denied),
@@ -178,18 +153,7 @@ export class LocalBroker {
    * keep their sessions.
    */
   updateTls(material: TlsMaterial): void {
-    for (const t of this.#tlsListeners) {
-      if (!t.followsLocalCa) continue
-      const merged: TlsMaterial = {
-        key: t.own.key ?? material.key,
-        cert: t.own.cert ?? material.cert,
-        ca: t.own.ca ?? material.ca,
-      }
-      t.server.setSecureContext(secureContextOptions(merged))
-      t.anchors = parseAnchors(merged.ca)
-    }
-    const swapped = this.#tlsListeners.filter((t) => t.followsLocalCa).length
-    if (swapped > 0) this.#log.info({ listeners: swapped }, 'tls material updated')
+    this.#listeners.updateTls(material)
   }
 
   /**
@@ -198,14 +162,7 @@ export class LocalBroker {
    * connected devices keep their sessions.
    */
   setServerCertificate(material: { readonly cert: string; readonly key: string }): void {
-    let swapped = 0
-    for (const t of this.#tlsListeners) {
-      if (t.listener.serverCertificate !== 'acme') continue
-      t.own = { ...t.own, cert: material.cert, key: material.key }
-      t.server.setSecureContext(secureContextOptions(mergeMaterial(t.own, this.#opts.tls?.())))
-      swapped++
-    }
-    if (swapped > 0) this.#log.info({ listeners: swapped }, 'server certificate swapped')
+    this.#listeners.setServerCertificate(material)
   }
 
   /**
@@ -372,7 +329,7 @@ export class LocalBroker {
     const aedes = this.#aedes
     // Stop accepting first, then close the clients with the broker; a closed
     // listener alone leaves aedes' clients up (moscajs/aedes#640).
-    const closing = this.#servers.map((s) => s.close())
+    const closing = this.#listeners.close()
     const aedesClosed = aedes ? new Promise<void>((resolve) => aedes.close(() => resolve())) : Promise.resolve()
     // A closed listener still waits for every socket it accepted: ones in the
     // middle of a TLS handshake (up to connectTimeoutMs), ones handed to a
@@ -386,7 +343,7 @@ export class LocalBroker {
     ])
     clearTimeout(timer)
     if (!settled) {
-      for (const s of this.#servers) s.destroyConnections()
+      this.#listeners.destroyConnections()
       this.#log.info({ graceMs: STOP_GRACE_MS }, 'local broker: connections still open after the grace, closed')
     }
     await Promise.all([aedesClosed, ...closing])
@@ -421,207 +378,6 @@ export class LocalBroker {
     aedes.on('clientDisconnect', (client) => {
       this.#sessions.disconnected(client)
       this.#log.debug({ clientId: client.id }, 'client disconnected')
-    })
-  }
-
-  /** Puts the guard in front of aedes for one connection. */
-  #accept(
-    aedes: Aedes,
-    l: ListenerOptions,
-    conn: Duplex,
-    peer: { remoteAddress?: string | undefined; remotePort?: number | undefined },
-    req?: IncomingMessage,
-  ): void {
-    const remoteAddress = peer.remoteAddress ?? '?'
-    const remote = `${remoteAddress}:${peer.remotePort ?? 0}`
-    setListenerPolicy(conn, {
-      allowAnonymous: l.allowAnonymous ?? true,
-      useIdentityAsUsername: l.useIdentityAsUsername ?? false,
-      remoteAddress,
-    })
-    this.#counters.connectionsTotal++
-    const acks = new AckTracker()
-    const guard = new PacketGuard(
-      {
-        preConnectMaxBytes: this.#opts.limits.preConnectMaxBytes,
-        maxPayloadBytes: this.#opts.limits.maxPayloadBytes,
-      },
-      acks,
-    )
-    trackAcks(conn, acks)
-    guardConnection(conn, guard, (v) => this.#onViolation(v, remote))
-    aedes.handle(conn, req)
-  }
-
-  #onViolation(v: GuardViolation, remote: string): void {
-    const key = v.limit ?? v.reason
-    this.#counters.refuse(key)
-    const fields = {
-      remote,
-      clientId: v.clientId,
-      reason: v.reason,
-      rule: v.rule,
-      detail: v.detail,
-      limit: v.limit,
-      returnCode: v.connackReturnCode,
-      packetType: v.packetType,
-      packetId: v.packetId,
-    }
-    if (v.reason === 'unsupported-protocol-version') {
-      this.#limiter.warn(
-        key,
-        fields,
-        'client refused: MQTT 5 and other protocol levels are not supported by the local broker (aedes speaks MQTT 3.1 and 3.1.1); connect with MQTT 3.1.1',
-      )
-    } else if (v.reason === 'unknown-packet-id') {
-      this.#limiter.warn(key, fields, 'connection closed: acknowledgement of a packet id the session never used')
-    } else if (v.limit) {
-      this.#limiter.warn(key, fields, 'connection closed by limit')
-    } else {
-      this.#limiter.warn(key, fields, 'connection closed: protocol violation')
-    }
-  }
-
-  /**
-   * An mqtts listener: checks the client certificate after the handshake, then hands the socket to the guard and
-   * aedes.
-   */
-  async #tlsServer(aedes: Aedes, l: ListenerOptions): Promise<TlsServer> {
-    const requireClientCert = l.requireClientCert ?? true
-    let material: TlsMaterial
-    let own: Partial<TlsMaterial>
-    try {
-      own = await readListenerFiles(l)
-      const gateway = l.serverCertificate === 'acme' ? this.#opts.serverCertificate?.() : undefined
-      if (gateway !== undefined) own = { ...own, cert: gateway.cert, key: gateway.key }
-      material = mergeMaterial(
-        own,
-        l.certFile !== undefined && l.keyFile !== undefined && l.caFile !== undefined ? undefined : this.#opts.tls?.(),
-      )
-    } catch (err) {
-      throw new LocalBrokerError(
-        'EDGE_ERR_BROKER_TLS',
-        `mqtts listener ${l.host}:${l.port}: ${err instanceof Error ? err.message : String(err)}`,
-        { cause: err },
-      )
-    }
-    const server = createTlsServer({
-      ...secureContextOptions(material),
-      handshakeTimeout: this.#opts.limits.connectTimeoutMs,
-    })
-    const entry: TlsListener = {
-      server,
-      listener: l,
-      requireClientCert,
-      followsLocalCa: l.certFile === undefined || l.keyFile === undefined || l.caFile === undefined,
-      own,
-      anchors: parseAnchors(material.ca),
-    }
-    this.#tlsListeners.push(entry)
-    server.on('secureConnection', (socket: TLSSocket) => {
-      const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
-      const check = checkPeer(socket, {
-        requireClientCert,
-        anchors: entry.anchors,
-        isRevoked: (serial) => this.#sessions.isRevoked(serial),
-        now: this.#sessions.now(),
-      })
-      if (!check.ok) {
-        this.#tlsRefusal(check.reason, { remote, serial: check.serial, certificateCn: check.cn })
-        socket.destroy()
-        return
-      }
-      setPeerCertificate(socket, check.cert ?? null)
-      socket.setNoDelay(true)
-      this.#accept(aedes, l, socket, socket)
-    })
-    server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
-      // Handshakes cut by stop() are not the client's fault.
-      if (this.#stopping !== undefined) return
-      this.#tlsRefusal(classifyTlsError(err), {
-        remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
-        err: err.message,
-      })
-    })
-    return server
-  }
-
-  #tlsRefusal(reason: TlsRefusal, fields: Record<string, unknown>): void {
-    this.#counters.refuseTls(reason)
-    this.#limiter.warn(`tls:${reason}`, { ...fields, reason }, 'tls connection refused')
-  }
-
-  async #listen(aedes: Aedes, l: ListenerOptions): Promise<void> {
-    const maxSockets = this.#opts.limits.maxConnections + Math.max(64, Math.ceil(this.#opts.limits.maxConnections / 10))
-    let server: TcpServer | HttpServer
-    if (l.protocol === 'mqtts') {
-      server = await this.#tlsServer(aedes, l)
-    } else if (l.protocol === 'mqtt') {
-      const tcp = createTcpServer((socket: Socket) => {
-        socket.setNoDelay(true)
-        this.#accept(aedes, l, socket, socket)
-      })
-      server = tcp
-    } else {
-      const http = createHttpServer((_req, res) => {
-        res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: upgrade required\n')
-      })
-      // `ws` is loaded only when a WebSocket listener is configured.
-      const { WebSocketServer, createWebSocketStream } = await import('ws')
-      const wss = new WebSocketServer({
-        server: http,
-        path: l.path ?? '/mqtt',
-        maxPayload: this.#opts.limits.maxPayloadBytes + 65536 + 16,
-        handleProtocols: (protocols) =>
-          protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
-      })
-      wss.on('error', (err) => this.#log.error({ err }, 'websocket server error'))
-      wss.on('connection', (ws, req) => {
-        const stream = createWebSocketStream(ws)
-        stream.on('error', () => stream.destroy())
-        this.#accept(aedes, l, stream, req.socket, req)
-      })
-      server = http
-    }
-    server.maxConnections = maxSockets
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => {
-        reject(
-          new LocalBrokerError(
-            'EDGE_ERR_BROKER_LISTEN_FAILED',
-            `cannot listen on ${l.protocol}://${l.host}:${l.port}: ${err.message}`,
-            {
-              cause: err,
-            },
-          ),
-        )
-      }
-      server.once('error', onError)
-      server.listen(l.port, l.host, () => {
-        server.off('error', onError)
-        resolve()
-      })
-    })
-    // Errors after listening (EMFILE on accept…) are logged; a failed listen was thrown above.
-    server.on('error', (err) => this.#log.error({ err, listener: l }, 'listener error'))
-    const address = server.address() as AddressInfo
-    this.#bound.push({ protocol: l.protocol, host: l.host, port: address.port })
-    // Every accepted socket (raw TCP, also under TLS and WebSocket), so that
-    // stop() can cut the ones that outlive its grace.
-    const sockets = new Set<Socket>()
-    server.on('connection', (socket: Socket) => {
-      sockets.add(socket)
-      socket.once('close', () => sockets.delete(socket))
-    })
-    this.#servers.push({
-      close: () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve())
-          if ('closeAllConnections' in server) server.closeAllConnections()
-        }),
-      destroyConnections: () => {
-        for (const s of sockets) s.destroy()
-      },
     })
   }
 }
