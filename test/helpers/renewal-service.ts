@@ -1,16 +1,22 @@
 // A RenewalService over a fresh local CA on the system clock, for the tests
-// that drive many renewals at once (bursts, busy hints).
+// and the benchmark that drive many renewals at once (bursts, busy hints).
 import { join } from 'node:path'
 import pino from 'pino'
 import { ClockGuard, LocalCa, RenewalService, systemClock } from '../../src/certs/index.js'
 import type { Scope } from './scope.js'
 import { tmpDir } from './tmp-dir.js'
 
-export async function startRenewalService(
-  t: Scope,
-  lifetimeMs: number,
-): Promise<{ readonly ca: LocalCa; readonly service: RenewalService }> {
-  const root = tmpDir(t)
+export interface RenewalFixture {
+  readonly ca: LocalCa
+  readonly service: RenewalService
+}
+
+export async function startRenewalService(t: Scope, lifetimeMs: number): Promise<RenewalFixture> {
+  return renewalServiceIn(tmpDir(t), lifetimeMs)
+}
+
+/** The same in a directory the caller owns (the renewal-burst benchmark). */
+export async function renewalServiceIn(root: string, lifetimeMs: number): Promise<RenewalFixture> {
   const dir = join(root, 'certs')
   await LocalCa.init(dir, { name: 'unit CA', lifetimeMs: 365 * 86_400_000, now: Date.now() })
   const guard = new ClockGuard({
