@@ -6,15 +6,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import {
-  AcmeIssuer,
-  Dns01HookResponder,
-  GatewayCertificate,
-  Http01Responder,
-  TlsAlpn01Responder,
-  tryClientCertificate,
-  type ChallengeResponder,
-} from '../certs/index.js'
+import type { AcmeModule, ChallengeResponder, GatewayCertificate } from '../certs/index.js'
 import type { Bridge, TlsMaterial } from '../bridge/index.js'
 import type { AcmeConfig, AgentConfig, UpstreamConfig } from './config/schema.js'
 
@@ -27,21 +19,22 @@ export class AcmeWiring {
   readonly #bridges: Bridge[] = []
   readonly #log: Logger
 
-  constructor(config: Readonly<AgentConfig>, acme: Readonly<AcmeConfig>, logger: Logger) {
+  /** `lib` is the ACME code, loaded by the caller (loadAcme()) only for sites that configure certs.acme. */
+  constructor(config: Readonly<AgentConfig>, acme: Readonly<AcmeConfig>, lib: AcmeModule, logger: Logger) {
     this.#log = logger.child({ component: 'acme' })
     const dir = join(config.dataDir, 'acme')
-    const issuer = new AcmeIssuer({
+    const issuer = new lib.AcmeIssuer({
       directoryUrl: acme.directoryUrl,
       email: acme.email,
       caFile: acme.caFile === '' ? undefined : acme.caFile,
       eab: acme.eab,
       dir,
-      responder: responderFor(acme),
+      responder: responderFor(lib, acme),
       logger: this.#log,
       requestTimeoutMs: acme.requestTimeoutMs,
     })
     const users = config.upstreams.filter((u) => u.clientCertificate === 'acme')
-    this.gateway = new GatewayCertificate({
+    this.gateway = new lib.GatewayCertificate({
       dir,
       source: issuer,
       identifiers: acme.identifiers,
@@ -53,7 +46,7 @@ export class AcmeWiring {
       warnBeforeMs: acme.warnBeforeSec * 1000,
       trustFile: acme.trustFile === '' ? undefined : acme.trustFile,
       ...(acme.testUpstreams && users.length > 0
-        ? { tryCandidate: (m: { cert: string; key: string }) => tryUpstreams(users, m, acme.requestTimeoutMs) }
+        ? { tryCandidate: (m: { cert: string; key: string }) => tryUpstreams(lib, users, m, acme.requestTimeoutMs) }
         : {}),
       logger,
     })
@@ -102,18 +95,23 @@ export class AcmeWiring {
   }
 }
 
-function responderFor(acme: Readonly<AcmeConfig>): ChallengeResponder {
+function responderFor(lib: AcmeModule, acme: Readonly<AcmeConfig>): ChallengeResponder {
   switch (acme.challenge) {
     case 'http-01':
-      return new Http01Responder(acme.http01)
+      return new lib.Http01Responder(acme.http01)
     case 'tls-alpn-01':
-      return new TlsAlpn01Responder(acme.tlsAlpn01)
+      return new lib.TlsAlpn01Responder(acme.tlsAlpn01)
     case 'dns-01':
-      return new Dns01HookResponder({ command: acme.dns01.command, timeoutMs: acme.dns01.timeoutSec * 1000 })
+      return new lib.Dns01HookResponder({ command: acme.dns01.command, timeoutMs: acme.dns01.timeoutSec * 1000 })
   }
 }
 
-async function tryUpstreams(users: readonly UpstreamConfig[], m: { cert: string; key: string }, timeoutMs: number) {
+async function tryUpstreams(
+  lib: AcmeModule,
+  users: readonly UpstreamConfig[],
+  m: { cert: string; key: string },
+  timeoutMs: number,
+) {
   return Promise.all(
     users.map(async (u) => {
       const url = new URL(u.url)
@@ -125,7 +123,7 @@ async function tryUpstreams(users: readonly UpstreamConfig[], m: { cert: string;
       } catch (err) {
         return { upstream: u.name, ok: false, error: `cannot read caFile: ${(err as Error).message}` }
       }
-      const r = await tryClientCertificate(
+      const r = await lib.tryClientCertificate(
         { host, port, ca, serverName: u.tlsServerName === '' ? undefined : u.tlsServerName },
         m,
         timeoutMs,

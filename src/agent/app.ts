@@ -4,14 +4,14 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { LocalBroker, type Acl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
-import { CertificateRenewer, CertsService, completeInstall } from '../certs/index.js'
+import type { AcmeModule, CertificateRenewer, CertsModule, CertsService } from '../certs/index.js'
 import { Bridge, BridgeGroup } from '../bridge/index.js'
 import { SqliteStore, type MessageStore } from '../buffer/index.js'
 import { BrokerState } from '../broker-state/index.js'
 import { mkdirDurable } from '../storage/index.js'
 import { needsLocalCa, passwordFilePath } from './config/paths.js'
 import { NodeRed, NodeRedError, type EdgeLink } from '../node-red/index.js'
-import type { AgentConfig } from './config/schema.js'
+import type { AcmeConfig, AgentConfig } from './config/schema.js'
 import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
 import { RateMeter } from './rate-meter.js'
@@ -35,6 +35,10 @@ export type { ReloadResult } from './reload.js'
 export interface AgentDeps {
   readonly logger: Logger
   readonly version: string
+  /** The certs component's code; buildAgent() loads it when the config uses certificates (usesCerts()). */
+  readonly certs?: CertsModule
+  /** The ACME code (loadAcme()); buildAgent() loads it when certs.acme is configured. */
+  readonly acme?: AcmeModule
   /** Per-component stop deadline; the sum stays below systemd's TimeoutStopSec. */
   readonly stopTimeoutMs?: number
   readonly now?: () => number
@@ -89,11 +93,11 @@ export class Agent {
     const mqtts = config.broker.listeners.filter((l) => l.protocol === 'mqtts')
     // An mqtts listener with its own certificate, key and CA (an external PKI)
     // needs no local CA; any other one takes what it lacks from the local CA.
-    const certs = needsLocalCa(config) ? buildCerts(config, deps.logger) : undefined
+    const certs = needsLocalCa(config) ? buildCerts(certsLib(deps), config, deps.logger) : undefined
     this.certs = certs
     const acl = certs === undefined ? undefined : compileDeviceAcl(config)
     this.#flowAcl = acl?.forDevice(config.nodeRed.identity)
-    const acme = config.certs.acme === undefined ? undefined : new AcmeWiring(config, config.certs.acme, deps.logger)
+    const acme = config.certs.acme === undefined ? undefined : newAcmeWiring(config, config.certs.acme, deps)
     this.acme = acme
     this.broker = new LocalBroker({
       listeners: config.broker.listeners,
@@ -152,7 +156,7 @@ export class Agent {
       this.bridges.bridges.flatMap((bridge, i) => {
         const upstream = config.upstreams[i]
         return upstream?.renewCertificate.enabled
-          ? [[upstream.name, buildRenewer(upstream, bridge, deps.logger)] as const]
+          ? [[upstream.name, buildRenewer(certsLib(deps), upstream, bridge, deps.logger)] as const]
           : []
       }),
     )
@@ -367,7 +371,7 @@ export class Agent {
     for (const u of this.#config.upstreams) {
       if (u.certFile === undefined || u.keyFile === undefined) continue
       const files = { cert: u.certFile, key: u.keyFile }
-      if (await completeInstall(files)) {
+      if (await certsLib(this.#deps).completeInstall(files)) {
         this.#log.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
       }
     }
@@ -483,6 +487,37 @@ export class Agent {
   }
 }
 
-export function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Agent {
-  return new Agent(config, deps)
+/**
+ * Builds the agent. The certificate code (X.509 and ACME libraries) is the
+ * costliest to load and many sites use none of it, so it is loaded here only
+ * when the config uses it: a restart after a crash reaches its listeners sooner.
+ */
+export async function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps): Promise<Agent> {
+  const certs = deps.certs ?? (usesCerts(config) ? await import('../certs/index.js') : undefined)
+  const acme = deps.acme ?? (config.certs.acme !== undefined ? await certs?.loadAcme() : undefined)
+  return new Agent(config, {
+    ...deps,
+    ...(certs === undefined ? {} : { certs }),
+    ...(acme === undefined ? {} : { acme }),
+  })
+}
+
+/** Whether the agent built from this config runs any code of the certs component. */
+function usesCerts(config: Readonly<AgentConfig>): boolean {
+  return (
+    needsLocalCa(config) ||
+    config.certs.acme !== undefined ||
+    config.upstreams.some((u) => u.renewCertificate.enabled || (u.certFile !== undefined && u.keyFile !== undefined))
+  )
+}
+
+function certsLib(deps: AgentDeps): CertsModule {
+  if (deps.certs === undefined)
+    throw new Error('the config uses certificates but their code was not loaded (buildAgent)')
+  return deps.certs
+}
+
+function newAcmeWiring(config: Readonly<AgentConfig>, acme: Readonly<AcmeConfig>, deps: AgentDeps): AcmeWiring {
+  if (deps.acme === undefined) throw new Error('certs.acme is configured but its code was not loaded (buildAgent)')
+  return new AcmeWiring(config, acme, deps.acme, deps.logger)
 }

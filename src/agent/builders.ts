@@ -4,14 +4,7 @@ import { hostname } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { Acl, ClientAcl, parseMosquittoAcl } from '../local-broker/index.js'
-import {
-  CertificateRenewer,
-  CertsService,
-  PendingKey,
-  installCertificate,
-  renewOverMqtt,
-  systemClock,
-} from '../certs/index.js'
+import type { CertificateRenewer, CertsModule, CertsService } from '../certs/index.js'
 import type { Bridge } from '../bridge/index.js'
 import { SqliteStore, type LossReportTarget } from '../buffer/index.js'
 import { BROKER_STATE_MIGRATIONS } from '../broker-state/index.js'
@@ -75,6 +68,7 @@ export function lossReportTargets(
  * new certificate was checked against caFile and our key instead.
  */
 export function buildRenewer(
+  lib: CertsModule,
   upstream: Readonly<AgentConfig>['upstreams'][number],
   bridge: Bridge,
   logger: Logger,
@@ -83,16 +77,16 @@ export function buildRenewer(
   // The key of a request still unanswered, on disk: a retry, even after a
   // restart, certifies the same key, so that a reply lost with the link is
   // sent again instead of refused as too early (pending-key.ts).
-  const pending = r.rotateKey ? new PendingKey(`${upstream.keyFile}.pending`) : undefined
+  const pending = r.rotateKey ? new lib.PendingKey(`${upstream.keyFile}.pending`) : undefined
   let resumedLogged = false
-  return new CertificateRenewer({
+  return new lib.CertificateRenewer({
     upstream: upstream.name,
     files: { cert: upstream.certFile, key: upstream.keyFile, ca: upstream.caFile },
     atFraction: r.atFraction,
     retryMinMs: r.retryMinMs,
     retryMaxMs: r.retryMaxMs,
     link: bridge,
-    clock: systemClock,
+    clock: lib.systemClock,
     renew: async (current) => {
       let newKeyPem: string | undefined
       if (pending !== undefined) {
@@ -111,7 +105,7 @@ export function buildRenewer(
         }
         newKeyPem = t.keyPem
       }
-      return renewOverMqtt({
+      return lib.renewOverMqtt({
         client: bridge.control,
         id: current.id,
         topicPrefix: r.topicPrefix,
@@ -123,7 +117,7 @@ export function buildRenewer(
       })
     },
     install: async (renewed) => {
-      await installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, {
+      await lib.installCertificate({ cert: upstream.certFile, key: upstream.keyFile }, renewed, {
         replaceKey: renewed.keyRotated,
       })
       resumedLogged = false
@@ -133,10 +127,10 @@ export function buildRenewer(
   })
 }
 
-export function buildCerts(config: Readonly<AgentConfig>, logger: Logger): CertsService {
+export function buildCerts(lib: CertsModule, config: Readonly<AgentConfig>, logger: Logger): CertsService {
   const c = config.certs
   const names = [...new Set([hostname(), 'localhost', '127.0.0.1', '::1', ...c.server.hostnames])]
-  return new CertsService({
+  return new lib.CertsService({
     dataDir: config.dataDir,
     logger,
     autoInit: c.autoInit,

@@ -69,4 +69,12 @@ export {
   type SigningKey,
 } from './x509.js'
 export { CertsError, RenewalRefusedError, type CertsErrorCode } from './errors.js'
-export * from './acme/index.js'
+// ACME: the code behind these types (acme-client and its crypto) is the
+// costliest import of the agent and serves only sites with certs.acme, so it
+// loads on demand through loadAcme(); see docs/benchmarks.md (restart).
+export type * from './acme/index.js'
+export { AcmeError, isAcmeError } from './acme/errors.js'
+export type AcmeModule = typeof import('./acme/index.js')
+/** This component's code, for callers that load it only when a config needs it. */
+export type CertsModule = typeof import('./index.js')
+export const loadAcme = (): Promise<AcmeModule> => import('./acme/index.js')

@@ -80,7 +80,7 @@ async function runLocked(
   let agentRef: Agent | undefined
   const reload = (): Promise<{ ok: boolean } & Record<string, unknown>> =>
     reloadConfig(ctx, flags, agentRef, logger, startAbort.signal)
-  const agent = buildAgent(config, { logger, version: ctx.version, reload })
+  const agent = await buildAgent(config, { logger, version: ctx.version, reload })
   agentRef = agent
   // systemd Type=notify: READY once listening with the store open; WATCHDOG
   // from an event-loop timer, so a wedged loop gets the service restarted.

@@ -17,13 +17,13 @@ import {
   parseDocument,
   type Document,
 } from 'yaml'
-import { AgentConfigSchema, type AgentConfig } from './schema.js'
+import type { AgentConfig } from './schema.js'
 import { ConfigError, type ConfigIssue } from './errors.js'
 import { semanticIssues } from './semantic.js'
 import { fileIssues } from './files.js'
-import { loadValidator } from './validator.js'
+import { loadValidator, type JsonSchemaNode } from './validator.js'
 
-const validateSchema = await loadValidator()
+const { validate: validateSchema, schema: configSchema } = await loadValidator()
 
 export const ENV_PREFIX = 'EDGE_AGENT_'
 /** Environment variable naming the config file (not a config key). */
@@ -51,14 +51,6 @@ export interface LoadedConfig {
 }
 
 type Path = (string | number)[]
-interface JsonSchemaNode {
-  type?: string
-  properties?: Record<string, JsonSchemaNode>
-  items?: JsonSchemaNode
-  default?: unknown
-  description?: string
-  enum?: unknown[]
-}
 
 export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   const file = opts.file === undefined ? undefined : resolve(opts.cwd, opts.file)
@@ -303,7 +295,7 @@ function levenshtein(a: string, b: string): number {
 
 /** The schema node at a path, following object properties and array items. */
 export function schemaAt(path: readonly (string | number)[]): JsonSchemaNode | undefined {
-  let node: JsonSchemaNode | undefined = AgentConfigSchema
+  let node: JsonSchemaNode | undefined = configSchema
   for (const seg of path) {
     if (node === undefined) return undefined
     node = typeof seg === 'number' ? node.items : node.properties?.[seg]

@@ -229,7 +229,12 @@ test(
     for (const [topic, n] of expected) {
       const got = r.topics[topic]
       assert.ok(got !== undefined, `${topic} reached L4`)
-      assert.equal(got.contiguous, n, `${topic}: every one of ${n} messages at L4 (zero loss)`)
+      assert.equal(
+        got.contiguous,
+        n,
+        `${topic}: every one of ${n} messages at L4 (zero loss); at L4: ${JSON.stringify(got)}, ` +
+          `waited ${((Date.now() - deadline + 60_000) / 1000).toFixed(0)} s after the devices finished`,
+      )
       assert.equal(got.unique, n, `${topic}: nothing unexpected`)
       assert.equal(got.reordered, 0, `${topic}: in order`)
       dups += got.dups

@@ -18,7 +18,7 @@ import {
   TlsAlpn01Responder,
   type ChallengeResponder,
   type GatewayMaterial,
-} from '../../../src/certs/index.js'
+} from '../../../src/certs/acme/index.js'
 import { fileScope, type Scope } from '../../helpers/scope.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { freePort } from '../../helpers/mosquitto.js'

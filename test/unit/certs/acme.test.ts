@@ -13,7 +13,7 @@ import {
   nextRenewal,
   parseRenewalInfo,
   acmeRetryDelay,
-} from '../../../src/certs/index.js'
+} from '../../../src/certs/acme/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { opensslRoot } from '../../helpers/openssl-ca.js'
 

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pino from 'pino'
-import { GatewayCertificate, type CertificateSource } from '../../../src/certs/index.js'
+import { GatewayCertificate, type CertificateSource } from '../../../src/certs/acme/index.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { opensslRoot } from '../../helpers/openssl-ca.js'
 
