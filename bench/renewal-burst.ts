@@ -6,37 +6,14 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pino from 'pino'
-import { ClockGuard, LocalCa, RenewalService, createCsr, generateKeyPair, systemClock } from '../src/certs/index.js'
+import { createCsr, generateKeyPair } from '../src/certs/index.js'
+import { renewalServiceIn } from '../test/helpers/renewal-service.js'
 
 const n = Number(process.argv[2] ?? 200)
 const root = mkdtempSync(join(tmpdir(), 'renewal-burst-'))
 try {
-  const dir = join(root, 'certs')
-  const now = Date.now()
-  await LocalCa.init(dir, { name: 'bench CA', lifetimeMs: 365 * 86_400_000, now })
-  const guard = new ClockGuard({
-    clock: systemClock,
-    toleranceMs: 5_000,
-    maxForwardJumpMs: 86_400_000,
-    file: join(root, 'clock.json'),
-  })
-  await guard.load()
-  const ca = new LocalCa({ dir, guard, backdateMs: 0, crlValidityMs: 86_400_000 })
-  await ca.load()
   const lifetimeMs = 60_000
-  const service = new RenewalService({
-    ca,
-    guard,
-    logger: pino({ level: 'silent' }),
-    enabled: true,
-    topicPrefix: 'devices/{id}/$certs',
-    lifetimeMs,
-    backdateMs: 0,
-    renewAfter: 0,
-    minRequestIntervalMs: 1000,
-    monotonic: () => performance.now(),
-  })
+  const { ca, service } = await renewalServiceIn(root, lifetimeMs)
   const reqs = []
   for (let i = 0; i < n; i++) {
     const key = await generateKeyPair()

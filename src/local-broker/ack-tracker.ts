@@ -208,11 +208,12 @@ export function trackAcks(conn: Duplex, tracker: AckTracker): void {
   if (c[kTracker] !== undefined) throw new TypeError('connection is already tracked')
   c[kTracker] = tracker
   const write = c.write
-  c.write = function trackedWrite(this: TrackedConnection, chunk: unknown, ...rest: unknown[]): boolean {
+  // Fixed parameters, not a rest array: this runs for every packet the broker sends.
+  c.write = function trackedWrite(this: TrackedConnection, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
     if (typeof chunk === 'string' || chunk instanceof Uint8Array) {
-      tracker.sent(chunk, typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : undefined)
+      tracker.sent(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : undefined)
     }
-    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest)
+    return (write as (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean).call(this, chunk, encoding, cb)
   } as Duplex['write']
 }
 

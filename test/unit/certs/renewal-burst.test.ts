@@ -4,50 +4,18 @@
 // certificate; and the event loop keeps serving other requests meanwhile.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { createServer, get } from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import pino from 'pino'
-import {
-  ClockGuard,
-  LocalCa,
-  RenewalService,
-  createCsr,
-  generateKeyPair,
-  systemClock,
-} from '../../../src/certs/index.js'
-import { tmpDir } from '../../helpers/tmp-dir.js'
+import { createCsr, generateKeyPair } from '../../../src/certs/index.js'
+import { startRenewalService } from '../../helpers/renewal-service.js'
 import { withTimeout } from '../../helpers/wait.js'
 
 const DEVICES = 200
 const LIFETIME = 3_600_000
 
 test(`${DEVICES} renewals at once: all answered, busy ones retried as advised, the event loop stays responsive`, async (t) => {
-  const root = tmpDir(t)
-  const dir = join(root, 'certs')
-  await LocalCa.init(dir, { name: 'unit CA', lifetimeMs: 365 * 86_400_000, now: Date.now() })
-  const guard = new ClockGuard({
-    clock: systemClock,
-    toleranceMs: 5_000,
-    maxForwardJumpMs: 86_400_000,
-    file: join(root, 'clock.json'),
-  })
-  await guard.load()
-  const ca = new LocalCa({ dir, guard, backdateMs: 0, crlValidityMs: 86_400_000 })
-  await ca.load()
-  const service = new RenewalService({
-    ca,
-    guard,
-    logger: pino({ level: 'silent' }),
-    enabled: true,
-    topicPrefix: 'devices/{id}/$certs',
-    lifetimeMs: LIFETIME,
-    backdateMs: 0,
-    renewAfter: 0,
-    minRequestIntervalMs: 1_000,
-    monotonic: () => performance.now(),
-  })
+  const { ca, service } = await startRenewalService(t, LIFETIME)
   const key = await generateKeyPair()
   const devices = await Promise.all(
     Array.from({ length: DEVICES }, async (_, i) => {

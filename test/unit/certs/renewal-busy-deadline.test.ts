@@ -4,48 +4,15 @@
 // queued and answered instead of sent away.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
-import pino from 'pino'
-import {
-  ClockGuard,
-  LocalCa,
-  RenewalService,
-  createCsr,
-  generateKeyPair,
-  systemClock,
-  type RenewalOutcome,
-} from '../../../src/certs/index.js'
-import { tmpDir } from '../../helpers/tmp-dir.js'
+import { createCsr, generateKeyPair, type RenewalOutcome } from '../../../src/certs/index.js'
+import { startRenewalService } from '../../helpers/renewal-service.js'
 import { withTimeout } from '../../helpers/wait.js'
 
 const BURST = 200
 const LIFETIME = 3_600_000
 
 test('in a burst, busy hints stay within half of the time a certificate has left', async (t) => {
-  const root = tmpDir(t)
-  const dir = join(root, 'certs')
-  await LocalCa.init(dir, { name: 'unit CA', lifetimeMs: 365 * 86_400_000, now: Date.now() })
-  const guard = new ClockGuard({
-    clock: systemClock,
-    toleranceMs: 5_000,
-    maxForwardJumpMs: 86_400_000,
-    file: join(root, 'clock.json'),
-  })
-  await guard.load()
-  const ca = new LocalCa({ dir, guard, backdateMs: 0, crlValidityMs: 86_400_000 })
-  await ca.load()
-  const service = new RenewalService({
-    ca,
-    guard,
-    logger: pino({ level: 'silent' }),
-    enabled: true,
-    topicPrefix: 'devices/{id}/$certs',
-    lifetimeMs: LIFETIME,
-    backdateMs: 0,
-    renewAfter: 0,
-    minRequestIntervalMs: 1_000,
-    monotonic: () => performance.now(),
-  })
+  const { ca, service } = await startRenewalService(t, LIFETIME)
   const key = await generateKeyPair()
   const request = async (id: string, leftMs: number | undefined): Promise<() => Promise<RenewalOutcome>> => {
     const issued = await ca.issue({ id, profile: 'client', publicKey: key.publicKey, lifetimeMs: LIFETIME })
