@@ -28,10 +28,10 @@
 //    the connection is declared dead when nothing was heard for 1½ keepalive.
 //
 // Parts: mqtt-codec.ts (framing, the hot encoders), output-batch.ts (one write
-// per tick), keepalive.ts, mqtt-reasons.ts. The session stays one class of
-// about 450 lines on purpose: every packet touches the in-flight table, the
-// packet ids and the connection state together, and invariants 1-3 are
-// easier to check in one place than across classes.
+// per tick), mqtt-inflight.ts (invariants 1-2: the in-flight window and its
+// resend), mqtt-inbound.ts (invariant 3: the inbound delivery queue and QoS 2
+// inbound state), keepalive.ts (invariant 4), mqtt-reasons.ts. This class
+// keeps the connection: CONNECT / CONNACK, packet ids, dispatch, teardown.
 import { EventEmitter } from 'node:events'
 import type { Duplex } from 'node:stream'
 import mqttPacket, {
@@ -40,23 +40,19 @@ import mqttPacket, {
   type IPublishPacket,
   type ISubscription,
   type Packet,
-  type UserProperties,
 } from 'mqtt-packet'
 import type { Logger } from 'pino'
 import { BridgeError } from './errors.js'
-import {
-  INBOUND_ACK,
-  MalformedLengthError,
-  PacketFramer,
-  encodeAck,
-  encodePublish,
-  type AckType,
-} from './mqtt-codec.js'
-import { connackText, disconnectText, rejected } from './mqtt-reasons.js'
+import { INBOUND_ACK, MalformedLengthError, PacketFramer, encodeAck, encodePublish } from './mqtt-codec.js'
+import { connackText, disconnectText } from './mqtt-reasons.js'
 import { OutputBatch } from './output-batch.js'
 import { Keepalive } from './keepalive.js'
+import { MqttInbound, type InboundMessage } from './mqtt-inbound.js'
+import { InflightWindow, type PublishCallback } from './mqtt-inflight.js'
 
 export { isTransientReason } from './mqtt-reasons.js'
+export type { InboundMessage } from './mqtt-inbound.js'
+export type { PublishCallback } from './mqtt-inflight.js'
 
 export type ProtocolVersion = 4 | 5
 
@@ -99,17 +95,6 @@ export interface OutboundMessage {
   readonly properties?: IPublishPacket['properties']
 }
 
-export interface InboundMessage {
-  readonly topic: string
-  readonly payload: Buffer
-  readonly qos: 0 | 1 | 2
-  readonly retain: boolean
-  readonly userProperties?: UserProperties | undefined
-}
-
-/** err is set when the upstream refused the message (reasonCode ≥ 0x80) or the session gave it up. */
-export type PublishCallback = (err: BridgeError | undefined, reasonCode: number) => void
-
 export interface ConnectInfo {
   readonly sessionPresent: boolean
   /** min(maxInflight, upstream Receive Maximum) */
@@ -123,12 +108,6 @@ export interface ConnectInfo {
   readonly assignedClientId: string | undefined
   /** In-flight messages resent on this connection. */
   readonly resent: number
-}
-
-interface InflightEntry {
-  readonly packet: IPublishPacket
-  state: 'publish' | 'pubrel'
-  readonly cb: PublishCallback
 }
 
 interface PendingSubscribe {
@@ -147,16 +126,14 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
   readonly #o: MqttSessionOptions
   readonly #log: Logger
   readonly #now: () => number
-  readonly #inflight = new Map<number, InflightEntry>()
+  readonly #inflight: InflightWindow
   readonly #subscribes = new Map<number, PendingSubscribe>()
-  /** Inbound QoS 2 packet ids delivered locally, awaiting PUBREL (survive a resumed session). */
-  readonly #inboundQos2 = new Set<number>()
   #nextId = 1
   #stream: Duplex | null = null
   #connected = false
   #info: ConnectInfo | null = null
   readonly #keepalive: Keepalive
-  #inbound: Promise<void> = Promise.resolve()
+  readonly #inbound: MqttInbound
   /** Set by disconnect(): the close that follows is ours, not an error. */
   #ending = false
   #password: Buffer | undefined
@@ -172,6 +149,17 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     this.#writeOpts = { protocolVersion: options.protocolVersion }
     this.#password = options.password
     this.#keepalive = new Keepalive(this.#now)
+    this.#inflight = new InflightWindow(
+      (stream, packet) => this.#write(stream, packet),
+      options.protocolVersion,
+      this.#log,
+    )
+    this.#inbound = new MqttInbound({
+      onMessage: options.onMessage,
+      write: (stream, packet) => this.#write(stream, packet),
+      fail: (stream, err) => this.#teardown(stream, err),
+      logger: options.logger,
+    })
   }
 
   /** Password for the next CONNECT (read from a file by the caller at each attempt). */
@@ -249,7 +237,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
             )
             return
           }
-          const refusal = this.#connackRefusal(packet)
+          const refusal = connackRefusal(o.protocolVersion, packet)
           if (refusal !== undefined) {
             fail(refusal)
             return
@@ -268,7 +256,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
           const type = INBOUND_ACK.get(buf[start] as number)
           if (type !== undefined && type !== 'pubrel') {
             this.#keepalive.heard()
-            this.#onAck(stream, type, buf.readUInt16BE(start + 2), 0)
+            this.#inflight.onAck(stream, type, buf.readUInt16BE(start + 2), 0)
             return
           }
         }
@@ -290,22 +278,17 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         if (!settled) fail(e)
         else this.#teardown(stream, e)
       })
-      stream.on('close', () => {
+      const closed = (): void => {
         const e = this.#ending
           ? undefined
           : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
         if (!settled) fail(e ?? new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'disconnected before CONNACK'))
         else this.#teardown(stream, e)
-      })
+      }
+      stream.on('close', closed)
       // A FIN from the upstream ends the session as a close would (a stream
       // that allows half-open connections would otherwise linger).
-      stream.on('end', () => {
-        const e = this.#ending
-          ? undefined
-          : new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'connection closed by the upstream')
-        if (!settled) fail(e ?? new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'disconnected before CONNACK'))
-        else this.#teardown(stream, e)
-      })
+      stream.on('end', closed)
       stream.on('drain', () => {
         if (this.#stream === stream) this.emit('drain')
       })
@@ -315,37 +298,16 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     })
   }
 
-  #connackRefusal(packet: IConnackPacket): BridgeError | undefined {
-    const code = this.#o.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
-    if (this.#o.protocolVersion === 5 ? code < 0x80 : code === 0) return undefined
-    return new BridgeError(
-      'EDGE_ERR_BRIDGE_UPSTREAM_REJECTED',
-      `upstream refused the connection (${connackText(this.#o.protocolVersion, code)})`,
-      {
-        reasonCode: code,
-      },
-    )
-  }
-
   #onConnack(stream: Duplex, packet: IConnackPacket): ConnectInfo {
     const o = this.#o
     const p = packet.properties ?? {}
     const sessionPresent = packet.sessionPresent && !o.cleanStart
     const receiveMaximum = p.receiveMaximum ?? 65535
     const keepaliveSec = p.serverKeepAlive ?? o.keepaliveSec
-    if (!sessionPresent) this.#inboundQos2.clear()
+    if (!sessionPresent) this.#inbound.sessionLost()
     this.#connected = true
     // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
-    let resent = 0
-    for (const [id, e] of this.#inflight) {
-      if (sessionPresent && e.state === 'pubrel') {
-        this.#write(stream, { cmd: 'pubrel', messageId: id })
-      } else {
-        e.state = 'publish'
-        this.#write(stream, { ...e.packet, dup: sessionPresent })
-      }
-      resent++
-    }
+    const resent = this.#inflight.resend(stream, sessionPresent)
     const info: ConnectInfo = {
       sessionPresent,
       window: Math.max(1, Math.min(o.maxInflight, receiveMaximum)),
@@ -381,7 +343,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     }
     if (this.#o.protocolVersion === 5 && msg.properties !== undefined) packet.properties = msg.properties
     if (msg.qos > 0) packet.messageId = this.#allocateId()
-    const bytes = this.#encode(packet)
+    const bytes = encodePacket(packet, this.#writeOpts)
     // Checked on the bytes as sent [MQTT-3.1.2-24]. An id not put in flight stays free.
     if (info !== null && bytes.length > info.maximumPacketSize) {
       cb(
@@ -397,7 +359,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       cb(undefined, 0)
       return
     }
-    this.#inflight.set(packet.messageId as number, { packet, state: 'publish', cb })
+    this.#inflight.add(packet, cb)
     this.#out.push(bytes)
   }
 
@@ -457,11 +419,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
    * Gives up every in-flight message (bridge stopping): each callback gets EDGE_ERR_BRIDGE_STOPPED. Returns how many.
    */
   abandonInflight(): number {
-    const entries = [...this.#inflight.values()]
-    this.#inflight.clear()
-    const err = new BridgeError('EDGE_ERR_BRIDGE_STOPPED', 'bridge stopped before the upstream acknowledged')
-    for (const e of entries) e.cb(err, 0)
-    return entries.length
+    return this.#inflight.abandon()
   }
 
   // ---------------------------------------------------------------------------
@@ -478,22 +436,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
 
   #write(stream: Duplex, packet: Packet): void {
     if (stream.destroyed) return
-    this.#out.push(this.#encode(packet))
-  }
-
-  #encode(packet: Packet): Buffer {
-    const v = this.#o.protocolVersion
-    let buf: Buffer | undefined
-    if (packet.cmd === 'publish') buf = encodePublish(packet, v)
-    else if (
-      packet.cmd === 'puback' ||
-      packet.cmd === 'pubrec' ||
-      packet.cmd === 'pubrel' ||
-      packet.cmd === 'pubcomp'
-    ) {
-      if (packet.properties === undefined) buf = encodeAck(packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0, v)
-    }
-    return buf ?? mqttPacket.generate(packet, this.#writeOpts)
+    this.#out.push(encodePacket(packet, this.#writeOpts))
   }
 
   #handle(stream: Duplex, packet: Packet): void {
@@ -501,7 +444,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       case 'puback':
       case 'pubrec':
       case 'pubcomp':
-        this.#onAck(stream, packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0)
+        this.#inflight.onAck(stream, packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0)
         return
       case 'suback': {
         const pending = this.#subscribes.get(packet.messageId ?? 0)
@@ -511,16 +454,11 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
         return
       }
       case 'publish':
-        this.#inboundPublish(stream, packet)
+        this.#inbound.publish(stream, packet)
         return
-      case 'pubrel': {
-        const id = packet.messageId ?? 0
-        this.#inbound = this.#inbound.then(() => {
-          this.#inboundQos2.delete(id)
-          this.#write(stream, { cmd: 'pubcomp', messageId: id })
-        })
+      case 'pubrel':
+        this.#inbound.pubrel(stream, packet.messageId ?? 0)
         return
-      }
       case 'pingresp':
         return
       case 'disconnect': {
@@ -539,74 +477,6 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
           new BridgeError('EDGE_ERR_BRIDGE_PROTOCOL', `unexpected ${packet.cmd.toUpperCase()} from the upstream`),
         )
     }
-  }
-
-  #onAck(stream: Duplex, type: Exclude<AckType, 'pubrel'>, id: number, code: number): void {
-    if (type === 'puback') return this.#acked(id, 1, code)
-    if (type === 'pubcomp') return this.#acked(id, 2, code)
-    const e = this.#inflight.get(id)
-    if (e === undefined || e.packet.qos !== 2) {
-      // Unknown id: answer so that the upstream can finish its state [MQTT-4.3.3].
-      this.#write(
-        stream,
-        this.#o.protocolVersion === 5
-          ? { cmd: 'pubrel', messageId: id, reasonCode: 0x92 }
-          : { cmd: 'pubrel', messageId: id },
-      )
-      return
-    }
-    if (code >= 0x80) {
-      this.#inflight.delete(id)
-      e.cb(rejected(code), code)
-      return
-    }
-    e.state = 'pubrel'
-    this.#write(stream, { cmd: 'pubrel', messageId: id })
-  }
-
-  #acked(id: number, qos: 1 | 2, code: number): void {
-    const e = this.#inflight.get(id)
-    if (e === undefined || e.packet.qos !== qos || (qos === 2 && e.state !== 'pubrel')) {
-      this.#log.debug({ messageId: id, qos }, 'acknowledgement for an unknown packet id ignored')
-      return
-    }
-    this.#inflight.delete(id)
-    e.cb(code >= 0x80 ? rejected(code) : undefined, code)
-  }
-
-  #inboundPublish(stream: Duplex, packet: IPublishPacket): void {
-    const id = packet.messageId ?? 0
-    const msg: InboundMessage = {
-      topic: packet.topic,
-      payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
-      qos: packet.qos,
-      retain: packet.retain,
-      userProperties: packet.properties?.userProperties,
-    }
-    if (packet.qos === 2 && this.#inboundQos2.has(id)) {
-      // A resend of a message already delivered: acknowledge, do not deliver again.
-      this.#inbound = this.#inbound.then(() => this.#write(stream, { cmd: 'pubrec', messageId: id }))
-      return
-    }
-    this.#inbound = this.#inbound
-      .then(() => this.#o.onMessage(msg))
-      .then(
-        () => {
-          if (packet.qos === 1) this.#write(stream, { cmd: 'puback', messageId: id })
-          else if (packet.qos === 2) {
-            this.#inboundQos2.add(id)
-            this.#write(stream, { cmd: 'pubrec', messageId: id })
-          }
-        },
-        (err: unknown) => {
-          // Not acknowledged: close, so that the upstream delivers it again after the reconnect.
-          this.#log.warn({ err, topic: msg.topic }, 'local delivery of an upstream message failed, reconnecting')
-          this.#teardown(
-            stream,
-            new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'local delivery failed', { cause: err }),
-          )
-        },
-      )
   }
 
   #startKeepalive(stream: Duplex, keepaliveSec: number): void {
@@ -629,7 +499,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     this.#connected = false
     this.#info = null
     this.#keepalive.stop()
-    this.#inbound = Promise.resolve()
+    this.#inbound.reset()
     const subErr = err ?? new BridgeError('EDGE_ERR_BRIDGE_CONNECTION_LOST', 'disconnected')
     for (const s of this.#subscribes.values()) s.reject(subErr)
     this.#subscribes.clear()
@@ -659,4 +529,28 @@ function connectPacket(o: MqttSessionOptions, password: Buffer | undefined): ICo
     connect.bridgeMode = true
   }
   return connect
+}
+
+/** The error for a CONNACK that refuses the connection, undefined when it accepts it. */
+function connackRefusal(v: ProtocolVersion, packet: IConnackPacket): BridgeError | undefined {
+  const code = v === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
+  if (v === 5 ? code < 0x80 : code === 0) return undefined
+  return new BridgeError(
+    'EDGE_ERR_BRIDGE_UPSTREAM_REJECTED',
+    `upstream refused the connection (${connackText(v, code)})`,
+    {
+      reasonCode: code,
+    },
+  )
+}
+
+/** The hot packets (PUBLISH, acks) by mqtt-codec.ts, the rest by mqtt-packet. */
+function encodePacket(packet: Packet, opts: { protocolVersion: ProtocolVersion }): Buffer {
+  const v = opts.protocolVersion
+  let buf: Buffer | undefined
+  if (packet.cmd === 'publish') buf = encodePublish(packet, v)
+  else if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubrel' || packet.cmd === 'pubcomp') {
+    if (packet.properties === undefined) buf = encodeAck(packet.cmd, packet.messageId ?? 0, packet.reasonCode ?? 0, v)
+  }
+  return buf ?? mqttPacket.generate(packet, opts)
 }
