@@ -3,7 +3,7 @@
 // time; start() does it all, in dependency order, and stop() in reverse.
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
-import { LocalBroker, type Acl, type DeviceAcl, type DeviceOptions } from '../local-broker/index.js'
+import { LocalBroker, type DeviceAcl } from '../local-broker/index.js'
 import type { AcmeModule, CertificateRenewer, CertsModule, CertsService } from '../certs/index.js'
 import { Bridge, BridgeGroup } from '../bridge/index.js'
 import { SqliteStore, type MessageStore } from '../buffer/index.js'
@@ -16,6 +16,7 @@ import { startAll, stopAll, type Component } from './lifecycle.js'
 import { AdminServer } from './admin-server.js'
 import { RateMeter } from './rate-meter.js'
 import { AcmeWiring } from './acme-wiring.js'
+import { certsLib, completeInstalls, deviceOptions, usesCerts, wireCerts } from './certs-wiring.js'
 import type { AgentState, AgentStatus, CertsStatus } from './agent-status.js'
 import { agentMetrics, round } from './agent-metrics.js'
 import {
@@ -119,9 +120,9 @@ export class Agent {
             },
           }),
       ...(certs !== undefined && acl !== undefined
-        ? { tls: () => certs.tlsMaterial(), devices: this.#deviceOptions(certs, acl) }
+        ? { tls: () => certs.tlsMaterial(), devices: deviceOptions(config, acl, certs, () => this.broker, deps.logger) }
         : mqtts.length > 0
-          ? { devices: this.#deviceOptions(undefined, externalPkiAcl(config)) }
+          ? { devices: deviceOptions(config, externalPkiAcl(config)) }
           : {}),
       ...(acme === undefined ? {} : { serverCertificate: () => acme.gateway.material() }),
       // Every device PUBLISH passes the bridges' capture: its PUBACK waits
@@ -160,7 +161,7 @@ export class Agent {
           : []
       }),
     )
-    if (certs !== undefined) this.#wireCerts(certs)
+    if (certs !== undefined) wireCerts(certs, this.broker, () => this.#state === 'running', deps.logger)
     if (acme !== undefined) {
       // certs.acme → mqtts listeners with serverCertificate: acme, swapped in place.
       acme.gateway.on('promoted', (m) => this.broker.setServerCertificate(m))
@@ -308,82 +309,13 @@ export class Agent {
     }
   }
 
-  /**
-   * Device identity and isolation for the broker, backed by the local CA; with
-   * an external PKI only (no local CA) there is no renewal over MQTT, no CRL
-   * and no revocation list of ours: the device space still applies.
-   */
-  #deviceOptions(certs: CertsService | undefined, acl: Acl): DeviceOptions {
-    const c = this.#config
-    const space = {
-      acl,
-      identity: c.devices.identity,
-      maxIdBytes: c.devices.maxIdBytes,
-      onDeniedPublish: c.devices.onDeniedPublish,
-    }
-    if (certs === undefined) return space
-    return {
-      ...space,
-      isRevoked: (serial) => certs.ca.isRevoked(serial),
-      reservedClientId: (id) => certs.isKnownDevice(id),
-      now: () => certs.guard.trustedNow(),
-      onRequest: (req) => {
-        // Renewal over MQTT: the broker bound req.id to the session's certificate.
-        certs
-          .handleRenewal({ id: req.id, clientId: req.clientId, payload: req.payload, credential: req.credential })
-          .then(async (out) => {
-            if (out.issued !== undefined)
-              this.broker.refreshCredential(req.clientId, {
-                serial: out.issued.serial,
-                notBefore: out.issued.notBefore,
-                notAfter: out.issued.notAfter,
-              })
-            await this.broker.publish(out.topic, out.payload, { qos: 1 })
-          })
-          .catch((err: unknown) => {
-            // A reply cut by a stop is not lost for good: the device asks again
-            // with the same key and gets the same certificate.
-            if ((err as { code?: unknown }).code === 'EDGE_ERR_BROKER_STOPPED') {
-              this.#log.info({ deviceId: req.id }, 'renewal reply not sent: the broker is stopping')
-            } else this.#log.error({ err, deviceId: req.id }, 'renewal reply failed')
-          })
-      },
-    }
-  }
-
-  /** certs → broker: rotated server certificate, revocations, CRL. */
-  #wireCerts(certs: CertsService): void {
-    certs.on('rotated', (material) => this.broker.updateTls(material))
-    certs.on('revoked', (e) => {
-      this.broker.setRevokedSerials(e.serials)
-      for (const r of e.revoked) this.broker.disconnectClient(r.id, 'revoked')
-    })
-    certs.on('crl', (e) => {
-      if (this.#state !== 'running') return // published once started
-      this.broker
-        .publish(e.topic, e.pem, { qos: 1, retain: true })
-        .catch((err: unknown) => this.#log.warn({ err }, 'crl publish failed'))
-    })
-  }
-
-  /** An upstream certificate install that a power cut interrupted is finished before the bridges read the files. */
-  async #completeInstalls(): Promise<void> {
-    for (const u of this.#config.upstreams) {
-      if (u.certFile === undefined || u.keyFile === undefined) continue
-      const files = { cert: u.certFile, key: u.keyFile }
-      if (await certsLib(this.#deps).completeInstall(files)) {
-        this.#log.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
-      }
-    }
-  }
-
   async start(signal: AbortSignal): Promise<void> {
     this.#state = 'starting'
     try {
       // 0700: the state directory will hold the message store and private keys.
       // Durable: a name never fsync'd into its parent is lost in a power cut with all below it.
       mkdirDurable(this.#config.dataDir, 0o700)
-      await this.#completeInstalls()
+      await completeInstalls(this.#config.upstreams, () => certsLib(this.#deps), this.#log)
       this.broker.setAcl(await compileClientAcl(this.#config), this.#config.broker.acl.onDeniedPublish)
       await startAll(this.#components, signal, this.#log, this.#stopTimeoutMs())
     } catch (err) {
@@ -500,21 +432,6 @@ export async function buildAgent(config: Readonly<AgentConfig>, deps: AgentDeps)
     ...(certs === undefined ? {} : { certs }),
     ...(acme === undefined ? {} : { acme }),
   })
-}
-
-/** Whether the agent built from this config runs any code of the certs component. */
-function usesCerts(config: Readonly<AgentConfig>): boolean {
-  return (
-    needsLocalCa(config) ||
-    config.certs.acme !== undefined ||
-    config.upstreams.some((u) => u.renewCertificate.enabled || (u.certFile !== undefined && u.keyFile !== undefined))
-  )
-}
-
-function certsLib(deps: AgentDeps): CertsModule {
-  if (deps.certs === undefined)
-    throw new Error('the config uses certificates but their code was not loaded (buildAgent)')
-  return deps.certs
 }
 
 function newAcmeWiring(config: Readonly<AgentConfig>, acme: Readonly<AcmeConfig>, deps: AgentDeps): AcmeWiring {
