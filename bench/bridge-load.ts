@@ -137,6 +137,12 @@ if (role === 'sub') {
   let sent = 0
   let acked = 0
   let failed = 0
+  /** publish → PUBACK, ms: what a device waits for custody. */
+  const ackLat: number[] = []
+  const pct = (q: number): number => {
+    const sorted = ackLat.slice().sort((a, b) => a - b)
+    return sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number)
+  }
   process.on('message', (m: Cmd) => {
     if (m.type === 'report') send({ type: 'report', sent, acked, failed })
     if (m.type === 'stop') void Promise.all(clients.map((c) => c.endAsync(true))).then(() => process.exit(0))
@@ -161,7 +167,9 @@ if (role === 'sub') {
       const finish = (): void => {
         if (done) return
         done = true
-        if (++finished === clients.length) send({ type: 'done', sent, acked, failed, ms: now() - t0 })
+        if (++finished === clients.length) {
+          send({ type: 'done', sent, acked, failed, ms: now() - t0, ackP50: pct(0.5), ackP99: pct(0.99) })
+        }
       }
       const pump = (): void => {
         while (inflight < window && seq < perPub) {
@@ -183,7 +191,10 @@ if (role === 'sub') {
           c.publish(`${prefix}/${id}/${seq % topics}`, payload(), { qos: 1 }, (err) => {
             inflight--
             if (err) failed++
-            else acked++
+            else {
+              acked++
+              ackLat.push(now() - t)
+            }
             if ((seq >= perPub || now() >= deadline) && inflight === 0) finish()
             else pump()
           })

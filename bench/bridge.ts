@@ -49,7 +49,7 @@ const LOAD_URL = new URL('./bridge-load.ts', import.meta.url)
 // ---------------------------------------------------------------------------
 // processes
 
-interface LoadProc {
+export interface LoadProc {
   readonly started: Started
   request<T>(msg: { type: string }, reply: string, ms?: number): Promise<T>
   next<T>(type: string, ms: number): Promise<T>
@@ -88,7 +88,7 @@ async function load(name: string, extra: Record<string, string>): Promise<LoadPr
   }
 }
 
-interface SubReport {
+export interface SubReport {
   total: number
   unique: number
   dups: number
@@ -103,7 +103,7 @@ interface SubReport {
   liveCount: number
 }
 
-interface Mosq {
+export interface Mosq {
   readonly port: number
   readonly url: string
   start(): Promise<void>
@@ -115,7 +115,7 @@ interface Mosq {
   cleanup(): void
 }
 
-async function mosquitto(name: string, port: number, lines: readonly string[]): Promise<Mosq> {
+export async function mosquitto(name: string, port: number, lines: readonly string[]): Promise<Mosq> {
   const dir = mkdtempSync(join(tmpdir(), `edge-bench-${name}-`))
   const conf = join(dir, 'mosquitto.conf')
   writeFileSync(
@@ -173,18 +173,21 @@ async function mosquitto(name: string, port: number, lines: readonly string[]): 
   return m
 }
 
-interface Agent {
+export interface Agent {
   readonly pid: number
   readonly port: number
   readonly adminPort: number
   readonly url: string
   /** Resolves with the epoch ms of the next 'upstream connected' log line. */
   nextConnected(ms: number): Promise<number>
-  status(): Promise<{ upstreams: { backlog: { depth: number }; window: number; totals: { resent: number } }[] }>
+  status(): Promise<{
+    upstreams: { backlog: { depth: number }; window: number; totals: { resent: number } }[]
+    buffer: { totals: { walFsyncs: number; commits: number } }
+  }>
   stop(): Promise<void>
 }
 
-async function agent(
+export async function agent(
   upstreamUrl: string,
   rules: readonly Record<string, unknown>[],
   extra: Record<string, unknown> = {},
@@ -279,7 +282,7 @@ async function proxy(targetPort: number): Promise<{ port: number; cut(): void; c
   }
 }
 
-async function subscriber(url: string, filter: string, liveBase = 1_000_000): Promise<LoadProc> {
+export async function subscriber(url: string, filter: string, liveBase = 1_000_000): Promise<LoadProc> {
   return load('bench-sub', {
     EDGE_BENCH_ROLE: 'sub',
     EDGE_BENCH_URL: url,
@@ -288,7 +291,7 @@ async function subscriber(url: string, filter: string, liveBase = 1_000_000): Pr
   })
 }
 
-async function publishers(
+export async function publishers(
   url: string,
   opts: {
     count?: number
@@ -322,11 +325,11 @@ async function publishers(
   return out
 }
 
-async function stopAll(procs: LoadProc[]): Promise<void> {
+export async function stopAll(procs: LoadProc[]): Promise<void> {
   await Promise.all(procs.map((p) => p.started.stop('SIGTERM', 5_000)))
 }
 
-async function untilDelivered(sub: LoadProc, want: number, ms: number): Promise<SubReport> {
+export async function untilDelivered(sub: LoadProc, want: number, ms: number): Promise<SubReport> {
   const deadline = Date.now() + ms
   let last: SubReport | undefined
   let stalledSince = Date.now()
@@ -369,14 +372,14 @@ interface E2e {
 }
 
 /** User and system CPU time of a process, seconds (/proc/<pid>/stat, fields 14 and 15). */
-function cpuSeconds(pid: number): { user: number; sys: number } {
+export function cpuSeconds(pid: number): { user: number; sys: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 }
 }
 
 /** Write syscalls (write, writev, …) a process has made (/proc/<pid>/io). */
-function writeSyscalls(pid: number): number {
+export function writeSyscalls(pid: number): number {
   const m = /^syscw:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))
   return Number(m?.[1] ?? NaN)
 }

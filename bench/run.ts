@@ -74,12 +74,6 @@ const scenarios: Scenario[] = [
     byDefault: false,
   },
   optionalBench(
-    'ingest',
-    './ingest.ts',
-    'runIngestBench',
-    'durable QoS 1 ingest through the agent, beside raw SQLite and Mosquitto',
-  ),
-  optionalBench(
     'bridge',
     './bridge.ts',
     'runBridgeBench',
@@ -100,6 +94,15 @@ const scenarios: Scenario[] = [
     'runIngestBench',
     'durable QoS 1 ingest with the upstream down, PUBACK latency at 2,000 msg/s, RSS while a backlog builds',
   ),
+  {
+    ...optionalBench(
+      'store-io',
+      './store-io.ts',
+      'runStoreIoBench',
+      'fsyncs, bytes written and PUBACK latency per message at 200, 2,000 and 20,000 msg/s, upstream connected',
+    ),
+    byDefault: false,
+  },
   {
     ...optionalBench(
       'node-red',

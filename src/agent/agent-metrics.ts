@@ -194,6 +194,7 @@ function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
     )
     .counter('edge_agent_buffer_appended_total', 'Messages committed to the buffer', b.totals.appended)
     .counter('edge_agent_buffer_acked_total', 'Messages removed after the upstream acknowledged them', b.totals.acked)
+    .counter('edge_agent_buffer_wal_fsyncs_total', 'WAL fsyncs that acknowledgements waited for', b.totals.walFsyncs)
     .counter('edge_agent_buffer_commits_total', 'Group commits', b.totals.commits)
     .counter(
       'edge_agent_buffer_failed_commits_total',

@@ -194,6 +194,8 @@ export interface BufferStats {
     readonly released: number
     readonly commits: number
     readonly failedCommits: number
+    /** fsyncs of the WAL that acknowledgements waited for (durability 'full'); 0 otherwise. */
+    readonly walFsyncs: number
   }
   /** Drops since the process started (total, byReason, byRule) and, for a durable store, since it was created. */
   readonly drops: {

@@ -45,6 +45,7 @@ export function collectStats(st: StoreState, durability: Durability): BufferStat
       bytes: st.totalBytes,
       inFlight: st.inFlight.size,
       ...st.counters,
+      walFsyncs: st.lease?.walSyncs ?? 0,
     },
     drops: {
       total: st.drops.total,

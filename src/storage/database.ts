@@ -139,6 +139,8 @@ export interface SqliteDatabase {
   syncWal(): Promise<void>
   /** Milliseconds until the fsync rate bound lets the next WAL fsync start (0: at once; always 0 unless 'full'). */
   syncDelayMs(): number
+  /** WAL fsyncs completed on this file since it was opened (0 unless 'full'). */
+  readonly walSyncs: number
   /** Release this lease (idempotent). The last lease checkpoints the WAL (TRUNCATE) and closes. */
   close(): void
 }
@@ -208,6 +210,9 @@ class Lease implements SqliteDatabase {
   }
   get closed(): boolean {
     return this.#closed
+  }
+  get walSyncs(): number {
+    return this.shared.wal?.syncs ?? 0
   }
 
   applyMigrations(migrations: readonly Migration[]): string[] {

@@ -541,3 +541,16 @@ test('a release while caught up puts the released rows back before newer ones', 
     [a.id, c.id],
   )
 })
+
+test("stats count the WAL fsyncs that acknowledgements waited for, and only with durability 'full'", async (t) => {
+  const full = await open(t, { durability: 'full' })
+  assert.equal(full.stats().totals.walFsyncs, 0, 'none before the first append')
+  await full.append(msg(1))
+  const afterOne = full.stats().totals.walFsyncs
+  assert.ok(afterOne >= 1, `the append resolved after an fsync: ${afterOne}`)
+  await full.append(msg(2))
+  assert.ok(full.stats().totals.walFsyncs > afterOne, 'each later append that waited adds one')
+  const normal = await open(t, { durability: 'normal' })
+  await normal.append(msg(1))
+  assert.equal(normal.stats().totals.walFsyncs, 0)
+})
