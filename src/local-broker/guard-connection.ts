@@ -1,5 +1,17 @@
 // Connection adapter of the packet guard: puts a PacketGuard between a
 // connection and aedes, and closes the connection on a violation.
+//
+// The broker must call `guard.authenticated()` (or
+// `connectionGuard(conn)?.authenticated()`) once it has sent CONNACK 0, e.g.
+// from aedes's `connackSent` event (an MQTT 5 CONNACK has `reasonCode`):
+//
+//   broker.on('connackSent', (connack, client) => {
+//     if ((connack.reasonCode ?? connack.returnCode) === 0) connectionGuard(client.conn)?.authenticated()
+//   })
+//
+// aedes pauses reading from CONNECT until CONNACK is written, so no byte is fed
+// between the two; bytes pipelined in the same read as the CONNECT are fed
+// before it and held to the pre-connect limit.
 import type { Duplex } from 'node:stream'
 import type { GuardViolation, PacketGuard } from './packet-guard.js'
 

@@ -30,6 +30,24 @@ export const DEFAULT_PACKET_GUARD_LIMITS: Readonly<PacketGuardLimits> = Object.f
   topicAliasMaximum: 0,
 })
 
+/** `limits` with defaults applied; throws a RangeError on a value out of range. */
+export function resolveGuardLimits(limits: Partial<PacketGuardLimits>): PacketGuardLimits {
+  const d = DEFAULT_PACKET_GUARD_LIMITS
+  const l: PacketGuardLimits = {
+    preConnectMaxBytes: limits.preConnectMaxBytes ?? d.preConnectMaxBytes,
+    maxPayloadBytes: limits.maxPayloadBytes ?? d.maxPayloadBytes,
+    allowMqtt5: limits.allowMqtt5 ?? d.allowMqtt5,
+    topicAliasMaximum: limits.topicAliasMaximum ?? d.topicAliasMaximum,
+  }
+  if (!Number.isSafeInteger(l.preConnectMaxBytes) || l.preConnectMaxBytes < 0)
+    throw new RangeError('preConnectMaxBytes must be a non-negative integer')
+  if (!Number.isSafeInteger(l.maxPayloadBytes) || l.maxPayloadBytes < 0)
+    throw new RangeError('maxPayloadBytes must be a non-negative integer')
+  if (!Number.isInteger(l.topicAliasMaximum) || l.topicAliasMaximum < 0 || l.topicAliasMaximum > 65_535)
+    throw new RangeError('topicAliasMaximum must be an integer from 0 to 65535')
+  return l
+}
+
 /**
  * - `packet-too-large`: a remaining length or payload above a limit (`limit` names it).
  * - `malformed`: the bytes do not decode into a well-formed packet (lengths,

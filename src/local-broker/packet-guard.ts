@@ -46,30 +46,22 @@
  *
  * Where things are: this file frames the stream, checks limits, and decides
  * acknowledgements (whose ids ack-tracker.ts knows); guard-header.ts checks a
- * fixed header's first byte; guard-connect.ts validates a CONNECT body
- * (guard-v5-connect.ts an MQTT 5 one), guard-checks.ts a PUBLISH topic and
- * SUBSCRIBE/UNSUBSCRIBE bodies, guard-v5-checks.ts what MQTT 5 adds.
+ * fixed header's first byte, guard-region.ts collects a region split across
+ * chunks; guard-connect.ts validates a CONNECT body (guard-v5-connect.ts an
+ * MQTT 5 one), guard-checks.ts a PUBLISH topic and SUBSCRIBE/UNSUBSCRIBE
+ * bodies, guard-v5-checks.ts what MQTT 5 adds.
  *
- * `guardConnection()` (guard-connection.ts) wires a guard into a connection
- * by wrapping its `read()` (see the comment there for why not a Transform). The broker must call
- * `guard.authenticated()` (or `connectionGuard(conn)?.authenticated()`) once it
- * has sent CONNACK 0, e.g. from aedes's `connackSent` event:
- *
- *   broker.on('connackSent', (connack, client) => {
- *     if (connack.returnCode === 0) connectionGuard(client.conn)?.authenticated()
- *   })
- *
- * aedes pauses reading from CONNECT until CONNACK is written, so no byte is fed
- * between the two; bytes pipelined in the same read as the CONNECT are fed
- * before it and held to the pre-connect limit.
+ * `guardConnection()` (guard-connection.ts) wires a guard into a connection;
+ * the broker must call `authenticated()` once it has sent CONNACK 0 (see there).
  */
 import { checkConnect } from './guard-connect.js'
 import { checkPublish, checkSubscribe, checkUnsubscribe, fail, type PartialViolation } from './guard-checks.js'
 import { checkFirstByte } from './guard-header.js'
+import { PartialRegion } from './guard-region.js'
 import { asMqtt5, checkAckV5, checkSubscribeV5, checkUnsubscribeV5, Mqtt5Session } from './guard-v5-checks.js'
 
 import {
-  DEFAULT_PACKET_GUARD_LIMITS,
+  resolveGuardLimits,
   type AckCheck,
   type GuardResult,
   type GuardViolation,
@@ -129,15 +121,8 @@ export class PacketGuard {
   #topicLength = 0
   #topicLengthBytes = 0
   #need = 0
-  #acc: Buffer | null = null
-  #accLength = 0
-  /**
-   * Where an accumulated CONNECT's bytes lie in the chunks already passed on
-   * (mqtt-packet keeps those very Buffers until the packet completes), so an
-   * MQTT 3.1 CONNECT's flags can be normalized in place: [chunk, chunk offset,
-   * region offset, length].
-   */
-  #pieces: [Buffer, number, number, number][] | null = null
+  /** A region being collected across chunks; null otherwise. */
+  #partial: PartialRegion | null = null
   #connectSeen = false
   #authenticated = false
   #clientId: string | undefined = undefined
@@ -152,18 +137,11 @@ export class PacketGuard {
 
   /** `acks`, when given, decides which non-zero packet ids a PUBACK, PUBREC, PUBREL or PUBCOMP may carry. */
   constructor(limits: Partial<PacketGuardLimits> = {}, acks?: AckCheck) {
-    const pre = limits.preConnectMaxBytes ?? DEFAULT_PACKET_GUARD_LIMITS.preConnectMaxBytes
-    const payload = limits.maxPayloadBytes ?? DEFAULT_PACKET_GUARD_LIMITS.maxPayloadBytes
-    const aliases = limits.topicAliasMaximum ?? DEFAULT_PACKET_GUARD_LIMITS.topicAliasMaximum
-    if (!Number.isSafeInteger(pre) || pre < 0) throw new RangeError('preConnectMaxBytes must be a non-negative integer')
-    if (!Number.isSafeInteger(payload) || payload < 0)
-      throw new RangeError('maxPayloadBytes must be a non-negative integer')
-    if (!Number.isInteger(aliases) || aliases < 0 || aliases > 65_535)
-      throw new RangeError('topicAliasMaximum must be an integer from 0 to 65535')
-    this.#preConnectMax = pre
-    this.#maxPayload = payload
-    this.#allowMqtt5 = limits.allowMqtt5 ?? DEFAULT_PACKET_GUARD_LIMITS.allowMqtt5
-    this.#topicAliasMaximum = aliases
+    const l = resolveGuardLimits(limits)
+    this.#preConnectMax = l.preConnectMaxBytes
+    this.#maxPayload = l.maxPayloadBytes
+    this.#allowMqtt5 = l.allowMqtt5
+    this.#topicAliasMaximum = l.topicAliasMaximum
     this.#acks = acks
   }
 
@@ -256,33 +234,17 @@ export class PacketGuard {
         }
         case S_REGION: {
           const need = this.#need
-          const acc = this.#acc
-          if (acc === null && n - i >= need) {
+          let partial = this.#partial
+          if (partial === null && n - i >= need) {
             // whole region in this chunk: inspect it in place
             v = this.#onRegion(chunk, i, i + need)
             i += need
           } else {
-            // Grow with what has arrived, not with what the header declares: a
-            // client that announces 64 KiB and trickles 5 bytes must not cost
-            // 64 KiB. allocUnsafeSlow, because a partial region can live as long
-            // as a slow client and would otherwise pin an 8 KiB pool slab.
-            const have = this.#accLength
-            const take = Math.min(need - have, n - i)
-            let buf = acc
-            if (buf === null || have + take > buf.length) {
-              buf = Buffer.allocUnsafeSlow(Math.min(need, Math.max(2 * (have + take), 256)))
-              if (acc !== null) acc.copy(buf, 0, 0, have)
-              this.#acc = buf
-            }
-            chunk.copy(buf, have, i, i + take)
-            if (this.#byte1 >> 4 === CONNECT) (this.#pieces ??= []).push([chunk, i, have, take])
-            this.#accLength = have + take
-            i += take
-            if (have + take === need) {
-              this.#acc = null
-              this.#accLength = 0
-              v = this.#onRegion(buf, 0, need)
-              this.#pieces = null
+            partial ??= this.#partial = new PartialRegion(need)
+            i += partial.add(chunk, i, n, this.#byte1 >> 4 === CONNECT)
+            if (partial.length === need) {
+              v = this.#onRegion(partial.buf, 0, need)
+              this.#partial = null
             }
           }
           break
@@ -299,7 +261,7 @@ export class PacketGuard {
       }
       if (v !== undefined) {
         this.#state = S_CLOSED
-        this.#acc = null
+        this.#partial = null
         this.#violation = v
         return { pass: start, violation: v }
       }
@@ -474,7 +436,11 @@ export class PacketGuard {
   }
 
   #connect(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    const r = checkConnect(b, s, e, (at, value) => this.#patch(b, s, at, value), this.#allowMqtt5)
+    const patch = (at: number, value: number): void => {
+      b[s + at] = value
+      this.#partial?.patchChunks(at, value)
+    }
+    const r = checkConnect(b, s, e, patch, this.#allowMqtt5)
     if (!('cleanSession' in r)) return this.#complete(r)
     this.#clientId = r.clientId
     this.#protocolVersion = r.protocolVersion
@@ -489,13 +455,5 @@ export class PacketGuard {
     const v = this.#v5 === null ? partial : asMqtt5(partial)
     const clientId = v.clientId ?? this.#clientId
     return { ...v, packetType: this.#byte1 >> 4, ...(clientId === undefined ? {} : { clientId }) }
-  }
-
-  /** Writes one byte of the CONNECT region, in the inspected copy and in the chunks passed on. */
-  #patch(b: Buffer, s: number, at: number, value: number): void {
-    b[s + at] = value
-    for (const [chunk, start, regionOffset, length] of this.#pieces ?? []) {
-      if (at >= regionOffset && at < regionOffset + length) chunk[start + at - regionOffset] = value
-    }
   }
 }
