@@ -360,6 +360,8 @@ export class PacketGuard {
       return this.#fail('malformed', undefined, 'PUBLISH topic runs past the remaining length')
     if (this.#bodyLeft - region > this.#maxPayload + this.#propertyRoom())
       return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
+    // an MQTT 5 QoS 0 PUBLISH with an empty topic: nothing to collect, and its last byte may be this one
+    if (region === 0) return this.#onRegion(EMPTY, 0, 0)
     this.#need = region
     this.#state = S_REGION
     return undefined

@@ -435,6 +435,11 @@ describe('PacketGuard MQTT 5: PUBLISH', () => {
       malformed,
     ],
     [
+      'closes at its last byte on a QoS 0 PUBLISH with an empty topic and no property length (MQTT 5 §3.3.2)',
+      packet(0x30, field('')),
+      malformed,
+    ],
+    [
       'closes on a PUBLISH without a property length (an MQTT 3.1.1 PUBLISH on an MQTT 5 connection)',
       packet(0x32, field('t'), u16(1)),
       malformed,
