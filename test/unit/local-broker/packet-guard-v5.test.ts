@@ -970,6 +970,28 @@ describe('PacketGuard MQTT 5: streaming', () => {
     }
   })
 
+  test('on 3000 seeded corruptions of the session: same verdict whole and byte by byte, and what passes parses', () => {
+    const random = prng(55)
+    for (let round = 0; round < 3000; round++) {
+      const stream = Buffer.from(session.subarray(0, 100 + Math.floor(random() * 1500)))
+      for (let f = 1 + Math.floor(random() * 3); f > 0; f--) {
+        stream[Math.floor(random() * stream.length)] = Math.floor(random() * 256)
+      }
+      const whole = run(stream, Infinity)
+      const split = run(stream, 1)
+      assert.deepEqual(split.violation, whole.violation, `round ${round}`)
+      assert.deepEqual(whole.passed, stream.subarray(0, whole.passed.length))
+      assert.ok(split.passed.length >= whole.passed.length)
+      if (whole.violation !== undefined) {
+        assert.ok(split.passed.length < stream.length, `round ${round}: the invalid packet's last byte passed`)
+        continue
+      }
+      const parser = mqttPacket.parser({ protocolVersion: 5 })
+      parser.on('error', (err) => assert.fail(`round ${round}: ${err.message}`))
+      parser.parse(whole.passed)
+    }
+  })
+
   test('passes nothing of the chunk that completes invalid PUBLISH properties begun earlier', () => {
     const guard = new PacketGuard(V5_LIMITS)
     guard.feed(CONNECT5)
