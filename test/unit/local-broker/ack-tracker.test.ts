@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqttPacket from 'mqtt-packet'
 import { PassThrough } from 'node:stream'
-import { AckTracker, trackAcks } from '../../../src/local-broker/ack-tracker.js'
+import { AckTracker, restoreAcks, trackAcks } from '../../../src/local-broker/ack-tracker.js'
 
 const PUBACK = 4
 const PUBREC = 5
@@ -108,4 +108,16 @@ test('records the ids of MQTT 5 PUBLISH with properties, aliased empty topics, a
   // bytes of properties and payloads were not taken for ids
   for (const id of [2, 3, 300, 0x92, 0x10, 25]) assert.equal(tracker.accepts(PUBACK, id), false, `id ${id}`)
   assert.equal(tracker.accepts(PUBREL, 25), false)
+})
+
+test('restoreAcks treats an MQTT 5 Clean Start 0 as a possibly resumed session, whatever its expiry', () => {
+  const resumed = new AckTracker()
+  restoreAcks(undefined, { clean: true, _cleanStart: false }, resumed)
+  assert.equal(resumed.accepts(PUBREL, 5), true, 'the client resends PUBREL after a reconnect [MQTT-4.4.0-1]')
+  const fresh = new AckTracker()
+  restoreAcks(undefined, { clean: true, _cleanStart: true }, fresh)
+  assert.equal(fresh.accepts(PUBREL, 5), false)
+  const v311 = new AckTracker()
+  restoreAcks(undefined, { clean: true }, v311)
+  assert.equal(v311.accepts(PUBREL, 5), false)
 })
