@@ -14,17 +14,10 @@
  * UNSUBSCRIBE without filters, wrong lengths of PUBACK/PINGREQ, and topic
  * filters such as `a#`, `+a`, `a+/b` that its `validateTopic` accepts).
  *
- * MQTT 5 (only with `allowMqtt5`): the guard learns the protocol level from
- * CONNECT and from then on holds the connection to MQTT 5's rules: properties
- * on every packet that has them (guard-v5-properties.ts: types, lengths,
- * duplicates, which packet may carry which), reason codes a client may send,
- * subscription options, Topic Aliases against the broker's
- * `topicAliasMaximum`, AUTH refused (enhanced authentication is not
- * supported). A violation then carries the MQTT 5 `reasonCode`, which
- * guard-connection.ts sends in a CONNACK or DISCONNECT before closing, where
- * MQTT 3.1.1 closes silently. What the client announced in its CONNECT
- * (Maximum Packet Size, Receive Maximum, Topic Alias Maximum, Session Expiry)
- * is exposed as `mqtt5` for the broker.
+ * MQTT 5 (only with `allowMqtt5`; docs/mqtt5.md): the protocol level comes
+ * from CONNECT, and the rest of the connection is held to MQTT 5's rules. A
+ * violation then carries the `reasonCode` that guard-connection.ts sends in a
+ * CONNACK or DISCONNECT before closing; the client's CONNECT values are `mqtt5`.
  *
  * Invariants:
  * - Bytes stream through: `feed()` passes every byte of a chunk unless a
@@ -40,7 +33,9 @@
  *   acknowledgements and DISCONNECT (each at most `preConnectMaxBytes`).
  *   PUBLISH payloads are counted, never copied.
  * - An idle guard holds no Buffer and no closures: a handful of numbers, so it
- *   can sit on each of thousands of device connections.
+ *   can sit on each of thousands of device connections (on MQTT 5 also the
+ *   client's CONNECT values and, once the client sets a Topic Alias, a bitset
+ *   of `topicAliasMaximum` bits).
  * - After the first violation the guard is closed for good: every later feed
  *   passes 0 bytes and returns that same violation.
  *
