@@ -55,6 +55,13 @@ function check(b: Buffer, e: number, p: number): PartialViolation | ValidConnect
     requestProblemInformation: found.requestProblemInformation !== 0,
   }
   const authenticationMethod = found.authenticationMethod
+  if (found.authenticationData && !authenticationMethod) {
+    return fail(
+      'protocol-violation',
+      undefined,
+      'Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10)',
+    )
+  }
 
   if (e - p < 2) return fail('malformed', '[MQTT-3.1.3-3]', 'client identifier missing')
   const idLength = (b[p]! << 8) | b[p + 1]!

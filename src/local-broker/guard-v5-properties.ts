@@ -92,6 +92,7 @@ export const found = {
   requestResponseInformation: -1,
   subscriptionIdentifier: -1,
   authenticationMethod: false,
+  authenticationData: false,
 }
 
 /**
@@ -148,6 +149,7 @@ export function checkProperties(b: Buffer, s: number, e: number, context: number
   found.requestResponseInformation = -1
   found.subscriptionIdentifier = -1
   found.authenticationMethod = false
+  found.authenticationData = false
   // identifiers seen so far: 0x00-0x1f in `low`, 0x20-0x3f in `high`
   let low = 0
   let high = 0
@@ -260,6 +262,9 @@ function checkValue(id: number, value: number, spec: PropertySpec): PartialViola
       return undefined
     case 0x15:
       found.authenticationMethod = true
+      return undefined
+    case 0x16:
+      found.authenticationData = true
       return undefined
     case 0x21:
       if (value === 0) return fail('protocol-violation', undefined, 'Receive Maximum is 0 (MQTT 5 §3.1.2.11.3)')

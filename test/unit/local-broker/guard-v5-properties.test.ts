@@ -174,6 +174,7 @@ describe('checkProperties', () => {
         requestResponseInformation: 1,
         subscriptionIdentifier: -1,
         authenticationMethod: true,
+        authenticationData: false,
       },
     )
     assert.equal(check(bytes(P.topicAlias(9)), PUBLISH), undefined)

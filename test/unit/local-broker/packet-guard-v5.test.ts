@@ -295,6 +295,11 @@ describe('PacketGuard MQTT 5: CONNECT', () => {
       { ...malformed, rule: '[MQTT-3.1.4-1]' },
     ],
     [
+      'closes on Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10)',
+      connect5({ props: props(P.authData([1])) }),
+      protocol,
+    ],
+    [
       'answers 0x8C to an Authentication Method: enhanced authentication is not supported [MQTT-4.12.0-1]',
       connect5({ props: props(P.authMethod('SCRAM-SHA-1'), P.authData([1, 2])) }),
       { reason: 'bad-authentication-method', rule: '[MQTT-4.12.0-1]', code: 0x8c },
