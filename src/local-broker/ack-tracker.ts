@@ -23,6 +23,10 @@
 // of 8 KiB each, allocated on the first QoS 1/2 exchange, so an idle or
 // QoS 0 connection costs a handful of numbers.
 //
+// MQTT 5 changes nothing here: a PUBLISH's properties follow its packet
+// identifier, and acknowledgements carry their reason code and properties
+// after it, so the identifier is read at the same place.
+//
 // Persistent sessions (cleanSession 0): the identifiers of the in-flight
 // messages restored from the session are legitimate. The broker reads them
 // from its persistence once CONNACK is sent (`restoring`); until that read
@@ -230,10 +234,20 @@ interface OutgoingStore {
  * CONNACK 0 went out to `client`: starts its session in `tracker` and, for a
  * persistent session, marks the ids of the in-flight messages in the broker's
  * persistence (`store`, aedes's `persistence`) as used.
+ *
+ * aedes 2 (MQTT 5) sets `clean` from the Session Expiry Interval (will the
+ * session outlive this connection) and keeps Clean Start in `_cleanStart`: a
+ * CONNECT with Clean Start 0 may resume a stored session even when it asks
+ * for expiry 0, so such a session counts as persistent here.
  */
-export function restoreAcks(store: unknown, client: { clean: boolean }, tracker: AckTracker): void {
-  tracker.sessionStarted(!client.clean)
-  if (client.clean) return
+export function restoreAcks(
+  store: unknown,
+  client: { clean: boolean; _cleanStart?: boolean },
+  tracker: AckTracker,
+): void {
+  const persistent = !client.clean || client._cleanStart === false
+  tracker.sessionStarted(persistent)
+  if (!persistent) return
   let stream: Readable | undefined
   try {
     stream = (store as OutgoingStore | undefined)?.outgoingStream?.(client)

@@ -20,13 +20,16 @@ export function fail(
   reason: GuardViolationReason,
   rule: string | undefined,
   detail: string,
-  extra?: { connackReturnCode?: number; clientId?: string },
+  extra?: Pick<PartialViolation, 'limit' | 'connackReturnCode' | 'reasonCode' | 'packetId' | 'clientId'>,
 ): PartialViolation {
   return {
     reason,
     ...(rule === undefined ? {} : { rule }),
     detail,
+    ...(extra?.limit === undefined ? {} : { limit: extra.limit }),
     ...(extra?.connackReturnCode === undefined ? {} : { connackReturnCode: extra.connackReturnCode }),
+    ...(extra?.reasonCode === undefined ? {} : { reasonCode: extra.reasonCode }),
+    ...(extra?.packetId === undefined ? {} : { packetId: extra.packetId }),
     ...(extra?.clientId === undefined ? {} : { clientId: extra.clientId }),
   }
 }
@@ -87,7 +90,7 @@ export function checkUnsubscribe(b: Buffer, s: number, e: number): PartialViolat
   return undefined
 }
 
-function checkFilter(b: Buffer, s: number, e: number): PartialViolation | undefined {
+export function checkFilter(b: Buffer, s: number, e: number): PartialViolation | undefined {
   if (s === e) return fail('protocol-violation', '[MQTT-4.7.3-1]', 'empty topic filter')
   switch (scanString(b, s, e, STR_HASH_PLACEMENT)) {
     case STR_NUL:

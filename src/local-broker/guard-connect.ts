@@ -1,14 +1,22 @@
 // CONNECT validation of the packet guard (packet-guard.ts): the whole
-// CONNECT body, MQTT 3.1 (MQIsdp) and 3.1.1, in the region [s, e) of `b`.
+// CONNECT body, MQTT 3.1 (MQIsdp) and 3.1.1, in the region [s, e) of `b`;
+// an MQTT 5 CONNECT goes on in guard-v5-connect.ts when `allowMqtt5`.
 // Returns what a CONNECT that passed every check asks for, or the violation.
 // `patch(at, value)` rewrites the byte at region offset `at` in the bytes
 // aedes will parse (MQTT 3.1 flags 3.1.1 reserves, see below).
 import { scanString, STR_CONTROL, STR_NUL, STR_OK, STR_UTF8, STR_WILDCARD } from './mqtt-strings.js'
 import { fail, type PartialViolation } from './guard-checks.js'
+import type { Mqtt5ClientLimits } from './guard-types.js'
+import { checkConnectV5 } from './guard-v5-connect.js'
 
 export interface ValidConnect {
   readonly clientId: string
+  /** Clean Session (MQTT 3.1/3.1.1) or Clean Start (MQTT 5). */
   readonly cleanSession: boolean
+  /** Protocol level without the bridge bit: 3, 4 or 5. */
+  readonly protocolVersion: number
+  /** What an MQTT 5 client announced. */
+  readonly mqtt5?: Mqtt5ClientLimits
 }
 
 export function checkConnect(
@@ -16,6 +24,7 @@ export function checkConnect(
   s: number,
   e: number,
   patch: (at: number, value: number) => void,
+  allowMqtt5 = false,
 ): PartialViolation | ValidConnect {
   let p = s
   if (e - p < 2) return fail('malformed', undefined, 'CONNECT too short for its protocol name')
@@ -37,6 +46,7 @@ export function checkConnect(
   // Bit 7 is the bridge bit (0x83/0x84) that Mosquitto bridges send with try_private;
   // mqtt-packet and aedes accept it, so the guard does too.
   const level = b[p]! & 0x7f
+  if (allowMqtt5 && isMqtt && b[p] === 5) return checkConnectV5(b, e, p + 1)
   if (level !== (isMqtt ? 4 : 3)) {
     // an MQTT 5 CONNECT lands here: the rest of it is not ours to validate
     return fail('unsupported-protocol-version', '[MQTT-3.1.2-2]', 'unsupported protocol level', {
@@ -153,5 +163,5 @@ export function checkConnect(
       })
     }
   }
-  return { clientId, cleanSession: (flags & 0x02) !== 0 }
+  return { clientId, cleanSession: (flags & 0x02) !== 0, protocolVersion: level }
 }

@@ -1,5 +1,17 @@
 // Connection adapter of the packet guard: puts a PacketGuard between a
 // connection and aedes, and closes the connection on a violation.
+//
+// The broker must call `guard.authenticated()` (or
+// `connectionGuard(conn)?.authenticated()`) once it has sent CONNACK 0, e.g.
+// from aedes's `connackSent` event (an MQTT 5 CONNACK has `reasonCode`):
+//
+//   broker.on('connackSent', (connack, client) => {
+//     if ((connack.reasonCode ?? connack.returnCode) === 0) connectionGuard(client.conn)?.authenticated()
+//   })
+//
+// aedes pauses reading from CONNECT until CONNACK is written, so no byte is fed
+// between the two; bytes pipelined in the same read as the CONNECT are fed
+// before it and held to the pre-connect limit.
 import type { Duplex } from 'node:stream'
 import type { GuardViolation, PacketGuard } from './packet-guard.js'
 
@@ -42,10 +54,15 @@ type GuardedConnection = Duplex & { [kGuarded]?: GuardedState }
  *
  * On a violation the wrapped read returns the bytes before the invalid packet
  * (or null), calls `onViolation` (which must not throw; it runs while the
- * connection can still report its remote address), then closes: if the
- * violation carries a CONNACK return code it writes `20 02 00 <code>`, ends the
- * connection and destroys it once that has flushed ('finish') or after
- * `closeTimeoutMs`; otherwise it destroys at once. It stops reading in the
+ * connection can still report its remote address), then closes. It answers
+ * first where the protocol lets it: a violation with a CONNACK return code
+ * gets `20 02 00 <code>` (MQTT 3.1/3.1.1) or `20 03 00 <reason code> 00`
+ * (MQTT 5); on an MQTT 5 connection whose CONNACK 0 has gone out
+ * (`guard.authenticated()` was called), any other violation gets a DISCONNECT
+ * `e0 02 <reason code> 00` (a server sends no DISCONNECT before that CONNACK,
+ * [MQTT-3.14.0-1]). Then it ends the connection and destroys it once the
+ * answer has flushed ('finish') or after `closeTimeoutMs`. Without an answer
+ * (MQTT 3.1.1 closes silently on a malformed packet) it destroys at once. It stops reading in the
  * meantime, so a peer that keeps sending meets TCP back-pressure instead of
  * more buffering.
  */
@@ -98,12 +115,12 @@ function guardedRead(this: GuardedConnection, size?: number): Buffer | null {
 function closeAfterViolation(conn: Duplex, state: GuardedState, violation: GuardViolation): void {
   // an EPIPE from the CONNACK write must not become an unhandled 'error'
   conn.on('error', noop)
-  const code = violation.connackReturnCode
-  if (code === undefined || !conn.writable) {
+  const answer = answerTo(violation, state.guard.isAuthenticated)
+  if (answer === undefined || !conn.writable) {
     conn.destroy()
     return
   }
-  conn.write(Buffer.from([0x20, 0x02, 0x00, code]))
+  conn.write(answer)
   conn.end()
   const timer = setTimeout(destroy, state.closeTimeoutMs, conn)
   timer.unref()
@@ -111,6 +128,17 @@ function closeAfterViolation(conn: Duplex, state: GuardedState, violation: Guard
     clearTimeout(timer)
     conn.destroy()
   })
+}
+
+/** The CONNACK or DISCONNECT that tells the client why it is closed, if the protocol allows one here. */
+function answerTo(violation: GuardViolation, connackSent: boolean): Buffer | undefined {
+  const connack = violation.connackReturnCode
+  const reason = violation.reasonCode
+  if (connack !== undefined) {
+    return Buffer.from(reason === undefined ? [0x20, 0x02, 0x00, connack] : [0x20, 0x03, 0x00, connack, 0x00])
+  }
+  if (reason !== undefined && connackSent) return Buffer.from([0xe0, 0x02, reason, 0x00])
+  return undefined
 }
 
 function destroy(conn: Duplex): void {

@@ -47,3 +47,21 @@ export function scanString(b: Buffer, s: number, e: number, wildcards: number): 
   if (high && !isUtf8(b.subarray(s, e))) return STR_UTF8
   return STR_OK
 }
+
+/**
+ * Checks b[s, e) as an MQTT 5 UTF-8 string that is neither a topic nor an
+ * identifier (user properties, reason strings, content types): U+0000 and
+ * ill-formed UTF-8 are refused [MQTT-1.5.4-1] [MQTT-1.5.4-2]; control
+ * characters are only SHOULD NOT there, so they pass. Returns STR_OK,
+ * STR_NUL or STR_UTF8.
+ */
+export function scanText(b: Buffer, s: number, e: number): number {
+  let high = false
+  for (let k = s; k < e; k++) {
+    const c = b[k]!
+    if (c === 0x00) return STR_NUL
+    if (c >= 0x80) high = true
+  }
+  if (high && !isUtf8(b.subarray(s, e))) return STR_UTF8
+  return STR_OK
+}

@@ -1,5 +1,5 @@
 /**
- * Byte-level MQTT 3.1/3.1.1 guard in front of aedes.
+ * Byte-level MQTT 3.1/3.1.1/5 guard in front of aedes.
  *
  * aedes 1.2 hands every byte it reads to mqtt-packet, which buffers a packet
  * until its declared remaining length has arrived: a 268 MB length sent before
@@ -14,6 +14,11 @@
  * UNSUBSCRIBE without filters, wrong lengths of PUBACK/PINGREQ, and topic
  * filters such as `a#`, `+a`, `a+/b` that its `validateTopic` accepts).
  *
+ * MQTT 5 (only with `allowMqtt5`; docs/mqtt5.md): the protocol level comes
+ * from CONNECT, and the rest of the connection is held to MQTT 5's rules. A
+ * violation then carries the `reasonCode` that guard-connection.ts sends in a
+ * CONNACK or DISCONNECT before closing; the client's CONNECT values are `mqtt5`.
+ *
  * Invariants:
  * - Bytes stream through: `feed()` passes every byte of a chunk unless a
  *   violation is found in it. A packet that turns out to be invalid may already
@@ -24,39 +29,39 @@
  *   accumulated across chunks only for the regions that must be inspected: the
  *   CONNECT body and SUBSCRIBE/UNSUBSCRIBE bodies (each at most
  *   `preConnectMaxBytes`), and a PUBLISH's topic and packet identifier (at most
- *   65,537 bytes). PUBLISH payloads are counted, never copied.
+ *   65,537 bytes); in MQTT 5 also a PUBLISH's properties and the bodies of
+ *   acknowledgements and DISCONNECT (each at most `preConnectMaxBytes`).
+ *   PUBLISH payloads are counted, never copied.
  * - An idle guard holds no Buffer and no closures: a handful of numbers, so it
- *   can sit on each of thousands of device connections.
+ *   can sit on each of thousands of device connections (on MQTT 5 also the
+ *   client's CONNECT values and, once the client sets a Topic Alias, a bitset
+ *   of `topicAliasMaximum` bits).
  * - After the first violation the guard is closed for good: every later feed
  *   passes 0 bytes and returns that same violation.
  *
- * Where things are: this file frames the stream, checks fixed headers and
- * limits, and decides acknowledgements (whose ids ack-tracker.ts knows);
- * guard-connect.ts validates a CONNECT body, guard-checks.ts a PUBLISH topic
- * and SUBSCRIBE/UNSUBSCRIBE bodies.
+ * Where things are: this file frames the stream, checks limits, and decides
+ * acknowledgements (whose ids ack-tracker.ts knows); guard-header.ts checks a
+ * fixed header's first byte, guard-region.ts collects a region split across
+ * chunks; guard-connect.ts validates a CONNECT body (guard-v5-connect.ts an
+ * MQTT 5 one), guard-checks.ts a PUBLISH topic and SUBSCRIBE/UNSUBSCRIBE
+ * bodies, guard-v5-checks.ts what MQTT 5 adds.
  *
- * `guardConnection()` (guard-connection.ts) wires a guard into a connection
- * by wrapping its `read()` (see the comment there for why not a Transform). The broker must call
- * `guard.authenticated()` (or `connectionGuard(conn)?.authenticated()`) once it
- * has sent CONNACK 0, e.g. from aedes's `connackSent` event:
- *
- *   broker.on('connackSent', (connack, client) => {
- *     if (connack.returnCode === 0) connectionGuard(client.conn)?.authenticated()
- *   })
- *
- * aedes pauses reading from CONNECT until CONNACK is written, so no byte is fed
- * between the two; bytes pipelined in the same read as the CONNECT are fed
- * before it and held to the pre-connect limit.
+ * `guardConnection()` (guard-connection.ts) wires a guard into a connection;
+ * the broker must call `authenticated()` once it has sent CONNACK 0 (see there).
  */
 import { checkConnect } from './guard-connect.js'
-import { checkPublish, checkSubscribe, checkUnsubscribe, type PartialViolation } from './guard-checks.js'
+import { checkPublish, checkSubscribe, checkUnsubscribe, fail, type PartialViolation } from './guard-checks.js'
+import { checkFirstByte } from './guard-header.js'
+import { PartialRegion } from './guard-region.js'
+import { asMqtt5, checkAckV5, checkSubscribeV5, checkUnsubscribeV5, Mqtt5Session } from './guard-v5-checks.js'
 
 import {
-  DEFAULT_PACKET_GUARD_LIMITS,
+  resolveGuardLimits,
   type AckCheck,
   type GuardResult,
   type GuardViolation,
   type GuardViolationReason,
+  type Mqtt5ClientLimits,
   type PacketGuardLimits,
 } from './guard-types.js'
 
@@ -66,23 +71,20 @@ export {
   type GuardResult,
   type GuardViolation,
   type GuardViolationReason,
+  type Mqtt5ClientLimits,
   type PacketGuardLimits,
 } from './guard-types.js'
 
 // Packet types, MQTT 3.1.1 §2.2.1
 const CONNECT = 1
-const CONNACK = 2
 const PUBLISH = 3
 const PUBACK = 4
 const PUBREC = 5
 const PUBREL = 6
 const PUBCOMP = 7
 const SUBSCRIBE = 8
-const SUBACK = 9
 const UNSUBSCRIBE = 10
-const UNSUBACK = 11
 const PINGREQ = 12
-const PINGRESP = 13
 const DISCONNECT = 14
 
 // Parser states
@@ -92,6 +94,7 @@ const S_TOPIC_LENGTH = 2 // inside a PUBLISH's 2-byte topic length
 const S_REGION = 3 // collecting a region to inspect
 const S_SKIP = 4 // counting bytes that need no inspection
 const S_CLOSED = 5
+const S_PROPERTY_LENGTH = 6 // inside an MQTT 5 PUBLISH's property-length varint
 
 // Largest PUBLISH variable header: topic length, a 65,535-byte topic, packet id.
 const MAX_PUBLISH_HEADER = 2 + 65_535 + 2
@@ -101,6 +104,8 @@ const VARINT_WEIGHT = [1, 128, 16_384, 2_097_152]
 export class PacketGuard {
   readonly #preConnectMax: number
   readonly #maxPayload: number
+  readonly #allowMqtt5: boolean
+  readonly #topicAliasMaximum: number
   readonly #acks: AckCheck | undefined
 
   #state = S_TYPE
@@ -111,35 +116,48 @@ export class PacketGuard {
   #topicLength = 0
   #topicLengthBytes = 0
   #need = 0
-  #acc: Buffer | null = null
-  #accLength = 0
-  /**
-   * Where an accumulated CONNECT's bytes lie in the chunks already passed on
-   * (mqtt-packet keeps those very Buffers until the packet completes), so an
-   * MQTT 3.1 CONNECT's flags can be normalized in place: [chunk, chunk offset,
-   * region offset, length].
-   */
-  #pieces: [Buffer, number, number, number][] | null = null
+  /** A region being collected across chunks; null otherwise. */
+  #partial: PartialRegion | null = null
   #connectSeen = false
   #authenticated = false
   #clientId: string | undefined = undefined
+  #protocolVersion: number | undefined = undefined
+  /** Set once an MQTT 5 CONNECT passed: the connection is held to MQTT 5's rules. */
+  #v5: Mqtt5Session | null = null
+  /** MQTT 5 PUBLISH: the region being collected is its properties (not its topic). */
+  #inProperties = false
+  #propertyLength = 0
+  #propertyLengthBytes = 0
   #violation: GuardViolation | undefined = undefined
 
   /** `acks`, when given, decides which non-zero packet ids a PUBACK, PUBREC, PUBREL or PUBCOMP may carry. */
   constructor(limits: Partial<PacketGuardLimits> = {}, acks?: AckCheck) {
-    const pre = limits.preConnectMaxBytes ?? DEFAULT_PACKET_GUARD_LIMITS.preConnectMaxBytes
-    const payload = limits.maxPayloadBytes ?? DEFAULT_PACKET_GUARD_LIMITS.maxPayloadBytes
-    if (!Number.isSafeInteger(pre) || pre < 0) throw new RangeError('preConnectMaxBytes must be a non-negative integer')
-    if (!Number.isSafeInteger(payload) || payload < 0)
-      throw new RangeError('maxPayloadBytes must be a non-negative integer')
-    this.#preConnectMax = pre
-    this.#maxPayload = payload
+    const l = resolveGuardLimits(limits)
+    this.#preConnectMax = l.preConnectMaxBytes
+    this.#maxPayload = l.maxPayloadBytes
+    this.#allowMqtt5 = l.allowMqtt5
+    this.#topicAliasMaximum = l.topicAliasMaximum
     this.#acks = acks
   }
 
   /** Client id of a CONNECT that passed every check; undefined before that. */
   get clientId(): string | undefined {
     return this.#clientId
+  }
+
+  /** Protocol level of a CONNECT that passed every check (3, 4 or 5); undefined before that. */
+  get protocolVersion(): number | undefined {
+    return this.#protocolVersion
+  }
+
+  /** What an MQTT 5 client announced in a CONNECT that passed every check; undefined otherwise. */
+  get mqtt5(): Mqtt5ClientLimits | undefined {
+    return this.#v5?.limits
+  }
+
+  /** Whether `authenticated()` was called (CONNACK 0 went out). */
+  get isAuthenticated(): boolean {
+    return this.#authenticated
   }
 
   /** The violation that closed the guard, if any. */
@@ -192,35 +210,36 @@ export class PacketGuard {
           if (++this.#topicLengthBytes === 2) v = this.#onTopicLength()
           break
         }
+        case S_PROPERTY_LENGTH: {
+          const b = chunk[i++]!
+          this.#propertyLength += (b & 0x7f) * VARINT_WEIGHT[this.#propertyLengthBytes]!
+          this.#propertyLengthBytes++
+          this.#bodyLeft--
+          if ((b & 0x80) === 0) {
+            v =
+              this.#propertyLengthBytes > 1 && b === 0
+                ? this.#fail('malformed', '[MQTT-1.5.5-1]', 'property length is not in its shortest form')
+                : this.#onPropertyLength()
+          } else if (this.#propertyLengthBytes === 4) {
+            v = this.#fail('malformed', undefined, 'property length longer than four bytes (MQTT 5 §1.5.5)')
+          } else if (this.#bodyLeft === 0) {
+            v = this.#fail('malformed', undefined, 'property length runs past the packet')
+          }
+          break
+        }
         case S_REGION: {
           const need = this.#need
-          const acc = this.#acc
-          if (acc === null && n - i >= need) {
+          let partial = this.#partial
+          if (partial === null && n - i >= need) {
             // whole region in this chunk: inspect it in place
             v = this.#onRegion(chunk, i, i + need)
             i += need
           } else {
-            // Grow with what has arrived, not with what the header declares: a
-            // client that announces 64 KiB and trickles 5 bytes must not cost
-            // 64 KiB. allocUnsafeSlow, because a partial region can live as long
-            // as a slow client and would otherwise pin an 8 KiB pool slab.
-            const have = this.#accLength
-            const take = Math.min(need - have, n - i)
-            let buf = acc
-            if (buf === null || have + take > buf.length) {
-              buf = Buffer.allocUnsafeSlow(Math.min(need, Math.max(2 * (have + take), 256)))
-              if (acc !== null) acc.copy(buf, 0, 0, have)
-              this.#acc = buf
-            }
-            chunk.copy(buf, have, i, i + take)
-            if (this.#byte1 >> 4 === CONNECT) (this.#pieces ??= []).push([chunk, i, have, take])
-            this.#accLength = have + take
-            i += take
-            if (have + take === need) {
-              this.#acc = null
-              this.#accLength = 0
-              v = this.#onRegion(buf, 0, need)
-              this.#pieces = null
+            partial ??= this.#partial = new PartialRegion(need)
+            i += partial.add(chunk, i, n, this.#byte1 >> 4 === CONNECT)
+            if (partial.length === need) {
+              v = this.#onRegion(partial.buf, 0, need)
+              this.#partial = null
             }
           }
           break
@@ -237,7 +256,7 @@ export class PacketGuard {
       }
       if (v !== undefined) {
         this.#state = S_CLOSED
-        this.#acc = null
+        this.#partial = null
         this.#violation = v
         return { pass: start, violation: v }
       }
@@ -249,72 +268,29 @@ export class PacketGuard {
     reason: GuardViolationReason,
     rule: string | undefined,
     detail: string,
-    extra?: { limit?: GuardViolation['limit']; connackReturnCode?: number; clientId?: string; packetId?: number },
+    extra?: Parameters<typeof fail>[3],
   ): GuardViolation {
-    const clientId = extra?.clientId ?? this.#clientId
-    return {
-      reason,
-      ...(rule === undefined ? {} : { rule }),
-      detail,
-      ...(extra?.limit === undefined ? {} : { limit: extra.limit }),
-      ...(extra?.connackReturnCode === undefined ? {} : { connackReturnCode: extra.connackReturnCode }),
-      packetType: this.#byte1 >> 4,
-      ...(extra?.packetId === undefined ? {} : { packetId: extra.packetId }),
-      ...(clientId === undefined ? {} : { clientId }),
-    }
+    return this.#complete(fail(reason, rule, detail, extra))!
   }
 
   #tooLarge(limit: 'preConnectMaxBytes' | 'maxPayloadBytes', detail: string): GuardViolation {
     return this.#fail('packet-too-large', undefined, detail, { limit })
   }
 
+  /** Room that MQTT 5 PUBLISH properties may take besides topic and payload. */
+  #propertyRoom(): number {
+    return this.#v5 === null ? 0 : 4 + this.#preConnectMax
+  }
+
   #checkFirstByte(b: number): GuardViolation | undefined {
     const type = b >> 4
-    const flags = b & 0x0f
     if (!this.#connectSeen) {
       if (type !== CONNECT) return this.#fail('protocol-violation', '[MQTT-3.1.0-1]', 'first packet is not CONNECT')
       this.#connectSeen = true
     } else if (type === CONNECT) {
       return this.#fail('protocol-violation', '[MQTT-3.1.0-2]', 'second CONNECT on a connection')
     }
-    switch (type) {
-      case PUBLISH: {
-        const qos = (flags >> 1) & 3
-        if (qos === 3) return this.#fail('malformed', '[MQTT-3.3.1-4]', 'PUBLISH with QoS 3')
-        if (qos === 0 && (flags & 0x08) !== 0)
-          return this.#fail('malformed', '[MQTT-3.3.1-2]', 'PUBLISH with DUP set and QoS 0')
-        return undefined
-      }
-      case PUBREL:
-        return flags === 2
-          ? undefined
-          : this.#fail('malformed', '[MQTT-3.6.1-1]', 'PUBREL fixed-header flags are not 0010')
-      case SUBSCRIBE:
-        return flags === 2
-          ? undefined
-          : this.#fail('malformed', '[MQTT-3.8.1-1]', 'SUBSCRIBE fixed-header flags are not 0010')
-      case UNSUBSCRIBE:
-        return flags === 2
-          ? undefined
-          : this.#fail('malformed', '[MQTT-3.10.1-1]', 'UNSUBSCRIBE fixed-header flags are not 0010')
-      case CONNECT:
-      case PUBACK:
-      case PUBREC:
-      case PUBCOMP:
-      case PINGREQ:
-      case DISCONNECT:
-        return flags === 0
-          ? undefined
-          : this.#fail('malformed', '[MQTT-2.2.2-2]', 'reserved fixed-header flags are set')
-      case CONNACK:
-      case SUBACK:
-      case UNSUBACK:
-      case PINGRESP:
-        // CVE-2021-28166 (Mosquitto): a server-to-client packet sent to the broker
-        return this.#fail('protocol-violation', undefined, 'packet type is only sent by a server')
-      default:
-        return this.#fail('protocol-violation', undefined, 'reserved packet type')
-    }
+    return this.#complete(checkFirstByte(b, this.#v5 !== null))
   }
 
   #onHeader(): GuardViolation | undefined {
@@ -335,7 +311,7 @@ export class PacketGuard {
           return this.#tooLarge('preConnectMaxBytes', 'remaining length above the limit')
         }
         // refuse at once what cannot fit even under the longest topic
-        if (rl > this.#maxPayload + MAX_PUBLISH_HEADER)
+        if (rl > this.#maxPayload + MAX_PUBLISH_HEADER + this.#propertyRoom())
           return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
         if (rl < 2) return this.#fail('malformed', undefined, 'PUBLISH too short for its topic length')
         this.#topicLength = 0
@@ -346,13 +322,24 @@ export class PacketGuard {
       case PUBREC:
       case PUBREL:
       case PUBCOMP:
-        if (rl !== 2) return this.#fail('malformed', undefined, 'remaining length is not 2')
-        this.#need = 2
+        // MQTT 5 adds a reason code and properties after the id (§3.4.2)
+        if (rl !== 2 && (this.#v5 === null || rl < 2))
+          return this.#fail('malformed', undefined, 'remaining length is not 2')
+        if (rl > this.#preConnectMax) return this.#tooLarge('preConnectMaxBytes', 'remaining length above the limit')
+        this.#need = rl
         this.#state = S_REGION
         return undefined
-      default: // PINGREQ, DISCONNECT: the only other types #checkFirstByte lets through
-        if (rl !== 0) return this.#fail('malformed', undefined, 'remaining length is not 0')
-        this.#state = S_TYPE
+      default: // PINGREQ, DISCONNECT: the only other types checkFirstByte lets through
+        if (rl === 0) {
+          this.#state = S_TYPE
+          return undefined
+        }
+        // MQTT 5 DISCONNECT: reason code and properties (§3.14.2)
+        if (this.#v5 === null || type === PINGREQ)
+          return this.#fail('malformed', undefined, 'remaining length is not 0')
+        if (rl > this.#preConnectMax) return this.#tooLarge('preConnectMaxBytes', 'remaining length above the limit')
+        this.#need = rl
+        this.#state = S_REGION
         return undefined
     }
   }
@@ -361,38 +348,78 @@ export class PacketGuard {
     const topicLength = this.#topicLength
     const region = topicLength + (((this.#byte1 >> 1) & 3) === 0 ? 0 : 2)
     this.#bodyLeft -= 2
-    if (topicLength === 0) return this.#fail('protocol-violation', '[MQTT-4.7.3-1]', 'PUBLISH with an empty topic')
+    // MQTT 5: an empty topic is allowed with a Topic Alias, decided with the properties
+    if (topicLength === 0 && this.#v5 === null)
+      return this.#fail('protocol-violation', '[MQTT-4.7.3-1]', 'PUBLISH with an empty topic')
     if (region > this.#bodyLeft)
       return this.#fail('malformed', undefined, 'PUBLISH topic runs past the remaining length')
-    if (this.#bodyLeft - region > this.#maxPayload) return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
+    if (this.#bodyLeft - region > this.#maxPayload + this.#propertyRoom())
+      return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
+    // an MQTT 5 QoS 0 PUBLISH with an empty topic: nothing to collect, and its last byte may be this one
+    if (region === 0) return this.#onRegion(EMPTY, 0, 0)
     this.#need = region
     this.#state = S_REGION
     return undefined
   }
 
+  #onPropertyLength(): GuardViolation | undefined {
+    const length = this.#propertyLength
+    if (length > this.#bodyLeft) return this.#fail('malformed', undefined, 'property length runs past the packet')
+    if (length > this.#preConnectMax) return this.#tooLarge('preConnectMaxBytes', 'PUBLISH properties above the limit')
+    if (this.#bodyLeft - length > this.#maxPayload) return this.#tooLarge('maxPayloadBytes', 'payload above the limit')
+    if (length === 0) return this.#onPublishProperties(EMPTY, 0, 0)
+    this.#inProperties = true
+    this.#need = length
+    this.#state = S_REGION
+    return undefined
+  }
+
+  #onPublishProperties(b: Buffer, s: number, e: number): GuardViolation | undefined {
+    this.#inProperties = false
+    this.#state = this.#bodyLeft === 0 ? S_TYPE : S_SKIP
+    return this.#complete(this.#v5!.publish(b, s, e, this.#topicLength === 0))
+  }
+
   #onRegion(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    switch (this.#byte1 >> 4) {
+    const type = this.#byte1 >> 4
+    switch (type) {
       case PUBLISH: {
         this.#bodyLeft -= e - s
+        if (this.#inProperties) return this.#onPublishProperties(b, s, e)
         this.#state = this.#bodyLeft === 0 ? S_TYPE : S_SKIP
-        return this.#complete(checkPublish(b, s, e, this.#topicLength))
+        const v = this.#complete(checkPublish(b, s, e, this.#topicLength))
+        if (v !== undefined || this.#v5 === null) return v
+        // MQTT 5: properties follow the packet id
+        if (this.#bodyLeft === 0) return this.#fail('malformed', undefined, 'PUBLISH without a property length')
+        this.#propertyLength = 0
+        this.#propertyLengthBytes = 0
+        this.#state = S_PROPERTY_LENGTH
+        return undefined
       }
       case CONNECT:
         this.#state = S_TYPE
         return this.#connect(b, s, e)
       case SUBSCRIBE:
         this.#state = S_TYPE
-        return this.#complete(checkSubscribe(b, s, e))
-      case PUBACK:
-      case PUBREC:
-      case PUBREL:
-      case PUBCOMP: {
+        return this.#complete(this.#v5 === null ? checkSubscribe(b, s, e) : checkSubscribeV5(b, s, e))
+      case UNSUBSCRIBE:
+        this.#state = S_TYPE
+        return this.#complete(this.#v5 === null ? checkUnsubscribe(b, s, e) : checkUnsubscribeV5(b, s, e))
+      case DISCONNECT: // MQTT 5 only: an MQTT 3.1.1 DISCONNECT has no body
+        this.#state = S_TYPE
+        return this.#complete(this.#v5!.disconnect(b, s, e))
+      default: {
+        // PUBACK, PUBREC, PUBREL, PUBCOMP
         this.#state = S_TYPE
         const id = (b[s]! << 8) | b[s + 1]!
         // no session ever uses packet identifier 0, so an acknowledgement of it is one it never sent
         if (id === 0)
           return this.#fail('protocol-violation', '[MQTT-2.3.1-1]', 'acknowledgement of packet identifier 0')
-        if (this.#acks !== undefined && !this.#acks.accepts(this.#byte1 >> 4, id)) {
+        if (e - s > 2) {
+          const v = this.#complete(checkAckV5(b, s, e, type))
+          if (v !== undefined) return v
+        }
+        if (this.#acks !== undefined && !this.#acks.accepts(type, id)) {
           return this.#fail(
             'unknown-packet-id',
             '[MQTT-4.8.0-1]',
@@ -402,32 +429,28 @@ export class PacketGuard {
         }
         return undefined
       }
-      default: // UNSUBSCRIBE
-        this.#state = S_TYPE
-        return this.#complete(checkUnsubscribe(b, s, e))
     }
   }
 
   #connect(b: Buffer, s: number, e: number): GuardViolation | undefined {
-    const r = checkConnect(b, s, e, (at, value) => this.#patch(b, s, at, value))
+    const patch = (at: number, value: number): void => {
+      b[s + at] = value
+      this.#partial?.patchChunks(at, value)
+    }
+    const r = checkConnect(b, s, e, patch, this.#allowMqtt5)
     if (!('cleanSession' in r)) return this.#complete(r)
     this.#clientId = r.clientId
+    this.#protocolVersion = r.protocolVersion
+    if (r.mqtt5 !== undefined) this.#v5 = new Mqtt5Session(r.mqtt5, this.#topicAliasMaximum)
     this.#acks?.connecting?.(!r.cleanSession)
     return undefined
   }
 
-  /** Completes a validator's violation with what the guard knows. */
-  #complete(v: PartialViolation | undefined): GuardViolation | undefined {
-    if (v === undefined) return undefined
+  /** Completes a validator's violation with what the guard knows (and MQTT 5's ids and reason code). */
+  #complete(partial: PartialViolation | undefined): GuardViolation | undefined {
+    if (partial === undefined) return undefined
+    const v = this.#v5 === null ? partial : asMqtt5(partial)
     const clientId = v.clientId ?? this.#clientId
     return { ...v, packetType: this.#byte1 >> 4, ...(clientId === undefined ? {} : { clientId }) }
-  }
-
-  /** Writes one byte of the CONNECT region, in the inspected copy and in the chunks passed on. */
-  #patch(b: Buffer, s: number, at: number, value: number): void {
-    b[s + at] = value
-    for (const [chunk, start, regionOffset, length] of this.#pieces ?? []) {
-      if (at >= regionOffset && at < regionOffset + length) chunk[start + at - regionOffset] = value
-    }
   }
 }

@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqttPacket from 'mqtt-packet'
 import { PassThrough } from 'node:stream'
-import { AckTracker, trackAcks } from '../../../src/local-broker/ack-tracker.js'
+import { AckTracker, restoreAcks, trackAcks } from '../../../src/local-broker/ack-tracker.js'
 
 const PUBACK = 4
 const PUBREC = 5
@@ -59,4 +59,65 @@ test('a duplicate acknowledgement of an id the broker used is accepted; a persis
   assert.equal(persistent.accepts(PUBACK, 9), true)
   assert.equal(persistent.accepts(PUBACK, 5), false)
   assert.equal(persistent.accepts(PUBREL, 5), true)
+})
+
+test('records the ids of MQTT 5 PUBLISH with properties, aliased empty topics, and PUBREC/PUBREL with reason codes', () => {
+  const conn = new PassThrough()
+  conn.resume()
+  const tracker = new AckTracker()
+  trackAcks(conn, tracker)
+  tracker.sessionStarted(false)
+  const write = (p: object): void => {
+    mqttPacket.writeToStream(p as mqttPacket.Packet, conn, { protocolVersion: 5 })
+  }
+  write({
+    cmd: 'publish',
+    topic: 'a/ü',
+    payload: 'text',
+    qos: 1,
+    messageId: 21,
+    retain: false,
+    dup: false,
+    properties: {
+      topicAlias: 2,
+      responseTopic: 'r/1',
+      correlationData: Buffer.from([0, 1]),
+      userProperties: { k: ['v', 'w'] },
+      subscriptionIdentifier: [3, 300],
+      contentType: 'text/plain',
+    },
+  })
+  // the broker may send an empty topic once the alias is set (topic length 0, then the id)
+  write({
+    cmd: 'publish',
+    topic: '',
+    payload: Buffer.alloc(70_000),
+    qos: 2,
+    messageId: 22,
+    retain: false,
+    dup: false,
+    properties: { topicAlias: 2 },
+  })
+  write({ cmd: 'pubrel', messageId: 23, reasonCode: 0x92, properties: { reasonString: 'gone' } })
+  write({ cmd: 'pubrec', messageId: 24, reasonCode: 0x10, properties: { userProperties: { a: 'b' } } })
+  write({ cmd: 'puback', messageId: 25, reasonCode: 0x80 })
+  assert.equal(tracker.accepts(PUBACK, 21), true)
+  assert.equal(tracker.accepts(PUBREC, 22), true)
+  assert.equal(tracker.accepts(PUBCOMP, 23), true)
+  assert.equal(tracker.accepts(PUBREL, 24), true)
+  // bytes of properties and payloads were not taken for ids
+  for (const id of [2, 3, 300, 0x92, 0x10, 25]) assert.equal(tracker.accepts(PUBACK, id), false, `id ${id}`)
+  assert.equal(tracker.accepts(PUBREL, 25), false)
+})
+
+test('restoreAcks treats an MQTT 5 Clean Start 0 as a possibly resumed session, whatever its expiry', () => {
+  const resumed = new AckTracker()
+  restoreAcks(undefined, { clean: true, _cleanStart: false }, resumed)
+  assert.equal(resumed.accepts(PUBREL, 5), true, 'the client resends PUBREL after a reconnect [MQTT-4.4.0-1]')
+  const fresh = new AckTracker()
+  restoreAcks(undefined, { clean: true, _cleanStart: true }, fresh)
+  assert.equal(fresh.accepts(PUBREL, 5), false)
+  const v311 = new AckTracker()
+  restoreAcks(undefined, { clean: true }, v311)
+  assert.equal(v311.accepts(PUBREL, 5), false)
 })
