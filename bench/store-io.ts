@@ -16,9 +16,13 @@
 //      every fsync and fdatasync of the agent's threads (checkpoints too).
 // Rates: EDGE_BENCH_STORE_RATES (default 200,2000,20000); seconds per run:
 // EDGE_BENCH_STORE_SECONDS (default 10). A rate the machine cannot carry is
-// reported as the rate reached, not dropped.
+// reported as the rate reached, not dropped. Then one more run at
+// EDGE_BENCH_STORE_PROFILE_RATE (default 2000; 0 skips it) with `--cpu-prof`:
+// the agent's CPU split by stage (bench/lib/cpu-split.ts).
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
   agent,
@@ -31,6 +35,7 @@ import {
   writeSyscalls,
   type LoadProc,
 } from './bridge.js'
+import { STAGES, cpuSplit } from './lib/cpu-split.js'
 import { freePort } from './lib/ports.js'
 import { installCleanupHooks, killAllStarted } from './lib/proc.js'
 import { printTable, type Row } from './lib/table.js'
@@ -38,6 +43,7 @@ import { printTable, type Row } from './lib/table.js'
 const env = process.env
 const RATES = (env['EDGE_BENCH_STORE_RATES'] ?? '200,2000,20000').split(',').map(Number)
 const SECONDS = Number(env['EDGE_BENCH_STORE_SECONDS'] ?? '10')
+const PROFILE_RATE = Number(env['EDGE_BENCH_STORE_PROFILE_RATE'] ?? '2000')
 const UPSTREAM_TUNING = ['max_inflight_messages 100', 'max_queued_messages 1000000']
 
 /** Bytes a process caused to be sent to storage (/proc/<pid>/io). */
@@ -126,6 +132,31 @@ async function oneRun(rate: number, traced: boolean): Promise<Run> {
   }
 }
 
+/** One plain run with the agent under `--cpu-prof` (written when it stops): CPU ms and share per stage. */
+async function profiledRun(rate: number): Promise<Row> {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-bench-prof-'))
+  const flags = env['EDGE_BENCH_AGENT_NODE_FLAGS']
+  env['EDGE_BENCH_AGENT_NODE_FLAGS'] = `${flags ?? ''} --cpu-prof --cpu-prof-dir=${dir}`
+  try {
+    const run = await oneRun(rate, false)
+    const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))
+    if (file === undefined) throw new Error(`no CPU profile written in ${dir}`)
+    const split = cpuSplit(join(dir, file))
+    const total = STAGES.reduce((n, s) => n + split[s], 0)
+    const row: Row = {
+      'rate msg/s': rate,
+      delivered: run.delivered,
+      'agent CPU s (whole run)': Math.round(total) / 1000,
+    }
+    for (const s of STAGES) row[`${s} %`] = Math.round((split[s] / Math.max(1, total)) * 1000) / 10
+    return row
+  } finally {
+    if (flags === undefined) delete env['EDGE_BENCH_AGENT_NODE_FLAGS']
+    else env['EDGE_BENCH_AGENT_NODE_FLAGS'] = flags
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 export async function runStoreIoBench(): Promise<Row[]> {
   installCleanupHooks()
   const rows: Row[] = []
@@ -149,6 +180,7 @@ export async function runStoreIoBench(): Promise<Row[]> {
         'PUBACK p99 ms': Math.round(plain.ackP99 * 10) / 10,
       })
     }
+    if (PROFILE_RATE > 0) rows.push({ scenario: 'CPU split by stage', ...(await profiledRun(PROFILE_RATE)) })
   } finally {
     killAllStarted()
   }
@@ -156,5 +188,13 @@ export async function runStoreIoBench(): Promise<Row[]> {
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  printTable(`store I/O per message, ${SECONDS} s per rate`, await runStoreIoBench())
+  const rows = await runStoreIoBench()
+  printTable(
+    `store I/O per message, ${SECONDS} s per rate`,
+    rows.filter((r) => r['scenario'] === undefined),
+  )
+  for (const r of rows.filter((x) => x['scenario'] !== undefined)) {
+    const { scenario, ...rest } = r
+    printTable(String(scenario), [rest])
+  }
 }

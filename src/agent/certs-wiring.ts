@@ -12,7 +12,7 @@ export function usesCerts(config: Readonly<AgentConfig>): boolean {
   return (
     needsLocalCa(config) ||
     config.certs.acme !== undefined ||
-    config.upstreams.some((u) => u.renewCertificate.enabled || (u.certFile !== undefined && u.keyFile !== undefined))
+    config.upstreams.some((u) => u.renewCertificate.enabled || (u.certFile !== '' && u.keyFile !== ''))
   )
 }
 
@@ -93,7 +93,7 @@ export async function completeInstalls(
   logger: Logger,
 ): Promise<void> {
   for (const u of upstreams) {
-    if (u.certFile === undefined || u.keyFile === undefined) continue
+    if (u.certFile === '' || u.keyFile === '') continue
     const files = { cert: u.certFile, key: u.keyFile }
     if (await lib().completeInstall(files)) {
       logger.warn({ upstream: u.name, ...files }, 'interrupted certificate install completed')
