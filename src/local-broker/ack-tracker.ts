@@ -36,11 +36,7 @@
 // and the broker must answer it with PUBCOMP [MQTT-4.3.3-2] even when the
 // PUBCOMP it sent on the previous connection was lost and the id is gone.
 import type { Duplex, Readable } from 'node:stream'
-
-// Packet types, MQTT 3.1.1 §2.2.1
-const PUBLISH = 3
-const PUBREC = 5
-const PUBREL = 6
+import { PUBLISH, PUBREC, PUBREL } from './packet-types.js'
 
 // Outbound parser states
 const O_TYPE = 0

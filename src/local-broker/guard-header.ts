@@ -2,23 +2,23 @@
 // packet type and its flags, once CONNECT has come first (the guard checks
 // packet order itself).
 import { fail, type PartialViolation } from './guard-checks.js'
-
-// Packet types, MQTT 3.1.1 §2.2.1 and MQTT 5 §2.1.2
-const CONNECT = 1
-const CONNACK = 2
-const PUBLISH = 3
-const PUBACK = 4
-const PUBREC = 5
-const PUBREL = 6
-const PUBCOMP = 7
-const SUBSCRIBE = 8
-const SUBACK = 9
-const UNSUBSCRIBE = 10
-const UNSUBACK = 11
-const PINGREQ = 12
-const PINGRESP = 13
-const DISCONNECT = 14
-const AUTH = 15
+import {
+  CONNECT,
+  CONNACK,
+  PUBLISH,
+  PUBACK,
+  PUBREC,
+  PUBREL,
+  PUBCOMP,
+  SUBSCRIBE,
+  SUBACK,
+  UNSUBSCRIBE,
+  UNSUBACK,
+  PINGREQ,
+  PINGRESP,
+  DISCONNECT,
+  AUTH,
+} from './packet-types.js'
 
 /** `mqtt5`: the connection speaks MQTT 5 (where AUTH exists). */
 export function checkFirstByte(b: number, mqtt5: boolean): PartialViolation | undefined {

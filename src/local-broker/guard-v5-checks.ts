@@ -7,13 +7,7 @@ import { checkFilter, fail, type PartialViolation } from './guard-checks.js'
 import type { Mqtt5ClientLimits } from './guard-types.js'
 import { V5_REASON_CODES } from './guard-v5-connect.js'
 import { checkProperties, checkPropertyBlock, found } from './guard-v5-properties.js'
-
-const PUBLISH = 3
-const PUBACK = 4
-const PUBREC = 5
-const SUBSCRIBE = 8
-const UNSUBSCRIBE = 10
-const DISCONNECT = 14
+import { PUBLISH, PUBACK, PUBREC, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT } from './packet-types.js'
 
 // Reason codes a client may send, one bit per code (§3.4.2.1, §3.5.2.1, §3.6.2.1, §3.7.2.1, §3.14.2.1)
 const PUBACK_CODES = codes(0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99)

@@ -7,8 +7,7 @@ import type { ValidConnect } from './guard-connect.js'
 import type { GuardViolationReason, Mqtt5ClientLimits } from './guard-types.js'
 import { checkPropertyBlock, found, WILL } from './guard-v5-properties.js'
 import { scanString, STR_CONTROL, STR_NUL, STR_OK, STR_UTF8, STR_WILDCARD } from './mqtt-strings.js'
-
-const CONNECT = 1
+import { CONNECT } from './packet-types.js'
 
 /** MQTT 5 reason codes (§2.4) for each refusal reason. */
 export const V5_REASON_CODES: Readonly<Record<GuardViolationReason, number>> = {

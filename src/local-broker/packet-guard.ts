@@ -74,18 +74,18 @@ export {
   type Mqtt5ClientLimits,
   type PacketGuardLimits,
 } from './guard-types.js'
-
-// Packet types, MQTT 3.1.1 §2.2.1
-const CONNECT = 1
-const PUBLISH = 3
-const PUBACK = 4
-const PUBREC = 5
-const PUBREL = 6
-const PUBCOMP = 7
-const SUBSCRIBE = 8
-const UNSUBSCRIBE = 10
-const PINGREQ = 12
-const DISCONNECT = 14
+import {
+  CONNECT,
+  PUBLISH,
+  PUBACK,
+  PUBREC,
+  PUBREL,
+  PUBCOMP,
+  SUBSCRIBE,
+  UNSUBSCRIBE,
+  PINGREQ,
+  DISCONNECT,
+} from './packet-types.js'
 
 // Parser states
 const S_TYPE = 0 // next byte is a fixed header's first byte
