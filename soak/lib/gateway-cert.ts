@@ -177,9 +177,11 @@ export function parseFailedAttempts(text: string): FailedAttempt[] {
   for (const line of text.split('\n')) {
     if (!line.includes(FAILED_MSG)) continue
     try {
-      const j = JSON.parse(line) as { msg?: string; time?: number; code?: string; retryInMs?: number }
+      const j = JSON.parse(line) as { msg?: string; time?: number | string; code?: string; retryInMs?: number }
       if (j.msg !== FAILED_MSG) continue
-      out.push({ t: j.time ?? 0, code: j.code ?? 'unknown', retryInMs: j.retryInMs ?? 0 })
+      // pino's time: epoch ms, or an ISO string with the agent's timestamp setting.
+      const t = typeof j.time === 'string' ? Date.parse(j.time) : (j.time ?? 0)
+      out.push({ t, code: j.code ?? 'unknown', retryInMs: j.retryInMs ?? 0 })
     } catch {
       // a line cut by kill -9
     }
