@@ -93,7 +93,7 @@ set y2range [0:1.2]
 set y2tics 0,1,1
 set xlabel 'simulated day'
 set title "the gateway's ACME certificate: time left (0 = expired), and the bridge"
-plot '${data}' using 1:11 with lines lw 2 title 'certificate time left', '' using 1:12 axes x1y2 with steps lc rgb '#999999' title 'bridge connected'
+plot '${data}' using 1:11 with lines lw 2 title 'certificate time left', '' using 1:12 axes x1y2 with steps lw 2 lc rgb '#009e73' title 'bridge connected'
 unset multiplot
 `
   const r = spawnSync('gnuplot', [], { input: script, encoding: 'utf8', timeout: 60_000 })
