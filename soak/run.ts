@@ -1,8 +1,10 @@
 // `npm run soak`: a month offline, compressed (issue #18, docs/soak.md).
 //
 // One agent (dist/agent/main.js, a black box: its process, /status, its data
-// dir), a real Mosquitto upstream behind a relay this program controls, and a
-// device population in a child process (devices-main.ts). A simulated day
+// dir), a real Mosquitto upstream behind a relay this program controls, the
+// ACME CA (Debian's pebble) of the gateway's upstream certificate behind a
+// second relay that follows the first, and a device population in a child
+// process (devices-main.ts). A simulated day
 // lasts --day seconds; certificate lifetimes, TTLs and the buffer's budget are
 // scaled through the agent's own config, nothing in the agent is patched.
 //
