@@ -1,8 +1,10 @@
 // `npm run soak`: a month offline, compressed (issue #18, docs/soak.md).
 //
 // One agent (dist/agent/main.js, a black box: its process, /status, its data
-// dir), a real Mosquitto upstream behind a relay this program controls, and a
-// device population in a child process (devices-main.ts). A simulated day
+// dir), a real Mosquitto upstream behind a relay this program controls, the
+// ACME CA (Debian's pebble) of the gateway's upstream certificate behind a
+// second relay that follows the first, and a device population in a child
+// process (devices-main.ts). A simulated day
 // lasts --day seconds; certificate lifetimes, TTLs and the buffer's budget are
 // scaled through the agent's own config, nothing in the agent is patched.
 //
@@ -37,8 +39,19 @@ import { GNUPLOT_INSTALL, gnuplotAvailable, plot, type PlotRow } from './lib/plo
 import { Relay } from './lib/relay.js'
 import { readDataFiles, readProc } from './lib/sample.js'
 import { Sink } from './lib/sink.js'
+import {
+  GatewayCertWatch,
+  attemptBound,
+  gatewayCertPlan,
+  readFailedAttempts,
+  type GatewayCertPlan,
+  type GatewayView,
+} from './lib/gateway-cert.js'
+import { makeTestTls, pebbleMissing, startPebble } from '../test/helpers/pebble.js'
+import type { Scope } from '../test/helpers/scope.js'
 
 const UPSTREAM = 'up'
+const GATEWAY_NAME = 'gw.soak.test'
 const REMOTE_PREFIX = 'site/soak/'
 const QOS1_RULES = ['telemetry', 'events']
 const RSS_GROWTH_LIMIT = 10 * 1048576
@@ -128,13 +141,30 @@ const mb = (b: number): string => `${(b / 1048576).toFixed(1)} MB`
 
 // ---------------------------------------------------------------- upstream
 
-async function startMosquitto(port: number, dir: string): Promise<Started> {
+interface UpstreamTls {
+  readonly port: number
+  /** Client certificates must chain to this (pebble's root). */
+  readonly clientCaFile: string
+  readonly certFile: string
+  readonly keyFile: string
+}
+
+/**
+ * Mosquitto: a plain listener for the soak's subscriber, and the agent's listener (mqtts, client certificates
+ * from pebble's root required) behind the relay.
+ */
+async function startMosquitto(port: number, dir: string, tls: UpstreamTls): Promise<Started> {
   const conf = join(dir, 'mosquitto.conf')
   // Queues without a limit: the accounting must not lose messages on the upstream's side.
   writeFileSync(
     conf,
     [
       `listener ${port} 127.0.0.1`,
+      `listener ${tls.port} 127.0.0.1`,
+      `cafile ${tls.clientCaFile}`,
+      `certfile ${tls.certFile}`,
+      `keyfile ${tls.keyFile}`,
+      'require_certificate true',
       'allow_anonymous true',
       'persistence false',
       'max_queued_messages 0',
@@ -148,7 +178,7 @@ async function startMosquitto(port: number, dir: string): Promise<Started> {
     ].join('\n'),
   )
   const proc = await spawnTracked('/usr/sbin/mosquitto', ['-c', conf], { name: 'mosquitto', fdLimit: 65_536 })
-  await waitUntil('mosquitto to listen', 20_000, proc, () => tcpAccepts(port))
+  await waitUntil('mosquitto to listen', 20_000, proc, async () => (await tcpAccepts(port)) && tcpAccepts(tls.port))
   return proc
 }
 
@@ -195,6 +225,19 @@ interface Ports {
   readonly tls: number
   readonly admin: number
   readonly relay: number
+  /** The ACME CA (pebble) behind its own relay: it is upstream too. */
+  readonly acmeRelay: number
+  /** Where the agent answers http-01 challenges (pebble connects here directly). */
+  readonly http01: number
+}
+
+/** What the agent's certs.acme and its upstream need. */
+interface AcmeSetup {
+  readonly plan: GatewayCertPlan
+  /** pebble's own HTTPS CA, for certs.acme.caFile. */
+  readonly httpsCaFile: string
+  /** The upstream's server CA, for upstreams[].caFile. */
+  readonly upstreamCaFile: string
 }
 
 /** The local CA in the agent's data dir, and the devices' first certificates, issued before the agent starts. */
@@ -262,7 +305,7 @@ function budgetBytes(o: Options, specs: readonly DeviceSpec[]): number {
   return Math.round(perDay * (FILL_DAY - 1) + events)
 }
 
-function agentConfig(o: Options, dataDir: string, ports: Ports, maxBytes: number): string {
+function agentConfig(o: Options, dataDir: string, ports: Ports, maxBytes: number, acme: AcmeSetup): string {
   const day = o.daySec
   const out = { direction: 'out', remotePrefix: REMOTE_PREFIX }
   const config = {
@@ -283,11 +326,25 @@ function agentConfig(o: Options, dataDir: string, ports: Ports, maxBytes: number
       device: { lifetimeSec: Math.round(7 * day), maxLifetimeSec: Math.round(7 * day) },
       server: { lifetimeSec: Math.round(7 * day) },
       renewal: { minRequestIntervalSec: 1 },
+      acme: {
+        directoryUrl: `https://127.0.0.1:${ports.acmeRelay}/dir`,
+        caFile: acme.httpsCaFile,
+        identifiers: [GATEWAY_NAME],
+        challenge: 'http-01',
+        http01: { host: '127.0.0.1', port: ports.http01 },
+        renewAt: acme.plan.renewAt,
+        retryMinMs: acme.plan.retryMinMs,
+        retryMaxMs: acme.plan.retryMaxMs,
+        requestTimeoutMs: acme.plan.requestTimeoutMs,
+        warnBeforeSec: acme.plan.warnBeforeSec,
+      },
     },
     upstreams: [
       {
         name: UPSTREAM,
-        url: `mqtt://127.0.0.1:${ports.relay}`,
+        url: `mqtts://127.0.0.1:${ports.relay}`,
+        caFile: acme.upstreamCaFile,
+        clientCertificate: 'acme',
         maxRatePerSec: o.maxRatePerSec,
         rules: [
           { name: 'telemetry', topic: 'devices/+/telemetry', qos: 1, whenFull: 'drop-oldest', ttlSec: 0, ...out },
@@ -420,7 +477,12 @@ interface StatusView {
   readonly buffer?: {
     readonly totals?: { readonly messages?: number; readonly bytes?: number; readonly appended?: number }
   }
-  readonly upstreams?: readonly { readonly connected?: boolean; readonly backlog?: { readonly depth?: number } }[]
+  readonly upstreams?: readonly {
+    readonly connected?: boolean
+    readonly held?: string | null
+    readonly backlog?: { readonly depth?: number }
+  }[]
+  readonly gatewayCertificate?: GatewayView | null
   readonly broker?: { readonly clients?: number }
   readonly certs?: {
     readonly server?: { readonly serial?: string; readonly rotations?: number; readonly expiresInSec?: number }
@@ -440,6 +502,11 @@ async function run(o: Options): Promise<RunResult> {
     log(`${AGENT_MAIN} missing: run \`npm run build\` first`)
     return { exitCode: 2 }
   }
+  const noPebble = pebbleMissing()
+  if (noPebble !== undefined) {
+    log(`the ACME CA for the gateway certificate: ${noPebble}`)
+    return { exitCode: 2 }
+  }
   if (o.plot && !gnuplotAvailable()) {
     log(`gnuplot is needed for the plot: ${GNUPLOT_INSTALL}  (or run with --no-plot)`)
     return { exitCode: 2 }
@@ -447,28 +514,98 @@ async function run(o: Options): Promise<RunResult> {
   mkdirSync(o.out, { recursive: true })
   const work = mkdtempSync(join(tmpdir(), 'edge-soak-'))
   const dataDir = join(work, 'data')
-  const ports: Ports = { plain: await freePort(), tls: await freePort(), admin: await freePort(), relay: 0 }
+  const ports: Ports = {
+    plain: await freePort(),
+    tls: await freePort(),
+    admin: await freePort(),
+    relay: 0,
+    acmeRelay: 0,
+    http01: await freePort(),
+  }
   const mqPort = await freePort()
+  const mqTlsPort = await freePort()
   const devicesProc: { p?: Started } = {}
   const sink = new Sink(mqPort, `${REMOTE_PREFIX}#`)
-  const relay = new Relay(mqPort)
+  const relay = new Relay(mqTlsPort)
+  // The test helpers' cleanups (pebble's processes, its temp dir), run in reverse order at the end.
+  const cleanups: (() => unknown)[] = []
+  const scope: Scope = { after: (fn) => void cleanups.push(fn) }
+  let acmeRelay: Relay | undefined
   let agent: AgentRunner | undefined
   try {
     log(`work dir ${work}, results ${o.out}`)
-    await startMosquitto(mqPort, work)
+    const plan = gatewayCertPlan(o.daySec)
+    const pebble = await startPebble(scope, {
+      httpPort: ports.http01,
+      tlsPort: await freePort(),
+      validitySec: plan.lifetimeSec,
+    })
+    // pebble is not started through bench/lib/proc: killed by PID here if the soak is interrupted.
+    const killPebble = (): void => {
+      for (const pid of pebble.pids()) {
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {
+          // already gone
+        }
+      }
+    }
+    process.once('exit', killPebble)
+    cleanups.push(() => process.off('exit', killPebble))
+    const rootFile = join(work, 'pebble-root.pem')
+    writeFileSync(rootFile, await pebble.root())
+    const upstreamTls = makeTestTls(work, 'upstream')
+    await startMosquitto(mqPort, work, {
+      port: mqTlsPort,
+      clientCaFile: rootFile,
+      certFile: upstreamTls.certFile,
+      keyFile: upstreamTls.keyFile,
+    })
     await relay.start()
-    const usedPorts = { ...ports, relay: relay.port }
+    acmeRelay = new Relay(Number(new URL(pebble.directoryUrl).port))
+    await acmeRelay.start()
+    const usedPorts = { ...ports, relay: relay.port, acmeRelay: acmeRelay.port }
+    const acme: AcmeSetup = { plan, httpsCaFile: pebble.httpsCaFile, upstreamCaFile: upstreamTls.caFile }
     const t = performance.now()
     const { specs, caFile } = await provision(o, dataDir, join(work, 'devices'))
     log(`issued ${o.tlsDevices} device certificates in ${((performance.now() - t) / 1000).toFixed(1)} s`)
     const maxBytes = budgetBytes(o, specs)
     const configFile = join(work, 'agent.yaml')
-    writeFileSync(configFile, agentConfig(o, dataDir, usedPorts, maxBytes))
-    agent = new AgentRunner(configFile, usedPorts, join(work, 'agent.log'))
+    writeFileSync(configFile, agentConfig(o, dataDir, usedPorts, maxBytes, acme))
+    const logFile = join(work, 'agent.log')
+    agent = new AgentRunner(configFile, usedPorts, logFile)
     const first = await agent.start(0, 'first start')
     log(`agent listening after ${first.listeningMs.toFixed(0)} ms; buffer budget ${mb(maxBytes)}`)
+    // The first gateway certificate, and the bridge connected with it, before the month begins.
+    const issuedMs = await waitUntil(
+      'the first gateway certificate and the bridge connected',
+      120_000,
+      agent.proc,
+      async () => {
+        const s = (await getJson(usedPorts.admin, '/status', 3000)).body as StatusView
+        return (s.gatewayCertificate?.serial ?? null) !== null && s.upstreams?.[0]?.connected === true
+      },
+      100,
+    )
+    log(
+      `gateway certificate issued by pebble and the bridge connected ${(issuedMs / 1000).toFixed(1)} s after the start`,
+    )
     await sink.start()
-    return await month(o, { agent, relay, sink, specs, caFile, dataDir, ports: usedPorts, maxBytes, devicesProc, work })
+    return await month(o, {
+      agent,
+      relay,
+      acmeRelay,
+      acme,
+      logFile,
+      sink,
+      specs,
+      caFile,
+      dataDir,
+      ports: usedPorts,
+      maxBytes,
+      devicesProc,
+      work,
+    })
   } catch (err) {
     log(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
     if (agent?.proc !== undefined) log(`agent output (tail):\n${agent.proc.output()}`)
@@ -476,7 +613,15 @@ async function run(o: Options): Promise<RunResult> {
   } finally {
     await sink.stop()
     await relay.stop()
+    await acmeRelay?.stop()
     killAllStarted()
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn()
+      } catch (err) {
+        log(`cleanup: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
     if (o.keep) log(`kept ${work}`)
     else rmSync(work, { recursive: true, force: true })
   }
@@ -485,6 +630,9 @@ async function run(o: Options): Promise<RunResult> {
 interface World {
   readonly agent: AgentRunner
   readonly relay: Relay
+  readonly acmeRelay: Relay
+  readonly acme: AcmeSetup
+  readonly logFile: string
   readonly sink: Sink
   readonly specs: readonly DeviceSpec[]
   readonly caFile: string
@@ -540,6 +688,34 @@ async function month(o: Options, w: World): Promise<RunResult> {
   toDevices({ type: 'go', t0 })
   const day = (): number => dayAt(Date.now(), t0, o.daySec)
   const drops = new DropTotals()
+  const plan = w.acme.plan
+  const gw = new GatewayCertWatch(t0, o.daySec, plan.graceMs)
+  let linkDownAt: number | null = null
+  let offlineSnapshot: {
+    day: number
+    state: string
+    serial: string | null
+    failures: number
+    held: string | null
+  } | null = null
+  /** After the link returns: when the gateway certificate was valid again, and the bridge connected (fast polls). */
+  const linkReturn: { certValidAt: number | null; bridgeAt: number | null } = { certValidAt: null, bridgeAt: null }
+  let watchingReturn: Promise<void> = Promise.resolve()
+  const watchReturn = async (from: number): Promise<void> => {
+    const deadline = from + plan.graceMs + 60_000
+    while (Date.now() < deadline && (linkReturn.certValidAt === null || linkReturn.bridgeAt === null)) {
+      const r = await getJson(w.ports.admin, '/status', 3000).catch(() => undefined)
+      const now = Date.now()
+      if (r?.status === 200) {
+        const st = r.body as StatusView
+        const g = st.gatewayCertificate
+        if (linkReturn.certValidAt === null && g != null && g.state !== 'expired' && g.state !== 'none')
+          linkReturn.certValidAt = now
+        if (linkReturn.bridgeAt === null && st.upstreams?.[0]?.connected === true) linkReturn.bridgeAt = now
+      }
+      await sleep(100)
+    }
+  }
   const appended = new LifetimeSum()
   const rotations = new LifetimeSum()
   const serverSerials = new Set<string>()
@@ -630,6 +806,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
     const up = s?.upstreams?.[0]
     const depth = up?.backlog?.depth ?? s?.buffer?.totals?.messages ?? 0
     if (linkUpAt !== null && drainedAt === null && up?.connected === true && depth <= liveRatePerSec) drainedAt = now
+    const g = s?.gatewayCertificate
+    gw.observe(now, relay.mode === 'pass', linkUpAt, s === undefined ? undefined : g)
     if (p !== undefined && s !== undefined) {
       samples.push({
         t: now,
@@ -651,6 +829,9 @@ async function month(o: Options, w: World): Promise<RunResult> {
         soakLoopDelayMs: loopDelay.max / 1e6,
         load1: loadavg()[0] ?? 0,
         statusMs,
+        gatewayLeftH:
+          g?.expiresInSec === undefined || g.expiresInSec === null ? 0 : Math.max(0, (g.expiresInSec / o.daySec) * 24),
+        bridgeUp: up?.connected === true ? 1 : 0,
       })
     }
     loopDelay.reset()
@@ -695,25 +876,39 @@ async function month(o: Options, w: World): Promise<RunResult> {
       const ev = events.shift() as CalendarEvent
       switch (ev.action) {
         case 'link-down':
-          await relay.set('refuse')
+          await Promise.all([relay.set('refuse'), w.acmeRelay.set('refuse')])
+          linkDownAt ??= Date.now()
           log(`day ${d.toFixed(2)}: ${ev.note}`)
           break
         case 'link-blackhole':
-          await relay.set('blackhole')
+          await Promise.all([relay.set('blackhole'), w.acmeRelay.set('blackhole')])
           log(`day ${d.toFixed(2)}: ${ev.note}`)
           break
         case 'kill-9':
         case 'clean-restart':
           await restart(ev)
           break
-        case 'upstream-cert':
-          // The gateway's upstream certificate (ACME, upstreams[].renewCertificate) is not on main
-          // yet: when it lands, configure it in agentConfig() and check its validity here.
-          notes.push(`day ${ev.day}: ${ev.note}`)
+        case 'upstream-cert': {
+          // Offline: the certificate has run out, renewals fail against the unreachable CA; it must still be there.
+          const st = await poll()
+          const g = st?.gatewayCertificate
+          offlineSnapshot = {
+            day: d,
+            state: g?.state ?? '-',
+            serial: g?.serial ?? null,
+            failures: g?.failures ?? 0,
+            held: st?.upstreams?.[0]?.held ?? null,
+          }
+          log(
+            `day ${d.toFixed(2)}: gateway certificate ${offlineSnapshot.state}, serial ${offlineSnapshot.serial ?? '-'}, ` +
+              `${offlineSnapshot.failures} failed attempts in this process; upstream held: ${offlineSnapshot.held ?? 'no'}`,
+          )
           break
+        }
         case 'link-up':
-          await relay.set('pass')
+          await Promise.all([relay.set('pass'), w.acmeRelay.set('pass')])
           linkUpAt = Date.now()
+          watchingReturn = watchReturn(linkUpAt)
           log(`day ${d.toFixed(2)}: ${ev.note}`)
           break
         case 'end':
@@ -747,6 +942,8 @@ async function month(o: Options, w: World): Promise<RunResult> {
   if (drainedAt === null && depth === 0) drainedAt = endAt
   const lastPoll = await poll()
   if (lastPoll !== undefined) lastStatus = lastPoll
+  await watchingReturn
+  gw.finish(Date.now())
   const stopOk = await agent.stopCleanly('end of run')
   endOfLife()
   if (!stopOk) notes.push(`the agent did not exit 0 on SIGTERM at the end: ${String(agent.lifetimes.at(-1)?.exitCode)}`)
@@ -809,6 +1006,60 @@ async function month(o: Options, w: World): Promise<RunResult> {
     .reduce((n, [, v]) => n + v, 0)
   const lapses = f.progress.lapses.length + expiredHandshakes
 
+  // The gateway's ACME certificate: renewals, failed attempts (from the log), the link's return.
+  const dayOf = (t: number | null): number | null => (t === null ? null : dayAt(t, t0, o.daySec))
+  const linkDownDay = dayOf(linkDownAt) ?? 1
+  const linkUpDay = dayOf(linkUpAt)
+  const promotions = gw.promotions
+  const renewedBeforeOutage = promotions.filter((x, i) => i > 0 && x.notBeforeDay < linkDownDay).length
+  const lastBeforeOutage = [...promotions].reverse().find((x) => x.notBeforeDay < linkDownDay)
+  const failedAttempts = readFailedAttempts(w.logFile)
+  const failedByCode: Record<string, number> = {}
+  for (const a of failedAttempts) failedByCode[a.code] = (failedByCode[a.code] ?? 0) + 1
+  const outageEnd = linkUpAt ?? endAt
+  const failedOffline = linkDownAt === null ? [] : failedAttempts.filter((a) => a.t >= linkDownAt && a.t < outageEnd)
+  const offlineProcesses = agent.lifetimes.filter((l) => l.startedAtDay < (linkUpDay ?? Infinity)).length
+  const offlineBound =
+    linkDownAt === null
+      ? 0
+      : attemptBound({
+          fromMs: linkDownAt,
+          toMs: outageEnd,
+          processes: offlineProcesses,
+          retryMinMs: plan.retryMinMs,
+          retryMaxMs: plan.retryMaxMs,
+        })
+  const offlineDays = linkDownAt === null ? 0 : (outageEnd - linkDownAt) / (o.daySec * 1000)
+  const toValidSec =
+    linkUpAt === null || linkReturn.certValidAt === null ? null : (linkReturn.certValidAt - linkUpAt) / 1000
+  const toBridgeSec = linkUpAt === null || linkReturn.bridgeAt === null ? null : (linkReturn.bridgeAt - linkUpAt) / 1000
+  const graceSec = plan.graceMs / 1000
+  const violations = gw.violations
+  const gateway = {
+    plan,
+    promotions,
+    renewals: Math.max(0, promotions.length - 1),
+    renewedBeforeOutage,
+    renewedAfterReturn: promotions.filter((x) => linkUpDay !== null && x.notBeforeDay >= linkUpDay).length,
+    failedAttempts: failedAttempts.length,
+    failedByCode,
+    offline: {
+      failedAttempts: failedOffline.length,
+      perSimulatedDay: offlineDays > 0 ? failedOffline.length / offlineDays : null,
+      bound: offlineBound,
+      processes: offlineProcesses,
+      longestRetryMs: Math.max(0, ...failedOffline.map((a) => a.retryInMs)),
+    },
+    snapshotDay10: offlineSnapshot,
+    keptThroughOutage: {
+      lastBeforeOutage: lastBeforeOutage?.serial ?? null,
+      atDay10: offlineSnapshot?.serial ?? null,
+      samplesWithoutCertificate: gw.lostOffline,
+    },
+    linkReturn: { toValidSec, toBridgeSec, graceSec },
+    invalidWhileUp: gw.invalidWhileUp,
+  }
+
   // Loss reports upstream: they must announce exactly the drops the agent counted (all reported reasons).
   const reportedDrops = sumOf(
     Object.fromEntries(Object.entries(sink.lossReports.byRule).map(([r, x]) => [r, sumOf(x)])),
@@ -818,6 +1069,39 @@ async function month(o: Options, w: World): Promise<RunResult> {
     0,
   )
   const checks = [
+    {
+      name: 'gateway certificate renewed online before the outage',
+      ok: renewedBeforeOutage >= 1,
+      detail: `${renewedBeforeOutage} renewals before day ${linkDownDay.toFixed(1)}`,
+    },
+    {
+      name: 'gateway certificate kept offline (not lost while the CA was unreachable)',
+      ok:
+        gw.lostOffline === 0 &&
+        lastBeforeOutage !== undefined &&
+        (offlineSnapshot === null || offlineSnapshot.serial === lastBeforeOutage.serial),
+      detail: `${gw.lostOffline} samples without one; day-10 serial ${offlineSnapshot?.serial ?? '-'} = last promoted ${lastBeforeOutage?.serial ?? '-'}`,
+    },
+    {
+      name: 'no renewal storm while the CA was unreachable',
+      ok: failedOffline.length <= offlineBound,
+      detail: `${failedOffline.length} failed attempts in ${offlineDays.toFixed(1)} simulated days (bound ${offlineBound})`,
+    },
+    {
+      name: `gateway certificate renewed and the bridge back within ${graceSec.toFixed(0)} s of the link's return`,
+      ok: toValidSec !== null && toBridgeSec !== null && toValidSec <= graceSec && toBridgeSec <= graceSec,
+      detail: `valid after ${toValidSec === null ? 'never' : `${toValidSec.toFixed(1)} s`}, bridge after ${toBridgeSec === null ? 'never' : `${toBridgeSec.toFixed(1)} s`}`,
+    },
+    {
+      name: 'gateway certificate valid whenever the link was up (but the grace after its return)',
+      ok: violations.length === 0,
+      detail:
+        violations.length === 0
+          ? ''
+          : violations
+              .map((v) => `days ${v.fromDay.toFixed(2)}-${v.toDay.toFixed(2)} (${v.seconds.toFixed(0)} s)`)
+              .join(', '),
+    },
     {
       name: 'loss reports upstream announce the drops counted',
       ok: !drops.durable || reportedDrops === countedReportable,
@@ -913,6 +1197,7 @@ async function month(o: Options, w: World): Promise<RunResult> {
       limit: o.maxRatePerSec,
     },
     cpu: { meanPct: mean(samples.map((s) => s.cpuPct)) },
+    gateway,
     checks,
     notes,
   }
@@ -1002,6 +1287,25 @@ function table(
     drain: { seconds: number | null; maxRate5s: number; limit: number }
     cpu: { meanPct: number | null }
     checks: { name: string; ok: boolean; detail: string }[]
+    gateway: {
+      plan: GatewayCertPlan
+      promotions: { serial: string; seenDay: number; notBeforeDay: number; notAfterDay: number }[]
+      renewals: number
+      renewedBeforeOutage: number
+      renewedAfterReturn: number
+      failedAttempts: number
+      failedByCode: Record<string, number>
+      offline: {
+        failedAttempts: number
+        perSimulatedDay: number | null
+        bound: number
+        processes: number
+        longestRetryMs: number
+      }
+      snapshotDay10: { day: number; state: string; serial: string | null; failures: number; held: string | null } | null
+      linkReturn: { toValidSec: number | null; toBridgeSec: number | null; graceSec: number }
+      invalidWhileUp: { fromDay: number; toDay: number; seconds: number; inGrace: boolean }[]
+    }
     accountingExactness: string
     budgetBytes: number
     bufferAtPeak: { day: number; bytes: number; messages: number } | null
@@ -1074,6 +1378,52 @@ function table(
       `${x.certificates.serverRotations} rotations (${x.certificates.serverSerialsSeen} serials seen); least time left at a connect ${simH(x.certificates.minServerMarginSec)}`,
     ],
     ['certificates kept by the CA at the end', String(x.certificates.issuedFilesAtEnd ?? '-')],
+    [
+      'gateway certificate (certs.acme, pebble behind the link)',
+      `lifetime ${x.gateway.plan.lifetimeSec} s (${simH(x.gateway.plan.lifetimeSec)}), renewAt ${x.gateway.plan.renewAt}, ` +
+        `retry ${x.gateway.plan.retryMinMs}-${x.gateway.plan.retryMaxMs} ms, request timeout ${x.gateway.plan.requestTimeoutMs} ms`,
+    ],
+    [
+      'gateway certificate renewals (promoted)',
+      `${x.gateway.renewals} after the first issuance: ${x.gateway.renewedBeforeOutage} before the outage, ` +
+        `${x.gateway.renewedAfterReturn} after the link returned`,
+    ],
+    [
+      'gateway certificate issued (day: notBefore → notAfter)',
+      x.gateway.promotions.map((p) => `${p.notBeforeDay.toFixed(2)} → ${p.notAfterDay.toFixed(2)}`).join('; ') ||
+        'none',
+    ],
+    [
+      'gateway certificate failed attempts',
+      `${x.gateway.failedAttempts} (${
+        Object.entries(x.gateway.failedByCode)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ') || 'none'
+      }); while offline ${x.gateway.offline.failedAttempts} ` +
+        `(${x.gateway.offline.perSimulatedDay === null ? '-' : x.gateway.offline.perSimulatedDay.toFixed(1)} per simulated day, ` +
+        `bound ${x.gateway.offline.bound} over ${x.gateway.offline.processes} processes; longest retry wait ${x.gateway.offline.longestRetryMs} ms)`,
+    ],
+    [
+      'gateway certificate at day 10 (offline)',
+      x.gateway.snapshotDay10 === null
+        ? '-'
+        : `${x.gateway.snapshotDay10.state}, serial ${x.gateway.snapshotDay10.serial ?? '-'}, ` +
+          `${x.gateway.snapshotDay10.failures} failed attempts in this process; upstream held: ${x.gateway.snapshotDay10.held ?? 'no'}`,
+    ],
+    [
+      'link return → gateway certificate valid / bridge connected',
+      `${x.gateway.linkReturn.toValidSec === null ? 'never' : simH(x.gateway.linkReturn.toValidSec)} / ` +
+        `${x.gateway.linkReturn.toBridgeSec === null ? 'never' : simH(x.gateway.linkReturn.toBridgeSec)} (grace ${x.gateway.linkReturn.graceSec.toFixed(0)} s)`,
+    ],
+    [
+      'gateway certificate invalid while the link was up',
+      x.gateway.invalidWhileUp
+        .map(
+          (v) =>
+            `days ${v.fromDay.toFixed(2)}-${v.toDay.toFixed(2)} (${v.seconds.toFixed(1)} s${v.inGrace ? ', in the grace' : ''})`,
+        )
+        .join('; ') || 'never',
+    ],
     ...x.restarts.map((r): [string, string] => [
       `restart day ${r.day} (${r.kind})`,
       `listening after ${r.listeningMs.toFixed(0)} ms, /healthz after ${r.healthyMs.toFixed(0)} ms${r.kind === 'kill -9' ? (r.droppingBefore ? ', buffer already dropping' : ', before any drop') : ''}`,

@@ -16,7 +16,11 @@ export interface CalendarEvent {
 export const MONTH: readonly CalendarEvent[] = [
   { day: 1, action: 'link-down', note: 'upstream unreachable: the relay refuses connections' },
   { day: 8.5, action: 'kill-9', note: 'agent killed with -9 and restarted' },
-  { day: 10, action: 'upstream-cert', note: "gateway's upstream certificate rotation (hook: pending the ACME work)" },
+  {
+    day: 10,
+    action: 'upstream-cert',
+    note: "the gateway's upstream certificate (ACME) has run out offline: kept, upstream held, renewals backing off",
+  },
   { day: 12.25, action: 'link-blackhole', note: 'the link accepts TCP and never answers (6 h)' },
   { day: 12.5, action: 'link-down', note: 'the relay refuses connections again' },
   { day: 15.5, action: 'clean-restart', note: 'agent stopped cleanly (SIGTERM) and restarted' },

@@ -16,6 +16,10 @@ export interface PlotRow {
   readonly cpuPct: number
   /** V8 heap in use; 0 when unknown. */
   readonly heapUsedBytes?: number
+  /** The gateway's ACME certificate: simulated hours left (0 when expired or none). */
+  readonly gatewayLeftH?: number
+  /** 1 while the bridge to the upstream is connected. */
+  readonly bridgeUp?: number
 }
 
 export const GNUPLOT_INSTALL = 'apt-get install -y gnuplot-nox'
@@ -36,7 +40,7 @@ export function plot(
   const mb = (b: number) => (b / 1048576).toFixed(3)
   writeFileSync(
     data,
-    ['# day\trss_mb\tdb_mb\twal_mb\tdepth\tevicted\texpired\tother\tcpu_pct\theap_mb']
+    ['# day\trss_mb\tdb_mb\twal_mb\tdepth\tevicted\texpired\tother\tcpu_pct\theap_mb\tgateway_left_h\tbridge_up']
       .concat(
         rows.map((r) =>
           [
@@ -50,6 +54,8 @@ export function plot(
             r.droppedOther,
             r.cpuPct.toFixed(1),
             mb(r.heapUsedBytes ?? 0),
+            (r.gatewayLeftH ?? 0).toFixed(2),
+            r.bridgeUp ?? 0,
           ].join('\t'),
         ),
       )
@@ -60,10 +66,10 @@ export function plot(
     .map((e) => `set arrow from ${e.day},graph 0 to ${e.day},graph 1 nohead lc rgb '#bbbbbb' dt 2`)
     .join('\n')
   const script = `
-set terminal pngcairo size 1200,1500 font ',10'
+set terminal pngcairo size 1200,1800 font ',10'
 set output '${png}'
 set datafile separator '\\t'
-set multiplot layout 5,1 title ${JSON.stringify(title)}
+set multiplot layout 6,1 title ${JSON.stringify(title)}
 set grid
 set key left top
 set xrange [0:*]
@@ -79,9 +85,15 @@ plot '${data}' using 1:5 with lines lw 2 title 'queued'
 set title 'dropped (cumulative, by reason)'
 plot '${data}' using 1:6 with lines lw 2 title 'evicted-full', '' using 1:7 with lines lw 2 title 'expired', '' using 1:8 with lines lw 2 title 'other'
 set ylabel '% of one core'
-set xlabel 'simulated day'
 set title 'agent CPU'
 plot '${data}' using 1:9 with lines title 'CPU'
+set ylabel 'simulated hours'
+set y2label 'connected'
+set y2range [0:1.2]
+set y2tics 0,1,1
+set xlabel 'simulated day'
+set title "the gateway's ACME certificate: time left (0 = expired), and the bridge"
+plot '${data}' using 1:11 with lines lw 2 title 'certificate time left', '' using 1:12 axes x1y2 with steps lw 2 lc rgb '#009e73' title 'bridge connected'
 unset multiplot
 `
   const r = spawnSync('gnuplot', [], { input: script, encoding: 'utf8', timeout: 60_000 })

@@ -27,6 +27,8 @@ export interface PebbleOptions {
   /** Port for tls-alpn-01. */
   readonly tlsPort: number
   readonly eab?: Readonly<Record<string, string>>
+  /** Lifetime of the certificates pebble issues, seconds (pebble's certificateValidityPeriod); default ~5 years. */
+  readonly validitySec?: number
 }
 
 export interface RunningPebble {
@@ -41,6 +43,8 @@ export interface RunningPebble {
   stop(): Promise<void>
   start(): Promise<void>
   log(): string
+  /** PIDs of pebble and pebble-challtestsrv while they run (for a harness's own kill-on-exit). */
+  pids(): number[]
 }
 
 /** A throwaway CA and a server certificate for 127.0.0.1/localhost, made with openssl. */
@@ -119,6 +123,7 @@ export async function startPebble(t: Scope, o: PebbleOptions): Promise<RunningPe
         ocspResponderURL: '',
         externalAccountBindingRequired: o.eab !== undefined,
         ...(o.eab === undefined ? {} : { externalAccountMACKeys: o.eab }),
+        ...(o.validitySec === undefined ? {} : { certificateValidityPeriod: Math.max(1, Math.round(o.validitySec)) }),
       },
     }),
   )
@@ -204,6 +209,7 @@ export async function startPebble(t: Scope, o: PebbleOptions): Promise<RunningPe
     stop,
     start,
     log: () => output,
+    pids: () => procs.filter((e) => e.p.exitCode === null && e.p.signalCode === null).map((e) => e.p.pid as number),
   }
 }
 
