@@ -110,6 +110,13 @@ const QlobberSub = requireCjs('qlobber/aedes/qlobber-sub.js') as QlobberSubConst
 // empty level); the offline index must agree with live delivery.
 const TRIE_OPTIONS = { separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true }
 
+interface CleanClient {
+  readonly id: string
+  readonly clean: boolean
+  /** aedes 2, MQTT 5: Clean Start (client.clean then follows the Session Expiry Interval). */
+  readonly _cleanStart?: boolean
+}
+
 export class BrokerStatePersistence extends BrokerStateTables {
   #trie: QlobberSubInstance = new QlobberSub(TRIE_OPTIONS)
   readonly #queues: OfflineQueues
@@ -178,6 +185,7 @@ export class BrokerStatePersistence extends BrokerStateTables {
       const maxCounter = s.outMaxCounter.get(broker.id) ?? 0
       if (typeof broker.counter === 'number' && broker.counter < maxCounter) broker.counter = maxCounter
       const restamped = s.willRestamp.run(`${broker.id}:before-restart`, broker.id).changes
+      this.#followCleanSessions(broker)
 
       this.log.info(
         {
@@ -195,6 +203,29 @@ export class BrokerStatePersistence extends BrokerStateTables {
       this.tx = undefined
       throw toBufferError(err, 'broker persistence setup')
     }
+  }
+
+  /**
+   * [MQTT-3.1.2-6] a clean session's inbound QoS 2 state ends with it. aedes
+   * 1.2 called cleanIncoming when such a client connected and went; aedes
+   * 2.0.0-beta.1 branched before that and never does, so the persistence
+   * follows the broker's events itself (a second cleanup is harmless).
+   */
+  #followCleanSessions(broker: PersistenceBroker): void {
+    const events = broker as PersistenceBroker & { on?: (event: string, fn: (client: CleanClient) => void) => void }
+    if (typeof events.on !== 'function') return
+    const clean = (client: CleanClient): void => {
+      if (this.destroyed) return
+      this.cleanIncoming(client).catch((err: unknown) => {
+        this.log.warn({ err, clientId: client.id }, 'broker persistence: clean session inbound cleanup failed')
+      })
+    }
+    events.on('client', (client) => {
+      if (client.clean || client._cleanStart === true) clean(client)
+    })
+    events.on('clientDisconnect', (client) => {
+      if (client.clean) clean(client)
+    })
   }
 
   // -- subscriptions --------------------------------------------------------
