@@ -25,7 +25,7 @@ import type { ClientAcl, ClientRules } from './client-acl.js'
 import type { BrokerLimitOptions, DeviceOptions, MqttVersion, PublishInterceptor } from './options.js'
 
 type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
-export type RefusalReason = LimitReason | IdentityReason | 'mqttVersion'
+export type RefusalReason = LimitReason | IdentityReason
 
 export const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode']> = {
   maxConnections: 3, // server unavailable
@@ -39,8 +39,6 @@ export const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode'
   identityInvalid: 2,
   clientIdReserved: 5,
   willDenied: 5,
-  // the listener's mqttVersions leaves this version out; aedes maps 1 to 0x84 for MQTT 5
-  mqttVersion: 1,
 }
 
 const VERSION_NAMES: Record<number, MqttVersion> = { 3: '3.1', 4: '3.1.1', 5: '5' }
@@ -63,18 +61,6 @@ export const SINK_TOPIC = '$edge/dropped'
 function gone(client: Client, packet: { qos?: number; brokerId?: string | null }): boolean {
   if (!client.closed && !client.conn.destroyed) return false
   return client.clean || (packet.qos ?? 0) === 0 || packet.brokerId === null || packet.brokerId === undefined
-}
-
-const kVersion = Symbol('edge-agent.mqttVersion')
-type VersionedClient = Client & { [kVersion]?: number }
-
-/** 'mqttVersion' when the listener's mqttVersions leaves the CONNECT's version out. */
-function versionRefusal(client: Client, protocolVersion: number | undefined): 'mqttVersion' | undefined {
-  const allowed = listenerPolicy(client.conn)?.mqttVersions
-  const name = VERSION_NAMES[protocolVersion ?? 4]
-  if (protocolVersion !== undefined) (client as VersionedClient)[kVersion] = protocolVersion
-  if (allowed === undefined || name === undefined || allowed.includes(name)) return undefined
-  return 'mqttVersion'
 }
 
 function noop(): void {}
@@ -173,12 +159,39 @@ export class BrokerHooks {
     // start at 1 and increase, as a reader of a capture expects. A resumed session
     // keeps aedes' numbering, so a new id cannot meet one of its stored in-flight ones.
     if (packet.clean !== false) (client as Client & { _nextId: number })._nextId = 1
+    if (this.#refusesVersion(client, packet)) {
+      // aedes takes return codes 2 to 5 from authenticate only; its own
+      // [MQTT-3.1.2-2] check answers CONNACK 1 to a level it does not know.
+      packet.protocolVersion = 0
+      return done(null, true)
+    }
     const reason =
-      versionRefusal(client, packet.protocolVersion) ??
-      this.#d.sessions.identify(client, packet) ??
-      this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
+      this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
     if (reason) (client as RefusedClient)[kRefusal] = reason
     done(null, true)
+  }
+
+  /** True (and logged) when the listener's mqttVersions leaves the CONNECT's version out. */
+  #refusesVersion(client: Client, packet: { clientId: string; protocolVersion?: number }): boolean {
+    const policy = listenerPolicy(client.conn)
+    const allowed = policy?.mqttVersions
+    const version = VERSION_NAMES[packet.protocolVersion ?? 4]
+    if (allowed === undefined || version === undefined || allowed.includes(version)) return false
+    this.#d.counters.refuse('mqttVersion')
+    this.#d.limiter.warn(
+      'mqttVersion',
+      {
+        clientId: packet.clientId.slice(0, 200),
+        remote: policy?.remoteAddress,
+        listener: policy?.listener,
+        mqttVersion: version,
+        mqttVersions: allowed,
+        key: policy?.versionsKey,
+        returnCode: 1,
+      },
+      'client refused: MQTT version not accepted on this listener; add it to the listener mqttVersions to allow it',
+    )
+    return true
   }
 
   /** Limits and certificate identity (decided in preConnect), then password or anonymous policy (auth.ts). */
@@ -200,22 +213,7 @@ export class BrokerHooks {
     const err: AuthenticateError = Object.assign(new Error(`refused ${reason}`), {
       returnCode: REFUSAL_CODES[reason],
     })
-    if (reason === 'mqttVersion') {
-      const policy = listenerPolicy(client.conn)
-      limiter.warn(
-        reason,
-        {
-          clientId: client.id.slice(0, 200),
-          remote: policy?.remoteAddress,
-          listener: policy?.listener,
-          mqttVersion: VERSION_NAMES[(client as VersionedClient)[kVersion] ?? 0],
-          mqttVersions: policy?.mqttVersions,
-          key: policy?.versionsKey,
-          returnCode: err.returnCode,
-        },
-        'client refused: MQTT version not accepted on this listener; add it to the listener mqttVersions to allow it',
-      )
-    } else if (isLimit(reason)) {
+    if (isLimit(reason)) {
       limiter.warn(
         reason,
         { clientId: client.id, limit: reason, value: limits[reason], returnCode: err.returnCode },
