@@ -159,6 +159,11 @@ export class BrokerHooks {
     // start at 1 and increase, as a reader of a capture expects. A resumed session
     // keeps aedes' numbering, so a new id cannot meet one of its stored in-flight ones.
     if (packet.clean !== false) (client as Client & { _nextId: number })._nextId = 1
+    // GHSA-52qw-whmv-87c5 (aedes 2 beta lacks 1.2's fix): keyed by topic filter and broker id
+    // from the wire, so a name such as 'constructor' must not find Object's prototype.
+    const maps = client as unknown as { subscriptions: object; duplicates: object }
+    maps.subscriptions = Object.assign(Object.create(null) as object, maps.subscriptions)
+    maps.duplicates = Object.assign(Object.create(null) as object, maps.duplicates)
     if (this.#refusesVersion(client, packet)) {
       // aedes takes return codes 2 to 5 from authenticate only; its own
       // [MQTT-3.1.2-2] check answers CONNACK 1 to a level it does not know.

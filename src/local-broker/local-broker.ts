@@ -123,6 +123,7 @@ export class LocalBroker {
     const inbound = new InboundWindow(() => this.#opts.limits.maxInflightPerClient, this.#log)
     const withStore = aedes as Aedes & { persistence: object }
     withStore.persistence = inbound.wrap(withStore.persistence)
+    nullPrototypeMaps(aedes)
     // After aedes stored a held publish (its chain emits 'publish' last): sync, then let the PUBACK out.
     if (ackGate !== undefined) aedes.on('publish', (packet) => ackGate.stored(packet))
     this.#watch(aedes, inbound)
@@ -394,4 +395,17 @@ export class LocalBroker {
       this.#log.debug({ clientId: client.id }, 'client disconnected')
     })
   }
+}
+
+/**
+ * GHSA-52qw-whmv-87c5, fixed in aedes 1.2 and not in 2.0.0-beta.1: its maps
+ * keyed by client id and broker id are plain objects, so a client named
+ * `constructor` finds Object's constructor as a connected client and the
+ * process dies on an uncaught TypeError. Swapped for maps without a prototype
+ * (the per-client ones in hooks.ts preConnect).
+ */
+function nullPrototypeMaps(aedes: Aedes): void {
+  const b = aedes as unknown as { clients: object; brokers: object }
+  b.clients = Object.assign(Object.create(null) as object, b.clients)
+  b.brokers = Object.assign(Object.create(null) as object, b.brokers)
 }

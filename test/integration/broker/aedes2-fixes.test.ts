@@ -1,14 +1,16 @@
-// Inbound QoS 2 on the real agent, where aedes 2.0.0-beta.1 lost what aedes
-// 1.2 had (src/local-broker/inbound-window.ts): limits.maxInflightPerClient
-// closes a client that leaves too many QoS 2 messages unreleased, and two
-// PUBRELs for one id in one read (aedes 2 rejects the second delete inside
-// `.finally()`, an unhandled rejection) leave the agent running.
+// What aedes 2.0.0-beta.1 lost of aedes 1.2, on the real agent
+// (src/local-broker/inbound-window.ts, local-broker.ts, hooks.ts):
+// limits.maxInflightPerClient closes a client that leaves too many QoS 2
+// messages unreleased; two PUBRELs for one id in one read (aedes 2 rejects the
+// second delete inside `.finally()`, an unhandled rejection) and client ids or
+// filters named after Object's prototype (GHSA-52qw-whmv-87c5) leave the agent
+// running.
 import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileScope } from '../../helpers/scope.js'
 import { startAgent, type RunningAgent } from '../../helpers/agent-process.js'
-import { CONNACK_ACCEPTED, connectPacket, publishPacket, rawConnection } from '../../helpers/mqtt-clients.js'
-import { withTimeout } from '../../helpers/wait.js'
+import { CONNACK_ACCEPTED, client, connectPacket, publishPacket, rawConnection } from '../../helpers/mqtt-clients.js'
+import { nextMessage, withTimeout } from '../../helpers/wait.js'
 
 const scope = fileScope()
 let agent: RunningAgent
@@ -48,5 +50,20 @@ test('two PUBRELs for one id in one read: two PUBCOMPs, and the agent keeps runn
   assert.deepEqual(got.subarray(CONNACK_ACCEPTED.length + PUBREC), Buffer.from([0x70, 2, 0, 7, 0x70, 2, 0, 7]))
   const status = await agent.status()
   assert.ok(status, 'the agent answers')
+  assert.equal(agent.proc.exitCode, null, 'the agent is still running')
+})
+
+test("client ids and filters named 'constructor', '__proto__', 'toString' (3.1.1 and 5) work and the agent runs on", async (t) => {
+  for (const protocolVersion of [4, 5] as const) {
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const c = await client(t, agent.mqttUrl, { protocolVersion, clientId: name })
+      const got = nextMessage(c, name)
+      await c.subscribeAsync(name, { qos: 1 })
+      await c.publishAsync(name, 'x', { qos: 1 })
+      assert.equal((await got).payload.toString(), 'x')
+      await c.unsubscribeAsync(name)
+      await c.endAsync()
+    }
+  }
   assert.equal(agent.proc.exitCode, null, 'the agent is still running')
 })
