@@ -15,9 +15,16 @@ import { startAgent, type RunningAgent } from '../../helpers/agent-process.js'
 import { mosquittoClient } from '../../helpers/mqtt-clients.js'
 import { waitFor, withTimeout } from '../../helpers/wait.js'
 
-async function v5(t: Scope, a: RunningAgent, opts: IClientOptions): Promise<[MqttClient, IConnackPacket]> {
+/** An mqtt.js MQTT 5 client, its CONNACK, and the messages it gets (recorded from before the CONNACK). */
+async function v5(
+  t: Scope,
+  a: RunningAgent,
+  opts: IClientOptions,
+): Promise<[MqttClient, IConnackPacket, IPublishPacket[]]> {
   const c = mqtt.connect(a.mqttUrl, { reconnectPeriod: 0, connectTimeout: 5_000, protocolVersion: 5, ...opts })
   c.on('error', () => undefined)
+  // queued messages follow the CONNACK at once, possibly in the same read
+  const got = record(c)
   t.after(() => c.endAsync(true).catch(() => undefined))
   const connack = await withTimeout(
     new Promise<IConnackPacket>((resolve, reject) => {
@@ -27,7 +34,7 @@ async function v5(t: Scope, a: RunningAgent, opts: IClientOptions): Promise<[Mqt
     10_000,
     'MQTT 5 CONNACK',
   )
-  return [c, connack]
+  return [c, connack, got]
 }
 
 /** A persistent MQTT 5 session: clean start off, the given Session Expiry Interval. */
@@ -67,8 +74,7 @@ test('a session with an expiry interval survives a reconnect; its queued message
       correlationData: Buffer.from('c-1'),
     },
   })
-  const [again, connack] = await v5(t, a, session('keep-1', 300))
-  const got = record(again)
+  const [, connack, got] = await v5(t, a, session('keep-1', 300))
   assert.equal(connack.sessionPresent, true, 'the session is still there')
   await waitFor(() => got.length === 1, 10_000, 'the queued message')
   const p = got[0]!.properties
@@ -137,9 +143,8 @@ test('across an agent restart: sessions keep their deadlines, queued messages th
   const [, gone] = await v5(t, second, session('short-2', 300))
   assert.equal(gone.sessionPresent, false, 'the 2 s session ended, its deadline fell while the agent was down')
   await expired(second, 'short-2')
-  const [resumed, connack] = await v5(t, second, session('long-1', 300))
+  const [, connack, got] = await v5(t, second, session('long-1', 300))
   assert.equal(connack.sessionPresent, true, 'the 300 s session is still there')
-  const got = record(resumed)
   await waitFor(() => got.some((p) => p.topic === 'v5s/r/later'), 10_000, 'the queued message')
   assert.deepEqual(
     got.map((p) => p.topic),
@@ -173,4 +178,33 @@ test('kill -9 with an MQTT 5 client connected: its session expiry counts from th
   assert.equal(connack.sessionPresent, false)
   const [, kept] = await v5(t, second, session('crash-keep', 600))
   assert.equal(kept.sessionPresent, true)
+})
+
+test('Will Delay Interval: the will of a dropped MQTT 5 client comes after its delay, not if it is back in time', async (t) => {
+  const a = await startAgent(t)
+  const [watcher, , wills] = await v5(t, a, { clientId: 'will-watch' })
+  await watcher.subscribeAsync('v5s/will/#', { qos: 1 })
+  const will = (topic: string) => ({
+    topic,
+    payload: Buffer.from('gone'),
+    qos: 1 as const,
+    retain: false,
+    properties: { willDelayInterval: 2 },
+  })
+  // dropped and back within the delay: no will
+  const [back] = await v5(t, a, { ...session('will-back', 60), will: will('v5s/will/back') })
+  ;(back as unknown as { stream: { destroy(): void } }).stream.destroy()
+  const [returned] = await v5(t, a, session('will-back', 60))
+  // dropped for good: the will after 2 s
+  const [drop] = await v5(t, a, { ...session('will-drop', 60), will: will('v5s/will/drop') })
+  const dropped = Date.now()
+  ;(drop as unknown as { stream: { destroy(): void } }).stream.destroy()
+  await waitFor(() => wills.some((p) => p.topic === 'v5s/will/drop'), 15_000, 'the delayed will')
+  assert.ok(Date.now() - dropped >= 1_900, 'not before its delay')
+  // the will of 'will-back' would have come 2 s after its drop, before this one
+  assert.deepEqual(
+    wills.map((p) => p.topic),
+    ['v5s/will/drop'],
+  )
+  await returned.endAsync()
 })

@@ -27,6 +27,7 @@ let agent: RunningAgent
 let anyPort: number
 let v311Port: number
 let v5Port: number
+let wsPort: number
 
 before(async () => {
   const dir = tmpDir(scope)
@@ -40,6 +41,7 @@ before(async () => {
           { protocol: 'mqtt', host: '127.0.0.1', port: 0 },
           { protocol: 'mqtt', host: '127.0.0.1', port: 0, mqttVersions: ['3.1.1'] },
           { protocol: 'mqtt', host: '127.0.0.1', port: 0, mqttVersions: ['5'], allowAnonymous: false },
+          { protocol: 'ws', host: '127.0.0.1', port: 0 },
         ],
         auth: { passwordFile: passwd, maxFailedLogins: 1000 },
         acl: {
@@ -51,7 +53,7 @@ before(async () => {
   })
   const started = agent.logs.find((l) => l.msg === 'agent started')
   const ports = (started?.['listeners'] as { port: number }[]).map((l) => l.port)
-  ;[anyPort, v311Port, v5Port] = ports as [number, number, number]
+  ;[anyPort, v311Port, v5Port, wsPort] = ports as [number, number, number, number]
 })
 
 const url = (port: number): string => `mqtt://127.0.0.1:${port}`
@@ -332,6 +334,24 @@ print(json.dumps(out), flush=True)
   const out = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { connack?: number; msg?: unknown }
   assert.equal(out.connack, 0, stderr)
   assert.deepEqual(out.msg, ['v5/paho', 'for python', [['k', 'v']]])
+})
+
+test('MQTT 5 over WebSocket', async (t) => {
+  const ws = mqtt.connect(`ws://127.0.0.1:${wsPort}/mqtt`, { reconnectPeriod: 0, connectTimeout: 5_000, ...V5 })
+  ws.on('error', () => undefined)
+  t.after(() => ws.endAsync(true).catch(() => undefined))
+  const connack = await withTimeout(
+    new Promise<IConnackPacket>((resolve) => ws.once('connect', resolve)),
+    10_000,
+    'MQTT 5 CONNACK over WebSocket',
+  )
+  assert.equal(connack.reasonCode, 0)
+  const got = nextMessage(ws, 'v5/ws')
+  await ws.subscribeAsync('v5/ws', { qos: 1 })
+  await ws.publishAsync('v5/ws', 'over ws', { qos: 1, properties: { contentType: 'text/plain' } })
+  const m = await got
+  assert.equal(m.payload.toString(), 'over ws')
+  assert.equal(m.packet.properties?.contentType, 'text/plain')
 })
 
 test('an MQTT 3.1.1 and an MQTT 5 client exchange messages both ways', async (t) => {
