@@ -36,7 +36,13 @@ import { InboundWindow } from './inbound-window.js'
 import { AckGate } from './state-sync.js'
 import { ClientAcl } from './client-acl.js'
 import { Authenticator } from './auth.js'
-import type { BoundListener, BrokerReconfigure, LocalBrokerOptions, LocalBrokerStats } from './options.js'
+import {
+  TOPIC_ALIAS_MAXIMUM,
+  type BoundListener,
+  type BrokerReconfigure,
+  type LocalBrokerOptions,
+  type LocalBrokerStats,
+} from './options.js'
 import type { DeviceCredential, TlsMaterial } from './tls.js'
 
 /** How long stop() lets connections close on their own before cutting them. */
@@ -106,8 +112,7 @@ export class LocalBroker {
       // payload plus room for a topic and properties. Never reached by MQTT
       // 3.1/3.1.1, whose packets the guard holds to tighter limits first.
       maximumPacketSize: Math.max(limits.maxPayloadBytes + 131_072, limits.preConnectMaxBytes + 5),
-      // inbound topic aliases, as many as Mosquitto's default max_topic_alias
-      topicAliasMaximum: 10,
+      topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
       // what the inbound window (inbound-window.ts) enforces for QoS 2
       receiveMaximum: limits.maxInflightPerClient,
       ...hooks.aedesOptions(),

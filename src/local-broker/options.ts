@@ -35,6 +35,13 @@ export interface ListenerOptions {
 
 export type MqttVersion = '3.1' | '3.1.1' | '5'
 
+/**
+ * Inbound topic aliases an MQTT 5 client may use (announced in CONNACK), as
+ * many as Mosquitto's default max_topic_alias. aedes and the packet guard
+ * must agree on it.
+ */
+export const TOPIC_ALIAS_MAXIMUM = 10
+
 export interface BrokerLimitOptions {
   readonly maxConnections: number
   readonly maxPayloadBytes: number
