@@ -9,6 +9,9 @@ import { fail, type PartialViolation } from './guard-checks.js'
 import type { Mqtt5ClientLimits } from './guard-types.js'
 import { checkConnectV5 } from './guard-v5-connect.js'
 
+/** The detail of the violation of an MQTT 5 CONNECT on a listener that leaves MQTT 5 out (listeners.ts logs it). */
+export const MQTT5_NOT_ALLOWED = 'MQTT 5 is not allowed on this listener'
+
 export interface ValidConnect {
   readonly clientId: string
   /** Clean Session (MQTT 3.1/3.1.1) or Clean Start (MQTT 5). */
@@ -48,6 +51,13 @@ export function checkConnect(
   const level = b[p]! & 0x7f
   if (allowMqtt5 && isMqtt && b[p] === 5) return checkConnectV5(b, e, p + 1)
   if (level !== (isMqtt ? 4 : 3)) {
+    // An MQTT 5 client understands only an MQTT 5 CONNACK: 0x84 Unsupported Protocol Version [MQTT-3.1.2-2].
+    if (isMqtt && level === 5) {
+      return fail('unsupported-protocol-version', '[MQTT-3.1.2-2]', MQTT5_NOT_ALLOWED, {
+        connackReturnCode: 0x84,
+        reasonCode: 0x84,
+      })
+    }
     // an MQTT 5 CONNECT lands here: the rest of it is not ours to validate
     return fail('unsupported-protocol-version', '[MQTT-3.1.2-2]', 'unsupported protocol level', {
       connackReturnCode: 0x01,

@@ -13,12 +13,19 @@ import type { Logger } from 'pino'
 import { LocalBrokerError } from './errors.js'
 import { PacketGuard, type GuardViolation } from './packet-guard.js'
 import { guardConnection } from './guard-connection.js'
+import { MQTT5_NOT_ALLOWED } from './guard-connect.js'
 import { AckTracker, trackAcks } from './ack-tracker.js'
 import type { LogLimiter } from './log-limiter.js'
 import type { BrokerCounters } from './counters.js'
 import { setPeerCertificate, type DeviceSessions } from './device-sessions.js'
 import { setListenerPolicy } from './auth.js'
-import type { BoundListener, ListenerOptions, LocalBrokerOptions } from './options.js'
+import {
+  TOPIC_ALIAS_MAXIMUM,
+  type BoundListener,
+  type ListenerOptions,
+  type LocalBrokerOptions,
+  type MqttVersion,
+} from './options.js'
 import {
   checkPeer,
   classifyTlsError,
@@ -29,6 +36,13 @@ import {
   type TlsMaterial,
   type TlsRefusal,
 } from './tls.js'
+
+const ALL_VERSIONS: readonly MqttVersion[] = ['3.1', '3.1.1', '5']
+
+/** A listener as logs name it: protocol://host:port (the configured port). */
+export function listenerName(l: ListenerOptions): string {
+  return `${l.protocol}://${l.host}:${l.port}`
+}
 
 interface TlsListener {
   readonly server: TlsServer
@@ -123,10 +137,14 @@ export class Listeners {
   ): void {
     const remoteAddress = peer.remoteAddress ?? '?'
     const remote = `${remoteAddress}:${peer.remotePort ?? 0}`
+    const mqttVersions = l.mqttVersions ?? ALL_VERSIONS
     setListenerPolicy(conn, {
       allowAnonymous: l.allowAnonymous ?? true,
       useIdentityAsUsername: l.useIdentityAsUsername ?? false,
       remoteAddress,
+      mqttVersions,
+      listener: listenerName(l),
+      versionsKey: this.#versionsKey(l),
     })
     this.#o.counters.connectionsTotal++
     const acks = new AckTracker()
@@ -134,15 +152,24 @@ export class Listeners {
       {
         preConnectMaxBytes: this.#o.options().limits.preConnectMaxBytes,
         maxPayloadBytes: this.#o.options().limits.maxPayloadBytes,
+        allowMqtt5: mqttVersions.includes('5'),
+        // what aedes advertises in CONNACK (local-broker.ts): an alias above it is refused with 0x94
+        topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
       },
       acks,
     )
     trackAcks(conn, acks)
-    guardConnection(conn, guard, (v) => this.#onViolation(v, remote))
+    guardConnection(conn, guard, (v) => this.#onViolation(v, remote, l))
     aedes.handle(conn, req)
   }
 
-  #onViolation(v: GuardViolation, remote: string): void {
+  /** Where a listener's mqttVersions is configured, as a config key path. */
+  #versionsKey(l: ListenerOptions): string {
+    const i = this.#o.options().listeners.indexOf(l)
+    return `broker.listeners[${i < 0 ? '?' : i}].mqttVersions`
+  }
+
+  #onViolation(v: GuardViolation, remote: string, l: ListenerOptions): void {
     const key = v.limit ?? v.reason
     this.#o.counters.refuse(key)
     const fields = {
@@ -153,14 +180,27 @@ export class Listeners {
       detail: v.detail,
       limit: v.limit,
       returnCode: v.connackReturnCode,
+      reasonCode: v.reasonCode,
       packetType: v.packetType,
       packetId: v.packetId,
     }
-    if (v.reason === 'unsupported-protocol-version') {
+    if (v.reason === 'unsupported-protocol-version' && v.detail === MQTT5_NOT_ALLOWED) {
+      this.#o.limiter.warn(
+        key,
+        {
+          ...fields,
+          listener: listenerName(l),
+          mqttVersion: '5',
+          mqttVersions: l.mqttVersions,
+          key: this.#versionsKey(l),
+        },
+        'client refused: MQTT version not accepted on this listener; add it to the listener mqttVersions to allow it',
+      )
+    } else if (v.reason === 'unsupported-protocol-version') {
       this.#o.limiter.warn(
         key,
         fields,
-        'client refused: MQTT 5 and other protocol levels are not supported by the local broker (aedes speaks MQTT 3.1 and 3.1.1); connect with MQTT 3.1.1',
+        'client refused: unknown MQTT protocol level; the local broker speaks MQTT 3.1, 3.1.1 and 5',
       )
     } else if (v.reason === 'unknown-packet-id') {
       this.#o.limiter.warn(key, fields, 'connection closed: acknowledgement of a packet id the session never used')

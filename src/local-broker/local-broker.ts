@@ -32,10 +32,17 @@ import { BrokerCounters } from './counters.js'
 import { DeviceSessions } from './device-sessions.js'
 import { BrokerHooks, type BrokerAcl } from './hooks.js'
 import { Listeners } from './listeners.js'
+import { InboundWindow } from './inbound-window.js'
 import { AckGate } from './state-sync.js'
 import { ClientAcl } from './client-acl.js'
 import { Authenticator } from './auth.js'
-import type { BoundListener, BrokerReconfigure, LocalBrokerOptions, LocalBrokerStats } from './options.js'
+import {
+  TOPIC_ALIAS_MAXIMUM,
+  type BoundListener,
+  type BrokerReconfigure,
+  type LocalBrokerOptions,
+  type LocalBrokerStats,
+} from './options.js'
 import type { DeviceCredential, TlsMaterial } from './tls.js'
 
 /** How long stop() lets connections close on their own before cutting them. */
@@ -96,11 +103,18 @@ export class LocalBroker {
     const options: AedesOptions = {
       connectTimeout: limits.connectTimeoutMs,
       drainTimeout: limits.drainTimeoutMs,
-      maxInflightInbound: limits.maxInflightPerClient,
       // MQTT 3.1 caps client ids at 23 characters, but Mosquitto and clients in
       // the field use longer ones: held to maxClientIdBytes like 3.1.1 (hooks.ts).
       maxClientsIdLength: limits.maxClientIdBytes,
       maxTopicLevels: limits.maxTopicLevels,
+      // MQTT 5 (aedes 2): advertised in CONNACK as the largest packet a client
+      // may send: the largest payload plus room for a topic and properties.
+      // The packet guard holds every packet to its own limits first
+      // (payload, properties); this stays as aedes' backstop.
+      maximumPacketSize: Math.max(limits.maxPayloadBytes + 131_072, limits.preConnectMaxBytes + 5),
+      topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
+      // what the inbound window (inbound-window.ts) enforces for QoS 2
+      receiveMaximum: limits.maxInflightPerClient,
       ...hooks.aedesOptions(),
     }
     const persistence: unknown =
@@ -111,9 +125,13 @@ export class LocalBroker {
     await this.#auth.start()
     const aedes = await Aedes.createBroker(options)
     this.#aedes = aedes
+    const inbound = new InboundWindow(() => this.#opts.limits.maxInflightPerClient, this.#log)
+    const withStore = aedes as Aedes & { persistence: object }
+    withStore.persistence = inbound.wrap(withStore.persistence)
+    nullPrototypeMaps(aedes)
     // After aedes stored a held publish (its chain emits 'publish' last): sync, then let the PUBACK out.
     if (ackGate !== undefined) aedes.on('publish', (packet) => ackGate.stored(packet))
-    this.#watch(aedes)
+    this.#watch(aedes, inbound)
     this.#sessions.start()
     try {
       for (const l of this.#opts.listeners) {
@@ -351,9 +369,10 @@ export class LocalBroker {
     this.#log.info('local broker stopped')
   }
 
-  #watch(aedes: Aedes): void {
+  #watch(aedes: Aedes, inbound: InboundWindow): void {
     aedes.on('connackSent', (packet, client) => {
-      if (packet.returnCode !== 0) return
+      // MQTT 5 CONNACKs carry a reason code instead of a return code
+      if ((packet.returnCode ?? (packet as { reasonCode?: number }).reasonCode) !== 0) return
       connectionGuard(client.conn)?.authenticated()
       const acks = connectionAcks(client.conn)
       if (acks !== undefined) restoreAcks((aedes as { persistence?: unknown }).persistence, client, acks)
@@ -376,8 +395,22 @@ export class LocalBroker {
       this.#log.debug({ clientId: client.id }, 'client connected')
     })
     aedes.on('clientDisconnect', (client) => {
+      inbound.disconnected(client)
       this.#sessions.disconnected(client)
       this.#log.debug({ clientId: client.id }, 'client disconnected')
     })
   }
+}
+
+/**
+ * GHSA-52qw-whmv-87c5, fixed in aedes 1.2 and not in 2.0.0-beta.1: its maps
+ * keyed by client id and broker id are plain objects, so a client named
+ * `constructor` finds Object's constructor as a connected client and the
+ * process dies on an uncaught TypeError. Swapped for maps without a prototype
+ * (the per-client ones in hooks.ts preConnect).
+ */
+function nullPrototypeMaps(aedes: Aedes): void {
+  const b = aedes as unknown as { clients: object; brokers: object }
+  b.clients = Object.assign(Object.create(null) as object, b.clients)
+  b.brokers = Object.assign(Object.create(null) as object, b.brokers)
 }

@@ -29,7 +29,18 @@ export interface ListenerOptions {
    * use_identity_as_username).
    */
   readonly useIdentityAsUsername?: boolean
+  /** MQTT versions accepted on this listener; default all three. */
+  readonly mqttVersions?: readonly MqttVersion[]
 }
+
+export type MqttVersion = '3.1' | '3.1.1' | '5'
+
+/**
+ * Inbound topic aliases an MQTT 5 client may use (announced in CONNACK), as
+ * many as Mosquitto's default max_topic_alias. aedes and the packet guard
+ * must agree on it.
+ */
+export const TOPIC_ALIAS_MAXIMUM = 10
 
 export interface BrokerLimitOptions {
   readonly maxConnections: number
