@@ -171,8 +171,15 @@ export class Drain {
   #sendAhead(session: MqttSession): void {
     const ahead = this.#ahead
     const bucket = this.#o.bucket
+    let expired: StoredMessage[] | undefined
     while (this.#aheadHead < ahead.length && this.#canSend()) {
       const m = ahead[this.#aheadHead] as StoredMessage
+      // Expired while read ahead (e.g. across an outage): never sent, on 3.1.1 too.
+      if (m.expiresAt !== null && m.expiresAt <= this.#o.now()) {
+        this.#aheadHead++
+        ;(expired ??= []).push(m)
+        continue
+      }
       if (m.qos > 0 && session.quota === 0) break
       if (!session.writable) break
       if (bucket !== undefined && !bucket.tryTake()) {
@@ -182,6 +189,7 @@ export class Drain {
       this.#aheadHead++
       this.#send(m)
     }
+    if (expired !== undefined) this.#dropExpired(expired)
     if (this.#aheadHead === ahead.length) {
       ahead.length = 0
       this.#aheadHead = 0
@@ -208,6 +216,16 @@ export class Drain {
     this.#retryTimer.unref()
   }
 
+  /**
+   * Rows that expired before they were sent: deleted and counted by the
+   * store as drops 'expired', like the rows its own sweep and takeBatch drop.
+   */
+  #dropExpired(rows: readonly StoredMessage[]): void {
+    this.#o.logger.debug({ rows: rows.length, rule: rows[0]?.rule }, 'messages expired before sending, dropped')
+    const ids = rows.map((m) => m.id)
+    this.#store.drop(ids, 'expired').catch(() => this.#store.release(ids).catch(() => undefined))
+  }
+
   #send(m: StoredMessage): void {
     const session = this.#conn.session
     const info = session.info as ConnectInfo
@@ -217,6 +235,7 @@ export class Drain {
       qos: Math.min(m.qos, info.maximumQoS) as 0 | 1 | 2,
       retain: m.retain && info.retainAvailable,
       properties: this.#o.version === 5 ? this.#properties(m) : undefined,
+      expiresAt: m.expiresAt,
     }
     if (this.#o.version === 4 && this.#o.echoRules.has(m.rule)) this.#o.echo.sent(m.topic, m.payload)
     this.#sent++
@@ -228,6 +247,11 @@ export class Drain {
       }
       if (err.code === 'EDGE_ERR_BRIDGE_STOPPED') {
         this.#abandoned.push(m.id)
+        return
+      }
+      if (err.code === 'EDGE_ERR_BRIDGE_EXPIRED') {
+        // In flight across an outage and expired before the resend.
+        this.#dropExpired([m])
         return
       }
       if (isTransientReason(code)) {
@@ -243,21 +267,38 @@ export class Drain {
     })
   }
 
+  /**
+   * The upstream PUBLISH's properties: the device's, unchanged, plus ours
+   * (via, id), and what is left of the message's lifetime. A via already
+   * there (a message from an agent below) is kept and ours added, so that
+   * every agent on the way recognises the message as its own.
+   */
   #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
-    const user: Record<string, string | string[]> = {}
-    const carried = m.properties?.userProperties
+    const user = Object.create(null) as Record<string, string | string[]>
+    const p = m.properties
+    const carried = p?.userProperties
     if (carried !== undefined) {
-      for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
+      for (const k of Object.keys(carried)) {
+        const v = carried[k] as string | readonly string[]
+        user[k] = typeof v === 'string' ? v : [...v]
+      }
     }
-    user[USER_PROP_VIA] = this.#o.agent.id
+    const via = user[USER_PROP_VIA]
+    user[USER_PROP_VIA] =
+      via === undefined
+        ? this.#o.agent.id
+        : typeof via === 'string'
+          ? [via, this.#o.agent.id]
+          : [...via, this.#o.agent.id]
     user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
     const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
+    // Whole seconds, rounded up: never shorter than what is left (a row is not sent once expired).
     if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#o.now()) / 1000))
-    const p = m.properties
-    if (p?.contentType !== undefined) props.contentType = p.contentType
-    if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator
-    if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic
-    if (p?.correlationData !== undefined) props.correlationData = Buffer.from(p.correlationData)
+    if (p === undefined) return props
+    if (p.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator
+    if (p.contentType !== undefined) props.contentType = p.contentType
+    if (p.responseTopic !== undefined) props.responseTopic = p.responseTopic
+    if (p.correlationData !== undefined) props.correlationData = toBuffer(p.correlationData)
     return props
   }
 
@@ -285,4 +326,8 @@ export class Drain {
   #notifyInflight(): void {
     for (const w of [...this.#inflightWaiters]) w()
   }
+}
+
+function toBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 }

@@ -97,6 +97,8 @@ export interface OutboundMessage {
   readonly qos: 0 | 1 | 2
   readonly retain: boolean
   readonly properties?: IPublishPacket['properties']
+  /** Epoch ms the message expires at: a resend recomputes its Message Expiry Interval, or is not made. */
+  readonly expiresAt?: number | null
 }
 
 export interface InboundMessage {
@@ -105,6 +107,8 @@ export interface InboundMessage {
   readonly qos: 0 | 1 | 2
   readonly retain: boolean
   readonly userProperties?: UserProperties | undefined
+  /** MQTT 5: the PUBLISH's properties as parsed (user properties included). */
+  readonly properties?: IPublishPacket['properties'] | undefined
 }
 
 /** err is set when the upstream refused the message (reasonCode ≥ 0x80) or the session gave it up. */
@@ -129,6 +133,8 @@ interface InflightEntry {
   readonly packet: IPublishPacket
   state: 'publish' | 'pubrel'
   readonly cb: PublishCallback
+  /** Epoch ms; a resend after it is not made (see #onConnack). */
+  readonly expiresAt: number | null
 }
 
 interface PendingSubscribe {
@@ -337,12 +343,19 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     this.#connected = true
     // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
     let resent = 0
+    let expired: InflightEntry[] | undefined
+    const now = this.#now()
     for (const [id, e] of this.#inflight) {
       if (sessionPresent && e.state === 'pubrel') {
         this.#write(stream, { cmd: 'pubrel', messageId: id })
+      } else if (e.expiresAt !== null && e.expiresAt <= now) {
+        // Expired during the outage: not sent again; the upstream holds no state for it.
+        this.#inflight.delete(id)
+        ;(expired ??= []).push(e)
+        continue
       } else {
         e.state = 'publish'
-        this.#write(stream, { ...e.packet, dup: sessionPresent })
+        this.#write(stream, resendPacket(e, sessionPresent, now))
       }
       resent++
     }
@@ -359,6 +372,11 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     }
     this.#info = info
     this.#startKeepalive(stream, keepaliveSec)
+    if (expired !== undefined) {
+      for (const e of expired) {
+        e.cb(new BridgeError('EDGE_ERR_BRIDGE_EXPIRED', 'message expired before it could be sent again'), 0)
+      }
+    }
     return info
   }
 
@@ -397,7 +415,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       cb(undefined, 0)
       return
     }
-    this.#inflight.set(packet.messageId as number, { packet, state: 'publish', cb })
+    this.#inflight.set(packet.messageId as number, { packet, state: 'publish', cb, expiresAt: msg.expiresAt ?? null })
     this.#out.push(bytes)
   }
 
@@ -582,6 +600,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       qos: packet.qos,
       retain: packet.retain,
       userProperties: packet.properties?.userProperties,
+      properties: packet.properties,
     }
     if (packet.qos === 2 && this.#inboundQos2.has(id)) {
       // A resend of a message already delivered: acknowledge, do not deliver again.
@@ -659,4 +678,12 @@ function connectPacket(o: MqttSessionOptions, password: Buffer | undefined): ICo
     connect.bridgeMode = true
   }
   return connect
+}
+
+/** A resend: DUP when the session resumed, and the Message Expiry Interval of what is left now. */
+function resendPacket(e: InflightEntry, dup: boolean, now: number): IPublishPacket {
+  const p = e.packet
+  if (e.expiresAt === null || p.properties?.messageExpiryInterval === undefined) return { ...p, dup }
+  const messageExpiryInterval = Math.max(1, Math.ceil((e.expiresAt - now) / 1000))
+  return { ...p, dup, properties: { ...p.properties, messageExpiryInterval } }
 }
