@@ -146,6 +146,7 @@ export class Drain {
   /** Sends while the window has room, from rows read ahead of the window. */
   async #pump(): Promise<void> {
     this.#pumping = true
+    let failed = false
     try {
       while (this.#dirty && this.#canSend()) {
         this.#dirty = false
@@ -160,11 +161,16 @@ export class Drain {
         this.#dirty = true
       }
     } catch (err) {
+      failed = true
       this.#o.logger.error({ err }, 'reading the buffer failed, retrying')
       this.#retryLater(1_000)
     } finally {
       this.#pumping = false
     }
+    // A kick that came while the last read was pending (e.g. a row appended
+    // while it found none) would otherwise wait for the next event: for QoS 0
+    // there may be none.
+    if (this.#dirty && !failed && this.#canSend()) queueMicrotask(() => this.kick())
   }
 
   /** Sends read-ahead rows while the window, the transport and the rate limit allow. */
