@@ -178,10 +178,11 @@ export class Drain {
     const ahead = this.#ahead
     const bucket = this.#o.bucket
     let expired: StoredMessage[] | undefined
+    const now = this.#o.now()
     while (this.#aheadHead < ahead.length && this.#canSend()) {
       const m = ahead[this.#aheadHead] as StoredMessage
       // Expired while read ahead (e.g. across an outage): never sent, on 3.1.1 too.
-      if (m.expiresAt !== null && m.expiresAt <= this.#o.now()) {
+      if (m.expiresAt !== null && m.expiresAt <= now) {
         this.#aheadHead++
         ;(expired ??= []).push(m)
         continue
@@ -193,7 +194,7 @@ export class Drain {
         break
       }
       this.#aheadHead++
-      this.#send(m)
+      this.#send(m, now)
     }
     if (expired !== undefined) this.#dropExpired(expired)
     if (this.#aheadHead === ahead.length) {
@@ -232,7 +233,7 @@ export class Drain {
     this.#store.drop(ids, 'expired').catch(() => this.#store.release(ids).catch(() => undefined))
   }
 
-  #send(m: StoredMessage): void {
+  #send(m: StoredMessage, now: number): void {
     const session = this.#conn.session
     const info = session.info as ConnectInfo
     const msg: OutboundMessage = {
@@ -240,7 +241,7 @@ export class Drain {
       payload: m.payload,
       qos: Math.min(m.qos, info.maximumQoS) as 0 | 1 | 2,
       retain: m.retain && info.retainAvailable,
-      properties: this.#o.version === 5 ? this.#properties(m) : undefined,
+      properties: this.#o.version === 5 ? this.#properties(m, now) : undefined,
       expiresAt: m.expiresAt,
     }
     if (this.#o.version === 4 && this.#o.echoRules.has(m.rule)) this.#o.echo.sent(m.topic, m.payload)
@@ -279,7 +280,7 @@ export class Drain {
    * there (a message from an agent below) is kept and ours added, so that
    * every agent on the way recognises the message as its own.
    */
-  #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
+  #properties(m: StoredMessage, now: number): NonNullable<OutboundMessage['properties']> {
     const user = Object.create(null) as Record<string, string | string[]>
     const p = m.properties
     const carried = p?.userProperties
@@ -299,7 +300,7 @@ export class Drain {
     user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
     const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
     // Whole seconds, rounded up: never shorter than what is left (a row is not sent once expired).
-    if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#o.now()) / 1000))
+    if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - now) / 1000))
     if (p === undefined) return props
     if (p.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator
     if (p.contentType !== undefined) props.contentType = p.contentType
