@@ -1,8 +1,9 @@
 // MQTT 5 devices end to end: a device speaking MQTT 5 to the real agent,
 // bridged to a real Mosquitto 2, its properties arriving there unchanged, and
 // commands coming down with theirs. Needs a local broker that accepts MQTT 5
-// devices (aedes 2); with one that refuses them (CONNACK 0x01) every test
-// here is skipped, saying so.
+// devices (aedes 2); with one that refuses them (CONNACK 0x01) the tests of
+// an MQTT 5 device are skipped, saying so. A 3.1.1 device must still get
+// commands that carry properties.
 //
 // Glossary
 //   upstream  Mosquitto on a free 127.0.0.1 port, reached through `proxy` (cut for outages)
@@ -180,4 +181,30 @@ test('a command from the upstream reaches an MQTT 5 device with its properties',
   assert.equal(p['responseTopic'], 'e2e/acks/9')
   assert.equal((p['correlationData'] as Buffer).toString('hex'), CORRELATION.toString('hex'))
   assert.equal((p['userProperties'] as Record<string, unknown>)['operator'], 'j.doe')
+})
+
+test('a command with properties still reaches an MQTT 3.1.1 device, without them', { skip: missing }, async (t) => {
+  const dev = await client(t, agent.mqttUrl, { clientId: 'dev-cmd-v4' })
+  await dev.subscribeAsync('devices/8/cmd', { qos: 1 })
+  const got = recorder(dev)
+  await waitFor(
+    async () => {
+      await site.publishAsync('e2e/devices/8/cmd', 'close', {
+        qos: 1,
+        properties: {
+          contentType: 'text/plain',
+          correlationData: CORRELATION,
+          userProperties: { operator: 'j.doe' },
+          messageExpiryInterval: 60,
+        },
+      })
+      return got.length > 0
+    },
+    15_000,
+    'the command at the 3.1.1 device',
+    300,
+  )
+  assert.equal(got[0]?.topic, 'devices/8/cmd')
+  assert.equal(got[0]?.payload.toString(), 'close')
+  assert.equal(got[0]?.properties, undefined)
 })
