@@ -199,4 +199,22 @@ describe('MQTT 5 properties: SqliteStore file', () => {
     assert.deepEqual({ ...rows[1]?.properties?.userProperties }, { a: '1' })
     assert.equal(rows[2]?.properties, undefined)
   })
+
+  test('a handed-out row dropped as expired gets a loss report in its place, sent next', async (t) => {
+    const clock = fakeClock()
+    const store = await sqliteFactory(t, clock)()
+    store.setLossReports(new Map([['up', { topic: 'x/drops', site: 's', ruleFilters: { r: 't/#' } }]]))
+    await store.append({ queue: 'up', topic: 't/1', payload: Buffer.from('x'), qos: 1, rule: 'r' })
+    await store.append({ queue: 'up', topic: 't/2', payload: Buffer.from('y'), qos: 1, rule: 'r' })
+    const [first] = await store.takeBatch('up', 1)
+    await store.drop([first?.id as number], 'expired')
+    const next = await store.takeBatch('up', 10)
+    assert.deepEqual(
+      next.map((m) => m.topic),
+      ['x/drops', 't/2'],
+    )
+    const report = JSON.parse(next[0]?.payload.toString() ?? '{}') as Record<string, unknown>
+    assert.equal(report['reason'], 'expired')
+    assert.equal(report['count'], 1)
+  })
 })
