@@ -46,6 +46,7 @@
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import { applyMigrations, BufferError, toBufferError } from '../storage/index.js'
+import { SessionExpiryTable, type ExpiryClient } from './session-expiry.js'
 import {
   type EnqueueOutcome,
   type EnqueueRow,
@@ -110,11 +111,22 @@ const QlobberSub = requireCjs('qlobber/aedes/qlobber-sub.js') as QlobberSubConst
 // empty level); the offline index must agree with live delivery.
 const TRIE_OPTIONS = { separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true }
 
+interface FollowedClient extends ExpiryClient {
+  readonly clean: boolean
+  /** aedes 2, MQTT 5: Clean Start (client.clean then follows the Session Expiry Interval). */
+  readonly _cleanStart?: boolean
+}
+
+/** How often sessions past their MQTT 5 expiry deadline are looked for (one indexed query). */
+const SESSION_SWEEP_MS = 1000
+
 export class BrokerStatePersistence extends BrokerStateTables {
   #trie: QlobberSubInstance = new QlobberSub(TRIE_OPTIONS)
   readonly #queues: OfflineQueues
 
   #txEnqueue: ((rows: readonly EnqueueRow[]) => EnqueueOutcome) | undefined
+  #expiry: SessionExpiryTable | undefined
+  #sweepTimer: NodeJS.Timeout | undefined
 
   /** No I/O: statements are prepared and state is loaded by setup(). */
   constructor(options: BrokerStateOptions) {
@@ -178,6 +190,13 @@ export class BrokerStatePersistence extends BrokerStateTables {
       const maxCounter = s.outMaxCounter.get(broker.id) ?? 0
       if (typeof broker.counter === 'number' && broker.counter < maxCounter) broker.counter = maxCounter
       const restamped = s.willRestamp.run(`${broker.id}:before-restart`, broker.id).changes
+      const expiry = new SessionExpiryTable(this.db)
+      this.#expiry = expiry
+      const counted = expiry.restarted(this.now())
+      this.#followClients(broker, expiry)
+      this.#sweepSessions(broker)
+      this.#sweepTimer = setInterval(() => this.#sweepSessions(broker), SESSION_SWEEP_MS)
+      this.#sweepTimer.unref()
 
       this.log.info(
         {
@@ -186,6 +205,7 @@ export class BrokerStatePersistence extends BrokerStateTables {
           queuedMessages: this.#queues.rows,
           clientsWithQueuedMessages: this.#queues.clients,
           staleWills: restamped,
+          expiringSessions: counted,
           ms: this.now() - started,
         },
         'broker persistence loaded',
@@ -194,6 +214,67 @@ export class BrokerStatePersistence extends BrokerStateTables {
       this.stmts = undefined
       this.tx = undefined
       throw toBufferError(err, 'broker persistence setup')
+    }
+  }
+
+  /**
+   * Follows the broker's clients:
+   * - [MQTT-3.1.2-6] a clean session's inbound QoS 2 state ends with it. aedes
+   *   1.2 called cleanIncoming when such a client connected and went; aedes
+   *   2.0.0-beta.1 branched before that and never does (a second cleanup is
+   *   harmless);
+   * - MQTT 5 Session Expiry Interval: recorded at connect, deadline at
+   *   disconnect (session-expiry.ts).
+   */
+  #followClients(broker: PersistenceBroker, expiry: SessionExpiryTable): void {
+    const events = broker as PersistenceBroker & { on?: (event: string, fn: (client: FollowedClient) => void) => void }
+    if (typeof events.on !== 'function') return
+    const clean = (client: FollowedClient): void => {
+      this.cleanIncoming(client).catch((err: unknown) => {
+        this.log.warn({ err, clientId: client.id }, 'broker persistence: clean session inbound cleanup failed')
+      })
+    }
+    events.on('client', (client) => {
+      if (this.destroyed) return
+      if (client.clean || client._cleanStart === true) clean(client)
+      this.#quietly(client.id, 'session expiry record', () => expiry.connected(client))
+    })
+    events.on('clientDisconnect', (client) => {
+      if (this.destroyed) return
+      if (client.clean) clean(client)
+      this.#quietly(client.id, 'session expiry deadline', () => expiry.disconnected(client, this.now()))
+    })
+  }
+
+  /** Ends the sessions past their MQTT 5 Session Expiry deadline whose client is not connected. */
+  #sweepSessions(broker: PersistenceBroker): void {
+    const expiry = this.#expiry
+    if (this.destroyed || expiry === undefined) return
+    let due: string[]
+    try {
+      due = expiry.due(this.now())
+    } catch (err) {
+      this.log.warn({ err }, 'broker persistence: session expiry sweep failed')
+      return
+    }
+    const connected = (broker as PersistenceBroker & { clients?: Record<string, unknown> }).clients
+    for (const clientId of due) {
+      if (connected?.[clientId] === undefined) {
+        const client = { id: clientId }
+        void Promise.all([this.cleanSubscriptions(client), this.delWill(client), this.cleanIncoming(client)]).then(
+          () => this.log.info({ clientId }, 'broker persistence: session expired'),
+          (err: unknown) => this.log.warn({ err, clientId }, 'broker persistence: expired session cleanup failed'),
+        )
+      }
+      this.#quietly(clientId, 'session expiry forget', () => expiry.forget(clientId))
+    }
+  }
+
+  #quietly(clientId: string, what: string, fn: () => void): void {
+    try {
+      fn()
+    } catch (err) {
+      this.log.warn({ err, clientId, what }, 'broker persistence: session expiry write failed')
     }
   }
 
@@ -400,6 +481,8 @@ export class BrokerStatePersistence extends BrokerStateTables {
   async destroy(): Promise<void> {
     if (this.destroyed) return
     this.#queues.flushDropLog()
+    clearInterval(this.#sweepTimer)
+    this.#expiry = undefined
     this.destroyed = true
     this.stmts = undefined
     this.tx = undefined

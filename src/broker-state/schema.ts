@@ -3,6 +3,7 @@
 // are recorded in existing files and must never change.
 import type BetterSqlite3 from 'better-sqlite3'
 import type { Migration } from '../storage/index.js'
+import { SESSION_EXPIRY_SQL } from './session-expiry.js'
 
 type Database = BetterSqlite3.Database
 
@@ -15,6 +16,7 @@ type Database = BetterSqlite3.Database
 export function migrateBrokerState(db: Database): void {
   db.transaction(() => {
     db.exec(SCHEMA_SQL)
+    db.exec(SESSION_EXPIRY_SQL)
   })()
 }
 
@@ -23,7 +25,11 @@ export function migrateBrokerState(db: Database): void {
  * `openDatabase(path, { migrations: [...MESSAGE_STORE_MIGRATIONS, ...BROKER_STATE_MIGRATIONS] })`.
  * setup() applies them as well (a no-op once recorded in schema_migrations).
  */
-export const BROKER_STATE_MIGRATIONS: readonly Migration[] = [{ id: 'aedes/001-broker-state', up: migrateBrokerState }]
+export const BROKER_STATE_MIGRATIONS: readonly Migration[] = [
+  { id: 'aedes/001-broker-state', up: migrateBrokerState },
+  // MQTT 5 Session Expiry Interval deadlines (session-expiry.ts)
+  { id: 'aedes/002-session-expiry', up: (db) => db.transaction(() => db.exec(SESSION_EXPIRY_SQL))() },
+]
 
 // Packets are stored as header (JSON of every own field but the payload) +
 // payload (BLOB) + payload_kind, see encodePacket(). Columns next to them
@@ -94,4 +100,5 @@ export const BROKER_STATE_TABLES = [
   'broker_outgoing',
   'broker_incoming',
   'broker_wills',
+  'broker_session_expiry',
 ] as const

@@ -22,6 +22,7 @@ import { unwatchFile, watchFile, type Stats } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { PasswordFile, PasswordFileError } from './password-file.js'
+import type { MqttVersion } from './options.js'
 
 /** Per-listener policy, attached to each accepted connection. */
 export interface ListenerPolicy {
@@ -30,6 +31,10 @@ export interface ListenerPolicy {
   readonly useIdentityAsUsername: boolean
   /** Remote address (no port), for failed-login limits and logs. */
   readonly remoteAddress: string
+  /** MQTT versions the listener accepts, and where that is configured (for the refusal's log line). */
+  readonly mqttVersions?: readonly MqttVersion[]
+  readonly listener?: string
+  readonly versionsKey?: string
 }
 
 export interface AuthOptions {

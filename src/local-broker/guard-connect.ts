@@ -6,6 +6,9 @@
 import { scanString, STR_CONTROL, STR_NUL, STR_OK, STR_UTF8, STR_WILDCARD } from './mqtt-strings.js'
 import { fail, type PartialViolation } from './guard-checks.js'
 
+/** V5-STAND-DOWN (h/v5broker): the detail of the violation that marks an MQTT 5 CONNECT. */
+export const MQTT5_CONNECT = 'MQTT 5 CONNECT'
+
 export interface ValidConnect {
   readonly clientId: string
   readonly cleanSession: boolean
@@ -38,6 +41,10 @@ export function checkConnect(
   // mqtt-packet and aedes accept it, so the guard does too.
   const level = b[p]! & 0x7f
   if (level !== (isMqtt ? 4 : 3)) {
+    // V5-STAND-DOWN (h/v5broker; the v5 guard replaces it): marks an MQTT 5 CONNECT for guard-connection.ts
+    if (isMqtt && level === 5) {
+      return fail('unsupported-protocol-version', '[MQTT-3.1.2-2]', MQTT5_CONNECT, { connackReturnCode: 0x01 })
+    }
     // an MQTT 5 CONNECT lands here: the rest of it is not ours to validate
     return fail('unsupported-protocol-version', '[MQTT-3.1.2-2]', 'unsupported protocol level', {
       connackReturnCode: 0x01,

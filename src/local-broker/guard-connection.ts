@@ -2,6 +2,7 @@
 // connection and aedes, and closes the connection on a violation.
 import type { Duplex } from 'node:stream'
 import type { GuardViolation, PacketGuard } from './packet-guard.js'
+import { MQTT5_CONNECT } from './guard-connect.js'
 
 export interface GuardConnectionOptions {
   /**
@@ -10,6 +11,14 @@ export interface GuardConnectionOptions {
    * read, or a WebSocket close handshake the peer never answers). Default 1000.
    */
   readonly closeTimeoutMs?: number
+  /**
+   * V5-STAND-DOWN (h/v5broker; replaced by the MQTT 5 packet guard at merge):
+   * true = an MQTT 5 CONNECT stands the guard down for the connection (aedes 2
+   * checks MQTT 5 itself, maximumPacketSize bounds the packets); false = it is
+   * refused with an MQTT 5 CONNACK 0x84 (Unsupported Protocol Version);
+   * undefined = refused with CONNACK 0x01 like any unsupported level.
+   */
+  readonly mqtt5?: boolean
 }
 
 interface GuardedState {
@@ -17,6 +26,7 @@ interface GuardedState {
   readonly read: Duplex['read']
   readonly onViolation: (violation: GuardViolation) => void
   readonly closeTimeoutMs: number
+  readonly mqtt5: boolean | undefined
 }
 
 const kGuarded = Symbol('edge-agent.packetGuard')
@@ -67,6 +77,7 @@ export function guardConnection(
     read: c.read,
     onViolation,
     closeTimeoutMs: options.closeTimeoutMs ?? 1000,
+    mqtt5: options.mqtt5,
   }
   c.read = guardedRead
 }
@@ -87,6 +98,11 @@ function guardedRead(this: GuardedConnection, size?: number): Buffer | null {
   const chunk = data as Buffer
   const result = state.guard.feed(chunk)
   if (result.violation === undefined) return chunk
+  if (result.violation.detail === MQTT5_CONNECT && state.mqtt5 === true) {
+    // V5-STAND-DOWN: the bytes before this chunk went through already; the rest is aedes' alone
+    this.read = state.read
+    return chunk
+  }
   try {
     state.onViolation(result.violation)
   } finally {
@@ -98,12 +114,14 @@ function guardedRead(this: GuardedConnection, size?: number): Buffer | null {
 function closeAfterViolation(conn: Duplex, state: GuardedState, violation: GuardViolation): void {
   // an EPIPE from the CONNACK write must not become an unhandled 'error'
   conn.on('error', noop)
-  const code = violation.connackReturnCode
+  const v5 = violation.detail === MQTT5_CONNECT && state.mqtt5 === false
+  const code = v5 ? 0x84 : violation.connackReturnCode
   if (code === undefined || !conn.writable) {
     conn.destroy()
     return
   }
-  conn.write(Buffer.from([0x20, 0x02, 0x00, code]))
+  // V5-STAND-DOWN: a refused MQTT 5 CONNECT gets an MQTT 5 CONNACK (reason code, empty properties)
+  conn.write(Buffer.from(v5 ? [0x20, 0x03, 0x00, 0x84, 0x00] : [0x20, 0x02, 0x00, code]))
   conn.end()
   const timer = setTimeout(destroy, state.closeTimeoutMs, conn)
   timer.unref()

@@ -5,7 +5,7 @@
 // capture withholds the acknowledgement and closes the connection, so the
 // device keeps the message and sends it again.
 //
-// Hook order for one connection (aedes 1.x): preConnect → authenticate →
+// Hook order for one connection (aedes 1.x and 2): preConnect → authenticate →
 // (CONNACK) → authorizeSubscribe per filter / authorizePublish per PUBLISH →
 // authorizeForward per delivery.
 import type { Duplex } from 'node:stream'
@@ -22,7 +22,7 @@ import {
 import type { LogLimiter } from './log-limiter.js'
 import { listenerPolicy, type Authenticator } from './auth.js'
 import type { ClientAcl, ClientRules } from './client-acl.js'
-import type { BrokerLimitOptions, DeviceOptions, PublishInterceptor } from './options.js'
+import type { BrokerLimitOptions, DeviceOptions, MqttVersion, PublishInterceptor } from './options.js'
 
 type LimitReason = 'maxConnections' | 'keepaliveMinSec' | 'keepaliveMaxSec' | 'maxClientIdBytes'
 export type RefusalReason = LimitReason | IdentityReason
@@ -40,6 +40,8 @@ export const REFUSAL_CODES: Record<RefusalReason, AuthenticateError['returnCode'
   clientIdReserved: 5,
   willDenied: 5,
 }
+
+const VERSION_NAMES: Record<number, MqttVersion> = { 3: '3.1', 4: '3.1.1', 5: '5' }
 
 /** Where dropped and consumed publishes go: nobody can receive it (authorizeForward). */
 export const SINK_TOPIC = '$edge/dropped'
@@ -60,6 +62,8 @@ function gone(client: Client, packet: { qos?: number; brokerId?: string | null }
   if (!client.closed && !client.conn.destroyed) return false
   return client.clean || (packet.qos ?? 0) === 0 || packet.brokerId === null || packet.brokerId === undefined
 }
+
+function noop(): void {}
 
 const kRefusal = Symbol('edge-agent.refusal')
 type RefusedClient = Client & { [kRefusal]?: RefusalReason }
@@ -142,17 +146,52 @@ export class BrokerHooks {
    */
   preConnect(
     client: Client,
-    packet: { clientId: string; keepalive?: number; clean?: boolean; will?: { topic: string } },
+    packet: {
+      clientId: string
+      keepalive?: number
+      clean?: boolean
+      will?: { topic: string }
+      protocolVersion?: number
+    },
     done: (e: Error | null, ok: boolean) => void,
   ): void {
     // aedes starts a session's packet ids at a random number; a clean session's
     // start at 1 and increase, as a reader of a capture expects. A resumed session
     // keeps aedes' numbering, so a new id cannot meet one of its stored in-flight ones.
     if (packet.clean !== false) (client as Client & { _nextId: number })._nextId = 1
+    if (this.#refusesVersion(client, packet)) {
+      // aedes takes return codes 2 to 5 from authenticate only; its own
+      // [MQTT-3.1.2-2] check answers CONNACK 1 to a level it does not know.
+      packet.protocolVersion = 0
+      return done(null, true)
+    }
     const reason =
       this.#d.sessions.identify(client, packet) ?? this.#limitRefusal(packet.keepalive ?? 0, packet.clientId)
     if (reason) (client as RefusedClient)[kRefusal] = reason
     done(null, true)
+  }
+
+  /** True (and logged) when the listener's mqttVersions leaves the CONNECT's version out. */
+  #refusesVersion(client: Client, packet: { clientId: string; protocolVersion?: number }): boolean {
+    const policy = listenerPolicy(client.conn)
+    const allowed = policy?.mqttVersions
+    const version = VERSION_NAMES[packet.protocolVersion ?? 4]
+    if (allowed === undefined || version === undefined || allowed.includes(version)) return false
+    this.#d.counters.refuse('mqttVersion')
+    this.#d.limiter.warn(
+      'mqttVersion',
+      {
+        clientId: packet.clientId.slice(0, 200),
+        remote: policy?.remoteAddress,
+        listener: policy?.listener,
+        mqttVersion: version,
+        mqttVersions: allowed,
+        key: policy?.versionsKey,
+        returnCode: 1,
+      },
+      'client refused: MQTT version not accepted on this listener; add it to the listener mqttVersions to allow it',
+    )
+    return true
   }
 
   /** Limits and certificate identity (decided in preConnect), then password or anonymous policy (auth.ts). */
@@ -343,7 +382,13 @@ export class BrokerHooks {
         this.#d.holdAck?.(client, packet)
         done(null)
       },
-      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+      (err: unknown) => {
+        // aedes 2 would answer an MQTT 5 client's failed PUBLISH with PUBACK 0x87, and
+        // the device would drop a message that was never stored: close without any
+        // acknowledgement instead, so that it sends the message again.
+        if (client.version === 5) return void client.conn.destroy()
+        done(err instanceof Error ? err : new Error(String(err)))
+      },
     )
   }
 
@@ -398,6 +443,13 @@ export class BrokerHooks {
       },
       how.reason === 'reservedTopic' ? "publish into the agent's own topics refused" : 'publish refused by the acl',
     )
+    if (client.version === 5) {
+      // aedes 2 answers an MQTT 5 client's refused QoS 1/2 PUBLISH with PUBACK/PUBREC
+      // 0x87 (Not authorized) and keeps the connection; a QoS 0 one is dropped.
+      done(new Error('publish refused by the acl'))
+      if (how.mode === 'disconnect') setImmediate(() => client.disconnect({ reasonCode: 0x87 }, noop))
+      return
+    }
     if (how.mode === 'disconnect') return done(new Error('publish refused by the acl'))
     // MQTT 3.1.1 has no negative PUBACK: acknowledge and drop [MQTT-3.3.5-2].
     packet.topic = SINK_TOPIC

@@ -13,12 +13,13 @@ import type { Logger } from 'pino'
 import { LocalBrokerError } from './errors.js'
 import { PacketGuard, type GuardViolation } from './packet-guard.js'
 import { guardConnection } from './guard-connection.js'
+import { MQTT5_CONNECT } from './guard-connect.js'
 import { AckTracker, trackAcks } from './ack-tracker.js'
 import type { LogLimiter } from './log-limiter.js'
 import type { BrokerCounters } from './counters.js'
 import { setPeerCertificate, type DeviceSessions } from './device-sessions.js'
 import { setListenerPolicy } from './auth.js'
-import type { BoundListener, ListenerOptions, LocalBrokerOptions } from './options.js'
+import type { BoundListener, ListenerOptions, LocalBrokerOptions, MqttVersion } from './options.js'
 import {
   checkPeer,
   classifyTlsError,
@@ -29,6 +30,13 @@ import {
   type TlsMaterial,
   type TlsRefusal,
 } from './tls.js'
+
+const ALL_VERSIONS: readonly MqttVersion[] = ['3.1', '3.1.1', '5']
+
+/** A listener as logs name it: protocol://host:port (the configured port). */
+export function listenerName(l: ListenerOptions): string {
+  return `${l.protocol}://${l.host}:${l.port}`
+}
 
 interface TlsListener {
   readonly server: TlsServer
@@ -123,10 +131,14 @@ export class Listeners {
   ): void {
     const remoteAddress = peer.remoteAddress ?? '?'
     const remote = `${remoteAddress}:${peer.remotePort ?? 0}`
+    const mqttVersions = l.mqttVersions ?? ALL_VERSIONS
     setListenerPolicy(conn, {
       allowAnonymous: l.allowAnonymous ?? true,
       useIdentityAsUsername: l.useIdentityAsUsername ?? false,
       remoteAddress,
+      mqttVersions,
+      listener: listenerName(l),
+      versionsKey: this.#versionsKey(l),
     })
     this.#o.counters.connectionsTotal++
     const acks = new AckTracker()
@@ -138,11 +150,17 @@ export class Listeners {
       acks,
     )
     trackAcks(conn, acks)
-    guardConnection(conn, guard, (v) => this.#onViolation(v, remote))
+    guardConnection(conn, guard, (v) => this.#onViolation(v, remote, l), { mqtt5: mqttVersions.includes('5') })
     aedes.handle(conn, req)
   }
 
-  #onViolation(v: GuardViolation, remote: string): void {
+  /** Where a listener's mqttVersions is configured, as a config key path. */
+  #versionsKey(l: ListenerOptions): string {
+    const i = this.#o.options().listeners.indexOf(l)
+    return `broker.listeners[${i < 0 ? '?' : i}].mqttVersions`
+  }
+
+  #onViolation(v: GuardViolation, remote: string, l: ListenerOptions): void {
     const key = v.limit ?? v.reason
     this.#o.counters.refuse(key)
     const fields = {
@@ -156,11 +174,25 @@ export class Listeners {
       packetType: v.packetType,
       packetId: v.packetId,
     }
-    if (v.reason === 'unsupported-protocol-version') {
+    if (v.reason === 'unsupported-protocol-version' && v.detail === MQTT5_CONNECT) {
+      // V5-STAND-DOWN: only reached for a listener whose mqttVersions leaves MQTT 5 out
+      this.#o.limiter.warn(
+        key,
+        {
+          ...fields,
+          returnCode: 0x84,
+          listener: listenerName(l),
+          mqttVersion: '5',
+          mqttVersions: l.mqttVersions,
+          key: this.#versionsKey(l),
+        },
+        'client refused: MQTT version not accepted on this listener; add it to the listener mqttVersions to allow it',
+      )
+    } else if (v.reason === 'unsupported-protocol-version') {
       this.#o.limiter.warn(
         key,
         fields,
-        'client refused: MQTT 5 and other protocol levels are not supported by the local broker (aedes speaks MQTT 3.1 and 3.1.1); connect with MQTT 3.1.1',
+        'client refused: unknown MQTT protocol level; the local broker speaks MQTT 3.1, 3.1.1 and 5',
       )
     } else if (v.reason === 'unknown-packet-id') {
       this.#o.limiter.warn(key, fields, 'connection closed: acknowledgement of a packet id the session never used')

@@ -32,6 +32,7 @@ import { BrokerCounters } from './counters.js'
 import { DeviceSessions } from './device-sessions.js'
 import { BrokerHooks, type BrokerAcl } from './hooks.js'
 import { Listeners } from './listeners.js'
+import { InboundWindow } from './inbound-window.js'
 import { AckGate } from './state-sync.js'
 import { ClientAcl } from './client-acl.js'
 import { Authenticator } from './auth.js'
@@ -96,11 +97,19 @@ export class LocalBroker {
     const options: AedesOptions = {
       connectTimeout: limits.connectTimeoutMs,
       drainTimeout: limits.drainTimeoutMs,
-      maxInflightInbound: limits.maxInflightPerClient,
       // MQTT 3.1 caps client ids at 23 characters, but Mosquitto and clients in
       // the field use longer ones: held to maxClientIdBytes like 3.1.1 (hooks.ts).
       maxClientsIdLength: limits.maxClientIdBytes,
       maxTopicLevels: limits.maxTopicLevels,
+      // MQTT 5 (aedes 2): the packet guard stands down for MQTT 5 connections
+      // (guard-connection.ts), so aedes bounds their packets: the largest
+      // payload plus room for a topic and properties. Never reached by MQTT
+      // 3.1/3.1.1, whose packets the guard holds to tighter limits first.
+      maximumPacketSize: Math.max(limits.maxPayloadBytes + 131_072, limits.preConnectMaxBytes + 5),
+      // inbound topic aliases, as many as Mosquitto's default max_topic_alias
+      topicAliasMaximum: 10,
+      // what the inbound window (inbound-window.ts) enforces for QoS 2
+      receiveMaximum: limits.maxInflightPerClient,
       ...hooks.aedesOptions(),
     }
     const persistence: unknown =
@@ -111,9 +120,12 @@ export class LocalBroker {
     await this.#auth.start()
     const aedes = await Aedes.createBroker(options)
     this.#aedes = aedes
+    const inbound = new InboundWindow(() => this.#opts.limits.maxInflightPerClient, this.#log)
+    const withStore = aedes as Aedes & { persistence: object }
+    withStore.persistence = inbound.wrap(withStore.persistence)
     // After aedes stored a held publish (its chain emits 'publish' last): sync, then let the PUBACK out.
     if (ackGate !== undefined) aedes.on('publish', (packet) => ackGate.stored(packet))
-    this.#watch(aedes)
+    this.#watch(aedes, inbound)
     this.#sessions.start()
     try {
       for (const l of this.#opts.listeners) {
@@ -359,9 +371,10 @@ export class LocalBroker {
     this.#log.info('local broker stopped')
   }
 
-  #watch(aedes: Aedes): void {
+  #watch(aedes: Aedes, inbound: InboundWindow): void {
     aedes.on('connackSent', (packet, client) => {
-      if (packet.returnCode !== 0) return
+      // MQTT 5 CONNACKs carry a reason code instead of a return code
+      if ((packet.returnCode ?? (packet as { reasonCode?: number }).reasonCode) !== 0) return
       connectionGuard(client.conn)?.authenticated()
       const acks = connectionAcks(client.conn)
       if (acks !== undefined) restoreAcks((aedes as { persistence?: unknown }).persistence, client, acks)
@@ -384,6 +397,7 @@ export class LocalBroker {
       this.#log.debug({ clientId: client.id }, 'client connected')
     })
     aedes.on('clientDisconnect', (client) => {
+      inbound.disconnected(client)
       this.#sessions.disconnected(client)
       this.#log.debug({ clientId: client.id }, 'client disconnected')
     })

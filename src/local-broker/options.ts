@@ -29,7 +29,11 @@ export interface ListenerOptions {
    * use_identity_as_username).
    */
   readonly useIdentityAsUsername?: boolean
+  /** MQTT versions accepted on this listener; default all three. */
+  readonly mqttVersions?: readonly MqttVersion[]
 }
+
+export type MqttVersion = '3.1' | '3.1.1' | '5'
 
 export interface BrokerLimitOptions {
   readonly maxConnections: number

@@ -26,9 +26,11 @@ admin:                    # /healthz /status /metrics (Prometheus); no authentic
   port: 9180
 
 broker:
-  listeners:              # where devices connect (MQTT 3.1 and 3.1.1)
+  listeners:              # where devices connect (MQTT 3.1, 3.1.1 and 5)
     # allowAnonymous: clients without a user name (or certificate identity) may connect;
     # false = only users of the password file (edge-agent users add) and identified devices
+    # mqttVersions: versions a listener accepts, default ['3.1', '3.1.1', '5']; others are refused
+    #   (CONNACK 1, MQTT 5: 0x84), e.g. mqttVersions: ['3.1.1'] keeps MQTT 5 devices off a listener
     - { protocol: mqtt, host: 0.0.0.0, port: 1883, allowAnonymous: true }
     # - { protocol: ws, host: 0.0.0.0, port: 8080, path: /mqtt, allowAnonymous: false }   # MQTT over WebSocket
     # MQTT over TLS with device certificates from the local CA (see certs: and devices:):

@@ -55,6 +55,13 @@ export const ListenerSchema = Type.Object(
       description:
         "mqtts only: the certificate's identity names the client for the ACL and the client id is free, so several clients may share one certificate (Mosquitto's use_identity_as_username); false = the client id must be the identity",
     }),
+    mqttVersions: Type.Array(Type.Enum(['3.1', '3.1.1', '5']), {
+      minItems: 1,
+      uniqueItems: true,
+      default: ['3.1', '3.1.1', '5'],
+      description:
+        "MQTT versions this listener accepts; a CONNECT of another version is refused (CONNACK 1, or 0x84 Unsupported Protocol Version for MQTT 5) and logged; e.g. ['3.1.1'] keeps MQTT 5 devices off a listener",
+    }),
     serverCertificate: Type.Optional(
       Type.Enum(['local-ca', 'acme'], {
         description:

@@ -37,6 +37,7 @@ test('runs on built-in defaults without a file: MQTT on 0.0.0.0:1883, state in .
       path: '/mqtt',
       allowAnonymous: true,
       useIdentityAsUsername: false,
+      mqttVersions: ['3.1', '3.1.1', '5'],
     },
   ])
   assert.equal(config.dataDir, '/srv/x/data')
