@@ -208,3 +208,23 @@ test('a command with properties still reaches an MQTT 3.1.1 device, without them
   assert.equal(got[0]?.payload.toString(), 'close')
   assert.equal(got[0]?.properties, undefined)
 })
+
+test(
+  'a device using a topic alias is captured under the real topic; the alias stays on its connection',
+  { skip: missing },
+  async (t) => {
+    if (noV5Devices !== undefined) return t.skip(noV5Devices)
+    const dev = await device(t, 'dev-alias')
+    const got = recorder(site)
+    await dev.publishAsync('devices/4/telemetry', 'first', { qos: 1, properties: { topicAlias: 1 } })
+    await dev.publishAsync('', 'second', { qos: 1, properties: { topicAlias: 1, contentType: 'text/plain' } })
+    await waitFor(() => got.filter((m) => m.topic === 'e2e/devices/4/telemetry').length >= 2, 15_000, 'both upstream')
+    const mine = got.filter((m) => m.topic === 'e2e/devices/4/telemetry')
+    assert.deepEqual(
+      mine.map((m) => m.payload.toString()),
+      ['first', 'second'],
+    )
+    assert.equal(mine[1]?.properties?.['contentType'], 'text/plain')
+    for (const m of mine) assert.equal(m.properties?.['topicAlias'], undefined)
+  },
+)
