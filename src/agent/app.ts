@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { LocalBroker, type DeviceAcl } from '../local-broker/index.js'
 import type { AcmeModule, CertificateRenewer, CertsModule, CertsService } from '../certs/index.js'
-import { Bridge, BridgeGroup } from '../bridge/index.js'
+import { Bridge, BridgeGroup, type LocalMessage as LocalPublish } from '../bridge/index.js'
 import { SqliteStore, type MessageStore } from '../buffer/index.js'
 import { BrokerState } from '../broker-state/index.js'
 import { mkdirDurable } from '../storage/index.js'
@@ -73,7 +73,7 @@ export class Agent {
   readonly #log: Logger
   #components: Component[]
   readonly #agentInfo: { id: string; site: string; level: number; version: string }
-  readonly #publishLocal: (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }) => Promise<void>
+  readonly #publishLocal: (m: LocalPublish) => Promise<void>
   #reloading: Promise<unknown> = Promise.resolve()
   readonly #rates: RateMeter
   readonly #now: () => number
@@ -132,8 +132,8 @@ export class Agent {
     // One bridge per upstream; inbound messages enter the local broker as the
     // agent's own publishes, which never pass onPublish (no re-capture, no loop).
     const agentInfo = { id: randomUUID(), site: config.site.name, level: config.site.level, version: deps.version }
-    const publishLocal = (m: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }): Promise<void> =>
-      this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain })
+    const publishLocal = (m: LocalPublish): Promise<void> =>
+      this.broker.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain, properties: m.properties })
     this.#agentInfo = agentInfo
     this.#publishLocal = publishLocal
     this.bridges = new BridgeGroup({

@@ -2,7 +2,8 @@
 // device's PUBLISH that matches an `out` rule becomes a row in the buffer, and
 // the device's PUBACK waits for that commit. What is not stored (QoS 0 while
 // offline, over a rule's per-topic rate) is a counted drop, never a silent one.
-import type { MessageStore } from '../buffer/index.js'
+import type { IPublishPacket } from 'mqtt-packet'
+import type { MessageProperties, MessageStore } from '../buffer/index.js'
 import type { BridgeDropReason } from './bridge-status.js'
 import { TopicRateLimiter } from './rate.js'
 import type { BridgeRule } from './rule.js'
@@ -13,6 +14,8 @@ export interface CapturedPublish {
   readonly payload: Buffer | string
   readonly qos: 0 | 1 | 2
   readonly retain: boolean
+  /** An MQTT 5 device's PUBLISH properties (mqtt-packet's names), as the broker parsed them. */
+  readonly properties?: Readonly<IPublishPacket['properties']>
 }
 
 export interface CaptureOptions {
@@ -55,6 +58,7 @@ export class Capture {
    */
   capture(packet: CapturedPublish): Promise<unknown> | undefined {
     let pending: Promise<unknown> | undefined
+    let carry: MessageProperties | undefined | null = null
     for (const rule of this.#rules) {
       const remote = rule.mapOutbound(packet.topic)
       if (remote === undefined) continue
@@ -70,6 +74,9 @@ export class Capture {
       }
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
       const now = this.#o.now()
+      const ttl = rule.ttlSec > 0 ? now + rule.ttlSec * 1000 : null
+      const v5 = packet.properties
+      if (v5 !== undefined && carry === null) carry = carried(v5)
       this.captured++
       const p = this.#o.store.append({
         queue: this.#o.queue,
@@ -81,7 +88,8 @@ export class Capture {
         rule: rule.id,
         conflation: rule.conflate,
         whenFull: rule.whenFull === 'auto' ? (qos === 0 ? 'drop-oldest' : 'refuse') : rule.whenFull,
-        expiresAt: rule.ttlSec > 0 ? now + rule.ttlSec * 1000 : null,
+        expiresAt: v5 === undefined ? ttl : earliest(ttl, deviceExpiry(v5, now)),
+        properties: carry ?? undefined,
       })
       pending = pending === undefined ? p : Promise.all([pending, p])
     }
@@ -92,4 +100,40 @@ export class Capture {
   sweep(): void {
     for (const l of this.#limiters.values()) l.sweep()
   }
+}
+
+type PublishProperties = NonNullable<IPublishPacket['properties']>
+
+/**
+ * The device's Message Expiry Interval as an absolute time. 0 (or absent)
+ * means no expiry, as Mosquitto reads it.
+ */
+function deviceExpiry(p: Readonly<PublishProperties>, now: number): number | null {
+  const sec = p.messageExpiryInterval
+  return typeof sec === 'number' && sec > 0 ? now + sec * 1000 : null
+}
+
+function earliest(a: number | null, b: number | null): number | null {
+  return a === null ? b : b === null ? a : Math.min(a, b)
+}
+
+/**
+ * What of a device's properties is stored and carried upstream unchanged.
+ * Topic Alias and Subscription Identifier are hop-by-hop: never carried.
+ * Message Expiry Interval goes into the row's expiry (see deviceExpiry).
+ */
+function carried(p: Readonly<PublishProperties>): MessageProperties | undefined {
+  const out: {
+    contentType?: string
+    payloadFormatIndicator?: boolean
+    responseTopic?: string
+    correlationData?: Uint8Array
+    userProperties?: Readonly<Record<string, string | readonly string[]>>
+  } = {}
+  if (p.contentType !== undefined) out.contentType = p.contentType
+  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic
+  if (p.correlationData !== undefined) out.correlationData = p.correlationData
+  if (p.userProperties !== undefined) out.userProperties = p.userProperties
+  return Object.keys(out).length === 0 ? undefined : out
 }

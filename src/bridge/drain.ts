@@ -146,6 +146,7 @@ export class Drain {
   /** Sends while the window has room, from rows read ahead of the window. */
   async #pump(): Promise<void> {
     this.#pumping = true
+    let failed = false
     try {
       while (this.#dirty && this.#canSend()) {
         this.#dirty = false
@@ -160,19 +161,32 @@ export class Drain {
         this.#dirty = true
       }
     } catch (err) {
+      failed = true
       this.#o.logger.error({ err }, 'reading the buffer failed, retrying')
       this.#retryLater(1_000)
     } finally {
       this.#pumping = false
     }
+    // A kick that came while the last read was pending (e.g. a row appended
+    // while it found none) would otherwise wait for the next event: for QoS 0
+    // there may be none.
+    if (this.#dirty && !failed && this.#canSend()) queueMicrotask(() => this.kick())
   }
 
   /** Sends read-ahead rows while the window, the transport and the rate limit allow. */
   #sendAhead(session: MqttSession): void {
     const ahead = this.#ahead
     const bucket = this.#o.bucket
+    let expired: StoredMessage[] | undefined
+    const now = this.#o.now()
     while (this.#aheadHead < ahead.length && this.#canSend()) {
       const m = ahead[this.#aheadHead] as StoredMessage
+      // Expired while read ahead (e.g. across an outage): never sent, on 3.1.1 too.
+      if (m.expiresAt !== null && m.expiresAt <= now) {
+        this.#aheadHead++
+        ;(expired ??= []).push(m)
+        continue
+      }
       if (m.qos > 0 && session.quota === 0) break
       if (!session.writable) break
       if (bucket !== undefined && !bucket.tryTake()) {
@@ -180,8 +194,9 @@ export class Drain {
         break
       }
       this.#aheadHead++
-      this.#send(m)
+      this.#send(m, now)
     }
+    if (expired !== undefined) this.#dropExpired(expired)
     if (this.#aheadHead === ahead.length) {
       ahead.length = 0
       this.#aheadHead = 0
@@ -208,7 +223,17 @@ export class Drain {
     this.#retryTimer.unref()
   }
 
-  #send(m: StoredMessage): void {
+  /**
+   * Rows that expired before they were sent: deleted and counted by the
+   * store as drops 'expired', like the rows its own sweep and takeBatch drop.
+   */
+  #dropExpired(rows: readonly StoredMessage[]): void {
+    this.#o.logger.debug({ rows: rows.length, rule: rows[0]?.rule }, 'messages expired before sending, dropped')
+    const ids = rows.map((m) => m.id)
+    this.#store.drop(ids, 'expired').catch(() => this.#store.release(ids).catch(() => undefined))
+  }
+
+  #send(m: StoredMessage, now: number): void {
     const session = this.#conn.session
     const info = session.info as ConnectInfo
     const msg: OutboundMessage = {
@@ -216,7 +241,8 @@ export class Drain {
       payload: m.payload,
       qos: Math.min(m.qos, info.maximumQoS) as 0 | 1 | 2,
       retain: m.retain && info.retainAvailable,
-      properties: this.#o.version === 5 ? this.#properties(m) : undefined,
+      properties: this.#o.version === 5 ? this.#properties(m, now) : undefined,
+      expiresAt: m.expiresAt,
     }
     if (this.#o.version === 4 && this.#o.echoRules.has(m.rule)) this.#o.echo.sent(m.topic, m.payload)
     this.#sent++
@@ -228,6 +254,11 @@ export class Drain {
       }
       if (err.code === 'EDGE_ERR_BRIDGE_STOPPED') {
         this.#abandoned.push(m.id)
+        return
+      }
+      if (err.code === 'EDGE_ERR_BRIDGE_EXPIRED') {
+        // In flight across an outage and expired before the resend.
+        this.#dropExpired([m])
         return
       }
       if (isTransientReason(code)) {
@@ -243,21 +274,38 @@ export class Drain {
     })
   }
 
-  #properties(m: StoredMessage): NonNullable<OutboundMessage['properties']> {
-    const user: Record<string, string | string[]> = {}
-    const carried = m.properties?.userProperties
+  /**
+   * The upstream PUBLISH's properties: the device's, unchanged, plus ours
+   * (via, id), and what is left of the message's lifetime. A via already
+   * there (a message from an agent below) is kept and ours added, so that
+   * every agent on the way recognises the message as its own.
+   */
+  #properties(m: StoredMessage, now: number): NonNullable<OutboundMessage['properties']> {
+    const user = Object.create(null) as Record<string, string | string[]>
+    const p = m.properties
+    const carried = p?.userProperties
     if (carried !== undefined) {
-      for (const [k, v] of Object.entries(carried)) user[k] = typeof v === 'string' ? v : [...v]
+      for (const k of Object.keys(carried)) {
+        const v = carried[k] as string | readonly string[]
+        user[k] = typeof v === 'string' ? v : [...v]
+      }
     }
-    user[USER_PROP_VIA] = this.#o.agent.id
+    const via = user[USER_PROP_VIA]
+    user[USER_PROP_VIA] =
+      via === undefined
+        ? this.#o.agent.id
+        : typeof via === 'string'
+          ? [via, this.#o.agent.id]
+          : [...via, this.#o.agent.id]
     user[USER_PROP_ID] = `${this.#o.agent.site}/${m.id}`
     const props: NonNullable<OutboundMessage['properties']> = { userProperties: user }
-    if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - this.#o.now()) / 1000))
-    const p = m.properties
-    if (p?.contentType !== undefined) props.contentType = p.contentType
-    if (p?.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator
-    if (p?.responseTopic !== undefined) props.responseTopic = p.responseTopic
-    if (p?.correlationData !== undefined) props.correlationData = Buffer.from(p.correlationData)
+    // Whole seconds, rounded up: never shorter than what is left (a row is not sent once expired).
+    if (m.expiresAt !== null) props.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - now) / 1000))
+    if (p === undefined) return props
+    if (p.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator
+    if (p.contentType !== undefined) props.contentType = p.contentType
+    if (p.responseTopic !== undefined) props.responseTopic = p.responseTopic
+    if (p.correlationData !== undefined) props.correlationData = toBuffer(p.correlationData)
     return props
   }
 
@@ -285,4 +333,8 @@ export class Drain {
   #notifyInflight(): void {
     for (const w of [...this.#inflightWaiters]) w()
   }
+}
+
+function toBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 }

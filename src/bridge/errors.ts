@@ -12,6 +12,8 @@ export type BridgeErrorCode =
   | 'EDGE_ERR_BRIDGE_PROTOCOL'
   /** The bridge is stopped or stopping. */
   | 'EDGE_ERR_BRIDGE_STOPPED'
+  /** A message in flight expired before it could be sent again (internal: counted as a drop 'expired'). */
+  | 'EDGE_ERR_BRIDGE_EXPIRED'
   /** A forwarding loop between agents was detected; forwarding to that upstream is paused. */
   | 'EDGE_ERR_BRIDGE_LOOP_DETECTED'
   /** A certificate, key or CA file named in the upstream config cannot be read. */

@@ -15,6 +15,8 @@ export interface InboundMessage {
   readonly qos: 0 | 1 | 2
   readonly retain: boolean
   readonly userProperties?: UserProperties | undefined
+  /** MQTT 5: the PUBLISH's properties as parsed (user properties included). */
+  readonly properties?: IPublishPacket['properties'] | undefined
 }
 
 export interface InboundSessionHooks {
@@ -61,6 +63,7 @@ export class MqttInbound {
       qos: packet.qos,
       retain: packet.retain,
       userProperties: packet.properties?.userProperties,
+      properties: packet.properties,
     }
     if (packet.qos === 2 && this.#qos2.has(id)) {
       // A resend of a message already delivered: acknowledge, do not deliver again.

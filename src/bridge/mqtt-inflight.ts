@@ -19,6 +19,8 @@ interface InflightEntry {
   readonly packet: IPublishPacket
   state: 'publish' | 'pubrel'
   readonly cb: PublishCallback
+  /** Epoch ms; a resend after it is not made (see resend()). */
+  readonly expiresAt: number | null
 }
 
 export class InflightWindow {
@@ -41,23 +43,33 @@ export class InflightWindow {
     return this.#entries.has(id)
   }
 
-  add(packet: IPublishPacket, cb: PublishCallback): void {
-    this.#entries.set(packet.messageId as number, { packet, state: 'publish', cb })
+  add(packet: IPublishPacket, cb: PublishCallback, expiresAt: number | null): void {
+    this.#entries.set(packet.messageId as number, { packet, state: 'publish', cb, expiresAt })
   }
 
-  /** Rewrites every entry on a new connection, in order; returns how many. */
-  resend(stream: Duplex, sessionPresent: boolean): number {
+  /**
+   * Rewrites every entry on a new connection, in order. A message that
+   * expired during the outage is not sent again (the upstream holds no state
+   * for it): it leaves the window, and the caller settles its callback once
+   * the connection is set up.
+   */
+  resend(stream: Duplex, sessionPresent: boolean, now: number): { resent: number; expired: PublishCallback[] } {
     let resent = 0
+    const expired: PublishCallback[] = []
     for (const [id, e] of this.#entries) {
       if (sessionPresent && e.state === 'pubrel') {
         this.#write(stream, { cmd: 'pubrel', messageId: id })
+      } else if (e.expiresAt !== null && e.expiresAt <= now) {
+        this.#entries.delete(id)
+        expired.push(e.cb)
+        continue
       } else {
         e.state = 'publish'
-        this.#write(stream, { ...e.packet, dup: sessionPresent })
+        this.#write(stream, resendPacket(e, sessionPresent, now))
       }
       resent++
     }
-    return resent
+    return { resent, expired }
   }
 
   onAck(stream: Duplex, type: Exclude<AckType, 'pubrel'>, id: number, code: number): void {
@@ -99,4 +111,12 @@ export class InflightWindow {
     this.#entries.delete(id)
     e.cb(code >= 0x80 ? rejected(code) : undefined, code)
   }
+}
+
+/** A resend: DUP when the session resumed, and the Message Expiry Interval of what is left now. */
+function resendPacket(e: InflightEntry, dup: boolean, now: number): IPublishPacket {
+  const p = e.packet
+  if (e.expiresAt === null || p.properties?.messageExpiryInterval === undefined) return { ...p, dup }
+  const messageExpiryInterval = Math.max(1, Math.ceil((e.expiresAt - now) / 1000))
+  return { ...p, dup, properties: { ...p.properties, messageExpiryInterval } }
 }

@@ -93,6 +93,8 @@ export interface OutboundMessage {
   readonly qos: 0 | 1 | 2
   readonly retain: boolean
   readonly properties?: IPublishPacket['properties']
+  /** Epoch ms the message expires at: a resend recomputes its Message Expiry Interval, or is not made. */
+  readonly expiresAt?: number | null
 }
 
 export interface ConnectInfo {
@@ -307,7 +309,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     if (!sessionPresent) this.#inbound.sessionLost()
     this.#connected = true
     // Resend what was in flight, in order, before anything new [MQTT-4.4.0-1].
-    const resent = this.#inflight.resend(stream, sessionPresent)
+    const { resent, expired } = this.#inflight.resend(stream, sessionPresent, this.#now())
     const info: ConnectInfo = {
       sessionPresent,
       window: Math.max(1, Math.min(o.maxInflight, receiveMaximum)),
@@ -321,6 +323,9 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
     }
     this.#info = info
     this.#startKeepalive(stream, keepaliveSec)
+    for (const cb of expired) {
+      cb(new BridgeError('EDGE_ERR_BRIDGE_EXPIRED', 'message expired before it could be sent again'), 0)
+    }
     return info
   }
 
@@ -359,7 +364,7 @@ export class MqttSession extends EventEmitter<MqttSessionEvents> {
       cb(undefined, 0)
       return
     }
-    this.#inflight.add(packet, cb)
+    this.#inflight.add(packet, cb, msg.expiresAt ?? null)
     this.#out.push(bytes)
   }
 

@@ -11,6 +11,7 @@ export {
   type DegradedReason,
   type DropReason,
   type FullPolicy,
+  type HandedOutDropReason,
   type MessageExport,
   type MessageProperties,
   type MessageStore,

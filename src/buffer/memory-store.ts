@@ -14,6 +14,7 @@ import {
   type BufferHealth,
   type BufferStats,
   type DropReason,
+  type HandedOutDropReason,
   type MessageExport,
   type MessageStore,
   type MessageStoreEvents,
@@ -162,7 +163,7 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
     }
   }
 
-  async drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void> {
+  async drop(ids: readonly number[], reason: HandedOutDropReason): Promise<void> {
     this.#running()
     for (const id of checkIds(ids)) this.#delete(id, reason)
   }

@@ -54,6 +54,9 @@ import { Buffer } from 'node:buffer'
 import type { LastRun } from './continuity.js'
 import type { DurableDropTotals } from './drop-ledger.js'
 import { BufferError } from '../storage/index.js'
+import { decodeProperties, encodeProperties, type MessageProperties } from './message-properties.js'
+
+export { decodeProperties, encodeProperties, type MessageProperties }
 
 /** What happens to a new message that does not fit. Default 'drop-oldest'. */
 export type FullPolicy = 'drop-oldest' | 'drop-lowest-priority' | 'refuse'
@@ -67,6 +70,8 @@ export type Conflation = 'none' | 'latest-only'
 /** 'power-loss': acknowledged messages a power cut took from the store, found at the next start (continuity.ts). */
 export type DropReason =
   'evicted-full' | 'expired' | 'conflated' | 'refused' | 'disk-full' | 'purged' | 'upstream-rejected' | 'power-loss'
+/** Why a row already handed out by takeBatch leaves without an upstream ack (MessageStore.drop). */
+export type HandedOutDropReason = 'upstream-rejected' | 'expired'
 export const DROP_REASONS: readonly DropReason[] = [
   'evicted-full',
   'expired',
@@ -77,15 +82,6 @@ export const DROP_REASONS: readonly DropReason[] = [
   'upstream-rejected',
   'power-loss',
 ]
-
-/** MQTT 5 properties worth carrying upstream. JSON-encoded in SqliteStore. */
-export interface MessageProperties {
-  readonly contentType?: string
-  readonly payloadFormatIndicator?: boolean
-  readonly responseTopic?: string
-  readonly correlationData?: Uint8Array
-  readonly userProperties?: Readonly<Record<string, string | readonly string[]>>
-}
 
 /** A message bound upstream, as the capture hook hands it to `append()`. */
 export interface AppendInput {
@@ -106,7 +102,8 @@ export interface AppendInput {
   readonly whenFull?: FullPolicy
   /** Absolute expiry, epoch milliseconds; null/undefined = never. */
   readonly expiresAt?: number | null
-  readonly properties?: MessageProperties
+  /** MQTT 5 properties to carry upstream (message-properties.ts). */
+  readonly properties?: MessageProperties | undefined
 }
 
 export interface AppendResult {
@@ -257,11 +254,13 @@ export interface MessageStore {
   /** Delete rows delivered upstream. Unknown ids are ignored. Resolves after commit. */
   ack(ids: readonly number[]): Promise<void>
   /**
-   * Delete rows handed out that the upstream refused for good, counted as
-   * drops of their rule (durably, in the same transaction, for SqliteStore).
-   * Unknown ids are ignored. Resolves after commit.
+   * Delete rows handed out that will never be sent, counted as drops of
+   * their rule (durably, in the same transaction, for SqliteStore): refused
+   * by the upstream for good ('upstream-rejected'), or expired while read
+   * ahead or in flight ('expired', the reason of every expiry). Unknown ids
+   * are ignored. Resolves after commit.
    */
-  drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void>
+  drop(ids: readonly number[], reason: HandedOutDropReason): Promise<void>
   /** Give in-flight rows back (nack): eligible again at their original position. Unknown ids ignored. */
   release(ids: readonly number[]): Promise<void>
   /** Release every in-flight row (of one queue, or all). Resolves with how many were released. */
@@ -406,37 +405,6 @@ export function normalizeAppend(input: AppendInput): NormalizedMessage {
     propertiesJson,
     size,
   }
-}
-
-/** JSON with correlationData as base64, so the encoding is stable across implementations. */
-export function encodeProperties(p: MessageProperties): string | null {
-  const out: Record<string, unknown> = {}
-  if (p.contentType !== undefined) out['contentType'] = String(p.contentType)
-  if (p.payloadFormatIndicator !== undefined) out['payloadFormatIndicator'] = p.payloadFormatIndicator === true
-  if (p.responseTopic !== undefined) out['responseTopic'] = String(p.responseTopic)
-  if (p.correlationData !== undefined) out['correlationData'] = Buffer.from(p.correlationData).toString('base64')
-  if (p.userProperties !== undefined) out['userProperties'] = p.userProperties
-  return Object.keys(out).length === 0 ? null : JSON.stringify(out)
-}
-
-export function decodeProperties(json: string | null): MessageProperties | undefined {
-  if (json === null) return undefined
-  const raw = JSON.parse(json) as Record<string, unknown>
-  const out: {
-    contentType?: string
-    payloadFormatIndicator?: boolean
-    responseTopic?: string
-    correlationData?: Uint8Array
-    userProperties?: Record<string, string | readonly string[]>
-  } = {}
-  if (typeof raw['contentType'] === 'string') out.contentType = raw['contentType']
-  if (typeof raw['payloadFormatIndicator'] === 'boolean') out.payloadFormatIndicator = raw['payloadFormatIndicator']
-  if (typeof raw['responseTopic'] === 'string') out.responseTopic = raw['responseTopic']
-  if (typeof raw['correlationData'] === 'string') out.correlationData = Buffer.from(raw['correlationData'], 'base64')
-  if (typeof raw['userProperties'] === 'object' && raw['userProperties'] !== null) {
-    out.userProperties = raw['userProperties'] as Record<string, string | readonly string[]>
-  }
-  return out
 }
 
 /** Zeroed drop counters. */

@@ -85,6 +85,7 @@ import {
   type AppendResult,
   type BufferHealth,
   type BufferStats,
+  type HandedOutDropReason,
   type MessageExport,
   type MessageStore,
   type MessageStoreEvents,
@@ -427,7 +428,7 @@ export class SqliteStore extends EventEmitter<MessageStoreEvents> implements Mes
     })
   }
 
-  drop(ids: readonly number[], reason: 'upstream-rejected'): Promise<void> {
+  drop(ids: readonly number[], reason: HandedOutDropReason): Promise<void> {
     const gc = this.#st.gc
     if (this.#st.phase !== 'running' || gc === null) return Promise.reject(this.#st.stoppedError())
     const valid = checkIds(ids)

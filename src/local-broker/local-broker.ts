@@ -264,8 +264,15 @@ export class LocalBroker {
     this.#sessions.refresh(clientId, credential)
   }
 
-  /** Publishes on behalf of the agent (bypasses the ACL); resolves once routed. */
-  publish(topic: string, payload: Buffer | string, opts: { qos?: 0 | 1 | 2; retain?: boolean } = {}): Promise<void> {
+  /**
+   * Publishes on behalf of the agent (bypasses the ACL); resolves once routed.
+   * `properties` (MQTT 5, e.g. from an upstream) reach MQTT 5 subscribers; 3.1.1 ones never see them.
+   */
+  publish(
+    topic: string,
+    payload: Buffer | string,
+    opts: { qos?: 0 | 1 | 2; retain?: boolean; properties?: AedesPublishPacket['properties'] | undefined } = {},
+  ): Promise<void> {
     const aedes = this.#aedes
     if (aedes === undefined || aedes.closed)
       return Promise.reject(new LocalBrokerError('EDGE_ERR_BROKER_STOPPED', 'broker is not running'))
@@ -278,6 +285,7 @@ export class LocalBroker {
           qos: opts.qos ?? 1,
           retain: opts.retain ?? false,
           dup: false,
+          ...(opts.properties === undefined ? undefined : { properties: opts.properties }),
         },
         (err?: Error) => (err ? reject(err) : resolve()),
       )
