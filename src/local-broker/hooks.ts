@@ -20,6 +20,7 @@ import {
   type IdentityReason,
 } from './device-sessions.js'
 import type { LogLimiter } from './log-limiter.js'
+import { exceedsClientMaximum } from './outbound-size.js'
 import { listenerPolicy, type Authenticator } from './auth.js'
 import type { ClientAcl, ClientRules } from './client-acl.js'
 import type { BrokerLimitOptions, DeviceOptions, MqttVersion, PublishInterceptor } from './options.js'
@@ -329,6 +330,15 @@ export class BrokerHooks {
     if (client !== null && gone(client, packet as { qos?: number; brokerId?: string | null })) return undefined
     // Re-checked on delivery: retained messages, restored sessions, `read` rules.
     if (client !== null && !this.#permits(client, 'receive', packet.topic)) return undefined
+    if (client !== null && exceedsClientMaximum(client, packet)) {
+      this.#d.counters.deny('client-maximum-packet-size')
+      this.#d.limiter.info(
+        'client-maximum-packet-size',
+        { clientId: client.id, topic: packet.topic.slice(0, 200) },
+        'message not delivered: larger than the Maximum Packet Size the client announced',
+      )
+      return undefined
+    }
     this.#d.counters.delivered++
     return packet
   }

@@ -383,3 +383,35 @@ test('config validate refuses bad mqttVersions with exit 78 and the key path', a
     assert.match(r.stderr + r.stdout, /broker\.listeners\[0\]\.mqttVersions|broker\/listeners\/0\/mqttVersions/)
   }
 })
+
+test("Maximum Packet Size both ways: the broker skips what exceeds the client's, and refuses what exceeds its own", async (t) => {
+  // The client announces 512 bytes [MQTT-3.1.2-24]: a larger message is not sent to it,
+  // as if it had been [MQTT-3.1.2-25].
+  const [small] = await v5Client(t, anyPort, { clientId: 'mps-small', properties: { maximumPacketSize: 512 } })
+  const [big] = await v5Client(t, anyPort, { clientId: 'mps-big' })
+  await small.subscribeAsync('v5/mps/#', { qos: 1 })
+  await big.subscribeAsync('v5/mps/#', { qos: 1 })
+  const toSmall: string[] = []
+  small.on('message', (topic) => toSmall.push(topic))
+  const bigGotLarge = nextMessage(big, 'v5/mps/large')
+  const smallGotTail = nextMessage(small, 'v5/mps/tail')
+  await big.publishAsync('v5/mps/large', Buffer.alloc(2_000, 0x61), { qos: 1 })
+  await big.publishAsync('v5/mps/tail', 'fits', { qos: 1 })
+  assert.equal((await bigGotLarge).payload.length, 2_000, 'a client without a maximum gets it')
+  await smallGotTail
+  // In-order delivery: had the large message gone to the small client, it would have come before the tail.
+  assert.deepEqual(toSmall, ['v5/mps/tail'])
+  assert.equal(small.connected, true, 'the small client stays connected')
+  const status = (await agent.status()) as { broker: { denied: Record<string, number> } }
+  assert.ok((status.broker.denied['client-maximum-packet-size'] ?? 0) >= 1, JSON.stringify(status.broker.denied))
+
+  // The other way: a PUBLISH above the broker's limit is refused with DISCONNECT 0x95 (Packet too large).
+  const [sender] = await v5Client(t, anyPort, { clientId: 'mps-sender' })
+  const disconnect = withTimeout(
+    new Promise<{ reasonCode?: number }>((resolve) => sender.once('disconnect', resolve)),
+    10_000,
+    'DISCONNECT from the broker',
+  )
+  sender.publish('v5/mps/huge', Buffer.alloc(300_000, 0x62), { qos: 0 })
+  assert.equal((await disconnect).reasonCode, 0x95)
+})
