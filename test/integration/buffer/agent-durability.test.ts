@@ -1,7 +1,7 @@
 // The buffer's promises, checked on the real agent process: nothing a device
 // got a PUBACK for is lost across kill -9; a corrupt file does not stop the
 // agent; broker state survives a restart; `refuse` is back-pressure.
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { writeFileSync, readdirSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -25,7 +25,11 @@ async function unreachableUpstream(rule: Record<string, unknown> = {}) {
   ]
 }
 
-test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed message is in the store, in per-device order', async (t) => {
+/**
+ * kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed message is in the store, in per-device
+ * order. `version(i)` is device i's MQTT version; MQTT 5 devices send user properties, which must be stored too.
+ */
+async function killNineCustody(t: TestContext, version: (device: number) => 4 | 5): Promise<void> {
   const dir = tmpDir(t)
   const upstreams = await unreachableUpstream()
   const agent = await startAgent(t, { dir, config: { log: { level: 'info' }, upstreams } })
@@ -41,7 +45,9 @@ test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed mes
   let resolveKill: () => void = () => undefined
   const killNow = new Promise<void>((r) => (resolveKill = r))
   const devices = await Promise.all(
-    Array.from({ length: CLIENTS }, (_, i) => client(t, agent.mqttUrl, { clientId: `dev-${i}`, reconnectPeriod: 0 })),
+    Array.from({ length: CLIENTS }, (_, i) =>
+      client(t, agent.mqttUrl, { clientId: `dev-${i}`, reconnectPeriod: 0, protocolVersion: version(i) }),
+    ),
   )
   const publishing = devices.map(async (d, i) => {
     // Up to 20 in flight per device, as a real client with a send window.
@@ -50,7 +56,11 @@ test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed mes
       while (next < PER_CLIENT) {
         const seq = next++
         try {
-          await d.publishAsync(`devices/dev-${i}/telemetry`, `${i}:${seq}`, { qos: 1 })
+          await d.publishAsync(
+            `devices/dev-${i}/telemetry`,
+            `${i}:${seq}`,
+            version(i) === 5 ? { qos: 1, properties: { userProperties: { seq: String(seq) } } } : { qos: 1 },
+          )
         } catch {
           return
         }
@@ -76,9 +86,14 @@ test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed mes
   const inspector = BufferInspector.open(join(dir, 'data'))
   t.after(() => inspector.close())
   const stored: number[][] = Array.from({ length: CLIENTS }, () => [])
+  let withProperties = 0
   for (const row of inspector.rows('site')) {
     const [c, s] = row.payload.toString().split(':').map(Number)
     stored[c ?? -1]?.push(s ?? -1)
+    if (version(c ?? -1) === 5) {
+      assert.deepEqual(row.properties?.userProperties, { seq: String(s) }, `device ${c}: user properties stored`)
+      withProperties++
+    }
   }
   for (let i = 0; i < CLIENTS; i++) {
     const have = new Set(stored[i])
@@ -97,6 +112,15 @@ test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed mes
     `acknowledged ${ackedCount}, stored ${storedCount} (stored but unacknowledged: ${storedCount - ackedCount})`,
   )
   assert.ok(storedCount >= ackedCount)
+  if (Array.from({ length: CLIENTS }, (_, i) => version(i)).includes(5)) assert.ok(withProperties > 0)
+}
+
+test('kill -9 while 10 devices publish 20,000 QoS 1 messages: every PUBACKed message is in the store, in per-device order', async (t) => {
+  await killNineCustody(t, () => 4)
+})
+
+test('the same kill -9 with MQTT 3.1.1 and MQTT 5 devices side by side: nothing acknowledged is lost, properties kept', async (t) => {
+  await killNineCustody(t, (i) => (i % 2 === 0 ? 5 : 4))
 })
 
 test('a corrupt database file at start is moved aside, a fresh store is created, and the agent runs', async (t) => {
