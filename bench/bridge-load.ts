@@ -129,6 +129,7 @@ if (role === 'sub') {
       clientId: `bench-pub-${base + i}-${process.pid}`,
       clean: true,
       reconnectPeriod: 0,
+      protocolVersion: Number(env['EDGE_BENCH_PUB_PROTOCOL'] ?? '4') as 4 | 5,
     })
     c.on('error', () => undefined)
     clients.push(c)

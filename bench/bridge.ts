@@ -12,7 +12,8 @@
 //              message committed to SQLite, WAL + synchronous=FULL, before the
 //              device's PUBACK), Mosquitto bridge tuned for store-and-forward
 //              (queue 1 M, in-flight 100, queue in RAM), Mosquitto bridge with
-//              defaults (shows what a 1,000-message queue drops).
+//              defaults (shows what a 1,000-message queue drops); and the agent
+//              again with MQTT 5 publishers (EDGE_BENCH_BRIDGE_MQTT5=0 skips it).
 //   drain      the upstream is down while publishers fill the agent's buffer
 //              with EDGE_BENCH_BRIDGE_BACKLOG messages (default 1,000,000); then
 //              it comes back and the backlog drains while a live publisher
@@ -301,6 +302,8 @@ export async function publishers(
     base?: number
     prefix?: string
     publishers?: number
+    /** MQTT version of the publishers: 4 (3.1.1, default) or 5. */
+    protocolVersion?: 4 | 5
   },
 ): Promise<LoadProc[]> {
   const procs = opts.procs ?? 2
@@ -319,6 +322,7 @@ export async function publishers(
         EDGE_BENCH_WINDOW: String(PUB_WINDOW),
         EDGE_BENCH_PAYLOAD: String(PAYLOAD),
         EDGE_BENCH_TOPIC_PREFIX: opts.prefix ?? 'bench',
+        EDGE_BENCH_PUB_PROTOCOL: String(opts.protocolVersion ?? 4),
       }),
     )
   }
@@ -384,9 +388,16 @@ export function writeSyscalls(pid: number): number {
   return Number(m?.[1] ?? NaN)
 }
 
-async function e2eRun(system: string, entryUrl: string, upstream: Mosq, n: number, brokerPid: number): Promise<E2e> {
+async function e2eRun(
+  system: string,
+  entryUrl: string,
+  upstream: Mosq,
+  n: number,
+  brokerPid: number,
+  protocolVersion: 4 | 5 = 4,
+): Promise<E2e> {
   const sub = await subscriber(upstream.url, 'site/bench/#')
-  const pubs = await publishers(entryUrl, { count: n })
+  const pubs = await publishers(entryUrl, { count: n, protocolVersion })
   const cpu0 = cpuSeconds(brokerPid)
   const w0 = writeSyscalls(brokerPid)
   const t0 = Date.now()
@@ -427,6 +438,20 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e | un
     )
     await a.nextConnected(10_000).catch(() => undefined)
     results.push(await e2eRun('edge-agent (SQLite WAL+FULL, durable)', a.url, up, MESSAGES, a.pid))
+    await a.stop()
+    await up.stop()
+    up.cleanup()
+  }
+  // 1b. the same with MQTT 5 devices (EDGE_BENCH_BRIDGE_MQTT5=0 skips it)
+  if (env['EDGE_BENCH_BRIDGE_MQTT5'] !== '0') {
+    const up = await mosquitto('upstream', await freePort(), UPSTREAM_TUNING)
+    const a = await agent(
+      up.url,
+      [{ topic: 'bench/#', direction: 'out', qos: 1, remotePrefix: 'site/' }],
+      UPSTREAM_EXTRA,
+    )
+    await a.nextConnected(10_000).catch(() => undefined)
+    results.push(await e2eRun('edge-agent, MQTT 5 devices (same store)', a.url, up, MESSAGES, a.pid, 5))
     await a.stop()
     await up.stop()
     up.cleanup()
@@ -476,7 +501,8 @@ async function e2eScenario(): Promise<{ rows: Row[]; agent: E2e; tuned: E2e | un
       'write syscalls/msg': Math.round(r.writesPerMsg * 100) / 100,
     })
   }
-  return { rows, agent: results[0] as E2e, tuned: results[1] }
+  const tuned = results.find((r) => r.system.startsWith('mosquitto bridge, tuned'))
+  return { rows, agent: results[0] as E2e, tuned }
 }
 
 async function waitForBridge(localUrl: string, upUrl: string): Promise<void> {

@@ -58,6 +58,8 @@ export interface Table {
 export interface MeasureOptions {
   clients: number
   concurrency: number
+  /** MQTT version of the idle clients (EDGE_BENCH_MQTT=5 for MQTT 5; default 3.1.1). */
+  protocolVersion?: 4 | 5
   settleMs: number
   /** Extra node flags (Node brokers only). */
   nodeFlags: readonly string[]
@@ -100,6 +102,7 @@ export function optionsFromEnv(): MeasureOptions {
   return {
     clients: intEnv('EDGE_BENCH_CLIENTS', 2000),
     concurrency: intEnv('EDGE_BENCH_CONCURRENCY', 100),
+    protocolVersion: process.env.EDGE_BENCH_MQTT === '5' ? 5 : 4,
     settleMs: intEnv('EDGE_BENCH_SETTLE_MS', 60_000),
     nodeFlags: splitFlags(process.env.EDGE_BENCH_NODE_FLAGS),
     verbose: process.env.EDGE_BENCH_QUIET !== '1',
@@ -186,7 +189,12 @@ export async function measure(system: SystemKind, opts: MeasureOptions): Promise
     const idleSettled = settleMs > 0 ? await observeSettle(broker.pid, { maxMs: settleMs }) : undefined
     await opts.onIdle?.(broker)
 
-    clients = await openClients({ port, count: opts.clients, concurrency: opts.concurrency })
+    clients = await openClients({
+      port,
+      count: opts.clients,
+      concurrency: opts.concurrency,
+      ...(opts.protocolVersion === undefined ? {} : { protocolVersion: opts.protocolVersion }),
+    })
     log(opts, `${SYSTEM_LABEL[system]}: ${clients.connected} CONNACKs in ${fmt(clients.connectMs, 0)} ms`)
     const countClients = broker.clients
     if (countClients !== undefined) {
@@ -306,7 +314,7 @@ export async function memoryScenario(): Promise<Table[]> {
   const median = repeat > 1 ? ` Each figure is the median of ${repeat} runs.` : ''
   return [
     {
-      title: `memory: idle RSS and RSS per idle connection (${n} clients, MQTT 3.1.1, keepalive 60 s)`,
+      title: `memory: idle RSS and RSS per idle connection (${n} clients, ${opts.protocolVersion === 5 ? 'MQTT 5' : 'MQTT 3.1.1'}, keepalive 60 s)`,
       rows: results.map((m) => headlineRow(m, opts.clients)),
       note:
         'RSS = VmRSS of the broker process only, sampled until stable (12 samples over 3 s within 0.5 %), no forced GC. ' +

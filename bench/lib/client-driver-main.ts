@@ -1,4 +1,4 @@
-// Client driver program: opens N idle MQTT 3.1.1 connections to a broker over raw TCP.
+// Client driver program: opens N idle MQTT 3.1.1 (or 5) connections to a broker over raw TCP.
 //
 // Runs in its own process (spawned by client-driver.ts with `node --eval`), so the
 // clients' memory never counts towards the broker's RSS. Raw sockets instead of
@@ -20,6 +20,8 @@ const concurrency = Number(process.env.EDGE_BENCH_CONCURRENCY ?? '100')
 const keepaliveSec = Number(process.env.EDGE_BENCH_KEEPALIVE_SEC ?? '60')
 const idPrefix = process.env.EDGE_BENCH_ID_PREFIX ?? `bench-${process.pid}-`
 const connackTimeoutMs = Number(process.env.EDGE_BENCH_CONNACK_TIMEOUT_MS ?? '30000')
+/** 4 = MQTT 3.1.1, 5 = MQTT 5 (CONNECT with empty properties). */
+const protocolLevel = process.env.EDGE_BENCH_PROTOCOL === '5' ? 5 : 4
 
 function send(msg: DriverToParent): void {
   process.send?.(msg)
@@ -34,7 +36,10 @@ if (!Number.isInteger(port) || port <= 0 || !Number.isInteger(total) || total < 
   process.exit(2)
 }
 
-/** MQTT 3.1.1 CONNECT: protocol name 'MQTT', level 4, flags = clean session, given keepalive and client id. */
+/**
+ * CONNECT: protocol name 'MQTT', level 4 or 5, flags = clean session (Clean Start), given keepalive and
+ * client id; MQTT 5 adds an empty property list.
+ */
 function connectPacket(clientId: string): Buffer {
   const id = Buffer.from(clientId, 'utf8')
   const variable = Buffer.from([
@@ -44,10 +49,11 @@ function connectPacket(clientId: string): Buffer {
     0x51,
     0x54,
     0x54,
-    0x04,
+    protocolLevel,
     0x02,
     (keepaliveSec >> 8) & 0xff,
     keepaliveSec & 0xff,
+    ...(protocolLevel === 5 ? [0x00] : []),
   ])
   const payloadLen = Buffer.from([(id.length >> 8) & 0xff, id.length & 0xff])
   const remaining = variable.length + payloadLen.length + id.length
@@ -106,7 +112,13 @@ function open(i: number): void {
     if (acked) return // PINGRESPs; nothing else is expected on an idle connection
     head = Buffer.concat([head, chunk])
     if (head.length < 4) return
-    if (head[0] !== 0x20 || head[1] !== 0x02) return fail(`unexpected packet 0x${(head[0] ?? 0).toString(16)}`)
+    // MQTT 5's CONNACK carries properties (remaining length > 2, below 128 here); its reason code sits where
+    // 3.1.1's return code does.
+    const size = protocolLevel === 5 ? (head[1] ?? 0) : 2
+    if (head[0] !== 0x20 || (protocolLevel === 4 && head[1] !== 0x02) || size > 127) {
+      return fail(`unexpected packet 0x${(head[0] ?? 0).toString(16)}`)
+    }
+    if (head.length < 2 + size) return
     if (head[3] !== 0) return fail(`CONNACK return code ${head[3]}`)
     acked = true
     done = true

@@ -23,6 +23,8 @@ export interface ClientsOptions {
   keepaliveSec?: number
   /** Deadline for all CONNACKs, ms. Default 120 000. */
   timeoutMs?: number
+  /** MQTT version of the connections: 4 (3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5
 }
 
 export interface OpenClients {
@@ -48,6 +50,7 @@ export async function openClients(opts: ClientsOptions): Promise<OpenClients> {
       EDGE_BENCH_CLIENTS: String(opts.count),
       EDGE_BENCH_CONCURRENCY: String(opts.concurrency ?? 100),
       EDGE_BENCH_KEEPALIVE_SEC: String(opts.keepaliveSec ?? 60),
+      EDGE_BENCH_PROTOCOL: String(opts.protocolVersion ?? 4),
     },
   })
   const timeoutMs = opts.timeoutMs ?? 120_000
