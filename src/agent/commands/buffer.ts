@@ -67,7 +67,9 @@ export function bufferCommand(ctx: CommandContext, done: (code: Promise<number>)
   withConfigOptions(
     buffer
       .command('export')
-      .description('write buffered messages as JSON lines (payload in base64, and as text when it is UTF-8)')
+      .description(
+        'write buffered messages as JSON lines (payload and MQTT 5 correlation data in base64; the payload also as text when it is UTF-8)',
+      )
       .option('-q, --queue <name>', 'only this queue (upstream name)')
       .option('-o, --out <file>', 'write to this file instead of stdout')
       .addHelpText(
@@ -381,8 +383,14 @@ function exportLine(r: PeekedMessage): Record<string, unknown> {
     expiresAt: r.expiresAt === null ? null : new Date(r.expiresAt).toISOString(),
     payload: r.payload.toString('base64'),
     ...(isUtf8(r.payload) ? { payloadText: r.payload.toString('utf8') } : {}),
-    ...(r.properties === undefined ? {} : { properties: r.properties }),
+    ...(r.properties === undefined ? {} : { properties: exportProperties(r.properties) }),
   }
+}
+
+/** MQTT 5 properties as JSON: binary Correlation Data in base64, like the payload. */
+function exportProperties(p: object): object {
+  const data = (p as { correlationData?: unknown }).correlationData
+  return Buffer.isBuffer(data) ? { ...p, correlationData: data.toString('base64') } : p
 }
 
 /** A one-line progress bar on stderr, redrawn at most every 100 ms. */

@@ -1,5 +1,6 @@
 // `buffer export --out FILE` says how many messages it wrote, whether stderr
-// is a terminal (progress bar) or not (a log file, a pipe, ssh without -t).
+// is a terminal (progress bar) or not (a log file, a pipe, ssh without -t);
+// an MQTT 5 message's properties are exported with binary data in base64.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -45,6 +46,33 @@ test('buffer export --out prints the number of messages written, with and withou
   assert.equal(code, 0, out)
   assert.equal(readFileSync(viaTty, 'utf8').trim().split('\n').length, N)
   assert.match(out, new RegExp(`exported ${N} messages to `))
+})
+
+test('buffer export writes an MQTT 5 message with its properties, correlation data in base64', async (t) => {
+  const dir = tmpDir(t)
+  const upstreams = [
+    {
+      name: 'site',
+      url: `mqtt://127.0.0.1:${await freePort()}`,
+      rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }],
+    },
+  ]
+  const agent = await startAgent(t, { dir, config: { upstreams } })
+  const dev = await client(t, agent.mqttUrl, { clientId: 'pump-8', protocolVersion: 5 })
+  const correlation = Buffer.from([0x00, 0xff, 0x80, 0x41])
+  await dev.publishAsync('devices/pump-8/telemetry', 'v5', {
+    qos: 1,
+    properties: { correlationData: correlation, contentType: 'text/plain', userProperties: { line: '4' } },
+  })
+  assert.equal((await agent.stop()).code, 0)
+  const out = await runCli(['buffer', 'export', '--config', agent.configFile])
+  assert.equal(out.code, 0, out.stderr)
+  const line = JSON.parse(out.stdout.trim()) as { properties?: Record<string, unknown> }
+  assert.deepEqual(line.properties, {
+    correlationData: correlation.toString('base64'),
+    contentType: 'text/plain',
+    userProperties: { line: '4' },
+  })
 })
 
 function sh(s: string): string {
