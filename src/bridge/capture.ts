@@ -7,6 +7,7 @@ import type { MessageProperties, MessageStore } from '../buffer/index.js'
 import type { BridgeDropReason } from './bridge-status.js'
 import { TopicRateLimiter } from './rate.js'
 import type { BridgeRule } from './rule.js'
+import { endToEndProperties } from './end-to-end.js'
 
 /** A device's PUBLISH as the local broker's capture hook sees it. */
 export interface CapturedPublish {
@@ -123,17 +124,5 @@ function earliest(a: number | null, b: number | null): number | null {
  * Message Expiry Interval goes into the row's expiry (see deviceExpiry).
  */
 function carried(p: Readonly<PublishProperties>): MessageProperties | undefined {
-  const out: {
-    contentType?: string
-    payloadFormatIndicator?: boolean
-    responseTopic?: string
-    correlationData?: Uint8Array
-    userProperties?: Readonly<Record<string, string | readonly string[]>>
-  } = {}
-  if (p.contentType !== undefined) out.contentType = p.contentType
-  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator
-  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic
-  if (p.correlationData !== undefined) out.correlationData = p.correlationData
-  if (p.userProperties !== undefined) out.userProperties = p.userProperties
-  return Object.keys(out).length === 0 ? undefined : out
+  return endToEndProperties(p, false)
 }

@@ -3,24 +3,16 @@
 // upstream's PUBACK waits for publishLocal; a message this agent sent itself
 // (the via property, or the echo guard on MQTT 3.1.1) is dropped, not
 // delivered, so that nothing loops back down.
-import type { IPublishPacket } from 'mqtt-packet'
 import type { Logger } from 'pino'
 import type { BridgeDropReason } from './bridge-status.js'
 import { USER_PROP_VIA } from './drain.js'
 import type { EchoGuard } from './echo-guard.js'
 import type { InboundMessage, MqttSession, ProtocolVersion } from './mqtt-session.js'
 import type { BridgeRule } from './rule.js'
+import { endToEndProperties, type EndToEndProperties } from './end-to-end.js'
 
 /** MQTT 5 properties of a message from the upstream, for local MQTT 5 subscribers. */
-export type LocalProperties = Pick<
-  NonNullable<IPublishPacket['properties']>,
-  | 'payloadFormatIndicator'
-  | 'messageExpiryInterval'
-  | 'contentType'
-  | 'responseTopic'
-  | 'correlationData'
-  | 'userProperties'
->
+export type LocalProperties = EndToEndProperties
 
 /** A message the bridge asks the local broker to deliver (inbound). */
 export interface LocalMessage {
@@ -107,7 +99,7 @@ export class Inbound {
         payload: msg.payload,
         qos: rule.effectiveQos(msg.qos),
         retain: rule.retainAsPublished ? msg.retain : false,
-        properties: msg.properties === undefined ? undefined : endToEnd(msg.properties),
+        properties: msg.properties === undefined ? undefined : endToEndProperties(msg.properties, true),
       })
       this.received++
       this.#o.logger.debug({ topic: msg.topic, local, qos: msg.qos }, 'delivered from upstream')
@@ -115,19 +107,4 @@ export class Inbound {
     }
     this.#o.drop('no-rule')
   }
-}
-
-/**
- * The properties that belong to the message, not to the upstream connection:
- * Topic Alias and Subscription Identifier are left out (hop-by-hop).
- */
-function endToEnd(p: NonNullable<IPublishPacket['properties']>): LocalProperties | undefined {
-  const out: { -readonly [K in keyof LocalProperties]: LocalProperties[K] } = {}
-  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator
-  if (p.messageExpiryInterval !== undefined) out.messageExpiryInterval = p.messageExpiryInterval
-  if (p.contentType !== undefined) out.contentType = p.contentType
-  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic
-  if (p.correlationData !== undefined) out.correlationData = p.correlationData
-  if (p.userProperties !== undefined) out.userProperties = p.userProperties
-  return Object.keys(out).length === 0 ? undefined : out
 }

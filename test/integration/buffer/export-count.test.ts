@@ -15,13 +15,7 @@ import { withTimeout } from '../../helpers/wait.js'
 
 test('buffer export --out prints the number of messages written, with and without a terminal', async (t) => {
   const dir = tmpDir(t)
-  const upstreams = [
-    {
-      name: 'site',
-      url: `mqtt://127.0.0.1:${await freePort()}`,
-      rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }],
-    },
-  ]
+  const upstreams = await unreachableUpstream()
   const agent = await startAgent(t, { dir, config: { upstreams } })
   const dev = await client(t, agent.mqttUrl, { clientId: 'pump-7' })
   const N = 7
@@ -50,13 +44,7 @@ test('buffer export --out prints the number of messages written, with and withou
 
 test('buffer export writes an MQTT 5 message with its properties, correlation data in base64', async (t) => {
   const dir = tmpDir(t)
-  const upstreams = [
-    {
-      name: 'site',
-      url: `mqtt://127.0.0.1:${await freePort()}`,
-      rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }],
-    },
-  ]
+  const upstreams = await unreachableUpstream()
   const agent = await startAgent(t, { dir, config: { upstreams } })
   const dev = await client(t, agent.mqttUrl, { clientId: 'pump-8', protocolVersion: 5 })
   const correlation = Buffer.from([0x00, 0xff, 0x80, 0x41])
@@ -74,6 +62,17 @@ test('buffer export writes an MQTT 5 message with its properties, correlation da
     userProperties: { line: '4' },
   })
 })
+
+/** An upstream that never answers (a closed port), so that device telemetry stays in the buffer. */
+async function unreachableUpstream() {
+  return [
+    {
+      name: 'site',
+      url: `mqtt://127.0.0.1:${await freePort()}`,
+      rules: [{ topic: 'devices/+/telemetry', direction: 'out', qos: 1 }],
+    },
+  ]
+}
 
 function sh(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`
