@@ -44,6 +44,8 @@ test('a boot with the clock behind the persisted last known good time is suspici
   assert.ok(g.trustedNow() >= T0, 'the estimate is never before LKG')
   c.jump(365 * DAY + 2 * MIN) // NTP arrives
   assert.equal(g.assess().state, 'ok')
+  // The trusted time is saved now; the temp dir goes only after that write.
+  await g.flush()
 })
 
 test('small steps either way are NTP corrections, not suspicious', async () => {
@@ -104,6 +106,7 @@ test('an unresolved forward jump survives a restart; a clock that came back clea
   const restarted = guard(new FakeClock(T0 + 30 * DAY), file)
   await restarted.load()
   assert.equal(restarted.assess().reason, 'jumped-forward', 'still 30 days ahead after a restart')
+  await restarted.flush()
 
   const fixed = guard(new FakeClock(T0 + 10 * MIN), file)
   await fixed.load()

@@ -46,12 +46,12 @@ const gen = (p: object): Buffer => mqttPacket.generate(p as mqttPacket.Packet, {
 // --- CONNECT ------------------------------------------------------------------------
 
 describe('PacketGuard MQTT 5: CONNECT', () => {
-  test('answers CONNACK 0x01 to level 5 unless allowMqtt5, as before [MQTT-3.1.2-2]', () => {
+  test('answers an MQTT 5 CONNACK 0x84 (Unsupported Protocol Version) to level 5 unless allowMqtt5 [MQTT-3.1.2-2]', () => {
     for (const limits of [{}, { allowMqtt5: false }]) {
       assertRefused(
         CONNECT5,
         0,
-        { reason: 'unsupported-protocol-version', rule: '[MQTT-3.1.2-2]', connack: 0x01 },
+        { reason: 'unsupported-protocol-version', rule: '[MQTT-3.1.2-2]', code: 0x84, connack: true },
         { limits },
       )
     }

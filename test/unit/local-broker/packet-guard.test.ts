@@ -264,13 +264,17 @@ describe('PacketGuard: CONNECT', () => {
       rule: '[MQTT-3.1.0-1]',
     }),
     afterConnect('closes on a second CONNECT [MQTT-3.1.0-2]', CONNECT, { ...protocol, rule: '[MQTT-3.1.0-2]' }),
-    first('answers CONNACK 0x01 to an MQTT 5 CONNECT (level 5) [MQTT-3.1.2-2]', connect({ level: 5 }), {
-      reason: 'unsupported-protocol-version',
-      rule: '[MQTT-3.1.2-2]',
-      connack: 1,
-    }),
     first(
-      'answers CONNACK 0x01 to an MQTT 5 CONNECT from mqtt-packet, properties and all [MQTT-3.1.2-2]',
+      'answers CONNACK 0x84 to an MQTT 5 CONNECT (level 5) where MQTT 5 is off [MQTT-3.1.2-2]',
+      connect({ level: 5 }),
+      {
+        reason: 'unsupported-protocol-version',
+        rule: '[MQTT-3.1.2-2]',
+        connack: 0x84,
+      },
+    ),
+    first(
+      'answers CONNACK 0x84 to an MQTT 5 CONNECT from mqtt-packet, properties and all, where MQTT 5 is off [MQTT-3.1.2-2]',
       mqttPacket.generate(
         {
           cmd: 'connect',
@@ -283,7 +287,7 @@ describe('PacketGuard: CONNECT', () => {
         },
         { protocolVersion: 5 },
       ),
-      { reason: 'unsupported-protocol-version', rule: '[MQTT-3.1.2-2]', connack: 1 },
+      { reason: 'unsupported-protocol-version', rule: '[MQTT-3.1.2-2]', connack: 0x84 },
     ),
     first('answers CONNACK 0x01 to protocol name MQTT with level 3 [MQTT-3.1.2-2]', connect({ level: 3 }), {
       reason: 'unsupported-protocol-version',
@@ -992,12 +996,13 @@ async function guardedServer(limits?: Partial<PacketGuardLimits>): Promise<Guard
 }
 
 describe('guardConnection', () => {
-  test('writes CONNACK 0x01 to an MQTT 5 client over TCP and closes the connection [MQTT-3.1.2-2]', async () => {
+  test('writes an MQTT 5 CONNACK 0x84 to an MQTT 5 client where MQTT 5 is off, and closes [MQTT-3.1.2-2]', async () => {
     const srv = await guardedServer()
     const client = net.connect(srv.port, '127.0.0.1')
     const received = receiveUntilClose(client)
     client.write(connect({ level: 5 }))
-    assert.deepEqual(await received, Buffer.from([0x20, 0x02, 0x00, 0x01]))
+    // reason code 0x84 and an empty property list: the format the MQTT 5 client reads
+    assert.deepEqual(await received, Buffer.from([0x20, 0x03, 0x00, 0x84, 0x00]))
     const { conn, got } = await srv.accepted
     if (!conn.destroyed) await once(conn, 'close')
     assert.deepEqual(got, [])
