@@ -12,7 +12,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import net from 'node:net'
 import { duplexPair, type Duplex } from 'node:stream'
-import { describe, test } from 'node:test'
+import { describe, test, type TestContext } from 'node:test'
 import mqttPacket from 'mqtt-packet'
 import { PacketGuard, type GuardViolation, type PacketGuardLimits } from '../../../src/local-broker/packet-guard.js'
 import { connectionGuard, guardConnection } from '../../../src/local-broker/guard-connection.js'
@@ -975,30 +975,35 @@ interface GuardedServer {
   close(): Promise<void>
 }
 
-async function guardedServer(limits?: Partial<PacketGuardLimits>): Promise<GuardedServer> {
+/** A plain TCP server whose connections are guarded; closed, with its connections, after the test, pass or fail. */
+async function guardedServer(t: TestContext, limits?: Partial<PacketGuardLimits>): Promise<GuardedServer> {
   const violations: GuardViolation[] = []
+  const conns = new Set<net.Socket>()
   let resolve!: (v: { conn: net.Socket; got: Buffer[] }) => void
   const accepted = new Promise<{ conn: net.Socket; got: Buffer[] }>((r) => (resolve = r))
   const server = net.createServer((conn) => {
+    conns.add(conn)
     conn.on('error', () => {})
     guardConnection(conn, new PacketGuard(limits), (v) => violations.push(v), { closeTimeoutMs: 2000 })
     resolve({ conn, got: aedesLikeReader(conn) })
   })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
+  const close = (): Promise<void> =>
+    new Promise((r) => {
+      for (const c of conns) c.destroy()
+      server.close(() => r())
+    })
+  t.after(close)
   const { port } = server.address() as net.AddressInfo
-  return {
-    port,
-    accepted,
-    violations,
-    close: () => new Promise((r) => server.close(() => r())),
-  }
+  return { port, accepted, violations, close }
 }
 
 describe('guardConnection', () => {
-  test('writes an MQTT 5 CONNACK 0x84 to an MQTT 5 client where MQTT 5 is off, and closes [MQTT-3.1.2-2]', async () => {
-    const srv = await guardedServer()
+  test('writes an MQTT 5 CONNACK 0x84 to an MQTT 5 client where MQTT 5 is off, and closes [MQTT-3.1.2-2]', async (t) => {
+    const srv = await guardedServer(t)
     const client = net.connect(srv.port, '127.0.0.1')
+    t.after(() => client.destroy())
     const received = receiveUntilClose(client)
     client.write(connect({ level: 5 }))
     // reason code 0x84 and an empty property list: the format the MQTT 5 client reads
@@ -1011,9 +1016,10 @@ describe('guardConnection', () => {
     await srv.close()
   })
 
-  test('hands the reader the valid prefix and destroys the connection without a CONNACK', async () => {
-    const srv = await guardedServer()
+  test('hands the reader the valid prefix and destroys the connection without a CONNACK', async (t) => {
+    const srv = await guardedServer(t)
     const client = net.connect(srv.port, '127.0.0.1')
+    t.after(() => client.destroy())
     const received = receiveUntilClose(client)
     const good = bytes(CONNECT, publish({ qos: 1, id: 5 }))
     client.write(bytes(good, publish({ topic: 'a/#' })))
@@ -1024,9 +1030,10 @@ describe('guardConnection', () => {
     await srv.close()
   })
 
-  test('closes a client that keeps streaming an oversized first packet', async () => {
-    const srv = await guardedServer()
+  test('closes a client that keeps streaming an oversized first packet', async (t) => {
+    const srv = await guardedServer(t)
     const client = net.connect(srv.port, '127.0.0.1')
+    t.after(() => client.destroy())
     const received = receiveUntilClose(client)
     client.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]))
     // keep writing until the socket dies under us
