@@ -76,8 +76,17 @@ export function checkSubscribe(b: Buffer, s: number, e: number): PartialViolatio
 export function checkUnsubscribe(b: Buffer, s: number, e: number): PartialViolation | undefined {
   if (e - s < 2) return fail('malformed', undefined, 'UNSUBSCRIBE too short for its packet identifier')
   if (((b[s]! << 8) | b[s + 1]!) === 0) return fail('protocol-violation', '[MQTT-2.3.1-1]', 'packet identifier 0')
-  let p = s + 2
-  if (p === e) return fail('protocol-violation', '[MQTT-3.10.3-2]', 'UNSUBSCRIBE without a topic filter')
+  return checkUnsubscribeFilters(b, s + 2, e, '[MQTT-3.10.3-2]')
+}
+
+/** The topic filters of an UNSUBSCRIBE payload in [p, e): at least one (`noneRule` names that rule), each valid. */
+export function checkUnsubscribeFilters(
+  b: Buffer,
+  p: number,
+  e: number,
+  noneRule: string,
+): PartialViolation | undefined {
+  if (p === e) return fail('protocol-violation', noneRule, 'UNSUBSCRIBE without a topic filter')
   while (p < e) {
     if (e - p < 2) return fail('malformed', undefined, 'topic filter length truncated')
     const length = (b[p]! << 8) | b[p + 1]!

@@ -3,7 +3,7 @@
 // SUBSCRIBE and UNSUBSCRIBE bodies with properties and subscription options,
 // and, in `Mqtt5Session`, what depends on the connection (PUBLISH properties
 // and Topic Aliases, DISCONNECT). Each takes the region [s, e) of `b`.
-import { checkFilter, fail, type PartialViolation } from './guard-checks.js'
+import { checkFilter, checkUnsubscribeFilters, fail, type PartialViolation } from './guard-checks.js'
 import type { Mqtt5ClientLimits } from './guard-types.js'
 import { V5_REASON_CODES } from './guard-v5-connect.js'
 import { checkProperties, checkPropertyBlock, found } from './guard-v5-properties.js'
@@ -94,18 +94,7 @@ export function checkUnsubscribeV5(b: Buffer, s: number, e: number): PartialViol
   if (((b[s]! << 8) | b[s + 1]!) === 0) return fail('protocol-violation', '[MQTT-2.2.1-3]', 'packet identifier 0')
   const end = checkPropertyBlock(b, s + 2, e, UNSUBSCRIBE)
   if (typeof end !== 'number') return end
-  let p = end
-  if (p === e) return fail('protocol-violation', '[MQTT-3.10.2-2]', 'UNSUBSCRIBE without a topic filter')
-  while (p < e) {
-    if (e - p < 2) return fail('malformed', undefined, 'topic filter length truncated')
-    const length = (b[p]! << 8) | b[p + 1]!
-    p += 2
-    if (e - p < length) return fail('malformed', undefined, 'topic filter truncated')
-    const v = checkFilter(b, p, p + length)
-    if (v !== undefined) return v
-    p += length
-  }
-  return undefined
+  return checkUnsubscribeFilters(b, end, e, '[MQTT-3.10.2-2]')
 }
 
 const SHARE_PREFIX = Buffer.from('$share/')
