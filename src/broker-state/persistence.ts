@@ -46,7 +46,8 @@
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import { applyMigrations, BufferError, toBufferError } from '../storage/index.js'
-import { SessionExpiryTable, type ExpiryClient } from './session-expiry.js'
+import { SessionExpiryTable } from './session-expiry.js'
+import { SessionFollower } from './session-follower.js'
 import {
   type EnqueueOutcome,
   type EnqueueRow,
@@ -111,22 +112,12 @@ const QlobberSub = requireCjs('qlobber/aedes/qlobber-sub.js') as QlobberSubConst
 // empty level); the offline index must agree with live delivery.
 const TRIE_OPTIONS = { separator: '/', wildcard_one: '+', wildcard_some: '#', match_empty_levels: true }
 
-interface FollowedClient extends ExpiryClient {
-  readonly clean: boolean
-  /** aedes 2, MQTT 5: Clean Start (client.clean then follows the Session Expiry Interval). */
-  readonly _cleanStart?: boolean
-}
-
-/** How often sessions past their MQTT 5 expiry deadline are looked for (one indexed query). */
-const SESSION_SWEEP_MS = 1000
-
 export class BrokerStatePersistence extends BrokerStateTables {
   #trie: QlobberSubInstance = new QlobberSub(TRIE_OPTIONS)
   readonly #queues: OfflineQueues
 
   #txEnqueue: ((rows: readonly EnqueueRow[]) => EnqueueOutcome) | undefined
-  #expiry: SessionExpiryTable | undefined
-  #sweepTimer: NodeJS.Timeout | undefined
+  #sessions: SessionFollower | undefined
 
   /** No I/O: statements are prepared and state is loaded by setup(). */
   constructor(options: BrokerStateOptions) {
@@ -190,13 +181,14 @@ export class BrokerStatePersistence extends BrokerStateTables {
       const maxCounter = s.outMaxCounter.get(broker.id) ?? 0
       if (typeof broker.counter === 'number' && broker.counter < maxCounter) broker.counter = maxCounter
       const restamped = s.willRestamp.run(`${broker.id}:before-restart`, broker.id).changes
-      const expiry = new SessionExpiryTable(this.db)
-      this.#expiry = expiry
-      const counted = expiry.restarted(this.now())
-      this.#followClients(broker, expiry)
-      this.#sweepSessions(broker)
-      this.#sweepTimer = setInterval(() => this.#sweepSessions(broker), SESSION_SWEEP_MS)
-      this.#sweepTimer.unref()
+      const store = {
+        stopped: () => this.destroyed,
+        cleanIncoming: (c: PersistenceClient) => this.cleanIncoming(c),
+        cleanSubscriptions: (c: PersistenceClient) => this.cleanSubscriptions(c),
+        delWill: (c: PersistenceClient) => this.delWill(c),
+      }
+      this.#sessions = new SessionFollower(store, new SessionExpiryTable(this.db), this.log, () => this.now())
+      const counted = this.#sessions.start(broker)
 
       this.log.info(
         {
@@ -214,67 +206,6 @@ export class BrokerStatePersistence extends BrokerStateTables {
       this.stmts = undefined
       this.tx = undefined
       throw toBufferError(err, 'broker persistence setup')
-    }
-  }
-
-  /**
-   * Follows the broker's clients:
-   * - [MQTT-3.1.2-6] a clean session's inbound QoS 2 state ends with it. aedes
-   *   1.2 called cleanIncoming when such a client connected and went; aedes
-   *   2.0.0-beta.1 branched before that and never does (a second cleanup is
-   *   harmless);
-   * - MQTT 5 Session Expiry Interval: recorded at connect, deadline at
-   *   disconnect (session-expiry.ts).
-   */
-  #followClients(broker: PersistenceBroker, expiry: SessionExpiryTable): void {
-    const events = broker as PersistenceBroker & { on?: (event: string, fn: (client: FollowedClient) => void) => void }
-    if (typeof events.on !== 'function') return
-    const clean = (client: FollowedClient): void => {
-      this.cleanIncoming(client).catch((err: unknown) => {
-        this.log.warn({ err, clientId: client.id }, 'broker persistence: clean session inbound cleanup failed')
-      })
-    }
-    events.on('client', (client) => {
-      if (this.destroyed) return
-      if (client.clean || client._cleanStart === true) clean(client)
-      this.#quietly(client.id, 'session expiry record', () => expiry.connected(client))
-    })
-    events.on('clientDisconnect', (client) => {
-      if (this.destroyed) return
-      if (client.clean) clean(client)
-      this.#quietly(client.id, 'session expiry deadline', () => expiry.disconnected(client, this.now()))
-    })
-  }
-
-  /** Ends the sessions past their MQTT 5 Session Expiry deadline whose client is not connected. */
-  #sweepSessions(broker: PersistenceBroker): void {
-    const expiry = this.#expiry
-    if (this.destroyed || expiry === undefined) return
-    let due: string[]
-    try {
-      due = expiry.due(this.now())
-    } catch (err) {
-      this.log.warn({ err }, 'broker persistence: session expiry sweep failed')
-      return
-    }
-    const connected = (broker as PersistenceBroker & { clients?: Record<string, unknown> }).clients
-    for (const clientId of due) {
-      if (connected?.[clientId] === undefined) {
-        const client = { id: clientId }
-        void Promise.all([this.cleanSubscriptions(client), this.delWill(client), this.cleanIncoming(client)]).then(
-          () => this.log.info({ clientId }, 'broker persistence: session expired'),
-          (err: unknown) => this.log.warn({ err, clientId }, 'broker persistence: expired session cleanup failed'),
-        )
-      }
-      this.#quietly(clientId, 'session expiry forget', () => expiry.forget(clientId))
-    }
-  }
-
-  #quietly(clientId: string, what: string, fn: () => void): void {
-    try {
-      fn()
-    } catch (err) {
-      this.log.warn({ err, clientId, what }, 'broker persistence: session expiry write failed')
     }
   }
 
@@ -481,8 +412,8 @@ export class BrokerStatePersistence extends BrokerStateTables {
   async destroy(): Promise<void> {
     if (this.destroyed) return
     this.#queues.flushDropLog()
-    clearInterval(this.#sweepTimer)
-    this.#expiry = undefined
+    this.#sessions?.stop()
+    this.#sessions = undefined
     this.destroyed = true
     this.stmts = undefined
     this.tx = undefined
