@@ -32,6 +32,9 @@ const MiB = 1024 * 1024
  */
 const ID_BLOCK = 4096
 
+/** Below this many acks of one (queue, priority) in an op, the count query costs what it saves. */
+const MIN_RANGE_ACK = 4
+
 type Outcome =
   { readonly ok: true; readonly value: AppendResult | undefined } | { readonly ok: false; readonly err: BufferError }
 
@@ -111,7 +114,7 @@ class CommitBatch {
       if (op.kind === 'append') {
         this.#appendOne(i, op.msg)
       } else if (op.kind === 'ack') {
-        for (const id of op.ids) if (this.#ackRow(id)) this.#acks++
+        this.#acks += this.#ackIds(op.ids)
         this.#outcomes[i] = { ok: true, value: undefined }
       } else if (op.kind === 'lost') {
         this.#lost(op)
@@ -184,6 +187,54 @@ class CommitBatch {
       const at = row.created_at ?? this.#now
       this.st.dropLedger?.add({ reason, rule: row.rule, queue: row.queue, topic: row.topic, at, id: row.id })
       this.#noteReport(reason, row.rule, row.queue, at, row.id, row.priority)
+    }
+    return true
+  }
+
+  /**
+   * Acks, as range deletes where they can be: the in-flight rows of one
+   * (queue, priority) were taken in id order, so when the rows between the
+   * lowest and the highest acked id are exactly the acked ones (counted on
+   * the drain index first), one DELETE removes them all. Anything else (an
+   * unacked row in between, a row no longer in flight) goes row by row.
+   * Same transaction either way: nothing changes in what a crash can leave.
+   */
+  #ackIds(ids: readonly number[]): number {
+    let acked = 0
+    const runs = new Map<string, StoredMessage[]>()
+    for (const id of ids) {
+      const f = this.st.inFlight.get(id)
+      if (f === undefined) {
+        if (this.#deleteRow(id, 'acked')) acked++
+        continue
+      }
+      const key = `${f.priority}\u0000${f.queue}`
+      const run = runs.get(key)
+      if (run === undefined) runs.set(key, [f])
+      else run.push(f)
+    }
+    for (const run of runs.values()) {
+      if (run.length >= MIN_RANGE_ACK && this.#ackRange(run)) {
+        acked += run.length
+        continue
+      }
+      for (const f of run) if (this.#ackRow(f.id)) acked++
+    }
+    return acked
+  }
+
+  /** One range delete for in-flight rows of one (queue, priority), if nothing else lies between them. */
+  #ackRange(run: StoredMessage[]): boolean {
+    run.sort((a, b) => a.id - b.id)
+    const first = run[0] as StoredMessage
+    const lo = first.id
+    const hi = (run[run.length - 1] as StoredMessage).id
+    if (this.s.countAckRange.get(first.queue, first.priority, lo, hi) !== run.length) return false
+    this.s.deleteAckRange.run(first.queue, first.priority, lo, hi)
+    for (const f of run) {
+      this.ledger.remove(f.queue, f.topic)
+      this.#bytes -= f.size
+      this.#effects.push({ t: 'delete', row: f, reason: 'acked' })
     }
     return true
   }

@@ -114,6 +114,9 @@ export const SQL = {
   deleteById: 'DELETE FROM buffer_messages WHERE id = ? RETURNING id, queue, topic, priority, size, rule, created_at',
   /** Acks of in-flight rows: the store already holds what RETURNING would give (and RETURNING costs time per row). */
   deleteAcked: 'DELETE FROM buffer_messages WHERE id = ?',
+  /** Range acks (commit-batch.ts): how many rows a run of acked ids spans in its (queue, priority), then the delete. */
+  countAckRange: 'SELECT count(*) FROM buffer_messages WHERE queue = ? AND priority = ? AND id BETWEEN ? AND ?',
+  deleteAckRange: 'DELETE FROM buffer_messages WHERE queue = ? AND priority = ? AND id BETWEEN ? AND ?',
   selectById: 'SELECT * FROM buffer_messages WHERE id = ?',
   /** Drain: the next rows of one (queue, priority) after a cursor, in id order. */
   takeRange: `SELECT ${MESSAGE_COLUMNS} FROM buffer_messages WHERE queue = ? AND priority = ? AND id > ? ORDER BY id LIMIT ?`,
@@ -265,6 +268,7 @@ const PLUCKED: ReadonlySet<keyof typeof SQL> = new Set<keyof typeof SQL>([
   'maxId',
   'getMeta',
   'topicRowCount',
+  'countAckRange',
 ])
 
 export function prepareStatements(db: Database.Database): Statements {

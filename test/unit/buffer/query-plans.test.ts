@@ -76,6 +76,10 @@ test('hot-path statements use indexes on an empty and on an analyzed file', (t) 
   // The drain reads one range of the drain index per priority.
   assert.match(plan(db, SQL.takeRange), /USING INDEX buffer_messages_drain \(queue=\? AND priority=\? AND rowid>\?\)/)
   assert.match(plan(db, SQL.takeIds), /COVERING INDEX buffer_messages_drain/)
+  // Range acks count and delete one range of the drain index.
+  const ackRange = /INDEX buffer_messages_drain \(queue=\? AND priority=\? AND rowid>\? AND rowid<\?\)/
+  assert.match(plan(db, SQL.countAckRange), ackRange)
+  assert.match(plan(db, SQL.deleteAckRange), ackRange)
   // Conflation reads only the partial index of latest-only rows.
   assert.match(plan(db, SQL.topicIds), /buffer_messages_conflate/)
   assert.match(plan(db, SQL.topicHasNewer), /buffer_messages_conflate/)
