@@ -16,7 +16,6 @@
 //   released | rows the acker gave back instead of acking: they must stay
 //   round    | one acker process, killed with SIGKILL after a random number of acked lines
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomInt } from 'node:crypto'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
@@ -24,11 +23,11 @@ import { test } from 'node:test'
 import Database from 'better-sqlite3'
 import { SqliteStore } from '../../../src/buffer/index.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
+import { spawnLines } from '../../helpers/child-lines.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { withTimeout } from '../../helpers/wait.js'
 
 const ACKER = fileURLToPath(new URL('../../fixtures/buffer-acker.ts', import.meta.url))
-const ROOT = fileURLToPath(new URL('../../..', import.meta.url))
 const MESSAGES = 6000
 const WINDOW = 64
 const ROUNDS = 5
@@ -42,31 +41,18 @@ interface Round {
 }
 
 async function runRound(dataDir: string, killAfter: number): Promise<Round> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ACKER, dataDir, String(WINDOW)], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
   const r: Round = { taken: new Set(), acking: new Set(), acked: new Set(), released: 0, killed: false }
   let ackLines = 0
-  let out = ''
-  let err = ''
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    err += d
-  })
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    out += d
-    const lines = out.split('\n')
-    out = lines.pop() ?? '' // a partial last line was not (fully) acknowledged
-    for (const l of lines) {
-      const [kind, list = ''] = l.split(' ')
-      const ids = list === '' ? [] : list.split(',').map(Number)
-      if (kind === 'taken') for (const id of ids) r.taken.add(id)
-      else if (kind === 'acking') for (const id of ids) r.acking.add(id)
-      else if (kind === 'released') r.released += ids.length
-      else if (kind === 'acked') {
-        for (const id of ids) r.acked.add(id)
-        ackLines++
-      }
+  // A partial last line was not (fully) printed: spawnLines holds it back.
+  const { child, stderr } = spawnLines(ACKER, [dataDir, String(WINDOW)], (l) => {
+    const [kind, list = ''] = l.split(' ')
+    const ids = list === '' ? [] : list.split(',').map(Number)
+    if (kind === 'taken') for (const id of ids) r.taken.add(id)
+    else if (kind === 'acking') for (const id of ids) r.acking.add(id)
+    else if (kind === 'released') r.released += ids.length
+    else if (kind === 'acked') {
+      for (const id of ids) r.acked.add(id)
+      ackLines++
     }
     if (!r.killed && ackLines >= killAfter) {
       r.killed = true
@@ -77,7 +63,7 @@ async function runRound(dataDir: string, killAfter: number): Promise<Round> {
     number | null,
     string | null,
   ]
-  assert.ok(signal === 'SIGKILL' || code === 0, `acker failed: code ${code} signal ${signal}\n${err}`)
+  assert.ok(signal === 'SIGKILL' || code === 0, `acker failed: code ${code} signal ${signal}\n${stderr()}`)
   return r
 }
 

@@ -6,7 +6,6 @@
 //   acked    | a "<round> <publisher> <seq> <id>" line the writer printed after append resolved
 //   round    | one writer process, killed with SIGKILL after a random number of acked lines
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomInt } from 'node:crypto'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
@@ -14,11 +13,11 @@ import { test } from 'node:test'
 import Database from 'better-sqlite3'
 import { SqliteStore } from '../../../src/buffer/index.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
+import { spawnLines } from '../../helpers/child-lines.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { withTimeout } from '../../helpers/wait.js'
 
 const WRITER = fileURLToPath(new URL('../../fixtures/buffer-writer.ts', import.meta.url))
-const ROOT = fileURLToPath(new URL('../../..', import.meta.url))
 const ROUNDS = 5
 const PUBLISHERS = 10
 
@@ -35,26 +34,13 @@ async function runRound(
   round: number,
   killAfter: number,
 ): Promise<{ acked: Acked[]; killed: boolean }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dataDir, String(round), String(PUBLISHERS)], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
   let killed = false
   const acked: Acked[] = []
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    err += d
-  })
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    out += d
-    const lines = out.split('\n')
-    out = lines.pop() ?? '' // a partial last line was not (fully) acknowledged
-    for (const l of lines) {
-      if (l === 'ready') continue
-      const [r, p, s, id] = l.split(' ').map(Number)
-      acked.push({ round: r ?? -1, publisher: p ?? -1, seq: s ?? -1, id: id ?? -1 })
-    }
+  // A partial last line was not (fully) acknowledged: spawnLines holds it back.
+  const { child, stderr } = spawnLines(WRITER, [dataDir, String(round), String(PUBLISHERS)], (l) => {
+    if (l === 'ready') return
+    const [r, p, s, id] = l.split(' ').map(Number)
+    acked.push({ round: r ?? -1, publisher: p ?? -1, seq: s ?? -1, id: id ?? -1 })
     if (!killed && acked.length >= killAfter) {
       killed = true
       child.kill('SIGKILL')
@@ -69,7 +55,7 @@ async function runRound(
     string | null,
   ]
   clearTimeout(safety)
-  assert.ok(signal === 'SIGKILL' || code === 0, `writer failed: code ${code} signal ${signal}\n${err}`)
+  assert.ok(signal === 'SIGKILL' || code === 0, `writer failed: code ${code} signal ${signal}\n${stderr()}`)
   return { acked, killed: signal === 'SIGKILL' }
 }
 
