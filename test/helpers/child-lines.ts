@@ -1,8 +1,11 @@
 // A test fixture in a child process (node --import tsx), its stdout read as
 // whole lines: a partial last line is not a line yet, which is what lets a
 // crash test trust that a printed line was complete before the kill.
+import assert from 'node:assert/strict'
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { withTimeout } from './wait.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -12,7 +15,13 @@ export interface LineChild {
   stderr(): string
 }
 
-export function spawnLines(script: string, args: readonly string[], onLine: (line: string) => void): LineChild {
+/** Starts the fixture; past `killAfterMs` (if given) it is SIGKILLed whatever it printed. */
+export function spawnLines(
+  script: string,
+  args: readonly string[],
+  onLine: (line: string) => void,
+  killAfterMs?: number,
+): LineChild {
   const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, stdio: 'pipe' })
   let out = ''
   let err = ''
@@ -25,5 +34,19 @@ export function spawnLines(script: string, args: readonly string[], onLine: (lin
     out = lines.pop() ?? ''
     for (const l of lines) onLine(l)
   })
+  if (killAfterMs !== undefined) {
+    const safety = setTimeout(() => child.kill('SIGKILL'), killAfterMs)
+    child.once('close', () => clearTimeout(safety))
+  }
   return { child, stderr: () => err }
+}
+
+/** Waits for the fixture to end: killed with SIGKILL, or exited 0 (else it fails with its stderr). True if killed. */
+export async function ended(lc: LineChild, timeoutMs: number, what: string): Promise<boolean> {
+  const [code, signal] = (await withTimeout(once(lc.child, 'close'), timeoutMs, `${what} to exit`)) as [
+    number | null,
+    string | null,
+  ]
+  assert.ok(signal === 'SIGKILL' || code === 0, `${what} failed: code ${code} signal ${signal}\n${lc.stderr()}`)
+  return signal === 'SIGKILL'
 }

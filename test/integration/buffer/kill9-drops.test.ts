@@ -15,20 +15,17 @@
 //              | holds a row id above every id the publisher had before it (ids only grow)
 //   committed  | acked + the in-flight appends that committed
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomInt } from 'node:crypto'
-import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
 import { SqliteStore } from '../../../src/buffer/index.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
+import { ended, spawnLines } from '../../helpers/child-lines.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
-import { withTimeout } from '../../helpers/wait.js'
 
 const WRITER = fileURLToPath(new URL('../../fixtures/drop-writer.ts', import.meta.url))
-const ROOT = fileURLToPath(new URL('../../..', import.meta.url))
 const ROUNDS = 20
 const EVICT_PUBLISHERS = 6 // as in the fixture
 const PUBLISHERS = 8
@@ -42,41 +39,24 @@ async function runRound(
   killAfter: number,
 ): Promise<{ acked: number[][]; killed: boolean }> {
   const ackFile = `${dataDir}/acks-${round}.txt`
-  const child = spawn(process.execPath, ['--import', 'tsx', WRITER, dataDir, String(round), ackFile, '15000'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
   let lines = 0
   let killed = false
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    err += d
-  })
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    out += d
-    const parts = out.split('\n')
-    out = parts.pop() ?? ''
-    for (const l of parts) {
-      if (l.startsWith('X ')) err += `refused: ${l}\n`
+  const refused: string[] = []
+  const writer = spawnLines(
+    WRITER,
+    [dataDir, String(round), ackFile, '15000'],
+    (l) => {
+      if (l.startsWith('X ')) refused.push(l)
       if (l.startsWith('A ')) lines++
-    }
-    if (!killed && lines >= killAfter) {
-      killed = true
-      child.kill('SIGKILL')
-    }
-  })
-  const safety = setTimeout(() => {
-    killed = true
-    child.kill('SIGKILL')
-  }, 8_000)
-  const [code, signal] = (await withTimeout(once(child, 'close'), 40_000, 'writer to exit')) as [
-    number | null,
-    string | null,
-  ]
-  clearTimeout(safety)
-  assert.ok(signal === 'SIGKILL' || code === 0, `writer failed: code ${code} signal ${signal}\n${err}`)
-  assert.ok(!err.includes('refused:'), `no append may be refused in this setup:\n${err}`)
+      if (!killed && lines >= killAfter) {
+        killed = true
+        writer.child.kill('SIGKILL')
+      }
+    },
+    8_000,
+  )
+  const wasKilled = await ended(writer, 40_000, 'writer')
+  assert.deepEqual(refused, [], 'no append may be refused in this setup')
   const acked = Array.from({ length: PUBLISHERS }, () => [] as number[])
   const text = existsSync(ackFile) ? readFileSync(ackFile, 'utf8') : ''
   // A line cut by the kill is left out: its append is then the one in flight, resolved from the file.
@@ -88,7 +68,7 @@ async function runRound(
     assert.ok(id !== 'null', `round ${round}: no append expired on arrival (3 s TTL): ${l}`)
     ids.push(Number(id))
   }
-  return { acked, killed: signal === 'SIGKILL' }
+  return { acked, killed: wasKilled }
 }
 
 interface FileState {

@@ -17,15 +17,13 @@
 //   round    | one acker process, killed with SIGKILL after a random number of acked lines
 import assert from 'node:assert/strict'
 import { randomInt } from 'node:crypto'
-import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
 import { SqliteStore } from '../../../src/buffer/index.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
-import { spawnLines } from '../../helpers/child-lines.js'
+import { ended, spawnLines } from '../../helpers/child-lines.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
-import { withTimeout } from '../../helpers/wait.js'
 
 const ACKER = fileURLToPath(new URL('../../fixtures/buffer-acker.ts', import.meta.url))
 const MESSAGES = 6000
@@ -44,7 +42,7 @@ async function runRound(dataDir: string, killAfter: number): Promise<Round> {
   const r: Round = { taken: new Set(), acking: new Set(), acked: new Set(), released: 0, killed: false }
   let ackLines = 0
   // A partial last line was not (fully) printed: spawnLines holds it back.
-  const { child, stderr } = spawnLines(ACKER, [dataDir, String(WINDOW)], (l) => {
+  const acker = spawnLines(ACKER, [dataDir, String(WINDOW)], (l) => {
     const [kind, list = ''] = l.split(' ')
     const ids = list === '' ? [] : list.split(',').map(Number)
     if (kind === 'taken') for (const id of ids) r.taken.add(id)
@@ -56,14 +54,10 @@ async function runRound(dataDir: string, killAfter: number): Promise<Round> {
     }
     if (!r.killed && ackLines >= killAfter) {
       r.killed = true
-      child.kill('SIGKILL')
+      acker.child.kill('SIGKILL')
     }
   })
-  const [code, signal] = (await withTimeout(once(child, 'close'), 60_000, 'acker to exit')) as [
-    number | null,
-    string | null,
-  ]
-  assert.ok(signal === 'SIGKILL' || code === 0, `acker failed: code ${code} signal ${signal}\n${stderr()}`)
+  await ended(acker, 60_000, 'acker')
   return r
 }
 

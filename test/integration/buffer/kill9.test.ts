@@ -7,15 +7,13 @@
 //   round    | one writer process, killed with SIGKILL after a random number of acked lines
 import assert from 'node:assert/strict'
 import { randomInt } from 'node:crypto'
-import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
 import { SqliteStore } from '../../../src/buffer/index.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
-import { spawnLines } from '../../helpers/child-lines.js'
+import { ended, spawnLines } from '../../helpers/child-lines.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
-import { withTimeout } from '../../helpers/wait.js'
 
 const WRITER = fileURLToPath(new URL('../../fixtures/buffer-writer.ts', import.meta.url))
 const ROUNDS = 5
@@ -37,26 +35,21 @@ async function runRound(
   let killed = false
   const acked: Acked[] = []
   // A partial last line was not (fully) acknowledged: spawnLines holds it back.
-  const { child, stderr } = spawnLines(WRITER, [dataDir, String(round), String(PUBLISHERS)], (l) => {
-    if (l === 'ready') return
-    const [r, p, s, id] = l.split(' ').map(Number)
-    acked.push({ round: r ?? -1, publisher: p ?? -1, seq: s ?? -1, id: id ?? -1 })
-    if (!killed && acked.length >= killAfter) {
-      killed = true
-      child.kill('SIGKILL')
-    }
-  })
-  const safety = setTimeout(() => {
-    killed = true
-    child.kill('SIGKILL')
-  }, 20_000)
-  const [code, signal] = (await withTimeout(once(child, 'close'), 40_000, `writer round ${round} to exit`)) as [
-    number | null,
-    string | null,
-  ]
-  clearTimeout(safety)
-  assert.ok(signal === 'SIGKILL' || code === 0, `writer failed: code ${code} signal ${signal}\n${stderr()}`)
-  return { acked, killed: signal === 'SIGKILL' }
+  const writer = spawnLines(
+    WRITER,
+    [dataDir, String(round), String(PUBLISHERS)],
+    (l) => {
+      if (l === 'ready') return
+      const [r, p, s, id] = l.split(' ').map(Number)
+      acked.push({ round: r ?? -1, publisher: p ?? -1, seq: s ?? -1, id: id ?? -1 })
+      if (!killed && acked.length >= killAfter) {
+        killed = true
+        writer.child.kill('SIGKILL')
+      }
+    },
+    20_000,
+  )
+  return { acked, killed: await ended(writer, 40_000, `writer round ${round}`) }
 }
 
 test('SIGKILL at a random moment loses no acknowledged message and keeps per-publisher order', async (t) => {
