@@ -273,20 +273,17 @@ async function importTable(): Promise<Row[]> {
       .filter((d) => existsSync(join(repoRoot, 'node_modules', d)))
       .map((d) => ({ label: d, spec: d, startup: atStart.has(d) ? 'yes' : 'no' })),
   )
-  for (const f of [
-    'dist/agent/app.js',
-    'dist/agent/config/load.js',
-    'dist/local-broker/index.js',
-    'dist/buffer/index.js',
-    'dist/bridge/index.js',
-    'dist/certs/index.js',
-  ]) {
-    if (existsSync(join(repoRoot, f)))
-      targets.push({
-        label: f,
-        spec: pathToFileURL(join(repoRoot, f)).href,
-        startup: f === 'dist/agent/app.js' ? 'yes (root)' : f.includes('config') ? 'yes (main.js)' : 'via app.js',
-      })
+  // How each part is reached at start; the certs code only for a site that uses certificates (certs-wiring.ts).
+  const parts: ReadonlyArray<readonly [string, string]> = [
+    ['dist/agent/app.js', 'yes (root)'],
+    ['dist/agent/config/load.js', 'yes (main.js)'],
+    ['dist/local-broker/index.js', 'via app.js'],
+    ['dist/buffer/index.js', 'via app.js'],
+    ['dist/bridge/index.js', 'via app.js'],
+    ['dist/certs/index.js', 'only with certs (buildAgent)'],
+  ]
+  for (const [f, startup] of parts) {
+    if (existsSync(join(repoRoot, f))) targets.push({ label: f, spec: pathToFileURL(join(repoRoot, f)).href, startup })
   }
   const rows: Row[] = []
   try {
