@@ -4,7 +4,7 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type { Scope } from './scope.js'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt'
 import { withTimeout } from './wait.js'
 
 /** Connects with mqtt.js (no auto-reconnect), closed after the test. */
@@ -17,6 +17,32 @@ export async function client(t: Scope, url: string, opts: IClientOptions = {}): 
   c.on('error', () => undefined)
   t.after(() => c.endAsync(true).catch(() => undefined))
   return c
+}
+
+/**
+ * Connects with mqtt.js and resolves with the client and the CONNACK it got (session present, MQTT 5
+ * properties), closed after the test. `onClient` runs before the CONNACK can arrive, for listeners that must
+ * not miss what follows it in the same read.
+ */
+export async function clientWithConnack(
+  t: Scope,
+  url: string,
+  opts: IClientOptions,
+  onClient?: (c: MqttClient) => void,
+): Promise<[MqttClient, IConnackPacket]> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...opts })
+  c.on('error', () => undefined)
+  onClient?.(c)
+  t.after(() => c.endAsync(true).catch(() => undefined))
+  const connack = await withTimeout(
+    new Promise<IConnackPacket>((resolve, reject) => {
+      c.once('connect', resolve)
+      c.once('error', reject)
+    }),
+    10_000,
+    `CONNACK from ${url}`,
+  )
+  return [c, connack]
 }
 
 /** Connection attempt expected to fail: resolves with the error mqtt.js reports. */

@@ -9,11 +9,11 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import assert from 'node:assert/strict'
-import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt'
+import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient } from 'mqtt'
 import type { Scope } from '../../helpers/scope.js'
 import { startAgent, type RunningAgent } from '../../helpers/agent-process.js'
-import { mosquittoClient } from '../../helpers/mqtt-clients.js'
-import { waitFor, withTimeout } from '../../helpers/wait.js'
+import { clientWithConnack, mosquittoClient } from '../../helpers/mqtt-clients.js'
+import { waitFor } from '../../helpers/wait.js'
 
 /** An mqtt.js MQTT 5 client, its CONNACK, and the messages it gets (recorded from before the CONNACK). */
 async function v5(
@@ -21,19 +21,11 @@ async function v5(
   a: RunningAgent,
   opts: IClientOptions,
 ): Promise<[MqttClient, IConnackPacket, IPublishPacket[]]> {
-  const c = mqtt.connect(a.mqttUrl, { reconnectPeriod: 0, connectTimeout: 5_000, protocolVersion: 5, ...opts })
-  c.on('error', () => undefined)
+  let got: IPublishPacket[] = []
   // queued messages follow the CONNACK at once, possibly in the same read
-  const got = record(c)
-  t.after(() => c.endAsync(true).catch(() => undefined))
-  const connack = await withTimeout(
-    new Promise<IConnackPacket>((resolve, reject) => {
-      c.once('connect', resolve)
-      c.once('error', reject)
-    }),
-    10_000,
-    'MQTT 5 CONNACK',
-  )
+  const [c, connack] = await clientWithConnack(t, a.mqttUrl, { protocolVersion: 5, ...opts }, (c) => {
+    got = record(c)
+  })
   return [c, connack, got]
 }
 
@@ -58,6 +50,22 @@ const expired = (a: RunningAgent, clientId: string, past = true) =>
     `the session of ${clientId} to expire`,
     past,
   )
+
+/** Starts agents one after another on one data dir; stops them all, then removes the dir, after the test. */
+function agentsOnOneDir(t: Scope): () => Promise<RunningAgent> {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-agent-v5s-'))
+  const agents: RunningAgent[] = []
+  // registered first, so it runs before the agents' own after-hooks: stop them all, then remove their dir
+  t.after(async () => {
+    for (const a of agents) await a.stop('SIGKILL').catch(() => undefined)
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return async () => {
+    const a = await startAgent(t, { dir })
+    agents.push(a)
+    return a
+  }
+}
 
 test('a session with an expiry interval survives a reconnect; its queued message keeps its properties', async (t) => {
   const a = await startAgent(t)
@@ -105,15 +113,8 @@ test('a session ends once its expiry interval has passed after the disconnect', 
 })
 
 test('across an agent restart: sessions keep their deadlines, queued messages their expiry', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-agent-v5s-'))
-  const agents: RunningAgent[] = []
-  // registered first, so it runs before the agents' own after-hooks: stop them all, then remove their dir
-  t.after(async () => {
-    for (const a of agents) await a.stop('SIGKILL').catch(() => undefined)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  const first = await startAgent(t, { dir })
-  agents.push(first)
+  const start = agentsOnOneDir(t)
+  const first = await start()
   const [long] = await v5(t, first, session('long-1', 300))
   await long.subscribeAsync('v5s/r/#', { qos: 1 })
   await long.endAsync()
@@ -137,8 +138,7 @@ test('across an agent restart: sessions keep their deadlines, queued messages th
     'the expiry of the message and the session',
   )
 
-  const second = await startAgent(t, { dir })
-  agents.push(second)
+  const second = await start()
   // ended by the sweep at start (before the listeners opened), from the deadline stored at its disconnect
   const [, gone] = await v5(t, second, session('short-2', 300))
   assert.equal(gone.sessionPresent, false, 'the 2 s session ended, its deadline fell while the agent was down')
@@ -157,22 +157,14 @@ test('across an agent restart: sessions keep their deadlines, queued messages th
 })
 
 test('kill -9 with an MQTT 5 client connected: its session expiry counts from the next start', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-agent-v5s-'))
-  const agents: RunningAgent[] = []
-  // registered first, so it runs before the agents' own after-hooks: stop them all, then remove their dir
-  t.after(async () => {
-    for (const a of agents) await a.stop('SIGKILL').catch(() => undefined)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  const first = await startAgent(t, { dir })
-  agents.push(first)
+  const start = agentsOnOneDir(t)
+  const first = await start()
   const [c] = await v5(t, first, session('crash-1', 2))
   await c.subscribeAsync('v5s/crash', { qos: 1 })
   const [k] = await v5(t, first, session('crash-keep', 600))
   await k.subscribeAsync('v5s/crash', { qos: 1 })
   await first.stop('SIGKILL')
-  const second = await startAgent(t, { dir })
-  agents.push(second)
+  const second = await start()
   await expired(second, 'crash-1')
   const [, connack] = await v5(t, second, session('crash-1', 300))
   assert.equal(connack.sessionPresent, false)

@@ -14,7 +14,7 @@ import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, ty
 import { fileScope, type Scope } from '../../helpers/scope.js'
 import { tmpDir } from '../../helpers/tmp-dir.js'
 import { startAgent, runCli, type RunningAgent } from '../../helpers/agent-process.js'
-import { client, refusedConnect, mosquittoClient } from '../../helpers/mqtt-clients.js'
+import { client, clientWithConnack, refusedConnect, mosquittoClient } from '../../helpers/mqtt-clients.js'
 import { collectMessages, withTimeout } from '../../helpers/wait.js'
 
 // Debian's python3 (python3-paho-mqtt), not whatever python3 comes first on PATH.
@@ -80,18 +80,7 @@ function nextMessage(
 
 /** An mqtt.js MQTT 5 client and the CONNACK it got. */
 async function v5Client(t: Scope, port: number, opts: IClientOptions = {}): Promise<[MqttClient, IConnackPacket]> {
-  const c = mqtt.connect(url(port), { reconnectPeriod: 0, connectTimeout: 5_000, ...V5, ...opts })
-  c.on('error', () => undefined)
-  t.after(() => c.endAsync(true).catch(() => undefined))
-  const connack = await withTimeout(
-    new Promise<IConnackPacket>((resolve, reject) => {
-      c.once('connect', resolve)
-      c.once('error', reject)
-    }),
-    10_000,
-    'MQTT 5 CONNACK',
-  )
-  return [c, connack]
+  return clientWithConnack(t, url(port), { ...V5, ...opts })
 }
 
 test('an MQTT 5 CONNACK: reason code 0 and what the broker offers (topic aliases, packet size, receive maximum)', async (t) => {
