@@ -258,7 +258,9 @@ describe('MQTT 5 properties through the buffer and the bridge (real Mosquitto)',
       const rt = packet.properties?.responseTopic
       const correlationData = packet.properties?.correlationData
       if (rt === undefined || correlationData === undefined) return
-      void responder.publishAsync(rt, 'ack', { qos: 1, properties: { correlationData } })
+      // A callback, not publishAsync: the test may end (and close the responder) before Mosquitto's PUBACK
+      // for this reply arrives, and that must not become an unhandled rejection.
+      responder.publish(rt, 'ack', { qos: 1, properties: { correlationData } }, () => undefined)
     })
     await waitFor(() => h.bridge.status().connected, 10_000, 'the bridge connected')
     // The device names the upstream topic of its reply (the in rule's remote prefix + topic).
