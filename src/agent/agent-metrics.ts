@@ -195,6 +195,11 @@ function bufferMetrics(m: MetricsText, b: AgentStatus['buffer']): void {
     .counter('edge_agent_buffer_appended_total', 'Messages committed to the buffer', b.totals.appended)
     .counter('edge_agent_buffer_acked_total', 'Messages removed after the upstream acknowledged them', b.totals.acked)
     .counter('edge_agent_buffer_wal_fsyncs_total', 'WAL fsyncs that acknowledgements waited for', b.totals.walFsyncs)
+    .histogram(
+      'edge_agent_buffer_wal_fsync_duration_seconds',
+      'How long the WAL fsyncs took (every acknowledgement waits for one); stalls of the storage show here first',
+      b.totals.walFsyncDurations,
+    )
     .counter('edge_agent_buffer_commits_total', 'Group commits', b.totals.commits)
     .counter(
       'edge_agent_buffer_failed_commits_total',

@@ -1,6 +1,7 @@
 // Renders /status for people: a few aligned lines a technician on an SSH
 // session can read at a glance. Scripts use --json instead.
 import type { AgentStatus } from './app.js'
+import type { DurationHistogram } from '../storage/index.js'
 
 export function renderStatus(s: AgentStatus): string {
   const a = s.agent
@@ -60,6 +61,7 @@ export function renderStatus(s: AgentStatus): string {
             `${num(f.totals.messages)} messages, ${mb(f.totals.bytes)} of ${mb(f.limits.effectiveMaxBytes)}${f.limits.freeBytes === null ? '' : `, ${mb(f.limits.freeBytes)} free on disk`}`,
           ],
           ['rates', `${f.rates.appendPerSec.toFixed(1)}/s in, ${f.rates.ackPerSec.toFixed(1)}/s out`],
+          ...(f.totals.walFsyncDurations.count > 0 ? [['fsyncs', fsyncSummary(f.totals.walFsyncDurations)]] : []),
           ['dropped', drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${num(v ?? 0)}`).join(', ')],
           ...(f.quarantine.count > 0 ? [['corrupt files moved aside', num(f.quarantine.count)]] : []),
           ...(f.lastRun?.loss
@@ -184,6 +186,13 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
       .join('  ')
       .trimEnd()
   return [line(head), ...rows.map(line)].join('\n')
+}
+
+/** The WAL fsyncs in a few words: how many, the slowest, and the stalls a technician should look into. */
+export function fsyncSummary(h: DurationHistogram): string {
+  const stalls = h.counts.slice(h.bounds.findIndex((le) => le >= 1) + 1).reduce((a, b) => a + b, 0)
+  const slowest = h.maxSec < 1 ? `${Math.round(h.maxSec * 1000)} ms` : `${h.maxSec.toFixed(1)} s`
+  return `${num(h.count)}, slowest ${slowest}${stalls > 0 ? `, ${num(stalls)} over 1 s: the storage stalls` : ''}`
 }
 
 function num(n: number): string {

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { DropAccounting } from './drop-accounting.js'
-import { BufferError } from '../storage/index.js'
+import { BufferError, emptyHistogram } from '../storage/index.js'
 import {
   type AppendInput,
   type AppendResult,
@@ -260,6 +260,7 @@ export class MemoryStore extends EventEmitter<MessageStoreEvents> implements Mes
         inFlight: this.#inFlight.size,
         ...this.#counters,
         walFsyncs: 0,
+        walFsyncDurations: emptyHistogram(),
       },
       drops: { total: this.#drops.total, byReason: this.#drops.byReason(), byRule: this.#drops.byRule() },
       rates: { appendPerSec: 0, takePerSec: 0, ackPerSec: 0 },

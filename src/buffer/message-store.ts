@@ -53,7 +53,7 @@
 import { Buffer } from 'node:buffer'
 import type { LastRun } from './continuity.js'
 import type { DurableDropTotals } from './drop-ledger.js'
-import { BufferError } from '../storage/index.js'
+import { BufferError, type DurationHistogram } from '../storage/index.js'
 import { decodeProperties, encodeProperties, type MessageProperties } from './message-properties.js'
 
 export { decodeProperties, encodeProperties, type MessageProperties }
@@ -193,6 +193,8 @@ export interface BufferStats {
     readonly failedCommits: number
     /** fsyncs of the WAL that acknowledgements waited for (durability 'full'); 0 otherwise. */
     readonly walFsyncs: number
+    /** How long those fsyncs took (empty unless durability 'full'). */
+    readonly walFsyncDurations: DurationHistogram
   }
   /** Drops since the process started (total, byReason, byRule) and, for a durable store, since it was created. */
   readonly drops: {

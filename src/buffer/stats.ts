@@ -2,7 +2,7 @@
 // reads that only the file can answer (oldest row per queue, durable drop
 // totals). A failed read is logged and leaves its field empty: stats serve
 // /status and must not throw while the store runs.
-import { toBufferError, type Durability } from '../storage/index.js'
+import { emptyHistogram, toBufferError, type Durability } from '../storage/index.js'
 import type { DurableDropTotals } from './drop-ledger.js'
 import type { BufferStats, QueueStats } from './message-store.js'
 import type { StoreState } from './store-state.js'
@@ -46,6 +46,7 @@ export function collectStats(st: StoreState, durability: Durability): BufferStat
       inFlight: st.inFlight.size,
       ...st.counters,
       walFsyncs: st.lease?.walSyncs ?? 0,
+      walFsyncDurations: st.lease?.walSyncDurations ?? emptyHistogram(),
     },
     drops: {
       total: st.drops.total,

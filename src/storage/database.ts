@@ -79,6 +79,7 @@ import { fsyncDir, mkdirDurable } from './dir-sync.js'
 import { applyMigrations, CORE_MIGRATIONS, type Migration } from './migrations.js'
 import { quarantine, type QuarantineRecord } from './quarantine.js'
 import { WalSync } from './wal-sync.js'
+import { emptyHistogram, type DurationHistogram } from './fsync-timings.js'
 
 export { applyMigrations, CORE_MIGRATIONS, type Migration } from './migrations.js'
 export { readQuarantineLog, type QuarantineRecord } from './quarantine.js'
@@ -141,6 +142,8 @@ export interface SqliteDatabase {
   syncDelayMs(): number
   /** WAL fsyncs completed on this file since it was opened (0 unless 'full'). */
   readonly walSyncs: number
+  /** How long those fsyncs took (empty unless 'full'). */
+  readonly walSyncDurations: DurationHistogram
   /** Release this lease (idempotent). The last lease checkpoints the WAL (TRUNCATE) and closes. */
   close(): void
 }
@@ -213,6 +216,9 @@ class Lease implements SqliteDatabase {
   }
   get walSyncs(): number {
     return this.shared.wal?.syncs ?? 0
+  }
+  get walSyncDurations(): DurationHistogram {
+    return this.shared.wal?.durations ?? emptyHistogram()
   }
 
   applyMigrations(migrations: readonly Migration[]): string[] {

@@ -30,6 +30,10 @@
 // retained messages, sessions) are made durable by a timer: every
 // `idleSyncMs`, if the WAL changed since the last fsync began, one more.
 //
+// Each fsync's duration goes into a histogram (fsync-timings.ts) for
+// /metrics; one of a second or more is a stalling storage device and logs a
+// warning, at most once a minute.
+//
 // The file is opened once; fsync works on any descriptor of the inode. If
 // the -wal file was replaced (a different inode at the path), it is
 // reopened, so a sync never lands on a stale file.
@@ -37,6 +41,12 @@
 import { close, fstat, fsync, open, stat } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
+import { FsyncTimings, type DurationHistogram } from './fsync-timings.js'
+
+/** An fsync this slow is a stalling storage: every acknowledgement of its interval waited as long. */
+const SLOW_FSYNC_MS = 1_000
+/** At most one slow-storage warning per this period; the next says how many more there were. */
+const SLOW_WARN_PERIOD_MS = 60_000
 
 export interface FsOps {
   open(path: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void): void
@@ -111,6 +121,10 @@ export class WalSync {
   #lastStart = -Infinity
   /** The rate bound's timer, while waiters wait for the interval to pass. */
   #delay: unknown = undefined
+  readonly #timings = new FsyncTimings()
+  /** Slow fsyncs since the last warning, and when that warning was logged. */
+  #slowUnreported = 0
+  #slowWarnedAt = -Infinity
 
   constructor(options: WalSyncOptions) {
     this.#o = options
@@ -128,6 +142,11 @@ export class WalSync {
   /** fsyncs completed. */
   get syncs(): number {
     return this.#syncs
+  }
+
+  /** How long the completed fsyncs took. */
+  get durations(): DurationHistogram {
+    return this.#timings.snapshot()
   }
 
   /**
@@ -180,14 +199,32 @@ export class WalSync {
     const batch = this.#waiters
     this.#waiters = []
     this.#running = true
-    this.#lastStart = this.#now()
+    const started = (this.#lastStart = this.#now())
     this.#withFd((err, fd) => {
       if (err !== null) return this.#done(batch, err)
       this.#fs.fsync(fd, (e2) => {
-        if (e2 === null) this.#syncs++
+        if (e2 === null) {
+          this.#syncs++
+          this.#took(this.#now() - started)
+        }
         this.#done(batch, e2)
       })
     })
+  }
+
+  #took(ms: number): void {
+    this.#timings.record(ms)
+    if (ms < SLOW_FSYNC_MS) return
+    this.#slowUnreported++
+    const now = this.#now()
+    if (now - this.#slowWarnedAt < SLOW_WARN_PERIOD_MS) return
+    this.#o.logger.warn(
+      { walPath: this.#o.walPath, fsyncMs: Math.round(ms), slowFsyncs: this.#slowUnreported },
+      'storage is stalling: a WAL fsync took over a second, and devices waited as long for their PUBACKs; ' +
+        'check the storage device (edge_agent_buffer_wal_fsync_duration_seconds, docs/buffer.md)',
+    )
+    this.#slowUnreported = 0
+    this.#slowWarnedAt = now
   }
 
   #done(batch: Waiter[], err: NodeJS.ErrnoException | null): void {

@@ -44,6 +44,15 @@ test('status, /status and /metrics show live client and message counts', async (
   assert.equal(metricValue(metrics, 'edge_agent_up'), 1)
   assert.match(metrics, /^# TYPE edge_agent_broker_messages_received_total counter$/m)
   assert.match(metrics, /^edge_agent_info\{version="[^"]+",site="test-site",level="2"\} 1$/m)
+  // The fsync histogram counts the same fsyncs as the counter, from the same snapshot.
+  assert.match(metrics, /^# TYPE edge_agent_buffer_wal_fsync_duration_seconds histogram$/m)
+  const fsyncs = metricValue(metrics, 'edge_agent_buffer_wal_fsyncs_total')
+  assert.equal(typeof fsyncs, 'number')
+  assert.equal(metricValue(metrics, 'edge_agent_buffer_wal_fsync_duration_seconds_count'), fsyncs)
+  assert.match(
+    metrics,
+    new RegExp(`^edge_agent_buffer_wal_fsync_duration_seconds_bucket\\{le="\\+Inf"\\} ${fsyncs}$`, 'm'),
+  )
 
   const human = await runCli(['status', '--url', agent.adminUrl])
   assert.equal(human.code, 0, human.stderr)

@@ -2,7 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { MetricsText, byLabel } from '../../../src/agent/metrics.js'
 import { RateMeter } from '../../../src/agent/rate-meter.js'
-import { table } from '../../../src/agent/status-view.js'
+import { fsyncSummary, table } from '../../../src/agent/status-view.js'
+import { FsyncTimings } from '../../../src/storage/index.js'
 
 test('renders Prometheus text with HELP, TYPE and escaped labels', () => {
   const text = new MetricsText()
@@ -19,6 +20,25 @@ test('renders Prometheus text with HELP, TYPE and escaped labels', () => {
       '# TYPE edge_agent_broker_refused_total counter',
       'edge_agent_broker_refused_total{reason="maxConnections"} 2',
       'edge_agent_broker_refused_total{reason="say \\"hi\\"\\n"} 1',
+      '',
+    ].join('\n'),
+  )
+})
+
+test('renders a histogram as cumulative buckets with le, +Inf, sum and count', () => {
+  const text = new MetricsText()
+    .histogram('edge_agent_x_seconds', 'X', { bounds: [0.001, 0.5], counts: [2, 0, 3], sumSec: 7.25 })
+    .toString()
+  assert.equal(
+    text,
+    [
+      '# HELP edge_agent_x_seconds X',
+      '# TYPE edge_agent_x_seconds histogram',
+      'edge_agent_x_seconds_bucket{le="0.001"} 2',
+      'edge_agent_x_seconds_bucket{le="0.5"} 2',
+      'edge_agent_x_seconds_bucket{le="+Inf"} 5',
+      'edge_agent_x_seconds_sum 7.25',
+      'edge_agent_x_seconds_count 5',
       '',
     ].join('\n'),
   )
@@ -55,4 +75,15 @@ test('status tables align columns', () => {
     ),
     'A           BB\nlong value  x\ny           z',
   )
+})
+
+test('status names the fsyncs, the slowest, and stalls over a second', () => {
+  const t = new FsyncTimings()
+  for (const ms of [0.4, 2, 14]) t.record(ms)
+  assert.equal(fsyncSummary(t.snapshot()), '3, slowest 14 ms')
+  t.record(1_000) // exactly a second: not over it
+  assert.equal(fsyncSummary(t.snapshot()), '4, slowest 1.0 s')
+  t.record(1_700)
+  t.record(4_200)
+  assert.equal(fsyncSummary(t.snapshot()), '6, slowest 4.2 s, 2 over 1 s: the storage stalls')
 })

@@ -550,9 +550,17 @@ test("stats count the WAL fsyncs that acknowledgements waited for, and only with
   assert.ok(afterOne >= 1, `the append resolved after an fsync: ${afterOne}`)
   await full.append(msg(2))
   assert.ok(full.stats().totals.walFsyncs > afterOne, 'each later append that waited adds one')
+  const durations = full.stats().totals.walFsyncDurations
+  assert.equal(durations.count, full.stats().totals.walFsyncs, 'every fsync counted has its duration')
+  assert.equal(
+    durations.counts.reduce((a, b) => a + b, 0),
+    durations.count,
+  )
+  assert.ok(durations.sumSec > 0 && durations.maxSec > 0 && durations.maxSec <= durations.sumSec)
   const normal = await open(t, { durability: 'normal' })
   await normal.append(msg(1))
   assert.equal(normal.stats().totals.walFsyncs, 0)
+  assert.equal(normal.stats().totals.walFsyncDurations.count, 0)
 })
 
 test('range acks delete exactly the acknowledged rows: an unacked row in between stays, whatever the ack order', async (t) => {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { type FsOps, WalSync } from '../../../src/storage/wal-sync.js'
+import { FSYNC_BUCKETS_SEC, FsyncTimings } from '../../../src/storage/fsync-timings.js'
 import { silentLogger } from '../../helpers/buffer-support.js'
 
 type Cb = (err: NodeJS.ErrnoException | null) => void
@@ -269,4 +270,55 @@ test('close() serves callers waiting for the interval at once', async () => {
   f.fsyncs[1]?.done(null)
   await b
   assert.deepEqual(f.closed, [10])
+})
+
+test('fsync durations land in their buckets, bounds inclusive', () => {
+  const t = new FsyncTimings()
+  for (const ms of [0, 1, 1.0001, 10, 999, 2500, 60_000]) t.record(ms)
+  const h = t.snapshot()
+  assert.deepEqual(h.bounds, FSYNC_BUCKETS_SEC)
+  const at = (le: number): number => h.counts[FSYNC_BUCKETS_SEC.indexOf(le)]!
+  assert.equal(at(0.001), 2, '0 and exactly 1 ms')
+  assert.equal(at(0.0025), 1, 'just above 1 ms')
+  assert.equal(at(0.01), 1)
+  assert.equal(at(1), 1, '999 ms')
+  assert.equal(at(2.5), 1, 'exactly 2.5 s')
+  assert.equal(h.counts[FSYNC_BUCKETS_SEC.length], 1, 'a minute: above every bound')
+  assert.equal(h.count, 7)
+  assert.equal(h.maxSec, 60)
+  assert.ok(Math.abs(h.sumSec - 63.5110001) < 1e-9)
+})
+
+test('a stalling fsync is timed and warned about, at most once a minute with the count of the others', async (t) => {
+  const f = scriptedFs()
+  const clock = scriptedClock()
+  const warnings: Array<Record<string, unknown>> = []
+  const logger = silentLogger()
+  logger.warn = (obj: Record<string, unknown>) => void warnings.push(obj)
+  const wal = new WalSync({ walPath: '/x-wal', logger, idleSyncMs: 0, fs: f.fs, now: clock.now, timers: clock.timers })
+  t.after(() => wal.close())
+  /** One sync whose fsync takes `ms` of scripted time. */
+  const syncTaking = async (ms: number): Promise<void> => {
+    const done = wal.sync()
+    await turns()
+    clock.moveTo(clock.now() + ms)
+    f.fsyncs.at(-1)?.done(null)
+    await done
+  }
+  await syncTaking(3)
+  await syncTaking(1_500)
+  assert.equal(warnings.length, 1, 'the first stall is reported at once')
+  assert.equal(warnings[0]?.['fsyncMs'], 1_500)
+  assert.equal(warnings[0]?.['slowFsyncs'], 1)
+  await syncTaking(2_000)
+  await syncTaking(999)
+  assert.equal(warnings.length, 1, 'within the minute: counted, not logged')
+  clock.moveTo(clock.now() + 60_000)
+  await syncTaking(4_000)
+  assert.equal(warnings.length, 2)
+  assert.equal(warnings[1]?.['slowFsyncs'], 2, 'the one held back and this one')
+  const h = wal.durations
+  assert.equal(h.count, 5)
+  assert.equal(h.maxSec, 4)
+  assert.equal(h.counts[FSYNC_BUCKETS_SEC.indexOf(0.005)], 1, 'the 3 ms one')
 })
