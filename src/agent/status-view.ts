@@ -1,7 +1,7 @@
 // Renders /status for people: a few aligned lines a technician on an SSH
 // session can read at a glance. Scripts use --json instead.
 import type { AgentStatus } from './app.js'
-import type { DurationHistogram } from '../storage/index.js'
+import { STALL_SEC, type DurationHistogram } from '../storage/index.js'
 
 export function renderStatus(s: AgentStatus): string {
   const a = s.agent
@@ -190,9 +190,9 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
 
 /** The WAL fsyncs in a few words: how many, the slowest, and the stalls a technician should look into. */
 export function fsyncSummary(h: DurationHistogram): string {
-  const stalls = h.counts.slice(h.bounds.findIndex((le) => le >= 1) + 1).reduce((a, b) => a + b, 0)
+  const stalls = h.counts.slice(h.bounds.findIndex((le) => le >= STALL_SEC) + 1).reduce((a, b) => a + b, 0)
   const slowest = h.maxSec < 1 ? `${Math.round(h.maxSec * 1000)} ms` : `${h.maxSec.toFixed(1)} s`
-  return `${num(h.count)}, slowest ${slowest}${stalls > 0 ? `, ${num(stalls)} over 1 s: the storage stalls` : ''}`
+  return `${num(h.count)}, slowest ${slowest}${stalls > 0 ? `, ${num(stalls)} over ${STALL_SEC} s: the storage stalls` : ''}`
 }
 
 function num(n: number): string {

@@ -6,6 +6,9 @@
 /** Upper bounds of the buckets, seconds (Prometheus `le`); a last bucket takes the rest. */
 export const FSYNC_BUCKETS_SEC: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 
+/** An fsync at least this long is the storage stalling: every acknowledgement of its interval waited as long. */
+export const STALL_SEC = 1
+
 /** A histogram of durations: `counts[i]` fsyncs took at most `bounds[i]` s and more than the bound before. */
 export interface DurationHistogram {
   /** Upper bounds, seconds, ascending. */
@@ -24,6 +27,11 @@ export class FsyncTimings {
   #sumSec = 0
   #count = 0
   #maxSec = 0
+
+  /** Durations recorded. */
+  get count(): number {
+    return this.#count
+  }
 
   record(ms: number): void {
     const sec = Math.max(0, ms) / 1000

@@ -24,5 +24,5 @@ export { type Migration, CORE_MIGRATIONS, applyMigrations } from './migrations.j
 export { type QuarantineRecord, readQuarantineLog } from './quarantine.js'
 export { DiskSpace, defaultStatFs, type StatFs } from './disk-space.js'
 export { WalSync, type FsOps } from './wal-sync.js'
-export { FSYNC_BUCKETS_SEC, FsyncTimings, emptyHistogram, type DurationHistogram } from './fsync-timings.js'
+export { FSYNC_BUCKETS_SEC, FsyncTimings, STALL_SEC, emptyHistogram, type DurationHistogram } from './fsync-timings.js'
 export { fsyncDir, mkdirDurable } from './dir-sync.js'

@@ -41,10 +41,8 @@
 import { close, fstat, fsync, open, stat } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import { FsyncTimings, type DurationHistogram } from './fsync-timings.js'
+import { FsyncTimings, STALL_SEC, type DurationHistogram } from './fsync-timings.js'
 
-/** An fsync this slow is a stalling storage: every acknowledgement of its interval waited as long. */
-const SLOW_FSYNC_MS = 1_000
 /** At most one slow-storage warning per this period; the next says how many more there were. */
 const SLOW_WARN_PERIOD_MS = 60_000
 
@@ -113,7 +111,6 @@ export class WalSync {
   #lastSeen = ''
   /** When the descriptor's inode was last compared with the path's. */
   #checkedAt = -Infinity
-  #syncs = 0
   readonly #minInterval: number
   readonly #now: () => number
   readonly #timers: WalSyncTimers
@@ -141,7 +138,7 @@ export class WalSync {
 
   /** fsyncs completed. */
   get syncs(): number {
-    return this.#syncs
+    return this.#timings.count
   }
 
   /** How long the completed fsyncs took. */
@@ -203,10 +200,7 @@ export class WalSync {
     this.#withFd((err, fd) => {
       if (err !== null) return this.#done(batch, err)
       this.#fs.fsync(fd, (e2) => {
-        if (e2 === null) {
-          this.#syncs++
-          this.#took(this.#now() - started)
-        }
+        if (e2 === null) this.#took(this.#now() - started)
         this.#done(batch, e2)
       })
     })
@@ -214,7 +208,7 @@ export class WalSync {
 
   #took(ms: number): void {
     this.#timings.record(ms)
-    if (ms < SLOW_FSYNC_MS) return
+    if (ms < STALL_SEC * 1000) return
     this.#slowUnreported++
     const now = this.#now()
     if (now - this.#slowWarnedAt < SLOW_WARN_PERIOD_MS) return
